@@ -1,0 +1,35 @@
+# Two commands for users: `make run` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= .scr-data
+CONFIG ?= examples/scr.yaml
+HOST ?= 127.0.0.1
+PORT ?= 8787
+
+.PHONY: run test lint unit bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	@$(BIN)/scr keys create --data $(DATA) --tenant org_acme --role ingest --label make-run
+	$(BIN)/scr serve --config $(CONFIG) --data $(DATA) --host $(HOST) --port $(PORT)
+
+test: lint unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(DATA) bench/results
