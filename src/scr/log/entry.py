@@ -1,0 +1,74 @@
+"""Ledger entries: their shape, their canonical bytes and the per-tenant hash chain.
+
+An entry is ``{id, ts, actor, tenant_id, kind, payload, provenance {source, ref, author}}``.
+Its stored bytes are ``canonical_bytes(entry)`` (sorted-key JSON, see ``scr.schema``); the
+chain hash of an entry is ``SHA-256(previous hash of the same tenant ‖ stored bytes)``, with
+32 zero bytes before a tenant's first entry. Verifiers need nothing but the stored bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import Enum
+from typing import Any
+
+import msgspec
+
+from scr.schema import canonical_bytes
+
+GENESIS_HASH = bytes(32)
+
+
+class Kind(str, Enum):
+    """What a ledger entry records."""
+
+    INTENT = "INTENT"
+    PLAN = "PLAN"
+    ACTION = "ACTION"
+    OBSERVATION = "OBSERVATION"
+    DENY = "DENY"
+    DECIDE = "DECIDE"
+    PROMOTION = "PROMOTION"
+    STRUCTURE_UPDATE = "STRUCTURE_UPDATE"
+    SESSION_COMPLETION = "SESSION_COMPLETION"
+    ERASURE = "ERASURE"
+    KEY_CREATED = "KEY_CREATED"
+    CONFIG_CHANGED = "CONFIG_CHANGED"
+
+
+class Provenance(msgspec.Struct, frozen=True, gc=False):
+    """Where an entry came from: the channel, a reference in it, and who sent it."""
+
+    source: str
+    ref: str
+    author: str
+
+
+class LedgerEntry(msgspec.Struct, frozen=True, gc=False):
+    """One appended fact. ``id`` is the global ledger sequence number (from 1)."""
+
+    id: int
+    ts: str
+    actor: str
+    tenant_id: str
+    kind: str
+    payload: Any
+    provenance: Provenance
+
+
+def entry_bytes(entry: LedgerEntry) -> bytes:
+    """The exact bytes stored for an entry and covered by its hashes."""
+    return canonical_bytes(entry)
+
+
+def chain_hash(previous: bytes, stored: bytes) -> bytes:
+    """The chain hash of an entry whose stored bytes are ``stored``."""
+    return hashlib.sha256(previous + stored).digest()
+
+
+_entry_decoder = msgspec.json.Decoder(LedgerEntry)
+
+
+def decode_entry(stored: bytes) -> LedgerEntry:
+    """Read an entry back from its stored bytes (payload as plain JSON values)."""
+    return _entry_decoder.decode(stored)
