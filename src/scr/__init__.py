@@ -1,0 +1,3 @@
+"""scr: the Session Completion Runtime."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,221 @@
+"""Capture: from a ``POST /v1/events`` body to validated submissions and per-event results.
+
+Bodies are plain JSON (one event or an array) or CloudEvents 1.0 structured mode (one
+CloudEvent or a batch) carrying the event as ``data``. The body's size is bounded before it
+is read; each event's size is bounded before it is decoded. Every event is judged on its
+own: in a batch, a bad event is rejected and the others go on to commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from scr.errors import BadRequest, Conflict, Detail, Forbidden, PayloadTooLarge, ScrError
+from scr.log.commit import Outcome, Submission
+from scr.schema import EVENT_TYPE, MAX_EVENT_BYTES, InvalidEvent, Problem, canonical_bytes, decode_event
+from scr.security.keys import Principal
+
+JSON = "application/json"
+CLOUDEVENT = "application/cloudevents+json"
+CLOUDEVENT_BATCH = "application/cloudevents-batch+json"
+DIGEST_BYTES = 16
+
+
+class CloudEvent(msgspec.Struct, gc=False):
+    """CloudEvents 1.0 structured mode; extension attributes are allowed and ignored."""
+
+    specversion: str
+    id: str
+    source: str
+    type: str
+    data: msgspec.Raw | None = None
+    datacontenttype: str | None = None
+    data_base64: str | None = None
+
+
+_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+_cloudevent = msgspec.json.Decoder(CloudEvent)
+
+
+@dataclass(slots=True)
+class Item:
+    """One event of a request: its raw bytes or why it could not be read."""
+
+    index: int
+    raw: bytes | None = None
+    problem: Problem | None = None
+    status: int = 400
+
+
+@dataclass(slots=True)
+class Batch:
+    """A request's events after validation, ready to commit."""
+
+    is_batch: bool
+    source: str
+    results: list[dict[str, Any]] = field(default_factory=list)
+    submissions: list[Submission] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # result index of each submission
+    statuses: list[int] = field(default_factory=list)  # the status a single event answers
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or JSON).split(";", 1)[0].strip().lower()
+
+
+def split_body(body: bytes, kind: str, max_events: int) -> tuple[bool, list[Item], str]:
+    """Split a body into its events: (is batch, items, source name)."""
+    if kind == CLOUDEVENT:
+        return False, [_cloudevent_item(0, body)], "cloudevents"
+    if kind == CLOUDEVENT_BATCH:
+        raws = _decode_list(body, max_events)
+        return True, [_cloudevent_item(i, bytes(r)) for i, r in enumerate(raws)], "cloudevents"
+    if kind not in (JSON, "application/x-json", "text/json"):
+        raise BadRequest(
+            f"unsupported content type '{kind}'; send {JSON}, {CLOUDEVENT} or {CLOUDEVENT_BATCH}"
+        )
+    stripped = body.lstrip()
+    if stripped[:1] == b"[":
+        raws = _decode_list(body, max_events)
+        return True, [Item(i, bytes(r)) for i, r in enumerate(raws)], "http"
+    if stripped[:1] != b"{":
+        raise BadRequest("body must be a JSON object (one event) or an array of events")
+    return False, [Item(0, body)], "http"
+
+
+def _decode_list(body: bytes, max_events: int) -> list[msgspec.Raw]:
+    try:
+        raws = _raw_list.decode(body)
+    except msgspec.DecodeError as error:
+        raise BadRequest(f"malformed JSON: {error}") from None
+    if len(raws) > max_events:
+        raise PayloadTooLarge(f"a batch holds at most {max_events} events; this one has {len(raws)}")
+    return raws
+
+
+def _cloudevent_item(index: int, raw: bytes) -> Item:
+    try:
+        envelope = _cloudevent.decode(raw)
+    except msgspec.DecodeError as error:
+        if index == 0 and not raw.lstrip().startswith(b"{"):
+            raise BadRequest(f"malformed CloudEvent: {error}") from None
+        return Item(index, problem=Problem("invalid_cloudevent", "$", str(error)))
+    if envelope.specversion != "1.0":
+        return Item(index, problem=Problem("invalid_cloudevent", "$.specversion", "must be '1.0'"))
+    if envelope.type != EVENT_TYPE and not envelope.type.endswith("." + EVENT_TYPE):
+        return Item(
+            index,
+            problem=Problem("invalid_cloudevent", "$.type", f"type must be '{EVENT_TYPE}'"),
+        )
+    if envelope.data is None:
+        message = "carry the event as JSON 'data'" + (
+            " (data_base64 is not supported)" if envelope.data_base64 else ""
+        )
+        return Item(index, problem=Problem("invalid_cloudevent", "$.data", message))
+    return Item(index, bytes(envelope.data))
+
+
+def validate(items: list[Item], principal: Principal, is_batch: bool, source: str) -> Batch:
+    """Decode and check each event; keep what may be committed."""
+    batch = Batch(is_batch, source)
+    for item in items:
+        result: dict[str, Any] = {"index": item.index, "event_id": None, "status": "rejected"}
+        batch.results.append(result)
+        problem, status = item.problem, item.status
+        if problem is None and item.raw is not None:
+            if len(item.raw) > MAX_EVENT_BYTES:
+                problem = Problem(
+                    "event_too_large", "$",
+                    f"event is {len(item.raw)} bytes; the limit is {MAX_EVENT_BYTES}",
+                )
+                status = 413
+            else:
+                try:
+                    event = decode_event(item.raw)
+                except InvalidEvent as invalid:
+                    result["errors"] = [p.as_dict() for p in invalid.problems]
+                    result["event_id"] = _event_id_hint(item.raw)
+                    batch.statuses.append(400)
+                    continue
+                result["event_id"] = event.event_id
+                tenant = event.user.organization_id
+                if not principal.may_write_for(tenant):
+                    problem = Problem(
+                        "forbidden_tenant", "$.user.organization_id",
+                        f"this key may not write events for organization '{tenant}'",
+                    )
+                    status = 403
+                else:
+                    payload = canonical_bytes(event)
+                    digest = hashlib.blake2b(payload, digest_size=DIGEST_BYTES).digest()
+                    batch.submissions.append(
+                        Submission(event, payload, digest, principal.actor, source)
+                    )
+                    batch.positions.append(item.index)
+                    batch.statuses.append(202)
+                    continue
+        assert problem is not None
+        result["errors"] = [problem.as_dict()]
+        batch.statuses.append(status)
+    return batch
+
+
+def _event_id_hint(raw: bytes) -> str | None:
+    """The event id of a rejected event, when one can be read, to help the sender."""
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    event_id = value.get("event_id") if isinstance(value, dict) else None
+    return event_id if isinstance(event_id, str) and len(event_id) <= 128 else None
+
+
+def settle(batch: Batch, outcomes: list[tuple[Outcome, int]]) -> None:
+    """Record the commit's outcome of each submission in the results."""
+    for position, (outcome, _seq) in zip(batch.positions, outcomes, strict=True):
+        result = batch.results[position]
+        if outcome is Outcome.CONFLICT:
+            result["errors"] = [
+                Problem(
+                    "conflict", "$.event_id",
+                    "an event with this id and a different body is already in the ledger",
+                ).as_dict()
+            ]
+            batch.statuses[position] = 409
+        else:
+            result["status"] = outcome.value
+            batch.statuses[position] = 202
+
+
+def answer(batch: Batch) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and body of a settled request."""
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    for result in batch.results:
+        counts[result["status"]] += 1
+    if not batch.is_batch:
+        status = batch.statuses[0]
+        if status != 202:
+            raise _single_error(status, batch.results[0])
+    body: dict[str, Any] = {**counts, "results": batch.results}
+    return (207 if counts["rejected"] else 202), body
+
+
+def _single_error(status: int, result: dict[str, Any]) -> ScrError:
+    errors = result.get("errors", [])
+    details = [Detail(e["path"], e["message"]) for e in errors]
+    code = errors[0]["code"] if errors else "invalid_event"
+    error: ScrError
+    if status == 409:
+        error = Conflict("an event with this id and a different body is already stored", details)
+    elif status == 403:
+        error = Forbidden("this key may not write events for that organization", details)
+    elif status == 413:
+        error = PayloadTooLarge(f"the event is over {MAX_EVENT_BYTES} bytes", details)
+    else:
+        error = BadRequest("the event is invalid", details)
+    error.code = code
+    return error

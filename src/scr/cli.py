@@ -1,0 +1,210 @@
+"""The ``scr`` command line: serve, send, keys, config, schema (and later issues' verbs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import msgspec
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from scr.config import Config, default_config, load_config
+from scr.errors import ConfigError, ScrError
+from scr.schema import json_schema
+
+DEFAULT_URL = "http://127.0.0.1:8787"
+DEFAULT_DATA = Path(".scr-data")
+SEND_BATCH_EVENTS = 1000
+SEND_TIMEOUT_S = 60.0
+
+app = typer.Typer(help="scr: the Session Completion Runtime.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+config_app = typer.Typer(help="Config files.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(config_app, name="config")
+err = Console(stderr=True)
+
+DataOption = Annotated[Path, typer.Option("--data", help="The data folder (SQLite database).")]
+UrlOption = Annotated[
+    str, typer.Option("--url", envvar="SCR_URL", help="The scr server.")
+]
+KeyOption = Annotated[
+    str | None, typer.Option("--key", envvar="SCR_KEY", help="An API key.")
+]
+
+
+def _load(config: Path | None) -> Config:
+    if config is None:
+        return default_config()
+    try:
+        return load_config(config)
+    except ConfigError as error:
+        _print_config_error(error)
+        raise typer.Exit(2) from None
+
+
+def _print_config_error(error: ConfigError) -> None:
+    err.print(f"[red]config error:[/red] {error.message}")
+    for detail in error.details:
+        err.print(f"  {detail.path}: {detail.message}")
+
+
+@app.command()
+def serve(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config file.")] = None,
+    data: DataOption = DEFAULT_DATA,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run the server on the embedded store in DATA."""
+    import logging
+
+    import uvicorn
+
+    from scr.server import create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _load(config)
+    application = create_app(settings, data)
+    auth = "on" if settings.validation.require_authentication else "OFF"
+    print(f"scr serving on http://{host}:{port} (data: {data}, auth: {auth})", flush=True)
+    uvicorn.run(
+        application, host=host, port=port, log_level=log_level, access_log=False,
+        loop="uvloop", http="httptools", timeout_graceful_shutdown=10,
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="The organization the key belongs to.")],
+    role: Annotated[str, typer.Option(help="ingest, read, admin, platform or auditor.")],
+    data: DataOption = DEFAULT_DATA,
+    label: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
+) -> None:
+    """Create an API key; the key is printed once, as the last line."""
+    from scr.log.commit import Committer
+    from scr.security.auth import create_key
+    from scr.security.keys import parse_role
+    from scr.store.sqlite import SqliteStore
+
+    try:
+        parsed = parse_role(role)
+        store = SqliteStore(data)
+        committer = Committer(store, buffer_size=1)
+        committer.start()
+        try:
+            grant = create_key(committer, tenant, parsed, label)
+        finally:
+            committer.close()
+    except ScrError as error:
+        err.print(f"[red]error:[/red] {error.message}")
+        raise typer.Exit(2) from None
+    print(f"created key {grant.key_id} for tenant {grant.tenant} with role {grant.role.value}")
+    print("store it now: it is not shown again")
+    print(grant.key)
+
+
+@config_app.command("check")
+def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]) -> None:
+    """Check a config file; report every error with its line."""
+    try:
+        settings = load_config(file)
+    except ConfigError as error:
+        _print_config_error(error)
+        raise typer.Exit(1) from None
+    names = ", ".join(d.name for d in settings.routing.destinations) or "none"
+    print(f"{file}: ok ({len(settings.routing.destinations)} destinations: {names})")
+
+
+@app.command()
+def schema() -> None:
+    """Print the event's JSON Schema (draft 2020-12)."""
+    print(json.dumps(json_schema(), indent=2))
+
+
+def _read_events(source: str) -> list[Any]:
+    """Events from a JSON file (object or array) or NDJSON; ``-`` reads standard input."""
+    text = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    stripped = text.strip()
+    if not stripped:
+        return []
+    try:
+        value = msgspec.json.decode(stripped)
+        return value if isinstance(value, list) else [value]
+    except msgspec.DecodeError:
+        pass
+    events = []
+    for number, line in enumerate(stripped.splitlines(), start=1):
+        if line.strip():
+            try:
+                events.append(msgspec.json.decode(line))
+            except msgspec.DecodeError as error:
+                raise ValueError(f"{source} line {number}: not JSON: {error}") from None
+    return events
+
+
+@app.command()
+def send(
+    file: Annotated[str, typer.Argument(help="JSON or NDJSON events; - for standard input.")],
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    batch_size: Annotated[int, typer.Option(help="Events per request.", min=1, max=10_000)] = SEND_BATCH_EVENTS,
+) -> None:
+    """Send events in batches, with a progress bar and a summary."""
+    try:
+        events = _read_events(file)
+    except (OSError, ValueError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    totals = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    problems: list[str] = []
+    columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with httpx.Client(base_url=url, timeout=SEND_TIMEOUT_S) as client, Progress(
+        *columns, console=err, disable=not err.is_terminal
+    ) as progress:
+        task = progress.add_task("events", total=len(events))
+        for start in range(0, len(events), batch_size):
+            part = events[start : start + batch_size]
+            try:
+                response = client.post("/v1/events", content=msgspec.json.encode(part), headers=headers)
+            except httpx.HTTPError as error:
+                err.print(f"[red]error:[/red] cannot reach {url}: {error}")
+                raise typer.Exit(2) from None
+            answer = response.json()
+            if response.status_code not in (202, 207):
+                message = answer.get("error", {}).get("message", response.text)
+                err.print(f"[red]error:[/red] HTTP {response.status_code}: {message}")
+                raise typer.Exit(2)
+            for name in totals:
+                totals[name] += answer[name]
+            for result in answer["results"]:
+                if result["status"] == "rejected":
+                    first = result["errors"][0]
+                    problems.append(
+                        f"event {start + result['index']} ({result['event_id']}): "
+                        f"{first['path']}: {first['message']}"
+                    )
+            progress.advance(task, len(part))
+    for line in problems[:20]:
+        err.print(f"  rejected {line}")
+    if len(problems) > 20:
+        err.print(f"  … and {len(problems) - 20} more rejected")
+    print(f"sent {len(events)}: {totals['accepted']} accepted, {totals['duplicate']} duplicate, "
+          f"{totals['rejected']} rejected")
+    if totals["rejected"]:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

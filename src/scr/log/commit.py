@@ -1,0 +1,339 @@
+"""Commit: the one writer that appends to the ledger, in group-committed transactions.
+
+Requests hand their validated events (and any other write) to the ``Committer``. One thread
+takes everything queued, up to ``capture.buffer_size`` events, runs it in one SQLite
+transaction and commits it (fsync) before any caller is answered. ``flush_interval_ms`` is
+therefore a bound, not a delay: the writer never waits while work is queued.
+
+Each write runs in its own SAVEPOINT, so one failing write fails only its caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, TypeVar
+
+import msgspec
+
+from scr.errors import Unavailable
+from scr.log.entry import GENESIS_HASH, Kind, LedgerEntry, Provenance, chain_hash, entry_bytes
+from scr.schema import Event
+from scr.store.sqlite import SqliteStore, event_key, session_key
+
+log = logging.getLogger("scr.commit")
+T = TypeVar("T")
+
+IDLE_POLL_S = 0.5
+
+
+class Outcome(str, Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+@dataclass(slots=True)
+class Submission:
+    """A validated event on its way into the ledger."""
+
+    event: Event
+    payload: bytes  # canonical bytes of the event
+    digest: bytes  # digest of ``payload``, compared on duplicates
+    actor: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """An entry that the last transaction made durable."""
+
+    seq: int
+    tenant: str
+    tenant_seq: int
+    kind: str
+    entry_hash: bytes
+    event: Event | None
+    payload: Any = None
+
+
+@dataclass(slots=True)
+class _Work:
+    run: Callable[[sqlite3.Connection], Any]
+    size: int
+    done: Callable[[Any, BaseException | None], None]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Entries and chain heads written by the open transaction, not yet durable."""
+
+    committed: list[Committed] = field(default_factory=list)
+    heads: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    keys: dict[int, tuple[int, str, str, bytes]] = field(default_factory=dict)
+    key_order: list[int] = field(default_factory=list)
+
+
+def utc_now() -> str:
+    """Now as RFC 3339 UTC with microseconds (entry times sort as text)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Committer:
+    """The single ledger writer. Start it with ``start()``; stop it with ``close()``."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        buffer_size: int,
+        on_commit: Callable[[list[Committed]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.buffer_size = buffer_size
+        self.on_commit = on_commit
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="scr-committer", daemon=True)
+        self._conn: sqlite3.Connection | None = None
+        self._heads: dict[str, tuple[int, bytes]] = {}
+        self._next_seq = 1
+        self._pending = _Pending()
+        self.healthy = True
+        self.last_error = ""
+        self.groups = 0
+
+    def start(self) -> None:
+        self._conn = self.store.writer_connection()
+        self._reload()
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _reload(self) -> None:
+        assert self._conn is not None
+        self._heads = self.store.chain_heads(self._conn)
+        self._next_seq = self.store.last_seq(self._conn) + 1
+
+    # ----- submitting work -----------------------------------------------------------------
+
+    async def run(self, write: Callable[[sqlite3.Connection], T], size: int = 1) -> T:
+        """Run ``write`` in the next group transaction; return once it is durable."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
+        self._queue.put(_Work(write, size, done))
+        return await future
+
+    def run_sync(self, write: Callable[[sqlite3.Connection], T], size: int = 1) -> T:
+        """Like ``run`` for callers outside an event loop (CLI)."""
+        box: dict[str, Any] = {}
+        ready = threading.Event()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            box["result"], box["error"] = result, error
+            ready.set()
+
+        self._queue.put(_Work(write, size, done))
+        ready.wait()
+        if box["error"] is not None:
+            raise box["error"]
+        result: T = box["result"]
+        return result
+
+    async def append_events(self, submissions: Sequence[Submission]) -> list[tuple[Outcome, int]]:
+        """Append events with exact dedup; per event (outcome, ledger seq)."""
+        return await self.run(lambda conn: self._append_events(conn, submissions), len(submissions))
+
+    def append_entry(
+        self, conn: sqlite3.Connection, tenant: str, kind: Kind | str, payload: Any,
+        actor: str, source: str, ref: str,
+    ) -> Committed:
+        """Append one non-event entry inside a write (for keys, canon, config changes)."""
+        kind_name = kind.value if isinstance(kind, Kind) else kind
+        seq = self._next_seq
+        count, previous = self._head(tenant)
+        ts = utc_now()
+        entry = LedgerEntry(
+            seq, ts, actor, tenant, kind_name, payload, Provenance(source, ref, actor)
+        )
+        stored = entry_bytes(entry)
+        digest = chain_hash(previous, stored)
+        self.store.insert_entries(
+            conn, [(seq, tenant, count, kind_name, ts, None, None, None, stored, digest)]
+        )
+        self._next_seq = seq + 1
+        self._pending.heads[tenant] = (count + 1, digest)
+        committed = Committed(seq, tenant, count, kind_name, digest, None, payload)
+        self._pending.committed.append(committed)
+        return committed
+
+    def _head(self, tenant: str) -> tuple[int, bytes]:
+        return self._pending.heads.get(tenant) or self._heads.get(tenant) or (0, GENESIS_HASH)
+
+    # ----- the writer thread ---------------------------------------------------------------
+
+    def _append_events(
+        self, conn: sqlite3.Connection, submissions: Sequence[Submission]
+    ) -> list[tuple[Outcome, int]]:
+        keys = [event_key(s.event.user.organization_id, s.event.event_id) for s in submissions]
+        pending_keys = self._pending.keys
+        known = self.store.find_keys(conn, [k for k in keys if k not in pending_keys])
+        known.update({k: pending_keys[k] for k in keys if k in pending_keys})
+        outcomes: list[tuple[Outcome, int]] = []
+        rows: list[tuple[Any, ...]] = []
+        new_keys: list[tuple[int, int]] = []
+        ts = utc_now()
+        for key, sub in zip(keys, submissions, strict=True):
+            tenant, event_id = sub.event.user.organization_id, sub.event.event_id
+            hit = known.get(key)
+            if hit is not None and (hit[1] != tenant or hit[2] != event_id):
+                overflow = self.store.find_overflow(conn, tenant, event_id)
+                hit = (overflow[0], tenant, event_id, overflow[1]) if overflow else None
+                if hit is None:
+                    hit = self._append_one(sub, ts, rows)
+                    self.store.insert_overflow(conn, tenant, event_id, hit[0])
+                    outcomes.append((Outcome.ACCEPTED, hit[0]))
+                    continue
+            if hit is not None:
+                same = hit[3] == sub.digest
+                outcomes.append((Outcome.DUPLICATE if same else Outcome.CONFLICT, hit[0]))
+                continue
+            hit = self._append_one(sub, ts, rows)
+            known[key] = pending_keys[key] = hit
+            self._pending.key_order.append(key)
+            new_keys.append((key, hit[0]))
+            outcomes.append((Outcome.ACCEPTED, hit[0]))
+        self.store.insert_entries(conn, rows)
+        self.store.insert_keys(conn, new_keys)
+        return outcomes
+
+    def _append_one(
+        self, sub: Submission, ts: str, rows: list[tuple[Any, ...]]
+    ) -> tuple[int, str, str, bytes]:
+        event = sub.event
+        tenant = event.user.organization_id
+        seq = self._next_seq
+        count, previous = self._head(tenant)
+        entry = LedgerEntry(
+            seq, ts, sub.actor, tenant, Kind.SESSION_COMPLETION.value,
+            msgspec.Raw(sub.payload), Provenance(sub.source, event.event_id, sub.actor),
+        )
+        stored = entry_bytes(entry)
+        digest = chain_hash(previous, stored)
+        rows.append((
+            seq, tenant, count, Kind.SESSION_COMPLETION.value, ts, event.event_id,
+            session_key(tenant, event.session.session_id), sub.digest, stored, digest,
+        ))
+        self._next_seq = seq + 1
+        self._pending.heads[tenant] = (count + 1, digest)
+        self._pending.committed.append(
+            Committed(seq, tenant, count, Kind.SESSION_COMPLETION.value, digest, event)
+        )
+        return (seq, tenant, event.event_id, sub.digest)
+
+    def _loop(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        while True:
+            try:
+                first = self._queue.get(timeout=IDLE_POLL_S)
+            except queue.Empty:
+                continue
+            if first is None:
+                return
+            group, size, stop = [first], first.size, False
+            while size < self.buffer_size:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+                size += more.size
+            self._commit_group(conn, group)
+            if stop:
+                return
+
+    def _commit_group(self, conn: sqlite3.Connection, group: list[_Work]) -> None:
+        results: list[tuple[Any, BaseException | None]] = []
+        self._pending = _Pending()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for work in group:
+                conn.execute("SAVEPOINT work")
+                mark = self._mark()
+                try:
+                    results.append((work.run(conn), None))
+                    conn.execute("RELEASE work")
+                except Exception as error:  # one failing write fails only its caller
+                    conn.execute("ROLLBACK TO work")
+                    conn.execute("RELEASE work")
+                    self._restore(mark)
+                    results.append((None, error))
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            log.error("commit failed: %s", error)
+            self.healthy, self.last_error = False, str(error)
+            if conn.in_transaction:
+                conn.rollback()
+            self._pending = _Pending()
+            self._reload()
+            failure = Unavailable("the ledger could not commit; nothing of this request was stored")
+            for work in group:
+                work.done(None, failure)
+            return
+        self.healthy, self.last_error = True, ""
+        self.groups += 1
+        self._heads.update(self._pending.heads)
+        committed = self._pending.committed
+        self._pending = _Pending()
+        for work, (result, error) in zip(group, results, strict=True):
+            work.done(result, error)
+        if committed and self.on_commit is not None:
+            self.on_commit(committed)
+
+    def _mark(self) -> tuple[int, dict[str, tuple[int, bytes]], int, int]:
+        p = self._pending
+        return (self._next_seq, dict(p.heads), len(p.committed), len(p.key_order))
+
+    def _restore(self, mark: tuple[int, dict[str, tuple[int, bytes]], int, int]) -> None:
+        """Forget what a failed write added to the open transaction's state."""
+        next_seq, heads, committed, keys = mark
+        p = self._pending
+        self._next_seq = next_seq
+        p.heads = heads
+        del p.committed[committed:]
+        for key in p.key_order[keys:]:
+            del p.keys[key]
+        del p.key_order[keys:]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)

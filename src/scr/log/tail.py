@@ -1,0 +1,81 @@
+"""The ledger's tail: recently committed entries kept in memory for the consumers.
+
+Consumers (destinations, later the enricher and the usage aggregator) read the ledger from
+their own cursor. Near the head they read from this tail without touching the database or
+decoding anything; a consumer that fell behind reads older entries from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+
+import msgspec
+
+from scr.log.commit import Committed
+from scr.log.entry import Kind, Provenance
+from scr.schema import Event
+from scr.store.sqlite import SqliteStore, StoredEntry
+
+TAIL_ENTRIES = 200_000
+
+
+class _EventEntry(msgspec.Struct, gc=False):
+    """A SESSION_COMPLETION entry read with its payload typed as an event."""
+
+    id: int
+    ts: str
+    actor: str
+    tenant_id: str
+    kind: str
+    payload: Event
+    provenance: Provenance
+
+
+_event_entry = msgspec.json.Decoder(_EventEntry)
+
+
+def from_store(row: StoredEntry) -> Committed:
+    """A stored row as a consumer sees it."""
+    event = None
+    if row.kind == Kind.SESSION_COMPLETION.value:
+        event = _event_entry.decode(row.entry).payload
+    return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, event)
+
+
+class LedgerTail:
+    """Recent entries and a wake-up for consumers waiting at the head."""
+
+    def __init__(self, store: SqliteStore, capacity: int = TAIL_ENTRIES) -> None:
+        self.store = store
+        self._entries: deque[Committed] = deque(maxlen=capacity)
+        self.head_seq = store.last_seq()
+        self._changed = asyncio.Event()
+
+    def extend(self, committed: Iterable[Committed]) -> None:
+        """Called on the event loop after each commit."""
+        for entry in committed:
+            self._entries.append(entry)
+            self.head_seq = max(self.head_seq, entry.seq)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_beyond(self, seq: int, timeout_s: float | None = None) -> bool:
+        """Wait until an entry after ``seq`` is committed; False on timeout."""
+        while self.head_seq <= seq:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout_s)
+            except TimeoutError:
+                return False
+        return True
+
+    async def read(self, after_seq: int, limit: int) -> list[Committed]:
+        """Up to ``limit`` entries after ``after_seq``, in ledger order."""
+        entries = self._entries
+        if entries and entries[0].seq <= after_seq + 1:
+            start = after_seq + 1 - entries[0].seq
+            # seqs are dense in the tail, so the position is the offset from the first
+            return [entries[i] for i in range(start, min(start + limit, len(entries)))]
+        rows = await asyncio.to_thread(self.store.entries_after, after_seq, limit)
+        return [from_store(row) for row in rows]

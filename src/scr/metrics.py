@@ -1,0 +1,53 @@
+"""Prometheus metrics of one scr process, in its own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """Every metric scr exports; names use the flow's words."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.accepted = Counter("scr_events_accepted", "Events committed to the ledger", registry=r)
+        self.duplicate = Counter(
+            "scr_events_duplicate", "Events already in the ledger with the same body", registry=r
+        )
+        self.rejected = Counter(
+            "scr_events_rejected", "Events rejected, by reason", ["reason"], registry=r
+        )
+        self.commit_groups = Counter("scr_commit_groups", "Group-commit transactions", registry=r)
+        self.delivered = Counter(
+            "scr_destination_delivered", "Events delivered", ["destination"], registry=r
+        )
+        self.retried = Counter(
+            "scr_destination_retried", "Events scheduled for a retry", ["destination"], registry=r
+        )
+        self.dead = Counter(
+            "scr_destination_dead", "Events dead-lettered", ["destination"], registry=r
+        )
+        self.filtered_out = Counter(
+            "scr_destination_filtered_out", "Events the filter skipped", ["destination"], registry=r
+        )
+        self.sampled_out = Counter(
+            "scr_destination_sampled_out", "Events sampling skipped", ["destination"], registry=r
+        )
+        self.attempt_latency = Histogram(
+            "scr_destination_attempt_seconds", "Delivery attempt latency", ["destination"],
+            buckets=LATENCY_BUCKETS_S, registry=r,
+        )
+        self.lag_entries = Gauge(
+            "scr_destination_lag_entries", "Ledger entries not yet past the cursor",
+            ["destination"], registry=r,
+        )
+        self.oldest_pending_age = Gauge(
+            "scr_destination_oldest_pending_age_seconds",
+            "Age of the oldest entry a destination has not settled", ["destination"], registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

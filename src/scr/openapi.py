@@ -1,0 +1,102 @@
+"""The OpenAPI 3.1 document of the HTTP API; the event schema comes from ``scr.schema``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scr import __version__
+from scr.schema import json_schema
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_BEARER = [{"apiKey": []}]
+
+
+def _op(summary: str, responses: dict[str, str], secured: bool = True) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            code: {
+                "description": text,
+                "content": {"application/json": {"schema": _ERROR}} if code[0] in "45" else {},
+            }
+            for code, text in responses.items()
+        },
+    }
+    if secured:
+        operation["security"] = _BEARER
+    return operation
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document served at ``/openapi.json``."""
+    event = json_schema()
+    defs = event.pop("$defs")
+    post_events = _op(
+        "Capture one event, an array of events, or CloudEvents (structured mode)",
+        {
+            "202": "every event accepted or duplicate", "207": "a batch with rejected events",
+            "400": "malformed body or invalid event", "401": "no or bad key",
+            "403": "another tenant's event", "409": "same id, different body",
+            "413": "body over 16 MiB, batch over 10,000 events or event over 256 KiB",
+        },
+    )
+    post_events["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [
+                    {"$ref": "#/components/schemas/Event"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                ]}
+            },
+            "application/cloudevents+json": {"schema": {"type": "object"}},
+            "application/cloudevents-batch+json": {"schema": {"type": "array"}},
+        },
+    }
+    read = {"200": "found", "401": "no or bad key", "404": "not found"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "scr: Session Completion Runtime", "version": __version__},
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                **defs,
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {
+                        "type": "object",
+                        "required": ["code", "message", "details"],
+                        "properties": {
+                            "code": {"type": "string"}, "message": {"type": "string"},
+                            "details": {"type": "array", "items": {
+                                "type": "object",
+                                "properties": {"path": {"type": "string"},
+                                               "message": {"type": "string"}},
+                            }},
+                        },
+                    }},
+                },
+            },
+        },
+        "paths": {
+            "/v1/events": {"post": post_events},
+            "/v1/events/{event_id}": {"get": _op("One event of the key's tenant", read)},
+            "/v1/sessions/{session_id}": {"get": _op("A session's events", read)},
+            "/v1/destinations": {"get": _op("Destinations: state, lag, last error", read)},
+            "/v1/destinations/{name}/enable": {
+                "post": _op("Re-enable a destination disabled by a 410", read)
+            },
+            "/v1/deliveries": {
+                "get": _op("Deliveries by destination and status", {**read, "400": "bad query"})
+            },
+            "/v1/deliveries/replay": {
+                "post": _op("Requeue deliveries, keeping event and webhook ids",
+                            {**read, "400": "bad request"})
+            },
+            "/v1/schema": {"get": _op("JSON Schema of the event", {"200": "ok"}, False)},
+            "/healthz": {"get": _op("Liveness", {"200": "alive"}, False)},
+            "/readyz": {"get": _op("Readiness", {"200": "ready", "503": "cannot commit"}, False)},
+            "/metrics": {"get": _op("Prometheus metrics", {"200": "metrics"}, False)},
+        },
+    }

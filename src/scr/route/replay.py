@@ -1,0 +1,79 @@
+"""Replay: put chosen ledger entries back in a destination's queue, keeping their ids."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+from scr.errors import BadRequest
+from scr.log.commit import Committer, utc_now
+from scr.log.entry import Kind
+from scr.log.tail import from_store
+from scr.route.signing import webhook_id
+from scr.route.worker import DestinationWorker, now_ms
+from scr.store.sqlite import DeliveryRow, SqliteStore, StoredEntry
+
+
+def _entries(
+    store: SqliteStore, worker: DestinationWorker, tenant: str, event_ids: list[str] | None,
+    start: str | None, end: str | None, status: str | None, cap: int,
+) -> list[StoredEntry]:
+    if event_ids is not None:
+        if len(event_ids) > cap:
+            raise BadRequest(f"replay at most {cap} event ids per call")
+        found = [store.find_event(tenant, event_id) for event_id in event_ids]
+        return [entry for entry in found if entry is not None]
+    assert start is not None
+    low = store.seq_at_time(start)
+    high = store.seq_at_time(end) if end else store.last_seq()
+    entries = [
+        e for e in store.tenant_entries_between(tenant, low, high, cap)
+        if e.kind == Kind.SESSION_COMPLETION.value
+    ]
+    if status is None:
+        return entries
+    rows = store.delivery_rows_for(worker.name, [e.seq for e in entries])
+    if status != "delivered":
+        return [e for e in entries if e.seq in rows and rows[e.seq].status == status]
+    # delivered: a row says so, or the entry is behind the cursor with no open or dead row
+    # and the destination's (deterministic) filter and sampling chose it
+    return [
+        e for e in entries
+        if (e.seq in rows and rows[e.seq].status == "delivered")
+        or (e.seq not in rows and e.seq <= worker.cursor and worker.chooses(from_store(e)))
+    ]
+
+
+async def requeue(
+    store: SqliteStore, committer: Committer, worker: DestinationWorker, tenant: str,
+    event_ids: list[str] | None, start: str | None, end: str | None, status: str | None,
+    cap: int,
+) -> int:
+    """Requeue entries for ``worker``'s destination; returns how many."""
+    entries = await asyncio.to_thread(
+        _entries, store, worker, tenant, event_ids, start, end, status, cap
+    )
+    if not entries:
+        return 0
+    existing = await asyncio.to_thread(
+        store.delivery_rows_for, worker.name, [e.seq for e in entries]
+    )
+    stamp, due = utc_now(), now_ms()
+    rows = []
+    for stored in entries:
+        entry = from_store(stored)
+        assert entry.event is not None
+        previous = existing.get(stored.seq)
+        hook = previous.webhook_id if previous else webhook_id(worker.name, entry.event.event_id)
+        if previous is None or previous.status in ("delivered", "dead"):
+            worker.track_open(entry)
+        rows.append(DeliveryRow(
+            worker.name, stored.seq, stored.tenant, entry.event.event_id,
+            worker.session_of(entry), hook, "pending", 0, due, None, "replayed", stamp,
+        ))
+
+    def write(conn: sqlite3.Connection) -> None:
+        store.upsert_deliveries(conn, rows)
+
+    await committer.run(write, size=len(rows))
+    return len(rows)

@@ -1,0 +1,468 @@
+"""A destination: a ledger consumer with its own durable cursor, and its retries.
+
+Two tasks per destination:
+- the *consumer* reads entries after its cursor, filters, samples, transforms, signs and
+  delivers them, then records the attempts, any failures and the new cursor in one write;
+- the *retrier* resends deliveries that failed (``retrying``) or wait their turn
+  (``pending``), with backoff, until they are delivered or dead.
+
+A slow or dead destination holds back only its own cursor. Delivery is at least once: after a
+crash the last chunk may be sent again, with the same ``webhook-id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from scr.config import DestinationConfig
+from scr.log.commit import Committed, Committer, utc_now
+from scr.log.entry import Kind
+from scr.log.tail import LedgerTail, from_store
+from scr.metrics import Metrics
+from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
+from scr.route.selection import passes_filter, sampled_in
+from scr.route.signing import batch_webhook_id, sign, webhook_id
+from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
+from scr.route.transforms import EntryRef, resolve_transform
+from scr.store.sqlite import DeliveryRow, SqliteStore, pack_seqs, session_key
+
+log = logging.getLogger("scr.route")
+
+CHUNK_ENTRIES = 1000
+RETRY_SCAN_ROWS = 1000
+RETRY_IDLE_S = 1.0
+ERROR_EXCERPT_CHARS = 300
+
+_encode = msgspec.json.Encoder(decimal_format="string").encode
+
+
+@dataclass(slots=True)
+class Delivery:
+    """Events sent together in one request (one event unless batching)."""
+
+    webhook_id: str
+    entries: list[Committed]
+    attempts: list[int]  # attempts made before this one, per event
+    outputs: list[bytes] = field(default_factory=list)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DestinationWorker:
+    """Runs one configured destination."""
+
+    def __init__(
+        self,
+        config: DestinationConfig,
+        store: SqliteStore,
+        committer: Committer,
+        tail: LedgerTail,
+        metrics: Metrics,
+        data_dir: Path,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.store = store
+        self.committer = committer
+        self.tail = tail
+        self.metrics = metrics
+        self.transform = resolve_transform(config.transform)
+        self.secrets = config.secrets()
+        self.sink = _make_sink(config, data_dir)
+        self.cursor = 0
+        self.state, self.reason = store.destination_state(self.name)
+        self.last_error = ""
+        self.open_sessions: dict[int, int] = {}
+        self._wake_retrier = asyncio.Event()
+        self._enabled = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.oldest_unsettled_ts: float | None = None
+
+    # ----- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.cursor = self.store.cursor(self.name) or 0
+        for row in self.store.open_deliveries(self.name, 1_000_000):
+            self.open_sessions[row.session_key] = self.open_sessions.get(row.session_key, 0) + 1
+        if self.state != "disabled":
+            self._enabled.set()
+        self._tasks = [
+            asyncio.create_task(self._consume(), name=f"scr-consume-{self.name}"),
+            asyncio.create_task(self._retry(), name=f"scr-retry-{self.name}"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.sink.close()
+
+    async def enable(self) -> int:
+        """Re-enable after a 410; open deliveries become due now."""
+        def write(conn: sqlite3.Connection) -> int:
+            self.store.set_destination_state(conn, self.name, "active", "", utc_now())
+            return self.store.make_due(conn, self.name, now_ms())
+
+        requeued = await self.committer.run(write)
+        self.state, self.reason = "active", ""
+        self._enabled.set()
+        self._wake_retrier.set()
+        return requeued
+
+    def wake(self) -> None:
+        self._wake_retrier.set()
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.tail.head_seq - self.cursor)
+
+    # ----- the consumer ---------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        while True:
+            try:
+                await self._enabled.wait()
+                if not await self.tail.wait_beyond(self.cursor, RETRY_IDLE_S):
+                    self._update_gauges()
+                    continue
+                if self.config.batch_size > 1 and self.lag < self.config.batch_size:
+                    await self.tail.wait_beyond(
+                        self.cursor + self.config.batch_size - 1, self.config.batch_wait_ms / 1000
+                    )
+                entries = await self.tail.read(self.cursor, CHUNK_ENTRIES)
+                if entries:
+                    await self._deliver_chunk(entries)
+                self._update_gauges()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # keep the destination alive; the chunk is retried
+                self.last_error = f"consumer: {error}"
+                log.exception("destination %s: consumer error", self.name)
+                await asyncio.sleep(RETRY_IDLE_S)
+
+    def _update_gauges(self) -> None:
+        self.metrics.lag_entries.labels(self.name).set(self.lag)
+        age = 0.0
+        if self.lag and self.oldest_unsettled_ts is not None:
+            age = time.time() - self.oldest_unsettled_ts
+        self.metrics.oldest_pending_age.labels(self.name).set(age)
+
+    def chooses(self, entry: Committed) -> bool:
+        """Whether this destination's filter and sampling pick the entry (deterministic)."""
+        event = entry.event
+        return (
+            entry.kind == Kind.SESSION_COMPLETION.value and event is not None
+            and passes_filter(self.config.filter, event)
+            and sampled_in(self.config.sampling_rate, self.name, event.event_id)
+        )
+
+    def track_open(self, entry: Committed) -> None:
+        """Count a new open delivery of the entry's session (for ``ordering: session``)."""
+        self._open(self.session_of(entry))
+
+    def _selected(self, entry: Committed) -> bool:
+        event = entry.event
+        if entry.kind != Kind.SESSION_COMPLETION.value or event is None:
+            return False
+        if not passes_filter(self.config.filter, event):
+            self.metrics.filtered_out.labels(self.name).inc()
+            return False
+        if not sampled_in(self.config.sampling_rate, self.name, event.event_id):
+            self.metrics.sampled_out.labels(self.name).inc()
+            return False
+        return True
+
+    async def _deliver_chunk(self, entries: list[Committed]) -> None:
+        self.oldest_unsettled_ts = time.time()
+        chosen = [e for e in entries if self._selected(e)]
+        parked: list[Committed] = []
+        if self.config.ordering == "session":
+            ready = []
+            for entry in chosen:
+                (parked if self.session_of(entry) in self.open_sessions else ready).append(entry)
+            chosen = ready
+        deliveries = self._group(chosen)
+        attempts = await self._send_all(deliveries)
+        rows, attempt_rows = self._settle(deliveries, attempts, parked)
+        last = entries[-1].seq
+
+        def write(conn: sqlite3.Connection) -> None:
+            self.store.insert_attempts(conn, attempt_rows)
+            self.store.upsert_deliveries(conn, rows)
+            self.store.set_cursor(conn, self.name, last)
+
+        await self.committer.run(write, size=max(1, len(rows)))
+        self.cursor = last
+        self.oldest_unsettled_ts = None
+        if rows:
+            self._wake_retrier.set()
+
+    def session_of(self, entry: Committed) -> int:
+        assert entry.event is not None
+        return session_key(entry.tenant, entry.event.session.session_id)
+
+    def _group(self, entries: Sequence[Committed]) -> list[Delivery]:
+        size = self.config.batch_size
+        if size == 1:
+            return [
+                Delivery(webhook_id(self.name, e.event.event_id), [e], [0])  # type: ignore[union-attr]
+                for e in entries
+            ]
+        return [
+            Delivery(
+                batch_webhook_id(self.name, part[0].seq, part[-1].seq), list(part), [0] * len(part)
+            )
+            for part in (entries[i : i + size] for i in range(0, len(entries), size))
+        ]
+
+    async def _send_all(self, deliveries: list[Delivery]) -> list[Attempt]:
+        """Send every delivery; per session in order when ``ordering: session``."""
+        if self.config.ordering != "session":
+            return list(await asyncio.gather(*(self._send(d) for d in deliveries)))
+        results: dict[int, Attempt] = {}
+        lanes: dict[int, list[int]] = {}
+        for index, delivery in enumerate(deliveries):
+            lanes.setdefault(self.session_of(delivery.entries[0]), []).append(index)
+
+        async def lane(indexes: list[int]) -> None:
+            for position, index in enumerate(indexes):
+                attempt = await self._send(deliveries[index])
+                results[index] = attempt
+                if classify(attempt.status, attempt.error) is not Verdict.DELIVERED:
+                    for later in indexes[position + 1 :]:
+                        results[later] = _NOT_SENT
+                    return
+
+        if self.config.batch_size > 1:
+            await lane(list(range(len(deliveries))))
+        else:
+            await asyncio.gather(*(lane(indexes) for indexes in lanes.values()))
+        return [results[i] for i in range(len(deliveries))]
+
+    async def _send(self, delivery: Delivery) -> Attempt:
+        if not delivery.outputs:
+            delivery.outputs = [
+                _encode(self.transform(e.event, EntryRef(e.seq, e.tenant_seq, e.entry_hash)))  # type: ignore[arg-type]
+                for e in delivery.entries
+            ]
+        if self.config.batch_size > 1:
+            body = b"[" + b",".join(delivery.outputs) + b"]"
+        else:
+            body = delivery.outputs[0]
+        timestamp = int(time.time())
+        headers = {
+            **self.config.headers,
+            "webhook-id": delivery.webhook_id,
+            "webhook-timestamp": str(timestamp),
+        }
+        if self.secrets:
+            headers["webhook-signature"] = sign(self.secrets, delivery.webhook_id, timestamp, body)
+        async with self._slots:
+            attempt = await self.sink.send(body, delivery.outputs, headers)
+        self.metrics.attempt_latency.labels(self.name).observe(attempt.latency_ms / 1000)
+        if attempt.status is None or attempt.status >= 300:
+            self.last_error = _describe(attempt)
+            log.warning(
+                "destination %s: attempt for %s failed: %s",
+                self.name, delivery.webhook_id, self.last_error,
+            )
+        return attempt
+
+    def _settle(
+        self, deliveries: list[Delivery], attempts: list[Attempt], parked: list[Committed]
+    ) -> tuple[list[DeliveryRow], list[tuple[Any, ...]]]:
+        """Rows to write for these attempts: the attempts log and every unfinished delivery."""
+        rows: list[DeliveryRow] = []
+        attempt_rows: list[tuple[Any, ...]] = []
+        stamp = utc_now()
+        for delivery, attempt in zip(deliveries, attempts, strict=True):
+            if attempt is _NOT_SENT:
+                parked.extend(delivery.entries)
+                continue
+            number = max(delivery.attempts) + 1
+            attempt_rows.append((
+                self.name, delivery.webhook_id, pack_seqs([e.seq for e in delivery.entries]),
+                number, attempt.status, _describe(attempt) if attempt.error else "",
+                attempt.latency_ms, attempt.excerpt, stamp,
+            ))
+            rows.extend(self._outcome_rows(delivery, attempt, number, stamp, recorded=False))
+        for entry in parked:
+            assert entry.event is not None
+            rows.append(self._row(
+                entry, webhook_id(self.name, entry.event.event_id), "pending", 0, now_ms(),
+                None, "waiting for an earlier delivery of the same session", stamp,
+            ))
+            self._open(self.session_of(entry))
+        return rows, attempt_rows
+
+    def _outcome_rows(
+        self, delivery: Delivery, attempt: Attempt, number: int, stamp: str, recorded: bool
+    ) -> list[DeliveryRow]:
+        """Delivery rows after an attempt; ``recorded``: the deliveries already have rows."""
+        verdict = classify(attempt.status, attempt.error)
+        error = _describe(attempt) if verdict is not Verdict.DELIVERED else ""
+        count = len(delivery.entries)
+        if verdict is Verdict.DELIVERED:
+            self.metrics.delivered.labels(self.name).inc(count)
+            if not recorded:
+                return []  # a first-time success is recorded in the attempts log only
+            status, due = "delivered", 0
+        elif verdict is Verdict.RETRY and number <= self.config.retry_attempts:
+            self.metrics.retried.labels(self.name).inc(count)
+            retry_after = retry_after_seconds(attempt.retry_after, datetime.now(UTC))
+            delay = next_delay_ms(
+                number, self.config.backoff_base_ms, self.config.backoff_max_ms, retry_after
+            )
+            status, due = "retrying", now_ms() + delay
+        elif verdict is Verdict.DISABLE:
+            self._disable(f"endpoint answered 410 Gone for {delivery.webhook_id}")
+            status, due = "pending", now_ms()
+        else:
+            self.metrics.dead.labels(self.name).inc(count)
+            status, due = "dead", 0
+        rows = []
+        for entry in delivery.entries:
+            session = self.session_of(entry)
+            if status in ("pending", "retrying"):
+                if not recorded:
+                    self._open(session)
+            elif recorded:
+                self._close(session)
+            rows.append(self._row(
+                entry, delivery.webhook_id, status, number, due, attempt.status, error, stamp
+            ))
+        return rows
+
+    def _row(
+        self, entry: Committed, hook: str, status: str, attempts: int, due: int,
+        last_status: int | None, error: str, stamp: str,
+    ) -> DeliveryRow:
+        assert entry.event is not None
+        return DeliveryRow(
+            self.name, entry.seq, entry.tenant, entry.event.event_id, self.session_of(entry),
+            hook, status, attempts, due, last_status, error, stamp,
+        )
+
+    def _open(self, session: int) -> None:
+        self.open_sessions[session] = self.open_sessions.get(session, 0) + 1
+
+    def _close(self, session: int) -> None:
+        left = self.open_sessions.get(session, 0) - 1
+        if left > 0:
+            self.open_sessions[session] = left
+        else:
+            self.open_sessions.pop(session, None)
+
+    def _disable(self, reason: str) -> None:
+        if self.state == "disabled":
+            return
+        self.state, self.reason = "disabled", reason
+        self._enabled.clear()
+        log.error("destination %s disabled: %s", self.name, reason)
+
+        def write(conn: sqlite3.Connection) -> None:
+            self.store.set_destination_state(conn, self.name, "disabled", reason, utc_now())
+
+        task = asyncio.ensure_future(self.committer.run(write))
+        self._tasks.append(task)  # type: ignore[arg-type]
+
+    # ----- the retrier ----------------------------------------------------------------------
+
+    async def _retry(self) -> None:
+        while True:
+            try:
+                await self._enabled.wait()
+                wait_s = await self._retry_due()
+                self._wake_retrier.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_retrier.wait(), wait_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self.last_error = f"retrier: {error}"
+                log.exception("destination %s: retrier error", self.name)
+                await asyncio.sleep(RETRY_IDLE_S)
+
+    async def _retry_due(self) -> float:
+        """Resend what is due; return how long to sleep before the next due delivery."""
+        rows = await asyncio.to_thread(self.store.open_deliveries, self.name, RETRY_SCAN_ROWS)
+        now = now_ms()
+        due: list[DeliveryRow] = []
+        seen_sessions: set[int] = set()
+        next_due = now + int(RETRY_IDLE_S * 1000)
+        for row in rows:
+            if self.config.ordering == "session":
+                if row.session_key in seen_sessions:
+                    continue
+                seen_sessions.add(row.session_key)
+            if row.next_attempt_ms <= now:
+                due.append(row)
+            else:
+                next_due = min(next_due, row.next_attempt_ms)
+        if not due:
+            return max(0.0, (next_due - now) / 1000)
+        entries = await asyncio.to_thread(self.store.entries_by_seq, [r.seq for r in due])
+        groups: dict[str, Delivery] = {}
+        for row in due:
+            stored = entries.get(row.seq)
+            if stored is None:
+                continue
+            delivery = groups.setdefault(row.webhook_id, Delivery(row.webhook_id, [], []))
+            delivery.entries.append(from_store(stored))
+            delivery.attempts.append(row.attempts)
+        deliveries = list(groups.values())
+        attempts = await asyncio.gather(*(self._send(d) for d in deliveries))
+        rows_out, attempt_rows = [], []
+        stamp = utc_now()
+        for delivery, attempt in zip(deliveries, attempts, strict=True):
+            number = max(delivery.attempts) + 1
+            attempt_rows.append((
+                self.name, delivery.webhook_id, pack_seqs([e.seq for e in delivery.entries]),
+                number, attempt.status, _describe(attempt) if attempt.error else "",
+                attempt.latency_ms, attempt.excerpt, stamp,
+            ))
+            rows_out.extend(self._outcome_rows(delivery, attempt, number, stamp, recorded=True))
+
+        def write(conn: sqlite3.Connection) -> None:
+            self.store.insert_attempts(conn, attempt_rows)
+            self.store.upsert_deliveries(conn, rows_out)
+
+        await self.committer.run(write, size=max(1, len(rows_out)))
+        return 0.0
+
+
+# Marks a delivery held back behind an earlier failure of its session.
+_NOT_SENT: Any = Attempt(None, None, 0.0, "not sent: an earlier delivery of the session failed", None)
+
+
+def _describe(attempt: Attempt) -> str:
+    if attempt.error is not None:
+        return f"{type(attempt.error).__name__}: {attempt.error}"[:ERROR_EXCERPT_CHARS]
+    return f"HTTP {attempt.status}: {attempt.excerpt}"[:ERROR_EXCERPT_CHARS]
+
+
+def _make_sink(config: DestinationConfig, data_dir: Path) -> Sink:
+    if config.type == "file":
+        assert config.path is not None
+        path = Path(config.path)
+        return FileSink(path if path.is_absolute() else data_dir / path)
+    if config.type == "log":
+        return LogSink(config.name)
+    assert config.endpoint is not None
+    return HttpSink(config.endpoint, config.timeout_ms, config.concurrency)

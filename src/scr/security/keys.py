@@ -1,0 +1,121 @@
+"""API keys: created once, shown once, stored as a SHA-256 hash, checked per request.
+
+A key is ``scr_<key id>_<secret>``: the key id (8 hex characters) is public and appears in
+logs and ledger entries; the secret is 32 random bytes. Keys carry 256 bits of entropy, so a
+plain SHA-256 is the right store (a slow password hash protects low-entropy secrets only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from enum import Enum
+
+from scr.errors import BadRequest, Forbidden, Unauthorized
+from scr.schema import ID_PATTERN
+
+KEY_PREFIX = "scr_"
+KEY_ID_BYTES = 4
+KEY_SECRET_BYTES = 32
+MAX_KEY_LENGTH = 128
+
+
+class Role(str, Enum):
+    """What a key may do. ``platform`` posts events for any tenant (a trusted gateway)."""
+
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+    PLATFORM = "platform"
+    AUDITOR = "auditor"
+
+
+# What each role may do, by the permission names routes ask for.
+PERMISSIONS: dict[Role, frozenset[str]] = {
+    Role.INGEST: frozenset({"ingest", "decide"}),
+    Role.READ: frozenset({"read", "ledger"}),
+    Role.ADMIN: frozenset({"ingest", "read", "ledger", "admin", "decide"}),
+    Role.PLATFORM: frozenset({"ingest", "any_tenant", "cluster"}),
+    Role.AUDITOR: frozenset({"ledger"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key id, its tenant and role (``None`` tenant = all tenants)."""
+
+    key_id: str
+    tenant: str | None
+    role: Role | None
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.key_id}"
+
+    def can(self, permission: str) -> bool:
+        return self.role is None or permission in PERMISSIONS[self.role]
+
+    def require(self, permission: str) -> None:
+        if not self.can(permission):
+            role = self.role.value if self.role else "none"
+            raise Forbidden(f"a key with role '{role}' may not do this (needs '{permission}')")
+
+    def may_write_for(self, tenant: str) -> bool:
+        return self.tenant is None or self.tenant == tenant or self.can("any_tenant")
+
+
+# With validation.require_authentication false: one local caller that may do everything.
+ANONYMOUS = Principal("anonymous", None, None)
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh (key id, full key)."""
+    key_id = secrets.token_hex(KEY_ID_BYTES)
+    return key_id, f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(KEY_SECRET_BYTES)}"
+
+
+def parse_role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        names = ", ".join(r.value for r in Role)
+        raise BadRequest(f"unknown role '{value}'; roles are {names}") from None
+
+
+def check_tenant_id(tenant: str) -> None:
+    if not re.fullmatch(ID_PATTERN.strip("^$"), tenant):
+        raise BadRequest(f"tenant '{tenant}' must be 1-128 characters of [A-Za-z0-9_.:-]")
+
+
+def bearer_key(authorization: str | None) -> str:
+    """The key in an ``Authorization: Bearer`` header; 401 when absent or malformed."""
+    if not authorization:
+        raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <api key>'")
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise Unauthorized("Authorization must be 'Bearer <api key>'")
+    if len(key) > MAX_KEY_LENGTH or not key.startswith(KEY_PREFIX):
+        raise Unauthorized("invalid API key")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGrant:
+    key_id: str
+    key: str
+    tenant: str
+    role: Role
+
+
+def key_row(tenant: str, role: Role) -> tuple[KeyGrant, bytes]:
+    """A new key for ``tenant`` and its hash, ready to store."""
+    check_tenant_id(tenant)
+    key_id, key = new_key()
+    return KeyGrant(key_id, key, tenant, role), hash_key(key)

@@ -1,0 +1,406 @@
+"""The HTTP API: Starlette routes over the runtime (capture → validate → commit → route)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from scr import __version__
+from scr.capture.ingest import answer, media_type, settle, split_body, validate
+from scr.config import Config
+from scr.errors import BadRequest, NotFound, PayloadTooLarge, ScrError, Unavailable
+from scr.log.commit import Committed, Committer, Outcome
+from scr.log.tail import LedgerTail
+from scr.metrics import Metrics
+from scr.route.replay import requeue
+from scr.route.worker import DestinationWorker
+from scr.schema import json_schema
+from scr.security.auth import Authenticator
+from scr.security.keys import Principal
+from scr.store.sqlite import SqliteStore
+
+log = logging.getLogger("scr.server")
+
+MAX_LIST_ROWS = 1000
+DEFAULT_LIST_ROWS = 100
+MAX_QUERY_BODY_BYTES = 1024 * 1024
+MAX_REPLAY_EVENTS = 100_000
+
+_encode = msgspec.json.Encoder(decimal_format="string").encode
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encode(content)
+
+
+@dataclass
+class Runtime:
+    """Everything one running scr process holds."""
+
+    config: Config
+    data_dir: Path
+    store: SqliteStore
+    committer: Committer
+    tail: LedgerTail
+    auth: Authenticator
+    metrics: Metrics
+    workers: dict[str, DestinationWorker] = field(default_factory=dict)
+
+    def principal(self, request: Request, permission: str) -> Principal:
+        principal = self.auth.principal(request.headers.get("authorization"))
+        principal.require(permission)
+        return principal
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 before reading past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _tenant_of(principal: Principal, request: Request) -> str:
+    """The tenant a read is scoped to: the key's, or ``?tenant=`` for an all-tenant caller."""
+    if principal.tenant is not None:
+        return principal.tenant
+    tenant = request.query_params.get("tenant")
+    if not tenant:
+        raise BadRequest("this caller spans tenants: name one with ?tenant=")
+    return tenant
+
+
+# ----- capture ------------------------------------------------------------------------------
+
+
+async def post_events(request: Request) -> Response:
+    runtime = _runtime(request)
+    principal = runtime.principal(request, "ingest")
+    limits = runtime.config.server
+    body = await read_body(request, limits.max_body_bytes)
+    is_batch, items, source = split_body(
+        body, media_type(request.headers.get("content-type")), limits.max_batch_events
+    )
+    batch = validate(items, principal, is_batch, source)
+    if batch.submissions:
+        outcomes = await runtime.committer.append_events(batch.submissions)
+        settle(batch, outcomes)
+        _count_outcomes(runtime.metrics, outcomes)
+    for result in batch.results:
+        if result["status"] == "rejected":
+            runtime.metrics.rejected.labels(result["errors"][0]["code"]).inc()
+    status, content = answer(batch)
+    return JSONResponse(content, status_code=status)
+
+
+def _count_outcomes(metrics: Metrics, outcomes: list[tuple[Outcome, int]]) -> None:
+    accepted = sum(1 for outcome, _ in outcomes if outcome is Outcome.ACCEPTED)
+    duplicate = sum(1 for outcome, _ in outcomes if outcome is Outcome.DUPLICATE)
+    metrics.accepted.inc(accepted)
+    metrics.duplicate.inc(duplicate)
+
+
+# ----- reads --------------------------------------------------------------------------------
+
+
+def _ledger_view(entry: Any) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "tenant_seq": entry.tenant_seq,
+        "ts": entry.ts,
+        "hash": entry.hash.hex(),
+    }
+
+
+async def get_event(request: Request) -> Response:
+    runtime = _runtime(request)
+    principal = runtime.principal(request, "read")
+    tenant = _tenant_of(principal, request)
+    event_id = request.path_params["event_id"]
+    stored = await asyncio.to_thread(runtime.store.find_event, tenant, event_id)
+    if stored is None:
+        raise NotFound(f"no event '{event_id}'")
+    entry = msgspec.json.decode(stored.entry)
+    return JSONResponse({"event": entry["payload"], "ledger": _ledger_view(stored)})
+
+
+async def get_session(request: Request) -> Response:
+    runtime = _runtime(request)
+    principal = runtime.principal(request, "read")
+    tenant = _tenant_of(principal, request)
+    session_id = request.path_params["session_id"]
+    rows = await asyncio.to_thread(runtime.store.session_entries, tenant, session_id)
+    events = []
+    for row in rows:
+        payload = msgspec.json.decode(row.entry)["payload"]
+        if payload["session"]["session_id"] == session_id:  # the key is a hash: check exactly
+            events.append({"event": payload, "ledger": _ledger_view(row)})
+    if not events:
+        raise NotFound(f"no session '{session_id}'")
+    return JSONResponse({"session_id": session_id, "events": events})
+
+
+# ----- route --------------------------------------------------------------------------------
+
+
+async def list_destinations(request: Request) -> Response:
+    runtime = _runtime(request)
+    runtime.principal(request, "read")
+    answer_rows = []
+    for name, worker in runtime.workers.items():
+        config = worker.config
+        answer_rows.append({
+            "name": name,
+            "type": config.type,
+            "transform": config.transform if isinstance(config.transform, str) else "python",
+            "state": _state(worker),
+            "lag": worker.lag,
+            "cursor": worker.cursor,
+            "last_error": worker.last_error or worker.reason,
+            "retention_days": config.retention_days,
+        })
+    return JSONResponse({"destinations": answer_rows})
+
+
+def _state(worker: DestinationWorker) -> str:
+    if worker.state == "disabled":
+        return "disabled"
+    return "backing_off" if worker.open_sessions else "active"
+
+
+def _worker(runtime: Runtime, name: str) -> DestinationWorker:
+    worker = runtime.workers.get(name)
+    if worker is None:
+        raise NotFound(f"no destination '{name}'")
+    return worker
+
+
+async def enable_destination(request: Request) -> Response:
+    runtime = _runtime(request)
+    runtime.principal(request, "admin")
+    worker = _worker(runtime, request.path_params["name"])
+    requeued = await worker.enable()
+    return JSONResponse({"name": worker.name, "state": "active", "requeued": requeued})
+
+
+DELIVERY_STATUSES = ("pending", "retrying", "delivered", "dead")
+
+
+async def list_deliveries(request: Request) -> Response:
+    runtime = _runtime(request)
+    principal = runtime.principal(request, "read")
+    tenant = principal.tenant or request.query_params.get("tenant")
+    destination = request.query_params.get("destination")
+    status = request.query_params.get("status")
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(DELIVERY_STATUSES)}")
+    if destination is not None:
+        _worker(runtime, destination)
+    limit = _limit(request)
+    rows = await asyncio.to_thread(
+        runtime.store.list_deliveries, tenant, destination, status, limit
+    )
+    listed = [
+        {
+            "event_id": r.event_id, "destination": r.destination, "status": r.status,
+            "attempts": r.attempts, "last_status": r.last_status, "last_error": r.last_error,
+            "webhook_id": r.webhook_id, "seq": r.seq, "updated_at": r.updated_at,
+        }
+        for r in rows
+    ]
+    if status in (None, "delivered") and len(listed) < limit:
+        listed += await asyncio.to_thread(
+            _first_time_deliveries, runtime, tenant, destination, limit - len(listed)
+        )
+    return JSONResponse({"deliveries": listed})
+
+
+def _first_time_deliveries(
+    runtime: Runtime, tenant: str | None, destination: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Deliveries that succeeded at once: they live in the attempts log, not as rows."""
+    found: list[dict[str, Any]] = []
+    for dest, hook, seqs, number, status, _err, _lat, _excerpt, ts in runtime.store.recent_attempts(
+        destination, MAX_LIST_ROWS
+    ):
+        if number != 1 or status is None or not 200 <= status < 300:
+            continue
+        entries = runtime.store.entries_by_seq(seqs)
+        for seq in seqs:
+            stored = entries.get(seq)
+            if stored is None or (tenant is not None and stored.tenant != tenant):
+                continue
+            found.append({
+                "event_id": stored.event_id, "destination": dest, "status": "delivered",
+                "attempts": 1, "last_status": status, "last_error": "", "webhook_id": hook,
+                "seq": seq, "updated_at": ts,
+            })
+            if len(found) >= limit:
+                return found
+    return found
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit", str(DEFAULT_LIST_ROWS))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_ROWS:
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_LIST_ROWS}")
+    return int(raw)
+
+
+class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
+    destination: str
+    event_ids: list[str] | None = None
+    # RFC 3339 times of the ledger entries, from inclusive, to exclusive
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    status: str | None = None
+
+
+async def replay_deliveries(request: Request) -> Response:
+    runtime = _runtime(request)
+    principal = runtime.principal(request, "admin")
+    tenant = _tenant_of(principal, request)
+    body = await read_body(request, MAX_QUERY_BODY_BYTES)
+    try:
+        ask = msgspec.json.decode(body, type=ReplayRequest)
+    except msgspec.DecodeError as error:
+        raise BadRequest(f"invalid replay request: {error}") from None
+    worker = _worker(runtime, ask.destination)
+    if ask.event_ids is None and ask.from_ is None:
+        raise BadRequest("give event_ids, or from/to (and optionally status)")
+    if ask.status is not None and ask.status not in DELIVERY_STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(DELIVERY_STATUSES)}")
+    count = await requeue(runtime.store, runtime.committer, worker, tenant, ask.event_ids,
+                          ask.from_, ask.to, ask.status, MAX_REPLAY_EVENTS)
+    worker.wake()
+    return JSONResponse({"destination": worker.name, "requeued": count})
+
+
+# ----- operate ------------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+async def readyz(request: Request) -> Response:
+    runtime = _runtime(request)
+    if not runtime.committer.healthy:
+        raise Unavailable(f"the ledger cannot commit: {runtime.committer.last_error}")
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    runtime = _runtime(request)
+    for worker in runtime.workers.values():
+        runtime.metrics.lag_entries.labels(worker.name).set(worker.lag)
+    return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+async def openapi(request: Request) -> Response:
+    from scr.openapi import document
+
+    return JSONResponse(document())
+
+
+async def schema(request: Request) -> Response:
+    return JSONResponse(json_schema())
+
+
+def _error_response(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ScrError)
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(ScrError("internal error; see the server log").body(), status_code=500)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+ROUTES: list[tuple[str, Handler, list[str]]] = [
+    ("/v1/events", post_events, ["POST"]),
+    ("/v1/events/{event_id}", get_event, ["GET"]),
+    ("/v1/sessions/{session_id}", get_session, ["GET"]),
+    ("/v1/destinations", list_destinations, ["GET"]),
+    ("/v1/destinations/{name}/enable", enable_destination, ["POST"]),
+    ("/v1/deliveries", list_deliveries, ["GET"]),
+    ("/v1/deliveries/replay", replay_deliveries, ["POST"]),
+    ("/v1/schema", schema, ["GET"]),
+    ("/healthz", healthz, ["GET"]),
+    ("/readyz", readyz, ["GET"]),
+    ("/metrics", metrics, ["GET"]),
+    ("/openapi.json", openapi, ["GET"]),
+]
+
+
+def build_runtime(config: Config, data_dir: Path) -> Runtime:
+    store = SqliteStore(data_dir)
+    metrics_ = Metrics()
+    tail = LedgerTail(store)
+    committer = Committer(store, config.capture.buffer_size)
+    auth = Authenticator(store, config.validation.require_authentication)
+    runtime = Runtime(config, data_dir, store, committer, tail, auth, metrics_)
+    for destination in config.routing.destinations:
+        runtime.workers[destination.name] = DestinationWorker(
+            destination, store, committer, tail, metrics_, data_dir
+        )
+    return runtime
+
+
+def create_app(config: Config, data_dir: Path) -> Starlette:
+    """The scr HTTP application over a data folder; starts and stops the runtime with it."""
+    runtime = build_runtime(config, data_dir)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+
+        def on_commit(committed: list[Committed]) -> None:
+            loop.call_soon_threadsafe(runtime.tail.extend, committed)
+
+        runtime.committer.on_commit = on_commit
+        runtime.committer.start()
+        for worker in runtime.workers.values():
+            await worker.start()
+        try:
+            yield
+        finally:
+            for worker in runtime.workers.values():
+                await worker.stop()
+            runtime.committer.close()
+            runtime.store.close()
+
+    app = Starlette(
+        routes=[Route(path, handler, methods=methods) for path, handler, methods in ROUTES],
+        exception_handlers={ScrError: _error_response, Exception: _unexpected},
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app
