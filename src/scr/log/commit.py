@@ -108,6 +108,7 @@ class Committer:
         self.healthy = True
         self.last_error = ""
         self.groups = 0
+        self._data_version = -1
 
     def start(self) -> None:
         self._conn = self.store.writer_connection()
@@ -126,6 +127,12 @@ class Committer:
         assert self._conn is not None
         self._heads = self.store.chain_heads(self._conn)
         self._next_seq = self.store.last_seq(self._conn) + 1
+        self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def _catch_up(self, conn: sqlite3.Connection) -> None:
+        """Reload the chain heads if another process wrote (``scr keys create``)."""
+        if conn.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
+            self._reload()
 
     # ----- submitting work -----------------------------------------------------------------
 
@@ -277,6 +284,7 @@ class Committer:
         self._pending = _Pending()
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self._catch_up(conn)
             for work in group:
                 conn.execute("SAVEPOINT work")
                 mark = self._mark()

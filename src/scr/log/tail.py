@@ -56,6 +56,9 @@ class LedgerTail:
     def extend(self, committed: Iterable[Committed]) -> None:
         """Called on the event loop after each commit."""
         for entry in committed:
+            if self._entries and entry.seq != self._entries[-1].seq + 1:
+                # another process wrote in between (scr keys create): keep the tail dense
+                self._entries.clear()
             self._entries.append(entry)
             self.head_seq = max(self.head_seq, entry.seq)
         self._changed.set()

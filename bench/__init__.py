@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: ``make bench`` runs them all and writes bench/results/*.json."""

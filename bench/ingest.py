@@ -1,0 +1,337 @@
+"""Ingest benchmark (issue 2), one run on this machine, every figure against same-run ceilings.
+
+(a) durable ingest: 1,000-event batches over several connections to ``scr serve`` while three
+    destinations (local receivers, batched) keep up;
+(b) single events offered at 1,000/s: ingest latency and capture → first delivery attempt;
+(c) ceilings from the same run: the same server stack decoding the same batches without
+    storing them, and the same rows inserted straight into SQLite by a minimal script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from scr.log.entry import LedgerEntry, Provenance, chain_hash, entry_bytes
+from scr.schema import canonical_bytes, decode_event
+from scr.store.sqlite import SCHEMA, event_key, session_key
+
+BATCH_EVENTS = 1000
+BATCHES = int(os.environ.get("SCR_BENCH_BATCHES", "200"))
+CONNECTIONS = 4
+LATENCY_RATE_PER_S = 1000
+LATENCY_SECONDS = 5
+SERVER_START_TIMEOUT_S = 30
+DRAIN_TIMEOUT_S = 120
+ROOT = Path(__file__).resolve().parent.parent
+
+TEMPLATE = {
+    "event_type": "session.completed",
+    "event_id": "",
+    "timestamp": "2026-11-25T10:00:05Z",
+    "session": {"session_id": "", "session_type": "chat", "start_time": "2026-11-25T09:58:00Z",
+                "end_time": "2026-11-25T10:00:00Z", "duration_ms": 120000},
+    "user": {"user_id": "user_42", "organization_id": "org_bench", "tier": "pro"},
+    "usage": {"input_tokens": 1200, "output_tokens": 300, "total_tokens": 1500,
+              "model": "gpt-4o", "estimated_cost_usd": 0.0075, "provider": "openai"},
+    "outcome": {"status": "success", "final_message": "Here is the summary you asked for.",
+                "error_code": None},
+    "metadata": {"client_version": "web-2.3.1", "source_ip": "203.0.113.77",
+                 "custom_tags": {"feature": "summarize", "region": "eu"}},
+}
+
+
+def event(event_id: str) -> dict[str, Any]:
+    value = msgspec.json.decode(msgspec.json.encode(TEMPLATE))
+    value["event_id"] = event_id
+    value["session"]["session_id"] = "s_" + event_id[:12]
+    return value
+
+
+def make_batches(count: int, size: int = BATCH_EVENTS) -> list[bytes]:
+    """Bodies of ``size`` events with random (UUID) ids, as real clients send them."""
+    return [msgspec.json.encode([event(uuid.uuid4().hex) for _ in range(size)])
+            for _ in range(count)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            httpx.post(url, content=b"", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("ab")
+    return subprocess.Popen([sys.executable, *args], stdout=out, stderr=out, cwd=ROOT)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def post_all(url: str, bodies: list[bytes], headers: dict[str, str]) -> dict[str, Any]:
+    """Send every body over ``CONNECTIONS`` connections; events/s of acknowledged events."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    statuses: dict[int, int] = {}
+    latencies: list[float] = []
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            started = time.perf_counter()
+            response = await client.post(url, content=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+    limits = httpx.Limits(max_connections=CONNECTIONS)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(CONNECTIONS)))
+        elapsed = time.perf_counter() - began
+    events = len(bodies) * BATCH_EVENTS
+    return {"events": events, "seconds": round(elapsed, 3),
+            "events_per_s": round(events / elapsed), "statuses": statuses,
+            "request_p50_ms": round(statistics.median(latencies) * 1000, 2)}
+
+
+def sqlite_ceiling(bodies: list[bytes], folder: Path) -> dict[str, Any]:
+    """The same rows, inserted straight into SQLite (same schema and indexes), 1,000 a txn."""
+    db = sqlite3.connect(folder / "ceiling.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.executescript(SCHEMA)
+    batches = []
+    seq, previous = 0, bytes(32)
+    for body in bodies:
+        rows, keys = [], []
+        for raw in msgspec.json.decode(body, type=list[msgspec.Raw]):
+            ev = decode_event(bytes(raw))
+            payload = canonical_bytes(ev)
+            seq += 1
+            stored = entry_bytes(LedgerEntry(seq, "2026-11-25T10:00:05.000000Z", "key:x",
+                                             "org_bench", "SESSION_COMPLETION", msgspec.Raw(payload),
+                                             Provenance("http", ev.event_id, "key:x")))
+            previous = chain_hash(previous, stored)
+            key = event_key("org_bench", ev.event_id)
+            rows.append((seq, "org_bench", seq - 1, "SESSION_COMPLETION", "t", ev.event_id,
+                         session_key("org_bench", ev.session.session_id),
+                         hashlib.blake2b(payload, digest_size=16).digest(), stored, previous))
+            keys.append((key, seq))
+        batches.append((rows, keys))
+    began = time.perf_counter()
+    for rows, keys in batches:
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        db.executemany("INSERT INTO event_keys VALUES (?,?)", keys)
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - began
+    db.close()
+    events = len(bodies) * BATCH_EVENTS
+    return {"events": events, "seconds": round(elapsed, 3), "events_per_s": round(events / elapsed)}
+
+
+def receiver_items(port: int) -> int:
+    count: int = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).json()["items"]
+    return count
+
+
+def config_for(ports: list[int], batch_size: int) -> str:
+    lines = ["session_completion_runtime:", "  routing:", "    destinations:"]
+    for name, port in zip(("billing", "analytics", "compliance"), ports, strict=True):
+        transform = {"billing": "billing_v1", "analytics": "analytics_v2",
+                     "compliance": "audit_v1"}[name]
+        lines.append(f'      - {{name: {name}, endpoint: "http://127.0.0.1:{port}/", '
+                     f"transform: {transform}, batch_size: {batch_size}, batch_wait_ms: 20}}")
+    return "\n".join(lines) + "\n"
+
+
+def create_key(data: Path) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "scr", "keys", "create", "--data", str(data), "--tenant",
+         "org_bench", "--role", "admin"], capture_output=True, text=True, check=True, cwd=ROOT)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def durable_ingest(bodies: list[bytes], folder: Path) -> dict[str, Any]:
+    """(a): scr serve with three batched destinations; throughput and destination lag."""
+    ports = [free_port() for _ in range(3)]
+    receivers = [start(["-m", "bench.receiver", str(p)], folder / "recv.log") for p in ports]
+    config = folder / "ingest.yaml"
+    config.write_text(config_for(ports, BATCH_EVENTS))
+    data = folder / "ingest-data"
+    key = create_key(data)
+    port = free_port()
+    server = start(["-m", "scr", "serve", "--config", str(config), "--data", str(data),
+                    "--port", str(port), "--log-level", "warning"], folder / "serve.log")
+    url = f"http://127.0.0.1:{port}"
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    try:
+        wait_ready(f"{url}/v1/events")
+        for p in ports:
+            wait_ready(f"http://127.0.0.1:{p}/")
+        lag_samples: list[int] = []
+
+        async def run() -> dict[str, Any]:
+            async def sample_lag() -> None:
+                async with httpx.AsyncClient(timeout=5) as client:
+                    while True:
+                        await asyncio.sleep(0.5)
+                        answer = await client.get(f"{url}/v1/destinations", headers=headers)
+                        lag_samples.append(max(d["lag"] for d in answer.json()["destinations"]))
+
+            sampler = asyncio.create_task(sample_lag())
+            result = await post_all(f"{url}/v1/events", bodies, headers)
+            sampler.cancel()
+            return result
+
+        result = asyncio.run(run())
+        sent_done = time.perf_counter()
+        total = len(bodies) * BATCH_EVENTS
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline and min(receiver_items(p) for p in ports) < total:
+            time.sleep(0.1)
+        result["drain_after_send_s"] = round(time.perf_counter() - sent_done, 2)
+        result["delivered_per_destination"] = [receiver_items(p) for p in ports]
+        result["lag_samples"] = lag_samples
+        third = max(1, len(lag_samples) // 3)
+        result["lag_growing"] = bool(
+            lag_samples and statistics.mean(lag_samples[-third:]) > 2 * statistics.mean(
+                lag_samples[:third]) + 5 * BATCH_EVENTS
+        )
+        return result
+    finally:
+        stop(server)
+        for receiver in receivers:
+            stop(receiver)
+
+
+def decode_ceiling(bodies: list[bytes], folder: Path) -> dict[str, Any]:
+    port = free_port()
+    server = start(["-m", "bench.decode_only", str(port)], folder / "decode.log")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/v1/events")
+        return asyncio.run(post_all(f"http://127.0.0.1:{port}/v1/events", bodies,
+                                    {"content-type": "application/json"}))
+    finally:
+        stop(server)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def latency(folder: Path) -> dict[str, Any]:
+    """(b): single events at 1,000/s; ingest latency and capture → first delivery attempt."""
+    ports = [free_port() for _ in range(3)]
+    timing = [folder / f"arrivals-{p}.json" for p in ports]
+    receivers = [start(["-m", "bench.receiver", str(p), "--timing", str(t)], folder / "recv.log")
+                 for p, t in zip(ports, timing, strict=True)]
+    config = folder / "latency.yaml"
+    config.write_text(config_for(ports, 1))
+    data = folder / "latency-data"
+    key = create_key(data)
+    port = free_port()
+    server = start(["-m", "scr", "serve", "--config", str(config), "--data", str(data),
+                    "--port", str(port), "--log-level", "warning"], folder / "serve.log")
+    url = f"http://127.0.0.1:{port}/v1/events"
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    total = LATENCY_RATE_PER_S * LATENCY_SECONDS
+    bodies = [(uuid.uuid4().hex, b"") for _ in range(total)]
+    bodies = [(i, msgspec.json.encode(event(i))) for i, _ in bodies]
+    sent_at: dict[str, float] = {}
+    ingest_ms: list[float] = []
+    try:
+        wait_ready(url)
+
+        async def run() -> None:
+            limits = httpx.Limits(max_connections=64)
+            async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+                await client.post(url, content=bodies[0][1], headers=headers)  # warm up
+                began = time.perf_counter()
+
+                async def one(index: int) -> None:
+                    event_id, body = bodies[index]
+                    await asyncio.sleep(max(0.0, began + index / LATENCY_RATE_PER_S
+                                            - time.perf_counter()))
+                    sent_at[event_id] = time.time()
+                    started = time.perf_counter()
+                    response = await client.post(url, content=body, headers=headers)
+                    ingest_ms.append((time.perf_counter() - started) * 1000)
+                    assert response.status_code == 202
+
+                await asyncio.gather(*(one(i) for i in range(1, total)))
+
+        asyncio.run(run())
+        time.sleep(2)
+    finally:
+        stop(server)
+        for receiver in receivers:
+            stop(receiver)
+    route_ms: list[float] = []
+    for path in timing:
+        arrivals = msgspec.json.decode(path.read_bytes())
+        route_ms += [(arrivals[i] - sent_at[i]) * 1000 for i in sent_at if i in arrivals]
+    return {
+        "offered_per_s": LATENCY_RATE_PER_S, "events": total - 1,
+        "ingest_p50_ms": round(percentile(ingest_ms, 0.5), 2),
+        "ingest_p99_ms": round(percentile(ingest_ms, 0.99), 2),
+        "capture_to_first_attempt_p50_ms": round(percentile(route_ms, 0.5), 2),
+        "capture_to_first_attempt_p99_ms": round(percentile(route_ms, 0.99), 2),
+        "deliveries_timed": len(route_ms),
+    }
+
+
+def main() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="scr-bench-") as tmp:
+        folder = Path(tmp)
+        print(f"preparing {BATCHES} batches of {BATCH_EVENTS} events …", flush=True)
+        bodies = make_batches(BATCHES)
+        results: dict[str, Any] = {}
+        print("ceiling: SQLite insert of the same rows …", flush=True)
+        results["sqlite_ceiling"] = sqlite_ceiling(bodies, folder)
+        print("ceiling: decode-only server …", flush=True)
+        results["decode_ceiling"] = decode_ceiling(bodies, folder)
+        print("durable ingest with 3 destinations …", flush=True)
+        results["durable_ingest"] = durable_ingest(bodies, folder)
+        print("single-event latency at 1,000/s …", flush=True)
+        results["latency"] = latency(folder)
+    ingest = results["durable_ingest"]["events_per_s"]
+    results["ratios"] = {
+        "ingest_vs_decode_ceiling": round(ingest / results["decode_ceiling"]["events_per_s"], 3),
+        "ingest_vs_sqlite_ceiling": round(ingest / results["sqlite_ceiling"]["events_per_s"], 3),
+    }
+    return results

@@ -1,0 +1,5 @@
+"""``python -m scr`` runs the CLI."""
+
+from scr.cli import main
+
+main()

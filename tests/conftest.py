@@ -1,0 +1,86 @@
+"""Fixtures: an in-process app over a temporary data folder, keys, receivers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from support import Receiver  # noqa: E402
+
+from scr.config import Config, parse_config  # noqa: E402
+from scr.log.commit import Committer  # noqa: E402
+from scr.security.auth import create_key  # noqa: E402
+from scr.security.keys import Role  # noqa: E402
+from scr.server import create_app  # noqa: E402
+from scr.store.sqlite import SqliteStore  # noqa: E402
+
+
+def issue_key(data: Path, tenant: str = "org_acme", role: str = "ingest") -> str:
+    """Create a key in a data folder, as ``scr keys create`` does."""
+    store = SqliteStore(data)
+    committer = Committer(store, buffer_size=1)
+    committer.start()
+    try:
+        return create_key(committer, tenant, Role(role)).key
+    finally:
+        committer.close()
+        store.close()
+
+
+def config_text(destinations: str = "", **capture: object) -> str:
+    """A config with the given destinations YAML (already indented under ``destinations:``)."""
+    body = "session_completion_runtime:\n  routing:\n    destinations:"
+    body += ("\n" + destinations) if destinations.strip() else " []"
+    return body + "\n"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[..., Receiver]]:
+    made: list[Receiver] = []
+
+    def make(**kwargs: object) -> Receiver:
+        receiver = Receiver(**kwargs)  # type: ignore[arg-type]
+        made.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+class Client(TestClient):
+    """A TestClient that knows its data folder and makes keys."""
+
+    data: Path
+
+    def key(self, tenant: str = "org_acme", role: str = "ingest") -> dict[str, str]:
+        return {"authorization": f"Bearer {issue_key(self.data, tenant, role)}"}
+
+
+@pytest.fixture
+def serve(data_dir: Path) -> Iterator[Callable[..., Client]]:
+    """Start the real app in-process over ``data_dir`` with a config; stopped after the test."""
+    clients: list[Client] = []
+
+    def start(config: str | Config | None = None) -> Client:
+        parsed = parse_config(config or config_text()) if not isinstance(config, Config) else config
+        client = Client(create_app(parsed, data_dir))
+        client.data = data_dir
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.__exit__(None, None, None)

@@ -1,0 +1,222 @@
+"""Test support: valid events, a real HTTP receiver, a real ``scr serve`` process."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SERVER_START_TIMEOUT_S = 20.0
+POLL_S = 0.02
+
+BASE_EVENT: dict[str, Any] = {
+    "event_type": "session.completed",
+    "event_id": "evt_0001",
+    "timestamp": "2026-11-25T10:00:05Z",
+    "session": {
+        "session_id": "sess_0001",
+        "session_type": "chat",
+        "start_time": "2026-11-25T09:58:00Z",
+        "end_time": "2026-11-25T10:00:00Z",
+        "duration_ms": 120000,
+    },
+    "user": {"user_id": "user_42", "organization_id": "org_acme", "tier": "pro"},
+    "usage": {
+        "input_tokens": 1200,
+        "output_tokens": 300,
+        "total_tokens": 1500,
+        "model": "gpt-4o",
+        "estimated_cost_usd": 0.0075,
+        "provider": "openai",
+    },
+    "outcome": {"status": "success", "final_message": "Here is your summary.", "error_code": None},
+    "metadata": {
+        "client_version": "web-2.3.1",
+        "source_ip": "203.0.113.77",
+        "custom_tags": {"feature": "summarize"},
+    },
+}
+
+
+def make_event(event_id: str = "evt_0001", **changes: Any) -> dict[str, Any]:
+    """A valid v1.2 event; ``changes`` set dotted paths, e.g. ``**{"usage.model": "x"}``."""
+    event = copy.deepcopy(BASE_EVENT)
+    event["event_id"] = event_id
+    for path, value in changes.items():
+        target = event
+        *parents, last = path.split(".")
+        for part in parents:
+            target = target[part]
+        if value is _DELETE:
+            del target[last]
+        else:
+            target[last] = value
+    return event
+
+
+_DELETE = object()
+DELETE: Any = _DELETE
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records requests and answers as scripted.
+
+    ``script`` is consumed one status per request (then ``default``); a status may be a
+    tuple ``(status, headers)``.
+    """
+
+    default: int = 200
+    script: list[Any] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        receiver = self
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                length = int(self.headers.get("content-length", 0))
+                body = self.rfile.read(length)
+                with receiver._lock:
+                    receiver.received.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+                    answer = receiver.script.pop(0) if receiver.script else receiver.default
+                if receiver.delay_s:
+                    time.sleep(receiver.delay_s)
+                status, headers = answer if isinstance(answer, tuple) else (answer, {})
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def events(self) -> list[Any]:
+        """Every delivered item (batches flattened), in arrival order."""
+        items: list[Any] = []
+        for request in list(self.received):
+            value = request.json()
+            items.extend(value if isinstance(value, list) else [value])
+        return items
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
+    """Poll until ``condition()`` is truthy; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(POLL_S)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+SCR = [sys.executable, "-m", "scr"]
+
+
+def run_scr(*args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run the ``scr`` CLI as a user would."""
+    result = subprocess.run(
+        [*SCR, *args], capture_output=True, text=True, timeout=60, check=False, **kwargs
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"scr {' '.join(args)} failed: {result.stdout}\n{result.stderr}")
+    return result
+
+
+def create_key(data: Path, tenant: str = "org_acme", role: str = "ingest") -> str:
+    return run_scr("keys", "create", "--data", str(data), "--tenant", tenant, "--role", role)\
+        .stdout.strip().splitlines()[-1]
+
+
+class ServerProcess:
+    """A real ``scr serve`` process on a free port, stopped (or killed) by the test."""
+
+    def __init__(self, data: Path, config: Path | None = None) -> None:
+        self.data, self.config = data, config
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServerProcess:
+        args = [*SCR, "serve", "--data", str(self.data), "--port", str(self.port),
+                "--log-level", "warning"]
+        if self.config is not None:
+            args += ["--config", str(self.config)]
+        log = open(self.data.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ})
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"scr serve exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError("scr serve did not become ready")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
