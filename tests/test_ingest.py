@@ -267,7 +267,8 @@ def test_auth_can_be_turned_off_for_local_trials(serve: Any) -> None:
 def test_metrics_count_outcomes(serve: Any) -> None:
     client = serve()
     ingest = client.key()
-    post(client, [make_event("evt_m1"), make_event("evt_m1"), make_event("m2", **{"usage.model": DELETE})], ingest)
+    batch = [make_event("evt_m1"), make_event("evt_m1"), make_event("m2", **{"usage.model": DELETE})]
+    post(client, batch, ingest)
     text = client.get("/metrics").text
     assert "scr_events_accepted_total 1.0" in text
     assert "scr_events_duplicate_total 1.0" in text

@@ -155,7 +155,9 @@ def send(
     file: Annotated[str, typer.Argument(help="JSON or NDJSON events; - for standard input.")],
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
-    batch_size: Annotated[int, typer.Option(help="Events per request.", min=1, max=10_000)] = SEND_BATCH_EVENTS,
+    batch_size: Annotated[
+        int, typer.Option(help="Events per request.", min=1, max=10_000)
+    ] = SEND_BATCH_EVENTS,
 ) -> None:
     """Send events in batches, with a progress bar and a summary."""
     try:

@@ -8,7 +8,7 @@ from scr import __version__
 from scr.schema import json_schema
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_BEARER = [{"apiKey": []}]
+_BEARER: list[dict[str, list[str]]] = [{"apiKey": []}]
 
 
 def _op(summary: str, responses: dict[str, str], secured: bool = True) -> dict[str, Any]:

@@ -313,8 +313,8 @@ class Committer:
         self._heads.update(self._pending.heads)
         committed = self._pending.committed
         self._pending = _Pending()
-        for work, (result, error) in zip(group, results, strict=True):
-            work.done(result, error)
+        for work, (result, failed) in zip(group, results, strict=True):
+            work.done(result, failed)
         if committed and self.on_commit is not None:
             self.on_commit(committed)
 

@@ -24,17 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
 from scr.config import DestinationConfig
+from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
+from scr.route.selection import passes_filter, sampled_in
+from scr.route.signing import batch_webhook_id, sign, webhook_id
+from scr.route.transforms import EntryRef, resolve_transform
+
 from scr.log.commit import Committed, Committer, utc_now
 from scr.log.entry import Kind
 from scr.log.tail import LedgerTail, from_store
 from scr.metrics import Metrics
-from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
-from scr.route.selection import passes_filter, sampled_in
-from scr.route.signing import batch_webhook_id, sign, webhook_id
 from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
-from scr.route.transforms import EntryRef, resolve_transform
 from scr.store.sqlite import DeliveryRow, SqliteStore, pack_seqs, session_key
 
 log = logging.getLogger("scr.route")
@@ -193,7 +193,7 @@ class DestinationWorker:
         chosen = [e for e in entries if self._selected(e)]
         parked: list[Committed] = []
         if self.config.ordering == "session":
-            ready = []
+            ready: list[Committed] = []
             for entry in chosen:
                 (parked if self.session_of(entry) in self.open_sessions else ready).append(entry)
             chosen = ready
@@ -379,8 +379,7 @@ class DestinationWorker:
         def write(conn: sqlite3.Connection) -> None:
             self.store.set_destination_state(conn, self.name, "disabled", reason, utc_now())
 
-        task = asyncio.ensure_future(self.committer.run(write))
-        self._tasks.append(task)  # type: ignore[arg-type]
+        self._tasks.append(asyncio.ensure_future(self.committer.run(write)))
 
     # ----- the retrier ----------------------------------------------------------------------
 
