@@ -11,14 +11,13 @@ from starlette.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import Receiver  # noqa: E402
-
-from scr.config import Config, parse_config  # noqa: E402
-from scr.log.commit import Committer  # noqa: E402
-from scr.security.auth import create_key  # noqa: E402
-from scr.security.keys import Role  # noqa: E402
-from scr.server import create_app  # noqa: E402
-from scr.store.sqlite import SqliteStore  # noqa: E402
+from scr.config import Config, parse_config
+from scr.log.commit import Committer
+from scr.security.auth import create_key
+from scr.security.keys import Role
+from scr.server import create_app
+from scr.store.sqlite import SqliteStore
+from support import Receiver
 
 
 def issue_key(data: Path, tenant: str = "org_acme", role: str = "ingest") -> str:

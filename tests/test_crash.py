@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import httpx
-from support import Receiver, ServerProcess, create_key, make_event, wait_for
 
 from scr.log.entry import GENESIS_HASH, chain_hash
 from scr.store.sqlite import SqliteStore
+from support import Receiver, ServerProcess, create_key, make_event, wait_for
 
 STREAM_BATCH_EVENTS = 200
 KILL_AFTER_S = 1.5

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import config_text
-from support import make_event, wait_for
-
 from scr.route.signing import verify
+from support import make_event, wait_for
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 FAST = "backoff_base_ms: 20, backoff_max_ms: 100"

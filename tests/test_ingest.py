@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from support import DELETE, make_event
 
 JSON = {"content-type": "application/json"}

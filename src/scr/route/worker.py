@@ -24,17 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from scr.config import DestinationConfig
-from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
-from scr.route.selection import passes_filter, sampled_in
-from scr.route.signing import batch_webhook_id, sign, webhook_id
-from scr.route.transforms import EntryRef, resolve_transform
 
+from scr.config import DestinationConfig
 from scr.log.commit import Committed, Committer, utc_now
 from scr.log.entry import Kind
 from scr.log.tail import LedgerTail, from_store
 from scr.metrics import Metrics
+from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
+from scr.route.selection import passes_filter, sampled_in
+from scr.route.signing import batch_webhook_id, sign, webhook_id
 from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
+from scr.route.transforms import EntryRef, resolve_transform
 from scr.store.sqlite import DeliveryRow, SqliteStore, pack_seqs, session_key
 
 log = logging.getLogger("scr.route")
