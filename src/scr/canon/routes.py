@@ -1,0 +1,127 @@
+"""The canon's HTTP routes, for the server to mount.
+
+``canon_routes(canon_for, authorize)`` knows nothing of keys or stores: ``authorize(request,
+role)`` answers the caller's tenant (or raises a ``ScrError``), and ``canon_for(tenant)``
+answers that tenant's ``Canon``. Roles asked for: ``decide`` (POST /v1/decide), ``admin``
+(adding items, promoting), ``read`` (listing items, why-not traces) and ``ingest``
+(observations). Errors are raised as ``ScrError``; the server renders them.
+
+Canon calls append to the ledger, which may wait on a disk, so they run in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, cast, get_args
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from scr.canon.canon import Canon
+from scr.canon.model import (
+    DecideRequest,
+    ItemKind,
+    ItemSpec,
+    Level,
+    Observation,
+    PromoteRequest,
+)
+from scr.canon.validation import decode_json
+from scr.errors import BadRequest, Detail, PayloadTooLarge
+
+MAX_BODY_BYTES = 1024 * 1024
+
+Authorize = Callable[[Request, str], Awaitable[str]]
+CanonFor = Callable[[str], Canon]
+
+_encode = msgspec.json.Encoder(decimal_format="string").encode
+
+
+class JSONResponse(Response):
+    """A JSON response encoded by msgspec (Structs, decimals as strings)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encode(content)
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refused with 413 before reading past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and value not in allowed:
+        raise BadRequest(
+            f"{name} must be one of {', '.join(allowed)}",
+            [Detail(f"?{name}", f"'{value}' is not one of {', '.join(allowed)}")],
+        )
+    return value
+
+
+def canon_routes(canon_for: CanonFor, authorize: Authorize) -> list[Route]:
+    """The canon's routes: decide, canon items, promote, why-not, observations."""
+
+    async def decide(request: Request) -> Response:
+        tenant = await authorize(request, "decide")
+        ask = decode_json(DecideRequest, await read_body(request), "decide request")
+        decision = await run_in_threadpool(canon_for(tenant).decide_valid, ask)
+        return JSONResponse(decision)
+
+    async def add_item(request: Request) -> Response:
+        tenant = await authorize(request, "admin")
+        spec = decode_json(ItemSpec, await read_body(request), "canon item")
+        item = await run_in_threadpool(canon_for(tenant).add_item, spec)
+        return JSONResponse(item, status_code=201)
+
+    async def list_items(request: Request) -> Response:
+        tenant = await authorize(request, "read")
+        level = cast(Level | None, _choice(request, "level", get_args(Level)))
+        kind = cast(ItemKind | None, _choice(request, "kind", get_args(ItemKind)))
+        canon = canon_for(tenant)
+        items = await run_in_threadpool(lambda: canon.items(level=level, kind=kind))
+        return JSONResponse({"items": items})
+
+    async def promote(request: Request) -> Response:
+        tenant = await authorize(request, "admin")
+        ask = decode_json(PromoteRequest, await read_body(request), "promotion request")
+        canon = canon_for(tenant)
+        result = await run_in_threadpool(
+            lambda: canon.promote(ask.item_id, to_level=ask.to_level, reason=ask.reason)
+        )
+        return JSONResponse(result)
+
+    async def why_not(request: Request) -> Response:
+        tenant = await authorize(request, "read")
+        trace = await run_in_threadpool(canon_for(tenant).why_not, request.path_params["trace_id"])
+        return JSONResponse(trace)
+
+    async def observe(request: Request) -> Response:
+        tenant = await authorize(request, "ingest")
+        observation = decode_json(Observation, await read_body(request), "observation")
+        entry_id = await run_in_threadpool(canon_for(tenant).observe, observation)
+        return JSONResponse({"entry_id": entry_id}, status_code=201)
+
+    return [
+        Route("/v1/decide", decide, methods=["POST"]),
+        Route("/v1/canon/items", add_item, methods=["POST"]),
+        Route("/v1/canon/items", list_items, methods=["GET"]),
+        Route("/v1/canon/promote", promote, methods=["POST"]),
+        Route("/v1/canon/why-not/{trace_id}", why_not, methods=["GET"]),
+        Route("/v1/canon/observations", observe, methods=["POST"]),
+    ]

@@ -1,0 +1,48 @@
+"""From caller input to validated Structs, with errors that name the JSON path.
+
+The Struct declarations are the validation; this module only turns msgspec's errors into
+``BadRequest`` with a located ``Detail``, the same way for Python callers and HTTP bodies.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+
+from scr.errors import BadRequest, Detail
+
+T = TypeVar("T")
+_PATH = re.compile(r" - at `(\$[^`]*)`$")
+
+
+def error_detail(error: msgspec.ValidationError | msgspec.DecodeError) -> Detail:
+    """A msgspec error as a (JSON path, message) detail."""
+    text = str(error)
+    match = _PATH.search(text)
+    if match is None:
+        return Detail("$", text)
+    return Detail(match.group(1), text[: match.start()])
+
+
+def validated(kind: type[T], value: Any, what: str) -> T:
+    """``value`` (a Struct of ``kind`` or plain JSON values) validated as ``kind``.
+
+    A Struct built in Python skips its constraints, so it is checked through its builtins.
+    """
+    raw = msgspec.to_builtins(value) if isinstance(value, msgspec.Struct) else value
+    try:
+        return msgspec.convert(raw, kind)
+    except msgspec.ValidationError as error:
+        detail = error_detail(error)
+        raise BadRequest(f"invalid {what}: {detail.message}", [detail]) from None
+
+
+def decode_json(kind: type[T], body: bytes, what: str) -> T:
+    """A JSON body decoded and validated as ``kind``."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        detail = error_detail(error)
+        raise BadRequest(f"invalid {what}: {detail.message}", [detail]) from None
