@@ -51,7 +51,7 @@ BASE_EVENT: dict[str, Any] = {
 }
 
 
-def make_event(event_id: str = "evt_0001", **changes: Any) -> dict[str, Any]:
+def make_event(event_id: str = "evt_0001", /, **changes: Any) -> dict[str, Any]:
     """A valid v1.2 event; ``changes`` set dotted paths, e.g. ``**{"usage.model": "x"}``."""
     event = copy.deepcopy(BASE_EVENT)
     event["event_id"] = event_id

@@ -16,9 +16,9 @@ SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 FAST = "backoff_base_ms: 20, backoff_max_ms: 100"
 
 
-def destination(name: str, url: str, extra: str = "") -> str:
+def destination(name: str, url: str, extra: str = "", backoff: str = FAST) -> str:
     more = f", {extra}" if extra else ""
-    return (f'      - {{name: {name}, endpoint: "{url}", transform: raw_v1, {FAST}, '
+    return (f'      - {{name: {name}, endpoint: "{url}", transform: raw_v1, {backoff}, '
             f'secret: "{SECRET}"{more}}}')
 
 
@@ -137,7 +137,7 @@ def test_410_disables_until_enabled(serve: Any, receivers: Any) -> None:
 
 def test_retry_after_is_honoured(serve: Any, receivers: Any) -> None:
     hook = receivers(script=[(429, {"retry-after": "1"})])
-    client = serve(config_text(destination("hook", hook.url, "backoff_base_ms: 1")))
+    client = serve(config_text(destination("hook", hook.url, backoff="backoff_base_ms: 1, backoff_max_ms: 5000")))
     send(client, make_event("evt_ra"))
     wait_for(lambda: len(hook.received) == 2, what="the retry")
     # the retry waited for Retry-After (1 s), not the 1 ms backoff

@@ -32,7 +32,7 @@ class CloudEvent(msgspec.Struct, gc=False):
     id: str
     source: str
     type: str
-    data: msgspec.Raw | None = None
+    data: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b""))  # b"": absent
     datacontenttype: str | None = None
     data_base64: str | None = None
 
@@ -111,7 +111,7 @@ def _cloudevent_item(index: int, raw: bytes) -> Item:
             index,
             problem=Problem("invalid_cloudevent", "$.type", f"type must be '{EVENT_TYPE}'"),
         )
-    if envelope.data is None:
+    if not envelope.data:
         message = "carry the event as JSON 'data'" + (
             " (data_base64 is not supported)" if envelope.data_base64 else ""
         )
