@@ -137,7 +137,8 @@ def test_410_disables_until_enabled(serve: Any, receivers: Any) -> None:
 
 def test_retry_after_is_honoured(serve: Any, receivers: Any) -> None:
     hook = receivers(script=[(429, {"retry-after": "1"})])
-    client = serve(config_text(destination("hook", hook.url, backoff="backoff_base_ms: 1, backoff_max_ms: 5000")))
+    slow_limit = "backoff_base_ms: 1, backoff_max_ms: 5000"
+    client = serve(config_text(destination("hook", hook.url, backoff=slow_limit)))
     send(client, make_event("evt_ra"))
     wait_for(lambda: len(hook.received) == 2, what="the retry")
     # the retry waited for Retry-After (1 s), not the 1 ms backoff
