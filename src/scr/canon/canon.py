@@ -57,7 +57,7 @@ from scr.canon.record import (
 )
 from scr.canon.seeds import SEED_IDS, seed_items
 from scr.canon.validation import validated
-from scr.errors import BadRequest, Detail, Forbidden, NotFound
+from scr.errors import BadRequest, ConfigError, Detail, Forbidden, NotFound
 
 DECISION_KINDS = ("DECIDE", "DENY")
 OBSERVATION = "OBSERVATION"
@@ -145,7 +145,10 @@ class Canon:
     ) -> None:
         self.ledger = ledger
         self.tenant = tenant
-        self.config = config or CanonConfig()
+        try:  # a config built in Python skips its constraints: check it once, here
+            self.config = validated(CanonConfig, config or CanonConfig(), "canon config")
+        except BadRequest as error:
+            raise ConfigError(error.message, error.details) from None
         self._lock = threading.RLock()
         self._state = CanonState()
         self._evidence = EvidenceBook(self.config.evidence_window, self.config.prior)

@@ -121,7 +121,8 @@ class CanonState:
         try:
             spec = msgspec.convert(raw, ItemSpec)
         except msgspec.ValidationError as error:
-            invariant = INV_TS_MANDATORY if "`$.ts`" in str(error) else INV_PROMOTION_GATE
+            about_ts = "`$.ts`" in str(error) or "field `ts`" in str(error)
+            invariant = INV_TS_MANDATORY if about_ts else INV_PROMOTION_GATE
             return [Breach(invariant, entry.id, f"invalid item ignored: {error}")]
         content_hash = item_hash(spec)
         if spec.provenance.hash != content_hash:
