@@ -1,0 +1,918 @@
+"""The YAML config: every key declared once, and a loader that reports every error with its line.
+
+The msgspec Structs below are the validation: types, bounds, patterns and unknown-key
+rejection come from the declarations, and each field's ``Meta(description=...)`` is the text of
+the README's config reference (``config_reference()`` renders it). The few rules that relate
+fields to each other (an http destination needs an endpoint, destination names are unique)
+live in ``_destination_rules`` and ``_routing_rules``; a Struct built in code runs them in
+``__post_init__`` and raises ``ConfigError``.
+
+msgspec stops at the first error, so the loader walks the YAML node tree (``yaml.compose``,
+``SafeLoader`` only) beside the declarations and converts each value on its own: one bad value
+never hides another, and every message carries the file name and the line of the offending
+key or value.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import json
+import os
+import re
+import types
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeAlias, Union, get_args, get_origin
+
+import msgspec
+import yaml
+from msgspec import Meta, Struct
+
+from scr.errors import ConfigError, Detail
+from scr.schema import OutcomeStatus, SessionType, Tier
+
+TOP_LEVEL_KEY = "session_completion_runtime"
+
+DEFAULT_BUFFER_SIZE = 10_000
+MAX_BUFFER_SIZE = 1_000_000
+DEFAULT_FLUSH_INTERVAL_MS = 100
+MAX_WAIT_MS = 60_000
+DEFAULT_DEDUPLICATION_WINDOW_S = 300
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+MIN_MAX_BODY_BYTES = 1024
+MAX_MAX_BODY_BYTES = 1024 * 1024 * 1024
+DEFAULT_MAX_BATCH_EVENTS = 10_000
+MAX_BATCH_EVENTS = 1_000_000
+DEFAULT_CHECKPOINT_EVERY_ENTRIES = 1000
+DEFAULT_CHECKPOINT_EVERY_S = 10.0
+MAX_CHECKPOINT_EVERY_S = 86_400.0
+DEFAULT_RETRY_ATTEMPTS = 3
+MAX_RETRY_ATTEMPTS = 100
+MAX_DESTINATION_BATCH_SIZE = 10_000
+DEFAULT_BATCH_WAIT_MS = 200
+DEFAULT_TIMEOUT_MS = 10_000
+MAX_TIMEOUT_MS = 300_000
+DEFAULT_BACKOFF_BASE_MS = 1000
+DEFAULT_BACKOFF_MAX_MS = 3_600_000
+DEFAULT_CONCURRENCY = 16
+MAX_CONCURRENCY = 1024
+
+# Bounds on the YAML tree itself: aliases can make a small file a huge (or endless) tree.
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 64
+# Bounds from this size on are written with digit separators (1_000_000) in messages.
+BIG_NUMBER = 10_000
+# An unknown key sharing this many first characters with a known one is taken for a misspelling.
+SUGGEST_PREFIX_CHARS = 4
+# An invalid value is echoed in its error message up to this many characters.
+MAX_SHOWN_CHARS = 80
+
+NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
+URL_PATTERN = r"^https?://[^\s/?#]+([/?#]\S*)?$"
+# Exactly the base64 alphabet with correct padding, at least one group.
+SECRET_PATTERN = r"^whsec_([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$"
+SECRET_PREFIX = "whsec_"
+PYTHON_REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+HEADER_VALUE_PATTERN = r"^[^\r\n\x00]*$"
+# Headers scr sets itself on every delivery; a config header may not replace them.
+RESERVED_HEADERS = frozenset(
+    {"webhook-id", "webhook-timestamp", "webhook-signature", "content-length", "host", "transfer-encoding"}
+)
+ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class _FromEnvironment:
+    """Marks a secret string: ``${NAME}`` is read from the environment, and it is never echoed."""
+
+
+FROM_ENVIRONMENT = _FromEnvironment()
+
+
+def _expects(text: str) -> Meta:
+    """What a value must look like, in words, for error messages (the field's meaning is its description)."""
+    return Meta(extra={"expects": text})
+
+
+SourceName = Annotated[str, Meta(min_length=1, max_length=128)]
+DestinationName = Annotated[
+    str,
+    Meta(pattern=NAME_PATTERN),
+    _expects("1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit"),
+]
+Endpoint = Annotated[str, Meta(pattern=URL_PATTERN), _expects("an http:// or https:// URL")]
+FilePath = Annotated[str, Meta(min_length=1, max_length=4096)]
+# The whsec_ format is checked in _destination_rules, not with Meta(pattern=...): msgspec 0.22
+# corrupts memory (a crash at exit) when a pattern-constrained str shares a union with a list.
+Secret = Annotated[str, _expects("`whsec_` followed by base64"), FROM_ENVIRONMENT]
+PythonReference = Annotated[str, Meta(pattern=PYTHON_REF_PATTERN), _expects('"package.module:function"')]
+HeaderName = Annotated[str, Meta(pattern=HEADER_NAME_PATTERN), _expects("an HTTP header name")]
+HeaderValue = Annotated[
+    str, Meta(pattern=HEADER_VALUE_PATTERN), _expects("a header value without line breaks")
+]
+BuiltinTransform = Literal["billing_v1", "analytics_v2", "audit_v1", "raw_v1"]
+Milliseconds = Annotated[int, Meta(ge=0, le=MAX_WAIT_MS)]
+
+
+class CaptureConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How events enter: source labels and the group commit's batching."""
+
+    sources: Annotated[
+        list[SourceName], Meta(description="labels of the sources that send events (informational)")
+    ] = []
+    buffer_size: Annotated[
+        int,
+        Meta(ge=1, le=MAX_BUFFER_SIZE, description="most events one group commit writes"),
+    ] = DEFAULT_BUFFER_SIZE
+    flush_interval_ms: Annotated[
+        Milliseconds,
+        Meta(description="longest wait before queued events are committed (a maximum, not a delay)"),
+    ] = DEFAULT_FLUSH_INTERVAL_MS
+
+
+class ValidationConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What an event must satisfy to be accepted."""
+
+    schema_version: Annotated[Literal["v1.2"], Meta(description="event schema version accepted")] = "v1.2"
+    require_authentication: Annotated[
+        bool, Meta(description="demand an API key on POST /v1/events and the read endpoints")
+    ] = True
+    deduplication_window_sec: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="seconds of the fast in-memory duplicate check (the ledger's dedup is exact)",
+        ),
+    ] = DEFAULT_DEDUPLICATION_WINDOW_S
+
+
+class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Limits of the HTTP API."""
+
+    max_body_bytes: Annotated[
+        int,
+        Meta(ge=MIN_MAX_BODY_BYTES, le=MAX_MAX_BODY_BYTES, description="largest request body (413 above)"),
+    ] = DEFAULT_MAX_BODY_BYTES
+    max_batch_events: Annotated[
+        int, Meta(ge=1, le=MAX_BATCH_EVENTS, description="most events in one POST (413 above)")
+    ] = DEFAULT_MAX_BATCH_EVENTS
+
+
+class LedgerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The rhythm of signed ledger checkpoints."""
+
+    checkpoint_every_entries: Annotated[
+        int, Meta(ge=1, description="issue a checkpoint after this many new entries")
+    ] = DEFAULT_CHECKPOINT_EVERY_ENTRIES
+    checkpoint_every_s: Annotated[
+        float,
+        Meta(gt=0, le=MAX_CHECKPOINT_EVERY_S, description="issue a checkpoint at least this often (seconds)"),
+    ] = DEFAULT_CHECKPOINT_EVERY_S
+
+
+class FilterConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Which events a destination takes: every condition given must contain the event's value."""
+
+    session_type: Annotated[
+        list[SessionType] | None, Meta(description="accepted `session.session_type` values")
+    ] = None
+    outcome_status: Annotated[
+        list[OutcomeStatus] | None, Meta(description="accepted `outcome.status` values")
+    ] = None
+    tier: Annotated[list[Tier] | None, Meta(description="accepted `user.tier` values")] = None
+    model: Annotated[
+        list[str] | None,
+        Meta(description='accepted `usage.model` values; shell wildcards allowed ("gpt-4o*")'),
+    ] = None
+    provider: Annotated[
+        list[str] | None,
+        Meta(description="accepted `usage.provider` values (an event without one never matches)"),
+    ] = None
+    tenant: Annotated[list[str] | None, Meta(description="accepted tenants (`user.organization_id`)")] = None
+
+
+class PythonTransform(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A transform written by the operator: a function importable as ``package.module:function``."""
+
+    python: Annotated[
+        PythonReference, Meta(description="the function, called with (event dict, ledger entry)")
+    ]
+
+
+class DestinationConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One consumer of the ledger: where events go, in which shape, and how hard to try."""
+
+    name: Annotated[DestinationName, Meta(description="unique name, used in URLs, metrics and cursors")]
+    type: Annotated[
+        Literal["http", "file", "log"],
+        Meta(
+            description="http: signed webhook POSTs; file: JSON lines appended to `path`; "
+            "log: one log line per event"
+        ),
+    ] = "http"
+    endpoint: Annotated[
+        Endpoint | None, Meta(description="URL deliveries are POSTed to; required when type is http")
+    ] = None
+    path: Annotated[
+        FilePath | None,
+        Meta(description="JSON-lines file; required when type is file; relative to the data folder"),
+    ] = None
+    transform: Annotated[
+        BuiltinTransform | PythonTransform,
+        Meta(description='shape of each delivered event; or `{python: "module:function"}`'),
+        _expects('one of billing_v1, analytics_v2, audit_v1, raw_v1, or {python: "module:function"}'),
+    ] = "raw_v1"
+    retry_attempts: Annotated[
+        int,
+        Meta(ge=0, le=MAX_RETRY_ATTEMPTS, description="retries after the first attempt, then dead letter"),
+    ] = DEFAULT_RETRY_ATTEMPTS
+    sampling_rate: Annotated[
+        float, Meta(ge=0, le=1, description="share of (filtered) events delivered, chosen by event id")
+    ] = 1.0
+    retention_days: Annotated[
+        Annotated[int, Meta(ge=1)] | None,
+        Meta(description="informational, reported by GET /v1/destinations"),
+    ] = None
+    secret: Annotated[
+        Secret | list[Secret] | None,
+        Meta(
+            description="Standard Webhooks signing key(s), `whsec_<base64>`; several during rotation; "
+            '"${NAME}" reads environment variable NAME'
+        ),
+        _expects("`whsec_` followed by base64, or a list of them"),
+    ] = None
+    filter: Annotated[
+        FilterConfig | None, Meta(description="conditions an event must meet (none: every event)")
+    ] = None
+    batch_size: Annotated[
+        int,
+        Meta(ge=1, le=MAX_DESTINATION_BATCH_SIZE, description="events per delivery; above 1 a JSON array"),
+    ] = 1
+    batch_wait_ms: Annotated[Milliseconds, Meta(description="longest wait to fill a batch")] = (
+        DEFAULT_BATCH_WAIT_MS
+    )
+    timeout_ms: Annotated[
+        int, Meta(ge=1, le=MAX_TIMEOUT_MS, description="timeout of one delivery attempt")
+    ] = DEFAULT_TIMEOUT_MS
+    backoff_base_ms: Annotated[
+        int,
+        Meta(
+            ge=0, description="retry n waits a random time up to this × 2^(n-1) (full jitter), or Retry-After"
+        ),
+    ] = DEFAULT_BACKOFF_BASE_MS
+    backoff_max_ms: Annotated[
+        int, Meta(ge=0, description="cap on any retry wait, Retry-After included; at least backoff_base_ms")
+    ] = DEFAULT_BACKOFF_MAX_MS
+    ordering: Annotated[
+        Literal["none", "session"],
+        Meta(description="session: events of one session are delivered in ledger order"),
+    ] = "none"
+    concurrency: Annotated[
+        int, Meta(ge=1, le=MAX_CONCURRENCY, description="parallel requests to this destination")
+    ] = DEFAULT_CONCURRENCY
+    headers: Annotated[
+        dict[HeaderName, HeaderValue], Meta(description="extra request headers (not webhook-*)")
+    ] = {}
+
+    def __post_init__(self) -> None:
+        _enforce("destination", _destination_rules(msgspec.to_builtins(self)))
+
+    def secrets(self) -> list[bytes]:
+        """The decoded signing keys (the base64 after ``whsec_``); ``[]`` when unsigned."""
+        if self.secret is None:
+            return []
+        given = [self.secret] if isinstance(self.secret, str) else self.secret
+        return [base64.b64decode(s.removeprefix(SECRET_PREFIX), validate=True) for s in given]
+
+
+class RoutingConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where committed events go."""
+
+    destinations: Annotated[
+        list[DestinationConfig], Meta(description="each destination reads the ledger from its own cursor")
+    ] = []
+
+    def __post_init__(self) -> None:
+        _enforce("routing", _routing_rules(msgspec.to_builtins(self)))
+
+
+class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Everything under ``session_completion_runtime``."""
+
+    capture: Annotated[CaptureConfig, Meta(description="how events enter")] = msgspec.field(
+        default_factory=CaptureConfig
+    )
+    validation: Annotated[ValidationConfig, Meta(description="what an event must satisfy")] = msgspec.field(
+        default_factory=ValidationConfig
+    )
+    routing: Annotated[RoutingConfig, Meta(description="where committed events go")] = msgspec.field(
+        default_factory=RoutingConfig
+    )
+    server: Annotated[ServerConfig, Meta(description="limits of the HTTP API")] = msgspec.field(
+        default_factory=ServerConfig
+    )
+    ledger: Annotated[LedgerConfig, Meta(description="signed checkpoint rhythm")] = msgspec.field(
+        default_factory=LedgerConfig
+    )
+
+
+class _ConfigFile(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The whole file: one required top-level key."""
+
+    session_completion_runtime: Config
+
+
+# ----- rules that relate fields ----------------------------------------------------------------
+
+# A rule reads a section as builtins (field name -> value, defaults filled in; a value that
+# failed its own check is ``INVALID`` and the rule leaves it alone) and returns located problems.
+Rule: TypeAlias = Callable[[Mapping[str, Any]], list[Detail]]
+
+
+class _Invalid:
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID: Any = _Invalid()
+
+
+def _destination_rules(values: Mapping[str, Any]) -> list[Detail]:
+    problems: list[Detail] = []
+    kind = values["type"]
+    if kind == "http" and values["endpoint"] is None:
+        problems.append(Detail("endpoint", "an http destination needs `endpoint` (or set `type: file`)"))
+    if kind in ("file", "log") and values["endpoint"] is not None:
+        problems.append(Detail("endpoint", f"`endpoint` is only used by http destinations, not {kind}"))
+    if kind == "file" and values["path"] is None:
+        problems.append(Detail("path", "a file destination needs `path`"))
+    if kind in ("http", "log") and values["path"] is not None:
+        problems.append(Detail("path", f"`path` is only used by file destinations, not {kind}"))
+    base, ceiling = values["backoff_base_ms"], values["backoff_max_ms"]
+    if isinstance(base, int) and isinstance(ceiling, int) and ceiling < base:
+        problems.append(
+            Detail("backoff_max_ms", f"backoff_max_ms ({ceiling}) must be >= backoff_base_ms ({base})")
+        )
+    secret = values["secret"]
+    keys = [secret] if isinstance(secret, str) else secret if isinstance(secret, list) else []
+    for index, key in enumerate(keys):
+        where = "secret" if isinstance(secret, str) else f"secret[{index}]"
+        if isinstance(key, str) and not re.fullmatch(SECRET_PATTERN, key):
+            problems.append(Detail(where, f"{where} must be `whsec_` followed by base64 (value not shown)"))
+    headers = values["headers"]
+    if isinstance(headers, Mapping):
+        seen: dict[str, str] = {}
+        for header in headers:
+            if not isinstance(header, str):
+                continue
+            lowered = header.lower()
+            if lowered in RESERVED_HEADERS:
+                problems.append(Detail(f"headers.{header}", f"header `{header}` is set by scr itself"))
+            elif lowered in seen:
+                problems.append(
+                    Detail(
+                        f"headers.{header}", f"headers `{seen[lowered]}` and `{header}` are the same header"
+                    )
+                )
+            seen[lowered] = header
+    return problems
+
+
+def _routing_rules(values: Mapping[str, Any]) -> list[Detail]:
+    problems: list[Detail] = []
+    destinations = values["destinations"]
+    if not isinstance(destinations, list):
+        return problems
+    first_index: dict[str, int] = {}
+    for index, destination in enumerate(destinations):
+        name = destination.get("name") if isinstance(destination, Mapping) else None
+        if not isinstance(name, str):
+            continue
+        if name in first_index:
+            problems.append(
+                Detail(
+                    f"destinations[{index}].name",
+                    f"destination name `{name}` is already used by destinations[{first_index[name]}]",
+                )
+            )
+        else:
+            first_index[name] = index
+    return problems
+
+
+_RULES: dict[type[Struct], Rule] = {
+    DestinationConfig: _destination_rules,
+    RoutingConfig: _routing_rules,
+}
+
+
+def _enforce(section: str, problems: list[Detail]) -> None:
+    if problems:
+        raise ConfigError(f"invalid {section}: " + "; ".join(p.message for p in problems), problems)
+
+
+# ----- public API ------------------------------------------------------------------------------
+
+
+def default_config() -> Config:
+    """The config with every default and no destinations."""
+    return Config()
+
+
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check a YAML config file; raise ``ConfigError`` listing every problem with its line.
+
+    ``environ`` (default ``os.environ``) resolves ``"${NAME}"`` secrets.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise ConfigError(
+            f"cannot read config file {source}: {reason}", [Detail("<file>", f"{source}: {reason}")]
+        ) from None
+    return parse_config(text, source, environ=environ)
+
+
+def parse_config(text: str, source: str = "<config>", *, environ: Mapping[str, str] | None = None) -> Config:
+    """Check YAML config text (``source`` names it in messages); raise ``ConfigError`` on problems."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as error:
+        raise _reader_error(source, text, error) from None
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.MarkedYAMLError as error:
+            raise _yaml_error(source, error) from None
+        except yaml.reader.ReaderError as error:
+            raise _reader_error(source, text, error) from None
+        checker = _Checker(source, os.environ if environ is None else environ, loader)
+        if root is None:
+            checker.error(None, TOP_LEVEL_KEY, f"the file is empty; it needs a `{TOP_LEVEL_KEY}` mapping")
+            tree = INVALID
+        else:
+            tree = checker.check(root, _ConfigFile, "", "the file")
+    finally:
+        loader.dispose()
+    if checker.problems:
+        # In file order, as a person fixes them; the sort is stable within a line.
+        details = [detail for _, detail in sorted(checker.problems, key=lambda problem: problem[0])]
+        count = len(details)
+        raise ConfigError(f"{source}: {count} error{'s' if count > 1 else ''}", details)
+    # Every value and rule has passed: this conversion cannot fail, and fills in the defaults.
+    return msgspec.convert(tree, _ConfigFile).session_completion_runtime
+
+
+def config_reference() -> str:
+    """The README's config reference: a Markdown table of every key, rendered from the Structs."""
+    rows = ["| Key | Type | Default | Meaning |", "|---|---|---|---|"]
+    rows.append(f"| `{TOP_LEVEL_KEY}` | a mapping | required | the only top-level key |")
+    for key, annotation, default, meaning in _reference_rows(Config, TOP_LEVEL_KEY):
+        rows.append(f"| `{key}` | {_describe(annotation)} | {default} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+# ----- the loader: YAML nodes checked against the declarations ---------------------------------
+
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_STR_TAG = "tag:yaml.org,2002:str"
+_NULL_TAG = "tag:yaml.org,2002:null"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_UNION_TYPES = (Union, types.UnionType)
+
+
+def _yaml_error(source: str, error: yaml.MarkedYAMLError) -> ConfigError:
+    mark = error.problem_mark or error.context_mark
+    line = f" line {mark.line + 1}" if mark is not None else ""
+    problem = " ".join(part for part in (error.context, error.problem) if part)
+    message = f"{source}{line}: invalid YAML: {problem}"
+    return ConfigError(f"{source}: invalid YAML", [Detail("<yaml>", message)])
+
+
+def _reader_error(source: str, text: str, error: yaml.reader.ReaderError) -> ConfigError:
+    line = text.count("\n", 0, error.position) + 1
+    message = f"{source} line {line}: invalid YAML: character {error.character!r} is not allowed"
+    return ConfigError(f"{source}: invalid YAML", [Detail("<yaml>", message)])
+
+
+@dataclass
+class _Checker:
+    """Walks a YAML node tree beside a type; collects every problem as a located ``Detail``."""
+
+    source: str
+    environ: Mapping[str, str]
+    loader: yaml.SafeLoader
+    problems: list[tuple[int, Detail]] = field(default_factory=list)
+    visited: int = 0
+
+    def error(self, node: yaml.Node | None, path: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 1
+        detail = Detail(path or TOP_LEVEL_KEY, f"{self.source} line {line}: {message}")
+        self.problems.append((line, detail))
+
+    def check(self, node: yaml.Node, annotation: Any, path: str, label: str, depth: int = 0) -> Any:
+        """The builtin value of ``node`` if it fits ``annotation``; ``INVALID`` (and errors) if not."""
+        self._spend(node, path, depth)
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in (_MAP_TAG, _SEQ_TAG):
+            self.error(node, path, f"{label}: unsupported YAML tag {node.tag}")
+            return INVALID
+        base = _strip(annotation)
+        if get_origin(base) in _UNION_TYPES:
+            return self._union(node, annotation, path, label, depth)
+        if _is_null(node) and _is_container(base):
+            # An empty section (`routing:` with nothing under it) means its defaults.
+            if get_origin(base) is list:
+                node = yaml.SequenceNode(_SEQ_TAG, [], node.start_mark, node.end_mark)
+            else:
+                node = yaml.MappingNode(_MAP_TAG, [], node.start_mark, node.end_mark)
+        if _is_struct(base):
+            return self._struct(node, base, path, label, depth)
+        if get_origin(base) is list:
+            return self._list(node, annotation, path, label, depth)
+        if get_origin(base) is dict:
+            return self._dict(node, annotation, path, label, depth)
+        return self._scalar(node, [annotation], path, label, annotation)
+
+    def _spend(self, node: yaml.Node, path: str, depth: int) -> None:
+        """Count one more value read; stop a tree that aliases have made huge or endless."""
+        self.visited += 1
+        if self.visited > MAX_CONFIG_VALUES or depth > MAX_CONFIG_DEPTH:
+            line = node.start_mark.line + 1
+            message = (
+                f"{self.source} line {line}: more than {MAX_CONFIG_VALUES} values or {MAX_CONFIG_DEPTH} "
+                "levels (recursive or runaway YAML aliases?)"
+            )
+            raise ConfigError(f"{self.source}: config too large", [Detail(path or TOP_LEVEL_KEY, message)])
+
+    def _union(self, node: yaml.Node, annotation: Any, path: str, label: str, depth: int) -> Any:
+        options = [a for a in get_args(_strip(annotation)) if a is not type(None)]
+        if _is_null(node) and type(None) in get_args(_strip(annotation)):
+            return None
+        if isinstance(node, yaml.ScalarNode):
+            scalars = [a for a in options if not _is_container(a)]
+            if scalars:
+                return self._scalar(node, scalars, path, label, annotation)
+        else:
+            want = yaml.MappingNode if isinstance(node, yaml.MappingNode) else yaml.SequenceNode
+            matching = [a for a in options if _is_container(a) and _node_kind(a) is want]
+            if matching:
+                return self.check(node, matching[0], path, label, depth + 1)
+        self.error(node, path, f"{label} must be {_describe(annotation)}, got {self._shown(node)}")
+        return INVALID
+
+    def _struct(self, node: yaml.Node, cls: type[Struct], path: str, label: str, depth: int) -> Any:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, path, f"{label} must be a mapping, got {self._shown(node)}")
+            return INVALID
+        fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
+        values: dict[str, Any] = {}
+        first_seen: dict[str, yaml.Node] = {}
+        for key_node, value_node, own in self._pairs(node, path):
+            key = self._key(key_node, path, label)
+            if key is None:
+                continue
+            if own and key in first_seen:
+                first_line = first_seen[key].start_mark.line + 1
+                self.error(key_node, _join(path, key), f"duplicate key `{key}` (first at line {first_line})")
+            if own:
+                first_seen[key] = key_node
+            if key not in fields:
+                self.error(key_node, _join(path, key), _unknown_key_message(key, cls))
+                continue
+            values[key] = self.check(value_node, fields[key].type, _join(path, key), key, depth + 1)
+        for name, info in fields.items():
+            if info.required and name not in values:
+                self.error(node, _join(path, name), f"missing required key `{name}` in {label}")
+                values[name] = INVALID
+        rule = _RULES.get(cls)
+        if rule is not None:
+            filled = {
+                name: values[name] if name in values else _default(info) for name, info in fields.items()
+            }
+            for problem in rule(filled):
+                self.error(self._locate(node, problem.path), _join(path, problem.path), problem.message)
+        return values
+
+    def _list(self, node: yaml.Node, annotation: Any, path: str, label: str, depth: int) -> Any:
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(node, path, f"{label} must be {_describe(annotation)}, got {self._shown(node)}")
+            return INVALID
+        (item_type,) = get_args(_strip(annotation))
+        return [
+            self.check(item, item_type, f"{path}[{index}]", f"{label}[{index}]", depth + 1)
+            for index, item in enumerate(node.value)
+        ]
+
+    def _dict(self, node: yaml.Node, annotation: Any, path: str, label: str, depth: int) -> Any:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, path, f"{label} must be {_describe(annotation)}, got {self._shown(node)}")
+            return INVALID
+        key_type, value_type = get_args(_strip(annotation))
+        values: dict[Any, Any] = {}
+        written_here: set[str] = set()
+        for key_node, value_node, own in self._pairs(node, path):
+            key = self._key(key_node, path, label)
+            if key is None:
+                continue
+            item_path, item_label = _join(path, key), f"{label}.{key}"
+            if own and key in written_here:
+                self.error(key_node, item_path, f"duplicate key `{key}`")
+            if own:
+                written_here.add(key)
+            if self._scalar(key_node, [key_type], item_path, f"key `{key}` in {label}", key_type) is INVALID:
+                continue
+            values[key] = self.check(value_node, value_type, item_path, item_label, depth + 1)
+        return values
+
+    def _scalar(self, node: yaml.Node, options: list[Any], path: str, label: str, described: Any) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            self.error(node, path, f"{label} must be {_describe(described)}, got {self._shown(node)}")
+            return INVALID
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error)
+            self.error(node, path, f"{label}: cannot read this value: {problem}")
+            return INVALID
+        secret = any(FROM_ENVIRONMENT in _markers(option) for option in options)
+        # A secret's value is never echoed in a message.
+        got = "" if secret else f", got {self._shown(node)}"
+        if secret and isinstance(value, str) and (reference := ENV_REFERENCE.match(value)):
+            variable = reference.group(1)
+            if variable not in self.environ:
+                self.error(node, path, f"{label} reads environment variable {variable}, which is not set")
+                return INVALID
+            value, got = self.environ[variable], f" (in environment variable {variable})"
+        for option in options:
+            try:
+                return msgspec.convert(value, option)
+            except msgspec.ValidationError:
+                continue
+        message = f"{label} must be {_describe(described)}{got}"
+        if node.style is None and not isinstance(value, str) and _fits_any(node.value, options):
+            message += f'; write it in quotes ("{node.value}") to make it a string'
+        self.error(node, path, message)
+        return INVALID
+
+    def _key(self, key_node: yaml.Node, path: str, label: str) -> str | None:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR_TAG:
+            return str(key_node.value)
+        self.error(key_node, path, f"keys in {label} must be strings, got {self._shown(key_node)}")
+        return None
+
+    def _pairs(
+        self, node: yaml.MappingNode, path: str, report: bool = True, depth: int = 0
+    ) -> list[tuple[yaml.Node, yaml.Node, bool]]:
+        """Key/value pairs with YAML merge keys (``<<: *anchor``) expanded; ``own`` marks pairs written here.
+
+        Later pairs win, as when a dict is built: merged pairs come first (the first source
+        listed last, so it wins among them), then the mapping's own pairs.
+        """
+        merged: list[tuple[yaml.Node, yaml.Node, bool]] = []
+        own: list[tuple[yaml.Node, yaml.Node, bool]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                own.append((key_node, value_node, True))
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for merge_source in reversed(sources):
+                self._spend(merge_source, path, depth + 1)
+                if isinstance(merge_source, yaml.MappingNode):
+                    inherited = self._pairs(merge_source, path, report, depth + 1)
+                    self.visited += len(inherited)
+                    merged.extend((k, v, False) for k, v, _ in inherited)
+                elif report:
+                    self.error(merge_source, path, "`<<` can only merge mappings")
+        return merged + own
+
+    def _locate(self, node: yaml.Node, relative_path: str) -> yaml.Node:
+        """The node at ``relative_path`` (``destinations[2].name``) under ``node``, or the nearest above."""
+        for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", relative_path):
+            if name and isinstance(node, yaml.MappingNode):
+                found = [
+                    v for k, v, _ in self._pairs(node, "", report=False) if getattr(k, "value", None) == name
+                ]
+                if not found:
+                    return node
+                node = found[-1]
+            elif index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
+                node = node.value[int(index)]
+            else:
+                return node
+        return node
+
+    def _shown(self, node: yaml.Node) -> str:
+        if isinstance(node, yaml.MappingNode):
+            return "a mapping" if node.value else "{}"
+        if isinstance(node, yaml.SequenceNode):
+            return "a list" if node.value else "[]"
+        if _is_null(node):
+            return "null"
+        text = str(node.value)
+        if len(text) > MAX_SHOWN_CHARS:
+            text = text[:MAX_SHOWN_CHARS] + "…"
+        return json.dumps(text) if node.tag == _STR_TAG else text
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG
+
+
+def _is_struct(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, Struct)
+
+
+def _is_container(annotation: Any) -> bool:
+    base = _strip(annotation)
+    return _is_struct(base) or get_origin(base) in (list, dict)
+
+
+def _node_kind(annotation: Any) -> type[yaml.Node]:
+    return yaml.SequenceNode if get_origin(_strip(annotation)) is list else yaml.MappingNode
+
+
+def _fits_any(value: str, options: list[Any]) -> bool:
+    for option in options:
+        try:
+            msgspec.convert(value, option)
+        except msgspec.ValidationError:
+            continue
+        return True
+    return False
+
+
+def _default(info: msgspec.structs.FieldInfo) -> Any:
+    if info.default is not msgspec.NODEFAULT:
+        return msgspec.to_builtins(info.default)
+    if info.default_factory is not msgspec.NODEFAULT:
+        return msgspec.to_builtins(info.default_factory())
+    return INVALID
+
+
+def _unknown_key_message(key: str, cls: type[Struct]) -> str:
+    known = [f.encode_name for f in msgspec.structs.fields(cls)]
+    if cls is _ConfigFile and key in {f.encode_name for f in msgspec.structs.fields(Config)}:
+        return f"unknown top-level key `{key}`; it belongs under `{TOP_LEVEL_KEY}`"
+    close = difflib.get_close_matches(key, known, n=1) or _same_start(key, known)
+    if close:
+        return f"unknown key `{key}`; did you mean `{close[0]}`?"
+    return f"unknown key `{key}`; known keys: {', '.join(known)}"
+
+
+def _same_start(key: str, known: list[str]) -> list[str]:
+    """Known keys sharing the longest start with ``key`` (``retries`` -> ``retry_attempts``)."""
+    shared = {name: _shared_start(key, name) for name in known}
+    best = max(shared.values(), default=0)
+    return [name for name, length in shared.items() if length == best] if best >= SUGGEST_PREFIX_CHARS else []
+
+
+def _shared_start(first: str, second: str) -> int:
+    pairs = enumerate(zip(first, second, strict=False))
+    return next((i for i, (a, b) in pairs if a != b), min(len(first), len(second)))
+
+
+# ----- reading the declarations ----------------------------------------------------------------
+
+
+def _strip(annotation: Any) -> Any:
+    """The type under any ``Annotated`` layers."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _metadata(annotation: Any) -> Iterator[Any]:
+    """Every ``Annotated`` metadata item of ``annotation``, outermost first."""
+    while get_origin(annotation) is Annotated:
+        yield from annotation.__metadata__
+        annotation = get_args(annotation)[0]
+
+
+def _markers(annotation: Any) -> list[Any]:
+    return [item for item in _metadata(annotation) if not isinstance(item, Meta)]
+
+
+def _metas(annotation: Any) -> list[Meta]:
+    return [item for item in _metadata(annotation) if isinstance(item, Meta)]
+
+
+def _describe(annotation: Any) -> str:
+    """What a value of ``annotation`` must be, in words, from its declaration."""
+    metas = _metas(annotation)
+    for meta in metas:
+        if meta.extra and "expects" in meta.extra:
+            return str(meta.extra["expects"])
+    base = _strip(annotation)
+    origin = get_origin(base)
+    if origin in _UNION_TYPES:
+        options = [_describe(a) for a in get_args(base) if a is not type(None)]
+        return " or ".join(options) + (" or null" if type(None) in get_args(base) else "")
+    if origin is Literal:
+        return "one of " + ", ".join(str(choice) for choice in get_args(base))
+    if origin is list:
+        return "a list of " + _plural(_describe(get_args(base)[0]))
+    if origin is dict or _is_struct(base):
+        return "a mapping"
+    if base is bool:
+        return "true or false"
+    if base is int or base is float:
+        return ("an integer" if base is int else "a number") + _bounds(metas)
+    if base is str:
+        return "a non-empty string" if any(m.min_length for m in metas) else "a string"
+    return getattr(base, "__name__", str(base))
+
+
+def _plural(description: str) -> str:
+    for singular, plural in _PLURALS:
+        if description.startswith(singular):
+            return plural + description[len(singular) :]
+    return f"items that are each {description}"
+
+
+_PLURALS = (
+    ("an integer", "integers"),
+    ("a number", "numbers"),
+    ("a non-empty string", "non-empty strings"),
+    ("a string", "strings"),
+    ("a mapping", "mappings"),
+    ("one of ", "values from "),
+)
+
+
+def _bounds(metas: list[Meta]) -> str:
+    low = next((m.ge for m in metas if m.ge is not None), None)
+    above = next((m.gt for m in metas if m.gt is not None), None)
+    high = next((m.le for m in metas if m.le is not None), None)
+    if low is not None and high is not None:
+        return f" from {_number(low)} to {_number(high)}"
+    parts = [
+        f"{sign} {_number(bound)}"
+        for sign, bound in ((">=", low), (">", above), ("<=", high))
+        if bound is not None
+    ]
+    return " " + " and ".join(parts) if parts else ""
+
+
+def _number(value: float) -> str:
+    """A bound as a person reads it: ``1_000_000``, ``0.5``."""
+    if float(value).is_integer() and abs(value) >= BIG_NUMBER:
+        return f"{int(value):_}"
+    return str(value)
+
+
+def _reference_rows(cls: type[Struct], prefix: str) -> Iterator[tuple[str, Any, str, str]]:
+    """(key path, annotation, default, meaning) for every field under ``cls``, sections first."""
+    for info in msgspec.structs.fields(cls):
+        key = f"{prefix}.{info.encode_name}"
+        meanings = [m.description for m in _metas(info.type) if m.description]
+        yield key, info.type, _shown_default(info), meanings[0] if meanings else ""
+        for nested, suffix in _nested_structs(info.type):
+            yield from _reference_rows(nested, key + suffix)
+
+
+def _nested_structs(annotation: Any) -> Iterator[tuple[type[Struct], str]]:
+    base = _strip(annotation)
+    if _is_struct(base):
+        yield base, ""
+    elif get_origin(base) in _UNION_TYPES:
+        for option in get_args(base):
+            yield from _nested_structs(option)
+    elif get_origin(base) is list:
+        for nested, suffix in _nested_structs(get_args(base)[0]):
+            yield nested, "[]" + suffix
+
+
+def _shown_default(info: msgspec.structs.FieldInfo) -> str:
+    if info.required:
+        return "required"
+    default = _default(info)
+    if isinstance(default, dict) and default and _is_struct(_strip(info.type)):
+        return "(section)"
+    return f"`{json.dumps(default)}`" if not isinstance(default, str) else f"`{default}`"
+
+
+__all__ = [
+    "TOP_LEVEL_KEY",
+    "CaptureConfig",
+    "Config",
+    "DestinationConfig",
+    "FilterConfig",
+    "LedgerConfig",
+    "PythonTransform",
+    "RoutingConfig",
+    "ServerConfig",
+    "ValidationConfig",
+    "config_reference",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
