@@ -273,7 +273,8 @@ class DestinationConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only
         int, Meta(ge=1, le=MAX_CONCURRENCY, description="parallel requests to this destination")
     ] = DEFAULT_CONCURRENCY
     headers: Annotated[
-        dict[HeaderName, HeaderValue], Meta(description="extra request headers (not webhook-*)")
+        dict[HeaderName, HeaderValue],
+        Meta(description="extra request headers (not webhook-*, host, content-length, transfer-encoding)"),
     ] = {}
 
     def __post_init__(self) -> None:
