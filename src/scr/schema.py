@@ -8,8 +8,8 @@ from the same declarations.
 
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -207,15 +207,23 @@ def check_event(event: Event) -> None:
                 )
             )
     source_ip = event.metadata.source_ip
-    if source_ip is not None:
-        try:
-            ipaddress.ip_address(source_ip)
-        except ValueError:
-            problems.append(
-                Problem("invalid_value", "$.metadata.source_ip", "not an IPv4 or IPv6 address")
-            )
+    if source_ip is not None and not _is_ip_address(source_ip):
+        problems.append(
+            Problem("invalid_value", "$.metadata.source_ip", "not an IPv4 or IPv6 address")
+        )
     if problems:
         raise InvalidEvent(problems)
+
+
+def _is_ip_address(text: str) -> bool:
+    """IPv4 or IPv6, strictly (``inet_pton``: C speed, unlike ``ipaddress`` on the hot path)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
 
 
 _canonical = msgspec.json.Encoder(order="sorted", decimal_format="string")

@@ -70,6 +70,7 @@ class _Work:
     run: Callable[[sqlite3.Connection], Any]
     size: int
     done: Callable[[Any, BaseException | None], None]
+    durable: bool = True
 
 
 @dataclass(slots=True)
@@ -109,6 +110,7 @@ class Committer:
         self.last_error = ""
         self.groups = 0
         self._data_version = -1
+        self._synchronous_full = True  # as the store opens the connection
 
     def start(self) -> None:
         self._conn = self.store.writer_connection()
@@ -136,15 +138,23 @@ class Committer:
 
     # ----- submitting work -----------------------------------------------------------------
 
-    async def run(self, write: Callable[[sqlite3.Connection], T], size: int = 1) -> T:
-        """Run ``write`` in the next group transaction; return once it is durable."""
+    async def run(
+        self, write: Callable[[sqlite3.Connection], T], size: int = 1, durable: bool = True
+    ) -> T:
+        """Run ``write`` in the next group transaction; return once it is committed.
+
+        ``durable=False`` is for state that may be lost on power loss without losing data
+        (a destination's cursor: at worst an entry is delivered again, with the same
+        webhook-id). A group holding only such writes commits without an fsync; the next
+        durable commit's fsync covers it, because the WAL is written in order.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
 
         def done(result: Any, error: BaseException | None) -> None:
             loop.call_soon_threadsafe(_settle, future, result, error)
 
-        self._queue.put(_Work(write, size, done))
+        self._queue.put(_Work(write, size, done, durable))
         return await future
 
     def run_sync(self, write: Callable[[sqlite3.Connection], T], size: int = 1) -> T:
@@ -282,7 +292,11 @@ class Committer:
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Work]) -> None:
         results: list[tuple[Any, BaseException | None]] = []
         self._pending = _Pending()
+        durable = any(work.durable for work in group)
         try:
+            if durable != self._synchronous_full:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._synchronous_full = durable
             conn.execute("BEGIN IMMEDIATE")
             self._catch_up(conn)
             for work in group:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import httpx
+import aiohttp
 
 RESPONSE_EXCERPT_BYTES = 512
 USER_AGENT = "scr/0.1 (+session-completion-runtime)"
@@ -40,31 +40,46 @@ class Sink(Protocol):
 
 
 class HttpSink:
-    """POSTs to the endpoint; never follows redirects."""
+    """POSTs to the endpoint; never follows redirects.
+
+    aiohttp rather than httpx: on this 2-core machine httpx's async client managed about 630
+    small POSTs/s against a local receiver where aiohttp managed about 13,000, and per-event
+    webhooks at 1,000 events/s to three destinations need 3,000/s.
+    """
 
     def __init__(self, endpoint: str, timeout_ms: int, concurrency: int) -> None:
         self.endpoint = endpoint
-        self.client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(timeout_ms / 1000),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            headers={"user-agent": USER_AGENT, "content-type": "application/json"},
-        )
+        self.timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        self.concurrency = concurrency
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created on the running loop
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                timeout=self.timeout,
+                headers={"user-agent": USER_AGENT, "content-type": "application/json"},
+                auto_decompress=False,
+            )
+        return self._session
 
     async def send(self, body: bytes, lines: list[bytes], headers: dict[str, str]) -> Attempt:
         started = time.perf_counter()
         try:
-            response = await self.client.post(self.endpoint, content=body, headers=headers)
-        except httpx.HTTPError as error:
+            async with self._client().post(
+                self.endpoint, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                excerpt = await response.content.read(RESPONSE_EXCERPT_BYTES)
+                return Attempt(
+                    response.status, None, _ms_since(started),
+                    excerpt.decode("utf-8", "replace"), response.headers.get("retry-after"),
+                )
+        except (aiohttp.ClientError, TimeoutError) as error:
             return Attempt(None, error, _ms_since(started), "", None)
-        excerpt = response.content[:RESPONSE_EXCERPT_BYTES].decode("utf-8", "replace")
-        return Attempt(
-            response.status_code, None, _ms_since(started), excerpt,
-            response.headers.get("retry-after"),
-        )
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 class FileSink:

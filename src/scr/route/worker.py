@@ -90,6 +90,7 @@ class DestinationWorker:
         self._enabled = asyncio.Event()
         self._slots = asyncio.Semaphore(config.concurrency)
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_write: asyncio.Future[None] | None = None
         self.oldest_unsettled_ts: float | None = None
 
     # ----- lifecycle ------------------------------------------------------------------------
@@ -106,6 +107,9 @@ class DestinationWorker:
         ]
 
     async def stop(self) -> None:
+        if self._last_write is not None:
+            with contextlib.suppress(Exception):
+                await self._last_write
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -151,9 +155,11 @@ class DestinationWorker:
                 self._update_gauges()
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # keep the destination alive; the chunk is retried
+            except Exception as error:  # keep the destination alive; resume from the durable cursor
                 self.last_error = f"consumer: {error}"
                 log.exception("destination %s: consumer error", self.name)
+                self._last_write = None
+                self.cursor = self.store.cursor(self.name) or 0
                 await asyncio.sleep(RETRY_IDLE_S)
 
     def _update_gauges(self) -> None:
@@ -207,11 +213,17 @@ class DestinationWorker:
             self.store.upsert_deliveries(conn, rows)
             self.store.set_cursor(conn, self.name, last)
 
-        await self.committer.run(write, size=max(1, len(rows)))
+        # Pipelined: the next chunk is delivered while this one's state commits. A lost
+        # write only means a redelivery from the durable cursor, with the same webhook-ids.
+        if self._last_write is not None:
+            await self._last_write
+        self._last_write = asyncio.ensure_future(
+            self.committer.run(write, size=max(1, len(rows)), durable=False)
+        )
         self.cursor = last
         self.oldest_unsettled_ts = None
         if rows:
-            self._wake_retrier.set()
+            self._last_write.add_done_callback(lambda _: self._wake_retrier.set())
 
     def session_of(self, entry: Committed) -> int:
         assert entry.event is not None
@@ -442,7 +454,7 @@ class DestinationWorker:
             self.store.insert_attempts(conn, attempt_rows)
             self.store.upsert_deliveries(conn, rows_out)
 
-        await self.committer.run(write, size=max(1, len(rows_out)))
+        await self.committer.run(write, size=max(1, len(rows_out)), durable=False)
         return 0.0
 
 
