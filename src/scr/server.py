@@ -385,7 +385,7 @@ def create_app(config: Config, data_dir: Path) -> Starlette:
         def on_commit(committed: list[Committed]) -> None:
             loop.call_soon_threadsafe(runtime.tail.extend, committed)
 
-        runtime.committer.on_commit = on_commit
+        runtime.committer.commit_hooks.append(on_commit)
         runtime.committer.start()
         for worker in runtime.workers.values():
             await worker.start()

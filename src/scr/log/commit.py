@@ -54,7 +54,7 @@ class Submission:
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """An entry that the last transaction made durable."""
+    """An entry appended by a transaction: its position, hash, stored bytes and content."""
 
     seq: int
     tenant: str
@@ -63,6 +63,15 @@ class Committed:
     entry_hash: bytes
     event: Event | None
     payload: Any = None
+    stored: bytes = b""  # the exact stored entry bytes (empty when read back from the tail)
+
+
+# Runs inside the group's transaction, after its writes, with the entries they appended:
+# state derived from the ledger (a Merkle tree) is written atomically with it.
+AppendHook = Callable[[sqlite3.Connection, list[Committed]], None]
+# Runs on the writer thread after the group is durable (never before: a checkpoint must
+# only ever cover what is on disk).
+CommitHook = Callable[[list[Committed]], None]
 
 
 @dataclass(slots=True)
@@ -95,11 +104,11 @@ class Committer:
         self,
         store: SqliteStore,
         buffer_size: int,
-        on_commit: Callable[[list[Committed]], None] | None = None,
     ) -> None:
         self.store = store
         self.buffer_size = buffer_size
-        self.on_commit = on_commit
+        self.append_hooks: list[AppendHook] = []
+        self.commit_hooks: list[CommitHook] = []
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="scr-committer", daemon=True)
         self._conn: sqlite3.Connection | None = None
@@ -196,7 +205,7 @@ class Committer:
         )
         self._next_seq = seq + 1
         self._pending.heads[tenant] = (count + 1, digest)
-        committed = Committed(seq, tenant, count, kind_name, digest, None, payload)
+        committed = Committed(seq, tenant, count, kind_name, digest, None, payload, stored)
         self._pending.committed.append(committed)
         return committed
 
@@ -259,9 +268,9 @@ class Committer:
         ))
         self._next_seq = seq + 1
         self._pending.heads[tenant] = (count + 1, digest)
-        self._pending.committed.append(
-            Committed(seq, tenant, count, Kind.SESSION_COMPLETION.value, digest, event)
-        )
+        self._pending.committed.append(Committed(
+            seq, tenant, count, Kind.SESSION_COMPLETION.value, digest, event, None, stored
+        ))
         return (seq, tenant, event.event_id, sub.digest)
 
     def _loop(self) -> None:
@@ -310,8 +319,10 @@ class Committer:
                     conn.execute("RELEASE work")
                     self._restore(mark)
                     results.append((None, error))
+            for hook in self.append_hooks:
+                hook(conn, self._pending.committed)
             conn.execute("COMMIT")
-        except sqlite3.Error as error:
+        except Exception as error:  # the store or an append hook failed: nothing is committed
             log.error("commit failed: %s", error)
             self.healthy, self.last_error = False, str(error)
             if conn.in_transaction:
@@ -329,8 +340,9 @@ class Committer:
         self._pending = _Pending()
         for work, (result, failed) in zip(group, results, strict=True):
             work.done(result, failed)
-        if committed and self.on_commit is not None:
-            self.on_commit(committed)
+        if committed:
+            for commit_hook in self.commit_hooks:
+                commit_hook(committed)
 
     def _mark(self) -> tuple[int, dict[str, tuple[int, bytes]], int, int]:
         p = self._pending

@@ -18,7 +18,7 @@ from scr.log.entry import Kind, Provenance
 from scr.schema import Event
 from scr.store.sqlite import SqliteStore, StoredEntry
 
-TAIL_ENTRIES = 200_000
+TAIL_ENTRIES = 50_000
 
 
 class _EventEntry(msgspec.Struct, gc=False):
