@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from scr.config import Config, default_config, load_config
 from scr.errors import ConfigError, ScrError
+from scr.ledger.cli import app as ledger_app
 from scr.schema import json_schema
 
 DEFAULT_URL = "http://127.0.0.1:8787"
@@ -28,6 +29,7 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 config_app = typer.Typer(help="Config files.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
+app.add_typer(ledger_app, name="ledger")
 err = Console(stderr=True)
 
 DataOption = Annotated[Path, typer.Option("--data", help="The data folder (SQLite database).")]

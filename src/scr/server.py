@@ -20,6 +20,7 @@ from scr import __version__
 from scr.capture.ingest import answer, media_type, settle, split_body, validate
 from scr.config import Config
 from scr.errors import BadRequest, NotFound, PayloadTooLarge, ScrError, Unavailable
+from scr.ledger import install as install_ledger
 from scr.log.commit import Committed, Committer, Outcome
 from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
@@ -397,8 +398,10 @@ def create_app(config: Config, data_dir: Path) -> Starlette:
             runtime.committer.close()
             runtime.store.close()
 
+    routes = [Route(path, handler, methods=methods) for path, handler, methods in ROUTES]
+    routes += install_ledger(runtime)
     app = Starlette(
-        routes=[Route(path, handler, methods=methods) for path, handler, methods in ROUTES],
+        routes=routes,
         exception_handlers={ScrError: _error_response, Exception: _unexpected},
         lifespan=lifespan,
     )
