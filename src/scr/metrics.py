@@ -20,7 +20,9 @@ class Metrics:
         self.rejected = Counter(
             "scr_events_rejected", "Events rejected, by reason", ["reason"], registry=r
         )
-        self.commit_groups = Counter("scr_commit_groups", "Group-commit transactions", registry=r)
+        self.commit_groups = Counter(
+            "scr_commit_groups", "Group-commit transactions that appended entries", registry=r
+        )
         self.delivered = Counter(
             "scr_destination_delivered", "Events delivered", ["destination"], registry=r
         )

@@ -384,6 +384,7 @@ def create_app(config: Config, data_dir: Path) -> Starlette:
         loop = asyncio.get_running_loop()
 
         def on_commit(committed: list[Committed]) -> None:
+            runtime.metrics.commit_groups.inc()
             loop.call_soon_threadsafe(runtime.tail.extend, committed)
 
         runtime.committer.commit_hooks.append(on_commit)
