@@ -24,7 +24,7 @@ PositiveCount = Annotated[int, Meta(ge=1, le=1_000_000)]
 NonNegative = Annotated[float, Meta(ge=0.0, le=1e12)]
 
 
-class RiskLevels(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class RiskLevels(Struct, gc=False, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The number each action risk level stands for (the source document's mapping)."""
 
     LOW: Probability = 0.1
@@ -36,14 +36,14 @@ class RiskLevels(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
         return value
 
 
-class BetaPrior(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class BetaPrior(Struct, gc=False, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The prior of an action's success probability: Beta(alpha, beta); (1, 1) is uniform."""
 
     alpha: Annotated[float, Meta(gt=0.0, le=1e6)] = 1.0
     beta: Annotated[float, Meta(gt=0.0, le=1e6)] = 1.0
 
 
-class InterferenceCosts(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class InterferenceCosts(Struct, gc=False, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The dependency model: the TTV another agent loses per overlap, and the tolerance.
 
     ΔE[TTV_j | π_i] = shared_resource_ms × |resources shared| + shared_state_ms × |state
@@ -55,7 +55,7 @@ class InterferenceCosts(Struct, frozen=True, forbid_unknown_fields=True, kw_only
     tolerance_ms: NonNegative = 0.0
 
 
-class PromotionThresholds(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class PromotionThresholds(Struct, gc=False, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The promotion gate's thresholds.
 
     (A) resistance: at least ``min_challenges`` observations that tried to contradict the
@@ -74,7 +74,7 @@ class PromotionThresholds(Struct, frozen=True, forbid_unknown_fields=True, kw_on
     replay_window: PositiveCount = DEFAULT_REPLAY_WINDOW
 
 
-class CanonConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class CanonConfig(Struct, gc=False, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """All canon settings, with the source document's defaults."""
 
     weights: Weights = Weights()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from msgspec import Struct
 
@@ -30,13 +29,14 @@ from scr.canon.gates import (
     rules_gate,
     success_gate,
 )
-from scr.canon.interference import interference, state_conflicts
+from scr.canon.interference import Footprint, footprint, interference, state_conflicts
 from scr.canon.model import (
     AgentPlan,
     Bounds,
     Candidate,
     CandidateResult,
     DecisionStatus,
+    Interference,
     Level,
     PathFeatures,
     Score,
@@ -48,7 +48,7 @@ from scr.canon.score import optr_score
 TIE_BREAK = "lowest total score, then fewest actions, then candidate id (code-point order)"
 
 
-class CanonSnapshot(Struct, kw_only=True):
+class CanonSnapshot(Struct, gc=False, kw_only=True):
     """The canon as a decision saw it: the level of every id it referred to (absent: not a
     known item) and every active rule."""
 
@@ -56,7 +56,7 @@ class CanonSnapshot(Struct, kw_only=True):
     rules: list[ActiveRule]
 
 
-class DecisionInputs(Struct, kw_only=True):
+class DecisionInputs(Struct, gc=False, kw_only=True):
     """Everything a decision depends on; recorded in its ledger entry for replay and audit."""
 
     ts: str
@@ -104,11 +104,14 @@ def tighten(configured: Bounds, requested: Bounds | None) -> Bounds:
 
 
 def _findings(
-    inputs: DecisionInputs, candidate: Candidate, features: PathFeatures, authority: Finding | None
-) -> tuple[list[Finding], list[str], list[Any]]:
+    inputs: DecisionInputs, candidate: Candidate, features: PathFeatures,
+    authority: Finding | None, planned: Sequence[Footprint],
+) -> tuple[list[Finding], list[str], list[Interference]]:
     path = candidate.actions
     levels = inputs.canon.levels
-    effects = interference(candidate.id or "", path, inputs.other_agents, inputs.interference)
+    effects = interference(
+        candidate.id or "", path, inputs.other_agents, inputs.interference, planned
+    )
     conflicts = state_conflicts(path, inputs.other_agents)
     invariant, soft = rules_gate(path, features, inputs.canon.rules)
     cost = features.cost.value if features.cost is not None else None
@@ -152,6 +155,7 @@ def _trace(ts: str, candidate: Candidate, findings: Sequence[Finding]) -> WhyNot
 def evaluate(inputs: DecisionInputs) -> Evaluation:
     """Gate and score every candidate; select the best admissible one, if any."""
     authority = authority_gate(inputs.canon_refs, inputs.canon.levels)
+    planned = [footprint(agent.planned_actions) for agent in inputs.other_agents]
     results: list[CandidateResult] = []
     traces: list[WhyNot] = []
     best: tuple[float, int, str] | None = None
@@ -159,7 +163,7 @@ def evaluate(inputs: DecisionInputs) -> Evaluation:
     for index, (candidate, features) in enumerate(
         zip(inputs.candidates, inputs.features, strict=True)
     ):
-        findings, soft, effects = _findings(inputs, candidate, features, authority)
+        findings, soft, effects = _findings(inputs, candidate, features, authority, planned)
         score = _score(inputs, features, soft)
         admissible = not findings and score is not None
         results.append(CandidateResult(

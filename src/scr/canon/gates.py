@@ -42,7 +42,7 @@ class Finding:
     context: Mapping[str, Any] = field(default_factory=dict)
 
 
-class ActiveRule(Struct, frozen=True, kw_only=True):
+class ActiveRule(Struct, gc=False, frozen=True, kw_only=True):
     """A CANON-level INVARIANT or CONSTRAINT with a rule, as a decision saw it."""
 
     id: str

@@ -27,20 +27,27 @@ class StateConflict:
     state: str
 
 
-def _resources(actions: Sequence[Action]) -> set[str]:
-    return {resource for action in actions for resource in action.resources_used}
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """What some actions touch: the resources they use and the shared state they modify."""
+
+    resources: frozenset[str]
+    state: frozenset[str]
 
 
-def _state(actions: Sequence[Action]) -> set[str]:
-    return {state for action in actions for state in action.shared_state_modified}
+def footprint(actions: Sequence[Action]) -> Footprint:
+    """The footprint of a path or of an agent's planned actions."""
+    return Footprint(
+        frozenset(resource for action in actions for resource in action.resources_used),
+        frozenset(state for action in actions for state in action.shared_state_modified),
+    )
 
 
-def dependency_delta(
-    path: Sequence[Action], planned: Sequence[Action], costs: InterferenceCosts
+def _delta(
+    mine: Footprint, theirs: Footprint, costs: InterferenceCosts
 ) -> tuple[float, list[str], list[str]]:
-    """Δ TTV (ms) the path costs an agent with these planned actions, and what they share."""
-    shared_resources = sorted(_resources(path) & _resources(planned))
-    shared_state = sorted(_state(path) & _state(planned))
+    shared_resources = sorted(mine.resources & theirs.resources) if mine.resources else []
+    shared_state = sorted(mine.state & theirs.state) if mine.state else []
     delta = (
         costs.shared_resource_ms * len(shared_resources)
         + costs.shared_state_ms * len(shared_state)
@@ -48,18 +55,29 @@ def dependency_delta(
     return delta, shared_resources, shared_state
 
 
+def dependency_delta(
+    path: Sequence[Action], planned: Sequence[Action], costs: InterferenceCosts
+) -> tuple[float, list[str], list[str]]:
+    """Δ TTV (ms) the path costs an agent with these planned actions, and what they share."""
+    return _delta(footprint(path), footprint(planned), costs)
+
+
 def interference(
     candidate_id: str,
     path: Sequence[Action],
     other_agents: Sequence[AgentPlan],
     costs: InterferenceCosts,
+    planned: Sequence[Footprint] | None = None,
 ) -> list[Interference]:
-    """ΔE[TTV_j | path] for every other agent j, in the order the agents were given."""
+    """ΔE[TTV_j | path] for every other agent j, in the order the agents were given.
+
+    ``planned`` may give the agents' footprints, computed once for many candidates.
+    """
     found: list[Interference] = []
-    for agent in other_agents:
-        delta, shared_resources, shared_state = dependency_delta(
-            path, agent.planned_actions, costs
-        )
+    mine = footprint(path)
+    theirs = planned if planned is not None else [footprint(a.planned_actions) for a in other_agents]
+    for agent, their_footprint in zip(other_agents, theirs, strict=True):
+        delta, shared_resources, shared_state = _delta(mine, their_footprint, costs)
         predicted = agent.predicted_ttv_ms.get(candidate_id)
         if predicted is not None and agent.baseline_ttv_ms is not None:
             found.append(Interference(
@@ -79,6 +97,8 @@ def state_conflicts(
 ) -> list[StateConflict]:
     """The pairwise equilibrium check: action pairs of two agents modifying the same state."""
     conflicts: list[StateConflict] = []
+    if not any(action.shared_state_modified for action in path):
+        return conflicts
     for agent in other_agents:
         for action in path:
             mine = set(action.shared_state_modified)

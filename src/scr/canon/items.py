@@ -36,7 +36,7 @@ PROMOTION = "PROMOTION"
 ITEM_KINDS = (STRUCTURE_UPDATE, PROMOTION)
 
 
-class PromotionRecord(Struct, kw_only=True):
+class PromotionRecord(Struct, gc=False, kw_only=True):
     """The payload of a PROMOTION entry: the decision, approved or not, and its tests.
 
     ``as_of`` is the last ledger entry id the tests saw and ``thresholds`` what they were

@@ -4,6 +4,9 @@ These msgspec Structs are the validation (types, enums, bounds, unknown fields) 
 Python API, the HTTP routes and the ledger payloads alike. Names follow the source
 document: canon items are DEFINITION, INVARIANT or CONSTRAINT at level EVIDENCE → PROPOSED
 → CANON; a candidate path is an ordered list of actions whose next action is the first.
+
+Every canon Struct is ``gc=False``: they form trees, never cycles, and a decision allocates
+thousands of them; untracked, they no longer drive the collector's full passes.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ ReasonCode = Literal[
 # ----- canon items ---------------------------------------------------------------------------
 
 
-class ItemProvenance(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class ItemProvenance(Struct, gc=False, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Where a canon item came from. ``hash`` is the item's content hash (see ``item_hash``)."""
 
     source: SourceKind
@@ -66,7 +69,7 @@ class ItemProvenance(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     hash: str = ""
 
 
-class Rule(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class Rule(Struct, gc=False, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """What an INVARIANT or CONSTRAINT forbids, checked mechanically against each path.
 
     A path breaks the rule when it contains a forbidden action, uses a forbidden resource,
@@ -88,7 +91,7 @@ class Rule(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, 
 EMPTY_RULE = Rule()
 
 
-class ItemSpec(Struct, forbid_unknown_fields=True, kw_only=True):
+class ItemSpec(Struct, gc=False, forbid_unknown_fields=True, kw_only=True):
     """A canon item as a caller gives it. ``ts`` is mandatory (RFC 3339 with an offset).
 
     ``level`` above EVIDENCE is accepted only from provenance source ``import``: everything
@@ -106,7 +109,7 @@ class ItemSpec(Struct, forbid_unknown_fields=True, kw_only=True):
     level: Level = "EVIDENCE"
 
 
-class CanonItem(Struct, kw_only=True):
+class CanonItem(Struct, gc=False, kw_only=True):
     """A canon item as the ledger made it: its current level and the entry of its last change."""
 
     id: str
@@ -124,7 +127,7 @@ class CanonItem(Struct, kw_only=True):
 # ----- actions, paths, requests ---------------------------------------------------------------
 
 
-class Action(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class Action(Struct, gc=False, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """One thing an agent can do."""
 
     id: Identifier
@@ -136,7 +139,7 @@ class Action(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True
     shared_state_modified: NameList = []
 
 
-class Features(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class Features(Struct, gc=False, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """Caller-given features of a whole path; a missing one is estimated from evidence."""
 
     ttv_ms: Milliseconds | None = None
@@ -145,7 +148,7 @@ class Features(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=Tr
     success_prob: Probability | None = None
 
 
-class Candidate(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class Candidate(Struct, gc=False, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """A candidate path: ordered actions. ``id`` defaults to the action ids joined by '+'."""
 
     actions: Annotated[list[Action], Meta(min_length=1, max_length=MAX_ACTIONS_PER_PATH)]
@@ -153,7 +156,7 @@ class Candidate(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=
     features: Features | None = None
 
 
-class Bounds(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class Bounds(Struct, gc=False, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """Hard bounds on a path. A request may tighten the configured bounds, never loosen them."""
 
     max_risk: Probability | None = None
@@ -161,7 +164,7 @@ class Bounds(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True
     min_success_prob: Probability | None = None
 
 
-class Weights(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class Weights(Struct, gc=False, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The OPTR weights λC (cost), λR (risk) and λP (success reward)."""
 
     lambda_c: Weight = 0.1
@@ -169,7 +172,7 @@ class Weights(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     lambda_p: Weight = 0.05
 
 
-class AgentPlan(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class AgentPlan(Struct, gc=False, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """Another agent: what it plans to do, and optionally its TTV figures.
 
     ``predicted_ttv_ms`` maps a candidate id to this agent's expected TTV if the acting agent
@@ -184,7 +187,7 @@ class AgentPlan(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=T
     ] = {}
 
 
-class DecideRequest(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class DecideRequest(Struct, gc=False, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """Choose the next action toward ``goal`` among ``candidates``, citing ``canon_refs``."""
 
     goal: Text
@@ -202,7 +205,7 @@ class DecideRequest(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_o
 EstimateSource = Literal["given", "evidence", "risk_level", "prior"]
 
 
-class Estimate(Struct, omit_defaults=True, kw_only=True):
+class Estimate(Struct, gc=False, omit_defaults=True, kw_only=True):
     """One feature value and what it rests on (evidence count and the ledger entries used)."""
 
     value: float
@@ -213,7 +216,7 @@ class Estimate(Struct, omit_defaults=True, kw_only=True):
     beta: float | None = None
 
 
-class PathFeatures(Struct, omit_defaults=True, kw_only=True):
+class PathFeatures(Struct, gc=False, omit_defaults=True, kw_only=True):
     """The features a path was scored and gated on; ``None`` where nothing supports a value."""
 
     risk: Estimate
@@ -222,7 +225,7 @@ class PathFeatures(Struct, omit_defaults=True, kw_only=True):
     cost: Estimate | None = None
 
 
-class Score(Struct, kw_only=True):
+class Score(Struct, gc=False, kw_only=True):
     """OPTR: total = ttv_ms + λC·cost + λR·risk − λP·ln(max(p, floor)) + soft-fail penalty."""
 
     total: float
@@ -237,7 +240,7 @@ class Score(Struct, kw_only=True):
 InterferenceBasis = Literal["dependency_model", "predicted"]
 
 
-class Interference(Struct, omit_defaults=True, kw_only=True):
+class Interference(Struct, gc=False, omit_defaults=True, kw_only=True):
     """The expected change of another agent's TTV if this path is taken (> 0 slows it)."""
 
     agent_id: str
@@ -247,7 +250,7 @@ class Interference(Struct, omit_defaults=True, kw_only=True):
     shared_state: list[str] = []
 
 
-class CandidateResult(Struct, omit_defaults=True, kw_only=True):
+class CandidateResult(Struct, gc=False, omit_defaults=True, kw_only=True):
     """One candidate as decided: its features, score, admissibility and trace."""
 
     candidate_id: str
@@ -259,7 +262,7 @@ class CandidateResult(Struct, omit_defaults=True, kw_only=True):
     trace_id: str | None = None
 
 
-class WhyNot(Struct, omit_defaults=True, kw_only=True):
+class WhyNot(Struct, gc=False, omit_defaults=True, kw_only=True):
     """Why a candidate was denied: every failing gate's code, the ids involved and the numbers."""
 
     ts: str
@@ -277,7 +280,7 @@ class WhyNot(Struct, omit_defaults=True, kw_only=True):
 DecisionStatus = Literal["selected", "none_admissible"]
 
 
-class Decision(Struct, kw_only=True):
+class Decision(Struct, gc=False, kw_only=True):
     """The answer to a ``DecideRequest``; ``entry_id`` is its ledger entry (DECIDE or DENY)."""
 
     entry_id: int
@@ -300,7 +303,7 @@ class Decision(Struct, kw_only=True):
 # ----- promotion -------------------------------------------------------------------------------
 
 
-class PromoteRequest(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class PromoteRequest(Struct, gc=False, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """Promote ``item_id`` one level (``to_level`` may name it; a skip is refused)."""
 
     item_id: Identifier
@@ -308,7 +311,7 @@ class PromoteRequest(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_
     reason: Text = ""
 
 
-class GateTest(Struct, kw_only=True):
+class GateTest(Struct, gc=False, kw_only=True):
     """One promotion test: passed or not, why, and the figures it compared."""
 
     name: str
@@ -317,7 +320,7 @@ class GateTest(Struct, kw_only=True):
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-class PromotionTests(Struct, kw_only=True):
+class PromotionTests(Struct, gc=False, kw_only=True):
     """The four promotion tests: (A) resistance, (B) reproducibility, (C) invariant safety,
     (D) feasibility impact."""
 
@@ -336,7 +339,7 @@ class PromotionTests(Struct, kw_only=True):
         )
 
 
-class PromotionResult(Struct, kw_only=True):
+class PromotionResult(Struct, gc=False, kw_only=True):
     """A promotion decision, approved or not, with its tests; ``entry_id`` is its ledger entry."""
 
     entry_id: int
@@ -353,7 +356,7 @@ class PromotionResult(Struct, kw_only=True):
 # ----- evidence ---------------------------------------------------------------------------------
 
 
-class Observation(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class Observation(Struct, gc=False, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """The payload of an OBSERVATION ledger entry: evidence about an action or a canon item.
 
     About an action (``action``): ``outcome`` and, if known, ``duration_ms`` and ``cost``.
@@ -378,14 +381,14 @@ class Observation(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_onl
 # ----- audit -------------------------------------------------------------------------------------
 
 
-class Violation(Struct, omit_defaults=True, kw_only=True):
+class Violation(Struct, gc=False, omit_defaults=True, kw_only=True):
     """One breach an audit found, at a ledger entry where there is one."""
 
     message: str
     entry_id: int | None = None
 
 
-class InvariantCheck(Struct, kw_only=True):
+class InvariantCheck(Struct, gc=False, kw_only=True):
     """One invariant checked over the ledger: how many things were checked, what broke."""
 
     invariant_id: str
@@ -394,7 +397,7 @@ class InvariantCheck(Struct, kw_only=True):
     violations: list[Violation]
 
 
-class AuditReport(Struct, kw_only=True):
+class AuditReport(Struct, gc=False, kw_only=True):
     """The six hard-fail invariants checked over one tenant's ledger."""
 
     tenant: str

@@ -16,18 +16,35 @@ from msgspec import Struct
 
 from scr.canon.decide import TIE_BREAK, DecisionInputs, Evaluation
 from scr.canon.ledger import LedgerEntryLike
-from scr.canon.model import Candidate, CandidateResult, Decision, DecisionStatus, WhyNot
+from scr.canon.model import (
+    Candidate,
+    CandidateResult,
+    Decision,
+    DecisionStatus,
+    Interference,
+    Score,
+    WhyNot,
+)
 
 TRACE_ID = re.compile(r"^wn-(\d{1,19})-(\d{1,6})$")
 
 
-class RecordedOutcome(Struct, kw_only=True):
+class RecordedResult(Struct, gc=False, omit_defaults=True, kw_only=True):
+    """One candidate's result as recorded (its actions and features are in the inputs)."""
+
+    candidate_id: str
+    admissible: bool
+    score: Score | None = None
+    interference: list[Interference] = []
+
+
+class RecordedOutcome(Struct, gc=False, kw_only=True):
     """What the decision answered, as recorded (trace ids are derived, not stored)."""
 
     status: DecisionStatus
     selected_candidate: str | None
     message: str
-    results: list[CandidateResult]
+    results: list[RecordedResult]
     traces: list[WhyNot]
 
 
@@ -48,13 +65,23 @@ def outcome_of(evaluation: Evaluation) -> RecordedOutcome:
     )
     return RecordedOutcome(
         status=evaluation.status, selected_candidate=selected, message=evaluation.message,
-        results=evaluation.results, traces=evaluation.traces,
+        results=[
+            RecordedResult(candidate_id=r.candidate_id, admissible=r.admissible, score=r.score,
+                           interference=r.interference)
+            for r in evaluation.results
+        ],
+        traces=evaluation.traces,
     )
 
 
 def decision_payload(inputs: DecisionInputs, outcome: RecordedOutcome) -> dict[str, Any]:
-    """The plain-JSON payload of the decision's ledger entry."""
-    return {"inputs": msgspec.to_builtins(inputs), "outcome": msgspec.to_builtins(outcome)}
+    """The payload of the decision's ledger entry.
+
+    It holds the Structs themselves: the ledger encodes payloads with ``canonical_bytes``,
+    which writes a Struct exactly as its plain-JSON form, without building that form first
+    (a decision's would be a thousand short-lived dicts and lists).
+    """
+    return {"inputs": inputs, "outcome": outcome}
 
 
 def trace_id(entry_id: int, index: int) -> str:
@@ -78,9 +105,15 @@ def build_decision(
     ]
     by_candidate = {trace.candidate_id: trace.trace_id for trace in traces}
     results = [
-        msgspec.structs.replace(result, trace_id=by_candidate.get(result.candidate_id))
-        if not result.admissible else result
-        for result in outcome.results
+        CandidateResult(
+            candidate_id=result.candidate_id, actions=[a.id for a in candidate.actions],
+            admissible=result.admissible, features=features, score=result.score,
+            interference=result.interference,
+            trace_id=None if result.admissible else by_candidate.get(result.candidate_id),
+        )
+        for result, candidate, features in zip(
+            outcome.results, inputs.candidates, inputs.features, strict=True
+        )
     ]
     chosen = next(
         (c for c in inputs.candidates if c.id == outcome.selected_candidate), None

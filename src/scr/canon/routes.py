@@ -6,16 +6,19 @@ answers that tenant's ``Canon``. Roles asked for: ``decide`` (POST /v1/decide), 
 (adding items, promoting), ``read`` (listing items, why-not traces) and ``ingest``
 (observations). Errors are raised as ``ScrError``; the server renders them.
 
-Canon calls append to the ledger, which may wait on a disk, so they run in a worker thread.
+Canon calls append to the ledger, which may wait on a disk, so they run in a worker thread
+(the event loop's default executor: measurably quicker per call than anyio's thread hop),
+unless the ledger says its appends never block (``blocking = False``, as MemoryLedger does).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, cast, get_args
+from typing import Any, TypeVar, cast, get_args
 
 import msgspec
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -38,6 +41,15 @@ Authorize = Callable[[Request, str], Awaitable[str]]
 CanonFor = Callable[[str], Canon]
 
 _encode = msgspec.json.Encoder(decimal_format="string").encode
+T = TypeVar("T")
+
+
+async def call_canon(canon: Canon, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a canon call: in the loop's default executor if its ledger may block, else here."""
+    if not getattr(canon.ledger, "blocking", True):
+        return call(*args, **kwargs)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(call, *args, **kwargs))
 
 
 class JSONResponse(Response):
@@ -80,13 +92,15 @@ def canon_routes(canon_for: CanonFor, authorize: Authorize) -> list[Route]:
     async def decide(request: Request) -> Response:
         tenant = await authorize(request, "decide")
         ask = decode_json(DecideRequest, await read_body(request), "decide request")
-        decision = await run_in_threadpool(canon_for(tenant).decide_valid, ask)
+        canon = canon_for(tenant)
+        decision = await call_canon(canon, canon.decide_valid, ask)
         return JSONResponse(decision)
 
     async def add_item(request: Request) -> Response:
         tenant = await authorize(request, "admin")
         spec = decode_json(ItemSpec, await read_body(request), "canon item")
-        item = await run_in_threadpool(canon_for(tenant).add_item, spec)
+        canon = canon_for(tenant)
+        item = await call_canon(canon, canon.add_item, spec)
         return JSONResponse(item, status_code=201)
 
     async def list_items(request: Request) -> Response:
@@ -94,27 +108,29 @@ def canon_routes(canon_for: CanonFor, authorize: Authorize) -> list[Route]:
         level = cast(Level | None, _choice(request, "level", get_args(Level)))
         kind = cast(ItemKind | None, _choice(request, "kind", get_args(ItemKind)))
         canon = canon_for(tenant)
-        items = await run_in_threadpool(lambda: canon.items(level=level, kind=kind))
+        items = await call_canon(canon, canon.items, level=level, kind=kind)
         return JSONResponse({"items": items})
 
     async def promote(request: Request) -> Response:
         tenant = await authorize(request, "admin")
         ask = decode_json(PromoteRequest, await read_body(request), "promotion request")
         canon = canon_for(tenant)
-        result = await run_in_threadpool(
-            lambda: canon.promote(ask.item_id, to_level=ask.to_level, reason=ask.reason)
+        result = await call_canon(
+            canon, canon.promote, ask.item_id, to_level=ask.to_level, reason=ask.reason
         )
         return JSONResponse(result)
 
     async def why_not(request: Request) -> Response:
         tenant = await authorize(request, "read")
-        trace = await run_in_threadpool(canon_for(tenant).why_not, request.path_params["trace_id"])
+        canon = canon_for(tenant)
+        trace = await call_canon(canon, canon.why_not, request.path_params["trace_id"])
         return JSONResponse(trace)
 
     async def observe(request: Request) -> Response:
         tenant = await authorize(request, "ingest")
         observation = decode_json(Observation, await read_body(request), "observation")
-        entry_id = await run_in_threadpool(canon_for(tenant).observe, observation)
+        canon = canon_for(tenant)
+        entry_id = await call_canon(canon, canon.observe, observation)
         return JSONResponse({"entry_id": entry_id}, status_code=201)
 
     return [

@@ -1,0 +1,231 @@
+"""Decision benchmark (issue 4): POST /v1/decide latency for 20 candidates with given features.
+
+One run, two figures from the same process:
+(a) HTTP: a real uvicorn server (uvloop, httptools) on 127.0.0.1, started in a thread, with an
+    app built from ``canon_routes`` over a MemoryLedger; one keep-alive client (stdlib
+    http.client, in a child process so it does not share the server's GIL) posts the same
+    20-candidate request back to back and times each answer;
+(b) the same through a ledger that declares its appends blocking (as a durable store's
+    do), so the route runs the canon in a worker thread: the cost of that thread hop;
+(c) baseline: the pure ``Canon.decide`` call on the same kind of canon (validation, gates,
+    scoring, selection and the in-memory ledger append), with no HTTP around it.
+The target is p99 under 2 ms for (a).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount
+
+from scr.canon import Canon, MemoryLedger
+from scr.canon.routes import canon_routes
+from scr.errors import ScrError
+
+TENANT = "org_bench"
+CANDIDATES = 20
+WARMUP_S = 0.3
+HTTP_SECONDS = 1.5
+PURE_SECONDS = 1.0
+SERVER_START_TIMEOUT_S = 10.0
+P99_TARGET_MS = 2.0
+NS_PER_MS = 1_000_000
+CLIENT_TIMEOUT_S = 60.0
+ROOT = Path(__file__).resolve().parent.parent
+DECIDE_PATH = "/v1/decide"
+OFFLOADED = "/offloaded"
+
+
+def decide_request(candidates: int = CANDIDATES) -> dict[str, Any]:
+    """A request with ``candidates`` one- or two-action paths, every feature given."""
+    paths = []
+    for n in range(candidates):
+        steps = [{
+            "id": f"step_{n}", "risk_level": ("LOW", "MEDIUM", "HIGH")[n % 3],
+            "prerequisites_canon_ids": ["CANON_001"],
+            "resources_used": [f"worker_{n % 4}"], "shared_state_modified": [],
+        }]
+        if n % 2:
+            steps.append({"id": f"verify_{n}", "risk_level": "LOW"})
+        paths.append({
+            "id": f"path_{n:02d}", "actions": steps,
+            "features": {"ttv_ms": 1000.0 + 137 * n, "cost": float(n % 7) * 10,
+                         "risk": (0.1, 0.3, 0.7)[n % 3], "success_prob": 0.5 + (n % 5) / 10},
+        })
+    return {
+        "goal": "bench", "canon_refs": ["CANON_001", "CANON_042"], "agent_id": "agent_a",
+        "bounds": {"max_risk": 0.5, "max_cost": 50},
+        "candidates": paths,
+        "other_agents": [{"agent_id": "agent_b", "planned_actions": [
+            {"id": "batch", "risk_level": "LOW", "resources_used": ["worker_3"]}]}],
+    }
+
+
+class BlockingMemoryLedger(MemoryLedger):
+    """A memory ledger that asks to be called off the event loop, as a durable store does."""
+
+    blocking = True
+
+
+def bench_canon(ledger: MemoryLedger | None = None) -> Canon:
+    """A canon with the two refs the request cites, imported at CANON level."""
+    canon = Canon(ledger or MemoryLedger(), TENANT)
+    for canon_id in ("CANON_001", "CANON_042"):
+        canon.add_item({
+            "id": canon_id, "kind": "DEFINITION", "title": canon_id, "level": "CANON",
+            "ts": "2025-01-01T00:00:00Z",
+            "provenance": {"source": "import", "ref": "bench", "author": "bench"},
+        })
+    return canon
+
+
+def _app(inline: Canon, offloaded: Canon) -> Starlette:
+    """The canon routes at / (memory ledger) and under /offloaded (blocking ledger)."""
+
+    async def authorize(request: Request, role: str) -> str:
+        return TENANT
+
+    def error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ScrError)
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    return Starlette(
+        routes=[
+            *canon_routes(lambda tenant: inline, authorize),
+            Mount(OFFLOADED, routes=canon_routes(lambda tenant: offloaded, authorize)),
+        ],
+        exception_handlers={ScrError: error},
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _figures(samples_ns: list[int]) -> dict[str, float]:
+    ordered = sorted(samples_ns)
+    cut = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {
+        "p50_ms": round(statistics.median(ordered) / NS_PER_MS, 4),
+        "p99_ms": round(cut[98] / NS_PER_MS, 4),
+        "max_ms": round(ordered[-1] / NS_PER_MS, 4),
+        "count": len(ordered),
+    }
+
+
+def _time_http(port: int, path: str, body: bytes, seconds: float) -> list[int]:
+    """Post ``body`` back to back on one keep-alive connection; the latency of each answer."""
+    samples: list[int] = []
+    headers = {"content-type": "application/json"}
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+
+    def post() -> None:
+        connection.request("POST", path, body=body, headers=headers)
+        answer = connection.getresponse()
+        content = answer.read()
+        if answer.status != 200 or b'"selected"' not in content:
+            raise RuntimeError(f"unexpected answer {answer.status}: {content[:200]!r}")
+
+    try:
+        end = time.perf_counter() + WARMUP_S
+        while time.perf_counter() < end:
+            post()
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            start = time.perf_counter_ns()
+            post()
+            samples.append(time.perf_counter_ns() - start)
+    finally:
+        connection.close()
+    return samples
+
+
+def _client_process(port: int, path: str, body: bytes, seconds: float) -> list[int]:
+    """Run ``_time_http`` in a child Python process (the body on stdin, samples on stdout)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bench_decide", "--client", str(port), path, str(seconds)],
+        input=body, capture_output=True, cwd=ROOT, env=env, timeout=CLIENT_TIMEOUT_S + seconds,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the benchmark client failed: {done.stderr.decode()[-2000:]}")
+    samples: list[int] = msgspec.json.decode(done.stdout)
+    return samples
+
+
+def _time_pure(canon: Canon, request: dict[str, Any], seconds: float) -> list[int]:
+    samples: list[int] = []
+    end = time.perf_counter() + WARMUP_S
+    while time.perf_counter() < end:
+        canon.decide(request)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter_ns()
+        canon.decide(request)
+        samples.append(time.perf_counter_ns() - start)
+    return samples
+
+
+def main(http_seconds: float = HTTP_SECONDS, pure_seconds: float = PURE_SECONDS) -> dict[str, Any]:
+    """Run the benchmark, print the figures and return them."""
+    request = decide_request()
+    body = msgspec.json.encode(request)
+    port = _free_port()
+    app = _app(bench_canon(), bench_canon(BlockingMemoryLedger()))
+    server = uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+        log_level="warning", access_log=False, lifespan="off",
+    ))
+    thread = threading.Thread(target=server.run, name="bench-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the benchmark server did not start")
+        time.sleep(0.01)
+    try:
+        http = _figures(_client_process(port, DECIDE_PATH, body, http_seconds))
+        offloaded = _figures(_client_process(port, OFFLOADED + DECIDE_PATH, body, http_seconds))
+    finally:
+        server.should_exit = True
+        thread.join(SERVER_START_TIMEOUT_S)
+    pure = _figures(_time_pure(bench_canon(), request, pure_seconds))
+    figures = {
+        "candidates": CANDIDATES,
+        "request_bytes": len(body),
+        "http_decide": http,
+        "http_decide_offloaded": offloaded,
+        "pure_decide": pure,
+        "http_overhead_p50_ms": round(http["p50_ms"] - pure["p50_ms"], 4),
+        "p99_target_ms": P99_TARGET_MS,
+        "p99_target_met": http["p99_ms"] < P99_TARGET_MS,
+    }
+    print(msgspec.json.format(msgspec.json.encode(figures)).decode())
+    return figures
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--client"]:
+        timed = _time_http(int(sys.argv[2]), sys.argv[3], sys.stdin.buffer.read(),
+                           float(sys.argv[4]))
+        sys.stdout.buffer.write(msgspec.json.encode(timed))
+    else:
+        main()
