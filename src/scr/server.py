@@ -365,7 +365,9 @@ def build_runtime(config: Config, data_dir: Path) -> Runtime:
     store = SqliteStore(data_dir)
     metrics_ = Metrics()
     tail = LedgerTail(store)
-    committer = Committer(store, config.capture.buffer_size)
+    committer = Committer(
+        store, config.capture.buffer_size, config.validation.deduplication_window_sec
+    )
     auth = Authenticator(store, config.validation.require_authentication)
     runtime = Runtime(config, data_dir, store, committer, tail, auth, metrics_)
     for destination in config.routing.destinations:

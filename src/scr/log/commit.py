@@ -16,6 +16,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -104,9 +105,11 @@ class Committer:
         self,
         store: SqliteStore,
         buffer_size: int,
+        dedup_window_s: float = 0.0,
     ) -> None:
         self.store = store
         self.buffer_size = buffer_size
+        self.recent = RecentKeys(dedup_window_s)
         self.append_hooks: list[AppendHook] = []
         self.commit_hooks: list[CommitHook] = []
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
@@ -219,8 +222,8 @@ class Committer:
     ) -> list[tuple[Outcome, int]]:
         keys = [event_key(s.event.user.organization_id, s.event.event_id) for s in submissions]
         pending_keys = self._pending.keys
-        known = self.store.find_keys(conn, [k for k in keys if k not in pending_keys])
-        known.update({k: pending_keys[k] for k in keys if k in pending_keys})
+        known = {k: hit for k in keys if (hit := pending_keys.get(k) or self.recent.get(k))}
+        known.update(self.store.find_keys(conn, [k for k in keys if k not in known]))
         outcomes: list[tuple[Outcome, int]] = []
         rows: list[tuple[Any, ...]] = []
         new_keys: list[tuple[int, int]] = []
@@ -336,6 +339,7 @@ class Committer:
         self.healthy, self.last_error = True, ""
         self.groups += 1
         self._heads.update(self._pending.heads)
+        self.recent.add(self._pending.keys)
         committed = self._pending.committed
         self._pending = _Pending()
         for work, (result, failed) in zip(group, results, strict=True):
@@ -358,6 +362,36 @@ class Committer:
         for key in p.key_order[keys:]:
             del p.keys[key]
         del p.key_order[keys:]
+
+
+class RecentKeys:
+    """The fast front of dedup: keys committed in the last ``window_s`` seconds.
+
+    A hit here answers a retry without touching the index; a miss proves nothing, so the
+    ledger's index is still asked (dedup stays exact beyond the window).
+    """
+
+    MAX_KEYS = 1_000_000  # bounds memory whatever the window and the rate
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._keys: OrderedDict[int, tuple[float, tuple[int, str, str, bytes]]] = OrderedDict()
+
+    def get(self, key: int) -> tuple[int, str, str, bytes] | None:
+        found = self._keys.get(key)
+        return found[1] if found is not None else None
+
+    def add(self, keys: dict[int, tuple[int, str, str, bytes]]) -> None:
+        if self.window_s <= 0:
+            return
+        now = time.monotonic()
+        for key, hit in keys.items():
+            self._keys[key] = (now, hit)
+        horizon = now - self.window_s
+        while self._keys and (
+            len(self._keys) > self.MAX_KEYS or next(iter(self._keys.values()))[0] < horizon
+        ):
+            self._keys.popitem(last=False)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

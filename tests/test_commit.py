@@ -1,0 +1,175 @@
+"""The committer: group commit, exact dedup, the per-tenant chain, and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scr.errors import Unavailable
+from scr.log.commit import Committed, Committer, Outcome, Submission
+from scr.log.entry import GENESIS_HASH, chain_hash
+from scr.schema import canonical_bytes, decode_event
+from scr.store.sqlite import SqliteStore, event_key
+from support import make_event
+
+
+def submission(event_id: str, **changes: object) -> Submission:
+    event = decode_event(json.dumps(make_event(event_id, **changes)).encode())
+    payload = canonical_bytes(event)
+    return Submission(event, payload, hashlib.blake2b(payload, digest_size=16).digest(),
+                      "key:test", "http")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    opened = SqliteStore(tmp_path / "data")
+    yield opened
+    opened.close()
+
+
+def committer_for(store: SqliteStore, window_s: float = 0.0) -> Committer:
+    committer = Committer(store, buffer_size=10_000, dedup_window_s=window_s)
+    committer.start()
+    return committer
+
+
+def test_concurrent_requests_share_transactions(store: SqliteStore) -> None:
+    committer = committer_for(store)
+
+    async def burst() -> list[list[tuple[Outcome, int]]]:
+        return list(await asyncio.gather(
+            *(committer.append_events([submission(f"evt_{i}")]) for i in range(200))
+        ))
+
+    try:
+        outcomes = asyncio.run(burst())
+    finally:
+        committer.close()
+    assert all(o[0][0] is Outcome.ACCEPTED for o in outcomes)
+    assert sorted(o[0][1] for o in outcomes) == list(range(1, 201))
+    assert committer.groups < 200  # requests queued behind a commit joined the next group
+    assert store.last_seq() == 200
+
+
+@pytest.mark.parametrize("window_s", [0.0, 300.0])
+def test_dedup_is_exact_with_or_without_the_front_window(store: SqliteStore, window_s: float) -> None:
+    committer = committer_for(store, window_s)
+    try:
+        first = asyncio.run(committer.append_events([submission("evt_a")]))
+        again = asyncio.run(committer.append_events([submission("evt_a")]))
+        other = asyncio.run(committer.append_events([submission("evt_a", **{"usage.model": "x"})]))
+    finally:
+        committer.close()
+    assert first[0][0] is Outcome.ACCEPTED
+    assert again[0] == (Outcome.DUPLICATE, first[0][1])
+    assert other[0] == (Outcome.CONFLICT, first[0][1])
+    restarted = committer_for(store, window_s)
+    try:
+        after = asyncio.run(restarted.append_events([submission("evt_a")]))
+    finally:
+        restarted.close()
+    assert after[0] == (Outcome.DUPLICATE, first[0][1])
+
+
+def test_a_64_bit_key_collision_keeps_dedup_exact(store: SqliteStore) -> None:
+    committer = committer_for(store)
+    try:
+        asyncio.run(committer.append_events([submission("evt_holder")]))
+        # Simulate another event whose dedup key collides with evt_holder's.
+        with sqlite3.connect(store.path) as db:
+            db.execute("INSERT INTO event_keys VALUES (?, 1)", (event_key("org_acme", "evt_twin"),))
+        accepted = asyncio.run(committer.append_events([submission("evt_twin")]))
+        duplicate = asyncio.run(committer.append_events([submission("evt_twin")]))
+    finally:
+        committer.close()
+    assert accepted[0][0] is Outcome.ACCEPTED and accepted[0][1] == 2
+    assert duplicate[0] == (Outcome.DUPLICATE, 2)
+    assert store.find_event("org_acme", "evt_twin") is not None
+    assert store.find_event("org_acme", "evt_holder") is not None
+
+
+def test_each_tenant_has_its_own_unbroken_chain(store: SqliteStore) -> None:
+    committer = committer_for(store)
+    subs = [submission(f"evt_{i}", **{"user.organization_id": f"org_{i % 3}"}) for i in range(30)]
+    try:
+        asyncio.run(committer.append_events(subs))
+    finally:
+        committer.close()
+    for tenant in ("org_0", "org_1", "org_2"):
+        previous = GENESIS_HASH
+        entries = store.tenant_entries(tenant, 0, 1000)
+        assert [e.tenant_seq for e in entries] == list(range(10))
+        for entry in entries:
+            previous = chain_hash(previous, entry.entry)
+            assert entry.hash == previous
+
+
+def test_a_failing_write_fails_only_its_caller(store: SqliteStore) -> None:
+    committer = committer_for(store)
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO cursors VALUES ('x', 1)")
+        raise ValueError("this write is wrong")
+
+    async def both() -> tuple[object, object]:
+        results = await asyncio.gather(
+            committer.run(broken), committer.append_events([submission("evt_ok")]),
+            return_exceptions=True,
+        )
+        return results[0], results[1]
+
+    try:
+        failed, fine = asyncio.run(both())
+    finally:
+        committer.close()
+    assert isinstance(failed, ValueError)
+    assert fine == [(Outcome.ACCEPTED, 1)]
+    assert store.cursor("x") is None  # the failed write left nothing behind
+
+
+def test_a_failed_commit_stores_nothing_and_recovers(store: SqliteStore) -> None:
+    committer = committer_for(store)
+    failures = {"left": 1}
+
+    def flaky_hook(conn: sqlite3.Connection, committed: list[Committed]) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError("disk went away")
+
+    committer.append_hooks.append(flaky_hook)
+    try:
+        with pytest.raises(Unavailable):
+            asyncio.run(committer.append_events([submission("evt_lost")]))
+        assert not committer.healthy
+        assert store.last_seq() == 0
+        retried = asyncio.run(committer.append_events([submission("evt_lost")]))
+    finally:
+        committer.close()
+    assert retried == [(Outcome.ACCEPTED, 1)]  # same seq: the failed group left no trace
+    assert committer.healthy
+    entries = store.tenant_entries("org_acme", 0, 10)
+    assert len(entries) == 1 and entries[0].hash == chain_hash(GENESIS_HASH, entries[0].entry)
+
+
+def test_another_writer_process_does_not_break_the_chain(store: SqliteStore) -> None:
+    server_side = committer_for(store)
+    try:
+        asyncio.run(server_side.append_events([submission("evt_1")]))
+        cli_side = committer_for(store)  # as `scr keys create` does while the server runs
+        asyncio.run(cli_side.append_events([submission("evt_2")]))
+        cli_side.close()
+        asyncio.run(server_side.append_events([submission("evt_3")]))
+    finally:
+        server_side.close()
+    entries = store.tenant_entries("org_acme", 0, 10)
+    assert [e.seq for e in entries] == [1, 2, 3]
+    previous = GENESIS_HASH
+    for entry in entries:
+        previous = chain_hash(previous, entry.entry)
+        assert entry.hash == previous
