@@ -201,10 +201,10 @@ class CanonState:
         self, ids: Iterable[str], overrides: Mapping[str, Level | None] | None = None
     ) -> CanonSnapshot:
         """The levels of ``ids`` and the active rules, as a decision records them."""
+        hypothetical = overrides or {}
         levels: dict[str, Level] = {}
         for item_id in ids:
-            hypothetical = overrides is not None and item_id in overrides
-            level = overrides[item_id] if hypothetical and overrides else self.level(item_id)
+            level = hypothetical[item_id] if item_id in hypothetical else self.level(item_id)
             if level is not None:
                 levels[item_id] = level
         return CanonSnapshot(levels=levels, rules=self.active_rules(overrides))
