@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from scr.canon.cli import app as canon_app
 from scr.config import Config, default_config, load_config
 from scr.errors import ConfigError, ScrError
 from scr.ledger.cli import app as ledger_app
@@ -30,6 +31,7 @@ config_app = typer.Typer(help="Config files.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(canon_app, name="canon")
 err = Console(stderr=True)
 
 DataOption = Annotated[Path, typer.Option("--data", help="The data folder (SQLite database).")]

@@ -17,6 +17,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scr import __version__
+from scr.canon import Canon
+from scr.canon.routes import canon_routes
+from scr.canon.store_ledger import StoreLedger
 from scr.capture.ingest import answer, media_type, settle, split_body, validate
 from scr.config import Config
 from scr.errors import BadRequest, NotFound, PayloadTooLarge, ScrError, Unavailable
@@ -361,6 +364,27 @@ ROUTES: list[tuple[str, Handler, list[str]]] = [
 ]
 
 
+def _canon_for(runtime: Runtime) -> Callable[[str], Canon]:
+    """One canon per tenant, over the runtime's own ledger."""
+    ledger = StoreLedger(runtime.store, runtime.committer)
+    canons: dict[str, Canon] = {}
+
+    def canon_for(tenant: str) -> Canon:
+        canon = canons.get(tenant)
+        if canon is None:
+            canon = canons[tenant] = Canon(ledger, tenant)
+        return canon
+
+    return canon_for
+
+
+def _authorize(runtime: Runtime) -> Callable[[Request, str], Awaitable[str]]:
+    async def authorize(request: Request, permission: str) -> str:
+        return _tenant_of(runtime.principal(request, permission), request)
+
+    return authorize
+
+
 def build_runtime(config: Config, data_dir: Path) -> Runtime:
     store = SqliteStore(data_dir)
     metrics_ = Metrics()
@@ -403,6 +427,7 @@ def create_app(config: Config, data_dir: Path) -> Starlette:
 
     routes = [Route(path, handler, methods=methods) for path, handler, methods in ROUTES]
     routes += install_ledger(runtime)
+    routes += canon_routes(_canon_for(runtime), _authorize(runtime))
     app = Starlette(
         routes=routes,
         exception_handlers={ScrError: _error_response, Exception: _unexpected},

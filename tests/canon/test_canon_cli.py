@@ -1,15 +1,12 @@
 """``scr canon`` commands: the command functions on a real in-memory ledger, and the Typer
-wiring over a ledger-access module that hands out that same ledger.
-
-``scr.store.ledger_access`` (the durable store's ``open_ledger``) is built elsewhere; until
-it lands, the wiring tests register a module whose ``open_ledger`` returns a MemoryLedger.
-"""
+wiring over the durable ledger of a data folder (SQLite, through the committer)."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
-import sys
-import types
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -19,7 +16,11 @@ from typer.testing import CliRunner
 
 from scr.canon import MemoryLedger
 from scr.canon.cli import app, run_audit, run_decide, run_promote, show_items
+from scr.canon.store_ledger import open_ledger
 from scr.errors import BadRequest
+from scr.log.commit import Submission
+from scr.schema import canonical_bytes, decode_event
+from support import make_event
 
 
 def _console() -> Console:
@@ -87,42 +88,63 @@ def test_run_audit_covers_every_tenant_and_names_breaches() -> None:
 
 
 @pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch) -> MemoryLedger:
-    ledger = MemoryLedger()
-    access = types.ModuleType("scr.store.ledger_access")
-    access.open_ledger = lambda data: ledger  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "scr.store.ledger_access", access)
-    return ledger
+def data(tmp_path: Path) -> Path:
+    """A data folder whose ledger already holds the demo's canon refs."""
+    folder = tmp_path / "data"
+    ledger = open_ledger(folder)
+    try:
+        canon_with(*DEMO_REFS, ledger=ledger)
+    finally:
+        ledger.close()
+    return folder
 
 
-def test_commands_work_on_the_ledger_in_the_data_folder(
-    store: MemoryLedger, tmp_path: Path
-) -> None:
-    canon_with(*DEMO_REFS, ledger=store)
+def test_commands_work_on_the_ledger_in_the_data_folder(data: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     request_file = tmp_path / "request.json"
     request_file.write_text(json.dumps(demo_request()))
     decided = runner.invoke(app, ["decide", str(request_file), "--tenant", TENANT,
-                                  "--data", str(tmp_path)])
+                                  "--data", str(data)])
     assert decided.exit_code == 0, decided.output
     assert json.loads(decided.output)["selected_candidate"] == "rollback"
-    listed = runner.invoke(app, ["items", "--tenant", TENANT, "--json"])
+    listed = runner.invoke(app, ["items", "--tenant", TENANT, "--json", "--data", str(data)])
     assert listed.exit_code == 0
     assert "CANON_042" in listed.output
-    audited = runner.invoke(app, ["audit"])
+    audited = runner.invoke(app, ["audit", "--data", str(data)])
     assert audited.exit_code == 0, audited.output
     assert "passed" in audited.output
 
 
-def test_refusals_and_errors_have_their_exit_codes(store: MemoryLedger) -> None:
-    canon_with(ledger=store).add_item(item("X", source="chat"))
+def test_refusals_and_errors_have_their_exit_codes(data: Path) -> None:
+    ledger = open_ledger(data)
+    try:
+        canon_with(ledger=ledger).add_item(item("X", source="chat"))
+    finally:
+        ledger.close()
     runner = CliRunner()
-    refused = runner.invoke(app, ["promote", "X", "--tenant", TENANT])
+    where = ["--tenant", TENANT, "--data", str(data)]
+    refused = runner.invoke(app, ["promote", "X", *where])
     assert refused.exit_code == 1
-    unknown = runner.invoke(app, ["promote", "NOPE", "--tenant", TENANT])
+    unknown = runner.invoke(app, ["promote", "NOPE", *where])
     assert unknown.exit_code == 2
     assert "no canon item" in unknown.output
-    bad_level = runner.invoke(app, ["promote", "X", "--tenant", TENANT, "--to", "TOP"])
+    bad_level = runner.invoke(app, ["promote", "X", *where, "--to", "TOP"])
     assert bad_level.exit_code == 2
-    store.accepted[(TENANT, "lost")] = 777
-    assert runner.invoke(app, ["audit", "--tenant", TENANT]).exit_code == 1
+
+
+def test_audit_finds_an_accepted_event_missing_from_the_ledger(data: Path) -> None:
+    ledger = open_ledger(data)
+    try:
+        event = decode_event(json.dumps(make_event("evt_lost", **{"user.organization_id": TENANT}))
+                             .encode())
+        payload = canonical_bytes(event)
+        submission = Submission(event, payload, hashlib.blake2b(payload, digest_size=16).digest(),
+                                "key:test", "http")
+        [(_, seq)] = asyncio.run(ledger.committer.append_events([submission]))
+    finally:
+        ledger.close()
+    runner = CliRunner()
+    assert runner.invoke(app, ["audit", "--tenant", TENANT, "--data", str(data)]).exit_code == 0
+    with sqlite3.connect(data / "scr.db") as db:  # the entry disappears; its dedup key stays
+        db.execute("DELETE FROM ledger WHERE seq = ?", (seq,))
+    assert runner.invoke(app, ["audit", "--tenant", TENANT, "--data", str(data)]).exit_code == 1

@@ -1,6 +1,6 @@
 """``scr canon``: list canon items, promote one, make a decision, audit the invariants.
 
-Each command opens the ledger in the data folder (``scr.store.ledger_access.open_ledger``)
+Each command opens the ledger in the data folder (``scr.canon.store_ledger.open_ledger``)
 and works on it directly, with no server. The work itself is done by the ``run_*`` and
 ``show_*`` functions, which take a ``Canon`` (or a ledger) and a console, so they can be
 used and tested on any ``CanonLedger``.
@@ -9,7 +9,6 @@ used and tested on any ``CanonLedger``.
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, cast, get_args
@@ -24,6 +23,7 @@ from scr.canon.canon import Canon
 from scr.canon.config import CanonConfig
 from scr.canon.ledger import CanonLedger
 from scr.canon.model import AuditReport, Decision, ItemKind, Level, PromotionResult
+from scr.canon.store_ledger import open_ledger
 from scr.errors import BadRequest, Detail, ScrError
 
 DEFAULT_DATA = Path(".scr-data")
@@ -121,22 +121,11 @@ def run_audit(
 
 @contextlib.contextmanager
 def _ledger(data: Path) -> Iterator[CanonLedger]:
-    try:
-        # Imported late: the store is a lower layer the canon reaches only from its CLI.
-        access = importlib.import_module("scr.store.ledger_access")
-    except ImportError:
-        Console(stderr=True).print(
-            "[red]error:[/red] this build has no store access for the canon "
-            "(scr.store.ledger_access)"
-        )
-        raise typer.Exit(EXIT_ERROR) from None
-    ledger = cast(CanonLedger, access.open_ledger(data))
+    ledger = open_ledger(data)
     try:
         yield ledger
     finally:
-        close = getattr(ledger, "close", None)
-        if callable(close):
-            close()
+        ledger.close()
 
 
 @contextlib.contextmanager

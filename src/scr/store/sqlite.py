@@ -28,6 +28,7 @@ READ_CACHE_KIB = 65_536
 WRITE_CACHE_KIB = 262_144
 # Keeps each IN (...) query under SQLite's bound-parameter limit.
 MAX_QUERY_PARAMS = 900
+READ_PAGE_ENTRIES = 1000
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -303,6 +304,44 @@ class SqliteStore:
             (tenant, low_seq, high_seq, limit),
         ).fetchall()
         return [_entry(row) for row in rows]
+
+    def tenant_entries_after(self, tenant: str, after_seq: int) -> Iterator[StoredEntry]:
+        """A tenant's entries with seq > after_seq, oldest first, read lazily in pages."""
+        reader = self._reader()
+        start = 0
+        if after_seq > 0:
+            # seq and tenant_seq grow together: find the tenant's position at after_seq
+            row = reader.execute(
+                "SELECT tenant_seq FROM ledger WHERE seq <= ? AND tenant = ? "
+                "ORDER BY seq DESC LIMIT 1",
+                (after_seq, tenant),
+            ).fetchone()
+            start = int(row[0]) + 1 if row else 0
+        while True:
+            page = self.tenant_entries(tenant, start, start + READ_PAGE_ENTRIES)
+            yield from (entry for entry in page if entry.seq > after_seq)
+            if len(page) < READ_PAGE_ENTRIES:
+                return
+            start += READ_PAGE_ENTRIES
+
+    def tenants(self) -> list[str]:
+        return [row[0] for row in self._reader().execute("SELECT DISTINCT tenant FROM ledger")]
+
+    def accepted_events(self, tenant: str) -> list[tuple[str, int]]:
+        """(event id, seq) of every event the dedup index holds for a tenant.
+
+        A key whose entry is gone cannot name its tenant (it is a hash), so it is reported
+        to every tenant's audit: the index and the ledger disagree, whoever owned it.
+        """
+        rows = self._reader().execute(
+            "SELECT l.event_id, k.seq FROM event_keys k JOIN ledger l ON l.seq = k.seq "
+            "WHERE l.tenant = ? "
+            "UNION ALL SELECT 'dedup key ' || k.key, k.seq FROM event_keys k "
+            "WHERE NOT EXISTS (SELECT 1 FROM ledger l WHERE l.seq = k.seq) "
+            "UNION ALL SELECT event_id, seq FROM event_keys_overflow WHERE tenant = ?",
+            (tenant, tenant),
+        ).fetchall()
+        return [(event_id, int(seq)) for event_id, seq in rows]
 
     def find_event(self, tenant: str, event_id: str) -> StoredEntry | None:
         """The SESSION_COMPLETION entry of a tenant's event id, exactly."""

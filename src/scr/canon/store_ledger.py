@@ -1,0 +1,69 @@
+"""The canon's ledger on the durable store: appends go through the one committer.
+
+``StoreLedger`` implements ``CanonLedger`` (and ``AcceptedEvents``) over the SQLite store the
+runtime appends to, so canon items, promotions and decisions sit in the same hash-chained
+log as the session completions they are judged by.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from scr.log.commit import Committer
+from scr.log.entry import LedgerEntry, decode_entry
+from scr.store.sqlite import SqliteStore
+
+
+class StoreLedger:
+    """A ``CanonLedger`` on a ``SqliteStore``; appends are durable before they return."""
+
+    blocking = True  # an append waits for the group commit's fsync
+
+    def __init__(self, store: SqliteStore, committer: Committer) -> None:
+        self.store = store
+        self.committer = committer
+
+    def append(
+        self, tenant: str, kind: str, payload: dict[str, Any], *, actor: str, source: str,
+        ref: str,
+    ) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            entry = self.committer.append_entry(
+                conn, tenant, kind, payload, actor=actor, source=source, ref=ref
+            )
+            return entry.seq
+
+        return self.committer.run_sync(write)
+
+    def read(
+        self, tenant: str, kinds: Collection[str], *, after: int = 0
+    ) -> Iterator[LedgerEntry]:
+        wanted = set(kinds)
+        for row in self.store.tenant_entries_after(tenant, after):
+            if row.kind in wanted:
+                yield decode_entry(row.entry)
+
+    def tenants(self) -> Iterable[str]:
+        return self.store.tenants()
+
+    def accepted_events(self, tenant: str) -> Iterable[tuple[str, int]]:
+        return self.store.accepted_events(tenant)
+
+
+class OwnedStoreLedger(StoreLedger):
+    """A ``StoreLedger`` that opened its own store and committer (the CLI's); close it."""
+
+    def close(self) -> None:
+        self.committer.close()
+        self.store.close()
+
+
+def open_ledger(data_dir: Path) -> OwnedStoreLedger:
+    """The ledger of a data folder, for commands that run without a server."""
+    store = SqliteStore(data_dir)
+    committer = Committer(store, buffer_size=1)
+    committer.start()
+    return OwnedStoreLedger(store, committer)
