@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import uvicorn
 from starlette.applications import Starlette
@@ -110,6 +111,45 @@ def _app(inline: Canon, offloaded: Canon) -> Starlette:
         ],
         exception_handlers={ScrError: error},
     )
+
+
+def _time_durable_server(body: bytes, seconds: float) -> list[int]:
+    """(c) the real ``scr serve`` app on a temporary SQLite data folder: every decision is a
+    DECIDE entry made durable (fsync) by the group committer before it is answered."""
+    import tempfile
+    from pathlib import Path
+
+    from scr.config import parse_config
+    from scr.server import create_app
+
+    config = parse_config(
+        "session_completion_runtime:\n  validation: {require_authentication: false}\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="scr-bench-decide-") as folder:
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(
+            create_app(config, Path(folder)), host="127.0.0.1", port=port, loop="uvloop",
+            http="httptools", log_level="warning", access_log=False,
+        ))
+        thread = threading.Thread(target=server.run, name="bench-scr", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the scr server did not start")
+            time.sleep(0.01)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+                for canon_id in ("CANON_001", "CANON_042"):
+                    client.post(f"/v1/canon/items?tenant={TENANT}", json={
+                        "id": canon_id, "kind": "DEFINITION", "title": canon_id,
+                        "level": "CANON", "ts": "2025-01-01T00:00:00Z",
+                        "provenance": {"source": "import", "ref": "bench", "author": "bench"},
+                    }).raise_for_status()
+            return _client_process(port, f"{DECIDE_PATH}?tenant={TENANT}", body, seconds)
+        finally:
+            server.should_exit = True
+            thread.join(SERVER_START_TIMEOUT_S)
 
 
 def _free_port() -> int:
@@ -207,16 +247,19 @@ def main(http_seconds: float = HTTP_SECONDS, pure_seconds: float = PURE_SECONDS)
     finally:
         server.should_exit = True
         thread.join(SERVER_START_TIMEOUT_S)
+    durable = _figures(_time_durable_server(body, http_seconds))
     pure = _figures(_time_pure(bench_canon(), request, pure_seconds))
     figures = {
         "candidates": CANDIDATES,
         "request_bytes": len(body),
         "http_decide": http,
         "http_decide_offloaded": offloaded,
+        "http_decide_durable_server": durable,
         "pure_decide": pure,
         "http_overhead_p50_ms": round(http["p50_ms"] - pure["p50_ms"], 4),
         "p99_target_ms": P99_TARGET_MS,
         "p99_target_met": http["p99_ms"] < P99_TARGET_MS,
+        "p99_target_met_durable": durable["p99_ms"] < P99_TARGET_MS,
     }
     print(msgspec.json.format(msgspec.json.encode(figures)).decode())
     return figures

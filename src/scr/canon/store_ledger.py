@@ -25,6 +25,9 @@ class StoreLedger:
     def __init__(self, store: SqliteStore, committer: Committer) -> None:
         self.store = store
         self.committer = committer
+        # (tenant, kinds) → (after, scanned up to): a cursor that found nothing new last time
+        # resumes where that scan ended instead of re-reading other kinds' entries again.
+        self._scanned: dict[tuple[str, frozenset[str]], tuple[int, int]] = {}
 
     def append(
         self, tenant: str, kind: str, payload: dict[str, Any], *, actor: str, source: str,
@@ -41,10 +44,17 @@ class StoreLedger:
     def read(
         self, tenant: str, kinds: Collection[str], *, after: int = 0
     ) -> Iterator[LedgerEntry]:
-        wanted = set(kinds)
-        for row in self.store.tenant_entries_after(tenant, after):
+        wanted = frozenset(kinds)
+        start = after
+        memo = self._scanned.get((tenant, wanted))
+        if memo is not None and memo[0] == after:
+            start = max(after, memo[1])
+        last = start
+        for row in self.store.tenant_entries_after(tenant, start):
+            last = row.seq
             if row.kind in wanted:
                 yield decode_entry(row.entry)
+        self._scanned[(tenant, wanted)] = (after, last)
 
     def tenants(self) -> Iterable[str]:
         return self.store.tenants()
