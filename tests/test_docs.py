@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from typer.main import get_command
 
 from scr.cli import app
@@ -51,3 +52,14 @@ def test_transform_examples_have_the_real_keys() -> None:
         actual = resolve_transform(name)(event, entry)
         assert set(documented) == set(actual), name
         assert documented == json.loads(json.dumps(actual, default=str)), name
+
+
+def test_decisions_example_runs_and_prints_what_the_readme_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    section = README.split("## Decisions", 1)[1]
+    example = re.search(r"```python\n(.*?)```\nprints\n```\n(.*?)```", section, re.S)
+    assert example, "the Decisions section lost its example"
+    code, printed = example.groups()
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out == printed
