@@ -53,9 +53,12 @@ class Submission:
     source: str
 
 
-@dataclass(frozen=True, slots=True)
-class Committed:
-    """An entry appended by a transaction: its position, hash, stored bytes and content."""
+class Committed(msgspec.Struct, frozen=True, gc=False):
+    """An entry appended by a transaction: its position, hash, stored bytes and content.
+
+    Untracked by the garbage collector (``gc=False``, like the events it holds): the
+    ledger's in-memory tail keeps tens of thousands of these.
+    """
 
     seq: int
     tenant: str
