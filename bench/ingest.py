@@ -233,7 +233,10 @@ def durable_ingest(bodies: list[bytes], folder: Path) -> dict[str, Any]:
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while time.monotonic() < deadline and min(receiver_items(p) for p in ports) < total:
             time.sleep(0.1)
-        result["drain_after_send_s"] = round(time.perf_counter() - sent_done, 2)
+        drain_s = time.perf_counter() - sent_done
+        result["drain_after_send_s"] = round(drain_s, 2)
+        # the rate at which events are both committed and delivered to all three
+        result["end_to_end_events_per_s"] = round(total / (result["seconds"] + drain_s))
         result["delivered_per_destination"] = [receiver_items(p) for p in ports]
         result["lag_samples"] = lag_samples
         third = max(1, len(lag_samples) // 3)

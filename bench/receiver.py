@@ -18,7 +18,10 @@ import signal
 import sys
 import time
 
+import msgspec
+
 EVENT_ID = re.compile(rb'"event_id":"([^"]+)"')
+ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 class Receiver:
@@ -40,11 +43,13 @@ class Receiver:
                 if head.startswith(b"GET"):
                     answer = json.dumps({"items": self.items}).encode()
                 else:
-                    ids = EVENT_ID.findall(body)
-                    self.items += len(ids)
+                    items = ITEMS.decode(body) if body[:1] == b"[" else [body]
+                    self.items += len(items)
                     if self.timing:
-                        for event_id in ids:
-                            self.arrivals.setdefault(event_id.decode(), now)
+                        for item in items:
+                            found = EVENT_ID.search(bytes(item))  # the first: the item's own
+                            if found:
+                                self.arrivals.setdefault(found.group(1).decode(), now)
                     answer = b"{}"
                 writer.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
