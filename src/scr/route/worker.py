@@ -17,6 +17,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,9 +43,21 @@ log = logging.getLogger("scr.route")
 CHUNK_ENTRIES = 1000
 RETRY_SCAN_ROWS = 1000
 RETRY_IDLE_S = 1.0
+# Chunks one destination delivers at once (one with ordering: session); each up to
+# CHUNK_ENTRIES entries and `concurrency` requests.
+MAX_CHUNKS_IN_FLIGHT = 4
 ERROR_EXCERPT_CHARS = 300
 
 _encode = msgspec.json.Encoder(decimal_format="string").encode
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkOutcome:
+    """What a delivered chunk leaves to record: its last seq, delivery rows, attempt rows."""
+
+    last_seq: int
+    rows: list[DeliveryRow]
+    attempt_rows: list[tuple[Any, ...]]
 
 
 @dataclass(slots=True)
@@ -91,6 +104,7 @@ class DestinationWorker:
         self._slots = asyncio.Semaphore(config.concurrency)
         self._tasks: list[asyncio.Task[None]] = []
         self._last_write: asyncio.Future[None] | None = None
+        self._resync = False  # a recording write failed: restart from the durable cursor
         self.oldest_unsettled_ts: float | None = None
 
     # ----- lifecycle ------------------------------------------------------------------------
@@ -139,28 +153,67 @@ class DestinationWorker:
     # ----- the consumer ---------------------------------------------------------------------
 
     async def _consume(self) -> None:
+        """Read the ledger after the cursor and deliver it, several chunks at a time.
+
+        Chunks are delivered concurrently (one at a time with ``ordering: session``); their
+        outcomes are recorded, and the cursor advanced, strictly in ledger order.
+        """
+        read_seq = self.cursor
+        chunks: deque[asyncio.Task[ChunkOutcome]] = deque()
+        limit = 1 if self.config.ordering == "session" else MAX_CHUNKS_IN_FLIGHT
         while True:
             try:
-                await self._enabled.wait()
-                if not await self.tail.wait_beyond(self.cursor, RETRY_IDLE_S):
-                    self._update_gauges()
-                    continue
-                if self.config.batch_size > 1 and self.lag < self.config.batch_size:
-                    await self.tail.wait_beyond(
-                        self.cursor + self.config.batch_size - 1, self.config.batch_wait_ms / 1000
-                    )
-                entries = await self.tail.read(self.cursor, CHUNK_ENTRIES)
-                if entries:
-                    await self._deliver_chunk(entries)
+                if self._resync:
+                    self._resync = False
+                    raise RuntimeError("a delivery record was not stored")
+                while chunks and chunks[0].done():
+                    self._record(chunks.popleft().result())
                 self._update_gauges()
+                if self.state == "disabled" and not chunks:
+                    await self._enabled.wait()
+                    read_seq = self.cursor
+                    continue
+                ready = self.state != "disabled" and len(chunks) < limit
+                if ready and self.tail.head_seq > read_seq:
+                    if self.config.batch_size > 1 and self.tail.head_seq - read_seq < self.config.batch_size:
+                        await self.tail.wait_beyond(
+                            read_seq + self.config.batch_size - 1, self.config.batch_wait_ms / 1000
+                        )
+                    entries = await self.tail.read(read_seq, CHUNK_ENTRIES)
+                    if entries:
+                        read_seq = entries[-1].seq
+                        chunks.append(asyncio.create_task(self._deliver_chunk(entries)))
+                    continue
+                await self._wait_for_work(read_seq if ready else None, chunks)
             except asyncio.CancelledError:
+                for chunk in chunks:
+                    chunk.cancel()
                 raise
             except Exception as error:  # keep the destination alive; resume from the durable cursor
                 self.last_error = f"consumer: {error}"
                 log.exception("destination %s: consumer error", self.name)
+                for chunk in chunks:
+                    chunk.cancel()
+                chunks.clear()
                 self._last_write = None
-                self.cursor = self.store.cursor(self.name) or 0
+                self.cursor = read_seq = self.store.cursor(self.name) or 0
                 await asyncio.sleep(RETRY_IDLE_S)
+
+    async def _wait_for_work(
+        self, read_seq: int | None, chunks: deque[asyncio.Task[ChunkOutcome]]
+    ) -> None:
+        """Until new entries arrive (when there is room for them) or the oldest chunk ends."""
+        waits: list[asyncio.Future[Any]] = []
+        if read_seq is not None:
+            waits.append(asyncio.ensure_future(self.tail.wait_beyond(read_seq, RETRY_IDLE_S)))
+        if chunks:
+            waits.append(chunks[0])
+        if not waits:
+            await asyncio.sleep(RETRY_IDLE_S)
+            return
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits[:1] if read_seq is not None else []:
+            waiting.cancel()
 
     def _update_gauges(self) -> None:
         self.metrics.lag_entries.labels(self.name).set(self.lag)
@@ -194,8 +247,10 @@ class DestinationWorker:
             return False
         return True
 
-    async def _deliver_chunk(self, entries: list[Committed]) -> None:
-        self.oldest_unsettled_ts = time.time()
+    async def _deliver_chunk(self, entries: list[Committed]) -> ChunkOutcome:
+        """Deliver one chunk; what to record of it (nothing is written here)."""
+        if self.oldest_unsettled_ts is None:
+            self.oldest_unsettled_ts = time.time()
         chosen = [e for e in entries if self._selected(e)]
         parked: list[Committed] = []
         if self.config.ordering == "session":
@@ -206,24 +261,36 @@ class DestinationWorker:
         deliveries = self._group(chosen)
         attempts = await self._send_all(deliveries)
         rows, attempt_rows = self._settle(deliveries, attempts, parked)
-        last = entries[-1].seq
+        return ChunkOutcome(entries[-1].seq, rows, attempt_rows)
+
+    def _record(self, outcome: ChunkOutcome) -> None:
+        """Write a settled chunk's attempts, failures and cursor, behind the previous write.
+
+        Not awaited: the committer runs writes in order, and a write lost to a crash only
+        means a redelivery from the durable cursor, with the same webhook-ids.
+        """
+        rows, attempt_rows, last = outcome.rows, outcome.attempt_rows, outcome.last_seq
 
         def write(conn: sqlite3.Connection) -> None:
             self.store.insert_attempts(conn, attempt_rows)
             self.store.upsert_deliveries(conn, rows)
             self.store.set_cursor(conn, self.name, last)
 
-        # Pipelined: the next chunk is delivered while this one's state commits. A lost
-        # write only means a redelivery from the durable cursor, with the same webhook-ids.
-        if self._last_write is not None:
-            await self._last_write
         self._last_write = asyncio.ensure_future(
             self.committer.run(write, size=max(1, len(rows)), durable=False)
         )
+        self._last_write.add_done_callback(self._written)
         self.cursor = last
         self.oldest_unsettled_ts = None
         if rows:
             self._last_write.add_done_callback(lambda _: self._wake_retrier.set())
+
+    def _written(self, write: asyncio.Future[None]) -> None:
+        if not write.cancelled() and write.exception() is not None:
+            # the cursor and failures were not stored: deliver again from the durable cursor
+            self.last_error = f"recording deliveries failed: {write.exception()}"
+            log.error("destination %s: %s", self.name, self.last_error)
+            self._resync = True
 
     def session_of(self, entry: Committed) -> int:
         assert entry.event is not None
