@@ -14,8 +14,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scr.capture.ingest import answer, media_type, split_body, validate
+from scr.httpio import JSONResponse, read_body
 from scr.security.keys import ANONYMOUS
-from scr.server import JSONResponse, read_body
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_BATCH_EVENTS = 10_000

@@ -22,7 +22,8 @@ from scr.canon.routes import canon_routes
 from scr.canon.store_ledger import StoreLedger
 from scr.capture.ingest import answer, media_type, settle, split_body, validate
 from scr.config import Config
-from scr.errors import BadRequest, NotFound, PayloadTooLarge, ScrError, Unavailable
+from scr.errors import BadRequest, NotFound, ScrError, Unavailable
+from scr.httpio import JSONResponse, read_body
 from scr.ledger import install as install_ledger
 from scr.log.commit import Committed, Committer, Outcome
 from scr.log.tail import LedgerTail
@@ -41,14 +42,6 @@ DEFAULT_LIST_ROWS = 100
 MAX_QUERY_BODY_BYTES = 1024 * 1024
 MAX_REPLAY_EVENTS = 100_000
 
-_encode = msgspec.json.Encoder(decimal_format="string").encode
-
-
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return _encode(content)
 
 
 @dataclass
@@ -73,20 +66,6 @@ class Runtime:
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 before reading past ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _tenant_of(principal: Principal, request: Request) -> str:

@@ -33,7 +33,8 @@ from scr.canon.model import (
     PromoteRequest,
 )
 from scr.canon.validation import decode_json
-from scr.errors import BadRequest, Detail, PayloadTooLarge
+from scr.errors import BadRequest, Detail
+from scr.httpio import JSONResponse, read_body
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -52,30 +53,6 @@ async def call_canon(canon: Canon, call: Callable[..., T], *args: Any, **kwargs:
     return await loop.run_in_executor(None, functools.partial(call, *args, **kwargs))
 
 
-class JSONResponse(Response):
-    """A JSON response encoded by msgspec (Structs, decimals as strings)."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return _encode(content)
-
-
-async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The request body, refused with 413 before reading past ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
     value = request.query_params.get(name)
     if value is not None and value not in allowed:
@@ -91,14 +68,14 @@ def canon_routes(canon_for: CanonFor, authorize: Authorize) -> list[Route]:
 
     async def decide(request: Request) -> Response:
         tenant = await authorize(request, "decide")
-        ask = decode_json(DecideRequest, await read_body(request), "decide request")
+        ask = decode_json(DecideRequest, await read_body(request, MAX_BODY_BYTES), "decide request")
         canon = canon_for(tenant)
         decision = await call_canon(canon, canon.decide_valid, ask)
         return JSONResponse(decision)
 
     async def add_item(request: Request) -> Response:
         tenant = await authorize(request, "admin")
-        spec = decode_json(ItemSpec, await read_body(request), "canon item")
+        spec = decode_json(ItemSpec, await read_body(request, MAX_BODY_BYTES), "canon item")
         canon = canon_for(tenant)
         item = await call_canon(canon, canon.add_item, spec)
         return JSONResponse(item, status_code=201)
@@ -113,7 +90,7 @@ def canon_routes(canon_for: CanonFor, authorize: Authorize) -> list[Route]:
 
     async def promote(request: Request) -> Response:
         tenant = await authorize(request, "admin")
-        ask = decode_json(PromoteRequest, await read_body(request), "promotion request")
+        ask = decode_json(PromoteRequest, await read_body(request, MAX_BODY_BYTES), "promotion request")
         canon = canon_for(tenant)
         result = await call_canon(
             canon, canon.promote, ask.item_id, to_level=ask.to_level, reason=ask.reason
@@ -128,7 +105,7 @@ def canon_routes(canon_for: CanonFor, authorize: Authorize) -> list[Route]:
 
     async def observe(request: Request) -> Response:
         tenant = await authorize(request, "ingest")
-        observation = decode_json(Observation, await read_body(request), "observation")
+        observation = decode_json(Observation, await read_body(request, MAX_BODY_BYTES), "observation")
         canon = canon_for(tenant)
         entry_id = await call_canon(canon, canon.observe, observation)
         return JSONResponse({"entry_id": entry_id}, status_code=201)
