@@ -88,6 +88,7 @@ def test_source_document_yaml_loads_with_its_values_and_defaults() -> None:
     assert config.server.max_batch_events == 10_000
     assert config.ledger.checkpoint_every_entries == 1000
     assert config.ledger.checkpoint_every_s == 10
+    assert config.ledger.key_name == "scr"
 
 
 def test_make_run_config_has_three_local_file_destinations() -> None:
@@ -294,6 +295,7 @@ def test_bad_destination_value_names_its_path_and_line(line: str, key: str, expe
         ("ledger", "checkpoint_every_entries: 0", "ledger.checkpoint_every_entries", ">= 1"),
         ("ledger", "checkpoint_every_s: 0", "ledger.checkpoint_every_s", "a number > 0 and <= 86_400"),
         ("ledger", "checkpoint_every_s: .inf", "ledger.checkpoint_every_s", "got .inf"),
+        ("ledger", "key_name: 'a+b'", "ledger.key_name", "without spaces or '+'"),
         ("capture", "buffer: 5", "capture.buffer", "unknown key `buffer`; did you mean `buffer_size`?"),
     ],
 )

@@ -48,6 +48,7 @@ MAX_BATCH_EVENTS = 1_000_000
 DEFAULT_CHECKPOINT_EVERY_ENTRIES = 1000
 DEFAULT_CHECKPOINT_EVERY_S = 10.0
 MAX_CHECKPOINT_EVERY_S = 86_400.0
+DEFAULT_LEDGER_KEY_NAME = "scr"
 DEFAULT_RETRY_ATTEMPTS = 3
 MAX_RETRY_ATTEMPTS = 100
 MAX_DESTINATION_BATCH_SIZE = 10_000
@@ -76,6 +77,8 @@ SECRET_PATTERN = r"^whsec_([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=
 SECRET_PREFIX = "whsec_"
 PYTHON_REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+# A C2SP signed-note key name: no whitespace and no '+'; kept to one short printable token.
+KEY_NAME_PATTERN = r"^[!-*,-~]{1,128}$"
 HEADER_VALUE_PATTERN = r"^[^\r\n\x00]*$"
 # Headers scr sets itself on every delivery; a config header may not replace them.
 RESERVED_HEADERS = frozenset(
@@ -114,6 +117,11 @@ HeaderValue = Annotated[
 ]
 BuiltinTransform = Literal["billing_v1", "analytics_v2", "audit_v1", "raw_v1"]
 Milliseconds = Annotated[int, Meta(ge=0, le=MAX_WAIT_MS)]
+KeyName = Annotated[
+    str,
+    Meta(pattern=KEY_NAME_PATTERN),
+    _expects("1-128 printable ASCII characters without spaces or '+'"),
+]
 
 
 class CaptureConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -170,6 +178,13 @@ class LedgerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
         float,
         Meta(gt=0, le=MAX_CHECKPOINT_EVERY_S, description="issue a checkpoint at least this often (seconds)"),
     ] = DEFAULT_CHECKPOINT_EVERY_S
+    key_name: Annotated[
+        KeyName,
+        Meta(
+            description="name of the checkpoint signing key; each tenant's checkpoint origin is "
+            "`<key_name>/<tenant>`"
+        ),
+    ] = DEFAULT_LEDGER_KEY_NAME
 
 
 class FilterConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -1,4 +1,9 @@
-"""The verifiable ledger: Merkle tree upkeep, signed checkpoints, proofs and their API."""
+"""The verifiable ledger: Merkle tree upkeep, signed checkpoints, proofs and their API.
+
+``install(runtime)`` is called once by the server at app creation: it hashes in any entries
+the trees lack, attaches the tree upkeep to the committer and returns the ``/v1/ledger``
+routes. ``scr.ledger.cli`` holds ``scr ledger verify | audit | export``.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,14 @@ from typing import TYPE_CHECKING
 
 from starlette.routing import Route
 
+from scr.ledger.routes import ledger_routes
+from scr.ledger.service import LedgerService
+
 if TYPE_CHECKING:
     from scr.server import Runtime
 
 
 def install(runtime: Runtime) -> list[Route]:
     """Attach the ledger's hooks to a runtime and return its HTTP routes."""
-    return []
+    service = LedgerService(runtime)
+    return ledger_routes(service, runtime.principal)

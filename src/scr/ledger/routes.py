@@ -1,0 +1,137 @@
+"""The ledger proof API (``/v1/ledger/...``): checkpoints, entries and proofs, tenant-scoped.
+
+Every route needs the ``ledger`` permission (roles ``read``, ``admin`` and ``auditor``) and
+answers for the key's tenant, or for ``?tenant=`` when the key spans tenants.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from scr.errors import BadRequest, Detail
+from scr.ledger.checkpoints import StoredCheckpoint
+from scr.ledger.service import LedgerService
+from scr.security.keys import Principal
+
+MAX_CHECKPOINTS_PER_CALL = 1000
+MAX_TREE_SIZE = 2**63 - 1  # SQLite's integers: no tree is larger
+_NUMBER = re.compile(r"0|[1-9][0-9]{0,18}")
+
+Authorize = Callable[[Request, str], Principal]
+"""``authorize(request, permission)``: the caller, or ``Unauthorized`` / ``Forbidden``."""
+
+
+def _json(content: Any) -> Response:
+    return Response(msgspec.json.encode(content), media_type="application/json")
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+def _number(request: Request, name: str, default: int | None = None) -> int:
+    """A non-negative integer query parameter; 400 naming it when missing or malformed."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        if default is not None:
+            return default
+        raise BadRequest(f"`{name}` is required", [Detail(name, "required: a non-negative integer")])
+    if not _NUMBER.fullmatch(raw) or int(raw) > MAX_TREE_SIZE:
+        raise BadRequest(
+            f"`{name}` must be a non-negative integer",
+            [Detail(name, f"expected a non-negative integer without leading zeros, got {raw[:40]!r}")],
+        )
+    return int(raw)
+
+
+def _checkpoint_view(checkpoint: StoredCheckpoint) -> dict[str, Any]:
+    return {
+        "tree_size": checkpoint.tree_size,
+        "root_hash": _b64(checkpoint.root_hash),
+        "issued_at": checkpoint.issued_at,
+        "checkpoint": checkpoint.note,
+    }
+
+
+def ledger_routes(ledger: LedgerService, authorize: Authorize) -> list[Route]:
+    """The routes of the ledger API over one ``LedgerService``."""
+
+    def tenant_of(request: Request) -> str:
+        principal = authorize(request, "ledger")
+        if principal.tenant is not None:
+            return principal.tenant
+        tenant = request.query_params.get("tenant")
+        if not tenant:
+            raise BadRequest("this caller spans tenants: name one with ?tenant=")
+        return tenant
+
+    async def get_checkpoint(request: Request) -> Response:
+        checkpoint = await ledger.newest_checkpoint(tenant_of(request))
+        return PlainTextResponse(checkpoint.note)
+
+    async def post_checkpoint(request: Request) -> Response:
+        checkpoint = await ledger.issue_now(tenant_of(request))
+        return PlainTextResponse(checkpoint.note)
+
+    async def get_public_key(request: Request) -> Response:
+        tenant_of(request)
+        return PlainTextResponse(ledger.signer.verifier_key() + "\n")
+
+    async def list_checkpoints(request: Request) -> Response:
+        tenant = tenant_of(request)
+        since = _number(request, "since", default=0)
+        found = await ledger.checkpoints_since(tenant, since, MAX_CHECKPOINTS_PER_CALL)
+        return _json({"checkpoints": [_checkpoint_view(c) for c in found]})
+
+    async def list_entries(request: Request) -> Response:
+        tenant = tenant_of(request)
+        start, end = _number(request, "start"), _number(request, "end")
+        if end < start:
+            raise BadRequest("`end` must not be below `start`", [Detail("end", "must be >= start")])
+        rows = await ledger.entries(tenant, start, end)
+        entries = [{"index": r.tenant_seq, "event_id": r.event_id, "leaf": _b64(r.entry)} for r in rows]
+        return _json({"entries": entries})
+
+    async def inclusion(request: Request) -> Response:
+        tenant = tenant_of(request)
+        event_id = request.query_params.get("event_id")
+        has_index = "index" in request.query_params
+        if (event_id is None) == (not has_index):
+            raise BadRequest(
+                "name the entry with exactly one of `event_id` or `index`",
+                [Detail("event_id", "give event_id, or index")],
+            )
+        tree_size = _number(request, "tree_size")
+        index, event_id = await ledger.entry_at(
+            tenant, event_id, _number(request, "index") if has_index else None
+        )
+        hashes = await ledger.inclusion_proof(tenant, index, tree_size)
+        return _json({
+            "leaf_index": index, "event_id": event_id, "tree_size": tree_size,
+            "hashes": [_b64(h) for h in hashes],
+        })
+
+    async def consistency(request: Request) -> Response:
+        tenant = tenant_of(request)
+        first, second = _number(request, "first"), _number(request, "second")
+        hashes = await ledger.consistency_proof(tenant, first, second)
+        return _json({"first": first, "second": second, "hashes": [_b64(h) for h in hashes]})
+
+    handlers: list[tuple[str, Callable[[Request], Awaitable[Response]], str]] = [
+        ("/v1/ledger/checkpoint", get_checkpoint, "GET"),
+        ("/v1/ledger/checkpoint", post_checkpoint, "POST"),
+        ("/v1/ledger/public-key", get_public_key, "GET"),
+        ("/v1/ledger/checkpoints", list_checkpoints, "GET"),
+        ("/v1/ledger/entries", list_entries, "GET"),
+        ("/v1/ledger/proof/inclusion", inclusion, "GET"),
+        ("/v1/ledger/proof/consistency", consistency, "GET"),
+    ]
+    return [Route(path, handler, methods=[method]) for path, handler, method in handlers]

@@ -1,0 +1,187 @@
+"""The verifiable ledger of one running scr: tree upkeep, checkpoints and proofs, wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scr.errors import BadRequest, NotFound, Unavailable
+from scr.ledger.checkpoints import (
+    CHECKPOINTS_FILE,
+    Checkpointer,
+    CheckpointLog,
+    LedgerDiverged,
+    StoredCheckpoint,
+    load_signer,
+)
+from scr.ledger.proofs import TreeReader
+from scr.ledger.tiles import create_schema, open_database, stored_sizes
+from scr.ledger.upkeep import TreeKeeper
+from scr.log.commit import Committed
+from scr.log.merkle import ProofError
+from scr.store.sqlite import StoredEntry
+
+if TYPE_CHECKING:
+    from scr.server import Runtime
+
+log = logging.getLogger("scr.ledger")
+
+MAX_ENTRIES_PER_CALL = 1000
+
+
+class LedgerService:
+    """Attaches tree upkeep to the committer and answers the ledger API's questions."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.store = runtime.store
+        self.committer = runtime.committer
+        settings = runtime.config.ledger
+        self.keeper = TreeKeeper()
+        sizes = _prepare_database(self.store.path, self.keeper)
+        self.signer = load_signer(runtime.data_dir, settings.key_name)
+        self.checkpoints = CheckpointLog(Path(runtime.data_dir) / CHECKPOINTS_FILE)
+        self.checkpoints.record_signer(self.signer.verifier_key())
+        self.reader = TreeReader(self.store.path)
+        self.checkpointer = Checkpointer(
+            self.checkpoints, self.signer, self.reader.tree,
+            settings.checkpoint_every_entries, settings.checkpoint_every_s, sizes,
+        )
+        for tenant, signed in self.checkpoints.newest_sizes().items():
+            if sizes.get(tenant, 0) < signed:
+                log.error(
+                    "tenant %s: the ledger holds %d entries but checkpoint %d was issued: it was "
+                    "truncated or rolled back; run `scr ledger verify`", tenant, sizes.get(tenant, 0), signed,
+                )
+        self.committer.append_hooks.append(self._on_append)
+        self.committer.commit_hooks.append(self._on_commit)
+
+    # ----- committer hooks (writer thread) ------------------------------------------------------
+
+    def _on_append(self, conn: sqlite3.Connection, committed: list[Committed]) -> None:
+        if not self.checkpointer.running:
+            self.checkpointer.start(threading.current_thread())
+        self.keeper.append_hook(conn, committed)
+
+    def _on_commit(self, committed: list[Committed]) -> None:
+        sizes = {c.tenant: c.tenant_seq + 1 for c in committed}
+        for tenant, size in self.keeper.caught_up.items():
+            sizes[tenant] = max(size, sizes.get(tenant, 0))
+        self.keeper.caught_up.clear()
+        self.checkpointer.note_durable(sizes)
+
+    # ----- answers ------------------------------------------------------------------------------
+
+    async def newest_checkpoint(self, tenant: str) -> StoredCheckpoint:
+        """The tenant's newest checkpoint, issuing the first one if there is none yet."""
+        await self._ensure_rhythm()
+        newest = await asyncio.to_thread(self.checkpoints.newest, tenant)
+        return newest if newest is not None else await self.issue_now(tenant)
+
+    async def issue_now(self, tenant: str) -> StoredCheckpoint:
+        """Sign the tenant's tree as it is now (after a durable commit that brings it up to date)."""
+        size = await self.committer.run(lambda conn: self.keeper.catch_up(conn, tenant))
+        if size == 0:
+            raise NotFound(f"tenant {tenant!r} has no ledger entries yet")
+        try:
+            return await asyncio.to_thread(self.checkpointer.issue, tenant, size)
+        except LedgerDiverged as error:
+            raise Unavailable(
+                f"refusing to sign a checkpoint for {tenant!r}: {error}; run `scr ledger verify`"
+            ) from None
+
+    async def _ensure_rhythm(self) -> None:
+        # The rhythm thread starts with the first group commit; an empty write makes one.
+        if not self.checkpointer.running:
+            await self.committer.run(lambda conn: None, durable=False)
+
+    async def checkpoints_since(self, tenant: str, tree_size: int, limit: int) -> list[StoredCheckpoint]:
+        """The tenant's checkpoints of at least ``tree_size`` entries, smallest first."""
+        return await asyncio.to_thread(self.checkpoints.since, tenant, tree_size, limit)
+
+    async def entries(self, tenant: str, start: int, end: int) -> list[StoredEntry]:
+        """Leaves ``[start, end)`` of the tenant's tree (at most 1,000; fewer past its end)."""
+        end = min(end, start + MAX_ENTRIES_PER_CALL)
+
+        def read() -> list[StoredEntry]:
+            size = self.reader.size(tenant)
+            return self.store.tenant_entries(tenant, start, min(end, size)) if start < size else []
+
+        return await asyncio.to_thread(read)
+
+    async def entry_at(self, tenant: str, event_id: str | None, index: int | None) -> tuple[int, str | None]:
+        """The (leaf index, event id) of an entry named by its event id or its index."""
+        if event_id is not None:
+            stored = await asyncio.to_thread(self.store.find_event, tenant, event_id)
+            if stored is None:
+                raise NotFound(f"no event {event_id!r}")
+            return stored.tenant_seq, event_id
+        assert index is not None
+        rows = await asyncio.to_thread(self.store.tenant_entries, tenant, index, index + 1)
+        if not rows:
+            raise NotFound(f"no ledger entry at index {index}")
+        return index, rows[0].event_id
+
+    async def inclusion_proof(self, tenant: str, index: int, tree_size: int) -> list[bytes]:
+        """The inclusion proof of leaf ``index`` in the tenant's tree of ``tree_size`` leaves."""
+
+        def prove() -> list[bytes]:
+            tree = self.reader.tree(tenant)
+            _check_size("tree_size", tree_size, tree.size)
+            if index >= tree_size:
+                raise BadRequest(
+                    f"entry {index} is not in the tree of size {tree_size}; ask for a larger tree_size"
+                )
+            return tree.inclusion_proof(index, tree_size)
+
+        return await asyncio.to_thread(_proof, prove)
+
+    async def consistency_proof(self, tenant: str, first: int, second: int) -> list[bytes]:
+        """The proof that the tenant's tree of ``first`` leaves is a prefix of that of ``second``."""
+
+        def prove() -> list[bytes]:
+            tree = self.reader.tree(tenant)
+            _check_size("second", second, tree.size)
+            if first > second:
+                raise BadRequest(f"first ({first}) must not be larger than second ({second})")
+            return tree.consistency_proof(first, second)
+
+        return await asyncio.to_thread(_proof, prove)
+
+
+def _check_size(name: str, size: int, log_size: int) -> None:
+    if size > log_size:
+        raise BadRequest(f"{name} {size} is beyond the log (its tree has {log_size} entries)")
+
+
+def _proof(prove: Callable[[], list[bytes]]) -> list[bytes]:
+    try:
+        return prove()
+    except ProofError as error:
+        raise BadRequest(str(error)) from None
+
+
+def _prepare_database(database: Path, keeper: TreeKeeper) -> dict[str, int]:
+    """Create the tile tables and hash in any entries the trees lack; every tenant's tree size.
+
+    Done before the committer starts, so a backlog (a ledger from before the trees existed, or
+    entries appended by another process) never stalls the first group commit.
+    """
+    conn = open_database(database)
+    try:
+        create_schema(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            keeper.append_hook(conn, [])
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        keeper.forget()  # the writer reloads on its own connection
+        return stored_sizes(conn)
+    finally:
+        conn.close()

@@ -1,0 +1,410 @@
+"""``scr ledger verify --data DIR``: re-check a data folder offline, trusting nothing but the key.
+
+1. **Entries.** Every entry's chain hash is recomputed from its stored bytes and the previous
+   entry's hash, and each tenant's indexes must run 0, 1, 2, … in ledger order: a changed byte,
+   a deleted entry or two swapped entries are named where they are.
+2. **Tree.** Every leaf hash is recomputed from the stored bytes and the tenant's tree rebuilt;
+   it is compared with the stored tiles proofs are served from.
+3. **Checkpoints.** Each checkpoint (kept apart, in ``checkpoints.db``) must be signed by the
+   ledger key with its tenant's origin, its root must be the rebuilt tree's root at its size
+   (a truncated or rolled-back ledger fails here), and each must be consistent with the next.
+
+Big ledgers are scanned in parallel, one process per core, in ranges of ledger sequence numbers;
+the runs each range finds per tenant are joined in order (chain and indexes across the seams).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from scr.ledger.checkpoints import CHECKPOINTS_FILE, KEY_FILE, CheckpointLog, StoredCheckpoint
+from scr.ledger.report import Finding, Report
+from scr.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileNodes, expand
+from scr.log.checkpoint import Checkpoint, CheckpointError, Signer, VerifierKey, origin_for, verify_note
+from scr.log.entry import GENESIS_HASH, chain_hash
+from scr.log.merkle import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX, ProofError, verify_consistency
+from scr.log.nodes import MemoryNodeStore, MerkleTree
+from scr.store.sqlite import DATABASE_FILE
+
+PARALLEL_MIN_ENTRIES = 200_000  # below this, one process is faster than starting a pool
+CHUNK_ENTRIES = 100_000  # ledger sequence numbers per parallel task
+TILE_BYTES = TILE_WIDTH * HASH_SIZE
+
+
+@dataclass(slots=True)
+class _Run:
+    """One tenant's entries within one scanned range."""
+
+    first_index: int
+    first_seq: int
+    first_event_id: str | None
+    first_entry: bytes
+    first_hash: bytes
+    next_index: int
+    last_hash: bytes
+    leaves: bytearray
+    contiguous: bool = True
+    tile_roots: dict[int, bytes] = field(default_factory=dict)  # whole tiles inside the run
+
+
+@dataclass(slots=True)
+class _Scan:
+    """What one range of the ledger holds."""
+
+    first_seq: int | None = None
+    last_seq: int | None = None
+    entries: int = 0
+    runs: dict[str, _Run] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to an SQLite file (never creates or changes it)."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+
+
+def tile_root(packed: bytes) -> bytes:
+    """The root of a whole tile (256 leaf hashes, packed): its level-8 node."""
+    level, sha256 = packed, hashlib.sha256
+    while len(level) > HASH_SIZE:
+        level = b"".join(
+            sha256(NODE_PREFIX + level[i : i + 2 * HASH_SIZE]).digest()
+            for i in range(0, len(level), 2 * HASH_SIZE)
+        )
+    return level
+
+
+def _scan_range(database: str, low: int, high: int) -> _Scan:
+    """Check the entries with ``low <= seq < high``: chain, indexes; hash their leaves."""
+    scan = _Scan()
+    conn = connect_read_only(Path(database))
+    sha256 = hashlib.sha256
+    runs = scan.runs
+    previous_seq = None
+    rows = conn.execute(
+        "SELECT seq, tenant, tenant_seq, event_id, entry, hash FROM ledger "
+        "WHERE seq >= ? AND seq < ? ORDER BY seq",
+        (low, high),
+    )
+    for seq, tenant, index, event_id, entry, digest in rows:
+        if type(entry) is not bytes or type(digest) is not bytes:  # a hand-edited row: compare as bytes
+            entry, digest = _as_bytes(entry), _as_bytes(digest)
+        if previous_seq is None:
+            scan.first_seq = seq
+        elif seq != previous_seq + 1:
+            scan.findings.append(Finding(
+                f"ledger sequence numbers {previous_seq + 1}..{seq - 1} are missing", seq=previous_seq + 1
+            ))
+        previous_seq = seq
+        leaf = sha256(LEAF_PREFIX + entry).digest()
+        run = runs.get(tenant)
+        if run is None:
+            runs[tenant] = _Run(index, seq, event_id, entry, digest, index + 1, digest, bytearray(leaf))
+            continue
+        if index != run.next_index:
+            scan.findings.append(_index_finding(tenant, run.next_index, index, event_id, seq))
+            run.contiguous = False
+        if sha256(run.last_hash + entry).digest() != digest:
+            scan.findings.append(_chain_finding(tenant, index, event_id, seq))
+        run.leaves += leaf
+        run.next_index = index + 1
+        run.last_hash = digest
+    conn.close()
+    scan.last_seq = previous_seq
+    scan.entries = sum(len(run.leaves) // HASH_SIZE for run in runs.values())
+    for run in runs.values():
+        if run.contiguous:  # the roots of whole tiles, computed here in parallel
+            first_tile = -(-run.first_index // TILE_WIDTH)
+            for tile in range(first_tile, run.next_index // TILE_WIDTH):
+                offset = (tile * TILE_WIDTH - run.first_index) * HASH_SIZE
+                run.tile_roots[tile] = tile_root(bytes(run.leaves[offset : offset + TILE_BYTES]))
+    return scan
+
+
+def _as_bytes(value: object) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)  # type: ignore[call-overload]
+
+
+def _index_finding(tenant: str, expected: int, found: int, event_id: str | None, seq: int) -> Finding:
+    if found < expected:
+        return Finding(
+            f"entry {found} is stored out of order, after entry {expected - 1}", tenant, found, event_id, seq
+        )
+    missing = f"entry {expected} is" if found == expected + 1 else f"entries {expected}..{found - 1} are"
+    return Finding(
+        f"{missing} missing: the next stored entry is {found} (event {event_id}, seq {seq})", tenant, expected
+    )
+
+
+def _chain_finding(tenant: str, index: int, event_id: str | None, seq: int) -> Finding:
+    return Finding(
+        "its stored bytes do not hash to its stored chain hash (the entry or its hash was changed)",
+        tenant, index, event_id, seq,
+    )
+
+
+@dataclass(slots=True)
+class _Tenant:
+    """A tenant's entries as joined across the scanned ranges."""
+
+    next_index: int = 0
+    last_hash: bytes = GENESIS_HASH
+    leaves: bytearray = field(default_factory=bytearray)
+    tile_roots: dict[int, bytes] = field(default_factory=dict)
+    contiguous: bool = True
+
+
+def _ranges(conn: sqlite3.Connection) -> tuple[list[tuple[int, int]], int]:
+    low, high = conn.execute("SELECT MIN(seq), MAX(seq) FROM ledger").fetchone()
+    if low is None:
+        return [], 0
+    return [(start, min(start + CHUNK_ENTRIES, high + 1)) for start in range(low, high + 1, CHUNK_ENTRIES)], (
+        high - low + 1
+    )
+
+
+def _scans(database: Path, ranges: list[tuple[int, int]], span: int) -> Iterator[_Scan]:
+    workers = os.cpu_count() or 1
+    if span < PARALLEL_MIN_ENTRIES or workers < 2 or len(ranges) < 2:
+        for low, high in ranges:
+            yield _scan_range(str(database), low, high)
+        return
+    # fork: the verifier is a short-lived command; workers need only the function and a path.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+        yield from pool.map(_scan_range, [str(database)] * len(ranges), *zip(*ranges, strict=True))
+
+
+def _join(scans: Iterator[_Scan], report: Report) -> dict[str, _Tenant]:
+    tenants: dict[str, _Tenant] = {}
+    last_seq: int | None = None
+    for scan in scans:
+        report.findings.extend(scan.findings)
+        report.entries += scan.entries
+        if scan.first_seq is None:
+            continue
+        if last_seq is not None and scan.first_seq != last_seq + 1:
+            report.found(f"ledger sequence numbers {last_seq + 1}..{scan.first_seq - 1} are missing",
+                         seq=last_seq + 1)
+        last_seq = scan.last_seq
+        for name, run in scan.runs.items():
+            tenant = tenants.setdefault(name, _Tenant())
+            if run.first_index != tenant.next_index:
+                report.findings.append(_index_finding(
+                    name, tenant.next_index, run.first_index, run.first_event_id, run.first_seq
+                ))
+                tenant.contiguous = False
+            if chain_hash(tenant.last_hash, run.first_entry) != run.first_hash:
+                report.findings.append(
+                    _chain_finding(name, run.first_index, run.first_event_id, run.first_seq)
+                )
+            tenant.leaves += run.leaves
+            tenant.tile_roots.update(run.tile_roots)
+            tenant.contiguous = tenant.contiguous and run.contiguous
+            tenant.next_index, tenant.last_hash = run.next_index, run.last_hash
+    return tenants
+
+
+class PackedTree:
+    """A tree rebuilt from its packed leaf hashes, kept as tile levels (levels 0, 8, 16, …)."""
+
+    def __init__(self, leaves: bytes | bytearray, tile_roots: dict[int, bytes] | None = None) -> None:
+        self.levels: list[bytes] = [bytes(leaves)]
+        known = tile_roots or {}
+        while len(self.levels[-1]) >= TILE_BYTES:
+            below = self.levels[-1]
+            whole = len(below) // TILE_BYTES
+            self.levels.append(b"".join(
+                known.get(tile) or tile_root(below[tile * TILE_BYTES : (tile + 1) * TILE_BYTES])
+                for tile in range(whole)
+            ))
+            known = {}  # the scan's roots are of level-0 tiles only
+        self._expanded: dict[tuple[int, int], MemoryNodeStore] = {}
+        self.size = len(leaves) // HASH_SIZE
+        self.tree = MerkleTree(TileNodes(self._fetch, self.size))
+
+    def _fetch(self, level: int, index: int) -> MemoryNodeStore:
+        tile = self._expanded.get((level, index))
+        if tile is None:
+            packed = self.levels[level][index * TILE_BYTES : (index + 1) * TILE_BYTES]
+            tile = self._expanded[(level, index)] = expand(packed)
+        return tile
+
+    def leaf(self, index: int) -> bytes:
+        """The leaf hash at ``index``."""
+        return self.levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE]
+
+
+def _locate(conn: sqlite3.Connection, tenant: str, index: int) -> tuple[str | None, int | None]:
+    row = conn.execute(
+        "SELECT event_id, seq FROM ledger WHERE tenant = ? AND tenant_seq = ?", (tenant, index)
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def _compare_tiles(conn: sqlite3.Connection, tenant: str, rebuilt: PackedTree, report: Report) -> None:
+    """The stored tiles (what proofs are served from) must be the rebuilt tree's."""
+    rows = conn.execute(
+        "SELECT level, start, hashes FROM ledger_tiles WHERE tenant = ? ORDER BY level, start", (tenant,)
+    )
+    stored_leaves = 0
+    for level, start, hashes in rows:
+        computed = rebuilt.levels[level] if level < len(rebuilt.levels) else b""
+        offset = start * HASH_SIZE
+        if level == 0:
+            stored_leaves = start + len(hashes) // HASH_SIZE
+        mine = computed[offset : offset + len(hashes)]
+        if mine == hashes:
+            continue
+        if level > 0:
+            if len(mine) == len(hashes):
+                report.found(f"a stored tree node at level {level * TILE_HEIGHT} differs from the "
+                             "one rebuilt from the entries", tenant)
+            continue
+        for position in range(len(hashes) // HASH_SIZE):
+            index = start + position
+            if index >= rebuilt.size:
+                break
+            if hashes[position * HASH_SIZE : (position + 1) * HASH_SIZE] != rebuilt.leaf(index):
+                event_id, seq = _locate(conn, tenant, index)
+                report.found("its leaf hash differs from the stored tree's: the entry (or the tree) was "
+                             "changed after it was appended", tenant, index, event_id, seq)
+                return
+    if stored_leaves > rebuilt.size:
+        report.found(f"the stored tree holds {stored_leaves} entries but the ledger only {rebuilt.size}: "
+                     f"entries {rebuilt.size}..{stored_leaves - 1} were removed", tenant, rebuilt.size)
+    elif stored_leaves < rebuilt.size:
+        report.notes.append(f"tenant {tenant}: entries {stored_leaves}..{rebuilt.size - 1} are not in the "
+                            "stored tree yet (the server adds them at its next commit)")
+
+
+def _open_checkpoint(note: str, keys: list[VerifierKey], tenant: str) -> Checkpoint:
+    error: CheckpointError | None = None
+    for key in keys:
+        try:
+            return verify_note(note, key, origin_for(key.name, tenant))
+        except CheckpointError as failed:
+            error = error or failed
+    raise error or CheckpointError("no verifier key")
+
+
+def _check_checkpoints(
+    conn: sqlite3.Connection, tenant: str, rebuilt: PackedTree, checkpoints: list[StoredCheckpoint],
+    keys: list[VerifierKey], report: Report,
+) -> None:
+    previous: Checkpoint | None = None
+    for stored in checkpoints:
+        report.checkpoints += 1
+        try:
+            signed = _open_checkpoint(stored.note, keys, tenant)
+        except CheckpointError as error:
+            report.found(f"checkpoint {stored.tree_size} (issued {stored.issued_at}) is rejected: {error}",
+                         tenant)
+            continue
+        if (signed.tree_size, signed.root_hash) != (stored.tree_size, stored.root_hash):
+            report.found(f"checkpoint {stored.tree_size}: the stored size or root differs from its signed "
+                         "note", tenant)
+        size = signed.tree_size
+        if size > rebuilt.size:
+            event_id, seq = _locate(conn, tenant, rebuilt.size)
+            report.found(
+                f"checkpoint {size} (issued {stored.issued_at}) covers {size} entries but the ledger "
+                f"holds {rebuilt.size}: entries {rebuilt.size}..{size - 1} were removed (truncated or "
+                "rolled back to an older copy)", tenant, rebuilt.size, event_id, seq,
+            )
+            continue
+        if rebuilt.tree.root(size) != signed.root_hash:
+            start = previous.tree_size if previous else 0
+            event_id, seq = _locate(conn, tenant, start)
+            report.found(
+                f"the ledger's first {size} entries do not have the root signed in checkpoint {size} "
+                f"(issued {stored.issued_at}); the entries from {start} on were rewritten, reordered "
+                f"or rolled back", tenant, start, event_id, seq,
+            )
+            continue
+        if previous is not None:
+            try:
+                proof = rebuilt.tree.consistency_proof(previous.tree_size, size)
+                verify_consistency(previous.tree_size, size, previous.root_hash, signed.root_hash, proof)
+            except ProofError as error:
+                report.found(f"checkpoint {size} is not consistent with checkpoint {previous.tree_size}: "
+                             f"{error}", tenant)
+        previous = signed
+    if previous is not None and previous.tree_size < rebuilt.size:
+        report.notes.append(f"tenant {tenant}: entries {previous.tree_size}..{rebuilt.size - 1} are after "
+                            "the newest checkpoint (not yet signed)")
+
+
+def data_keys(
+    data_dir: Path, log_: CheckpointLog | None, given: str | None, report: Report
+) -> list[VerifierKey]:
+    """The verifier keys to check checkpoints with: the one given, else those the data folder names."""
+    if given is not None:
+        return [VerifierKey.parse(given)]
+    keys = [VerifierKey.parse(text) for text in (log_.verifier_keys() if log_ else [])]
+    pem = data_dir / KEY_FILE
+    if keys and pem.exists():
+        try:
+            public_key = Signer.load_or_create(pem, keys[-1].name).public_key
+        except OSError as error:
+            report.notes.append(f"could not read {KEY_FILE} to compare it with the recorded key: {error}")
+        else:
+            if all(key.public_key != public_key for key in keys):
+                report.found(f"{KEY_FILE} is not the key the checkpoints name: the signing key was replaced")
+    if keys:
+        report.notes.append(
+            "checkpoint signatures were checked with the key recorded in the data folder; pass "
+            "--verifier-key to check them against a key you obtained independently"
+        )
+    return keys
+
+
+def verify_data(data_dir: Path, verifier_key: str | None = None) -> Report:
+    """Verify a data folder offline (see the module docstring); the report says what was found."""
+    report = Report()
+    database = data_dir / DATABASE_FILE
+    if not database.is_file():
+        report.unverifiable = f"no ledger database at {database}"
+        return report
+    try:
+        conn = connect_read_only(database)
+        ranges, span = _ranges(conn)
+        has_tiles = bool(conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'ledger_tiles'"
+        ).fetchone())
+    except sqlite3.DatabaseError as error:
+        report.unverifiable = f"cannot read {database}: {error}"
+        return report
+    tenants = _join(_scans(database, ranges, span), report)
+    log_path = data_dir / CHECKPOINTS_FILE
+    log_ = CheckpointLog(log_path, read_only=True) if log_path.is_file() else None
+    try:
+        keys = data_keys(data_dir, log_, verifier_key, report)
+    except CheckpointError as error:
+        report.unverifiable = f"no usable verifier key: {error}"
+        return report
+    checkpoints: dict[str, list[StoredCheckpoint]] = {}
+    for stored in log_.all() if log_ else []:
+        checkpoints.setdefault(stored.tenant, []).append(stored)
+    if log_ is None:
+        report.notes.append(f"no {CHECKPOINTS_FILE}: there is no signed checkpoint to compare with")
+    elif checkpoints and not keys:
+        report.unverifiable = "the checkpoints cannot be checked: no verifier key (pass --verifier-key)"
+        return report
+    stored_tenants = (
+        {row[0] for row in conn.execute("SELECT DISTINCT tenant FROM ledger_tiles")} if has_tiles else set()
+    )
+    for name in sorted(set(tenants) | set(checkpoints) | stored_tenants):
+        tenant = tenants.get(name, _Tenant())
+        rebuilt = PackedTree(tenant.leaves, tenant.tile_roots if tenant.contiguous else None)
+        if has_tiles:
+            _compare_tiles(conn, name, rebuilt, report)
+        _check_checkpoints(conn, name, rebuilt, checkpoints.get(name, []), keys, report)
+    conn.close()
+    return report
