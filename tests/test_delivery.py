@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,9 @@ def test_410_disables_until_enabled(serve: Any, receivers: Any) -> None:
     send(client, make_event("evt_after"))
     time.sleep(0.3)
     assert len(hook.received) == 1  # nothing is sent while disabled
+    age = re.search(r'scr_destination_oldest_pending_age_seconds\{destination="hook"\} (\S+)',
+                    client.get("/metrics").text)
+    assert age and float(age.group(1)) >= 0.3  # evt_after has waited since it was committed
     assert client.post("/v1/destinations/hook/enable", headers=reader).status_code == 403
     assert client.post("/v1/destinations/hook/enable", headers=admin).status_code == 200
     wait_for(lambda: {e["event_id"] for e in hook.events()} >= {"evt_gone", "evt_after"},

@@ -302,6 +302,8 @@ async def metrics(request: Request) -> Response:
     runtime = _runtime(request)
     for worker in runtime.workers.values():
         runtime.metrics.lag_entries.labels(worker.name).set(worker.lag)
+        age = await asyncio.to_thread(worker.oldest_pending_age_s)
+        runtime.metrics.oldest_pending_age.labels(worker.name).set(age)
     return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

@@ -28,7 +28,7 @@ import msgspec
 from scr.errors import Unavailable
 from scr.log.entry import GENESIS_HASH, Kind, LedgerEntry, Provenance, chain_hash, entry_bytes
 from scr.schema import Event
-from scr.store.sqlite import SqliteStore, event_key, session_key
+from scr.store.sqlite import ENTRY_TIME_FORMAT, SqliteStore, event_key, session_key
 
 log = logging.getLogger("scr.commit")
 T = TypeVar("T")
@@ -98,7 +98,7 @@ class _Pending:
 
 def utc_now() -> str:
     """Now as RFC 3339 UTC with microseconds (entry times sort as text)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime(ENTRY_TIME_FORMAT)
 
 
 class Committer:

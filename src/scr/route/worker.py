@@ -105,7 +105,6 @@ class DestinationWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_write: asyncio.Future[None] | None = None
         self._resync = False  # a recording write failed: restart from the durable cursor
-        self.oldest_unsettled_ts: float | None = None
 
     # ----- lifecycle ------------------------------------------------------------------------
 
@@ -145,6 +144,13 @@ class DestinationWorker:
 
     def wake(self) -> None:
         self._wake_retrier.set()
+
+    def oldest_pending_age_s(self) -> float:
+        """Seconds since the oldest entry past the cursor was committed (0 without lag)."""
+        if not self.lag:
+            return 0.0
+        committed_at = self.store.entry_time(self.cursor + 1)
+        return max(0.0, time.time() - committed_at) if committed_at is not None else 0.0
 
     @property
     def lag(self) -> int:
@@ -217,10 +223,6 @@ class DestinationWorker:
 
     def _update_gauges(self) -> None:
         self.metrics.lag_entries.labels(self.name).set(self.lag)
-        age = 0.0
-        if self.lag and self.oldest_unsettled_ts is not None:
-            age = time.time() - self.oldest_unsettled_ts
-        self.metrics.oldest_pending_age.labels(self.name).set(age)
 
     def chooses(self, entry: Committed) -> bool:
         """Whether this destination's filter and sampling pick the entry (deterministic)."""
@@ -249,8 +251,6 @@ class DestinationWorker:
 
     async def _deliver_chunk(self, entries: list[Committed]) -> ChunkOutcome:
         """Deliver one chunk; what to record of it (nothing is written here)."""
-        if self.oldest_unsettled_ts is None:
-            self.oldest_unsettled_ts = time.time()
         chosen = [e for e in entries if self._selected(e)]
         parked: list[Committed] = []
         if self.config.ordering == "session":
@@ -281,7 +281,6 @@ class DestinationWorker:
         )
         self._last_write.add_done_callback(self._written)
         self.cursor = last
-        self.oldest_unsettled_ts = None
         if rows:
             self._last_write.add_done_callback(lambda _: self._wake_retrier.set())
 

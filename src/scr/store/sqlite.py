@@ -19,6 +19,7 @@ import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ WRITE_CACHE_KIB = 262_144
 # Keeps each IN (...) query under SQLite's bound-parameter limit.
 MAX_QUERY_PARAMS = 900
 READ_PAGE_ENTRIES = 1000
+ENTRY_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # entry times as scr.log.commit.utc_now writes them
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -367,6 +369,15 @@ class SqliteStore:
             (session_key(tenant, session_id), tenant),
         ).fetchall()
         return [_entry(row) for row in rows]
+
+    def entry_time(self, seq: int) -> float | None:
+        """When the entry at ``seq`` (or the next one) was committed, as a Unix time."""
+        row = self._reader().execute(
+            "SELECT ts FROM ledger WHERE seq >= ? ORDER BY seq LIMIT 1", (seq,)
+        ).fetchone()
+        if row is None:
+            return None
+        return datetime.strptime(row[0], ENTRY_TIME_FORMAT).replace(tzinfo=UTC).timestamp()
 
     def seq_at_time(self, ts: str) -> int:
         """The last seq whose entry time is before ``ts`` (entry times grow with seq)."""
