@@ -48,6 +48,8 @@ class TreeKeeper:
     def __init__(self) -> None:
         self._trees: dict[str, _TenantTree] = {}
         self._covered = -1  # unknown: read from the store at the next call
+        # ``covered_seq`` when the open transaction began, once a write in it caught up.
+        self._floor: int | None = None
         self.caught_up: dict[str, int] = {}
         """Tenants whose trees took entries written by another process, with the new sizes."""
 
@@ -55,8 +57,15 @@ class TreeKeeper:
         """Add a group's new entries (and any others not yet in the trees) to the trees."""
         try:
             self._sync(conn)
+            floor, self._floor = self._floor, None
             fresh: Sequence[Committed] = committed
             if committed and committed[0].seq <= self._covered:
+                if floor is None or committed[0].seq <= floor:
+                    raise LedgerMismatch(
+                        f"ledger seq {committed[0].seq} is being appended again, but the trees already "
+                        f"hold entries up to seq {self._covered}: entries were removed; run "
+                        "`scr ledger verify`"
+                    )
                 # A write earlier in this group caught up (``catch_up``) and took some already.
                 fresh = [c for c in committed if c.seq > self._covered]
             if not fresh:
@@ -73,6 +82,8 @@ class TreeKeeper:
         """Inside a write: take every committed entry into the trees; ``tenant``'s tree size."""
         try:
             self._sync(conn)
+            if self._floor is None:
+                self._floor = self._covered
             self._catch_up(conn, None)
             return self._tree(conn, tenant).tree.size
         except BaseException:
@@ -83,6 +94,7 @@ class TreeKeeper:
         """Drop the cached trees; the next call reloads them from the store."""
         self._trees.clear()
         self._covered = -1
+        self._floor = None
         self.caught_up.clear()
 
     def _sync(self, conn: sqlite3.Connection) -> None:
@@ -91,6 +103,7 @@ class TreeKeeper:
             self._trees.clear()
             self.caught_up.clear()
             self._covered = stored
+            self._floor = None
 
     def _tree(self, conn: sqlite3.Connection, tenant: str) -> _TenantTree:
         kept = self._trees.get(tenant)
