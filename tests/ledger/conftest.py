@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -43,9 +44,13 @@ class LedgerApp:
         return answer.text
 
     def stop(self) -> None:
+        """Stop the app, and wait for the checkpoint thread's last round (it follows the writer)."""
         if self.running:
             self.client.__exit__(None, None, None)
             self.running = False
+            for thread in threading.enumerate():
+                if thread.name == "scr-checkpoints":
+                    thread.join(timeout=10)
 
 
 StartApp = Callable[..., LedgerApp]

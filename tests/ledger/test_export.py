@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from ledger.conftest import Headers, LedgerApp, StartApp
 from scr.ledger.bundle import encode_bundle, export_bundle, ledger_time, verify_bundle
-from scr.ledger.sources import DataSource, HttpSource
+from scr.ledger.sources import DataSource, HttpSource, SourceError
 from scr.log.checkpoint import Signer
 from support import run_scr
 
@@ -98,3 +98,12 @@ def test_unreadable_bundles_and_bad_times_cannot_be_verified(tmp_path: Path) -> 
     nothing = run_scr("ledger", "export", "--data", str(tmp_path), "--tenant", "org_acme",
                       str(tmp_path / "x.json"), check=False)
     assert nothing.returncode == 2 and "no scr.db" in nothing.stderr
+
+
+def test_exporting_another_tenant_than_the_keys_is_refused(
+    three_groups: tuple[LedgerApp, Headers, list[str]],
+) -> None:
+    app, headers, _ = three_groups
+    source = HttpSource(TestClient(app.client.app, headers=headers), "org_other")
+    with pytest.raises(SourceError, match="not of tenant 'org_other'"):
+        export_bundle(source, "org_other", None, None)

@@ -11,7 +11,8 @@ import pytest
 
 from ledger.conftest import submission
 from scr.errors import Unavailable
-from scr.ledger.tiles import TileCache, covered_seq, create_schema, open_database, stored_sizes, tile_view
+from scr.ledger import upkeep
+from scr.ledger.tiles import TileCache, covered_seq, create_schema, open_database, tile_view, tree_sizes
 from scr.ledger.upkeep import TreeKeeper
 from scr.log import merkle
 from scr.log.commit import Committed, Committer
@@ -65,7 +66,7 @@ def test_every_tenant_tree_follows_its_ledger(store: SqliteStore) -> None:
     finally:
         committer.close()
     conn = open_database(store.path)
-    assert stored_sizes(conn) == {"org_a": 485, "org_b": 15}
+    assert tree_sizes(conn) == {"org_a": 485, "org_b": 15}
     assert covered_seq(conn) == store.last_seq() == 500
     conn.close()
     for tenant in ("org_a", "org_b"):
@@ -107,7 +108,7 @@ def test_entries_written_by_another_process_are_caught_up(store: SqliteStore) ->
     finally:
         server_side.close()
     conn = open_database(store.path)
-    assert stored_sizes(conn) == {"org_acme": 3, "org_other": 1}
+    assert tree_sizes(conn) == {"org_acme": 3, "org_other": 1}
     conn.close()
     assert stored_root(store, "org_acme") == ledger_root(store, "org_acme")
 
@@ -140,3 +141,18 @@ def test_a_removed_entry_stops_the_tree_instead_of_forking_it(store: SqliteStore
         assert "entries were removed" in committer.last_error
     finally:
         committer.close()
+
+
+def test_trees_dropped_from_memory_are_reloaded_exactly(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upkeep, "TREES_IN_MEMORY", 2)
+    committer = committer_with_keeper(store, TreeKeeper())
+    try:
+        for group in range(6):
+            for tenant in ("org_a", "org_b", "org_c", "org_d"):
+                append(committer, [f"{tenant}_{group}_{i}" for i in range(70)], tenant)
+    finally:
+        committer.close()
+    for tenant in ("org_a", "org_b", "org_c", "org_d"):
+        assert stored_root(store, tenant) == ledger_root(store, tenant)

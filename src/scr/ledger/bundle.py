@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from scr.ledger.report import Report
-from scr.ledger.sources import Leaf, LedgerSource, all_leaves
+from scr.ledger.sources import Leaf, LedgerSource, SourceError, all_leaves
 from scr.log.checkpoint import Checkpoint, CheckpointError, VerifierKey, origin_for, verify_note
 from scr.log.entry import Kind, decode_entry
 from scr.log.merkle import ProofError, leaf_hash, verify_inclusion
@@ -80,7 +80,10 @@ def export_bundle(source: LedgerSource, tenant: str, start: str | None, end: str
     key_text = source.verifier_key()
     key = VerifierKey.parse(key_text)
     note = source.checkpoint(tenant)
-    checkpoint = verify_note(note, key, origin_for(key.name, tenant))
+    checkpoint = verify_note(note, key)
+    if checkpoint.origin != origin_for(key.name, tenant):  # e.g. an API key of another tenant
+        raise SourceError(f"the ledger answered with the checkpoint of {checkpoint.origin!r}, "
+                          f"not of tenant {tenant!r}")
     size = checkpoint.tree_size
     low = _first_at_or_after(source, tenant, start, size) if start else 0
     high = _first_at_or_after(source, tenant, end, size) if end else size

@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from scr.ledger.tiles import TileCache, open_database, stored_size, tile_view
+from scr.ledger.tiles import TileCache, open_database, tile_view, tree_size
 from scr.log.nodes import MerkleTree
 
 TILE_CACHE_TILES = 4096  # expanded full tiles kept (~20 KiB each with their inner levels)
@@ -32,4 +32,4 @@ class TreeReader:
 
     def size(self, tenant: str) -> int:
         """How many entries the tenant's committed tree has."""
-        return stored_size(self._conn(), tenant)
+        return tree_size(self._conn(), tenant)

@@ -20,7 +20,7 @@ from scr.ledger.checkpoints import (
     load_signer,
 )
 from scr.ledger.proofs import TreeReader
-from scr.ledger.tiles import create_schema, open_database, stored_sizes
+from scr.ledger.tiles import create_schema, open_database, tree_sizes
 from scr.ledger.upkeep import TreeKeeper
 from scr.log.commit import Committed
 from scr.log.merkle import ProofError
@@ -72,7 +72,9 @@ class LedgerService:
         for tenant, size in self.keeper.caught_up.items():
             sizes[tenant] = max(size, sizes.get(tenant, 0))
         self.keeper.caught_up.clear()
-        self.checkpointer.note_durable(sizes)
+        wanted = self.checkpointer.wanted(sizes)
+        if wanted:  # the group is durable: the writer's trees are exactly what is on disk
+            self.checkpointer.offer(self.keeper.held_heads(wanted))
 
     # ----- answers ------------------------------------------------------------------------------
 
@@ -84,11 +86,11 @@ class LedgerService:
 
     async def issue_now(self, tenant: str) -> StoredCheckpoint:
         """Sign the tenant's tree as it is now (after a durable commit that brings it up to date)."""
-        size = await self.committer.run(lambda conn: self.keeper.catch_up(conn, tenant))
-        if size == 0:
+        head = await self.committer.run(lambda conn: self.keeper.catch_up(conn, tenant))
+        if head.size == 0:
             raise NotFound(f"tenant {tenant!r} has no ledger entries yet")
         try:
-            return await asyncio.to_thread(self.checkpointer.issue, tenant, size)
+            return await asyncio.to_thread(self.checkpointer.issue, tenant, head)
         except LedgerDiverged as error:
             raise Unavailable(
                 f"refusing to sign a checkpoint for {tenant!r}: {error}; run `scr ledger verify`"
@@ -182,6 +184,6 @@ def _prepare_database(database: Path, keeper: TreeKeeper) -> dict[str, int]:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
         keeper.forget()  # the writer reloads on its own connection
-        return stored_sizes(conn)
+        return tree_sizes(conn)
     finally:
         conn.close()

@@ -3,40 +3,48 @@
 The geometry is c2sp.org/tlog-tiles: tile level ``L`` holds the hashes of tree level ``8·L``,
 and tile ``N`` of a level covers the node indexes ``[256·N, 256·N + 256)``. Tree levels between
 two tile levels are not stored: a node at level ``8·L + k`` is the root of ``2^k`` consecutive
-hashes of one tile, recomputed on read (a tile is expanded once, 255 hashes, and cached while
-full). Storage is about 32 bytes per entry (plus 1/255 for the upper tile levels), written in
-the same transaction as the entries.
+hashes of one tile, recomputed on read (a tile is expanded once, at most 255 hashes, and cached
+while full).
 
-A row holds a run of consecutive hashes of one level that never crosses a tile boundary. A full
-tile is one row. The partial right edge of a level is kept as *fragments*: each group commit
-that extends it adds one row with only its new hashes, so a tenant gaining one entry per group
-writes 32 bytes, not a rewritten 8 KiB tile (``bench/bench_ledger.py`` measures both shapes of
-load). When a tile fills, its fragments are replaced by the one full row.
+What is written, and when (``bench/bench_ledger.py`` measures the alternatives):
+
+* A level-0 tile (256 leaf hashes, 8 KiB) is written once, when its last entry is committed.
+  The leaves of a tenant's partial right-edge tile are *not* stored: they are recomputed from
+  the ledger's own entries (at most 255 rows, read by the ``(tenant, tenant_seq)`` index). A
+  group commit therefore writes no tile row at all for a tenant whose edge tile did not fill:
+  with many tenants per group, per-tenant edge rows would dirty one page per tenant per group.
+* A tile of level 1 or more is rewritten (full or partial) when a node below fills it: once per
+  256 entries of the tenant at level 1, once per 65,536 at level 2.
+
+A tenant's tree holds every entry whose ``seq`` is at most ``ledger_tree_state.covered_seq``,
+written in the same transaction as the tiles.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from scr.log.merkle import HASH_SIZE
+from scr.log.merkle import HASH_SIZE, LEAF_PREFIX
 from scr.log.nodes import MemoryNodeStore
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT  # hashes in a full tile
 TILE_MASK = TILE_WIDTH - 1
+FULL_TILE_BYTES = TILE_WIDTH * HASH_SIZE
 BUSY_TIMEOUT_MS = 10_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_tiles (
     tenant TEXT NOT NULL,
     level INTEGER NOT NULL,
-    start INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
     hashes BLOB NOT NULL,
-    PRIMARY KEY (tenant, level, start)
+    PRIMARY KEY (tenant, level, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger_tree_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -45,11 +53,11 @@ CREATE TABLE IF NOT EXISTS ledger_tree_state (
 INSERT OR IGNORE INTO ledger_tree_state VALUES (1, 0);
 """
 
-_INSERT = "INSERT INTO ledger_tiles VALUES (?, ?, ?, ?)"
+_WRITE = "INSERT OR REPLACE INTO ledger_tiles VALUES (?, ?, ?, ?)"
 
 
 class TileError(RuntimeError):
-    """Stored tiles that cannot be read as a tree (a gap or a torn row): the store is damaged."""
+    """Stored tiles or entries that cannot be read as the tree (damaged or missing rows)."""
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -57,52 +65,61 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
 
 
-def read_tile(conn: sqlite3.Connection, tenant: str, level: int, index: int) -> bytes:
-    """The hashes stored so far in tile ``index`` of tile level ``level`` (full or partial)."""
-    first = index << TILE_HEIGHT
-    rows = conn.execute(
-        "SELECT start, hashes FROM ledger_tiles WHERE tenant = ? AND level = ? "
-        "AND start >= ? AND start < ? ORDER BY start",
-        (tenant, level, first, first + TILE_WIDTH),
-    ).fetchall()
-    return _joined(rows, first, f"tile {level}/{index} of {tenant!r}")
-
-
-def _joined(rows: Iterable[tuple[int, bytes]], first: int, what: str) -> bytes:
-    expected, parts = first, []
-    for start, hashes in rows:
-        if start != expected or len(hashes) % HASH_SIZE:
-            raise TileError(f"{what} is damaged at node {expected}")
-        parts.append(bytes(hashes))
-        expected += len(hashes) // HASH_SIZE
-    return b"".join(parts)
-
-
-def stored_size(conn: sqlite3.Connection, tenant: str) -> int:
-    """How many leaves a tenant's stored tree has (0 for an unknown tenant)."""
-    row = conn.execute(
-        "SELECT start, length(hashes) FROM ledger_tiles WHERE tenant = ? AND level = 0 "
-        "ORDER BY start DESC LIMIT 1",
-        (tenant,),
-    ).fetchone()
-    return 0 if row is None else int(row[0]) + int(row[1]) // HASH_SIZE
-
-
-def stored_sizes(conn: sqlite3.Connection) -> dict[str, int]:
-    """Every tenant's stored tree size."""
-    rows = conn.execute(
-        "SELECT t.tenant, t.start + length(t.hashes) / ? FROM ledger_tiles t JOIN "
-        "(SELECT tenant, MAX(start) AS top FROM ledger_tiles WHERE level = 0 GROUP BY tenant) m "
-        "ON t.tenant = m.tenant AND t.level = 0 AND t.start = m.top",
-        (HASH_SIZE,),
-    ).fetchall()
-    return {tenant: int(size) for tenant, size in rows}
-
-
 def covered_seq(conn: sqlite3.Connection) -> int:
     """The ledger sequence number up to which every entry is in its tenant's tree."""
     row = conn.execute("SELECT covered_seq FROM ledger_tree_state WHERE id = 1").fetchone()
     return int(row[0]) if row else 0
+
+
+def tree_size(conn: sqlite3.Connection, tenant: str, covered: int | None = None) -> int:
+    """How many entries a tenant's tree holds: its entries with ``seq <= covered_seq``."""
+    if covered is None:
+        covered = covered_seq(conn)
+    # Walks the (tenant, tenant_seq) index from its end; entries past covered_seq are rare.
+    row = conn.execute(
+        "SELECT tenant_seq FROM ledger WHERE tenant = ? AND seq <= ? ORDER BY tenant_seq DESC LIMIT 1",
+        (tenant, covered),
+    ).fetchone()
+    return 0 if row is None else int(row[0]) + 1
+
+
+def tree_sizes(conn: sqlite3.Connection) -> dict[str, int]:
+    """Every tenant's tree size (a scan of the ledger's tenant index: for startup)."""
+    rows = conn.execute(
+        "SELECT tenant, MAX(tenant_seq) FROM ledger WHERE seq <= ? GROUP BY tenant", (covered_seq(conn),)
+    ).fetchall()
+    return {tenant: int(top) + 1 for tenant, top in rows}
+
+
+def leaf_hashes(conn: sqlite3.Connection, tenant: str, start: int, end: int) -> bytes:
+    """The packed leaf hashes of a tenant's entries ``[start, end)``, from their stored bytes."""
+    rows = conn.execute(
+        "SELECT tenant_seq, entry FROM ledger WHERE tenant = ? AND tenant_seq >= ? AND tenant_seq < ? "
+        "ORDER BY tenant_seq",
+        (tenant, start, end),
+    ).fetchall()
+    if len(rows) != end - start or (rows and (rows[0][0], rows[-1][0]) != (start, end - 1)):
+        raise TileError(f"entries {start}..{end - 1} of {tenant!r} are not all in the ledger")
+    sha256 = hashlib.sha256
+    return b"".join(sha256(LEAF_PREFIX + bytes(entry)).digest() for _, entry in rows)
+
+
+def read_tile(conn: sqlite3.Connection, tenant: str, level: int, index: int) -> bytes:
+    """The stored hashes of tile ``index`` at tile level ``level`` (empty if none are stored)."""
+    row = conn.execute(
+        "SELECT hashes FROM ledger_tiles WHERE tenant = ? AND level = ? AND idx = ?", (tenant, level, index)
+    ).fetchone()
+    if row is None:
+        return b""
+    hashes = bytes(row[0])
+    if len(hashes) % HASH_SIZE or len(hashes) > FULL_TILE_BYTES:
+        raise TileError(f"tile {level}/{index} of {tenant!r} is damaged")
+    return hashes
+
+
+def edge_width(size: int, level: int) -> int:
+    """How many hashes the right-edge tile at tile level ``level`` holds in a tree of ``size``."""
+    return (size >> (TILE_HEIGHT * level)) & TILE_MASK
 
 
 def expand(hashes: bytes) -> MemoryNodeStore:
@@ -140,90 +157,79 @@ class TileNodes:
 
 
 class TileWriter(TileNodes):
-    """The write side of one tenant's tiles: buffers the tile-level nodes an append completes.
+    """The write side of one tenant's tiles, kept by the committer's writer thread.
 
-    ``MerkleTree.extend`` hands every completed node to ``put_many``; only those on tile levels
-    (tree level a multiple of 8) are kept, and ``flush`` writes them in the open transaction.
+    ``MerkleTree.extend`` hands every completed node to ``put_many``; those on tile levels (tree
+    level a multiple of 8) go to the right-edge tile of their level, kept in memory. ``rows``
+    gives, for the open transaction, each tile that filled and each upper edge tile that grew.
     """
 
-    def __init__(self, conn: sqlite3.Connection, tenant: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, tenant: str, size: int) -> None:
         self.tenant = tenant
-        size = stored_size(conn, tenant)
-        # Tiles read to load the tree's right edge; cleared whenever the tiles change.
-        self._read: dict[tuple[int, int], MemoryNodeStore] = {}
-
-        def fetch(level: int, index: int) -> MemoryNodeStore:
-            tile = self._read.get((level, index))
-            if tile is None:
-                tile = self._read[(level, index)] = expand(read_tile(conn, tenant, level, index))
-            return tile
-
-        super().__init__(fetch, size)
-        # Per tile level: the index of the next node to store there.
-        self._next: list[int] = []
-        self._pending: dict[int, tuple[int, bytearray]] = {}
+        self._counts: list[int] = []  # per tile level: how many hashes it holds
+        self._edges: list[bytearray] = []  # per tile level: the right-edge tile's hashes
+        self._full: list[tuple[int, int, bytes]] = []  # (level, index, hashes) to write
+        self._grown: set[int] = set()  # upper levels whose edge tile grew
         level = 0
         while level == 0 or size >> (TILE_HEIGHT * level):
-            self._next.append(size >> (TILE_HEIGHT * level))
+            count = size >> (TILE_HEIGHT * level)
+            width, tile = count & TILE_MASK, count >> TILE_HEIGHT
+            if level == 0:
+                edge = leaf_hashes(conn, tenant, size - width, size) if width else b""
+            else:
+                edge = read_tile(conn, tenant, level, tile)
+                if len(edge) != width * HASH_SIZE:
+                    raise TileError(f"tile {level}/{tile} of {tenant!r} holds {len(edge) // HASH_SIZE} "
+                                    f"hashes; a tree of {size} entries needs {width}")
+            self._counts.append(count)
+            self._edges.append(bytearray(edge))
             level += 1
 
+        def fetch(tile_level: int, index: int) -> MemoryNodeStore:
+            if index == self._counts[tile_level] >> TILE_HEIGHT:
+                return expand(bytes(self._edges[tile_level]))
+            return expand(read_tile(conn, tenant, tile_level, index))
+
+        super().__init__(fetch, size)
+
     def put_many(self, items: Iterable[tuple[int, int, bytes]]) -> None:
-        """Buffer the nodes on tile levels; they must arrive in order, as the tree appends."""
-        for level, index, value in items:
-            if level & (TILE_HEIGHT - 1):
-                continue
+        """Take the nodes on tile levels; they must arrive in order, as the tree appends."""
+        # Most completed nodes are between tile levels: drop them before the loop.
+        for level, index, value in [node for node in items if not node[0] & (TILE_HEIGHT - 1)]:
             tile_level = level >> 3
-            if tile_level == len(self._next):
-                self._next.append(0)
-            if index != self._next[tile_level]:
-                raise TileError(
-                    f"tree of {self.tenant!r} expects node {self._next[tile_level]} "
-                    f"at level {level}, got {index}"
-                )
-            self._next[tile_level] = index + 1
-            run = self._pending.get(tile_level)
-            if run is None:
-                self._pending[tile_level] = (index, bytearray(value))
-            else:
-                run[1].extend(value)
-            if tile_level == 0:
-                self._size = index + 1
+            if tile_level == len(self._counts):
+                self._counts.append(0)
+                self._edges.append(bytearray())
+            count = self._counts[tile_level]
+            if index != count:
+                raise TileError(f"tree of {self.tenant!r} expects node {count} at level {level}, got {index}")
+            self._counts[tile_level] = count + 1
+            edge = self._edges[tile_level]
+            edge += value
+            if len(edge) == FULL_TILE_BYTES:
+                self._full.append((tile_level, index >> TILE_HEIGHT, bytes(edge)))
+                edge.clear()
+                self._grown.discard(tile_level)
+            elif tile_level:
+                self._grown.add(tile_level)
+        self._size = self._counts[0]
 
-    def flush(self, conn: sqlite3.Connection) -> None:
-        """Write the buffered hashes: whole tiles as one row each, the right edge as a fragment."""
-        rows: list[tuple[str, int, int, bytes]] = []
-        for tile_level, (start, hashes) in self._pending.items():
-            end = start + len(hashes) // HASH_SIZE
-            position = start
-            while position < end:
-                tile_start = position & ~TILE_MASK
-                piece_end = min(end, tile_start + TILE_WIDTH)
-                piece = bytes(hashes[(position - start) * HASH_SIZE : (piece_end - start) * HASH_SIZE])
-                if piece_end == tile_start + TILE_WIDTH and position > tile_start:
-                    # This piece fills a tile that has fragments: replace them with one row.
-                    head = conn.execute(
-                        "SELECT start, hashes FROM ledger_tiles WHERE tenant = ? AND level = ? "
-                        "AND start >= ? AND start < ? ORDER BY start",
-                        (self.tenant, tile_level, tile_start, position),
-                    ).fetchall()
-                    conn.execute(
-                        "DELETE FROM ledger_tiles WHERE tenant = ? AND level = ? AND start >= ? "
-                        "AND start < ?",
-                        (self.tenant, tile_level, tile_start, position),
-                    )
-                    what = f"tile {tile_level}/{tile_start >> TILE_HEIGHT} of {self.tenant!r}"
-                    piece = _joined(head, tile_start, what) + piece
-                    rows.append((self.tenant, tile_level, tile_start, piece))
-                else:
-                    rows.append((self.tenant, tile_level, position, piece))
-                position = piece_end
-        self._pending.clear()
-        self._read.clear()
-        conn.executemany(_INSERT, rows)
+    def rows(self) -> list[tuple[str, int, int, bytes]]:
+        """The tile rows to write for what was appended since the last call."""
+        if not self._full and not self._grown:
+            return []
+        rows = [(self.tenant, level, index, hashes) for level, index, hashes in self._full]
+        for level in sorted(self._grown):
+            rows.append((self.tenant, level, self._counts[level] >> TILE_HEIGHT, bytes(self._edges[level])))
+        self._full.clear()
+        self._grown.clear()
+        return rows
 
-    def discard(self) -> None:
-        """Forget buffered hashes (their transaction failed)."""
-        self._pending.clear()
+
+def write_rows(conn: sqlite3.Connection, rows: list[tuple[str, int, int, bytes]]) -> None:
+    """Write tile rows (a full tile replaces the partial one it grew from)."""
+    if rows:
+        conn.executemany(_WRITE, rows)
 
 
 class TileCache:
@@ -251,23 +257,38 @@ class TileCache:
                 self._tiles.popitem(last=False)
 
 
-def tile_view(conn: sqlite3.Connection, tenant: str, cache: TileCache) -> TileNodes:
-    """A read view of a tenant's tree as stored now, through ``cache`` for full tiles."""
-    partial: dict[tuple[int, int], MemoryNodeStore] = {}
+def tile_view(conn: sqlite3.Connection, tenant: str, cache: TileCache, size: int | None = None) -> TileNodes:
+    """A read view of a tenant's committed tree (of ``size`` entries, default: all of it)."""
+    if size is None:
+        size = tree_size(conn, tenant)
+    edges: dict[int, MemoryNodeStore] = {}
 
     def fetch(level: int, index: int) -> MemoryNodeStore:
+        count = size >> (TILE_HEIGHT * level)
+        if index == count >> TILE_HEIGHT:  # the right edge: partial, so never cached
+            tile = edges.get(level)
+            if tile is None:
+                first = index << TILE_HEIGHT
+                width = count - first
+                if level == 0:
+                    hashes = leaf_hashes(conn, tenant, first, count)
+                else:  # the stored edge may have grown since the size was read: take its prefix
+                    hashes = read_tile(conn, tenant, level, index)[: width * HASH_SIZE]
+                    if len(hashes) != width * HASH_SIZE:
+                        raise TileError(f"tile {level}/{index} of {tenant!r} is missing hashes")
+                tile = edges[level] = expand(hashes)
+            return tile
         key = (tenant, level, index)
-        tile = cache.get(key) or partial.get((level, index))
+        tile = cache.get(key)
         if tile is None:
             hashes = read_tile(conn, tenant, level, index)
+            if len(hashes) != FULL_TILE_BYTES:
+                raise TileError(f"tile {level}/{index} of {tenant!r} is missing or incomplete")
             tile = expand(hashes)
-            if len(hashes) == TILE_WIDTH * HASH_SIZE:
-                cache.put(key, tile)
-            else:  # a partial tile grows: keep it for this view only
-                partial[(level, index)] = tile
+            cache.put(key, tile)
         return tile
 
-    return TileNodes(fetch, stored_size(conn, tenant))
+    return TileNodes(fetch, size)
 
 
 def open_database(path: Path, read_only: bool = False) -> sqlite3.Connection:

@@ -16,30 +16,78 @@ before the group's own.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from scr.ledger.tiles import TileWriter, covered_seq
+from scr.ledger.tiles import TILE_MASK, TILE_WIDTH, TileWriter, covered_seq, tree_size, write_rows
 from scr.log.commit import Committed
-from scr.log.merkle import leaf_hash
+from scr.log.merkle import LEAF_PREFIX
 from scr.log.nodes import MerkleTree
 
 CATCH_UP_ROWS = 50_000  # entries hashed per step while catching up (bounds memory)
+TREES_IN_MEMORY = 10_000  # tenants whose right edge is kept; others are reloaded when they write
 
-Leaf = tuple[str, int, int, bytes]
-"""``(tenant, tenant_seq, seq, leaf hash)`` of one entry."""
+Entry = tuple[str, int, int, bytes]
+"""``(tenant, tenant_seq, seq, stored bytes)`` of one ledger entry."""
 
 
 class LedgerMismatch(RuntimeError):
     """The ledger's entries do not follow the stored tree (rows deleted or moved): refuse to extend."""
 
 
-class _TenantTree:
-    __slots__ = ("tree", "writer")
+_loads = itertools.count(1)
 
-    def __init__(self, conn: sqlite3.Connection, tenant: str) -> None:
-        self.writer = TileWriter(conn, tenant)
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A tenant's tree head as the writer holds it: size, root, and which load of the tree.
+
+    Two heads with the same ``load`` come from one in-memory tree that only ever appended
+    committed entries, so the later one extends the earlier one by construction.
+    """
+
+    size: int
+    root: bytes
+    load: int
+
+
+class _TenantTree:
+    """One tenant's tree on the writer side, with leaves not yet appended to it.
+
+    Leaf hashes wait in ``pending`` until they would fill a leaf tile (the only moment a tile
+    row must be written: the partial edge is read back from the entries) or a head is asked
+    for. A tenant gaining a few entries per group so costs a list append per entry, not a
+    tree append per group.
+    """
+
+    __slots__ = ("load", "pending", "tree", "writer")
+
+    def __init__(self, conn: sqlite3.Connection, tenant: str, covered: int) -> None:
+        self.writer = TileWriter(conn, tenant, tree_size(conn, tenant, covered))
         self.tree = MerkleTree(self.writer)
+        self.pending: list[bytes] = []
+        self.load = next(_loads)
+
+    @property
+    def size(self) -> int:
+        """Entries taken, appended to the tree or pending."""
+        return self.tree.size + len(self.pending)
+
+    def settle(self) -> list[tuple[str, int, int, bytes]]:
+        """Append the pending leaves to the tree; the tile rows that makes due."""
+        if self.pending:
+            self.tree.extend(self.pending)
+            self.pending = []
+        return self.writer.rows()
+
+    def head(self) -> Head:
+        """The head with every taken leaf in the tree."""
+        if self.pending:
+            raise RuntimeError("settle the tree before asking for its head")
+        return Head(self.tree.size, self.tree.root(), self.load)
 
 
 class TreeKeeper:
@@ -73,22 +121,43 @@ class TreeKeeper:
                 return
             if fresh[0].seq != self._covered + 1:
                 self._catch_up(conn, fresh[0].seq)
-            self._add(conn, [(c.tenant, c.tenant_seq, c.seq, leaf_hash(c.stored)) for c in fresh])
+            self._add(conn, [(c.tenant, c.tenant_seq, c.seq, c.stored) for c in fresh])
         except BaseException:
             self.forget()  # the transaction is lost: reload from the store next time
             raise
 
-    def catch_up(self, conn: sqlite3.Connection, tenant: str) -> int:
-        """Inside a write: take every committed entry into the trees; ``tenant``'s tree size."""
+    def catch_up(self, conn: sqlite3.Connection, tenant: str) -> Head:
+        """Inside a write: take every committed entry into the trees; ``tenant``'s head."""
         try:
             self._sync(conn)
             if self._floor is None:
                 self._floor = self._covered
             self._catch_up(conn, None)
-            return self._tree(conn, tenant).tree.size
+            return self.head(conn, tenant)
         except BaseException:
             self.forget()
             raise
+
+    def head(self, conn: sqlite3.Connection, tenant: str) -> Head:
+        """The tenant's head as of the open transaction (writer thread only)."""
+        kept = self._tree(conn, tenant)
+        write_rows(conn, kept.settle())
+        return kept.head()
+
+    def held_heads(self, tenants: Iterable[str]) -> dict[str, Head]:
+        """Heads of those tenants whose trees are in memory (writer thread, after a commit).
+
+        Settling writes nothing: pending leaves never fill a tile (they would have been settled
+        in their transaction), so the stored tiles already match the settled tree.
+        """
+        heads = {}
+        for tenant in tenants:
+            kept = self._trees.get(tenant)
+            if kept is not None:
+                if kept.settle():
+                    raise RuntimeError(f"pending leaves of {tenant!r} filled a tile outside a transaction")
+                heads[tenant] = kept.head()
+        return heads
 
     def forget(self) -> None:
         """Drop the cached trees; the next call reloads them from the store."""
@@ -108,7 +177,7 @@ class TreeKeeper:
     def _tree(self, conn: sqlite3.Connection, tenant: str) -> _TenantTree:
         kept = self._trees.get(tenant)
         if kept is None:
-            kept = self._trees[tenant] = _TenantTree(conn, tenant)
+            kept = self._trees[tenant] = _TenantTree(conn, tenant, self._covered)
         return kept
 
     def _catch_up(self, conn: sqlite3.Connection, before: int | None) -> None:
@@ -125,35 +194,52 @@ class TreeKeeper:
                 (self._covered, before),
             )
         while rows := cursor.fetchmany(CATCH_UP_ROWS):
-            sizes = self._add(conn, [(t, ts, seq, leaf_hash(entry)) for t, ts, seq, entry in rows])
+            sizes = self._add(conn, [(t, ts, seq, bytes(entry)) for t, ts, seq, entry in rows])
             self.caught_up.update(sizes)
 
-    def _add(self, conn: sqlite3.Connection, leaves: Iterable[Leaf]) -> dict[str, int]:
-        """Append leaves (in ledger order) to their tenants' trees and write the new tiles."""
+    def _add(self, conn: sqlite3.Connection, entries: Iterable[Entry]) -> dict[str, int]:
+        """Hash entries (in ledger order) into their tenants' trees and write the new tiles."""
         by_tenant: dict[str, list[bytes]] = {}
         trees: dict[str, _TenantTree] = {}
+        next_index: dict[str, int] = {}
         last_seq = self._covered
-        for tenant, tenant_seq, seq, leaf in leaves:
+        sha256 = hashlib.sha256
+        for tenant, tenant_seq, seq, stored in entries:
             hashes = by_tenant.get(tenant)
             if hashes is None:
                 hashes = by_tenant[tenant] = []
-                trees[tenant] = self._tree(conn, tenant)
-            expected = trees[tenant].tree.size + len(hashes)
+                kept = trees[tenant] = self._tree(conn, tenant)
+                expected = kept.size
+            else:
+                expected = next_index[tenant]
             if tenant_seq != expected:
                 raise LedgerMismatch(
                     f"ledger entry seq {seq} is index {tenant_seq} of tenant {tenant!r}, but its "
                     f"tree expects index {expected}: entries were removed or moved; run "
                     f"`scr ledger verify`"
                 )
-            hashes.append(leaf)
+            next_index[tenant] = expected + 1
+            hashes.append(sha256(LEAF_PREFIX + stored).digest())  # leaf_hash, inlined: the hot loop
             last_seq = seq
         sizes: dict[str, int] = {}
+        rows = []
         for tenant, hashes in by_tenant.items():
             kept = trees[tenant]
-            kept.tree.extend(hashes)
-            kept.writer.flush(conn)
-            sizes[tenant] = kept.tree.size
+            kept.pending += hashes
+            if (kept.tree.size & TILE_MASK) + len(kept.pending) >= TILE_WIDTH:
+                rows += kept.settle()  # a leaf tile fills: it must be written now
+            sizes[tenant] = next_index[tenant]
+        write_rows(conn, rows)
         if last_seq != self._covered:
             conn.execute("UPDATE ledger_tree_state SET covered_seq = ? WHERE id = 1", (last_seq,))
             self._covered = last_seq
+        if len(self._trees) > TREES_IN_MEMORY:  # only now, with every tree's rows written
+            self._evict(keep=by_tenant.keys())
         return sizes
+
+    def _evict(self, keep: Iterable[str]) -> None:
+        """Drop the longest-held trees (except ``keep``) down to ``TREES_IN_MEMORY``."""
+        kept = set(keep)
+        excess = len(self._trees) - TREES_IN_MEMORY
+        for tenant in [t for t in self._trees if t not in kept][:excess]:
+            del self._trees[tenant]
