@@ -204,8 +204,9 @@ class Checkpointer:
                 if size > durable.get(tenant, 0):
                     durable[tenant] = size
             due = {t for t, s in sizes.items() if s - signed.get(t, 0) >= self._every_entries}
-            if self._timer_due:
+            if self._timer_due:  # once per tick; what this group cannot offer is read after the grace
                 due.update(t for t, s in durable.items() if s > signed.get(t, 0))
+                self._timer_due = False
             return due
 
     def offer(self, heads: dict[str, Head]) -> None:

@@ -68,6 +68,12 @@ class LedgerService:
         self.keeper.append_hook(conn, committed)
 
     def _on_commit(self, committed: list[Committed]) -> None:
+        try:
+            self._offer_heads(committed)
+        except Exception:  # never let the rhythm break the writer: the timer signs later
+            log.exception("could not offer checkpoint heads")
+
+    def _offer_heads(self, committed: list[Committed]) -> None:
         sizes = {c.tenant: c.tenant_seq + 1 for c in committed}
         for tenant, size in self.keeper.caught_up.items():
             sizes[tenant] = max(size, sizes.get(tenant, 0))

@@ -1,9 +1,10 @@
 """Tree upkeep: every tenant's Merkle tree follows the ledger inside the committing transaction.
 
 ``TreeKeeper.append_hook`` is a committer append hook: after a group's writes it hashes each
-new entry's stored bytes into its tenant's tree (leaf index = the entry's per-tenant position)
-and writes the new tile hashes in the same transaction, so the ledger and its trees are always
-committed together.
+new entry's stored bytes into its tenant's tree (leaf index = the entry's per-tenant position).
+Whatever the stored tree needs is written in the same transaction (a leaf tile that filled, the
+upper tiles it changed, ``covered_seq``), so the ledger and its trees are always committed
+together; the leaves of a partial tile are read back from the entries (``scr.ledger.tiles``).
 
 The trees in memory are a cache of the store. ``ledger_tree_state.covered_seq`` names the last
 ledger entry the trees include and is written with them; at every call the keeper compares it
@@ -147,15 +148,14 @@ class TreeKeeper:
     def held_heads(self, tenants: Iterable[str]) -> dict[str, Head]:
         """Heads of those tenants whose trees are in memory (writer thread, after a commit).
 
-        Settling writes nothing: pending leaves never fill a tile (they would have been settled
-        in their transaction), so the stored tiles already match the settled tree.
+        Settling here writes nothing: leaves that fill a tile are settled in their own
+        transaction, so the pending ones never do, and the stored tiles match the settled tree.
         """
         heads = {}
         for tenant in tenants:
             kept = self._trees.get(tenant)
-            if kept is not None:
-                if kept.settle():
-                    raise RuntimeError(f"pending leaves of {tenant!r} filled a tile outside a transaction")
+            if kept is not None and (kept.tree.size & TILE_MASK) + len(kept.pending) < TILE_WIDTH:
+                kept.settle()
                 heads[tenant] = kept.head()
         return heads
 
