@@ -63,3 +63,14 @@ def test_decisions_example_runs_and_prints_what_the_readme_says(
     code, printed = example.groups()
     exec(compile(code, "README.md", "exec"), {})
     assert capsys.readouterr().out == printed
+
+
+def test_every_route_is_in_the_openapi_document(tmp_path: Path) -> None:
+    from scr.config import default_config
+    from scr.openapi import document
+    from scr.server import create_app
+
+    documented = set(document()["paths"])
+    app = create_app(default_config(), tmp_path / "data")
+    served = {route.path for route in app.routes} - {"/openapi.json"}  # type: ignore[attr-defined]
+    assert served <= documented, f"not in /openapi.json: {sorted(served - documented)}"

@@ -56,6 +56,8 @@ class Runtime:
     auth: Authenticator
     metrics: Metrics
     workers: dict[str, DestinationWorker] = field(default_factory=dict)
+    # Run after the committer has stopped, in order (the ledger's checkpoint thread).
+    on_shutdown: list[Callable[[], None]] = field(default_factory=list)
 
     def principal(self, request: Request, permission: str) -> Principal:
         principal = self.auth.principal(request.headers.get("authorization"))
@@ -404,6 +406,8 @@ def create_app(config: Config, data_dir: Path) -> Starlette:
             for worker in runtime.workers.values():
                 await worker.stop()
             runtime.committer.close()
+            for stop in runtime.on_shutdown:
+                stop()
             runtime.store.close()
 
     routes = [Route(path, handler, methods=methods) for path, handler, methods in ROUTES]

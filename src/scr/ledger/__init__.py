@@ -14,6 +14,8 @@ from starlette.routing import Route
 from scr.ledger.routes import ledger_routes
 from scr.ledger.service import LedgerService
 
+CHECKPOINTER_STOP_S = 10.0
+
 if TYPE_CHECKING:
     from scr.server import Runtime
 
@@ -21,4 +23,6 @@ if TYPE_CHECKING:
 def install(runtime: Runtime) -> list[Route]:
     """Attach the ledger's hooks to a runtime and return its HTTP routes."""
     service = LedgerService(runtime)
+    # It follows the writer thread: once the committer stops, it signs what is left and ends.
+    runtime.on_shutdown.append(lambda: service.checkpointer.join(CHECKPOINTER_STOP_S))
     return ledger_routes(service, runtime.principal)
