@@ -114,32 +114,35 @@ def _app(inline: Canon, offloaded: Canon) -> Starlette:
 
 
 def _time_durable_server(body: bytes, seconds: float) -> list[int]:
-    """(c) the real ``scr serve`` app on a temporary SQLite data folder: every decision is a
+    """(c) a real ``scr serve`` process on a temporary SQLite data folder: every decision is a
     DECIDE entry made durable (fsync) by the group committer before it is answered."""
+    import subprocess
     import tempfile
     from pathlib import Path
 
-    from scr.config import parse_config
-    from scr.server import create_app
-
-    config = parse_config(
-        "session_completion_runtime:\n  validation: {require_authentication: false}\n"
-    )
     with tempfile.TemporaryDirectory(prefix="scr-bench-decide-") as folder:
+        config = Path(folder) / "scr.yaml"
+        config.write_text(
+            "session_completion_runtime:\n  validation: {require_authentication: false}\n"
+        )
         port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(
-            create_app(config, Path(folder)), host="127.0.0.1", port=port, loop="uvloop",
-            http="httptools", log_level="warning", access_log=False,
-        ))
-        thread = threading.Thread(target=server.run, name="bench-scr", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the scr server did not start")
-            time.sleep(0.01)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "scr", "serve", "--config", str(config), "--data",
+             str(Path(folder) / "data"), "--port", str(port), "--log-level", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+            while True:
+                try:
+                    httpx.get(f"{base}/readyz", timeout=1).raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError("scr serve did not start") from None
+                    time.sleep(0.05)
+            with httpx.Client(base_url=base) as client:
                 for canon_id in ("CANON_001", "CANON_042"):
                     client.post(f"/v1/canon/items?tenant={TENANT}", json={
                         "id": canon_id, "kind": "DEFINITION", "title": canon_id,
@@ -148,8 +151,8 @@ def _time_durable_server(body: bytes, seconds: float) -> list[int]:
                     }).raise_for_status()
             return _client_process(port, f"{DECIDE_PATH}?tenant={TENANT}", body, seconds)
         finally:
-            server.should_exit = True
-            thread.join(SERVER_START_TIMEOUT_S)
+            server.terminate()
+            server.wait(SERVER_START_TIMEOUT_S)
 
 
 def _free_port() -> int:

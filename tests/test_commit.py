@@ -6,13 +6,14 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from scr.errors import Unavailable
-from scr.log.commit import Committed, Committer, Outcome, Submission
+from scr.log.commit import WAL_CHECKPOINT_S, Committed, Committer, Outcome, Submission
 from scr.log.entry import GENESIS_HASH, chain_hash
 from scr.schema import canonical_bytes, decode_event
 from scr.store.sqlite import SqliteStore, event_key
@@ -173,3 +174,16 @@ def test_another_writer_process_does_not_break_the_chain(store: SqliteStore) -> 
     for entry in entries:
         previous = chain_hash(previous, entry.entry)
         assert entry.hash == previous
+
+
+def test_the_wal_is_checkpointed_beside_the_writer(store: SqliteStore) -> None:
+    committer = committer_for(store)  # the writer's own automatic checkpoint is off
+    try:
+        asyncio.run(committer.append_events([submission(f"evt_{i}") for i in range(2000)]))
+        database = store.path.stat().st_size
+        deadline = time.monotonic() + 10 * WAL_CHECKPOINT_S
+        while store.path.stat().st_size <= database and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        committer.close()
+    assert store.path.stat().st_size > database + 1_000_000  # the entries reached scr.db
