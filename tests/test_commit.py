@@ -184,6 +184,7 @@ def test_the_wal_is_checkpointed_beside_the_writer(store: SqliteStore) -> None:
         deadline = time.monotonic() + 10 * WAL_CHECKPOINT_S
         while store.path.stat().st_size <= database and time.monotonic() < deadline:
             time.sleep(0.05)
+        # while the writer still runs (closing the last connection would checkpoint too)
+        assert store.path.stat().st_size > database + 1_000_000  # the entries reached scr.db
     finally:
         committer.close()
-    assert store.path.stat().st_size > database + 1_000_000  # the entries reached scr.db
