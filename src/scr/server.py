@@ -70,16 +70,6 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
-def _tenant_of(principal: Principal, request: Request) -> str:
-    """The tenant a read is scoped to: the key's, or ``?tenant=`` for an all-tenant caller."""
-    if principal.tenant is not None:
-        return principal.tenant
-    tenant = request.query_params.get("tenant")
-    if not tenant:
-        raise BadRequest("this caller spans tenants: name one with ?tenant=")
-    return tenant
-
-
 # ----- capture ------------------------------------------------------------------------------
 
 
@@ -125,7 +115,7 @@ def _ledger_view(entry: Any) -> dict[str, Any]:
 async def get_event(request: Request) -> Response:
     runtime = _runtime(request)
     principal = runtime.principal(request, "read")
-    tenant = _tenant_of(principal, request)
+    tenant = principal.scope(request.query_params.get("tenant"))
     event_id = request.path_params["event_id"]
     stored = await asyncio.to_thread(runtime.store.find_event, tenant, event_id)
     if stored is None:
@@ -137,7 +127,7 @@ async def get_event(request: Request) -> Response:
 async def get_session(request: Request) -> Response:
     runtime = _runtime(request)
     principal = runtime.principal(request, "read")
-    tenant = _tenant_of(principal, request)
+    tenant = principal.scope(request.query_params.get("tenant"))
     session_id = request.path_params["session_id"]
     rows = await asyncio.to_thread(runtime.store.session_entries, tenant, session_id)
     events = []
@@ -269,7 +259,7 @@ class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
 async def replay_deliveries(request: Request) -> Response:
     runtime = _runtime(request)
     principal = runtime.principal(request, "admin")
-    tenant = _tenant_of(principal, request)
+    tenant = principal.scope(request.query_params.get("tenant"))
     body = await read_body(request, MAX_QUERY_BODY_BYTES)
     try:
         ask = msgspec.json.decode(body, type=ReplayRequest)
@@ -363,7 +353,8 @@ def _canon_for(runtime: Runtime) -> Callable[[str], Canon]:
 
 def _authorize(runtime: Runtime) -> Callable[[Request, str], Awaitable[str]]:
     async def authorize(request: Request, permission: str) -> str:
-        return _tenant_of(runtime.principal(request, permission), request)
+        principal = runtime.principal(request, permission)
+        return principal.scope(request.query_params.get("tenant"))
 
     return authorize
 

@@ -23,6 +23,7 @@ from scr.ledger.upkeep import Head
 from scr.log.checkpoint import Checkpoint, Signer, origin_for
 from scr.log.commit import utc_now
 from scr.log.nodes import MerkleTree
+from scr.store.sqlite import BUSY_TIMEOUT_MS
 
 log = logging.getLogger("scr.ledger")
 
@@ -30,7 +31,6 @@ CHECKPOINTS_FILE = "checkpoints.db"
 KEY_FILE = "ledger-key.pem"
 LIVENESS_POLL_S = 0.5  # how often the rhythm thread looks whether the writer still runs
 IDLE_GRACE_S = 1.0  # after a tick, how long the writer has to offer its heads before they are read
-BUSY_TIMEOUT_MS = 10_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (

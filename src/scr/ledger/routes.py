@@ -65,13 +65,7 @@ def ledger_routes(ledger: LedgerService, authorize: Authorize) -> list[Route]:
     """The routes of the ledger API over one ``LedgerService``."""
 
     def tenant_of(request: Request) -> str:
-        principal = authorize(request, "ledger")
-        if principal.tenant is not None:
-            return principal.tenant
-        tenant = request.query_params.get("tenant")
-        if not tenant:
-            raise BadRequest("this caller spans tenants: name one with ?tenant=")
-        return tenant
+        return authorize(request, "ledger").scope(request.query_params.get("tenant"))
 
     async def get_checkpoint(request: Request) -> Response:
         checkpoint = await ledger.newest_checkpoint(tenant_of(request))

@@ -31,12 +31,12 @@ from pathlib import Path
 
 from scr.log.merkle import HASH_SIZE, LEAF_PREFIX
 from scr.log.nodes import MemoryNodeStore
+from scr.store.sqlite import BUSY_TIMEOUT_MS
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT  # hashes in a full tile
 TILE_MASK = TILE_WIDTH - 1
 FULL_TILE_BYTES = TILE_WIDTH * HASH_SIZE
-BUSY_TIMEOUT_MS = 10_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_tiles (

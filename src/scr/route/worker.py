@@ -374,11 +374,7 @@ class DestinationWorker:
                 parked.extend(delivery.entries)
                 continue
             number = max(delivery.attempts) + 1
-            attempt_rows.append((
-                self.name, delivery.webhook_id, pack_seqs([e.seq for e in delivery.entries]),
-                number, attempt.status, _describe(attempt) if attempt.error else "",
-                attempt.latency_ms, attempt.excerpt, stamp,
-            ))
+            attempt_rows.append(self._attempt_row(delivery, attempt, number, stamp))
             rows.extend(self._outcome_rows(delivery, attempt, number, stamp, recorded=False))
         for entry in parked:
             assert entry.event is not None
@@ -388,6 +384,16 @@ class DestinationWorker:
             ))
             self._open(self.session_of(entry))
         return rows, attempt_rows
+
+    def _attempt_row(
+        self, delivery: Delivery, attempt: Attempt, number: int, stamp: str
+    ) -> tuple[Any, ...]:
+        """The attempts-log row of one request."""
+        return (
+            self.name, delivery.webhook_id, pack_seqs([e.seq for e in delivery.entries]),
+            number, attempt.status, _describe(attempt) if attempt.error else "",
+            attempt.latency_ms, attempt.excerpt, stamp,
+        )
 
     def _outcome_rows(
         self, delivery: Delivery, attempt: Attempt, number: int, stamp: str, recorded: bool
@@ -509,11 +515,7 @@ class DestinationWorker:
         stamp = utc_now()
         for delivery, attempt in zip(deliveries, attempts, strict=True):
             number = max(delivery.attempts) + 1
-            attempt_rows.append((
-                self.name, delivery.webhook_id, pack_seqs([e.seq for e in delivery.entries]),
-                number, attempt.status, _describe(attempt) if attempt.error else "",
-                attempt.latency_ms, attempt.excerpt, stamp,
-            ))
+            attempt_rows.append(self._attempt_row(delivery, attempt, number, stamp))
             rows_out.extend(self._outcome_rows(delivery, attempt, number, stamp, recorded=True))
 
         def write(conn: sqlite3.Connection) -> None:

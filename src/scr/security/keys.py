@@ -62,6 +62,15 @@ class Principal:
             role = self.role.value if self.role else "none"
             raise Forbidden(f"a key with role '{role}' may not do this (needs '{permission}')")
 
+    def scope(self, requested: str | None) -> str:
+        """The tenant a read is scoped to: the key's own, or ``requested`` (``?tenant=``)
+        for a caller that spans tenants."""
+        if self.tenant is not None:
+            return self.tenant
+        if not requested:
+            raise BadRequest("this caller spans tenants: name one with ?tenant=")
+        return requested
+
     def may_write_for(self, tenant: str) -> bool:
         return self.tenant is None or self.tenant == tenant or self.can("any_tenant")
 
