@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -311,3 +312,17 @@ def test_canons_are_tenant_scoped() -> None:
     decision = other.decide(demo_request())
     assert decision.status == "none_admissible"
     assert decision.traces[0].missing_canon_ids == ["CANON_001", "CANON_042"]
+
+
+def test_decide_async_on_a_plain_ledger_matches_decide() -> None:
+    from canon_support import DEMO_REFS, canon_with, demo_request
+
+    from scr.canon.model import DecideRequest
+    from scr.canon.validation import validated
+
+    request = validated(DecideRequest, demo_request(), "decide request")
+    canon = canon_with(*DEMO_REFS)
+    sync = canon.decide_valid(request)
+    from_loop = asyncio.run(canon.decide_async(request))  # no append_async: a worker thread
+    assert from_loop.selected_candidate == sync.selected_candidate == "rollback"
+    assert from_loop.entry_id > sync.entry_id  # both ledgered

@@ -10,9 +10,11 @@ canon seeds its six hard-fail invariants. Methods are thread-safe.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -48,6 +50,7 @@ from scr.canon.model import (
 )
 from scr.canon.promotion import RecordedDecision, promotion_tests
 from scr.canon.record import (
+    RecordedOutcome,
     build_decision,
     decision_payload,
     outcome_of,
@@ -135,6 +138,18 @@ def _observation_problems(observation: Observation) -> list[Detail]:
     ):
         problems.append(Detail("$.cost", "must be a finite amount >= 0"))
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A decision made but not yet ledgered."""
+
+    kind: str
+    payload: dict[str, Any]
+    inputs: DecisionInputs
+    outcome: RecordedOutcome
+    actor: str
+    ref: str
 
 
 class Canon:
@@ -267,32 +282,63 @@ class Canon:
 
     def decide_valid(self, request: DecideRequest, *, actor: str | None = None) -> Decision:
         """``decide`` for a request already validated (decoded by msgspec from JSON)."""
+        with self._lock:
+            prepared = self._prepare_decision(request, actor)
+            entry_id = self.ledger.append(
+                self.tenant, prepared.kind, prepared.payload, actor=prepared.actor,
+                source="canon", ref=prepared.ref,
+            )
+        return build_decision(self.tenant, entry_id, prepared.inputs, prepared.outcome)
+
+    async def decide_async(
+        self, request: DecideRequest, *, actor: str | None = None
+    ) -> Decision:
+        """``decide_valid`` on an event loop: the durable append is awaited, not blocked on.
+
+        A ledger with ``append_async`` (the durable store) takes the entry through the group
+        committer without tying up a thread; the decision is still durable before it is
+        answered. Other ledgers are called in a worker thread.
+        """
+        append = getattr(self.ledger, "append_async", None)
+        if append is None:
+            return await asyncio.to_thread(self.decide_valid, request, actor=actor)
+        with self._lock:
+            prepared = self._prepare_decision(request, actor)
+        entry_id: int = await append(
+            self.tenant, prepared.kind, prepared.payload, actor=prepared.actor,
+            source="canon", ref=prepared.ref,
+        )
+        return build_decision(self.tenant, entry_id, prepared.inputs, prepared.outcome)
+
+    def _prepare_decision(self, request: DecideRequest, actor: str | None) -> _Prepared:
+        """Gate, score and select (under the lock); what to ledger and answer."""
         candidates = named_candidates(request)
         config = self.config
-        with self._lock:
-            self._refresh_items()
-            if not all(_fully_given(candidate.features) for candidate in candidates):
-                self._refresh_evidence()
-            features = [
-                path_features(c.actions, c.features, self._evidence.estimates, config.risk_levels)
-                for c in candidates
-            ]
-            inputs = DecisionInputs(
-                ts=utc_now(), goal=request.goal, agent_id=request.agent_id,
-                candidates=candidates, features=features, canon_refs=request.canon_refs,
-                bounds=tighten(config.bounds, request.bounds),
-                weights=request.weights or config.weights,
-                other_agents=request.other_agents, interference=config.interference,
-                p_floor=config.p_floor, soft_fail_penalty=config.soft_fail_penalty,
-                canon=self._state.snapshot(referenced_ids(request.canon_refs, candidates)),
-            )
-            outcome = outcome_of(evaluate(inputs))
-            kind = "DECIDE" if outcome.status == "selected" else "DENY"
-            entry_id = self.ledger.append(
-                self.tenant, kind, decision_payload(inputs, outcome),
-                actor=actor or f"agent:{request.agent_id}", source="canon", ref=request.agent_id,
-            )
-        return build_decision(self.tenant, entry_id, inputs, outcome)
+        self._refresh_items()
+        if not all(_fully_given(candidate.features) for candidate in candidates):
+            self._refresh_evidence()
+        features = [
+            path_features(c.actions, c.features, self._evidence.estimates, config.risk_levels)
+            for c in candidates
+        ]
+        inputs = DecisionInputs(
+            ts=utc_now(), goal=request.goal, agent_id=request.agent_id,
+            candidates=candidates, features=features, canon_refs=request.canon_refs,
+            bounds=tighten(config.bounds, request.bounds),
+            weights=request.weights or config.weights,
+            other_agents=request.other_agents, interference=config.interference,
+            p_floor=config.p_floor, soft_fail_penalty=config.soft_fail_penalty,
+            canon=self._state.snapshot(referenced_ids(request.canon_refs, candidates)),
+        )
+        outcome = outcome_of(evaluate(inputs))
+        return _Prepared(
+            kind="DECIDE" if outcome.status == "selected" else "DENY",
+            payload=decision_payload(inputs, outcome),
+            inputs=inputs,
+            outcome=outcome,
+            actor=actor or f"agent:{request.agent_id}",
+            ref=request.agent_id,
+        )
 
     def _decision_entry(self, entry_id: int) -> LedgerEntryLike:
         for entry in self.ledger.read(self.tenant, DECISION_KINDS, after=entry_id - 1):

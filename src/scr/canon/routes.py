@@ -70,7 +70,10 @@ def canon_routes(canon_for: CanonFor, authorize: Authorize) -> list[Route]:
         tenant = await authorize(request, "decide")
         ask = decode_json(DecideRequest, await read_body(request, MAX_BODY_BYTES), "decide request")
         canon = canon_for(tenant)
-        decision = await call_canon(canon, canon.decide_valid, ask)
+        if hasattr(canon.ledger, "append_async"):
+            decision = await canon.decide_async(ask)
+        else:
+            decision = await call_canon(canon, canon.decide_valid, ask)
         return JSONResponse(decision)
 
     async def add_item(request: Request) -> Response:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from scr.log.commit import Committer
-from scr.log.entry import LedgerEntry, decode_entry
+from scr.log.entry import Kind, LedgerEntry, decode_entry
 from scr.store.sqlite import SqliteStore
 
 
@@ -41,10 +41,26 @@ class StoreLedger:
 
         return self.committer.run_sync(write)
 
+    async def append_async(
+        self, tenant: str, kind: str, payload: dict[str, Any], *, actor: str, source: str,
+        ref: str,
+    ) -> int:
+        """``append`` for callers on the event loop: durable when the await returns."""
+        def write(conn: sqlite3.Connection) -> int:
+            return self.committer.append_entry(
+                conn, tenant, kind, payload, actor=actor, source=source, ref=ref
+            ).seq
+
+        return await self.committer.run(write)
+
     def read(
         self, tenant: str, kinds: Collection[str], *, after: int = 0
     ) -> Iterator[LedgerEntry]:
         wanted = frozenset(kinds)
+        if Kind.SESSION_COMPLETION.value not in wanted:  # the canon's own kinds: indexed
+            for row in self.store.tenant_entries_of_kinds(tenant, sorted(wanted), after):
+                yield decode_entry(row.entry)
+            return
         start = after
         memo = self._scanned.get((tenant, wanted))
         if memo is not None and memo[0] == after:

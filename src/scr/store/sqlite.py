@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_tenant ON ledger (tenant, tenant_seq);
 CREATE INDEX IF NOT EXISTS ledger_session ON ledger (session_key) WHERE session_key IS NOT NULL;
+-- The canon reads its own kinds often; partial, so event appends never touch it.
+CREATE INDEX IF NOT EXISTS ledger_kind ON ledger (tenant, kind, seq)
+    WHERE kind != 'SESSION_COMPLETION';
 CREATE TABLE IF NOT EXISTS event_keys (key INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS event_keys_overflow (
     tenant TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -325,6 +328,18 @@ class SqliteStore:
             if len(page) < READ_PAGE_ENTRIES:
                 return
             start += READ_PAGE_ENTRIES
+
+    def tenant_entries_of_kinds(
+        self, tenant: str, kinds: Sequence[str], after_seq: int
+    ) -> list[StoredEntry]:
+        """A tenant's entries of these kinds (never SESSION_COMPLETION) after a seq, in order."""
+        marks = ",".join("?" * len(kinds))
+        rows = self._reader().execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE tenant = ? AND kind IN ({marks}) "
+            f"AND seq > ? AND kind != 'SESSION_COMPLETION' ORDER BY seq",
+            (tenant, *kinds, after_seq),
+        ).fetchall()
+        return [_entry(row) for row in rows]
 
     def tenants(self) -> list[str]:
         return [row[0] for row in self._reader().execute("SELECT DISTINCT tenant FROM ledger")]
