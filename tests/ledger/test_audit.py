@@ -64,9 +64,10 @@ def rolled_back(app: LedgerApp, start_app: StartApp, copies: Path) -> LedgerApp:
     return start_app(app.data)
 
 
-def test_a_rollback_is_reported_with_both_checkpoints(
+def audited_then_rolled_back(
     start_app: StartApp, data_dir: Path, tmp_path: Path
-) -> None:
+) -> tuple[LedgerApp, Headers, AuditState]:
+    """An auditor saw a checkpoint of 101 entries; the server then went back to 51."""
     app = start_app(data_dir)
     admin = app.key()
     app.post(admin, [f"evt_{i}" for i in range(50)])
@@ -77,7 +78,13 @@ def test_a_rollback_is_reported_with_both_checkpoints(
     app.checkpoint(admin)
     saved = run_audit(app, admin, None).new_state
     assert saved is not None and "\n101\n" in saved.checkpoint
-    back = rolled_back(app, start_app, tmp_path / "old")
+    return rolled_back(app, start_app, tmp_path / "old"), admin, saved
+
+
+def test_a_rollback_is_reported_with_both_checkpoints(
+    start_app: StartApp, data_dir: Path, tmp_path: Path
+) -> None:
+    back, admin, saved = audited_then_rolled_back(start_app, data_dir, tmp_path)
     outcome = run_audit(back, admin, saved)
     assert outcome.report.exit_code == 1 and outcome.new_state is None
     (finding,) = outcome.report.findings
@@ -91,17 +98,7 @@ def test_a_rollback_is_reported_with_both_checkpoints(
 def test_a_fork_is_reported_with_both_checkpoints(
     start_app: StartApp, data_dir: Path, tmp_path: Path
 ) -> None:
-    app = start_app(data_dir)
-    admin = app.key()
-    app.post(admin, [f"evt_{i}" for i in range(50)])
-    app.checkpoint(admin)
-    snapshot(data_dir, tmp_path / "old")
-    snapshot_file(data_dir, "checkpoints.db", tmp_path / "old")
-    app.post(admin, [f"later_{i}" for i in range(50)])
-    app.checkpoint(admin)
-    saved = run_audit(app, admin, None).new_state
-    assert saved is not None
-    back = rolled_back(app, start_app, tmp_path / "old")
+    back, admin, saved = audited_then_rolled_back(start_app, data_dir, tmp_path)
     back.post(admin, [f"other_{i}" for i in range(80)])  # a different history, longer than the saved one
     forked = back.checkpoint(admin)
     outcome = run_audit(back, admin, saved)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import msgspec
 
+from scr.ledger.leaves import check_leaf
 from scr.ledger.report import Report
 from scr.ledger.sources import HttpSource, Leaf, SourceError
 from scr.log.checkpoint import Checkpoint, CheckpointError, VerifierKey, verify_note
-from scr.log.entry import decode_entry
-from scr.log.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
+from scr.log.merkle import ProofError, verify_consistency
 
 DEFAULT_SAMPLES = 16
 STATE_MODE = 0o600
@@ -168,21 +168,9 @@ def _spot_check(
 
 
 def _check_leaf(source: HttpSource, tenant: str, leaf: Leaf, checkpoint: Checkpoint, report: Report) -> None:
-    where = (tenant, leaf.index, leaf.event_id)
     try:
         proof = source.inclusion_proof(tenant, leaf, checkpoint.tree_size)
-        verify_inclusion(
-            leaf_hash(leaf.stored), leaf.index, checkpoint.tree_size, proof, checkpoint.root_hash
-        )
     except ProofError as error:
-        report.found(f"not in the checkpoint's tree: {error}", *where)
+        report.found(f"not in the checkpoint's tree: {error}", tenant, leaf.index, leaf.event_id)
         return
-    try:
-        stored = decode_entry(leaf.stored)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
-        report.found(f"its leaf is not a ledger entry: {error}", *where)
-        return
-    if stored.tenant_id != tenant:
-        report.found(f"the entry belongs to tenant {stored.tenant_id!r}", *where)
-    if leaf.event_id is not None and stored.provenance.ref != leaf.event_id:
-        report.found(f"the entry records event {stored.provenance.ref!r}, not this one", *where)
+    check_leaf(report, tenant, leaf.index, leaf.event_id, leaf.stored, proof, checkpoint)

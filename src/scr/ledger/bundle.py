@@ -19,11 +19,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from scr.ledger.leaves import check_leaf
 from scr.ledger.report import Report
 from scr.ledger.sources import Leaf, LedgerSource, SourceError, all_leaves
 from scr.log.checkpoint import Checkpoint, CheckpointError, VerifierKey, origin_for, verify_note
-from scr.log.entry import Kind, decode_entry
-from scr.log.merkle import ProofError, leaf_hash, verify_inclusion
 
 BUNDLE_FORMAT = "scr-ledger-bundle/1"
 LEDGER_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # how entries record their time (sorts as text)
@@ -150,24 +149,11 @@ def _bundle_key(bundle: Bundle) -> bytes | None:
 
 
 def _check_entry(bundle: Bundle, entry: BundleEntry, checkpoint: Checkpoint, report: Report) -> None:
+    stored = check_leaf(report, bundle.tenant, entry.index, entry.event_id, entry.leaf,
+                        entry.inclusion_proof, checkpoint)
+    if stored is None:
+        return
     where = (bundle.tenant, entry.index, entry.event_id)
-    try:
-        verify_inclusion(leaf_hash(entry.leaf), entry.index, checkpoint.tree_size, entry.inclusion_proof,
-                         checkpoint.root_hash)
-    except ProofError as error:
-        report.found(f"not in the checkpoint's tree: {error}", *where)
-        return
-    try:
-        stored = decode_entry(entry.leaf)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
-        report.found(f"its leaf is not a ledger entry: {error}", *where)
-        return
-    if stored.tenant_id != bundle.tenant:
-        report.found(f"the entry belongs to tenant {stored.tenant_id!r}", *where)
-    if entry.event_id is not None and (
-        stored.kind != Kind.SESSION_COMPLETION.value or stored.provenance.ref != entry.event_id
-    ):
-        report.found(f"the entry records event {stored.provenance.ref!r}, not this one", *where)
     early = bundle.from_ is not None and stored.ts < bundle.from_
     if early or (bundle.to is not None and stored.ts >= bundle.to):
         report.found(f"appended at {stored.ts}, outside the bundle's time range", *where)
