@@ -226,28 +226,31 @@ class DestinationWorker:
 
     def chooses(self, entry: Committed) -> bool:
         """Whether this destination's filter and sampling pick the entry (deterministic)."""
+        return self._skip_reason(entry) is None
+
+    def _skip_reason(self, entry: Committed) -> str | None:
+        """Why the destination skips an entry: not an event, filtered, sampled; None: it is sent."""
         event = entry.event
-        return (
-            entry.kind == Kind.SESSION_COMPLETION.value and event is not None
-            and passes_filter(self.config.filter, event)
-            and sampled_in(self.config.sampling_rate, self.name, event.event_id)
-        )
+        if entry.kind != Kind.SESSION_COMPLETION.value or event is None:
+            return "not_an_event"
+        if not passes_filter(self.config.filter, event):
+            return "filtered_out"
+        if not sampled_in(self.config.sampling_rate, self.name, event.event_id):
+            return "sampled_out"
+        return None
 
     def track_open(self, entry: Committed) -> None:
         """Count a new open delivery of the entry's session (for ``ordering: session``)."""
         self._open(self.session_of(entry))
 
     def _selected(self, entry: Committed) -> bool:
-        event = entry.event
-        if entry.kind != Kind.SESSION_COMPLETION.value or event is None:
-            return False
-        if not passes_filter(self.config.filter, event):
+        """``chooses``, counting what filter and sampling skip."""
+        reason = self._skip_reason(entry)
+        if reason == "filtered_out":
             self.metrics.filtered_out.labels(self.name).inc()
-            return False
-        if not sampled_in(self.config.sampling_rate, self.name, event.event_id):
+        elif reason == "sampled_out":
             self.metrics.sampled_out.labels(self.name).inc()
-            return False
-        return True
+        return reason is None
 
     async def _deliver_chunk(self, entries: list[Committed]) -> ChunkOutcome:
         """Deliver one chunk; what to record of it (nothing is written here)."""
