@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -195,23 +198,50 @@ def create_key(data: Path) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def durable_ingest(bodies: list[bytes], folder: Path) -> dict[str, Any]:
-    """(a): scr serve with three batched destinations; throughput and destination lag."""
+@dataclass
+class Setup:
+    """A running ``scr serve`` with three local receivers as its destinations."""
+
+    url: str
+    headers: dict[str, str]
+    ports: list[int]
+    timing: list[Path]
+
+
+@contextlib.contextmanager
+def scr_and_receivers(
+    folder: Path, name: str, batch_size: int, timing: bool = False
+) -> Iterator[Setup]:
+    """Start three receivers and ``scr serve`` routing to them; stop them all afterwards."""
     ports = [free_port() for _ in range(3)]
-    receivers = [start(["-m", "bench.receiver", str(p)], folder / "recv.log") for p in ports]
-    config = folder / "ingest.yaml"
-    config.write_text(config_for(ports, BATCH_EVENTS))
-    data = folder / "ingest-data"
+    timing_files = [folder / f"arrivals-{p}.json" for p in ports] if timing else []
+    timing_args = [["--timing", str(t)] for t in timing_files] or [[] for _ in ports]
+    receivers = [start(["-m", "bench.receiver", str(p), *extra], folder / "recv.log")
+                 for p, extra in zip(ports, timing_args, strict=True)]
+    config = folder / f"{name}.yaml"
+    config.write_text(config_for(ports, batch_size))
+    data = folder / f"{name}-data"
     key = create_key(data)
     port = free_port()
     server = start(["-m", "scr", "serve", "--config", str(config), "--data", str(data),
                     "--port", str(port), "--log-level", "warning"], folder / "serve.log")
     url = f"http://127.0.0.1:{port}"
-    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     try:
         wait_ready(f"{url}/v1/events")
         for p in ports:
             wait_ready(f"http://127.0.0.1:{p}/")
+        yield Setup(url, {"authorization": f"Bearer {key}", "content-type": "application/json"},
+                    ports, timing_files)
+    finally:
+        stop(server)
+        for receiver in receivers:
+            stop(receiver)
+
+
+def durable_ingest(bodies: list[bytes], folder: Path) -> dict[str, Any]:
+    """(a): scr serve with three batched destinations; throughput and destination lag."""
+    with scr_and_receivers(folder, "ingest", BATCH_EVENTS) as setup:
+        url, headers, ports = setup.url, setup.headers, setup.ports
         lag_samples: list[int] = []
 
         async def run() -> dict[str, Any]:
@@ -245,10 +275,6 @@ def durable_ingest(bodies: list[bytes], folder: Path) -> dict[str, Any]:
                 lag_samples[:third]) + 5 * BATCH_EVENTS
         )
         return result
-    finally:
-        stop(server)
-        for receiver in receivers:
-            stop(receiver)
 
 
 def decode_ceiling(bodies: list[bytes], folder: Path) -> dict[str, Any]:
@@ -269,26 +295,13 @@ def percentile(values: list[float], share: float) -> float:
 
 def latency(folder: Path) -> dict[str, Any]:
     """(b): single events at 1,000/s; ingest latency and capture → first delivery attempt."""
-    ports = [free_port() for _ in range(3)]
-    timing = [folder / f"arrivals-{p}.json" for p in ports]
-    receivers = [start(["-m", "bench.receiver", str(p), "--timing", str(t)], folder / "recv.log")
-                 for p, t in zip(ports, timing, strict=True)]
-    config = folder / "latency.yaml"
-    config.write_text(config_for(ports, 1))
-    data = folder / "latency-data"
-    key = create_key(data)
-    port = free_port()
-    server = start(["-m", "scr", "serve", "--config", str(config), "--data", str(data),
-                    "--port", str(port), "--log-level", "warning"], folder / "serve.log")
-    url = f"http://127.0.0.1:{port}/v1/events"
-    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     total = LATENCY_RATE_PER_S * LATENCY_SECONDS
-    bodies = [(uuid.uuid4().hex, b"") for _ in range(total)]
-    bodies = [(i, msgspec.json.encode(event(i))) for i, _ in bodies]
+    ids = [uuid.uuid4().hex for _ in range(total)]
+    bodies = [(event_id, msgspec.json.encode(event(event_id))) for event_id in ids]
     sent_at: dict[str, float] = {}
     ingest_ms: list[float] = []
-    try:
-        wait_ready(url)
+    with scr_and_receivers(folder, "latency", 1, timing=True) as setup:
+        url, headers, timing = f"{setup.url}/v1/events", setup.headers, setup.timing
 
         async def run() -> None:
             async with client_session(64) as client:
@@ -310,11 +323,7 @@ def latency(folder: Path) -> dict[str, Any]:
                 await asyncio.gather(*(one(i) for i in range(1, total)))
 
         asyncio.run(run())
-        time.sleep(2)
-    finally:
-        stop(server)
-        for receiver in receivers:
-            stop(receiver)
+        time.sleep(2)  # the last deliveries land before the receivers write their timings
     route_ms: list[float] = []
     for path in timing:
         arrivals = msgspec.json.decode(path.read_bytes())

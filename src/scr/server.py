@@ -64,6 +64,11 @@ class Runtime:
         principal.require(permission)
         return principal
 
+    def tenant(self, request: Request, permission: str) -> str:
+        """The tenant a request may act on: the key's own, or ``?tenant=`` for a caller
+        that spans tenants (after checking ``permission``)."""
+        return self.principal(request, permission).scope(request.query_params.get("tenant"))
+
 
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
@@ -114,8 +119,7 @@ def _ledger_view(entry: Any) -> dict[str, Any]:
 
 async def get_event(request: Request) -> Response:
     runtime = _runtime(request)
-    principal = runtime.principal(request, "read")
-    tenant = principal.scope(request.query_params.get("tenant"))
+    tenant = runtime.tenant(request, "read")
     event_id = request.path_params["event_id"]
     stored = await asyncio.to_thread(runtime.store.find_event, tenant, event_id)
     if stored is None:
@@ -126,8 +130,7 @@ async def get_event(request: Request) -> Response:
 
 async def get_session(request: Request) -> Response:
     runtime = _runtime(request)
-    principal = runtime.principal(request, "read")
-    tenant = principal.scope(request.query_params.get("tenant"))
+    tenant = runtime.tenant(request, "read")
     session_id = request.path_params["session_id"]
     rows = await asyncio.to_thread(runtime.store.session_entries, tenant, session_id)
     events = []
@@ -258,8 +261,7 @@ class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 async def replay_deliveries(request: Request) -> Response:
     runtime = _runtime(request)
-    principal = runtime.principal(request, "admin")
-    tenant = principal.scope(request.query_params.get("tenant"))
+    tenant = runtime.tenant(request, "admin")
     body = await read_body(request, MAX_QUERY_BODY_BYTES)
     try:
         ask = msgspec.json.decode(body, type=ReplayRequest)
@@ -353,8 +355,7 @@ def _canon_for(runtime: Runtime) -> Callable[[str], Canon]:
 
 def _authorize(runtime: Runtime) -> Callable[[Request, str], Awaitable[str]]:
     async def authorize(request: Request, permission: str) -> str:
-        principal = runtime.principal(request, permission)
-        return principal.scope(request.query_params.get("tenant"))
+        return runtime.tenant(request, permission)
 
     return authorize
 
