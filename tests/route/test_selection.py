@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 import pytest
@@ -14,42 +12,21 @@ from hypothesis import strategies as st
 
 from scr.route.selection import passes_filter, sample_point, sampled_in
 from scr.schema import Event, decode_event
+from support import DELETE
+from support import make_event as event_document
 
 SAMPLE_SIZE = 10_000
 RATE_TOLERANCE = 0.03
 
-VALID_EVENT: dict[str, Any] = {
-    "event_type": "session.completed",
-    "event_id": "evt_0001",
-    "timestamp": "2026-11-25T10:00:05Z",
-    "session": {
-        "session_id": "sess_0001",
-        "session_type": "chat",
-        "start_time": "2026-11-25T09:58:00Z",
-        "end_time": "2026-11-25T10:00:00Z",
-        "duration_ms": 120000,
-    },
-    "user": {"user_id": "user_42", "organization_id": "org_acme", "tier": "pro"},
-    "usage": {
-        "input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
-        "model": "gpt-4o-2024-08-06", "estimated_cost_usd": "0.001", "provider": "openai",
-    },
-    "outcome": {"status": "error", "error_code": "rate_limited"},
-}
-
-
 def make_event(session_type: str = "chat", status: str = "error", tier: str = "pro",
                model: str = "gpt-4o-2024-08-06", provider: str | None = "openai",
                tenant: str = "org_acme") -> Event:
-    document = copy.deepcopy(VALID_EVENT)
-    document["session"]["session_type"] = session_type
-    document["outcome"]["status"] = status
-    document["user"].update(tier=tier, organization_id=tenant)
-    document["usage"]["model"] = model
-    if provider is None:
-        del document["usage"]["provider"]
-    else:
-        document["usage"]["provider"] = provider
+    document = event_document(
+        "evt_0001",
+        **{"session.session_type": session_type, "outcome.status": status, "user.tier": tier,
+           "usage.model": model, "user.organization_id": tenant,
+           "usage.provider": DELETE if provider is None else provider},
+    )
     return decode_event(msgspec.json.encode(document))
 
 

@@ -21,39 +21,21 @@ from scr.errors import ConfigError
 from scr.route.prices import ModelPrice, PriceTable, default_prices
 from scr.route.transforms import EntryRef, ip_prefix, resolve_transform
 from scr.schema import Event, decode_event
+from support import make_event as event_document
 
 ENTRY = EntryRef(seq=41, tenant_seq=7, entry_hash=bytes(range(32)))
 MESSAGE = "The quarterly summary you asked for."
 IPV4 = "203.0.113.77"
 
-VALID_EVENT: dict[str, Any] = {
-    "event_type": "session.completed",
-    "event_id": "evt_0001",
+# The shared test event, with the values these tests check exactly.
+VALID_EVENT: dict[str, Any] = event_document("evt_0001", **{
     "timestamp": "2026-11-25T11:00:05+01:00",
-    "session": {
-        "session_id": "sess_0001",
-        "session_type": "chat",
-        "start_time": "2026-11-25T09:58:00Z",
-        "end_time": "2026-11-25T10:00:00Z",
-        "duration_ms": 120000,
-    },
-    "user": {"user_id": "user_42", "organization_id": "org_acme", "tier": "pro"},
-    "usage": {
-        "input_tokens": 1000,
-        "output_tokens": 500,
-        "total_tokens": 1500,
-        "model": "gpt-4o-2024-08-06",
-        "estimated_cost_usd": 0.0075,
-        "provider": "openai",
-        "cache_read_tokens": 400,
-    },
+    "usage.input_tokens": 1000, "usage.output_tokens": 500, "usage.total_tokens": 1500,
+    "usage.model": "gpt-4o-2024-08-06", "usage.cache_read_tokens": 400,
     "outcome": {"status": "success", "final_message": MESSAGE},
-    "metadata": {
-        "client_version": "web-2.3.1",
-        "source_ip": IPV4,
-        "custom_tags": {"feature": "summarize", "team": "growth"},
-    },
-}
+    "metadata.source_ip": IPV4,
+    "metadata.custom_tags": {"feature": "summarize", "team": "growth"},
+})
 
 BILLING_KEYS = {
     "schema", "event_id", "tenant_id", "user_id", "session_id", "session_type", "model",
