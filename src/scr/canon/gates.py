@@ -60,17 +60,24 @@ def _unique(ids: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
+def _below_canon(ids: Sequence[str], levels: Mapping[str, Level]) -> dict[str, str]:
+    """The ids not at CANON level, in order, with their level (or UNKNOWN)."""
+    return {cid: levels.get(cid, UNKNOWN) for cid in ids if levels.get(cid) != "CANON"}
+
+
+def _listed(found: Mapping[str, str]) -> str:
+    return ", ".join(f"{cid} ({level})" for cid, level in found.items())
+
+
 def prerequisites_gate(path: Sequence[Action], levels: Mapping[str, Level]) -> Finding | None:
     """Every prerequisite canon id of every action must be at CANON level."""
     required = _unique([cid for action in path for cid in action.prerequisites_canon_ids])
-    missing = tuple(cid for cid in required if levels.get(cid) != "CANON")
-    if not missing:
+    found = _below_canon(required, levels)
+    if not found:
         return None
-    found = {cid: levels.get(cid, UNKNOWN) for cid in missing}
-    listed = ", ".join(f"{cid} ({level})" for cid, level in found.items())
     return Finding(
-        "MISSING_CANON_PREREQS", f"prerequisites not at CANON level: {listed}",
-        missing=missing, violated=(INV_CANON_ONLY_EXECUTION,), required=required,
+        "MISSING_CANON_PREREQS", f"prerequisites not at CANON level: {_listed(found)}",
+        missing=tuple(found), violated=(INV_CANON_ONLY_EXECUTION,), required=required,
         context={"prerequisite_levels": found},
     )
 
@@ -83,14 +90,12 @@ def authority_gate(canon_refs: Sequence[str], levels: Mapping[str, Level]) -> Fi
             violated=(INV_CANON_ONLY_EXECUTION,), context={"canon_refs": []},
         )
     refs = _unique(canon_refs)
-    missing = tuple(ref for ref in refs if levels.get(ref) != "CANON")
-    if not missing:
+    found = _below_canon(refs, levels)
+    if not found:
         return None
-    found = {ref: levels.get(ref, UNKNOWN) for ref in missing}
-    listed = ", ".join(f"{ref} ({level})" for ref, level in found.items())
     return Finding(
-        "AUTHORITY_BOUNDARY_FAIL", f"cited canon refs not at CANON level: {listed}",
-        missing=missing, violated=(INV_CANON_ONLY_EXECUTION,), required=refs,
+        "AUTHORITY_BOUNDARY_FAIL", f"cited canon refs not at CANON level: {_listed(found)}",
+        missing=tuple(found), violated=(INV_CANON_ONLY_EXECUTION,), required=refs,
         context={"ref_levels": found},
     )
 
