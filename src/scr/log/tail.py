@@ -44,6 +44,13 @@ def from_store(row: StoredEntry) -> Committed:
     return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, event)
 
 
+def _slim(entry: Committed) -> Committed:
+    """The entry without its payload object and stored bytes (neither is read from the tail)."""
+    if entry.payload is None and not entry.stored:
+        return entry
+    return msgspec.structs.replace(entry, payload=None, stored=b"")
+
+
 class LedgerTail:
     """Recent entries and a wake-up for consumers waiting at the head."""
 
@@ -54,8 +61,14 @@ class LedgerTail:
         self._changed = asyncio.Event()
 
     def extend(self, committed: Iterable[Committed]) -> None:
-        """Called on the event loop after each commit."""
-        for entry in committed:
+        """Called on the event loop after each commit.
+
+        The tail keeps what consumers read (position, hash, event) and drops the rest: a
+        canon entry's payload holds hundreds of GC-tracked lists and dicts, and kept for
+        ``TAIL_ENTRIES`` entries they made every young collection scan a growing heap.
+        """
+        for full in committed:
+            entry = _slim(full)
             if self._entries and entry.seq != self._entries[-1].seq + 1:
                 # another process wrote in between (scr keys create): keep the tail dense
                 self._entries.clear()

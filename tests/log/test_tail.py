@@ -1,0 +1,43 @@
+"""The ledger tail: what consumers read near the head, and what it does not keep."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from pathlib import Path
+
+from test_commit import submission
+
+from scr.log.commit import Committed, Committer
+from scr.log.tail import LedgerTail
+from scr.store.sqlite import SqliteStore
+
+
+def test_the_tail_keeps_positions_and_events_but_no_payload_objects(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "data")
+    committer = Committer(store, buffer_size=100)
+    committed: list[Committed] = []
+    committer.commit_hooks.append(committed.extend)
+    committer.start()
+    decision = {"inputs": {"candidates": [[f"step_{n}"] for n in range(100)]}}
+    try:
+        committer.run_sync(lambda conn: committer.append_entry(
+            conn, "org_a", "DECIDE", decision, actor="agent:a", source="canon", ref="a"
+        ))
+        asyncio.run(committer.append_events([submission("evt_tail")]))
+    finally:
+        committer.close()
+
+    async def read_back() -> list[Committed]:
+        tail = LedgerTail(store)
+        tail.extend(committed)
+        return await tail.read(0, 10)
+
+    entries = asyncio.run(read_back())
+    store.close()
+    assert [(e.seq, e.kind) for e in entries] == [(1, "DECIDE"), (2, "SESSION_COMPLETION")]
+    assert entries[1].event is not None and entries[1].event.event_id == "evt_tail"
+    assert [e.entry_hash for e in entries] == [c.entry_hash for c in committed]
+    # A long tail of decisions must not keep their payloads' lists and dicts alive.
+    assert all(e.payload is None and e.stored == b"" for e in entries)
+    assert not any(gc.is_tracked(e) for e in entries)
