@@ -1,0 +1,59 @@
+"""Fixtures of the capture tests: a real ``scr serve`` with an ingest and a read key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from support import ServerProcess, create_key
+
+
+@dataclass
+class LiveServer:
+    """A running ``scr serve`` and keys for tenant ``org_acme``."""
+
+    process: ServerProcess
+    ingest_key: str
+    read_key: str
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        """The stored event, or ``None`` if the server does not have it."""
+        answer = httpx.get(f"{self.url}/v1/events/{event_id}",
+                           headers={"authorization": f"Bearer {self.read_key}"}, timeout=10)
+        if answer.status_code == 404:
+            return None
+        answer.raise_for_status()
+        event: dict[str, Any] = answer.json()["event"]
+        return event
+
+    def session(self, session_id: str) -> list[dict[str, Any]]:
+        answer = httpx.get(f"{self.url}/v1/sessions/{session_id}",
+                           headers={"authorization": f"Bearer {self.read_key}"}, timeout=10)
+        answer.raise_for_status()
+        events: list[dict[str, Any]] = answer.json()["events"]
+        return events
+
+
+def live_server(data: Path, start: bool = True) -> LiveServer:
+    """Keys in ``data`` and a server over it (started unless ``start`` is false)."""
+    process = ServerProcess(data)
+    server = LiveServer(process, create_key(data), create_key(data, role="read"))
+    if start:
+        process.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def scr_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = live_server(tmp_path_factory.mktemp("scr") / "data")
+    yield server
+    server.process.stop()
