@@ -94,9 +94,13 @@ def serve(
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="The organization the key belongs to.")],
-    role: Annotated[str, typer.Option(help="ingest, read, admin, platform or auditor.")],
+    role: Annotated[str, typer.Option(help="ingest, read, admin, platform, auditor or publishable.")],
     data: DataOption = DEFAULT_DATA,
     label: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
+    origin: Annotated[
+        list[str] | None,
+        typer.Option(help="A web origin a publishable key is accepted from (repeatable)."),
+    ] = None,
 ) -> None:
     """Create an API key; the key is printed once, as the last line."""
     from scr.log.commit import Committer
@@ -110,13 +114,15 @@ def keys_create(
         committer = Committer(store, buffer_size=1)
         committer.start()
         try:
-            grant = create_key(committer, tenant, parsed, label)
+            grant = create_key(committer, tenant, parsed, label, origin or [])
         finally:
             committer.close()
     except ScrError as error:
         err.print(f"[red]error:[/red] {error.message}")
         raise typer.Exit(2) from None
     print(f"created key {grant.key_id} for tenant {grant.tenant} with role {grant.role.value}")
+    if grant.origins:
+        print(f"accepted from {', '.join(sorted(grant.origins))}")
     print("store it now: it is not shown again")
     print(grant.key)
 

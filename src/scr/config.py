@@ -49,6 +49,12 @@ DEFAULT_CHECKPOINT_EVERY_ENTRIES = 1000
 DEFAULT_CHECKPOINT_EVERY_S = 10.0
 MAX_CHECKPOINT_EVERY_S = 86_400.0
 DEFAULT_LEDGER_KEY_NAME = "scr"
+# A publishable key serves every visitor of a site: its default allows 10 beacons/s sustained.
+DEFAULT_BEACONS_PER_MINUTE = 600
+DEFAULT_BEACON_BURST = 60
+MAX_BEACON_RATE = 1_000_000
+DEFAULT_OTLP_SESSION_IDLE_S = 300.0
+MAX_OTLP_SESSION_IDLE_S = 86_400.0
 DEFAULT_RETRY_ATTEMPTS = 3
 MAX_RETRY_ATTEMPTS = 100
 MAX_DESTINATION_BATCH_SIZE = 10_000
@@ -124,6 +130,39 @@ KeyName = Annotated[
 ]
 
 
+class BrowserConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Browser beacons: posted with publishable keys, limited per key."""
+
+    rate_limit_per_minute: Annotated[
+        int,
+        Meta(
+            ge=1, le=MAX_BEACON_RATE,
+            description="beacons one publishable key may post per minute, sustained "
+            "(429 with Retry-After above)",
+        ),
+    ] = DEFAULT_BEACONS_PER_MINUTE
+    rate_limit_burst: Annotated[
+        int,
+        Meta(
+            ge=1, le=MAX_BEACON_RATE,
+            description="beacons one publishable key may post at once, above the sustained rate",
+        ),
+    ] = DEFAULT_BEACON_BURST
+
+
+class OtlpConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """OpenTelemetry GenAI spans turned into session completions."""
+
+    session_idle_s: Annotated[
+        float,
+        Meta(
+            gt=0, le=MAX_OTLP_SESSION_IDLE_S,
+            description="seconds without a new span after which an OpenTelemetry session is emitted "
+            "(sooner when its root span ends)",
+        ),
+    ] = DEFAULT_OTLP_SESSION_IDLE_S
+
+
 class CaptureConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """How events enter: source labels and the group commit's batching."""
 
@@ -138,6 +177,12 @@ class CaptureConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
         Milliseconds,
         Meta(description="longest wait before queued events are committed (a maximum, not a delay)"),
     ] = DEFAULT_FLUSH_INTERVAL_MS
+    browser: Annotated[BrowserConfig, Meta(description="browser beacons (publishable keys)")] = msgspec.field(
+        default_factory=BrowserConfig
+    )
+    otlp: Annotated[OtlpConfig, Meta(description="OpenTelemetry GenAI ingest")] = msgspec.field(
+        default_factory=OtlpConfig
+    )
 
 
 class ValidationConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -918,11 +963,13 @@ def _shown_default(info: msgspec.structs.FieldInfo) -> str:
 
 __all__ = [
     "TOP_LEVEL_KEY",
+    "BrowserConfig",
     "CaptureConfig",
     "Config",
     "DestinationConfig",
     "FilterConfig",
     "LedgerConfig",
+    "OtlpConfig",
     "PythonTransform",
     "RoutingConfig",
     "ServerConfig",

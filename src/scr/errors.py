@@ -11,6 +11,8 @@ machine-readable code it maps to; ``server.py`` turns them into the JSON error b
     ├── NotFound              404  unknown (or another tenant's) resource
     ├── Conflict              409  same event id, different body
     ├── PayloadTooLarge       413  body, event or batch over its bound
+    ├── UnsupportedMediaType  415  a content type or encoding the endpoint does not read
+    ├── TooManyRequests       429  over a key's rate limit (with Retry-After)
     ├── Unavailable           503  not ready to commit
     └── ConfigError                a config file that cannot be used (not an HTTP error)
 """
@@ -38,6 +40,10 @@ class ScrError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details or []
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the error answers with, besides its body (e.g. ``Retry-After``)."""
+        return {}
 
     def body(self) -> dict[str, object]:
         """The JSON error body of the HTTP API."""
@@ -78,6 +84,25 @@ class Conflict(ScrError):
 class PayloadTooLarge(ScrError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(ScrError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class TooManyRequests(ScrError):
+    """Over a rate limit; ``retry_after_s`` (whole seconds, at least 1) is sent as Retry-After."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after_s)}
 
 
 class Unavailable(ScrError):

@@ -20,6 +20,10 @@ class Metrics:
         self.rejected = Counter(
             "scr_events_rejected", "Events rejected, by reason", ["reason"], registry=r
         )
+        self.beacons_limited = Counter(
+            "scr_beacons_rate_limited", "Browser beacons refused over their key's rate limit",
+            registry=r,
+        )
         self.commit_groups = Counter(
             "scr_commit_groups", "Group-commit transactions that appended entries", registry=r
         )

@@ -20,12 +20,13 @@ from scr import __version__
 from scr.canon import Canon
 from scr.canon.routes import canon_routes
 from scr.canon.store_ledger import StoreLedger
-from scr.capture.ingest import answer, media_type, settle, split_body, validate
+from scr.capture.browser import browser_routes
+from scr.capture.ingest import commit, media_type, split_body, validate
 from scr.config import Config
 from scr.errors import BadRequest, NotFound, ScrError, Unavailable
 from scr.httpio import JSONResponse, read_body
 from scr.ledger import install as install_ledger
-from scr.log.commit import Committed, Committer, Outcome
+from scr.log.commit import Committed, Committer
 from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
 from scr.route.replay import requeue
@@ -87,22 +88,8 @@ async def post_events(request: Request) -> Response:
         body, media_type(request.headers.get("content-type")), limits.max_batch_events
     )
     batch = validate(items, principal, is_batch, source)
-    if batch.submissions:
-        outcomes = await runtime.committer.append_events(batch.submissions)
-        settle(batch, outcomes)
-        _count_outcomes(runtime.metrics, outcomes)
-    for result in batch.results:
-        if result["status"] == "rejected":
-            runtime.metrics.rejected.labels(result["errors"][0]["code"]).inc()
-    status, content = answer(batch)
+    status, content = await commit(batch, runtime.committer, runtime.metrics)
     return JSONResponse(content, status_code=status)
-
-
-def _count_outcomes(metrics: Metrics, outcomes: list[tuple[Outcome, int]]) -> None:
-    accepted = sum(1 for outcome, _ in outcomes if outcome is Outcome.ACCEPTED)
-    duplicate = sum(1 for outcome, _ in outcomes if outcome is Outcome.DUPLICATE)
-    metrics.accepted.inc(accepted)
-    metrics.duplicate.inc(duplicate)
 
 
 # ----- reads --------------------------------------------------------------------------------
@@ -313,7 +300,7 @@ async def schema(request: Request) -> Response:
 
 def _error_response(request: Request, error: Exception) -> Response:
     assert isinstance(error, ScrError)
-    return JSONResponse(error.body(), status_code=error.status)
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:
@@ -404,6 +391,7 @@ def create_app(config: Config, data_dir: Path) -> Starlette:
 
     routes = [Route(path, handler, methods=methods) for path, handler, methods in ROUTES]
     routes += install_ledger(runtime)
+    routes += browser_routes(runtime)
     routes += canon_routes(_canon_for(runtime), _authorize(runtime))
     app = Starlette(
         routes=routes,

@@ -15,7 +15,8 @@ from typing import Any
 import msgspec
 
 from scr.errors import BadRequest, Conflict, Detail, Forbidden, PayloadTooLarge, ScrError
-from scr.log.commit import Outcome, Submission
+from scr.log.commit import Committer, Outcome, Submission
+from scr.metrics import Metrics
 from scr.schema import EVENT_TYPE, MAX_EVENT_BYTES, InvalidEvent, Problem, canonical_bytes, decode_event
 from scr.security.keys import Principal
 
@@ -219,3 +220,21 @@ def _single_error(status: int, result: dict[str, Any]) -> ScrError:
         error = BadRequest("the event is invalid", details)
     error.code = code
     return error
+
+
+async def commit(batch: Batch, committer: Committer, metrics: Metrics) -> tuple[int, dict[str, Any]]:
+    """Commit a validated batch and count it: the HTTP status and body every ingest route answers."""
+    if batch.submissions:
+        outcomes = await committer.append_events(batch.submissions)
+        settle(batch, outcomes)
+        count_outcomes(metrics, outcomes)
+    for result in batch.results:
+        if result["status"] == "rejected":
+            metrics.rejected.labels(result["errors"][0]["code"]).inc()
+    return answer(batch)
+
+
+def count_outcomes(metrics: Metrics, outcomes: list[tuple[Outcome, int]]) -> None:
+    """Count accepted and duplicate events."""
+    metrics.accepted.inc(sum(1 for outcome, _ in outcomes if outcome is Outcome.ACCEPTED))
+    metrics.duplicate.inc(sum(1 for outcome, _ in outcomes if outcome is Outcome.DUPLICATE))

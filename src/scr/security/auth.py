@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from scr.errors import Unauthorized
 from scr.log.commit import Committer, utc_now
@@ -15,6 +17,7 @@ from scr.security.keys import (
     Role,
     bearer_key,
     hash_key,
+    key_origins,
     key_row,
 )
 from scr.store.sqlite import SqliteStore
@@ -34,7 +37,12 @@ class Authenticator:
         """The caller; raises ``Unauthorized`` for a missing, unknown or revoked key."""
         if not self.required:
             return ANONYMOUS
-        key_hash = hash_key(bearer_key(authorization))
+        return self.key_principal(bearer_key(authorization))
+
+    def key_principal(self, key: str) -> Principal:
+        """The holder of ``key``, checked even when authentication is off (a publishable
+        key is how a browser beacon names its tenant and origins)."""
+        key_hash = hash_key(key)
         known = self._cache.get(key_hash)
         if known is not None:
             self._cache.move_to_end(key_hash)
@@ -42,23 +50,34 @@ class Authenticator:
         record = self.store.find_key(key_hash)
         if record is None or record.revoked_at is not None:
             raise Unauthorized("invalid API key")
-        principal = Principal(record.key_id, record.tenant, Role(record.role))
+        role = Role(record.role)
+        origins = self.store.find_key_origins(record.key_id) if role is Role.PUBLISHABLE else frozenset()
+        principal = Principal(record.key_id, record.tenant, role, origins)
         self._cache[key_hash] = principal
         if len(self._cache) > KEY_CACHE_SIZE:
             self._cache.popitem(last=False)
         return principal
 
 
-def create_key(committer: Committer, tenant: str, role: Role, label: str = "") -> KeyGrant:
-    """Store a new key (hashed) and ledger its creation; the only time the key is seen."""
+def create_key(
+    committer: Committer, tenant: str, role: Role, label: str = "", origins: Sequence[str] = ()
+) -> KeyGrant:
+    """Store a new key (hashed) and ledger its creation; the only time the key is seen.
+
+    A publishable key needs ``origins`` (the web origins it is accepted from); others refuse them.
+    """
+    allowed = key_origins(role, list(origins))
     grant, key_hash = key_row(tenant, role)
+    grant = dataclasses.replace(grant, origins=allowed)
 
     def write(conn: sqlite3.Connection) -> None:
         committer.store.insert_key(conn, key_hash, grant.key_id, tenant, role.value, label, utc_now())
+        committer.store.insert_key_origins(conn, grant.key_id, sorted(allowed))
+        created: dict[str, object] = {"key_id": grant.key_id, "role": role.value, "label": label}
+        if allowed:
+            created["origins"] = sorted(allowed)
         committer.append_entry(
-            conn, tenant, Kind.KEY_CREATED,
-            {"key_id": grant.key_id, "role": role.value, "label": label},
-            actor="cli", source="cli", ref=grant.key_id,
+            conn, tenant, Kind.KEY_CREATED, created, actor="cli", source="cli", ref=grant.key_id,
         )
 
     committer.run_sync(write)

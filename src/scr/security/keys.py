@@ -30,6 +30,9 @@ class Role(str, Enum):
     ADMIN = "admin"
     PLATFORM = "platform"
     AUDITOR = "auditor"
+    # Embedded in web pages, so public by design: it may only post browser beacons for its
+    # tenant, from its configured origins, under a rate limit (scr.capture.browser).
+    PUBLISHABLE = "publishable"
 
 
 # What each role may do, by the permission names routes ask for.
@@ -39,6 +42,7 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.ADMIN: frozenset({"ingest", "read", "ledger", "admin", "decide"}),
     Role.PLATFORM: frozenset({"ingest", "any_tenant", "cluster"}),
     Role.AUDITOR: frozenset({"ledger"}),
+    Role.PUBLISHABLE: frozenset({"beacon"}),
 }
 
 
@@ -49,6 +53,8 @@ class Principal:
     key_id: str
     tenant: str | None
     role: Role | None
+    # Web origins (``scheme://host[:port]``) a publishable key is accepted from.
+    origins: frozenset[str] = frozenset()
 
     @property
     def actor(self) -> str:
@@ -102,6 +108,40 @@ def check_tenant_id(tenant: str) -> None:
         raise BadRequest(f"tenant '{tenant}' must be 1-128 characters of [A-Za-z0-9_.:-]")
 
 
+# An origin as browsers send it: scheme, host and an optional port, nothing more.
+_ORIGIN = re.compile(r"^(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?$")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+MAX_ORIGINS = 64
+
+
+def normalize_origin(origin: str) -> str:
+    """An origin in the form browsers send in the ``Origin`` header (lower case, no default
+    port); ``BadRequest`` for anything else (a path, a wildcard, another scheme)."""
+    value = origin.strip().lower().rstrip("/")
+    match = _ORIGIN.fullmatch(value)
+    if match is None:
+        raise BadRequest(
+            f"origin '{origin}' must be scheme://host[:port] with http or https, e.g. https://app.example"
+        )
+    scheme, host, port = match.groups()
+    if port == _DEFAULT_PORTS[scheme]:
+        port = None
+    return f"{scheme}://{host}{port or ''}"
+
+
+def key_origins(role: Role, origins: list[str]) -> frozenset[str]:
+    """The checked origins of a new key: required for a publishable key, refused for others."""
+    if role is not Role.PUBLISHABLE:
+        if origins:
+            raise BadRequest("only a publishable key has origins")
+        return frozenset()
+    if not origins:
+        raise BadRequest("a publishable key needs at least one --origin (e.g. https://app.example)")
+    if len(origins) > MAX_ORIGINS:
+        raise BadRequest(f"a key has at most {MAX_ORIGINS} origins")
+    return frozenset(normalize_origin(origin) for origin in origins)
+
+
 def bearer_key(authorization: str | None) -> str:
     """The key in an ``Authorization: Bearer`` header; 401 when absent or malformed."""
     if not authorization:
@@ -121,6 +161,7 @@ class KeyGrant:
     key: str
     tenant: str
     role: Role
+    origins: frozenset[str] = frozenset()
 
 
 def key_row(tenant: str, role: Role) -> tuple[KeyGrant, bytes]:

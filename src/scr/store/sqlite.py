@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at TEXT NOT NULL,
     revoked_at TEXT
 ) WITHOUT ROWID;
+-- The web origins a publishable key is accepted from (scr.capture.browser).
+CREATE TABLE IF NOT EXISTS key_origins (
+    key_id TEXT NOT NULL, origin TEXT NOT NULL, PRIMARY KEY (key_id, origin)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cursors (destination TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS destination_state (
     destination TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
@@ -426,6 +430,19 @@ class SqliteStore:
             (key_hash,),
         ).fetchone()
         return KeyRecord(*row) if row else None
+
+    def insert_key_origins(
+        self, conn: sqlite3.Connection, key_id: str, origins: Iterable[str]
+    ) -> None:
+        conn.executemany(
+            "INSERT INTO key_origins VALUES (?, ?)", [(key_id, origin) for origin in origins]
+        )
+
+    def find_key_origins(self, key_id: str) -> frozenset[str]:
+        rows = self._reader().execute(
+            "SELECT origin FROM key_origins WHERE key_id = ?", (key_id,)
+        ).fetchall()
+        return frozenset(row[0] for row in rows)
 
     # ----- destinations ---------------------------------------------------------------------
 
