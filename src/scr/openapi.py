@@ -27,6 +27,26 @@ def _op(summary: str, responses: dict[str, str], secured: bool = True) -> dict[s
     return operation
 
 
+def _browser_paths() -> dict[str, Any]:
+    refused = {
+        "401": "no or unknown publishable key",
+        "403": "not a publishable key, or an origin it does not allow",
+    }
+    post = _op(
+        "A browser beacon: one chat session, as JSON in a text/plain body (?key=publishable key)",
+        {
+            "202": "accepted or duplicate", "400": "malformed or invalid session", **refused,
+            "409": "same segment, different body", "413": "body over 64 KiB",
+            "415": "not text/plain or application/json", "429": "over the key's rate limit (Retry-After)",
+        },
+        secured=False,
+    )
+    post["security"] = [{"publishableKey": []}]
+    preflight = _op("CORS preflight for the key's origins", {"204": "allowed", **refused}, secured=False)
+    preflight["security"] = [{"publishableKey": []}]
+    return {"post": post, "options": preflight}
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI document served at ``/openapi.json``."""
     event = json_schema()
@@ -58,7 +78,11 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "scr: Session Completion Runtime", "version": __version__},
         "components": {
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer"},
+                # sendBeacon cannot set headers: a publishable key rides in the query string
+                "publishableKey": {"type": "apiKey", "in": "query", "name": "key"},
+            },
             "schemas": {
                 **defs,
                 "Error": {
@@ -119,6 +143,8 @@ def document() -> dict[str, Any]:
             "/v1/canon/why-not/{trace_id}": {"get": _op("One denial trace", read)},
             "/v1/canon/observations": {"post": _op("Evidence about an action or item",
                                                    {**read, "400": "invalid observation"})},
+            "/v1/sdk/scr.js": {"get": _op("The browser beacon script (JavaScript)", {"200": "ok"}, False)},
+            "/v1/browser/events": _browser_paths(),
             "/v1/schema": {"get": _op("JSON Schema of the event", {"200": "ok"}, False)},
             "/healthz": {"get": _op("Liveness", {"200": "alive"}, False)},
             "/readyz": {"get": _op("Readiness", {"200": "ready", "503": "cannot commit"}, False)},
