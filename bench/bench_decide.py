@@ -41,6 +41,8 @@ TENANT = "org_bench"
 CANDIDATES = 20
 WARMUP_S = 0.3
 HTTP_SECONDS = 1.5
+# The durable figure is the target's: long enough that its p99 rests on ~30 slowest answers.
+DURABLE_SECONDS = 5.0
 PURE_SECONDS = 1.0
 SERVER_START_TIMEOUT_S = 10.0
 P99_TARGET_MS = 2.0
@@ -227,7 +229,10 @@ def _time_pure(canon: Canon, request: dict[str, Any], seconds: float) -> list[in
     return samples
 
 
-def main(http_seconds: float = HTTP_SECONDS, pure_seconds: float = PURE_SECONDS) -> dict[str, Any]:
+def main(
+    http_seconds: float = HTTP_SECONDS, pure_seconds: float = PURE_SECONDS,
+    durable_seconds: float = DURABLE_SECONDS,
+) -> dict[str, Any]:
     """Run the benchmark, print the figures and return them."""
     request = decide_request()
     body = msgspec.json.encode(request)
@@ -250,7 +255,7 @@ def main(http_seconds: float = HTTP_SECONDS, pure_seconds: float = PURE_SECONDS)
     finally:
         server.should_exit = True
         thread.join(SERVER_START_TIMEOUT_S)
-    durable = _figures(_time_durable_server(body, http_seconds))
+    durable = _figures(_time_durable_server(body, durable_seconds))
     pure = _figures(_time_pure(bench_canon(), request, pure_seconds))
     figures = {
         "candidates": CANDIDATES,
