@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from scr.log.commit import Committer
 from scr.security.auth import create_key
 from scr.security.keys import Role
 from scr.server import create_app
+from scr.store import Store, open_store
 from scr.store.sqlite import SqliteStore
+from servers import PostgresServer
 from support import Receiver
 
 
@@ -83,3 +86,41 @@ def serve(data_dir: Path) -> Iterator[Callable[..., Client]]:
     yield start
     for client in clients:
         client.__exit__(None, None, None)
+
+
+# ----- real servers (tests/servers.py) --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session, stopped at its end."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_uri(postgres_server: PostgresServer) -> str:
+    """The URI of a fresh database of its own for this test."""
+    return postgres_server.fresh_database()
+
+
+@dataclass
+class StoreAt:
+    """Where a test's store lives: the data folder, and a PostgreSQL URI for that backend."""
+
+    backend: str
+    data: Path
+    uri: str | None = None
+
+    def open(self) -> Store:
+        return open_store(self.data, self.uri)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> StoreAt:
+    """Each store backend in turn: the SQLite file of a data folder, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return StoreAt("sqlite", tmp_path / "data")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return StoreAt("postgresql", tmp_path / "data", server.fresh_database())

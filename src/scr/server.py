@@ -34,6 +34,7 @@ from scr.route.worker import DestinationWorker
 from scr.schema import json_schema
 from scr.security.auth import Authenticator
 from scr.security.keys import Principal
+from scr.store.protocol import Store
 from scr.store.sqlite import SqliteStore
 
 log = logging.getLogger("scr.server")
@@ -51,7 +52,7 @@ class Runtime:
 
     config: Config
     data_dir: Path
-    store: SqliteStore
+    store: Store
     committer: Committer
     tail: LedgerTail
     auth: Authenticator

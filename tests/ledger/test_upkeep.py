@@ -33,7 +33,7 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 def committer_with_keeper(store: SqliteStore, keeper: TreeKeeper) -> Committer:
     committer = Committer(store, buffer_size=10_000)
-    committer.append_hooks.append(keeper.append_hook)
+    committer.append_hooks.append(lambda tx, committed: keeper.append_hook(tx.conn, committed))
     committer.start()
     return committer
 
@@ -78,7 +78,7 @@ def test_a_failed_group_leaves_no_tree_state_and_the_next_one_is_right(store: Sq
     committer = committer_with_keeper(store, keeper)
     failures = {"left": 0}
 
-    def failing_after_the_keeper(conn: sqlite3.Connection, committed: list[Committed]) -> None:
+    def failing_after_the_keeper(tx: object, committed: list[Committed]) -> None:
         if failures["left"]:
             failures["left"] -= 1
             raise OSError("disk went away")

@@ -7,22 +7,22 @@ log as the session completions they are judged by.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from scr.log.commit import Committer
 from scr.log.entry import Kind, LedgerEntry, decode_entry
+from scr.store.protocol import Store, Transaction
 from scr.store.sqlite import SqliteStore
 
 
 class StoreLedger:
-    """A ``CanonLedger`` on a ``SqliteStore``; appends are durable before they return."""
+    """A ``CanonLedger`` on a ``Store``; appends are durable before they return."""
 
     blocking = True  # an append waits for the group commit's fsync
 
-    def __init__(self, store: SqliteStore, committer: Committer) -> None:
+    def __init__(self, store: Store, committer: Committer) -> None:
         self.store = store
         self.committer = committer
         # (tenant, kinds) → (after, scanned up to): a cursor that found nothing new last time
@@ -33,9 +33,9 @@ class StoreLedger:
         self, tenant: str, kind: str, payload: dict[str, Any], *, actor: str, source: str,
         ref: str,
     ) -> int:
-        def write(conn: sqlite3.Connection) -> int:
+        def write(tx: Transaction) -> int:
             entry = self.committer.append_entry(
-                conn, tenant, kind, payload, actor=actor, source=source, ref=ref
+                tx, tenant, kind, payload, actor=actor, source=source, ref=ref
             )
             return entry.seq
 
@@ -46,9 +46,9 @@ class StoreLedger:
         ref: str,
     ) -> int:
         """``append`` for callers on the event loop: durable when the await returns."""
-        def write(conn: sqlite3.Connection) -> int:
+        def write(tx: Transaction) -> int:
             return self.committer.append_entry(
-                conn, tenant, kind, payload, actor=actor, source=source, ref=ref
+                tx, tenant, kind, payload, actor=actor, source=source, ref=ref
             ).seq
 
         return await self.committer.run(write)

@@ -24,7 +24,9 @@ from scr.ledger.tiles import create_schema, open_database, tree_sizes
 from scr.ledger.upkeep import TreeKeeper
 from scr.log.commit import Committed
 from scr.log.merkle import ProofError
-from scr.store.sqlite import StoredEntry
+from scr.store.protocol import Transaction
+from scr.store.records import StoredEntry
+from scr.store.sqlite import SqliteStore, SqliteWriter
 
 if TYPE_CHECKING:
     from scr.server import Runtime
@@ -38,6 +40,8 @@ class LedgerService:
     """Attaches tree upkeep to the committer and answers the ledger API's questions."""
 
     def __init__(self, runtime: Runtime) -> None:
+        if not isinstance(runtime.store, SqliteStore):
+            raise TypeError("the ledger's trees and checkpoints live beside a SQLite store")
         self.store = runtime.store
         self.committer = runtime.committer
         settings = runtime.config.ledger
@@ -62,10 +66,10 @@ class LedgerService:
 
     # ----- committer hooks (writer thread) ------------------------------------------------------
 
-    def _on_append(self, conn: sqlite3.Connection, committed: list[Committed]) -> None:
+    def _on_append(self, tx: Transaction, committed: list[Committed]) -> None:
         if not self.checkpointer.running:
             self.checkpointer.start(threading.current_thread())
-        self.keeper.append_hook(conn, committed)
+        self.keeper.append_hook(_connection(tx), committed)
 
     def _on_commit(self, committed: list[Committed]) -> None:
         try:
@@ -92,7 +96,7 @@ class LedgerService:
 
     async def issue_now(self, tenant: str) -> StoredCheckpoint:
         """Sign the tenant's tree as it is now (after a durable commit that brings it up to date)."""
-        head = await self.committer.run(lambda conn: self.keeper.catch_up(conn, tenant))
+        head = await self.committer.run(lambda tx: self.keeper.catch_up(_connection(tx), tenant))
         if head.size == 0:
             raise NotFound(f"tenant {tenant!r} has no ledger entries yet")
         try:
@@ -105,7 +109,7 @@ class LedgerService:
     async def _ensure_rhythm(self) -> None:
         # The rhythm thread starts with the first group commit; an empty write makes one.
         if not self.checkpointer.running:
-            await self.committer.run(lambda conn: None, durable=False)
+            await self.committer.run(lambda tx: None, durable=False)
 
     async def checkpoints_since(self, tenant: str, tree_size: int, limit: int) -> list[StoredCheckpoint]:
         """The tenant's checkpoints of at least ``tree_size`` entries, smallest first."""
@@ -159,6 +163,12 @@ class LedgerService:
             return tree.consistency_proof(first, second)
 
         return await asyncio.to_thread(_proof, prove)
+
+
+def _connection(tx: Transaction) -> sqlite3.Connection:
+    """The SQLite connection of the writer's transaction (the trees are SQLite tables)."""
+    assert isinstance(tx, SqliteWriter)
+    return tx.conn
 
 
 def _check_size(name: str, size: int, log_size: int) -> None:

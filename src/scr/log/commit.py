@@ -1,9 +1,10 @@
 """Commit: the one writer that appends to the ledger, in group-committed transactions.
 
 Requests hand their validated events (and any other write) to the ``Committer``. One thread
-takes everything queued, up to ``capture.buffer_size`` events, runs it in one SQLite
-transaction and commits it (fsync) before any caller is answered. ``flush_interval_ms`` is
-therefore a bound, not a delay: the writer never waits while work is queued.
+takes everything queued, up to ``capture.buffer_size`` events, runs it in one store
+transaction (``scr.store.protocol.Transaction``) and commits it (fsync) before any caller is
+answered. ``flush_interval_ms`` is therefore a bound, not a delay: the writer never waits
+while work is queued.
 
 Each write runs in its own SAVEPOINT, so one failing write fails only its caller.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -28,13 +28,13 @@ import msgspec
 from scr.errors import Unavailable
 from scr.log.entry import GENESIS_HASH, Kind, LedgerEntry, Provenance, chain_hash, entry_bytes
 from scr.schema import Event
-from scr.store.sqlite import ENTRY_TIME_FORMAT, SqliteStore, event_key, session_key
+from scr.store.protocol import Store, Transaction
+from scr.store.records import ENTRY_TIME_FORMAT, EventKey, Hit, NewEntry
 
 log = logging.getLogger("scr.commit")
 T = TypeVar("T")
 
 IDLE_POLL_S = 0.5
-WAL_CHECKPOINT_S = 1.0
 
 
 class Outcome(str, Enum):
@@ -73,7 +73,7 @@ class Committed(msgspec.Struct, frozen=True, gc=False):
 
 # Runs inside the group's transaction, after its writes, with the entries they appended:
 # state derived from the ledger (a Merkle tree) is written atomically with it.
-AppendHook = Callable[[sqlite3.Connection, list[Committed]], None]
+AppendHook = Callable[[Transaction, list[Committed]], None]
 # Runs on the writer thread after the group is durable (never before: a checkpoint must
 # only ever cover what is on disk).
 CommitHook = Callable[[list[Committed]], None]
@@ -81,7 +81,7 @@ CommitHook = Callable[[list[Committed]], None]
 
 @dataclass(slots=True)
 class _Work:
-    run: Callable[[sqlite3.Connection], Any]
+    run: Callable[[Transaction], Any]
     size: int
     done: Callable[[Any, BaseException | None], None]
     durable: bool = True
@@ -93,8 +93,8 @@ class _Pending:
 
     committed: list[Committed] = field(default_factory=list)
     heads: dict[str, tuple[int, bytes]] = field(default_factory=dict)
-    keys: dict[int, tuple[int, str, str, bytes]] = field(default_factory=dict)
-    key_order: list[int] = field(default_factory=list)
+    keys: dict[EventKey, Hit] = field(default_factory=dict)
+    key_order: list[EventKey] = field(default_factory=list)
 
 
 def utc_now() -> str:
@@ -107,7 +107,7 @@ class Committer:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         buffer_size: int,
         dedup_window_s: float = 0.0,
     ) -> None:
@@ -118,71 +118,35 @@ class Committer:
         self.commit_hooks: list[CommitHook] = []
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="scr-committer", daemon=True)
-        self._conn: sqlite3.Connection | None = None
+        self._tx: Transaction | None = None
         self._heads: dict[str, tuple[int, bytes]] = {}
-        self._next_seq = 1
         self._pending = _Pending()
+        self._stale = False
         self.healthy = True
         self.last_error = ""
         self.groups = 0
-        self._data_version = -1
-        self._synchronous_full = True  # as the store opens the connection
-        self._stopping = threading.Event()
-        self._wal_thread = threading.Thread(
-            target=self._checkpoint_wal, name="scr-wal-checkpoint", daemon=True
-        )
 
     def start(self) -> None:
-        self._conn = self.store.writer_connection()
-        # WAL checkpoints run on their own thread, off the commit path (see _checkpoint_wal).
-        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._tx = self.store.writer()
         self._reload()
         self._thread.start()
-        self._wal_thread.start()
 
     def close(self) -> None:
-        self._stopping.set()
-        if self._wal_thread.is_alive():
-            self._wal_thread.join()
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _checkpoint_wal(self) -> None:
-        """Copy the WAL back into the database every WAL_CHECKPOINT_S, beside the writer.
-
-        SQLite's automatic checkpoint runs inside the commit that crosses its threshold,
-        adding the database file's writes and fsync to that request's latency. A PASSIVE
-        checkpoint from another connection never blocks the writer.
-        """
-        conn = self.store.writer_connection()
-        try:
-            while not self._stopping.wait(WAL_CHECKPOINT_S):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as error:  # busy or failing disk: the next round retries
-                    log.warning("WAL checkpoint failed: %s", error)
-        finally:
-            conn.close()
+        if self._tx is not None:
+            self._tx.close()
+            self._tx = None
 
     def _reload(self) -> None:
-        assert self._conn is not None
-        self._heads = self.store.chain_heads(self._conn)
-        self._next_seq = self.store.last_seq(self._conn) + 1
-        self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-
-    def _catch_up(self, conn: sqlite3.Connection) -> None:
-        """Reload the chain heads if another process wrote (``scr keys create``)."""
-        if conn.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
-            self._reload()
+        assert self._tx is not None
+        self._heads = self.store.chain_heads(self._tx)
 
     # ----- submitting work -----------------------------------------------------------------
 
     async def run(
-        self, write: Callable[[sqlite3.Connection], T], size: int = 1, durable: bool = True
+        self, write: Callable[[Transaction], T], size: int = 1, durable: bool = True
     ) -> T:
         """Run ``write`` in the next group transaction; return once it is committed.
 
@@ -200,7 +164,7 @@ class Committer:
         self._queue.put(_Work(write, size, done, durable))
         return await future
 
-    def run_sync(self, write: Callable[[sqlite3.Connection], T], size: int = 1) -> T:
+    def run_sync(self, write: Callable[[Transaction], T], size: int = 1) -> T:
         """Like ``run`` for callers outside an event loop (CLI)."""
         box: dict[str, Any] = {}
         ready = threading.Event()
@@ -218,15 +182,15 @@ class Committer:
 
     async def append_events(self, submissions: Sequence[Submission]) -> list[tuple[Outcome, int]]:
         """Append events with exact dedup; per event (outcome, ledger seq)."""
-        return await self.run(lambda conn: self._append_events(conn, submissions), len(submissions))
+        return await self.run(lambda tx: self._append_events(tx, submissions), len(submissions))
 
     def append_entry(
-        self, conn: sqlite3.Connection, tenant: str, kind: Kind | str, payload: Any,
+        self, tx: Transaction, tenant: str, kind: Kind | str, payload: Any,
         actor: str, source: str, ref: str,
     ) -> Committed:
         """Append one non-event entry inside a write (for keys, canon, config changes)."""
         kind_name = kind.value if isinstance(kind, Kind) else kind
-        seq = self._next_seq
+        (seq,) = self.store.reserve_seqs(tx, 1)
         count, previous = self._head(tenant)
         ts = utc_now()
         entry = LedgerEntry(
@@ -234,10 +198,9 @@ class Committer:
         )
         stored = entry_bytes(entry)
         digest = chain_hash(previous, stored)
-        self.store.insert_entries(
-            conn, [(seq, tenant, count, kind_name, ts, None, None, None, stored, digest)]
+        self.store.append(
+            tx, [NewEntry(seq, tenant, count, kind_name, ts, None, None, None, stored, digest)]
         )
-        self._next_seq = seq + 1
         self._pending.heads[tenant] = (count + 1, digest)
         committed = Committed(seq, tenant, count, kind_name, digest, None, payload, stored)
         self._pending.committed.append(committed)
@@ -249,46 +212,34 @@ class Committer:
     # ----- the writer thread ---------------------------------------------------------------
 
     def _append_events(
-        self, conn: sqlite3.Connection, submissions: Sequence[Submission]
+        self, tx: Transaction, submissions: Sequence[Submission]
     ) -> list[tuple[Outcome, int]]:
-        keys = [event_key(s.event.user.organization_id, s.event.event_id) for s in submissions]
+        keys = [(s.event.user.organization_id, s.event.event_id) for s in submissions]
         pending_keys = self._pending.keys
         known = {k: hit for k in keys if (hit := pending_keys.get(k) or self.recent.get(k))}
-        known.update(self.store.find_keys(conn, [k for k in keys if k not in known]))
+        known.update(self.store.find_events(tx, [k for k in keys if k not in known]))
+        # the first of each new key in the batch gets a seq; later copies are its duplicates
+        fresh = {k: None for k in keys if k not in known}
+        seqs = iter(self.store.reserve_seqs(tx, len(fresh)))
         outcomes: list[tuple[Outcome, int]] = []
-        rows: list[tuple[Any, ...]] = []
-        new_keys: list[tuple[int, int]] = []
+        rows: list[NewEntry] = []
         ts = utc_now()
         for key, sub in zip(keys, submissions, strict=True):
-            tenant, event_id = sub.event.user.organization_id, sub.event.event_id
             hit = known.get(key)
-            if hit is not None and (hit[1] != tenant or hit[2] != event_id):
-                overflow = self.store.find_overflow(conn, tenant, event_id)
-                hit = (overflow[0], tenant, event_id, overflow[1]) if overflow else None
-                if hit is None:
-                    hit = self._append_one(sub, ts, rows)
-                    self.store.insert_overflow(conn, tenant, event_id, hit[0])
-                    outcomes.append((Outcome.ACCEPTED, hit[0]))
-                    continue
             if hit is not None:
-                same = hit[3] == sub.digest
-                outcomes.append((Outcome.DUPLICATE if same else Outcome.CONFLICT, hit[0]))
+                same = hit.payload_digest == sub.digest
+                outcomes.append((Outcome.DUPLICATE if same else Outcome.CONFLICT, hit.seq))
                 continue
-            hit = self._append_one(sub, ts, rows)
+            hit = self._append_one(sub, next(seqs), ts, rows)
             known[key] = pending_keys[key] = hit
             self._pending.key_order.append(key)
-            new_keys.append((key, hit[0]))
-            outcomes.append((Outcome.ACCEPTED, hit[0]))
-        self.store.insert_entries(conn, rows)
-        self.store.insert_keys(conn, new_keys)
+            outcomes.append((Outcome.ACCEPTED, hit.seq))
+        self.store.append(tx, rows)
         return outcomes
 
-    def _append_one(
-        self, sub: Submission, ts: str, rows: list[tuple[Any, ...]]
-    ) -> tuple[int, str, str, bytes]:
+    def _append_one(self, sub: Submission, seq: int, ts: str, rows: list[NewEntry]) -> Hit:
         event = sub.event
         tenant = event.user.organization_id
-        seq = self._next_seq
         count, previous = self._head(tenant)
         entry = LedgerEntry(
             seq, ts, sub.actor, tenant, Kind.SESSION_COMPLETION.value,
@@ -296,20 +247,19 @@ class Committer:
         )
         stored = entry_bytes(entry)
         digest = chain_hash(previous, stored)
-        rows.append((
+        rows.append(NewEntry(
             seq, tenant, count, Kind.SESSION_COMPLETION.value, ts, event.event_id,
-            session_key(tenant, event.session.session_id), sub.digest, stored, digest,
+            event.session.session_id, sub.digest, stored, digest,
         ))
-        self._next_seq = seq + 1
         self._pending.heads[tenant] = (count + 1, digest)
         self._pending.committed.append(Committed(
             seq, tenant, count, Kind.SESSION_COMPLETION.value, digest, event, None, stored
         ))
-        return (seq, tenant, event.event_id, sub.digest)
+        return Hit(seq, sub.digest)
 
     def _loop(self) -> None:
-        conn = self._conn
-        assert conn is not None
+        tx = self._tx
+        assert tx is not None
         while True:
             try:
                 first = self._queue.get(timeout=IDLE_POLL_S)
@@ -328,41 +278,38 @@ class Committer:
                     break
                 group.append(more)
                 size += more.size
-            self._commit_group(conn, group)
+            self._commit_group(tx, group)
             if stop:
                 return
 
-    def _commit_group(self, conn: sqlite3.Connection, group: list[_Work]) -> None:
+    def _commit_group(self, tx: Transaction, group: list[_Work]) -> None:
         results: list[tuple[Any, BaseException | None]] = []
         self._pending = _Pending()
-        durable = any(work.durable for work in group)
         try:
-            if durable != self._synchronous_full:
-                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                self._synchronous_full = durable
-            conn.execute("BEGIN IMMEDIATE")
-            self._catch_up(conn)
+            tx.begin(durable=any(work.durable for work in group))
+            # another process appended (scr keys create), or the last group's outcome is unknown
+            if tx.changed_elsewhere() or self._stale:
+                self._reload()
+                self._stale = False
             for work in group:
-                conn.execute("SAVEPOINT work")
+                tx.savepoint()
                 mark = self._mark()
                 try:
-                    results.append((work.run(conn), None))
-                    conn.execute("RELEASE work")
+                    results.append((work.run(tx), None))
+                    tx.release()
                 except Exception as error:  # one failing write fails only its caller
-                    conn.execute("ROLLBACK TO work")
-                    conn.execute("RELEASE work")
+                    tx.rollback_to_savepoint()
                     self._restore(mark)
                     results.append((None, error))
             for hook in self.append_hooks:
-                hook(conn, self._pending.committed)
-            conn.execute("COMMIT")
+                hook(tx, self._pending.committed)
+            tx.commit()
         except Exception as error:  # the store or an append hook failed: nothing is committed
             log.error("commit failed: %s", error)
             self.healthy, self.last_error = False, str(error)
-            if conn.in_transaction:
-                conn.rollback()
+            tx.rollback()
             self._pending = _Pending()
-            self._reload()
+            self._stale = True  # a commit cut off mid-way may have landed: reload the heads
             failure = Unavailable("the ledger could not commit; nothing of this request was stored")
             for work in group:
                 work.done(None, failure)
@@ -379,15 +326,14 @@ class Committer:
             for commit_hook in self.commit_hooks:
                 commit_hook(committed)
 
-    def _mark(self) -> tuple[int, dict[str, tuple[int, bytes]], int, int]:
+    def _mark(self) -> tuple[dict[str, tuple[int, bytes]], int, int]:
         p = self._pending
-        return (self._next_seq, dict(p.heads), len(p.committed), len(p.key_order))
+        return (dict(p.heads), len(p.committed), len(p.key_order))
 
-    def _restore(self, mark: tuple[int, dict[str, tuple[int, bytes]], int, int]) -> None:
+    def _restore(self, mark: tuple[dict[str, tuple[int, bytes]], int, int]) -> None:
         """Forget what a failed write added to the open transaction's state."""
-        next_seq, heads, committed, keys = mark
+        heads, committed, keys = mark
         p = self._pending
-        self._next_seq = next_seq
         p.heads = heads
         del p.committed[committed:]
         for key in p.key_order[keys:]:
@@ -406,13 +352,13 @@ class RecentKeys:
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
-        self._keys: OrderedDict[int, tuple[float, tuple[int, str, str, bytes]]] = OrderedDict()
+        self._keys: OrderedDict[EventKey, tuple[float, Hit]] = OrderedDict()
 
-    def get(self, key: int) -> tuple[int, str, str, bytes] | None:
+    def get(self, key: EventKey) -> Hit | None:
         found = self._keys.get(key)
         return found[1] if found is not None else None
 
-    def add(self, keys: dict[int, tuple[int, str, str, bytes]]) -> None:
+    def add(self, keys: dict[EventKey, Hit]) -> None:
         if self.window_s <= 0:
             return
         now = time.monotonic()

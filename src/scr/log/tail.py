@@ -16,7 +16,8 @@ import msgspec
 from scr.log.commit import Committed
 from scr.log.entry import Kind, Provenance
 from scr.schema import Event
-from scr.store.sqlite import SqliteStore, StoredEntry
+from scr.store.protocol import Store
+from scr.store.records import StoredEntry
 
 TAIL_ENTRIES = 50_000
 
@@ -54,7 +55,7 @@ def _slim(entry: Committed) -> Committed:
 class LedgerTail:
     """Recent entries and a wake-up for consumers waiting at the head."""
 
-    def __init__(self, store: SqliteStore, capacity: int = TAIL_ENTRIES) -> None:
+    def __init__(self, store: Store, capacity: int = TAIL_ENTRIES) -> None:
         self.store = store
         self._entries: deque[Committed] = deque(maxlen=capacity)
         self.head_seq = store.last_seq()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 from scr.errors import BadRequest
 from scr.log.commit import Committer, utc_now
@@ -11,11 +10,12 @@ from scr.log.entry import Kind
 from scr.log.tail import from_store
 from scr.route.signing import webhook_id
 from scr.route.worker import DestinationWorker, now_ms
-from scr.store.sqlite import DeliveryRow, SqliteStore, StoredEntry
+from scr.store.protocol import Store, Transaction
+from scr.store.records import DeliveryRow, StoredEntry
 
 
 def _entries(
-    store: SqliteStore, worker: DestinationWorker, tenant: str, event_ids: list[str] | None,
+    store: Store, worker: DestinationWorker, tenant: str, event_ids: list[str] | None,
     start: str | None, end: str | None, status: str | None, cap: int,
 ) -> list[StoredEntry]:
     if event_ids is not None:
@@ -45,7 +45,7 @@ def _entries(
 
 
 async def requeue(
-    store: SqliteStore, committer: Committer, worker: DestinationWorker, tenant: str,
+    store: Store, committer: Committer, worker: DestinationWorker, tenant: str,
     event_ids: list[str] | None, start: str | None, end: str | None, status: str | None,
     cap: int,
 ) -> int:
@@ -72,8 +72,8 @@ async def requeue(
             worker.session_of(entry), hook, "pending", 0, due, None, "replayed", stamp,
         ))
 
-    def write(conn: sqlite3.Connection) -> None:
-        store.upsert_deliveries(conn, rows)
+    def write(tx: Transaction) -> None:
+        store.upsert_deliveries(tx, rows)
 
     await committer.run(write, size=len(rows))
     return len(rows)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -36,7 +35,8 @@ from scr.route.selection import passes_filter, sampled_in
 from scr.route.signing import batch_webhook_id, sign, webhook_id
 from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
 from scr.route.transforms import EntryRef, resolve_transform
-from scr.store.sqlite import DeliveryRow, SqliteStore, pack_seqs, session_key
+from scr.store.protocol import Store, Transaction
+from scr.store.records import AttemptRow, DeliveryRow, session_key
 
 log = logging.getLogger("scr.route")
 
@@ -57,7 +57,7 @@ class ChunkOutcome:
 
     last_seq: int
     rows: list[DeliveryRow]
-    attempt_rows: list[tuple[Any, ...]]
+    attempt_rows: list[AttemptRow]
 
 
 @dataclass(slots=True)
@@ -80,7 +80,7 @@ class DestinationWorker:
     def __init__(
         self,
         config: DestinationConfig,
-        store: SqliteStore,
+        store: Store,
         committer: Committer,
         tail: LedgerTail,
         metrics: Metrics,
@@ -132,9 +132,9 @@ class DestinationWorker:
 
     async def enable(self) -> int:
         """Re-enable after a 410; open deliveries become due now."""
-        def write(conn: sqlite3.Connection) -> int:
-            self.store.set_destination_state(conn, self.name, "active", "", utc_now())
-            return self.store.make_due(conn, self.name, now_ms())
+        def write(tx: Transaction) -> int:
+            self.store.set_destination_state(tx, self.name, "active", "", utc_now())
+            return self.store.make_due(tx, self.name, now_ms())
 
         requeued = await self.committer.run(write)
         self.state, self.reason = "active", ""
@@ -274,10 +274,10 @@ class DestinationWorker:
         """
         rows, attempt_rows, last = outcome.rows, outcome.attempt_rows, outcome.last_seq
 
-        def write(conn: sqlite3.Connection) -> None:
-            self.store.insert_attempts(conn, attempt_rows)
-            self.store.upsert_deliveries(conn, rows)
-            self.store.set_cursor(conn, self.name, last)
+        def write(tx: Transaction) -> None:
+            self.store.insert_attempts(tx, attempt_rows)
+            self.store.upsert_deliveries(tx, rows)
+            self.store.set_cursor(tx, self.name, last)
 
         self._last_write = asyncio.ensure_future(
             self.committer.run(write, size=max(1, len(rows)), durable=False)
@@ -367,10 +367,10 @@ class DestinationWorker:
 
     def _settle(
         self, deliveries: list[Delivery], attempts: list[Attempt], parked: list[Committed]
-    ) -> tuple[list[DeliveryRow], list[tuple[Any, ...]]]:
+    ) -> tuple[list[DeliveryRow], list[AttemptRow]]:
         """Rows to write for these attempts: the attempts log and every unfinished delivery."""
         rows: list[DeliveryRow] = []
-        attempt_rows: list[tuple[Any, ...]] = []
+        attempt_rows: list[AttemptRow] = []
         stamp = utc_now()
         for delivery, attempt in zip(deliveries, attempts, strict=True):
             if attempt is _NOT_SENT:
@@ -390,10 +390,10 @@ class DestinationWorker:
 
     def _attempt_row(
         self, delivery: Delivery, attempt: Attempt, number: int, stamp: str
-    ) -> tuple[Any, ...]:
+    ) -> AttemptRow:
         """The attempts-log row of one request."""
-        return (
-            self.name, delivery.webhook_id, pack_seqs([e.seq for e in delivery.entries]),
+        return AttemptRow(
+            self.name, delivery.webhook_id, [e.seq for e in delivery.entries],
             number, attempt.status, _describe(attempt) if attempt.error else "",
             attempt.latency_ms, attempt.excerpt, stamp,
         )
@@ -463,8 +463,8 @@ class DestinationWorker:
         self._enabled.clear()
         log.error("destination %s disabled: %s", self.name, reason)
 
-        def write(conn: sqlite3.Connection) -> None:
-            self.store.set_destination_state(conn, self.name, "disabled", reason, utc_now())
+        def write(tx: Transaction) -> None:
+            self.store.set_destination_state(tx, self.name, "disabled", reason, utc_now())
 
         self._tasks.append(asyncio.ensure_future(self.committer.run(write)))
 
@@ -514,16 +514,17 @@ class DestinationWorker:
             delivery.attempts.append(row.attempts)
         deliveries = list(groups.values())
         attempts = await asyncio.gather(*(self._send(d) for d in deliveries))
-        rows_out, attempt_rows = [], []
+        rows_out: list[DeliveryRow] = []
+        attempt_rows: list[AttemptRow] = []
         stamp = utc_now()
         for delivery, attempt in zip(deliveries, attempts, strict=True):
             number = max(delivery.attempts) + 1
             attempt_rows.append(self._attempt_row(delivery, attempt, number, stamp))
             rows_out.extend(self._outcome_rows(delivery, attempt, number, stamp, recorded=True))
 
-        def write(conn: sqlite3.Connection) -> None:
-            self.store.insert_attempts(conn, attempt_rows)
-            self.store.upsert_deliveries(conn, rows_out)
+        def write(tx: Transaction) -> None:
+            self.store.insert_attempts(tx, attempt_rows)
+            self.store.upsert_deliveries(tx, rows_out)
 
         await self.committer.run(write, size=max(1, len(rows_out)), durable=False)
         return 0.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -20,7 +19,7 @@ from scr.security.keys import (
     key_origins,
     key_row,
 )
-from scr.store.sqlite import SqliteStore
+from scr.store.protocol import Store, Transaction
 
 KEY_CACHE_SIZE = 10_000
 
@@ -28,7 +27,7 @@ KEY_CACHE_SIZE = 10_000
 class Authenticator:
     """Checks keys against the store, remembering recent answers."""
 
-    def __init__(self, store: SqliteStore, required: bool = True) -> None:
+    def __init__(self, store: Store, required: bool = True) -> None:
         self.store = store
         self.required = required
         self._cache: OrderedDict[bytes, Principal] = OrderedDict()
@@ -70,14 +69,14 @@ def create_key(
     grant, key_hash = key_row(tenant, role)
     grant = dataclasses.replace(grant, origins=allowed)
 
-    def write(conn: sqlite3.Connection) -> None:
-        committer.store.insert_key(conn, key_hash, grant.key_id, tenant, role.value, label, utc_now())
-        committer.store.insert_key_origins(conn, grant.key_id, sorted(allowed))
+    def write(tx: Transaction) -> None:
+        committer.store.insert_key(tx, key_hash, grant.key_id, tenant, role.value, label, utc_now())
+        committer.store.insert_key_origins(tx, grant.key_id, sorted(allowed))
         created: dict[str, object] = {"key_id": grant.key_id, "role": role.value, "label": label}
         if allowed:
             created["origins"] = sorted(allowed)
         committer.append_entry(
-            conn, tenant, Kind.KEY_CREATED, created, actor="cli", source="cli", ref=grant.key_id,
+            tx, tenant, Kind.KEY_CREATED, created, actor="cli", source="cli", ref=grant.key_id,
         )
 
     committer.run_sync(write)

@@ -13,15 +13,31 @@ is decided on the stored tenant and event id, and a true 64-bit collision goes t
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import sqlite3
-import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from scr.store.protocol import Transaction
+from scr.store.records import (
+    ENTRY_TIME_FORMAT,
+    AttemptRow,
+    DeliveryRow,
+    EventKey,
+    Hit,
+    KeyRecord,
+    NewEntry,
+    StoredEntry,
+    event_key,
+    pack_seqs,
+    session_key,
+    unpack_seqs,
+)
+
+log = logging.getLogger("scr.store.sqlite")
 
 DATABASE_FILE = "scr.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -30,7 +46,7 @@ WRITE_CACHE_KIB = 262_144
 # Keeps each IN (...) query under SQLite's bound-parameter limit.
 MAX_QUERY_PARAMS = 900
 READ_PAGE_ENTRIES = 1000
-ENTRY_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # entry times as scr.log.commit.utc_now writes them
+WAL_CHECKPOINT_S = 1.0
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -106,67 +122,6 @@ CREATE INDEX IF NOT EXISTS attempts_destination ON attempts (destination, id);
 """
 
 
-def event_key(tenant: str, event_id: str) -> int:
-    """The signed 64-bit dedup key of ``(tenant, event_id)``."""
-    digest = hashlib.blake2b(f"{tenant}\0{event_id}".encode(), digest_size=8).digest()
-    return int(struct.unpack("<q", digest)[0])
-
-
-def session_key(tenant: str, session_id: str) -> int:
-    """The signed 64-bit lookup key of ``(tenant, session_id)``."""
-    digest = hashlib.blake2b(f"{tenant}\0{session_id}".encode(), digest_size=8).digest()
-    return -int(struct.unpack("<q", digest)[0]) - 1  # a different key space from event_key
-
-
-def pack_seqs(seqs: Sequence[int]) -> bytes:
-    """Pack ledger sequence numbers for the attempts log."""
-    return struct.pack(f"<{len(seqs)}q", *seqs)
-
-
-def unpack_seqs(blob: bytes) -> list[int]:
-    return list(struct.unpack(f"<{len(blob) // 8}q", blob))
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
-    """A ledger row as read back."""
-
-    seq: int
-    tenant: str
-    tenant_seq: int
-    kind: str
-    ts: str
-    event_id: str | None
-    entry: bytes
-    hash: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    key_id: str
-    tenant: str
-    role: str
-    label: str
-    created_at: str
-    revoked_at: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryRow:
-    destination: str
-    seq: int
-    tenant: str
-    event_id: str
-    session_key: int
-    webhook_id: str
-    status: str
-    attempts: int
-    next_attempt_ms: int
-    last_status: int | None
-    last_error: str
-    updated_at: str
-
-
 _ENTRY_COLUMNS = "seq, tenant, tenant_seq, kind, ts, event_id, entry, hash"
 _DELIVERY_COLUMNS = (
     "destination, seq, tenant, event_id, session_key, webhook_id, status, attempts, "
@@ -177,6 +132,103 @@ _DELIVERY_COLUMNS = (
 def _chunks(values: Sequence[Any], size: int = MAX_QUERY_PARAMS) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+class SqliteWriter:
+    """The one writer's connection (a ``Transaction``): WAL, synchronous=FULL per durable group.
+
+    It hands out ledger sequence numbers from memory (the writer is the only appender while
+    it holds the write lock), and checkpoints the WAL on a thread of its own.
+    """
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.conn = store._open(write=True)
+        # WAL checkpoints run on their own thread, off the commit path (see _checkpoint_wal).
+        self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._store = store
+        self._synchronous_full = True  # as the store opens the connection
+        self._data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        self.next_seq = store.last_seq(self) + 1
+        self._seq_at_begin = self._seq_at_savepoint = self.next_seq
+        # dedup hashes of this transaction taken by another (tenant, event_id): see find_events
+        self.taken: set[int] = set()
+        self._stopping = threading.Event()
+        self._wal_thread = threading.Thread(
+            target=self._checkpoint_wal, name="scr-wal-checkpoint", daemon=True
+        )
+        self._wal_thread.start()
+
+    def begin(self, durable: bool) -> None:
+        if durable != self._synchronous_full:
+            self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._synchronous_full = durable
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.taken.clear()
+        self._seq_at_begin = self.next_seq
+
+    def savepoint(self) -> None:
+        self.conn.execute("SAVEPOINT work")
+        self._seq_at_savepoint = self.next_seq
+
+    def release(self) -> None:
+        self.conn.execute("RELEASE work")
+
+    def rollback_to_savepoint(self) -> None:
+        self.conn.execute("ROLLBACK TO work")
+        self.conn.execute("RELEASE work")
+        self.next_seq = self._seq_at_savepoint
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.rollback()
+            except sqlite3.Error as error:
+                log.warning("rollback failed: %s", error)
+        self.next_seq = self._seq_at_begin
+
+    def changed_elsewhere(self) -> bool:
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version:
+            return False
+        self._data_version = version
+        self.next_seq = self._store.last_seq(self) + 1
+        return True
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._wal_thread.is_alive():
+            self._wal_thread.join()
+        self.conn.close()
+
+    def _checkpoint_wal(self) -> None:
+        """Copy the WAL back into the database every WAL_CHECKPOINT_S, beside the writer.
+
+        SQLite's automatic checkpoint runs inside the commit that crosses its threshold,
+        adding the database file's writes and fsync to that request's latency. A PASSIVE
+        checkpoint from another connection never blocks the writer.
+        """
+        conn = self._store._open(write=True)
+        try:
+            while not self._stopping.wait(WAL_CHECKPOINT_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as error:  # busy or failing disk: the next round retries
+                    log.warning("WAL checkpoint failed: %s", error)
+        finally:
+            conn.close()
+
+
+def _writer(tx: Transaction) -> SqliteWriter:
+    if not isinstance(tx, SqliteWriter):
+        raise TypeError(f"a SQLite store cannot write in {type(tx).__name__}")
+    return tx
+
+
+def _conn(tx: Transaction) -> sqlite3.Connection:
+    return _writer(tx).conn
 
 
 class SqliteStore:
@@ -201,8 +253,12 @@ class SqliteStore:
         conn.execute(f"PRAGMA cache_size = -{cache}")
         return conn
 
-    def writer_connection(self) -> sqlite3.Connection:
-        """A connection for the one writer thread."""
+    def writer(self) -> SqliteWriter:
+        """The connection of the one writer thread."""
+        return SqliteWriter(self)
+
+    def connection(self) -> sqlite3.Connection:
+        """A new connection to the database file (for the ledger's trees; close it)."""
         return self._open(write=True)
 
     def _reader(self) -> sqlite3.Connection:
@@ -220,56 +276,86 @@ class SqliteStore:
 
     # ----- ledger ---------------------------------------------------------------------------
 
-    def chain_heads(self, conn: sqlite3.Connection) -> dict[str, tuple[int, bytes]]:
+    def chain_heads(self, tx: Transaction) -> dict[str, tuple[int, bytes]]:
         """Per tenant: (number of entries, hash of the newest entry)."""
-        rows = conn.execute(
+        rows = _conn(tx).execute(
             "SELECT l.tenant, l.tenant_seq, l.hash FROM ledger l "
             "JOIN (SELECT tenant, MAX(tenant_seq) AS top FROM ledger GROUP BY tenant) m "
             "ON l.tenant = m.tenant AND l.tenant_seq = m.top"
         ).fetchall()
         return {tenant: (tenant_seq + 1, bytes(h)) for tenant, tenant_seq, h in rows}
 
-    def last_seq(self, conn: sqlite3.Connection | None = None) -> int:
-        row = (conn or self._reader()).execute("SELECT MAX(seq) FROM ledger").fetchone()
+    def reserve_seqs(self, tx: Transaction, count: int) -> list[int]:
+        writer = _writer(tx)
+        first = writer.next_seq
+        writer.next_seq = first + count
+        return list(range(first, first + count))
+
+    def last_seq(self, tx: Transaction | None = None) -> int:
+        conn = self._reader() if tx is None else _conn(tx)
+        row = conn.execute("SELECT MAX(seq) FROM ledger").fetchone()
         return int(row[0] or 0)
 
-    def find_keys(
-        self, conn: sqlite3.Connection, keys: Sequence[int]
-    ) -> dict[int, tuple[int, str, str, bytes]]:
-        """For the dedup keys present: key → (seq, tenant, event_id, payload digest)."""
-        found: dict[int, tuple[int, str, str, bytes]] = {}
-        for part in _chunks(list(keys)):
+    def find_events(self, tx: Transaction, keys: Sequence[EventKey]) -> dict[EventKey, Hit]:
+        """Dedup lookup by the 64-bit hash; equality is decided on the stored text.
+
+        A hash held by another (tenant, event id) is remembered for the transaction, so
+        ``append`` files the new event under the exact-text overflow table instead.
+        """
+        writer = _writer(tx)
+        conn = writer.conn
+        by_hash: dict[int, list[EventKey]] = {}
+        for key in keys:
+            by_hash.setdefault(event_key(*key), []).append(key)
+        found: dict[EventKey, Hit] = {}
+        collided: list[EventKey] = []
+        for part in _chunks(list(by_hash)):
             marks = ",".join("?" * len(part))
             rows = conn.execute(
                 f"SELECT k.key, l.seq, l.tenant, l.event_id, l.payload_digest "
                 f"FROM event_keys k JOIN ledger l ON l.seq = k.seq WHERE k.key IN ({marks})",
                 part,
             ).fetchall()
-            for key, seq, tenant, event_id, digest in rows:
-                found[key] = (seq, tenant, event_id, bytes(digest))
+            for hashed, seq, tenant, event_id, digest in rows:
+                for key in by_hash[hashed]:
+                    if key == (tenant, event_id):
+                        found[key] = Hit(seq, bytes(digest))
+                    else:
+                        writer.taken.add(hashed)
+                        collided.append(key)
+        for tenant, event_id in collided:
+            row = conn.execute(
+                "SELECT o.seq, l.payload_digest FROM event_keys_overflow o "
+                "JOIN ledger l ON l.seq = o.seq WHERE o.tenant = ? AND o.event_id = ?",
+                (tenant, event_id),
+            ).fetchone()
+            if row is not None:
+                found[(tenant, event_id)] = Hit(int(row[0]), bytes(row[1]))
         return found
 
-    def find_overflow(
-        self, conn: sqlite3.Connection, tenant: str, event_id: str
-    ) -> tuple[int, bytes] | None:
-        row = conn.execute(
-            "SELECT o.seq, l.payload_digest FROM event_keys_overflow o "
-            "JOIN ledger l ON l.seq = o.seq WHERE o.tenant = ? AND o.event_id = ?",
-            (tenant, event_id),
-        ).fetchone()
-        return (int(row[0]), bytes(row[1])) if row else None
-
-    def insert_entries(self, conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Rows of (seq, tenant, tenant_seq, kind, ts, event_id, session_key, digest, entry, hash)."""
+    def append(self, tx: Transaction, entries: Sequence[NewEntry]) -> None:
+        writer = _writer(tx)
+        conn = writer.conn
+        keys: list[tuple[int, int]] = []
+        seen: set[int] = set()
+        overflow: list[tuple[str, str, int]] = []
+        rows = []
+        for e in entries:
+            session = session_key(e.tenant, e.session_id) if e.session_id is not None else None
+            rows.append((e.seq, e.tenant, e.tenant_seq, e.kind, e.ts, e.event_id, session,
+                         e.payload_digest, e.entry, e.hash))
+            if e.event_id is None:
+                continue
+            hashed = event_key(e.tenant, e.event_id)
+            if hashed in writer.taken or hashed in seen:  # a true 64-bit collision: exact text
+                overflow.append((e.tenant, e.event_id, e.seq))
+            else:
+                seen.add(hashed)
+                keys.append((hashed, e.seq))
         conn.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-
-    def insert_keys(self, conn: sqlite3.Connection, keys: Iterable[tuple[int, int]]) -> None:
         conn.executemany("INSERT INTO event_keys VALUES (?, ?)", keys)
-
-    def insert_overflow(
-        self, conn: sqlite3.Connection, tenant: str, event_id: str, seq: int
-    ) -> None:
-        conn.execute("INSERT INTO event_keys_overflow VALUES (?, ?, ?)", (tenant, event_id, seq))
+        if overflow:
+            conn.executemany("INSERT INTO event_keys_overflow VALUES (?, ?, ?)", overflow)
 
     def entries_after(self, after_seq: int, limit: int) -> list[StoredEntry]:
         """Ledger rows with seq > after_seq, in order."""
@@ -408,16 +494,10 @@ class SqliteStore:
     # ----- keys -----------------------------------------------------------------------------
 
     def insert_key(
-        self,
-        conn: sqlite3.Connection,
-        key_hash: bytes,
-        key_id: str,
-        tenant: str,
-        role: str,
-        label: str,
+        self, tx: Transaction, key_hash: bytes, key_id: str, tenant: str, role: str, label: str,
         created_at: str,
     ) -> None:
-        conn.execute(
+        _conn(tx).execute(
             "INSERT INTO api_keys (key_hash, key_id, tenant, role, label, created_at) "
             "VALUES (?,?,?,?,?,?)",
             (key_hash, key_id, tenant, role, label, created_at),
@@ -431,10 +511,8 @@ class SqliteStore:
         ).fetchone()
         return KeyRecord(*row) if row else None
 
-    def insert_key_origins(
-        self, conn: sqlite3.Connection, key_id: str, origins: Iterable[str]
-    ) -> None:
-        conn.executemany(
+    def insert_key_origins(self, tx: Transaction, key_id: str, origins: Iterable[str]) -> None:
+        _conn(tx).executemany(
             "INSERT INTO key_origins VALUES (?, ?)", [(key_id, origin) for origin in origins]
         )
 
@@ -452,8 +530,8 @@ class SqliteStore:
         ).fetchone()
         return int(row[0]) if row else None
 
-    def set_cursor(self, conn: sqlite3.Connection, destination: str, seq: int) -> None:
-        conn.execute(
+    def set_cursor(self, tx: Transaction, destination: str, seq: int) -> None:
+        _conn(tx).execute(
             "INSERT INTO cursors VALUES (?, ?) ON CONFLICT (destination) DO UPDATE SET "
             "seq = MAX(seq, excluded.seq)",
             (destination, seq),
@@ -466,16 +544,16 @@ class SqliteStore:
         return (row[0], row[1]) if row else ("active", "")
 
     def set_destination_state(
-        self, conn: sqlite3.Connection, destination: str, state: str, reason: str, now: str
+        self, tx: Transaction, destination: str, state: str, reason: str, now: str
     ) -> None:
-        conn.execute(
+        _conn(tx).execute(
             "INSERT INTO destination_state VALUES (?,?,?,?) ON CONFLICT (destination) DO UPDATE "
             "SET state = excluded.state, reason = excluded.reason, changed_at = excluded.changed_at",
             (destination, state, reason, now),
         )
 
-    def upsert_deliveries(self, conn: sqlite3.Connection, rows: Iterable[DeliveryRow]) -> None:
-        conn.executemany(
+    def upsert_deliveries(self, tx: Transaction, rows: Iterable[DeliveryRow]) -> None:
+        _conn(tx).executemany(
             f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT (destination, seq) DO UPDATE SET webhook_id = excluded.webhook_id, "
             "status = excluded.status, attempts = excluded.attempts, "
@@ -500,9 +578,9 @@ class SqliteStore:
         ).fetchall()
         return [DeliveryRow(*row) for row in rows]
 
-    def make_due(self, conn: sqlite3.Connection, destination: str, now_ms: int) -> int:
+    def make_due(self, tx: Transaction, destination: str, now_ms: int) -> int:
         """Bring every open delivery of a destination forward to now (after re-enabling)."""
-        cur = conn.execute(
+        cur = _conn(tx).execute(
             "UPDATE deliveries SET next_attempt_ms = ? WHERE destination = ? "
             "AND status IN ('pending', 'retrying')",
             (now_ms, destination),
@@ -536,25 +614,23 @@ class SqliteStore:
                 found[row[1]] = DeliveryRow(*row)
         return found
 
-    def insert_attempts(self, conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Rows of (destination, webhook_id, seqs, attempt, status, error, latency_ms,
-        response_excerpt, ts)."""
-        conn.executemany(
+    def insert_attempts(self, tx: Transaction, rows: Iterable[AttemptRow]) -> None:
+        _conn(tx).executemany(
             "INSERT INTO attempts (destination, webhook_id, seqs, attempt, status, error, "
             "latency_ms, response_excerpt, ts) VALUES (?,?,?,?,?,?,?,?,?)",
-            rows,
+            [(r.destination, r.webhook_id, pack_seqs(r.seqs), r.attempt, r.status, r.error,
+              r.latency_ms, r.response_excerpt, r.ts) for r in rows],
         )
 
-    def recent_attempts(
-        self, destination: str | None, limit: int
-    ) -> list[tuple[str, str, list[int], int, int | None, str, float, str, str]]:
+    def recent_attempts(self, destination: str | None, limit: int) -> list[AttemptRow]:
         where, params = ("WHERE destination = ?", (destination,)) if destination else ("", ())
         rows = self._reader().execute(
             "SELECT destination, webhook_id, seqs, attempt, status, error, latency_ms, "
             f"response_excerpt, ts FROM attempts {where} ORDER BY id DESC LIMIT ?",
             (*params, limit),
         ).fetchall()
-        return [(d, w, unpack_seqs(s), a, st, e, lat, r, ts) for d, w, s, a, st, e, lat, r, ts in rows]
+        return [AttemptRow(d, w, unpack_seqs(s), a, st, e, lat, r, ts)
+                for d, w, s, a, st, e, lat, r, ts in rows]
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:

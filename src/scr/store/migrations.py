@@ -1,0 +1,156 @@
+"""Versioned schema migrations of the PostgreSQL store, applied in order, each once.
+
+``schema_migrations`` records every applied version. ``migrate`` runs at every start of a
+PostgreSQL store and by ``scr db migrate``; it holds an advisory lock while it runs, so
+instances starting together apply each migration exactly once. A migration is never edited
+after it has shipped: changes are new, higher versions (additive, so running instances of
+the previous version keep working while a cluster is upgraded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+# pg_advisory_xact_lock key of schema changes: the ASCII of "scrmigr" (any constant works,
+# it only has to differ from the store's other locks).
+MIGRATION_LOCK = 0x7363726D696772
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[psycopg.Connection[tuple[Any, ...]]], None]
+
+
+def _sql(statements: str) -> Callable[[psycopg.Connection[tuple[Any, ...]]], None]:
+    def apply(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        conn.execute(statements.encode())  # several statements, no parameters
+
+    return apply
+
+
+INITIAL = """
+-- seq: the ledger position, from ledger_seq (increasing in commit order for each writer).
+-- partition: hash(tenant) % partitions (scr.store.postgres.partition_of), for the bus's
+-- per-partition owners; reads by (partition, seq) follow one partition in order.
+CREATE SEQUENCE ledger_seq AS bigint;
+CREATE TABLE ledger (
+    seq bigint PRIMARY KEY,
+    partition integer NOT NULL,
+    tenant text NOT NULL,
+    tenant_seq bigint NOT NULL,
+    kind text NOT NULL,
+    ts text NOT NULL,
+    event_id text,
+    session_id text,
+    payload_digest bytea,
+    entry bytea NOT NULL,
+    hash bytea NOT NULL,
+    CONSTRAINT ledger_tenant_position UNIQUE (tenant, tenant_seq)
+);
+-- exact dedup: one entry per (tenant, event_id), for as long as the ledger keeps it
+CREATE UNIQUE INDEX ledger_event ON ledger (tenant, event_id) WHERE event_id IS NOT NULL;
+CREATE INDEX ledger_partition ON ledger (partition, seq);
+CREATE INDEX ledger_session ON ledger (tenant, session_id) WHERE session_id IS NOT NULL;
+CREATE INDEX ledger_kind ON ledger (tenant, kind, seq) WHERE kind <> 'SESSION_COMPLETION';
+CREATE INDEX ledger_ts ON ledger (ts);
+CREATE TABLE api_keys (
+    key_hash bytea PRIMARY KEY,
+    key_id text NOT NULL UNIQUE,
+    tenant text NOT NULL,
+    role text NOT NULL,
+    label text NOT NULL DEFAULT '',
+    created_at text NOT NULL,
+    revoked_at text
+);
+CREATE TABLE cursors (destination text PRIMARY KEY, seq bigint NOT NULL);
+CREATE TABLE destination_state (
+    destination text PRIMARY KEY,
+    state text NOT NULL,
+    reason text NOT NULL DEFAULT '',
+    changed_at text NOT NULL
+);
+CREATE TABLE deliveries (
+    destination text NOT NULL,
+    seq bigint NOT NULL,
+    tenant text NOT NULL,
+    event_id text NOT NULL,
+    session_key bigint NOT NULL,
+    webhook_id text NOT NULL,
+    status text NOT NULL,
+    attempts integer NOT NULL,
+    next_attempt_ms bigint NOT NULL,
+    last_status integer,
+    last_error text NOT NULL DEFAULT '',
+    updated_at text NOT NULL,
+    PRIMARY KEY (destination, seq)
+);
+CREATE INDEX deliveries_due ON deliveries (destination, status, next_attempt_ms);
+CREATE TABLE attempts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    destination text NOT NULL,
+    webhook_id text NOT NULL,
+    seqs bigint[] NOT NULL,
+    attempt integer NOT NULL,
+    status integer,
+    error text NOT NULL DEFAULT '',
+    latency_ms double precision NOT NULL,
+    response_excerpt text NOT NULL DEFAULT '',
+    ts text NOT NULL
+);
+CREATE INDEX attempts_destination ON attempts (destination, id);
+"""
+
+
+def _vector_if_available(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """pgvector for the embedding index, where the server has it (pgserver ships it); a
+    server without it still runs every other part of scr."""
+    row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+    if row is not None:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "ledger, dedup, keys, cursors, deliveries, attempts", _sql(INITIAL)),
+    Migration(2, "pgvector extension when the server has it", _vector_if_available),
+    Migration(3, "web origins of publishable keys", _sql(
+        "CREATE TABLE key_origins (key_id text NOT NULL, origin text NOT NULL, "
+        "PRIMARY KEY (key_id, origin))"
+    )),
+)
+
+
+def migrate(conn: psycopg.Connection[tuple[Any, ...]]) -> list[int]:
+    """Apply every migration not yet applied, in order; the versions applied now."""
+    applied_now: list[int] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
+            "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            migration.apply(conn)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+            applied_now.append(migration.version)
+    return applied_now
+
+
+def schema_version(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+    """The newest applied migration (0 for an empty database)."""
+    exists = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+    if exists is None or exists[0] is None:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return int(row[0] or 0) if row else 0

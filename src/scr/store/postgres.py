@@ -1,0 +1,499 @@
+"""The PostgreSQL store: the same protocol as SQLite, shared by every instance of a cluster.
+
+psycopg 3: the writer holds one connection of its own (each group commit is one transaction,
+ledger rows written with COPY); reads borrow connections from a ``psycopg_pool`` pool.
+Exact dedup is the unique index on ``(tenant, event_id)``. A ledger row carries its
+partition, ``partition_of(tenant, partitions)``, indexed with its seq.
+
+One writer at a time: every group transaction takes the advisory lock ``LEDGER_WRITE_LOCK``
+first, so a second writer (``scr keys create --store …`` while a server runs) waits for the
+group in flight and then finds the ledger moved (``changed_elsewhere``) and reloads the chain
+heads. The scale-out issue replaces this one lock by one lock per partition owner.
+
+Schema: ``scr.store.migrations`` (applied when the store opens, and by ``scr db migrate``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from scr.store.migrations import migrate
+from scr.store.protocol import Transaction
+from scr.store.records import (
+    ENTRY_TIME_FORMAT,
+    AttemptRow,
+    DeliveryRow,
+    EventKey,
+    Hit,
+    KeyRecord,
+    NewEntry,
+    StoredEntry,
+)
+
+log = logging.getLogger("scr.store.postgres")
+
+DEFAULT_PARTITIONS = 16
+CONNECT_TIMEOUT_S = 5
+POOL_MIN_CONNECTIONS = 1
+POOL_MAX_CONNECTIONS = 8
+POOL_WAIT_S = 5.0  # a read waits this long for a connection before failing
+READ_PAGE_ENTRIES = 1000
+# pg_advisory_xact_lock key of the ledger's one writer: the ASCII of "scrlog".
+LEDGER_WRITE_LOCK = 0x7363726C6F67
+URI_SCHEMES = ("postgresql://", "postgres://")
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+_ENTRY_COLUMNS = "seq, tenant, tenant_seq, kind, ts, event_id, entry, hash"
+_DELIVERY_COLUMNS = (
+    "destination, seq, tenant, event_id, session_key, webhook_id, status, attempts, "
+    "next_attempt_ms, last_status, last_error, updated_at"
+)
+
+
+def is_postgres_uri(value: str) -> bool:
+    return value.startswith(URI_SCHEMES)
+
+
+def partition_of(tenant: str, partitions: int) -> int:
+    """The tenant's partition: the first 8 bytes of SHA-256(tenant, UTF-8), big-endian,
+    modulo ``partitions``. Stable across processes, versions and languages."""
+    digest = hashlib.sha256(tenant.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % partitions
+
+
+def redact(uri: str) -> str:
+    """The URI without its password, for logs and messages."""
+    scheme, sep, rest = uri.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return uri
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}" if ":" in credentials else uri
+
+
+def _connect(uri: str) -> Connection:
+    return psycopg.connect(uri, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+
+
+class PostgresWriter:
+    """The one writer's connection (a ``Transaction``), reconnected when it was lost."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._conn: Connection | None = None
+        self._seen_seq = 0  # the newest seq this writer knows is committed
+        self._appended_seq = 0  # the newest seq appended by the open transaction
+
+    @property
+    def conn(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                log.warning("the writer's PostgreSQL connection was lost: reconnecting")
+            self._conn = _connect(self._store.uri)
+        return self._conn
+
+    def begin(self, durable: bool) -> None:
+        conn = self.conn
+        conn.execute("BEGIN")
+        if not durable:  # state whose loss costs only a redelivery: no wait for the WAL flush
+            conn.execute("SET LOCAL synchronous_commit = off")
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LEDGER_WRITE_LOCK,))
+        self._appended_seq = 0
+
+    def savepoint(self) -> None:
+        self.conn.execute("SAVEPOINT work")
+
+    def release(self) -> None:
+        self.conn.execute("RELEASE SAVEPOINT work")
+
+    def rollback_to_savepoint(self) -> None:
+        self.conn.execute("ROLLBACK TO SAVEPOINT work")
+        self.conn.execute("RELEASE SAVEPOINT work")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+        self._seen_seq = max(self._seen_seq, self._appended_seq)
+
+    def rollback(self) -> None:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except psycopg.Error as error:
+            log.warning("rollback failed: %s", error)
+
+    def changed_elsewhere(self) -> bool:
+        newest = self._store.last_seq(self)
+        changed = newest != self._seen_seq
+        self._seen_seq = newest
+        return changed
+
+    def appended(self, seq: int) -> None:
+        self._appended_seq = max(self._appended_seq, seq)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _conn(tx: Transaction) -> Connection:
+    return _writer(tx).conn
+
+
+def _writer(tx: Transaction) -> PostgresWriter:
+    if not isinstance(tx, PostgresWriter):
+        raise TypeError(f"a PostgreSQL store cannot write in {type(tx).__name__}")
+    return tx
+
+
+class PostgresStore:
+    """A PostgreSQL database holding the ledger of one scr instance or of a whole cluster."""
+
+    def __init__(self, uri: str, partitions: int = DEFAULT_PARTITIONS, apply_migrations: bool = True) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be at least 1")
+        self.uri = uri
+        self.partitions = partitions
+        if apply_migrations:
+            with _connect(uri) as conn:
+                migrate(conn)
+        self._pool = ConnectionPool(
+            uri, min_size=POOL_MIN_CONNECTIONS, max_size=POOL_MAX_CONNECTIONS,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            timeout=POOL_WAIT_S, open=True, name="scr-readers",
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact(self.uri)!r})"
+
+    def writer(self) -> PostgresWriter:
+        return PostgresWriter(self)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._pool.connection() as conn:
+            return conn.execute(sql.encode(), params).fetchall()
+
+    # ----- the ledger: appends --------------------------------------------------------------
+
+    def chain_heads(self, tx: Transaction) -> dict[str, tuple[int, bytes]]:
+        rows = _conn(tx).execute(
+            "SELECT DISTINCT ON (tenant) tenant, tenant_seq, hash FROM ledger "
+            "ORDER BY tenant, tenant_seq DESC"
+        ).fetchall()
+        return {tenant: (int(tenant_seq) + 1, bytes(h)) for tenant, tenant_seq, h in rows}
+
+    def reserve_seqs(self, tx: Transaction, count: int) -> list[int]:
+        if count == 0:
+            return []
+        rows = _conn(tx).execute(
+            "SELECT nextval('ledger_seq') FROM generate_series(1, %s)", (count,)
+        ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def find_events(self, tx: Transaction, keys: Sequence[EventKey]) -> dict[EventKey, Hit]:
+        if not keys:
+            return {}
+        rows = _conn(tx).execute(
+            "SELECT l.tenant, l.event_id, l.seq, l.payload_digest FROM ledger l "
+            "JOIN unnest(%s::text[], %s::text[]) AS k(tenant, event_id) "
+            "ON l.tenant = k.tenant AND l.event_id = k.event_id WHERE l.event_id IS NOT NULL",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        ).fetchall()
+        return {(tenant, event_id): Hit(int(seq), bytes(digest)) for tenant, event_id, seq, digest in rows}
+
+    def append(self, tx: Transaction, entries: Sequence[NewEntry]) -> None:
+        if not entries:
+            return
+        writer = _writer(tx)
+        partitions = self.partitions
+        with writer.conn.cursor() as cur, cur.copy(
+            "COPY ledger (seq, partition, tenant, tenant_seq, kind, ts, event_id, session_id, "
+            "payload_digest, entry, hash) FROM STDIN"
+        ) as copy:
+            for e in entries:
+                copy.write_row((
+                    e.seq, partition_of(e.tenant, partitions), e.tenant, e.tenant_seq, e.kind,
+                    e.ts, e.event_id, e.session_id, e.payload_digest, e.entry, e.hash,
+                ))
+        writer.appended(max(e.seq for e in entries))
+
+    # ----- the ledger: reads ----------------------------------------------------------------
+
+    def last_seq(self, tx: Transaction | None = None) -> int:
+        sql = "SELECT coalesce(max(seq), 0) FROM ledger"
+        row = _conn(tx).execute(sql).fetchone() if tx is not None else self._read(sql)[0]
+        return int(row[0]) if row else 0
+
+    def entries_after(self, after_seq: int, limit: int) -> list[StoredEntry]:
+        return _entries(self._read(
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq > %s ORDER BY seq LIMIT %s",
+            (after_seq, limit),
+        ))
+
+    def partition_entries_after(self, partition: int, after_seq: int, limit: int) -> list[StoredEntry]:
+        """One partition's entries with seq > after_seq, in order (for the partition's owner)."""
+        return _entries(self._read(
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE partition = %s AND seq > %s "
+            "ORDER BY seq LIMIT %s",
+            (partition, after_seq, limit),
+        ))
+
+    def entries_by_seq(self, seqs: Sequence[int]) -> dict[int, StoredEntry]:
+        if not seqs:
+            return {}
+        rows = self._read(
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq = ANY(%s)", (list(seqs),)
+        )
+        return {entry.seq: entry for entry in _entries(rows)}
+
+    def tenant_entries(
+        self, tenant: str, start: int, end: int, kinds: Sequence[str] | None = None
+    ) -> list[StoredEntry]:
+        entries = _entries(self._read(
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE tenant = %s AND tenant_seq >= %s "
+            "AND tenant_seq < %s ORDER BY tenant_seq",
+            (tenant, start, end),
+        ))
+        return entries if kinds is None else [e for e in entries if e.kind in kinds]
+
+    def tenant_entries_between(
+        self, tenant: str, low_seq: int, high_seq: int, limit: int
+    ) -> list[StoredEntry]:
+        return _entries(self._read(
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE tenant = %s AND seq > %s AND seq <= %s "
+            "ORDER BY seq LIMIT %s",
+            (tenant, low_seq, high_seq, limit),
+        ))
+
+    def tenant_entries_after(self, tenant: str, after_seq: int) -> Iterator[StoredEntry]:
+        start = 0
+        if after_seq > 0:  # seq and tenant_seq grow together
+            rows = self._read(
+                "SELECT tenant_seq FROM ledger WHERE tenant = %s AND seq <= %s "
+                "ORDER BY tenant_seq DESC LIMIT 1",
+                (tenant, after_seq),
+            )
+            start = int(rows[0][0]) + 1 if rows else 0
+        while True:
+            page = self.tenant_entries(tenant, start, start + READ_PAGE_ENTRIES)
+            yield from (entry for entry in page if entry.seq > after_seq)
+            if len(page) < READ_PAGE_ENTRIES:
+                return
+            start += READ_PAGE_ENTRIES
+
+    def tenant_entries_of_kinds(
+        self, tenant: str, kinds: Sequence[str], after_seq: int
+    ) -> list[StoredEntry]:
+        return _entries(self._read(
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE tenant = %s AND kind = ANY(%s) "
+            "AND seq > %s AND kind <> 'SESSION_COMPLETION' ORDER BY seq",
+            (tenant, list(kinds), after_seq),
+        ))
+
+    def tenants(self) -> list[str]:
+        # a loose index scan over (tenant, tenant_seq): one probe per tenant, not per entry
+        rows = self._read(
+            "WITH RECURSIVE t(tenant) AS ("
+            " (SELECT tenant FROM ledger ORDER BY tenant LIMIT 1)"
+            " UNION ALL SELECT (SELECT l.tenant FROM ledger l WHERE l.tenant > t.tenant "
+            "ORDER BY l.tenant LIMIT 1) FROM t WHERE t.tenant IS NOT NULL"
+            ") SELECT tenant FROM t WHERE tenant IS NOT NULL"
+        )
+        return [row[0] for row in rows]
+
+    def accepted_events(self, tenant: str) -> list[tuple[str, int]]:
+        rows = self._read(
+            "SELECT event_id, seq FROM ledger WHERE tenant = %s AND event_id IS NOT NULL",
+            (tenant,),
+        )
+        return [(event_id, int(seq)) for event_id, seq in rows]
+
+    def find_event(self, tenant: str, event_id: str) -> StoredEntry | None:
+        rows = self._read(
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE tenant = %s AND event_id = %s",
+            (tenant, event_id),
+        )
+        return _entry(rows[0]) if rows else None
+
+    def session_entries(self, tenant: str, session_id: str) -> list[StoredEntry]:
+        return _entries(self._read(
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE tenant = %s AND session_id = %s "
+            "ORDER BY seq",
+            (tenant, session_id),
+        ))
+
+    def entry_time(self, seq: int) -> float | None:
+        rows = self._read("SELECT ts FROM ledger WHERE seq >= %s ORDER BY seq LIMIT 1", (seq,))
+        if not rows:
+            return None
+        return datetime.strptime(rows[0][0], ENTRY_TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+
+    def seq_at_time(self, ts: str) -> int:
+        rows = self._read("SELECT coalesce(max(seq), 0) FROM ledger WHERE ts < %s", (ts,))
+        return int(rows[0][0])
+
+    # ----- keys -----------------------------------------------------------------------------
+
+    def insert_key(
+        self, tx: Transaction, key_hash: bytes, key_id: str, tenant: str, role: str, label: str,
+        created_at: str,
+    ) -> None:
+        _conn(tx).execute(
+            "INSERT INTO api_keys (key_hash, key_id, tenant, role, label, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (key_hash, key_id, tenant, role, label, created_at),
+        )
+
+    def find_key(self, key_hash: bytes) -> KeyRecord | None:
+        rows = self._read(
+            "SELECT key_id, tenant, role, label, created_at, revoked_at FROM api_keys "
+            "WHERE key_hash = %s",
+            (key_hash,),
+        )
+        return KeyRecord(*rows[0]) if rows else None
+
+    def insert_key_origins(self, tx: Transaction, key_id: str, origins: Iterable[str]) -> None:
+        values = [(key_id, origin) for origin in origins]
+        if values:
+            with _conn(tx).cursor() as cur:
+                cur.executemany("INSERT INTO key_origins VALUES (%s, %s)", values)
+
+    def find_key_origins(self, key_id: str) -> frozenset[str]:
+        rows = self._read("SELECT origin FROM key_origins WHERE key_id = %s", (key_id,))
+        return frozenset(row[0] for row in rows)
+
+    # ----- destinations ---------------------------------------------------------------------
+
+    def cursor(self, destination: str) -> int | None:
+        rows = self._read("SELECT seq FROM cursors WHERE destination = %s", (destination,))
+        return int(rows[0][0]) if rows else None
+
+    def set_cursor(self, tx: Transaction, destination: str, seq: int) -> None:
+        _conn(tx).execute(
+            "INSERT INTO cursors VALUES (%s, %s) ON CONFLICT (destination) DO UPDATE SET "
+            "seq = GREATEST(cursors.seq, excluded.seq)",
+            (destination, seq),
+        )
+
+    def destination_state(self, destination: str) -> tuple[str, str]:
+        rows = self._read(
+            "SELECT state, reason FROM destination_state WHERE destination = %s", (destination,)
+        )
+        return (rows[0][0], rows[0][1]) if rows else ("active", "")
+
+    def set_destination_state(
+        self, tx: Transaction, destination: str, state: str, reason: str, now: str
+    ) -> None:
+        _conn(tx).execute(
+            "INSERT INTO destination_state VALUES (%s, %s, %s, %s) ON CONFLICT (destination) "
+            "DO UPDATE SET state = excluded.state, reason = excluded.reason, "
+            "changed_at = excluded.changed_at",
+            (destination, state, reason, now),
+        )
+
+    def upsert_deliveries(self, tx: Transaction, rows: Iterable[DeliveryRow]) -> None:
+        values = [
+            (r.destination, r.seq, r.tenant, r.event_id, r.session_key, r.webhook_id, r.status,
+             r.attempts, r.next_attempt_ms, r.last_status, r.last_error, r.updated_at)
+            for r in rows
+        ]
+        if not values:
+            return
+        with _conn(tx).cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (destination, seq) DO UPDATE SET webhook_id = excluded.webhook_id, "
+                "status = excluded.status, attempts = excluded.attempts, "
+                "next_attempt_ms = excluded.next_attempt_ms, last_status = excluded.last_status, "
+                "last_error = excluded.last_error, updated_at = excluded.updated_at",
+                values,
+            )
+
+    def open_deliveries(self, destination: str, limit: int) -> list[DeliveryRow]:
+        rows = self._read(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination = %s "
+            "AND status IN ('pending', 'retrying') ORDER BY seq LIMIT %s",
+            (destination, limit),
+        )
+        return [DeliveryRow(*row) for row in rows]
+
+    def make_due(self, tx: Transaction, destination: str, now_ms: int) -> int:
+        cur = _conn(tx).execute(
+            "UPDATE deliveries SET next_attempt_ms = %s WHERE destination = %s "
+            "AND status IN ('pending', 'retrying')",
+            (now_ms, destination),
+        )
+        return cur.rowcount
+
+    def list_deliveries(
+        self, tenant: str | None, destination: str | None, status: str | None, limit: int
+    ) -> list[DeliveryRow]:
+        clauses, params = [], []
+        for column, value in (("tenant", tenant), ("destination", destination), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._read(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where} ORDER BY seq DESC LIMIT %s",
+            (*params, limit),
+        )
+        return [DeliveryRow(*row) for row in rows]
+
+    def delivery_rows_for(self, destination: str, seqs: Sequence[int]) -> dict[int, DeliveryRow]:
+        if not seqs:
+            return {}
+        rows = self._read(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination = %s AND seq = ANY(%s)",
+            (destination, list(seqs)),
+        )
+        return {int(row[1]): DeliveryRow(*row) for row in rows}
+
+    def insert_attempts(self, tx: Transaction, rows: Iterable[AttemptRow]) -> None:
+        values = [
+            (r.destination, r.webhook_id, list(r.seqs), r.attempt, r.status, r.error,
+             r.latency_ms, r.response_excerpt, r.ts)
+            for r in rows
+        ]
+        if not values:
+            return
+        with _conn(tx).cursor() as cur:
+            cur.executemany(
+                "INSERT INTO attempts (destination, webhook_id, seqs, attempt, status, error, "
+                "latency_ms, response_excerpt, ts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                values,
+            )
+
+    def recent_attempts(self, destination: str | None, limit: int) -> list[AttemptRow]:
+        where, params = ("WHERE destination = %s", (destination,)) if destination else ("", ())
+        rows = self._read(
+            "SELECT destination, webhook_id, seqs, attempt, status, error, latency_ms, "
+            f"response_excerpt, ts FROM attempts {where} ORDER BY id DESC LIMIT %s",
+            (*params, limit),
+        )
+        return [AttemptRow(d, w, [int(s) for s in seqs], a, st, e, lat, r, ts)
+                for d, w, seqs, a, st, e, lat, r, ts in rows]
+
+
+def _entry(row: Sequence[Any]) -> StoredEntry:
+    seq, tenant, tenant_seq, kind, ts, event_id, entry, digest = row
+    return StoredEntry(int(seq), tenant, int(tenant_seq), kind, ts, event_id, bytes(entry), bytes(digest))
+
+
+def _entries(rows: Iterable[Sequence[Any]]) -> list[StoredEntry]:
+    return [_entry(row) for row in rows]
+

@@ -1,0 +1,182 @@
+"""The store protocol: what the runtime asks of a durable store, in the user's words.
+
+Two backends implement it: ``scr.store.sqlite.SqliteStore`` (the embedded default, one file
+in the data folder) and ``scr.store.postgres.PostgresStore`` (the shared store of a cluster).
+``scr.store.open_store`` picks one from ``--data`` or a ``postgresql://`` URI.
+
+Writes happen only inside a ``Transaction`` opened by the one writer (``scr.log.commit``):
+each group commit is one transaction, each caller's write inside it a savepoint, and a write
+method never commits by itself. Reads run on their own connections and may be called from
+any thread; they see committed state only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
+
+from scr.store.records import (
+    AttemptRow,
+    DeliveryRow,
+    EventKey,
+    Hit,
+    KeyRecord,
+    NewEntry,
+    StoredEntry,
+)
+
+
+class Transaction(Protocol):
+    """The writer's connection: one open transaction per group commit."""
+
+    def begin(self, durable: bool) -> None:
+        """Open the group's transaction; ``durable=False`` may skip the flush to disk."""
+
+    def savepoint(self) -> None:
+        """Mark the start of one caller's write."""
+
+    def release(self) -> None:
+        """Keep the write since the last savepoint."""
+
+    def rollback_to_savepoint(self) -> None:
+        """Undo the write since the last savepoint (the group goes on)."""
+
+    def commit(self) -> None:
+        """Make the group durable; raises if the store could not commit."""
+
+    def rollback(self) -> None:
+        """Abandon the open transaction, if any (never raises)."""
+
+    def changed_elsewhere(self) -> bool:
+        """True when another writer appended since this one last looked (``scr keys create``):
+        the committer then reloads the chain heads. Call inside the open transaction."""
+
+    def close(self) -> None:
+        """Close the connection."""
+
+
+class Store(Protocol):
+    """A durable ledger with its dedup index, keys and destination state."""
+
+    def writer(self) -> Transaction:
+        """The connection of the one writer (opened once, by the committer)."""
+
+    def close(self) -> None:
+        """Close the reading connections."""
+
+    # ----- the ledger: appends (inside a transaction) -----------------------------------------
+
+    def chain_heads(self, tx: Transaction) -> dict[str, tuple[int, bytes]]:
+        """Per tenant: (number of entries, hash of the newest entry)."""
+
+    def reserve_seqs(self, tx: Transaction, count: int) -> list[int]:
+        """``count`` new ledger sequence numbers, increasing, larger than every committed one."""
+
+    def find_events(self, tx: Transaction, keys: Sequence[EventKey]) -> dict[EventKey, Hit]:
+        """Dedup lookup: the events among ``keys`` that the ledger holds, exactly."""
+
+    def append(self, tx: Transaction, entries: Sequence[NewEntry]) -> None:
+        """Append entries (their event ids, if any, become dedup keys)."""
+
+    # ----- the ledger: reads ------------------------------------------------------------------
+
+    def last_seq(self, tx: Transaction | None = None) -> int:
+        """The newest seq (0 for an empty ledger)."""
+
+    def entries_after(self, after_seq: int, limit: int) -> list[StoredEntry]:
+        """Entries with seq > after_seq, in order."""
+
+    def entries_by_seq(self, seqs: Sequence[int]) -> dict[int, StoredEntry]:
+        """The entries at these seqs that exist."""
+
+    def tenant_entries(
+        self, tenant: str, start: int, end: int, kinds: Sequence[str] | None = None
+    ) -> list[StoredEntry]:
+        """A tenant's entries with start <= tenant_seq < end, in order."""
+
+    def tenant_entries_between(
+        self, tenant: str, low_seq: int, high_seq: int, limit: int
+    ) -> list[StoredEntry]:
+        """A tenant's entries with low_seq < seq <= high_seq, oldest first."""
+
+    def tenant_entries_after(self, tenant: str, after_seq: int) -> Iterator[StoredEntry]:
+        """A tenant's entries with seq > after_seq, oldest first, read lazily."""
+
+    def tenant_entries_of_kinds(
+        self, tenant: str, kinds: Sequence[str], after_seq: int
+    ) -> list[StoredEntry]:
+        """A tenant's entries of these kinds (never SESSION_COMPLETION) after a seq."""
+
+    def tenants(self) -> list[str]:
+        """Every tenant with ledger entries."""
+
+    def accepted_events(self, tenant: str) -> list[tuple[str, int]]:
+        """(event id, seq) of every event the dedup index holds for a tenant."""
+
+    def find_event(self, tenant: str, event_id: str) -> StoredEntry | None:
+        """The SESSION_COMPLETION entry of a tenant's event id, exactly."""
+
+    def session_entries(self, tenant: str, session_id: str) -> list[StoredEntry]:
+        """A tenant's entries of one session, in order (callers check the session id)."""
+
+    def entry_time(self, seq: int) -> float | None:
+        """When the entry at ``seq`` (or the next one) was committed, as a Unix time."""
+
+    def seq_at_time(self, ts: str) -> int:
+        """The last seq whose entry time is before ``ts`` (RFC 3339, as entries store it)."""
+
+    # ----- keys -------------------------------------------------------------------------------
+
+    def insert_key(
+        self, tx: Transaction, key_hash: bytes, key_id: str, tenant: str, role: str, label: str,
+        created_at: str,
+    ) -> None:
+        """Store a new API key by its hash."""
+
+    def find_key(self, key_hash: bytes) -> KeyRecord | None:
+        """The key with this hash, if any."""
+
+    def insert_key_origins(self, tx: Transaction, key_id: str, origins: Iterable[str]) -> None:
+        """The web origins a publishable key is accepted from."""
+
+    def find_key_origins(self, key_id: str) -> frozenset[str]:
+        """A key's web origins (empty for keys that are not publishable)."""
+
+    # ----- destinations: cursors, deliveries, attempts ----------------------------------------
+
+    def cursor(self, destination: str) -> int | None:
+        """The destination's durable cursor (None: it never ran here)."""
+
+    def set_cursor(self, tx: Transaction, destination: str, seq: int) -> None:
+        """Move the cursor forward (never back: replay requeues entries instead)."""
+
+    def destination_state(self, destination: str) -> tuple[str, str]:
+        """(state, reason) of a destination; ("active", "") when never set."""
+
+    def set_destination_state(
+        self, tx: Transaction, destination: str, state: str, reason: str, now: str
+    ) -> None:
+        """Record a destination's state (``disabled`` after a 410, ``active`` again)."""
+
+    def upsert_deliveries(self, tx: Transaction, rows: Iterable[DeliveryRow]) -> None:
+        """Insert or replace delivery rows, keyed by (destination, seq)."""
+
+    def open_deliveries(self, destination: str, limit: int) -> list[DeliveryRow]:
+        """Pending and retrying deliveries of a destination, oldest entry first."""
+
+    def make_due(self, tx: Transaction, destination: str, now_ms: int) -> int:
+        """Bring every open delivery of a destination forward to now; how many."""
+
+    def list_deliveries(
+        self, tenant: str | None, destination: str | None, status: str | None, limit: int
+    ) -> list[DeliveryRow]:
+        """Delivery rows matching the filters, newest entry first."""
+
+    def delivery_rows_for(self, destination: str, seqs: Sequence[int]) -> dict[int, DeliveryRow]:
+        """A destination's delivery rows for these seqs."""
+
+    def insert_attempts(self, tx: Transaction, rows: Iterable[AttemptRow]) -> None:
+        """Log delivery attempts."""
+
+    def recent_attempts(self, destination: str | None, limit: int) -> list[AttemptRow]:
+        """The newest attempts, newest first."""
