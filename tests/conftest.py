@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from servers import PostgresServer
 
 from scr.config import Config, parse_config
 from scr.log.commit import Committer
@@ -19,7 +21,6 @@ from scr.security.keys import Role
 from scr.server import create_app
 from scr.store import Store, open_store
 from scr.store.sqlite import SqliteStore
-from servers import PostgresServer
 from support import Receiver
 
 

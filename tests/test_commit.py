@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import StoreAt
 from scr.errors import Unavailable
 from scr.log.commit import Committed, Committer, Outcome, Submission
 from scr.log.entry import GENESIS_HASH, chain_hash
 from scr.schema import canonical_bytes, decode_event
-from conftest import StoreAt
 from scr.store.protocol import Store, Transaction
 from scr.store.records import event_key
 from scr.store.sqlite import WAL_CHECKPOINT_S, SqliteStore

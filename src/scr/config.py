@@ -123,6 +123,12 @@ HeaderValue = Annotated[
 ]
 BuiltinTransform = Literal["billing_v1", "analytics_v2", "audit_v1", "raw_v1"]
 Milliseconds = Annotated[int, Meta(ge=0, le=MAX_WAIT_MS)]
+StoreUri = Annotated[
+    str,
+    Meta(pattern=r"^postgres(ql)?://"),
+    _expects("a postgresql:// URI (libpq form)"),
+    FROM_ENVIRONMENT,  # it may carry a password: "${NAME}" reads it from the environment
+]
 KeyName = Annotated[
     str,
     Meta(pattern=KEY_NAME_PATTERN),
@@ -377,6 +383,13 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     ledger: Annotated[LedgerConfig, Meta(description="signed checkpoint rhythm")] = msgspec.field(
         default_factory=LedgerConfig
     )
+    store: Annotated[
+        StoreUri | None,
+        Meta(
+            description="the PostgreSQL store (`postgresql://user@host/db`); none: SQLite in the data "
+            'folder; `scr serve --store` overrides it; "${NAME}" reads environment variable NAME'
+        ),
+    ] = None
 
 
 class _ConfigFile(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

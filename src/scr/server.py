@@ -34,8 +34,7 @@ from scr.route.worker import DestinationWorker
 from scr.schema import json_schema
 from scr.security.auth import Authenticator
 from scr.security.keys import Principal
-from scr.store.protocol import Store
-from scr.store.sqlite import SqliteStore
+from scr.store import Store, open_store
 
 log = logging.getLogger("scr.server")
 
@@ -43,6 +42,7 @@ MAX_LIST_ROWS = 1000
 DEFAULT_LIST_ROWS = 100
 MAX_QUERY_BODY_BYTES = 1024 * 1024
 MAX_REPLAY_EVENTS = 100_000
+READY_PROBE_TIMEOUT_S = 2.0
 
 
 
@@ -274,10 +274,19 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready when the ledger can commit now: an empty write goes through the one writer."""
     runtime = _runtime(request)
-    if not runtime.committer.healthy:
-        raise Unavailable(f"the ledger cannot commit: {runtime.committer.last_error}")
+    try:
+        await asyncio.wait_for(runtime.committer.run(_nothing, durable=False), READY_PROBE_TIMEOUT_S)
+    except TimeoutError:
+        raise Unavailable(f"the ledger did not commit within {READY_PROBE_TIMEOUT_S} s") from None
+    except Unavailable:
+        raise Unavailable(f"the ledger cannot commit: {runtime.committer.last_error}") from None
     return JSONResponse({"status": "ready"})
+
+
+def _nothing(tx: object) -> None:
+    return None
 
 
 async def metrics(request: Request) -> Response:
@@ -348,8 +357,10 @@ def _authorize(runtime: Runtime) -> Callable[[Request, str], Awaitable[str]]:
     return authorize
 
 
-def build_runtime(config: Config, data_dir: Path) -> Runtime:
-    store = SqliteStore(data_dir)
+def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None) -> Runtime:
+    """The runtime on ``store_uri`` (``postgresql://…``; else ``config.store``; else SQLite
+    in ``data_dir``)."""
+    store = open_store(data_dir, store_uri or config.store)
     metrics_ = Metrics()
     tail = LedgerTail(store)
     committer = Committer(
@@ -364,9 +375,10 @@ def build_runtime(config: Config, data_dir: Path) -> Runtime:
     return runtime
 
 
-def create_app(config: Config, data_dir: Path) -> Starlette:
-    """The scr HTTP application over a data folder; starts and stops the runtime with it."""
-    runtime = build_runtime(config, data_dir)
+def create_app(config: Config, data_dir: Path, store_uri: str | None = None) -> Starlette:
+    """The scr HTTP application over a data folder (and a PostgreSQL store when given);
+    starts and stops the runtime with it."""
+    runtime = build_runtime(config, data_dir, store_uri)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

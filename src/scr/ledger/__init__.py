@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from starlette.routing import Route
 
-from scr.ledger.routes import ledger_routes
+from scr.ledger.routes import ledger_routes, unavailable_routes
 from scr.ledger.service import LedgerService
+from scr.store.sqlite import SqliteStore
 
 CHECKPOINTER_STOP_S = 10.0
 
@@ -22,6 +23,12 @@ if TYPE_CHECKING:
 
 def install(runtime: Runtime) -> list[Route]:
     """Attach the ledger's hooks to a runtime and return its HTTP routes."""
+    if not isinstance(runtime.store, SqliteStore):
+        # The Merkle tiles and checkpoints are SQLite tables beside the ledger so far.
+        return unavailable_routes(
+            "ledger proofs and checkpoints are kept only on the SQLite store so far; "
+            "`scr ledger verify --store URI` checks a PostgreSQL ledger's chains"
+        )
     service = LedgerService(runtime)
     # It follows the writer thread: once the committer stops, it signs what is left and ends.
     runtime.on_shutdown.append(lambda: service.checkpointer.join(CHECKPOINTER_STOP_S))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from scr.errors import BadRequest, Detail
+from scr.errors import BadRequest, Detail, Unavailable
 from scr.ledger.checkpoints import StoredCheckpoint
 from scr.ledger.service import LedgerService
 from scr.security.keys import Principal
@@ -24,6 +24,17 @@ from scr.security.keys import Principal
 MAX_CHECKPOINTS_PER_CALL = 1000
 MAX_TREE_SIZE = 2**63 - 1  # SQLite's integers: no tree is larger
 _NUMBER = re.compile(r"0|[1-9][0-9]{0,18}")
+
+# (path, method) of every ledger route, in the order ledger_routes builds their handlers.
+LEDGER_ROUTES: list[tuple[str, str]] = [
+    ("/v1/ledger/checkpoint", "GET"),
+    ("/v1/ledger/checkpoint", "POST"),
+    ("/v1/ledger/public-key", "GET"),
+    ("/v1/ledger/checkpoints", "GET"),
+    ("/v1/ledger/entries", "GET"),
+    ("/v1/ledger/proof/inclusion", "GET"),
+    ("/v1/ledger/proof/consistency", "GET"),
+]
 
 Authorize = Callable[[Request, str], Principal]
 """``authorize(request, permission)``: the caller, or ``Unauthorized`` / ``Forbidden``."""
@@ -119,13 +130,18 @@ def ledger_routes(ledger: LedgerService, authorize: Authorize) -> list[Route]:
         hashes = await ledger.consistency_proof(tenant, first, second)
         return _json({"first": first, "second": second, "hashes": [_b64(h) for h in hashes]})
 
-    handlers: list[tuple[str, Callable[[Request], Awaitable[Response]], str]] = [
-        ("/v1/ledger/checkpoint", get_checkpoint, "GET"),
-        ("/v1/ledger/checkpoint", post_checkpoint, "POST"),
-        ("/v1/ledger/public-key", get_public_key, "GET"),
-        ("/v1/ledger/checkpoints", list_checkpoints, "GET"),
-        ("/v1/ledger/entries", list_entries, "GET"),
-        ("/v1/ledger/proof/inclusion", inclusion, "GET"),
-        ("/v1/ledger/proof/consistency", consistency, "GET"),
+    handlers = [get_checkpoint, post_checkpoint, get_public_key, list_checkpoints, list_entries,
+                inclusion, consistency]
+    return [
+        Route(path, handler, methods=[method])
+        for (path, method), handler in zip(LEDGER_ROUTES, handlers, strict=True)
     ]
-    return [Route(path, handler, methods=[method]) for path, handler, method in handlers]
+
+
+def unavailable_routes(reason: str) -> list[Route]:
+    """The ledger routes on a store that does not keep the trees: each answers 503 with why."""
+
+    async def unavailable(request: Request) -> Response:
+        raise Unavailable(reason)
+
+    return [Route(path, unavailable, methods=[method]) for path, method in LEDGER_ROUTES]
