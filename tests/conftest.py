@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,11 +95,16 @@ def serve(data_dir: Path) -> Iterator[Callable[..., Client]]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def postgres_server() -> Iterator[PostgresServer]:
     """One real PostgreSQL for the session, stopped at its end."""
-    server = PostgresServer(tmp_path_factory.mktemp("postgres")).start()
+    # Not under pytest's tmp folder: as root, pgserver runs postgres as its own user, which
+    # must be able to reach the data folder (pytest's is mode 0700) to stop the server cleanly.
+    folder = Path(tempfile.mkdtemp(prefix="scr-postgres-"))
+    folder.chmod(0o755)
+    server = PostgresServer(folder / "pgdata").start()
     yield server
     server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -125,3 +132,9 @@ def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> StoreAt:
         return StoreAt("sqlite", tmp_path / "data")
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return StoreAt("postgresql", tmp_path / "data", server.fresh_database())
+
+
+@pytest.fixture
+def store_at_postgres(postgres_uri: str, tmp_path: Path) -> StoreAt:
+    """The PostgreSQL backend only (for what only it does: outages of a server apart)."""
+    return StoreAt("postgresql", tmp_path / "data", postgres_uri)

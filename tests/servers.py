@@ -61,6 +61,12 @@ class PostgresServer:
         self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
         return with_database(self.uri, name)
 
+    def empty_database(self) -> str:
+        """A new database without scr's schema (for migration tests); its URI."""
+        name = f"scr_empty_{next(self._numbers)}"
+        self.admin(f"CREATE DATABASE {name} TEMPLATE template0")
+        return with_database(self.uri, name)
+
     def cut_connections(self, uri: str) -> int:
         """Terminate every session on ``uri``'s database but this one; how many were cut."""
         database = urlsplit(uri).path.lstrip("/")

@@ -173,16 +173,18 @@ def run_scr(*args: str, check: bool = True, **kwargs: Any) -> subprocess.Complet
     return result
 
 
-def create_key(data: Path, tenant: str = "org_acme", role: str = "ingest") -> str:
-    return run_scr("keys", "create", "--data", str(data), "--tenant", tenant, "--role", role)\
+def create_key(data: Path, tenant: str = "org_acme", role: str = "ingest", store: str | None = None) -> str:
+    """``scr keys create`` in a data folder, or in a PostgreSQL ``store``; the key."""
+    where = ["--store", store] if store else ["--data", str(data)]
+    return run_scr("keys", "create", *where, "--tenant", tenant, "--role", role)\
         .stdout.strip().splitlines()[-1]
 
 
 class ServerProcess:
     """A real ``scr serve`` process on a free port, stopped (or killed) by the test."""
 
-    def __init__(self, data: Path, config: Path | None = None) -> None:
-        self.data, self.config = data, config
+    def __init__(self, data: Path, config: Path | None = None, store: str | None = None) -> None:
+        self.data, self.config, self.store = data, config, store
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -192,6 +194,9 @@ class ServerProcess:
                 "--log-level", "warning"]
         if self.config is not None:
             args += ["--config", str(self.config)]
+        if self.store is not None:
+            args += ["--store", self.store]
+        self.data.mkdir(parents=True, exist_ok=True)
         log = open(self.data.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ})
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from conftest import StoreAt
 from scr.log.entry import GENESIS_HASH, chain_hash
-from scr.store.sqlite import SqliteStore
 from support import Receiver, ServerProcess, create_key, make_event, wait_for
 
 STREAM_BATCH_EVENTS = 200
@@ -33,17 +33,18 @@ def stream(url: str, key: str, acknowledged: list[str], stop: threading.Event) -
                 acknowledged.extend(e["event_id"] for e in batch)
 
 
-def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
+def test_sigkill_loses_no_acknowledged_event(tmp_path: Path, store_at: StoreAt) -> None:
+    """On each store: ``scr serve`` on the data folder's SQLite, or ``--store postgresql://…``."""
     hook = Receiver()
-    data = tmp_path / "data"
+    data, uri = store_at.data, store_at.uri
     config = tmp_path / "scr.yaml"
     config.write_text(
         "session_completion_runtime:\n  routing:\n    destinations:\n"
         f'      - {{name: hook, endpoint: "{hook.url}", batch_size: 500, batch_wait_ms: 20}}\n'
         "      - {name: archive, type: file, path: archive.jsonl, transform: audit_v1}\n"
     )
-    key = create_key(data)
-    server = ServerProcess(data, config).start()
+    key = create_key(data, store=uri)
+    server = ServerProcess(data, config, uri).start()
     acknowledged: list[str] = []
     stop = threading.Event()
     sender = threading.Thread(target=stream, args=(server.url, key, acknowledged, stop))
@@ -56,8 +57,8 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
         sender.join(timeout=20)
         assert acknowledged, "the stream acknowledged nothing before the kill"
 
-        server = ServerProcess(data, config).start()
-        reader = create_key(data, role="read")
+        server = ServerProcess(data, config, uri).start()
+        reader = create_key(data, role="read", store=uri)
         with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {reader}"}) as c:
             for event_id in acknowledged[:: max(1, len(acknowledged) // 200)] + acknowledged[-50:]:
                 assert c.get(f"/v1/events/{event_id}").status_code == 200, event_id
@@ -73,7 +74,7 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
             return wanted <= at_hook and wanted <= at_archive
 
         wait_for(delivered_everywhere, timeout_s=60, what="every acknowledged event delivered")
-        store = SqliteStore(data)
+        store = store_at.open()
         previous = GENESIS_HASH
         entries = store.tenant_entries("org_acme", 0, 10**9)
         assert [e.tenant_seq for e in entries] == list(range(len(entries)))

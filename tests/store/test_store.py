@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from test_commit import submission
 
 from conftest import StoreAt
 from scr.log.commit import Committer, Outcome, utc_now
@@ -19,7 +20,6 @@ from scr.security.auth import create_key
 from scr.security.keys import Role, hash_key
 from scr.store import Store, Transaction
 from scr.store.records import AttemptRow, DeliveryRow, session_key
-from test_commit import submission
 
 T = TypeVar("T")
 
@@ -156,7 +156,8 @@ def test_attempts_are_logged_newest_first(store: Store, committer: Committer) ->
 def test_keys_are_found_by_their_hash_only(store: Store, committer: Committer) -> None:
     grant = create_key(committer, "org_acme", Role.ADMIN, "ops")
     record = store.find_key(hash_key(grant.key))
-    assert record is not None and (record.key_id, record.tenant, record.role) == (grant.key_id, "org_acme", "admin")
+    assert record is not None
+    assert (record.key_id, record.tenant, record.role) == (grant.key_id, "org_acme", "admin")
     assert record.revoked_at is None
     assert store.find_key(hash_key(grant.key + "x")) is None
     (created,) = store.tenant_entries_of_kinds("org_acme", [Kind.KEY_CREATED.value], 0)

@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from scr.errors import Unavailable
 from scr.store.migrations import migrate
 from scr.store.protocol import Transaction
 from scr.store.records import (
@@ -171,6 +172,8 @@ class PostgresStore:
             uri, min_size=POOL_MIN_CONNECTIONS, max_size=POOL_MAX_CONNECTIONS,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
             timeout=POOL_WAIT_S, open=True, name="scr-readers",
+            # a connection cut while idle in the pool is replaced, not handed to a reader
+            check=ConnectionPool.check_connection,
         )
 
     def __repr__(self) -> str:
@@ -183,8 +186,11 @@ class PostgresStore:
         self._pool.close()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._pool.connection() as conn:
-            return conn.execute(sql.encode(), params).fetchall()
+        try:
+            with self._pool.connection() as conn:
+                return conn.execute(sql.encode(), params).fetchall()
+        except (psycopg.OperationalError, PoolTimeout) as error:  # the server is unreachable
+            raise Unavailable(f"the store cannot be read now: {error}") from None
 
     # ----- the ledger: appends --------------------------------------------------------------
 
