@@ -22,13 +22,13 @@ OUTAGE_TIMEOUT_S = 20
 def test_db_migrate_applies_each_version_once(postgres_server: PostgresServer) -> None:
     uri = postgres_server.empty_database()
     first = run_scr("db", "migrate", "--store", uri)
-    assert "schema version 2; applied now: 1, 2" in first.stdout
+    assert "schema version 3; applied now: 1, 2, 3" in first.stdout
     again = run_scr("db", "migrate", "--store", uri)
     assert "applied now: none (already current)" in again.stdout
     with psycopg.connect(uri) as conn:
         versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
         vector = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
     assert vector is not None  # pgserver ships pgvector, so the migration enabled it
 
 

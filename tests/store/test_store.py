@@ -170,3 +170,10 @@ def test_a_duplicate_key_id_fails_only_its_write(store: Store, committer: Commit
         write(committer, lambda tx: store.insert_key(tx, b"g" * 32, "k1", "org_acme", "read", "", utc_now()))
     assert committer.healthy
     assert store.find_key(b"g" * 32) is None and store.find_key(b"h" * 32) is not None
+
+
+def test_a_publishable_keys_origins_are_kept(store: Store, committer: Committer) -> None:
+    grant = create_key(committer, "org_acme", Role.PUBLISHABLE, "site", ["https://shop.example"])
+    assert store.find_key_origins(grant.key_id) == frozenset({"https://shop.example"})
+    other = create_key(committer, "org_acme", Role.INGEST)
+    assert store.find_key_origins(other.key_id) == frozenset()
