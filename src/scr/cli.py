@@ -19,6 +19,7 @@ from scr.canon.cli import app as canon_app
 from scr.config import Config, default_config, load_config
 from scr.errors import ConfigError, ScrError
 from scr.ledger.cli import app as ledger_app
+from scr.route.prices_cli import app as prices_app
 from scr.schema import json_schema
 
 DEFAULT_URL = "http://127.0.0.1:8787"
@@ -36,6 +37,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(canon_app, name="canon")
+app.add_typer(prices_app, name="prices")
 err = Console(stderr=True)
 
 DataOption = Annotated[Path, typer.Option("--data", help="The data folder (SQLite database).")]

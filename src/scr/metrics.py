@@ -24,6 +24,10 @@ class Metrics:
             "scr_beacons_rate_limited", "Browser beacons refused over their key's rate limit",
             registry=r,
         )
+        self.unpriced_model = Counter(
+            "scr_events_unpriced_model", "Accepted events whose model the price table does not know",
+            ["model"], registry=r,
+        )
         self.commit_groups = Counter(
             "scr_commit_groups", "Group-commit transactions that appended entries", registry=r
         )

@@ -29,6 +29,7 @@ from scr.ledger import install as install_ledger
 from scr.log.commit import Committed, Committer
 from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
+from scr.route.price_file import live_prices
 from scr.route.replay import requeue
 from scr.route.worker import DestinationWorker
 from scr.schema import json_schema
@@ -89,7 +90,8 @@ async def post_events(request: Request) -> Response:
         body, media_type(request.headers.get("content-type")), limits.max_batch_events
     )
     batch = validate(items, principal, is_batch, source)
-    status, content = await commit(batch, runtime.committer, runtime.metrics)
+    status, content = await commit(batch, runtime.committer, runtime.metrics,
+                                   live_prices(runtime.data_dir))
     return JSONResponse(content, status_code=status)
 
 

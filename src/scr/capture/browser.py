@@ -42,6 +42,7 @@ from scr.capture.ingest import Item, commit, media_type, validate
 from scr.capture.pricing import estimated_cost
 from scr.errors import BadRequest, Detail, Forbidden, ScrError, Unauthorized, UnsupportedMediaType
 from scr.httpio import JSONResponse, read_body
+from scr.route.price_file import live_prices
 from scr.schema import (
     EVENT_TYPE,
     Name,
@@ -247,7 +248,8 @@ class BeaconEndpoint:
             event = beacon_event(session, principal.tenant, _client_ip(request))
             batch = validate([Item(0, msgspec.json.encode(event))], principal, False, "browser")
             runtime = self.runtime
-            status, content = await commit(batch, runtime.committer, runtime.metrics)
+            status, content = await commit(batch, runtime.committer, runtime.metrics,
+                                           live_prices(runtime.data_dir))
         except ScrError as error:
             if error.status == 429:
                 self.runtime.metrics.beacons_limited.inc()

@@ -14,9 +14,12 @@ from typing import Any
 
 import msgspec
 
+from scr.capture.pricing import count_unpriced
 from scr.errors import BadRequest, Conflict, Detail, Forbidden, PayloadTooLarge, ScrError
 from scr.log.commit import Committer, Outcome, Submission
 from scr.metrics import Metrics
+from scr.route.price_file import PriceSource
+from scr.route.prices import default_prices
 from scr.schema import EVENT_TYPE, MAX_EVENT_BYTES, InvalidEvent, Problem, canonical_bytes, decode_event
 from scr.security.keys import Principal
 
@@ -222,12 +225,19 @@ def _single_error(status: int, result: dict[str, Any]) -> ScrError:
     return error
 
 
-async def commit(batch: Batch, committer: Committer, metrics: Metrics) -> tuple[int, dict[str, Any]]:
-    """Commit a validated batch and count it: the HTTP status and body every ingest route answers."""
+async def commit(
+    batch: Batch, committer: Committer, metrics: Metrics, prices: PriceSource | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Commit a validated batch and count it: the HTTP status and body every ingest route answers.
+
+    ``prices`` (the server's table in force; default the bundled one) finds unpriced models.
+    """
     if batch.submissions:
         outcomes = await committer.append_events(batch.submissions)
         settle(batch, outcomes)
         count_outcomes(metrics, outcomes)
+        table = prices.current() if prices is not None else default_prices()
+        count_unpriced(metrics.unpriced_model, table, batch.submissions, outcomes)
     for result in batch.results:
         if result["status"] == "rejected":
             metrics.rejected.labels(result["errors"][0]["code"]).inc()

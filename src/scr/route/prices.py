@@ -21,7 +21,9 @@ ends where the model has a separator (``-``, ``_``, ``@`` or ``:``), so a dated 
 unknown model has no price: ``cost`` answers ``None`` rather than guess.
 
 The bundled ``prices.json`` holds public list prices (see its ``note``); ``PriceTable.load``
-reads a table of the same shape from any path.
+reads a table of the same shape from any path. The server uses its data folder's table when
+one is installed (``scr prices update``; see ``scr.route.price_file``); the SDK uses the
+bundled one unless given another (``scr.Client(prices=PriceTable.load(path))``).
 """
 
 from __future__ import annotations
@@ -76,10 +78,19 @@ class PriceTable:
 
     def __init__(self, version: str, models: Mapping[str, ModelPrice]) -> None:
         self.version = version
+        self._listed = dict(models)
         self._models = {name.casefold(): price for name, price in models.items()}
 
     def __len__(self) -> int:
         return len(self._models)
+
+    def models(self) -> dict[str, ModelPrice]:
+        """Every model's price, by the name the table gives it."""
+        return dict(self._listed)
+
+    def current(self) -> PriceTable:
+        """This table (a fixed ``PriceSource``; see ``scr.route.price_file``)."""
+        return self
 
     def price(self, model: str) -> ModelPrice | None:
         """The price of ``model``: exact name, else its longest known snapshot prefix."""

@@ -63,7 +63,8 @@ from typing import Any, Protocol
 import msgspec
 
 from scr.errors import ConfigError, Detail
-from scr.route.prices import PriceTable, default_prices, format_usd
+from scr.route.price_file import PriceSource
+from scr.route.prices import default_prices, format_usd
 from scr.schema import Event
 
 IPV4_ANALYTICS_PREFIX_BITS = 24
@@ -114,11 +115,12 @@ def audit_v1(event: Event, entry: EntryRef) -> dict[str, Any]:
     }
 
 
-def billing_transform(prices: PriceTable) -> Transform:
-    """``billing_v1`` costed with ``prices``."""
+def billing_transform(source: PriceSource) -> Transform:
+    """``billing_v1`` costed with the table ``source`` has in force at each event."""
 
     def billing_v1(event: Event, entry: EntryRef) -> dict[str, Any]:
         usage, session = event.usage, event.session
+        prices = source.current()
         cost = prices.cost(usage)
         return {
             "schema": "billing_v1",
@@ -205,13 +207,13 @@ BUILTIN_TRANSFORMS = ("billing_v1", "analytics_v2", "audit_v1", "raw_v1")
 
 
 def resolve_transform(
-    spec: str | PythonTransformLike, prices: PriceTable | None = None
+    spec: str | PythonTransformLike, prices: PriceSource | None = None
 ) -> Transform:
     """The transform a destination names; raise ``ConfigError`` if it cannot be used.
 
     ``spec`` is a built-in name, ``"module:function"``, or an object whose ``python``
     attribute is ``"module:function"``. ``prices`` costs ``billing_v1`` (default: the bundled
-    table).
+    table; the server passes its data folder's ``LivePrices``).
     """
     if not isinstance(spec, str):
         return _custom(spec.python)

@@ -30,6 +30,7 @@ from scr.log.commit import Committed, Committer, utc_now
 from scr.log.entry import Kind
 from scr.log.tail import LedgerTail, from_store
 from scr.metrics import Metrics
+from scr.route.price_file import live_prices
 from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
 from scr.route.selection import passes_filter, sampled_in
 from scr.route.signing import batch_webhook_id, sign, webhook_id
@@ -92,7 +93,7 @@ class DestinationWorker:
         self.committer = committer
         self.tail = tail
         self.metrics = metrics
-        self.transform = resolve_transform(config.transform)
+        self.transform = resolve_transform(config.transform, live_prices(data_dir))
         self.secrets = config.secrets()
         self.sink = _make_sink(config, data_dir)
         self.cursor = 0

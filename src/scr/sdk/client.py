@@ -82,7 +82,7 @@ class _Pending:
     captured_at: float  # Unix seconds
 
 
-class _Capture:
+class BaseClient:
     """What both clients share: defaults, normalization, the sender and its counters."""
 
     def __init__(
@@ -159,7 +159,7 @@ class _Capture:
         return self._sender.stats()
 
 
-class Client(_Capture):
+class Client(BaseClient):
     """Capture session completions; events are batched and sent in the background."""
 
     def flush(self, timeout_s: float | None = None) -> bool:
@@ -177,7 +177,7 @@ class Client(_Capture):
         self.close()
 
 
-class AsyncClient(_Capture):
+class AsyncClient(BaseClient):
     """``Client`` for asyncio code: the same ``capture``; awaitable ``flush`` and ``aclose``."""
 
     async def flush(self, timeout_s: float | None = None) -> bool:
