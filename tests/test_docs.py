@@ -74,25 +74,3 @@ def test_every_route_is_in_the_openapi_document(tmp_path: Path) -> None:
     app = create_app(default_config(), tmp_path / "data")
     served = {route.path for route in app.routes} - {"/openapi.json"}  # type: ignore[attr-defined]
     assert served <= documented, f"not in /openapi.json: {sorted(served - documented)}"
-
-
-def test_sdk_example_runs_against_a_real_server_and_prints_what_the_readme_says(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-) -> None:
-    from support import ServerProcess, create_key
-
-    section = README.split("### Python SDK", 1)[1]
-    example = re.search(r"```python\n(.*?)```\nprints\n```\n(.*?)```", section, re.S)
-    assert example, "the Python SDK section lost its example"
-    code, printed = example.groups()
-    data = tmp_path / "data"
-    monkeypatch.setenv("SCR_KEY", create_key(data))
-    server = ServerProcess(data).start()
-    try:
-        monkeypatch.setenv("SCR_URL", server.url)
-        namespace: dict[str, object] = {}
-        exec(compile(code, "README.md", "exec"), namespace)
-        namespace["client"].close()  # type: ignore[attr-defined]
-    finally:
-        server.stop()
-    assert capsys.readouterr().out == printed

@@ -71,6 +71,40 @@ class Recorded:
     headers: dict[str, str]
 
 
+class ThreadedUvicorn:
+    """Any ASGI app served by uvicorn in a daemon thread on a free port of 127.0.0.1."""
+
+    def __init__(self, app: Any, name: str = "test-server") -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn.Config(
+            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1,
+        ))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name=name, daemon=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ThreadedUvicorn:
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(POLL_S)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(STOP_TIMEOUT_S)
+        self._socket.close()
+
+
 @dataclass
 class OpenAIServer:
     """A real OpenAI-compatible server (Starlette on uvicorn, in a thread) on a free port."""
@@ -85,22 +119,13 @@ class OpenAIServer:
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/responses", self._responses, methods=["POST"]),
         ])
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port: int = self._socket.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1,
-        ))
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]},
-            name="openai-test-server", daemon=True,
-        )
+        self._server = ThreadedUvicorn(self.app, "openai-test-server")
+        self.port = self._server.port
 
     @property
     def url(self) -> str:
         """The server's root, e.g. ``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
+        return self._server.url
 
     @property
     def base_url(self) -> str:
@@ -108,18 +133,11 @@ class OpenAIServer:
         return f"{self.url}/v1"
 
     def start(self) -> OpenAIServer:
-        self._thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the OpenAI test server did not start")
-            time.sleep(POLL_S)
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(STOP_TIMEOUT_S)
-        self._socket.close()
+        self._server.stop()
 
     def __enter__(self) -> OpenAIServer:
         return self.start()

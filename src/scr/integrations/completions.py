@@ -29,6 +29,7 @@ from scr.sdk.event import derive_event_id
 
 MAX_TEXT_CHARS = 4096  # of the final message, when text is recorded at all
 PROVIDER = "openai"
+USAGE_TAG, USAGE_MISSING = "scr.usage", "missing"
 
 
 @dataclass
@@ -217,8 +218,11 @@ def report(
         fields["user_id"] = settings.user_id
     if settings.organization_id is not None:
         fields["organization_id"] = settings.organization_id
-    if settings.tags:
-        fields["tags"] = settings.tags
+    tags = dict(settings.tags or {})
+    if status == "success" and not completion.usage_seen:
+        tags[USAGE_TAG] = USAGE_MISSING  # zero tokens here means "not reported", not "free"
+    if tags:
+        fields["tags"] = tags
     if settings.record_text and completion.text_parts:
         fields["final_message"] = completion.text
     # A failed call has no response id: a random one, since it is reported exactly once.
