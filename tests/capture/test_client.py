@@ -98,12 +98,13 @@ def test_an_unknown_model_is_flagged_not_silently_free(
     client = client_for(clients, scr_server.url, scr_server.ingest_key)
     captured = client.normalize("sess_new_model", "acme-llm-9", input_tokens=10, output_tokens=5)
     assert captured.model_priced is False
-    assert captured.event.metadata.custom_tags == {"scr.price": "unknown_model"}
+    assert captured.event.metadata.custom_tags == {
+        "price": "unknown", "price_table_version": default_prices().version}
     assert client.normalize("sess_known", "gpt-4o-mini", input_tokens=1).model_priced is True
     event_id = client.capture("sess_new_model", "acme-llm-9", input_tokens=10, output_tokens=5)
     assert client.flush(timeout_s=10)
     stored = scr_server.event(event_id or "")
-    assert stored is not None and stored["metadata"]["custom_tags"]["scr.price"] == "unknown_model"
+    assert stored is not None and stored["metadata"]["custom_tags"]["price"] == "unknown"
 
 
 def test_bad_input_is_counted_never_raised(scr_server: LiveServer, clients: list[scr.Client]) -> None:

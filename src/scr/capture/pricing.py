@@ -20,10 +20,16 @@ from decimal import Decimal
 from prometheus_client import Counter
 
 from scr.log.commit import Outcome, Submission
-from scr.route.prices import PriceTable, default_prices, format_usd
+from scr.route.prices import (
+    PRICE_VERSION_TAG,
+    UNKNOWN_PRICE_TAG,
+    UNKNOWN_PRICE_VALUE,
+    PriceTable,
+    default_prices,
+    format_usd,
+)
 from scr.schema import Usage
 
-UNKNOWN_PRICE_TAG = "price"
 MAX_MODEL_LABELS = 100
 OTHER_MODELS = "other"
 
@@ -47,7 +53,7 @@ def estimated_cost(
     )
     cost = table.cost(usage)
     if cost is None:
-        return "0", {UNKNOWN_PRICE_TAG: "unknown", "price_table_version": table.version}
+        return "0", {UNKNOWN_PRICE_TAG: UNKNOWN_PRICE_VALUE, PRICE_VERSION_TAG: table.version}
     return format_usd(cost), {}
 
 

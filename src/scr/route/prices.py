@@ -43,6 +43,8 @@ from scr.errors import ConfigError, Detail
 from scr.schema import Usage
 
 TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
+# The custom tags on an event whose model the table does not know (SDK and server sources alike).
+UNKNOWN_PRICE_TAG, UNKNOWN_PRICE_VALUE, PRICE_VERSION_TAG = "price", "unknown", "price_table_version"
 COST_QUANTUM = Decimal("1E-10")  # 10 decimal places of a US dollar
 # Enough significant digits that no product of a 2**53 token count and a price rounds.
 _COST_PRECISION_DIGITS = 60

@@ -4,7 +4,8 @@ The event is built from ``scr.schema``'s Structs and validated by the same decla
 server uses (encode, then ``decode_event``), so an event the SDK accepts is one the server
 accepts. Cost comes from the same price table as the server's (``scr.route.prices``); a
 model the table does not know is flagged (``model_priced`` false and the custom tag
-``scr.price: unknown_model``), never silently priced at zero.
+``price: unknown`` with ``price_table_version``, as the server's own sources tag it), never
+silently priced at zero.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from decimal import Decimal
 import msgspec
 
 from scr import __version__
-from scr.route.prices import PriceTable, default_prices
+from scr.route.prices import (
+    PRICE_VERSION_TAG,
+    UNKNOWN_PRICE_TAG,
+    UNKNOWN_PRICE_VALUE,
+    PriceTable,
+    default_prices,
+)
 from scr.schema import (
     EVENT_TYPE,
     Event,
@@ -38,8 +45,6 @@ from scr.schema import (
 CLIENT_VERSION = f"scr-python/{__version__}"
 EVENT_ID_PREFIX = "evt_"
 EVENT_ID_HEX_DIGITS = 32  # 128 bits of SHA-256: no collision among any realistic sessions
-UNPRICED_TAG = "scr.price"
-UNPRICED_VALUE = "unknown_model"
 MS_PER_S = 1000
 ZERO_USD = Decimal(0)
 
@@ -141,7 +146,8 @@ def build_event(
         usage.estimated_cost_usd = table.cost(usage) or ZERO_USD
     custom_tags = dict(tags) if tags else {}
     if not priced:
-        custom_tags[UNPRICED_TAG] = UNPRICED_VALUE
+        custom_tags[UNKNOWN_PRICE_TAG] = UNKNOWN_PRICE_VALUE
+        custom_tags[PRICE_VERSION_TAG] = table.version
     event = Event(
         event_type="session.completed",
         event_id=event_id or derive_event_id(session_id),
