@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+import scr
+from capture.openai_server import OpenAIServer
 from support import ServerProcess, create_key
 
 
@@ -42,6 +44,14 @@ class LiveServer:
         events: list[dict[str, Any]] = answer.json()["events"]
         return events
 
+    def only_event(self, client: scr.Client, session_id: str) -> dict[str, Any]:
+        """After ``client`` has sent everything: the one event of a session."""
+        assert client.flush(timeout_s=10)
+        events = self.session(session_id)
+        assert len(events) == 1, events
+        event: dict[str, Any] = events[0]["event"]
+        return event
+
 
 def live_server(data: Path, start: bool = True) -> LiveServer:
     """Keys in ``data`` and a server over it (started unless ``start`` is false)."""
@@ -50,6 +60,22 @@ def live_server(data: Path, start: bool = True) -> LiveServer:
     if start:
         process.start()
     return server
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[OpenAIServer]:
+    """The local OpenAI-compatible test server."""
+    with OpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def capture(scr_server: LiveServer) -> Iterator[scr.Client]:
+    """An SDK client of ``scr_server`` for tenant ``org_acme``, sending every 10 ms."""
+    client = scr.Client(scr_server.url, scr_server.ingest_key, organization_id="org_acme",
+                        flush_interval_ms=10)
+    yield client
+    client.close(timeout_s=2)
 
 
 @pytest.fixture(scope="module")

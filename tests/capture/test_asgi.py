@@ -44,33 +44,10 @@ def gateway(upstream: str, scr_client: scr.Client) -> Starlette:
 
 
 @pytest.fixture(scope="module")
-def llm() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def capture(scr_server: LiveServer) -> Iterator[scr.Client]:
-    client = scr.Client(scr_server.url, scr_server.ingest_key, organization_id="org_acme",
-                        flush_interval_ms=10)
-    yield client
-    client.close(timeout_s=2)
-
-
-@pytest.fixture(scope="module")
 def proxied(llm: OpenAIServer, capture: scr.Client) -> Iterator[openai.OpenAI]:
     server = ThreadedUvicorn(gateway(llm.url, capture), "gateway").start()
     yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0, timeout=10)
     server.stop()
-
-
-def stored(scr_server: LiveServer, capture: scr.Client, session_id: str) -> dict[str, Any]:
-    """The one event of a session (a call's own session when no session header was sent)."""
-    assert capture.flush(timeout_s=10)
-    events = scr_server.session(session_id)
-    assert len(events) == 1, events
-    event: dict[str, Any] = events[0]["event"]
-    return event
 
 
 def test_a_proxied_completion_is_captured_and_answered_unchanged(
@@ -81,7 +58,7 @@ def test_a_proxied_completion_is_captured_and_answered_unchanged(
         model="gpt-4o", messages=MESSAGES,
         extra_headers={"x-scr-session-id": "gw_sess_1", "x-scr-user-id": "user_gw"})
     assert completion.choices[0].message.content == "proxied"
-    event = stored(scr_server, capture, "gw_sess_1")
+    event = scr_server.only_event(capture, "gw_sess_1")
     assert event["user"]["user_id"] == "user_gw"
     usage = event["usage"]
     assert (usage["input_tokens"], usage["output_tokens"], usage["cache_read_tokens"]) == (500, 50, 256)
@@ -99,16 +76,16 @@ def test_streams_are_read_as_they_pass(
     chunks = list(proxied.chat.completions.create(
         model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two three four"
-    usage = stored(scr_server, capture, chunks[0].id)["usage"]
+    usage = scr_server.only_event(capture, chunks[0].id)["usage"]
     assert (usage["input_tokens"], usage["output_tokens"]) == (33, 4)
     # A gateway cannot add what its client did not ask for: captured, and flagged as such.
     bare = list(proxied.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
-    event = stored(scr_server, capture, bare[0].id)
+    event = scr_server.only_event(capture, bare[0].id)
     assert event["usage"]["input_tokens"] == 0
     assert event["metadata"]["custom_tags"] == {"scr.usage": "missing"}
     events = list(proxied.responses.create(model="o3", input="x", stream=True))
     response_id = next(e for e in events if e.type == "response.completed").response.id
-    usage = stored(scr_server, capture, response_id)["usage"]
+    usage = scr_server.only_event(capture, response_id)["usage"]
     assert (usage["input_tokens"], usage["output_tokens"], usage["reasoning_tokens"]) == (21, 9, 3)
 
 
@@ -120,7 +97,7 @@ def test_an_upstream_error_is_captured_and_passed_on(
         proxied.responses.create(model="gpt-4o", input="x",
                                  extra_headers={"x-scr-session-id": "gw_limited"})
     assert limited.value.code == "rate_limit_exceeded"
-    event = stored(scr_server, capture, "gw_limited")
+    event = scr_server.only_event(capture, "gw_limited")
     assert event["outcome"] == {"status": "error", "error_code": "rate_limit_exceeded"}
     assert event["usage"]["model"] == "gpt-4o"  # from the request: the answer names none
 

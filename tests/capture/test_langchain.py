@@ -4,9 +4,7 @@ langchain-core's fake chat models, captured into a real ``scr serve``."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import (
@@ -39,22 +37,6 @@ def answer(text: str, model: str, inputs: int, outputs: int, cache_read: int = 0
     )
 
 
-@pytest.fixture
-def capture(scr_server: LiveServer) -> Iterator[scr.Client]:
-    client = scr.Client(scr_server.url, scr_server.ingest_key, organization_id="org_acme",
-                        flush_interval_ms=10)
-    yield client
-    client.close(timeout_s=2)
-
-
-def one_session(scr_server: LiveServer, capture: scr.Client, session_id: str) -> dict[str, Any]:
-    assert capture.flush(timeout_s=10)
-    events = scr_server.session(session_id)
-    assert len(events) == 1, events
-    event: dict[str, Any] = events[0]["event"]
-    return event
-
-
 def test_a_chain_is_one_event_with_the_usage_of_its_llm_calls(
     scr_server: LiveServer, capture: scr.Client
 ) -> None:
@@ -68,7 +50,7 @@ def test_a_chain_is_one_event_with_the_usage_of_its_llm_calls(
     handler = ScrCallbackHandler(capture, session_id="lc_sess_1", user_id="user_lc",
                                  tags={"chain": "summarize"})
     assert chain.invoke({"text": "a long document"}, config={"callbacks": [handler]}) == "shorter"
-    event = one_session(scr_server, capture, "lc_sess_1")
+    event = scr_server.only_event(capture, "lc_sess_1")
     usage = event["usage"]
     assert (usage["input_tokens"], usage["output_tokens"], usage["total_tokens"]) == (1300, 120, 1420)
     assert (usage["cache_read_tokens"], usage["reasoning_tokens"]) == (600, 5)
@@ -89,7 +71,7 @@ def test_two_models_in_one_run_cost_the_exact_sum_of_each(
     chain = PROMPT | planner | StrOutputParser() | (lambda plan: {"text": plan}) | PROMPT | writer
     handler = ScrCallbackHandler(capture, session_id="lc_two_models")
     chain.invoke({"text": "x"}, config={"callbacks": [handler]})
-    usage = one_session(scr_server, capture, "lc_two_models")["usage"]
+    usage = scr_server.only_event(capture, "lc_two_models")["usage"]
     prices = default_prices()
     expected = (prices.cost(Usage(2000, 200, 2200, "gpt-4o", Decimal(0)))
                 + prices.cost(Usage(500, 800, 1300, "gpt-4o-mini", Decimal(0))))  # type: ignore[operator]
@@ -108,7 +90,7 @@ def test_a_failing_chain_is_an_error_with_the_usage_so_far(
     handler = ScrCallbackHandler(capture, session_id="lc_failed")
     with pytest.raises(ValueError, match="gave up"):
         chain.invoke({"text": "x"}, config={"callbacks": [handler]})
-    event = one_session(scr_server, capture, "lc_failed")
+    event = scr_server.only_event(capture, "lc_failed")
     assert event["outcome"] == {"status": "error", "error_code": "ValueError"}
     assert event["usage"]["input_tokens"] == 40
 

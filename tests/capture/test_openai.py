@@ -4,7 +4,6 @@ test server and a real ``scr serve``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -22,20 +21,6 @@ from scr.sdk import derive_event_id
 from support import free_port
 
 MESSAGES: list[Any] = [{"role": "user", "content": "What is 2 + 2?"}]
-
-
-@pytest.fixture(scope="module")
-def llm() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture
-def capture(scr_server: LiveServer) -> Iterator[scr.Client]:
-    client = scr.Client(scr_server.url, scr_server.ingest_key, organization_id="org_acme",
-                        flush_interval_ms=10)
-    yield client
-    client.close(timeout_s=2)
 
 
 def sync_client(llm: OpenAIServer, capture: scr.Client, timeout_s: float = 10) -> openai.OpenAI:
