@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 # Each module has main() -> dict of figures. Later issues add theirs here.
-BENCHMARKS = ["bench.ingest", "bench.bench_ledger", "bench.bench_proofs", "bench.bench_decide",
-              "bench.bench_sdk"]
+BENCHMARKS = [
+    "bench.ingest", "bench.bench_store", "bench.bench_ledger", "bench.bench_proofs", "bench.bench_decide",
+    "bench.bench_sdk",
+]
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger("scr.commit")
 T = TypeVar("T")
 
 IDLE_POLL_S = 0.5
+SESSION_COMPLETION = Kind.SESSION_COMPLETION.value  # read per event: an enum's .value is slow
 
 
 class Outcome(str, Enum):
@@ -242,18 +243,18 @@ class Committer:
         tenant = event.user.organization_id
         count, previous = self._head(tenant)
         entry = LedgerEntry(
-            seq, ts, sub.actor, tenant, Kind.SESSION_COMPLETION.value,
+            seq, ts, sub.actor, tenant, SESSION_COMPLETION,
             msgspec.Raw(sub.payload), Provenance(sub.source, event.event_id, sub.actor),
         )
         stored = entry_bytes(entry)
         digest = chain_hash(previous, stored)
         rows.append(NewEntry(
-            seq, tenant, count, Kind.SESSION_COMPLETION.value, ts, event.event_id,
+            seq, tenant, count, SESSION_COMPLETION, ts, event.event_id,
             event.session.session_id, sub.digest, stored, digest,
         ))
         self._pending.heads[tenant] = (count + 1, digest)
         self._pending.committed.append(Committed(
-            seq, tenant, count, Kind.SESSION_COMPLETION.value, digest, event, None, stored
+            seq, tenant, count, SESSION_COMPLETION, digest, event, None, stored
         ))
         return Hit(seq, sub.digest)
 

@@ -152,6 +152,8 @@ class SqliteWriter:
         self._seq_at_begin = self._seq_at_savepoint = self.next_seq
         # dedup hashes of this transaction taken by another (tenant, event_id): see find_events
         self.taken: set[int] = set()
+        # hashes find_events computed, for append to reuse (an event is looked up, then added)
+        self.hashes: dict[EventKey, int] = {}
         self._stopping = threading.Event()
         self._wal_thread = threading.Thread(
             target=self._checkpoint_wal, name="scr-wal-checkpoint", daemon=True
@@ -164,6 +166,7 @@ class SqliteWriter:
             self._synchronous_full = durable
         self.conn.execute("BEGIN IMMEDIATE")
         self.taken.clear()
+        self.hashes.clear()
         self._seq_at_begin = self.next_seq
 
     def savepoint(self) -> None:
@@ -305,8 +308,10 @@ class SqliteStore:
         writer = _writer(tx)
         conn = writer.conn
         by_hash: dict[int, list[EventKey]] = {}
+        hashes = writer.hashes
         for key in keys:
-            by_hash.setdefault(event_key(*key), []).append(key)
+            hashed = hashes[key] = event_key(key[0], key[1])
+            by_hash.setdefault(hashed, []).append(key)
         found: dict[EventKey, Hit] = {}
         collided: list[EventKey] = []
         for part in _chunks(list(by_hash)):
@@ -335,23 +340,25 @@ class SqliteStore:
 
     def append(self, tx: Transaction, entries: Sequence[NewEntry]) -> None:
         writer = _writer(tx)
-        conn = writer.conn
+        hashes, taken = writer.hashes, writer.taken
         keys: list[tuple[int, int]] = []
         seen: set[int] = set()
         overflow: list[tuple[str, str, int]] = []
         rows = []
-        for e in entries:
-            session = session_key(e.tenant, e.session_id) if e.session_id is not None else None
-            rows.append((e.seq, e.tenant, e.tenant_seq, e.kind, e.ts, e.event_id, session,
-                         e.payload_digest, e.entry, e.hash))
-            if e.event_id is None:
+        for seq, tenant, tenant_seq, kind, ts, event_id, session_id, digest, entry, chained in entries:
+            session = session_key(tenant, session_id) if session_id is not None else None
+            rows.append((seq, tenant, tenant_seq, kind, ts, event_id, session, digest, entry, chained))
+            if event_id is None:
                 continue
-            hashed = event_key(e.tenant, e.event_id)
-            if hashed in writer.taken or hashed in seen:  # a true 64-bit collision: exact text
-                overflow.append((e.tenant, e.event_id, e.seq))
+            hashed = hashes.pop((tenant, event_id), None)
+            if hashed is None:
+                hashed = event_key(tenant, event_id)
+            if hashed in taken or hashed in seen:  # a true 64-bit collision: exact text
+                overflow.append((tenant, event_id, seq))
             else:
                 seen.add(hashed)
-                keys.append((hashed, e.seq))
+                keys.append((hashed, seq))
+        conn = writer.conn
         conn.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
         conn.executemany("INSERT INTO event_keys VALUES (?, ?)", keys)
         if overflow:
