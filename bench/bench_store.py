@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 import warnings
 from pathlib import Path
@@ -27,11 +25,9 @@ import msgspec
 from bench.ingest import (
     BATCH_EVENTS,
     ROOT,
-    client_session,
     event,
     free_port,
     make_batches,
-    percentile,
     post_all,
     start,
     stop,
@@ -50,33 +46,6 @@ def create_key(where: list[str]) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-async def post_singles(url: str, bodies: list[bytes], headers: dict[str, str]) -> dict[str, Any]:
-    """Single-event POSTs, ``SINGLE_CONNECTIONS`` at a time; events/s and latency."""
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-
-    async def worker(client: Any) -> None:
-        while not queue.empty():
-            body = queue.get_nowait()
-            began = time.perf_counter()
-            async with client.post(url, data=body, headers=headers) as response:
-                await response.read()
-            latencies.append(time.perf_counter() - began)
-            statuses[response.status] = statuses.get(response.status, 0) + 1
-
-    async with client_session(SINGLE_CONNECTIONS) as client:
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(SINGLE_CONNECTIONS)))
-        elapsed = time.perf_counter() - began
-    return {"events": len(bodies), "seconds": round(elapsed, 3),
-            "events_per_s": round(len(bodies) / elapsed), "statuses": statuses,
-            "p50_ms": round(statistics.median(latencies) * 1000, 2),
-            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2)}
-
-
 def run_server(name: str, where: list[str], folder: Path, batches: list[bytes],
                singles: list[bytes]) -> dict[str, Any]:
     """Start ``scr serve`` on one store, load it, stop it."""
@@ -89,7 +58,7 @@ def run_server(name: str, where: list[str], folder: Path, batches: list[bytes],
     try:
         wait_ready(url)
         result = {"batches": asyncio.run(post_all(url, batches, headers)),
-                  "single_events": asyncio.run(post_singles(url, singles, headers))}
+                  "single_events": asyncio.run(post_all(url, singles, headers, SINGLE_CONNECTIONS, 1))}
     finally:
         stop(server)
     return result

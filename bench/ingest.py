@@ -113,8 +113,11 @@ def client_session(connections: int) -> aiohttp.ClientSession:
     )
 
 
-async def post_all(url: str, bodies: list[bytes], headers: dict[str, str]) -> dict[str, Any]:
-    """Send every body over ``CONNECTIONS`` connections; events/s of acknowledged events."""
+async def post_all(
+    url: str, bodies: list[bytes], headers: dict[str, str], connections: int = CONNECTIONS,
+    events_per_body: int = BATCH_EVENTS,
+) -> dict[str, Any]:
+    """Send every body over ``connections`` connections; events/s of acknowledged events."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
@@ -130,14 +133,15 @@ async def post_all(url: str, bodies: list[bytes], headers: dict[str, str]) -> di
             latencies.append(time.perf_counter() - started)
             statuses[response.status] = statuses.get(response.status, 0) + 1
 
-    async with client_session(CONNECTIONS) as client:
+    async with client_session(connections) as client:
         began = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(CONNECTIONS)))
+        await asyncio.gather(*(worker(client) for _ in range(connections)))
         elapsed = time.perf_counter() - began
-    events = len(bodies) * BATCH_EVENTS
+    events = len(bodies) * events_per_body
     return {"events": events, "seconds": round(elapsed, 3),
             "events_per_s": round(events / elapsed), "statuses": statuses,
-            "request_p50_ms": round(statistics.median(latencies) * 1000, 2)}
+            "request_p50_ms": round(statistics.median(latencies) * 1000, 2),
+            "request_p99_ms": round(percentile(latencies, 0.99) * 1000, 2)}
 
 
 def sqlite_ceiling(bodies: list[bytes], folder: Path) -> dict[str, Any]:

@@ -138,3 +138,11 @@ def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> StoreAt:
 def store_at_postgres(postgres_uri: str, tmp_path: Path) -> StoreAt:
     """The PostgreSQL backend only (for what only it does: outages of a server apart)."""
     return StoreAt("postgresql", tmp_path / "data", postgres_uri)
+
+
+@pytest.fixture
+def store(store_at: StoreAt) -> Iterator[Store]:
+    """The test's store, on each backend in turn; closed after the test."""
+    opened = store_at.open()
+    yield opened
+    opened.close()

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import StoreAt
 from scr.errors import Unavailable
 from scr.log.commit import Committed, Committer, Outcome, Submission
 from scr.log.entry import GENESIS_HASH, chain_hash
@@ -28,14 +27,6 @@ def submission(event_id: str, **changes: object) -> Submission:
     payload = canonical_bytes(event)
     return Submission(event, payload, hashlib.blake2b(payload, digest_size=16).digest(),
                       "key:test", "http")
-
-
-@pytest.fixture
-def store(store_at: StoreAt) -> Iterator[Store]:
-    """Each backend: the committer's behaviour is the store protocol's."""
-    opened = store_at.open()
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

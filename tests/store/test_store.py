@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 import pytest
 from test_commit import submission
 
-from conftest import StoreAt
 from scr.log.commit import Committer, Outcome, utc_now
 from scr.log.entry import GENESIS_HASH, Kind, chain_hash
 from scr.security.auth import create_key
@@ -22,13 +21,6 @@ from scr.store import Store, Transaction
 from scr.store.records import AttemptRow, DeliveryRow, session_key
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-def store(store_at: StoreAt) -> Iterator[Store]:
-    opened = store_at.open()
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from scr.errors import Unavailable
 from scr.store.migrations import migrate
+from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Transaction
 from scr.store.records import (
     ENTRY_TIME_FORMAT,
@@ -45,7 +46,6 @@ CONNECT_TIMEOUT_S = 5
 POOL_MIN_CONNECTIONS = 1
 POOL_MAX_CONNECTIONS = 8
 POOL_WAIT_S = 5.0  # a read waits this long for a connection before failing
-READ_PAGE_ENTRIES = 1000
 # pg_advisory_xact_lock key of the ledger's one writer: the ASCII of "scrlog".
 LEDGER_WRITE_LOCK = 0x7363726C6F67
 URI_SCHEMES = ("postgresql://", "postgres://")
@@ -293,12 +293,7 @@ class PostgresStore:
                 (tenant, after_seq),
             )
             start = int(rows[0][0]) + 1 if rows else 0
-        while True:
-            page = self.tenant_entries(tenant, start, start + READ_PAGE_ENTRIES)
-            yield from (entry for entry in page if entry.seq > after_seq)
-            if len(page) < READ_PAGE_ENTRIES:
-                return
-            start += READ_PAGE_ENTRIES
+        yield from tenant_pages(lambda low, high: self.tenant_entries(tenant, low, high), start, after_seq)
 
     def tenant_entries_of_kinds(
         self, tenant: str, kinds: Sequence[str], after_seq: int
@@ -448,12 +443,7 @@ class PostgresStore:
     def list_deliveries(
         self, tenant: str | None, destination: str | None, status: str | None, limit: int
     ) -> list[DeliveryRow]:
-        clauses, params = [], []
-        for column, value in (("tenant", tenant), ("destination", destination), ("status", status)):
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = delivery_filter(tenant, destination, status, "%s")
         rows = self._read(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where} ORDER BY seq DESC LIMIT %s",
             (*params, limit),

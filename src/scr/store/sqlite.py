@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Transaction
 from scr.store.records import (
     ENTRY_TIME_FORMAT,
@@ -45,7 +46,6 @@ READ_CACHE_KIB = 65_536
 WRITE_CACHE_KIB = 262_144
 # Keeps each IN (...) query under SQLite's bound-parameter limit.
 MAX_QUERY_PARAMS = 900
-READ_PAGE_ENTRIES = 1000
 WAL_CHECKPOINT_S = 1.0
 
 SCHEMA_VERSION = 1
@@ -419,12 +419,7 @@ class SqliteStore:
                 (after_seq, tenant),
             ).fetchone()
             start = int(row[0]) + 1 if row else 0
-        while True:
-            page = self.tenant_entries(tenant, start, start + READ_PAGE_ENTRIES)
-            yield from (entry for entry in page if entry.seq > after_seq)
-            if len(page) < READ_PAGE_ENTRIES:
-                return
-            start += READ_PAGE_ENTRIES
+        yield from tenant_pages(lambda low, high: self.tenant_entries(tenant, low, high), start, after_seq)
 
     def tenant_entries_of_kinds(
         self, tenant: str, kinds: Sequence[str], after_seq: int
@@ -597,12 +592,7 @@ class SqliteStore:
     def list_deliveries(
         self, tenant: str | None, destination: str | None, status: str | None, limit: int
     ) -> list[DeliveryRow]:
-        clauses, params = [], []
-        for column, value in (("tenant", tenant), ("destination", destination), ("status", status)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = delivery_filter(tenant, destination, status, "?")
         rows = self._reader().execute(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where} ORDER BY seq DESC LIMIT ?",
             (*params, limit),
