@@ -14,8 +14,6 @@ from starlette.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import PostgresServer
-
 from scr.config import Config, parse_config
 from scr.log.commit import Committer
 from scr.security.auth import create_key
@@ -23,6 +21,7 @@ from scr.security.keys import Role
 from scr.server import create_app
 from scr.store import Store, open_store
 from scr.store.sqlite import SqliteStore
+from servers import NatsServer, PostgresServer
 from support import Receiver
 
 
@@ -146,3 +145,11 @@ def store(store_at: StoreAt) -> Iterator[Store]:
     opened = store_at.open()
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream on a free port, stopped after the test."""
+    server = NatsServer(tmp_path / "nats").start()
+    yield server
+    server.stop()

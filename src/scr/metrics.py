@@ -59,5 +59,41 @@ class Metrics:
             "Age of the oldest entry a destination has not settled", ["destination"], registry=r,
         )
 
+        # ----- the bus and the cluster (scale-out) -----
+        self.bus_connected = Gauge(
+            "scr_bus_connected", "1 while this instance is connected to NATS JetStream", registry=r
+        )
+        self.bus_publish_seconds = Histogram(
+            "scr_bus_publish_seconds", "Time for JetStream to store one POST's events (publish to ack)",
+            buckets=LATENCY_BUCKETS_S, registry=r,
+        )
+        self.bus_appended = Counter(
+            "scr_bus_appended", "Bus events this instance appended to the ledger as their owner", registry=r
+        )
+        self.bus_duplicates = Counter(
+            "scr_bus_duplicates", "Bus events already in the ledger with the same body (redeliveries)",
+            registry=r,
+        )
+        self.bus_conflicts = Counter(
+            "scr_bus_conflicts",
+            "Bus events whose id was in the ledger with another body, recorded as EVENT_CONFLICT",
+            registry=r,
+        )
+        self.bus_undecodable = Counter(
+            "scr_bus_undecodable", "Bus messages that were not valid events (dropped, logged)", registry=r
+        )
+        self.partitions_owned = Gauge(
+            "scr_cluster_partitions_owned", "Partitions this instance owns", registry=r
+        )
+        self.partition_lag = Gauge(
+            "scr_cluster_partition_lag", "Bus events of a partition not yet appended (owned ones)",
+            ["partition"], registry=r,
+        )
+        self.failover_redeliveries = Counter(
+            "scr_cluster_failover_redeliveries",
+            "Entries a new partition owner delivered again from the inherited cursor (possible "
+            "duplicates, same webhook-id)", ["destination"], registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

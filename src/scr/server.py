@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,16 +17,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scr import __version__
+from scr.bus.instance import BusInstance, bus_instance
+from scr.bus.routes import cluster_routes
 from scr.canon import Canon
 from scr.canon.routes import canon_routes
 from scr.canon.store_ledger import StoreLedger
 from scr.capture.browser import browser_routes
-from scr.capture.ingest import commit, media_type, split_body, validate
+from scr.capture.ingest import DIGEST_BYTES, commit, media_type, split_body, validate
 from scr.config import Config
 from scr.errors import BadRequest, NotFound, ScrError, Unavailable
 from scr.httpio import JSONResponse, read_body
 from scr.ledger import install as install_ledger
-from scr.log.commit import Committed, Committer
+from scr.log.commit import Committed, Committer, Outcome, Submission
 from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
 from scr.route.price_file import live_prices
@@ -59,8 +61,16 @@ class Runtime:
     auth: Authenticator
     metrics: Metrics
     workers: dict[str, DestinationWorker] = field(default_factory=dict)
+    bus: BusInstance | None = None  # set with `bus:` (scale-out): events go through JetStream
     # Run after the committer has stopped, in order (the ledger's checkpoint thread).
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+
+    async def append_events(self, submissions: Sequence[Submission]) -> list[tuple[Outcome, int]]:
+        """Commit validated events; with a bus, ``202`` follows JetStream's ack and the
+        partition's owner appends them (the ledger seq is then not known yet: 0)."""
+        if self.bus is not None:
+            return [(outcome, 0) for outcome in await self.bus.bus.publish(submissions)]
+        return await self.committer.append_events(submissions)
 
     def principal(self, request: Request, permission: str) -> Principal:
         principal = self.auth.principal(request.headers.get("authorization"))
@@ -90,7 +100,7 @@ async def post_events(request: Request) -> Response:
         body, media_type(request.headers.get("content-type")), limits.max_batch_events
     )
     batch = validate(items, principal, is_batch, source)
-    status, content = await commit(batch, runtime.committer, runtime.metrics,
+    status, content = await commit(batch, runtime, runtime.metrics,
                                    live_prices(runtime.data_dir))
     return JSONResponse(content, status_code=status)
 
@@ -284,6 +294,8 @@ async def readyz(request: Request) -> Response:
         raise Unavailable(f"the ledger did not commit within {READY_PROBE_TIMEOUT_S} s") from None
     except Unavailable:
         raise Unavailable(f"the ledger cannot commit: {runtime.committer.last_error}") from None
+    if runtime.bus is not None and not runtime.bus.bus.ready:
+        raise Unavailable(f"the bus is unavailable: {runtime.bus.bus.last_error}")
     return JSONResponse({"status": "ready"})
 
 
@@ -297,6 +309,8 @@ async def metrics(request: Request) -> Response:
         runtime.metrics.lag_entries.labels(worker.name).set(worker.lag)
         age = await asyncio.to_thread(worker.oldest_pending_age_s)
         runtime.metrics.oldest_pending_age.labels(worker.name).set(age)
+    if runtime.bus is not None:
+        await runtime.bus.partition_lag()  # sets the owned partitions' lag gauges
     return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
@@ -359,7 +373,8 @@ def _authorize(runtime: Runtime) -> Callable[[Request, str], Awaitable[str]]:
     return authorize
 
 
-def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None) -> Runtime:
+def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None,
+                  url: str = "http://127.0.0.1:8787") -> Runtime:
     """The runtime on ``store_uri`` (``postgresql://…``; else ``config.store``; else SQLite
     in ``data_dir``)."""
     store = open_store(data_dir, store_uri or config.store)
@@ -370,6 +385,7 @@ def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None) 
     )
     auth = Authenticator(store, config.validation.require_authentication)
     runtime = Runtime(config, data_dir, store, committer, tail, auth, metrics_)
+    runtime.bus = bus_instance(config, committer, metrics_, store.find_event, url, DIGEST_BYTES)
     for destination in config.routing.destinations:
         runtime.workers[destination.name] = DestinationWorker(
             destination, store, committer, tail, metrics_, data_dir
@@ -377,10 +393,12 @@ def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None) 
     return runtime
 
 
-def create_app(config: Config, data_dir: Path, store_uri: str | None = None) -> Starlette:
+def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
+               url: str = "http://127.0.0.1:8787") -> Starlette:
     """The scr HTTP application over a data folder (and a PostgreSQL store when given);
-    starts and stops the runtime with it."""
-    runtime = build_runtime(config, data_dir, store_uri)
+    starts and stops the runtime with it. ``url`` is where this instance is reached
+    (shown by ``GET /v1/cluster``)."""
+    runtime = build_runtime(config, data_dir, store_uri, url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -394,9 +412,13 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None) -> 
         runtime.committer.start()
         for worker in runtime.workers.values():
             await worker.start()
+        if runtime.bus is not None:
+            await runtime.bus.start()
         try:
             yield
         finally:
+            if runtime.bus is not None:
+                await runtime.bus.stop()
             for worker in runtime.workers.values():
                 await worker.stop()
             runtime.committer.close()
@@ -408,6 +430,10 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None) -> 
     routes += install_ledger(runtime)
     routes += browser_routes(runtime)
     routes += canon_routes(_canon_for(runtime), _authorize(runtime))
+    routes += cluster_routes(
+        runtime.bus, runtime.principal, config.cluster.partitions,
+        runtime.store.tenant_entries_of_kinds,
+    )
     app = Starlette(
         routes=routes,
         exception_handlers={ScrError: _error_response, Exception: _unexpected},

@@ -248,7 +248,7 @@ class BeaconEndpoint:
             event = beacon_event(session, principal.tenant, _client_ip(request))
             batch = validate([Item(0, msgspec.json.encode(event))], principal, False, "browser")
             runtime = self.runtime
-            status, content = await commit(batch, runtime.committer, runtime.metrics,
+            status, content = await commit(batch, runtime, runtime.metrics,
                                            live_prices(runtime.data_dir))
         except ScrError as error:
             if error.status == 429:

@@ -9,14 +9,15 @@ own: in a batch, a bad event is rejected and the others go on to commit.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from scr.capture.pricing import count_unpriced
 from scr.errors import BadRequest, Conflict, Detail, Forbidden, PayloadTooLarge, ScrError
-from scr.log.commit import Committer, Outcome, Submission
+from scr.log.commit import Outcome, Submission
 from scr.metrics import Metrics
 from scr.route.price_file import PriceSource
 from scr.route.prices import default_prices
@@ -225,15 +226,21 @@ def _single_error(status: int, result: dict[str, Any]) -> ScrError:
     return error
 
 
+class Appender(Protocol):
+    """Where validated events go: the committer, or the runtime (which may use the bus)."""
+
+    async def append_events(self, submissions: Sequence[Submission]) -> list[tuple[Outcome, int]]: ...
+
+
 async def commit(
-    batch: Batch, committer: Committer, metrics: Metrics, prices: PriceSource | None = None
+    batch: Batch, appender: Appender, metrics: Metrics, prices: PriceSource | None = None
 ) -> tuple[int, dict[str, Any]]:
     """Commit a validated batch and count it: the HTTP status and body every ingest route answers.
 
     ``prices`` (the server's table in force; default the bundled one) finds unpriced models.
     """
     if batch.submissions:
-        outcomes = await committer.append_events(batch.submissions)
+        outcomes = await appender.append_events(batch.submissions)
         settle(batch, outcomes)
         count_outcomes(metrics, outcomes)
         table = prices.current() if prices is not None else default_prices()

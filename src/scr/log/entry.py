@@ -34,6 +34,8 @@ class Kind(str, Enum):
     ERASURE = "ERASURE"
     KEY_CREATED = "KEY_CREATED"
     CONFIG_CHANGED = "CONFIG_CHANGED"
+    # An event id seen again with another body after its 202 (the bus); never merged.
+    EVENT_CONFLICT = "EVENT_CONFLICT"
 
 
 class Provenance(msgspec.Struct, frozen=True, gc=False):

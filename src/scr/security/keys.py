@@ -39,7 +39,7 @@ class Role(str, Enum):
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.INGEST: frozenset({"ingest", "decide"}),
     Role.READ: frozenset({"read", "ledger"}),
-    Role.ADMIN: frozenset({"ingest", "read", "ledger", "admin", "decide"}),
+    Role.ADMIN: frozenset({"ingest", "read", "ledger", "admin", "decide", "cluster"}),
     Role.PLATFORM: frozenset({"ingest", "any_tenant", "cluster"}),
     Role.AUDITOR: frozenset({"ledger"}),
     Role.PUBLISHABLE: frozenset({"beacon"}),

@@ -1,0 +1,50 @@
+"""An event on the bus: its canonical bytes as the message body, who sent it in headers.
+
+``Nats-Msg-Id`` is ``tenant:event_id``: JetStream drops a second publish of the same id within
+its duplicate window (the front dedup); the ledger's unique ``(tenant, event_id)`` stays the
+exact one. ``Scr-Digest`` lets a duplicate publish be told apart from a conflict (same id,
+different body) without reading the body back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from scr.log.commit import Submission
+from scr.schema import InvalidEvent, decode_event
+
+MSG_ID = "Nats-Msg-Id"
+DIGEST = "Scr-Digest"
+ACTOR = "Scr-Actor"
+SOURCE = "Scr-Source"
+
+
+def message_id(tenant: str, event_id: str) -> str:
+    return f"{tenant}:{event_id}"
+
+
+def headers_of(submission: Submission) -> dict[str, str]:
+    """The message headers of a validated event."""
+    event = submission.event
+    return {
+        MSG_ID: message_id(event.user.organization_id, event.event_id),
+        DIGEST: submission.digest.hex(),
+        ACTOR: submission.actor,
+        SOURCE: submission.source,
+    }
+
+
+class Undecodable(Exception):
+    """A bus message that is not a valid event (written by another version, or corrupted)."""
+
+
+def submission_of(body: bytes, headers: dict[str, str] | None, digest_bytes: int) -> Submission:
+    """The submission a bus message carries; the digest is recomputed from the body."""
+    headers = headers or {}
+    try:
+        event = decode_event(body)
+    except InvalidEvent as invalid:
+        raise Undecodable(f"not a valid event: {invalid}") from None
+    digest = hashlib.blake2b(body, digest_size=digest_bytes).digest()
+    actor, source = headers.get(ACTOR, "unknown"), headers.get(SOURCE, "bus")
+    return Submission(event, body, digest, actor, source)

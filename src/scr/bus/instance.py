@@ -1,0 +1,193 @@
+"""One instance's part in the bus: its connection, the partitions it owns, their consumers.
+
+Every ``ownership_poll_ms`` the instance asks its ``Ownership`` which partitions it owns now
+(taking free ones), starts a consumer for each partition it gained and stops the consumer of
+each one it lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import msgspec
+
+from scr.bus.consumer import PartitionConsumer, consumer_name
+from scr.bus.jetstream import Bus
+from scr.config import Config
+from scr.log.commit import Committer
+from scr.metrics import Metrics
+
+log = logging.getLogger("scr.bus")
+
+LAG_TIMEOUT_S = 2.0
+
+
+class Ownership(Protocol):
+    """Decides which partitions this instance appends (one live owner per partition)."""
+
+    async def claim(self) -> set[int]:
+        """The partitions owned now, after trying to take free ones."""
+
+    async def instances(self) -> list[dict[str, Any]]:
+        """The live instances: ``{"id", "url", "partitions": [...]}`` each."""
+
+    async def close(self) -> None:
+        """Give up every partition."""
+
+
+class SoleOwner:
+    """The embedded store serves one instance: it owns every partition."""
+
+    def __init__(self, partitions: int, instance_id: str, url: str) -> None:
+        self.partitions = set(range(partitions))
+        self.instance_id, self.url = instance_id, url
+
+    async def claim(self) -> set[int]:
+        return set(self.partitions)
+
+    async def instances(self) -> list[dict[str, Any]]:
+        return [{"id": self.instance_id, "url": self.url, "partitions": sorted(self.partitions)}]
+
+    async def close(self) -> None:
+        return None
+
+
+class _PayloadOnly(msgspec.Struct):
+    payload: msgspec.Raw
+
+
+_payload_only = msgspec.json.Decoder(_PayloadOnly)
+
+
+def ledger_digest(
+    find_event: Callable[[str, str], Any], digest_bytes: int
+) -> Callable[[str, str], bytes | None]:
+    """A lookup of an event's payload digest in the ledger (None when it is not there)."""
+
+    def digest_of(tenant: str, event_id: str) -> bytes | None:
+        stored = find_event(tenant, event_id)
+        if stored is None:
+            return None
+        payload = bytes(_payload_only.decode(stored.entry).payload)
+        return hashlib.blake2b(payload, digest_size=digest_bytes).digest()
+
+    return digest_of
+
+
+class BusInstance:
+    """Publishes for the HTTP API and appends the partitions this instance owns."""
+
+    def __init__(
+        self, bus: Bus, ownership: Ownership, committer: Committer, metrics: Metrics,
+        config: Config, digest_bytes: int,
+    ) -> None:
+        self.bus = bus
+        self.ownership = ownership
+        self.committer = committer
+        self.metrics = metrics
+        self.config = config
+        self.digest_bytes = digest_bytes
+        self.consumers: dict[int, PartitionConsumer] = {}
+        # Called with the partitions gained and lost (destinations follow ownership).
+        self.on_change: list[Callable[[set[int], set[int]], Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self.consumers)
+
+    async def start(self) -> None:
+        await self.bus.start()
+        self._task = asyncio.create_task(self._keep_ownership(), name="scr-ownership")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for consumer in self.consumers.values():
+            await consumer.stop()
+        self.consumers.clear()
+        with contextlib.suppress(Exception):
+            await self.ownership.close()
+        await self.bus.close()
+
+    async def _keep_ownership(self) -> None:
+        poll_s = self.config.cluster.ownership_poll_ms / 1000
+        while True:
+            try:
+                await self.reconcile(await self.ownership.claim())
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the store is unreachable: keep what we have, retry
+                log.warning("cluster: ownership check failed: %s", error)
+            await asyncio.sleep(poll_s)
+
+    async def reconcile(self, owned: set[int]) -> None:
+        """Start consumers for gained partitions, stop those of lost ones."""
+        gained, lost = owned - set(self.consumers), set(self.consumers) - owned
+        for partition in sorted(lost):
+            await self.consumers.pop(partition).stop()
+            self.metrics.partition_lag.labels(str(partition)).set(0)
+        for partition in sorted(gained):
+            consumer = PartitionConsumer(
+                partition, self.bus, self.committer, self.metrics, self.digest_bytes
+            )
+            self.consumers[partition] = consumer
+            consumer.start()
+        if gained or lost:
+            log.info("cluster: owns partitions %s (gained %s, lost %s)",
+                     self.owned, sorted(gained), sorted(lost))
+            for callback in self.on_change:
+                result = callback(gained, lost)
+                if asyncio.iscoroutine(result):
+                    await result
+        self.metrics.partitions_owned.set(len(self.consumers))
+
+    async def partition_lag(self) -> dict[int, int | None]:
+        """Per partition: bus events not yet appended (None when JetStream cannot say)."""
+        js = self.bus.js
+        lags: dict[int, int | None] = dict.fromkeys(range(self.bus.partitions))
+        if js is None or not self.bus.ready:
+            return lags
+
+        async def one(partition: int) -> None:
+            with contextlib.suppress(Exception):
+                info = await js.consumer_info(
+                    self.bus.stream, consumer_name(partition), timeout=LAG_TIMEOUT_S
+                )
+                lags[partition] = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+        await asyncio.gather(*(one(p) for p in range(self.bus.partitions)))
+        for partition in self.consumers:
+            lag = lags.get(partition)
+            self.metrics.partition_lag.labels(str(partition)).set(lag or 0)
+        return lags
+
+
+def instance_id() -> str:
+    """A name for this process in the cluster: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def bus_instance(
+    config: Config, committer: Committer, metrics: Metrics, find_event: Callable[[str, str], Any],
+    url: str, digest_bytes: int,
+) -> BusInstance | None:
+    """This process's bus instance when ``config.bus`` is set (None without a bus)."""
+    if config.bus is None:
+        return None
+    bus = Bus(
+        config.bus, config.cluster, config.validation.deduplication_window_sec, metrics,
+        ledger_digest(find_event, digest_bytes),
+    )
+    ownership = SoleOwner(config.cluster.partitions, instance_id(), config.cluster.instance_url or url)
+    return BusInstance(bus, ownership, committer, metrics, config, digest_bytes)
