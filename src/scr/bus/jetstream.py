@@ -35,6 +35,7 @@ log = logging.getLogger("scr.bus")
 
 RECONNECT_WAIT_S = 0.5
 CONNECT_RETRY_S = 1.0
+CLOSE_TIMEOUT_S = 2.0
 # JetStream needs a positive duplicate window; 0 in the config means "the smallest".
 MIN_DUPLICATE_WINDOW_S = 1.0
 
@@ -146,8 +147,9 @@ class Bus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
         if self.nc is not None:
+            # every publish was awaited and the consumers are stopped: nothing to drain
             with contextlib.suppress(Exception):
-                await self.nc.drain()
+                await asyncio.wait_for(self.nc.close(), CLOSE_TIMEOUT_S)
             self.nc = None
         self.metrics.bus_connected.set(0)
 
