@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -57,6 +59,35 @@ def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
+@dataclass
+class BusRun:
+    """A ``scr serve --bus`` process, its data folder, an ingest key and its receiver."""
+
+    server: ServerProcess
+    data: Path
+    key: str
+    hook: Receiver
+
+
+@pytest.fixture
+def bus_run(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., BusRun]]:
+    runs: list[BusRun] = []
+
+    def start(window_s: int = 300) -> BusRun:
+        hook = Receiver()
+        data = tmp_path / "data"
+        key = create_key(data)
+        config = bus_config(tmp_path / "scr.yaml", nats_server, hook, window_s)
+        runs.append(BusRun(ServerProcess(data, config), data, key, hook))
+        runs[-1].server.start()
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        run.server.stop()
+        run.hook.close()
+
+
 def test_partition_hash_is_stable() -> None:
     # The contract every instance and version shares: these values may never change.
     # BLAKE2b-64 of the tenant, big-endian, modulo the partitions (values computed once).
@@ -79,79 +110,66 @@ def test_bus_config_errors_name_the_key_and_line() -> None:
 
 
 def test_events_through_the_bus_are_appended_once_and_delivered(
-    tmp_path: Path, nats_server: NatsServer
+    bus_run: Callable[..., BusRun],
 ) -> None:
-    hook = Receiver()
-    data = tmp_path / "data"
-    key = create_key(data)
-    server = ServerProcess(data, bus_config(tmp_path / "scr.yaml", nats_server, hook)).start()
-    try:
-        batch = [make_event(f"evt_{i}") for i in range(60)]
-        first = httpx.post(f"{server.url}/v1/events", json=batch, headers=bearer(key), timeout=10)
-        assert first.status_code == 202 and first.json()["accepted"] == 60
-        again = httpx.post(f"{server.url}/v1/events", json=batch, headers=bearer(key), timeout=10)
-        assert again.status_code == 202 and again.json()["duplicate"] == 60
-        changed = make_event("evt_3", **{"usage.model": "gpt-4o-mini"})
-        conflict = httpx.post(f"{server.url}/v1/events", json=changed, headers=bearer(key), timeout=10)
-        assert conflict.status_code == 409, conflict.text
+    run = bus_run()
+    server, data, key, hook = run.server, run.data, run.key, run.hook
+    batch = [make_event(f"evt_{i}") for i in range(60)]
+    first = httpx.post(f"{server.url}/v1/events", json=batch, headers=bearer(key), timeout=10)
+    assert first.status_code == 202 and first.json()["accepted"] == 60
+    again = httpx.post(f"{server.url}/v1/events", json=batch, headers=bearer(key), timeout=10)
+    assert again.status_code == 202 and again.json()["duplicate"] == 60
+    changed = make_event("evt_3", **{"usage.model": "gpt-4o-mini"})
+    conflict = httpx.post(f"{server.url}/v1/events", json=changed, headers=bearer(key), timeout=10)
+    assert conflict.status_code == 409, conflict.text
 
-        reader = bearer(create_key(data, role="read"))
-        wait_for(lambda: httpx.get(f"{server.url}/v1/events/evt_59", headers=reader).status_code == 200,
-                 timeout_s=15, what="the owner to append the events")
-        stored = httpx.get(f"{server.url}/v1/events/evt_3", headers=reader).json()["event"]
-        assert stored["usage"]["model"] == "gpt-4o"  # the first body, never merged
-        wait_for(lambda: len({e["event_id"] for e in hook.events()}) == 60, timeout_s=15,
-                 what="every event delivered")
-        assert sorted(assert_chain(data, "org_acme")) == sorted(e["event_id"] for e in batch)
-        admin = bearer(create_key(data, role="admin"))
-        cluster = httpx.get(f"{server.url}/v1/cluster", headers=admin).json()
-        assert cluster["partitions"] == 4
-        assert [i["partitions"] for i in cluster["instances"]] == [[0, 1, 2, 3]]
-        assert cluster["instances"][0]["url"] == server.url
-        assert set(cluster["lag"].values()) == {0}
-        forbidden = httpx.get(f"{server.url}/v1/cluster", headers=reader)
-        assert forbidden.status_code == 403
-    finally:
-        server.stop()
-        hook.close()
+    reader = bearer(create_key(data, role="read"))
+    wait_for(lambda: httpx.get(f"{server.url}/v1/events/evt_59", headers=reader).status_code == 200,
+             timeout_s=15, what="the owner to append the events")
+    stored = httpx.get(f"{server.url}/v1/events/evt_3", headers=reader).json()["event"]
+    assert stored["usage"]["model"] == "gpt-4o"  # the first body, never merged
+    wait_for(lambda: len({e["event_id"] for e in hook.events()}) == 60, timeout_s=15,
+             what="every event delivered")
+    assert sorted(assert_chain(data, "org_acme")) == sorted(e["event_id"] for e in batch)
+    admin = bearer(create_key(data, role="admin"))
+    cluster = httpx.get(f"{server.url}/v1/cluster", headers=admin).json()
+    assert cluster["partitions"] == 4
+    assert [i["partitions"] for i in cluster["instances"]] == [[0, 1, 2, 3]]
+    assert cluster["instances"][0]["url"] == server.url
+    assert set(cluster["lag"].values()) == {0}
+    forbidden = httpx.get(f"{server.url}/v1/cluster", headers=reader)
+    assert forbidden.status_code == 403
 
 
 def test_a_conflict_after_the_duplicate_window_is_recorded_not_merged(
-    tmp_path: Path, nats_server: NatsServer
+    bus_run: Callable[..., BusRun],
 ) -> None:
-    hook = Receiver()
-    data = tmp_path / "data"
-    key = create_key(data)
-    config = bus_config(tmp_path / "scr.yaml", nats_server, hook, window_s=1)
-    server = ServerProcess(data, config).start()
-    try:
-        reader = bearer(create_key(data, role="read"))
-        url = f"{server.url}/v1/events"
-        assert httpx.post(url, json=make_event("evt_c"), headers=bearer(key)).status_code == 202
-        wait_for(lambda: httpx.get(f"{server.url}/v1/events/evt_c", headers=reader).status_code == 200,
-                 timeout_s=15, what="the first body appended")
-        time.sleep(1.5)  # past JetStream's duplicate window: only the ledger knows the id now
-        other = make_event("evt_c", **{"outcome.status": "error"})
-        late = httpx.post(url, json=other, headers=bearer(key))
-        assert late.status_code == 202  # JetStream stored it; the owner finds the conflict
+    run = bus_run(window_s=1)
+    server, data, key, hook = run.server, run.data, run.key, run.hook
+    reader = bearer(create_key(data, role="read"))
+    url = f"{server.url}/v1/events"
+    assert httpx.post(url, json=make_event("evt_c"), headers=bearer(key)).status_code == 202
+    wait_for(lambda: httpx.get(f"{server.url}/v1/events/evt_c", headers=reader).status_code == 200,
+             timeout_s=15, what="the first body appended")
+    time.sleep(1.5)  # past JetStream's duplicate window: only the ledger knows the id now
+    other = make_event("evt_c", **{"outcome.status": "error"})
+    late = httpx.post(url, json=other, headers=bearer(key))
+    assert late.status_code == 202  # JetStream stored it; the owner finds the conflict
 
-        def recorded() -> list[dict[str, object]]:
-            answer = httpx.get(f"{server.url}/v1/conflicts", headers=reader).json()
-            return list(answer["conflicts"])
+    def recorded() -> list[dict[str, object]]:
+        answer = httpx.get(f"{server.url}/v1/conflicts", headers=reader).json()
+        return list(answer["conflicts"])
 
-        conflicts = wait_for(recorded, timeout_s=15, what="the conflict recorded")
-        assert conflicts[0]["event_id"] == "evt_c"
-        stored = httpx.get(f"{server.url}/v1/events/evt_c", headers=reader).json()
-        assert stored["event"]["outcome"]["status"] == "success"
-        assert conflicts[0]["ledger_seq"] == stored["ledger"]["seq"]
-        metrics = httpx.get(f"{server.url}/metrics").text
-        assert "scr_bus_conflicts_total 1.0" in metrics
-        other_tenant = bearer(create_key(data, tenant="org_other", role="read"))
-        assert httpx.get(f"{server.url}/v1/conflicts", headers=other_tenant).json() == {"conflicts": []}
-        assert len([e for e in hook.events() if e["event_id"] == "evt_c"]) == 1
-    finally:
-        server.stop()
-        hook.close()
+    conflicts = wait_for(recorded, timeout_s=15, what="the conflict recorded")
+    assert conflicts[0]["event_id"] == "evt_c"
+    stored = httpx.get(f"{server.url}/v1/events/evt_c", headers=reader).json()
+    assert stored["event"]["outcome"]["status"] == "success"
+    assert conflicts[0]["ledger_seq"] == stored["ledger"]["seq"]
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert "scr_bus_conflicts_total 1.0" in metrics
+    other_tenant = bearer(create_key(data, tenant="org_other", role="read"))
+    assert httpx.get(f"{server.url}/v1/conflicts", headers=other_tenant).json() == {"conflicts": []}
+    assert len([e for e in hook.events() if e["event_id"] == "evt_c"]) == 1
 
 
 def stream(url: str, key: str, acknowledged: list[str], statuses: list[int], stop: threading.Event) -> None:
@@ -173,11 +191,11 @@ def stream(url: str, key: str, acknowledged: list[str], statuses: list[int], sto
 
 
 @pytest.mark.slow
-def test_nats_restart_loses_no_acknowledged_event(tmp_path: Path, nats_server: NatsServer) -> None:
-    hook = Receiver()
-    data = tmp_path / "data"
-    key = create_key(data)
-    server = ServerProcess(data, bus_config(tmp_path / "scr.yaml", nats_server, hook)).start()
+def test_nats_restart_loses_no_acknowledged_event(
+    bus_run: Callable[..., BusRun], nats_server: NatsServer
+) -> None:
+    run = bus_run()
+    server, data, key, hook = run.server, run.data, run.key, run.hook
     acknowledged: list[str] = []
     statuses: list[int] = []
     stop = threading.Event()
@@ -213,5 +231,3 @@ def test_nats_restart_loses_no_acknowledged_event(tmp_path: Path, nats_server: N
         assert len(appended) == len(set(appended)) and wanted <= set(appended)
     finally:
         stop.set()
-        server.stop()
-        hook.close()
