@@ -19,7 +19,7 @@ from conftest import issue_key as create_key
 from scr.config import parse_config
 from scr.errors import ConfigError
 from scr.log.entry import GENESIS_HASH, chain_hash
-from scr.store.partition import partition_of
+from scr.store.postgres import partition_of
 from scr.store.sqlite import SqliteStore
 from servers import NatsServer
 from support import Receiver, ServerProcess, make_event, wait_for
@@ -90,9 +90,10 @@ def bus_run(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., B
 
 def test_partition_hash_is_stable() -> None:
     # The contract every instance and version shares: these values may never change.
-    # BLAKE2b-64 of the tenant, big-endian, modulo the partitions (values computed once).
-    assert [partition_of(t, 16) for t in ("org_acme", "org_globex", "t1")] == [4, 4, 9]
-    assert [partition_of(t, 1000) for t in ("org_acme", "org_globex", "t1")] == [532, 836, 457]
+    # First 8 bytes of SHA-256(tenant), big-endian, modulo the partitions (computed once): the
+    # bus's subjects and the PostgreSQL ledger's partition column share this function.
+    assert [partition_of(t, 16) for t in ("org_acme", "org_globex", "t1")] == [15, 0, 10]
+    assert [partition_of(t, 1000) for t in ("org_acme", "org_globex", "t1")] == [695, 296, 986]
     assert {partition_of(f"org_{i}", 16) for i in range(200)} == set(range(16))
     assert all(partition_of(f"org_{i}", 1) == 0 for i in range(20))
 

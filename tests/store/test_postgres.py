@@ -7,13 +7,13 @@ import hashlib
 
 import httpx
 import psycopg
-from servers import PostgresServer
 from test_commit import submission
 
 from conftest import StoreAt
 from scr.ledger.chains import verify_chains
 from scr.log.commit import Committer
 from scr.store.postgres import PostgresStore, partition_of
+from servers import PostgresServer
 from support import ServerProcess, create_key, make_event, run_scr, wait_for
 
 OUTAGE_TIMEOUT_S = 20

@@ -29,7 +29,7 @@ from scr.config import ClusterConfig
 from scr.errors import Unavailable
 from scr.log.commit import Outcome, Submission
 from scr.metrics import Metrics
-from scr.store.partition import partition_of
+from scr.store.postgres import partition_of
 
 log = logging.getLogger("scr.bus")
 
