@@ -238,3 +238,14 @@ def test_url_and_key_from_the_environment(
         client.capture("sess_env", "gpt-4o")
         assert client.flush(timeout_s=10)
         assert client.stats().accepted == 1
+
+
+def test_a_backlog_goes_out_batch_after_batch_without_waiting_the_interval(
+    scr_server: LiveServer, clients: list[scr.Client]
+) -> None:
+    client = client_for(clients, scr_server.url, scr_server.ingest_key, flush_interval_ms=60_000,
+                        buffer_size=5000)
+    for i in range(2500):  # three batches of at most 1,000
+        client.capture(f"sess_backlog_{i}", "gpt-4o-mini", input_tokens=i)
+    assert client.flush(timeout_s=30)  # far less than one 60 s interval per batch
+    assert client.stats().accepted == 2500

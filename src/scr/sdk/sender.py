@@ -110,6 +110,7 @@ class Sender(Generic[Captured]):
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._pending: deque[Captured] = deque()
+        self._flushing = 0  # callers waiting in flush(): send what is queued without waiting
         self._in_flight = 0
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -149,15 +150,19 @@ class Sender(Generic[Captured]):
         """Send everything queued now; ``True`` if all of it was settled within ``timeout_s``."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._lock:
+            self._flushing += 1
             self._wake.set()
-            while self._pending or self._in_flight:
-                if self._thread is None or not self._thread.is_alive():
-                    return False
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._settled.wait(remaining)
-            return True
+            try:
+                while self._pending or self._in_flight:
+                    if self._thread is None or not self._thread.is_alive():
+                        return False
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._settled.wait(remaining)
+                return True
+            finally:
+                self._flushing -= 1
 
     def close(self, timeout_s: float | None = None) -> CaptureStats:
         """Stop accepting events, send what is queued (retrying up to ``timeout_s``), stop."""
@@ -198,11 +203,15 @@ class Sender(Generic[Captured]):
         with httpx.Client(timeout=self.request_timeout_s) as http:
             while True:
                 with self._lock:
-                    idle = not self._pending
-                if self._closing.is_set() and (idle or time.monotonic() > self._deadline):
+                    queued = len(self._pending)
+                    urgent = queued >= self._batch_events or self._flushing > 0
+                closing = self._closing.is_set()
+                if closing and (not queued or time.monotonic() > self._deadline):
                     return  # close() counts what is left as dropped
-                # Idle: sleep until the first event arrives; then gather up to the interval.
-                self._wake.wait(None if idle else self.flush_interval_s)
+                if not queued:  # idle: sleep until the first event arrives
+                    self._wake.wait()
+                elif not (urgent or closing):  # a partial batch: gather up to the interval
+                    self._wake.wait(self.flush_interval_s)
                 self._wake.clear()
                 batch = self._take()
                 if not batch:
