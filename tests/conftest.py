@@ -20,14 +20,15 @@ from scr.security.auth import create_key
 from scr.security.keys import Role
 from scr.server import create_app
 from scr.store import Store, open_store
-from scr.store.sqlite import SqliteStore
 from servers import NatsServer, PostgresServer
 from support import Receiver
 
 
-def issue_key(data: Path, tenant: str = "org_acme", role: str = "ingest") -> str:
-    """Create a key in a data folder, as ``scr keys create`` does."""
-    store = SqliteStore(data)
+def issue_key(
+    data: Path, tenant: str = "org_acme", role: str = "ingest", store_uri: str | None = None
+) -> str:
+    """Create a key in a data folder (or a PostgreSQL store), as ``scr keys create`` does."""
+    store = open_store(data, store_uri)
     committer = Committer(store, buffer_size=1)
     committer.start()
     try:
@@ -67,20 +68,29 @@ class Client(TestClient):
     """A TestClient that knows its data folder and makes keys."""
 
     data: Path
+    store_uri: str | None = None
 
     def key(self, tenant: str = "org_acme", role: str = "ingest") -> dict[str, str]:
-        return {"authorization": f"Bearer {issue_key(self.data, tenant, role)}"}
+        return {"authorization": f"Bearer {issue_key(self.data, tenant, role, self.store_uri)}"}
 
 
 @pytest.fixture
-def serve(data_dir: Path) -> Iterator[Callable[..., Client]]:
-    """Start the real app in-process over ``data_dir`` with a config; stopped after the test."""
+def store_uri() -> str | None:
+    """The store ``serve`` runs on: none, the data folder's SQLite. A test module that runs
+    on every backend overrides it (``tests/test_delivery.py``)."""
+    return None
+
+
+@pytest.fixture
+def serve(data_dir: Path, store_uri: str | None) -> Iterator[Callable[..., Client]]:
+    """Start the real app in-process over ``data_dir`` (and ``store_uri``) with a config;
+    stopped after the test."""
     clients: list[Client] = []
 
     def start(config: str | Config | None = None) -> Client:
         parsed = parse_config(config or config_text()) if not isinstance(config, Config) else config
-        client = Client(create_app(parsed, data_dir))
-        client.data = data_dir
+        client = Client(create_app(parsed, data_dir, store_uri))
+        client.data, client.store_uri = data_dir, store_uri
         client.__enter__()
         clients.append(client)
         return client
