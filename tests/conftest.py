@@ -74,11 +74,27 @@ class Client(TestClient):
         return {"authorization": f"Bearer {issue_key(self.data, tenant, role, self.store_uri)}"}
 
 
+STORE_BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "every_store: run the module's serve tests on SQLite and PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module marked ``every_store`` runs each of its ``serve`` tests on every backend."""
+    if "store_uri" in metafunc.fixturenames and metafunc.definition.get_closest_marker("every_store"):
+        metafunc.parametrize("store_uri", STORE_BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def store_uri() -> str | None:
-    """The store ``serve`` runs on: none, the data folder's SQLite. A test module that runs
-    on every backend overrides it (``tests/test_delivery.py``)."""
-    return None
+def store_uri(request: pytest.FixtureRequest) -> str | None:
+    """The store ``serve`` runs on: none (the data folder's SQLite), or a fresh PostgreSQL
+    database when the module is marked ``every_store``."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    uri: str = request.getfixturevalue("postgres_uri")
+    return uri
 
 
 @pytest.fixture

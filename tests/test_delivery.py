@@ -15,14 +15,8 @@ from conftest import config_text
 from scr.route.signing import verify
 from support import make_event, wait_for
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_uri(request: pytest.FixtureRequest) -> str | None:
-    """Every delivery test on each store: cursors, delivery rows and attempts are the store's."""
-    if request.param == "sqlite":
-        return None
-    uri: str = request.getfixturevalue("postgres_uri")
-    return uri
+# Cursors, delivery rows and attempts are the store's: every test on each backend.
+pytestmark = pytest.mark.every_store
 
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()

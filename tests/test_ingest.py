@@ -9,6 +9,9 @@ import pytest
 
 from support import DELETE, make_event
 
+# Ingest, dedup, conflicts and reads are the store's: every test on each backend.
+pytestmark = pytest.mark.every_store
+
 JSON = {"content-type": "application/json"}
 
 
