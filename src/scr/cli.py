@@ -72,11 +72,27 @@ def _print_config_error(error: ConfigError) -> None:
         err.print(f"  {detail.path}: {detail.message}")
 
 
+def _with_bus(settings: Config, bus: str) -> Config:
+    """The config with ``--bus`` in place of its ``bus:`` (checked like the key)."""
+    from scr.config import parse_config
+
+    try:
+        checked = parse_config(f"session_completion_runtime:\n  bus: {json.dumps(bus)}\n", "--bus")
+    except ConfigError as error:
+        _print_config_error(error)
+        raise typer.Exit(2) from None
+    return msgspec.structs.replace(settings, bus=checked.bus)
+
+
 @app.command()
 def serve(
     config: Annotated[Path | None, typer.Option("--config", help="YAML config file.")] = None,
     data: DataOption = DEFAULT_DATA,
     store: StoreOption = None,
+    bus: Annotated[
+        str | None,
+        typer.Option("--bus", envvar="SCR_BUS", help="NATS JetStream (nats://host:4222): scale-out."),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
@@ -90,6 +106,8 @@ def serve(
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _load(config)
+    if bus is not None:
+        settings = _with_bus(settings, bus)
     store_uri = store or settings.store
     try:
         application = create_app(settings, data, store_uri, f"http://{host}:{port}")

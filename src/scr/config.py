@@ -75,7 +75,6 @@ DEFAULT_ACK_WAIT_MS = 5000
 DEFAULT_MAX_DELIVER = 1000
 DEFAULT_MAX_ACK_PENDING = 20_000
 DEFAULT_FETCH_EVENTS = 1000
-DEFAULT_HEARTBEAT_MS = 1000
 DEFAULT_OWNERSHIP_POLL_MS = 1000
 DEFAULT_INSTANCE_TIMEOUT_MS = 10_000
 
@@ -305,14 +304,12 @@ class ClusterConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     fetch_events: Annotated[
         int, Meta(ge=1, le=MAX_BUFFER_SIZE, description="most events an owner takes from a partition at once")
     ] = DEFAULT_FETCH_EVENTS
-    heartbeat_ms: Annotated[
-        int, Meta(ge=10, le=MAX_WAIT_MS, description="how often an instance records that it is alive")
-    ] = DEFAULT_HEARTBEAT_MS
     ownership_poll_ms: Annotated[
         int,
         Meta(
             ge=10, le=MAX_WAIT_MS,
-            description="how often an instance tries to take partitions without a live owner",
+            description="how often an instance records its heartbeat and takes or gives back "
+            "partitions (the failover time of a dead instance's partitions)",
         ),
     ] = DEFAULT_OWNERSHIP_POLL_MS
     instance_timeout_ms: Annotated[

@@ -38,6 +38,7 @@ from scr.schema import json_schema
 from scr.security.auth import Authenticator
 from scr.security.keys import Principal
 from scr.store import Store, open_store
+from scr.store.postgres import partition_of
 
 log = logging.getLogger("scr.server")
 
@@ -373,11 +374,42 @@ def _authorize(runtime: Runtime) -> Callable[[Request, str], Awaitable[str]]:
     return authorize
 
 
+def _place_destinations(runtime: Runtime) -> Callable[[set[int], set[int]], Awaitable[None]]:
+    """Start a destination when this instance gains its home partition, stop it when lost.
+
+    Its durable cursor carries over: the new owner delivers again what the old one sent but
+    had not recorded (at least once, same webhook-ids); those entries are counted.
+    """
+    partitions = runtime.config.cluster.partitions
+
+    async def place(gained: set[int], lost: set[int]) -> None:
+        for config in runtime.config.routing.destinations:
+            home = partition_of(config.name, partitions)
+            worker = runtime.workers[config.name]
+            if home in lost and worker.running:
+                await worker.stop()
+            if home in gained and not worker.running:
+                worker = runtime.workers[config.name] = DestinationWorker(
+                    config, runtime.store, runtime.committer, runtime.tail, runtime.metrics,
+                    runtime.data_dir,
+                )
+                cursor = await asyncio.to_thread(runtime.store.cursor, config.name)
+                if cursor is not None:  # it ran elsewhere before: what lies past it may be resent
+                    inherited = max(0, await asyncio.to_thread(runtime.store.last_seq) - cursor)
+                    runtime.metrics.failover_redeliveries.labels(config.name).inc(inherited)
+                    log.info("destination %s taken over at cursor %d (%d entries may be resent)",
+                             config.name, cursor, inherited)
+                await worker.start()
+
+    return place
+
+
 def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None,
                   url: str = "http://127.0.0.1:8787") -> Runtime:
     """The runtime on ``store_uri`` (``postgresql://…``; else ``config.store``; else SQLite
     in ``data_dir``)."""
-    store = open_store(data_dir, store_uri or config.store)
+    store_uri = store_uri or config.store
+    store = open_store(data_dir, store_uri, config.cluster.partitions)
     metrics_ = Metrics()
     tail = LedgerTail(store)
     committer = Committer(
@@ -385,7 +417,9 @@ def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None,
     )
     auth = Authenticator(store, config.validation.require_authentication)
     runtime = Runtime(config, data_dir, store, committer, tail, auth, metrics_)
-    runtime.bus = bus_instance(config, committer, metrics_, store.find_event, url, DIGEST_BYTES)
+    runtime.bus = bus_instance(
+        config, committer, metrics_, store, tail, url, DIGEST_BYTES, store_uri
+    )
     for destination in config.routing.destinations:
         runtime.workers[destination.name] = DestinationWorker(
             destination, store, committer, tail, metrics_, data_dir
@@ -410,8 +444,12 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
 
         runtime.committer.commit_hooks.append(on_commit)
         runtime.committer.start()
-        for worker in runtime.workers.values():
-            await worker.start()
+        if runtime.bus is not None and runtime.bus.clustered:
+            # each destination runs on the owner of its home partition only
+            runtime.bus.on_change.append(_place_destinations(runtime))
+        else:
+            for worker in runtime.workers.values():
+                await worker.start()
         if runtime.bus is not None:
             await runtime.bus.start()
         try:
@@ -420,7 +458,8 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
             if runtime.bus is not None:
                 await runtime.bus.stop()
             for worker in runtime.workers.values():
-                await worker.stop()
+                if worker.running:
+                    await worker.stop()
             runtime.committer.close()
             for stop in runtime.on_shutdown:
                 stop()

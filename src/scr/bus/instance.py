@@ -21,13 +21,17 @@ import msgspec
 
 from scr.bus.consumer import PartitionConsumer, consumer_name
 from scr.bus.jetstream import Bus
+from scr.bus.ownership import AdvisoryLocks
 from scr.config import Config
 from scr.log.commit import Committer
+from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
+from scr.store import Store
 
 log = logging.getLogger("scr.bus")
 
 LAG_TIMEOUT_S = 2.0
+FOLLOW_LEDGER_S = 0.2  # how often a cluster instance looks for entries others committed
 
 
 class Ownership(Protocol):
@@ -98,7 +102,14 @@ class BusInstance:
         self.consumers: dict[int, PartitionConsumer] = {}
         # Called with the partitions gained and lost (destinations follow ownership).
         self.on_change: list[Callable[[set[int], set[int]], Any]] = []
+        # A cluster's shared store and this process's tail: the tail follows the other writers.
+        self.ledger: tuple[Store, LedgerTail] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+
+    @property
+    def clustered(self) -> bool:
+        return self.ledger is not None
 
     @property
     def owned(self) -> list[int]:
@@ -107,12 +118,26 @@ class BusInstance:
     async def start(self) -> None:
         await self.bus.start()
         self._task = asyncio.create_task(self._keep_ownership(), name="scr-ownership")
+        if self.ledger is not None:
+            self._follower = asyncio.create_task(self._follow_ledger(*self.ledger), name="scr-follow")
+
+    async def _follow_ledger(self, store: Store, tail: LedgerTail) -> None:
+        """Wake this instance's consumers (destinations) for entries other instances commit."""
+        while True:
+            try:
+                tail.follow(await asyncio.to_thread(store.last_seq))
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the store is down: the committer reports it
+                log.debug("cluster: cannot read the ledger head: %s", error)
+            await asyncio.sleep(FOLLOW_LEDGER_S)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for consumer in self.consumers.values():
             await consumer.stop()
         self.consumers.clear()
@@ -179,15 +204,26 @@ def instance_id() -> str:
 
 
 def bus_instance(
-    config: Config, committer: Committer, metrics: Metrics, find_event: Callable[[str, str], Any],
-    url: str, digest_bytes: int,
+    config: Config, committer: Committer, metrics: Metrics, store: Store, tail: LedgerTail,
+    url: str, digest_bytes: int, store_uri: str | None,
 ) -> BusInstance | None:
-    """This process's bus instance when ``config.bus`` is set (None without a bus)."""
+    """This process's bus instance when ``config.bus`` is set (None without a bus).
+
+    On a PostgreSQL store (``store_uri``) it shares the partitions with the other instances
+    (``scr.bus.ownership``) and follows the ledger they write; on SQLite it owns them all.
+    """
     if config.bus is None:
         return None
     bus = Bus(
         config.bus, config.cluster, config.validation.deduplication_window_sec, metrics,
-        ledger_digest(find_event, digest_bytes),
+        ledger_digest(store.find_event, digest_bytes),
     )
-    ownership = SoleOwner(config.cluster.partitions, instance_id(), config.cluster.instance_url or url)
-    return BusInstance(bus, ownership, committer, metrics, config, digest_bytes)
+    name, shown = instance_id(), config.cluster.instance_url or url
+    ownership: Ownership = (
+        AdvisoryLocks(store_uri, config.cluster, name, shown) if store_uri
+        else SoleOwner(config.cluster.partitions, name, shown)
+    )
+    instance = BusInstance(bus, ownership, committer, metrics, config, digest_bytes)
+    if store_uri:
+        instance.ledger = (store, tail)
+    return instance

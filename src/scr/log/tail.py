@@ -78,6 +78,13 @@ class LedgerTail:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def follow(self, head_seq: int) -> None:
+        """Another writer (a cluster's other instances) committed up to ``head_seq``."""
+        if head_seq > self.head_seq:
+            self.head_seq = head_seq
+            self._changed.set()
+            self._changed = asyncio.Event()
+
     async def wait_beyond(self, seq: int, timeout_s: float | None = None) -> bool:
         """Wait until an entry after ``seq`` is committed; False on timeout."""
         while self.head_seq <= seq:
@@ -90,7 +97,7 @@ class LedgerTail:
     async def read(self, after_seq: int, limit: int) -> list[Committed]:
         """Up to ``limit`` entries after ``after_seq``, in ledger order."""
         entries = self._entries
-        if entries and entries[0].seq <= after_seq + 1:
+        if entries and entries[0].seq <= after_seq + 1 <= entries[-1].seq:
             start = after_seq + 1 - entries[0].seq
             # seqs are dense in the tail, so the position is the offset from the first
             return [entries[i] for i in range(start, min(start + limit, len(entries)))]

@@ -120,6 +120,10 @@ class DestinationWorker:
             asyncio.create_task(self._retry(), name=f"scr-retry-{self.name}"),
         ]
 
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
+
     async def stop(self) -> None:
         if self._last_write is not None:
             with contextlib.suppress(Exception):

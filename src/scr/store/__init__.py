@@ -13,14 +13,15 @@ from scr.store.protocol import Store, Transaction
 __all__ = ["Store", "Transaction", "open_store"]
 
 
-def open_store(data_dir: Path, uri: str | None = None) -> Store:
-    """The store named by ``uri`` (``postgresql://…``), or the data folder's SQLite one."""
+def open_store(data_dir: Path, uri: str | None = None, partitions: int | None = None) -> Store:
+    """The store named by ``uri`` (``postgresql://…``), or the data folder's SQLite one;
+    ``partitions`` is the cluster's (the PostgreSQL ledger's partition column)."""
     if uri:
         from scr.store.postgres import PostgresStore, is_postgres_uri
 
         if not is_postgres_uri(uri):
             raise ValueError("a store URI starts with postgresql:// (or postgres://)")
-        return PostgresStore(uri)
+        return PostgresStore(uri) if partitions is None else PostgresStore(uri, partitions)
     from scr.store.sqlite import SqliteStore
 
     return SqliteStore(data_dir)

@@ -122,6 +122,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE TABLE key_origins (key_id text NOT NULL, origin text NOT NULL, "
         "PRIMARY KEY (key_id, origin))"
     )),
+    # the scale-out issue: instances register here; partition ownership is advisory locks
+    Migration(4, "cluster instances", _sql(
+        "CREATE TABLE cluster_instances (id text PRIMARY KEY, url text NOT NULL, "
+        "backend_pid integer NOT NULL, partitions integer[] NOT NULL DEFAULT '{}', "
+        "started_at timestamptz NOT NULL, heartbeat_at timestamptz NOT NULL)"
+    )),
 )
 
 
