@@ -149,3 +149,4 @@ def test_a_cluster_survives_sigkill_of_an_instance(
         for server in servers:
             server.stop()
         hook.close()
+
