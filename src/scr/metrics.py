@@ -28,6 +28,14 @@ class Metrics:
             "scr_events_unpriced_model", "Accepted events whose model the price table does not know",
             ["model"], registry=r,
         )
+        self.otlp_spans = Counter(
+            "scr_otlp_spans", "OTLP spans received: stored (GenAI), ignored (no gen_ai.* "
+            "attribute) or rejected (invalid)", ["result"], registry=r,
+        )
+        self.otlp_sessions = Counter(
+            "scr_otlp_sessions_emitted", "Sessions emitted from OTLP spans, by ledger outcome",
+            ["outcome"], registry=r,
+        )
         self.commit_groups = Counter(
             "scr_commit_groups", "Group-commit transactions that appended entries", registry=r
         )

@@ -47,6 +47,23 @@ def _browser_paths() -> dict[str, Any]:
     return {"post": post, "options": preflight}
 
 
+def _otlp_post() -> dict[str, Any]:
+    post = _op(
+        "OTLP/HTTP traces: GenAI spans stored durably and aggregated into session completions",
+        {
+            "200": "ExportTraceServiceResponse (partial_success counts rejected spans)",
+            "400": "malformed protobuf, JSON or gzip", "401": "no or bad key",
+            "403": "the key may not ingest", "413": "body or decompressed body over the limit",
+            "415": "not application/x-protobuf or application/json, or an unknown encoding",
+        },
+    )
+    post["requestBody"] = {"required": True, "content": {
+        "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {"schema": {"type": "object"}},
+    }}
+    return post
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI document served at ``/openapi.json``."""
     event = json_schema()
@@ -149,6 +166,7 @@ def document() -> dict[str, Any]:
                                        {**read, "403": "needs an admin or platform key"})},
             "/v1/conflicts": {"get": _op("Events whose id came back with another body after its 202",
                                          {**read, "400": "bad query"})},
+            "/v1/otlp/v1/traces": {"post": _otlp_post()},
             "/v1/schema": {"get": _op("JSON Schema of the event", {"200": "ok"}, False)},
             "/healthz": {"get": _op("Liveness", {"200": "alive"}, False)},
             "/readyz": {"get": _op("Readiness", {"200": "ready", "503": "cannot commit or reach the bus"},

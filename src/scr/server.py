@@ -24,6 +24,7 @@ from scr.canon.routes import canon_routes
 from scr.canon.store_ledger import StoreLedger
 from scr.capture.browser import browser_routes
 from scr.capture.ingest import DIGEST_BYTES, commit, media_type, split_body, validate
+from scr.capture.otlp import otlp_routes
 from scr.config import Config
 from scr.errors import BadRequest, NotFound, ScrError, Unavailable
 from scr.httpio import JSONResponse, read_body
@@ -65,6 +66,9 @@ class Runtime:
     bus: BusInstance | None = None  # set with `bus:` (scale-out): events go through JetStream
     # Run after the committer has stopped, in order (the ledger's checkpoint thread).
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    # Run once the committer runs, and before it stops (background tasks that write).
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def append_events(self, submissions: Sequence[Submission]) -> list[tuple[Outcome, int]]:
         """Commit validated events; with a bus, ``202`` follows JetStream's ack and the
@@ -452,9 +456,13 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
                 await worker.start()
         if runtime.bus is not None:
             await runtime.bus.start()
+        for start in runtime.on_start:
+            await start()
         try:
             yield
         finally:
+            for stop_task in runtime.before_stop:
+                await stop_task()
             if runtime.bus is not None:
                 await runtime.bus.stop()
             for worker in runtime.workers.values():
@@ -468,6 +476,7 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
     routes = [Route(path, handler, methods=methods) for path, handler, methods in ROUTES]
     routes += install_ledger(runtime)
     routes += browser_routes(runtime)
+    routes += otlp_routes(runtime)
     routes += canon_routes(_canon_for(runtime), _authorize(runtime))
     routes += cluster_routes(
         runtime.bus, runtime.principal, config.cluster.partitions,

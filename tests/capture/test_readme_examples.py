@@ -68,3 +68,12 @@ def test_the_langchain_example_captures_its_chain(scr_env: LiveServer) -> None:
     namespace["handler"].scr_client.close()
     events = scr_env.session("chat_42")
     assert [e["event"]["usage"]["total_tokens"] for e in events] == [7]
+
+
+def test_the_opentelemetry_example_completes_its_conversation(scr_env: LiveServer) -> None:
+    from scr.capture.genai import session_event_id
+
+    run(example("OpenTelemetry"), {})
+    event = scr_env.event(session_event_id("org_acme", "c:conv_7", 0))
+    assert event is not None
+    assert (event["usage"]["input_tokens"], event["usage"]["output_tokens"]) == (120, 30)

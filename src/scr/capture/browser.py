@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from datetime import datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 from msgspec import Meta
@@ -39,12 +38,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scr.capture.ingest import Item, commit, media_type, validate
-from scr.capture.pricing import estimated_cost
 from scr.errors import BadRequest, Detail, Forbidden, ScrError, Unauthorized, UnsupportedMediaType
 from scr.httpio import JSONResponse, read_body
 from scr.route.price_file import live_prices
+from scr.route.prices import PriceTable
 from scr.schema import (
-    EVENT_TYPE,
+    InvalidEvent,
     Name,
     OutcomeStatus,
     SessionType,
@@ -54,6 +53,7 @@ from scr.schema import (
     Timestamp,
     TokenCount,
 )
+from scr.sdk.event import build_event
 from scr.security.keys import KEY_PREFIX, MAX_KEY_LENGTH, Principal
 from scr.security.ratelimit import RateLimiter
 
@@ -112,63 +112,29 @@ def beacon_event_id(tenant: str, session_id: str, segment: int) -> str:
     return EVENT_ID_PREFIX + digest
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def beacon_event(session: BeaconSession, tenant: str, source_ip: str | None) -> dict[str, Any]:
-    """The v1.2 event of a beacon: tenant from the key, cost from the price table."""
-    duration_ms = max(0, round((session.end_time - session.start_time).total_seconds() * 1000))
-    usage: dict[str, Any] = {
-        "input_tokens": session.input_tokens,
-        "output_tokens": session.output_tokens,
-        "total_tokens": session.input_tokens + session.output_tokens,
-        "model": session.model,
-    }
-    for name in ("provider", "cache_read_tokens", "reasoning_tokens"):
-        value = getattr(session, name)
-        if value is not None:
-            usage[name] = value
-    cost, price_tags = estimated_cost(
-        session.model, session.input_tokens, session.output_tokens, session.cache_read_tokens
-    )
-    usage["estimated_cost_usd"] = cost
-    tags = {**session.tags, **price_tags, "capture": "browser"}
+def beacon_event(
+    session: BeaconSession, tenant: str, source_ip: str | None, prices: PriceTable
+) -> bytes:
+    """The v1.2 event of a beacon (JSON): tenant from the key, cost from the price table;
+    ``InvalidEvent`` if the session's facts break the schema."""
+    tags = {**session.tags, "capture": "browser"}
     if session.segment:
         tags["segment"] = str(session.segment)
     if session.messages is not None:
         tags["messages"] = str(session.messages)
-    outcome: dict[str, Any] = {"status": session.status}
-    if session.error_code is not None:
-        outcome["error_code"] = session.error_code
-    if session.final_message is not None:
-        outcome["final_message"] = session.final_message
-    metadata: dict[str, Any] = {"custom_tags": tags}
-    if session.client_version is not None:
-        metadata["client_version"] = session.client_version
-    if source_ip is not None:
-        metadata["source_ip"] = source_ip
-    return {
-        "event_type": EVENT_TYPE,
-        "event_id": beacon_event_id(tenant, session.session_id, session.segment),
-        # The page's end time, not the arrival time: a beacon sent again has the same body.
-        "timestamp": _rfc3339(session.end_time),
-        "session": {
-            "session_id": session.session_id,
-            "session_type": session.session_type,
-            "start_time": _rfc3339(session.start_time),
-            "end_time": _rfc3339(session.end_time),
-            "duration_ms": duration_ms,
-        },
-        "user": {
-            "user_id": session.user_id,
-            "organization_id": session.organization_id or tenant,
-            "tier": session.tier,
-        },
-        "usage": usage,
-        "outcome": outcome,
-        "metadata": metadata,
-    }
+    captured = build_event(
+        session_id=session.session_id, model=session.model, user_id=session.user_id,
+        organization_id=session.organization_id or tenant, input_tokens=session.input_tokens,
+        output_tokens=session.output_tokens, tier=session.tier, session_type=session.session_type,
+        status=session.status, final_message=session.final_message, error_code=session.error_code,
+        provider=session.provider, cache_read_tokens=session.cache_read_tokens,
+        reasoning_tokens=session.reasoning_tokens,
+        # The page's own times: a beacon sent again has the same body (a duplicate).
+        start_time=session.start_time, end_time=session.end_time, tags=tags,
+        event_id=beacon_event_id(tenant, session.session_id, session.segment),
+        client_version=session.client_version, source_ip=source_ip, prices=prices,
+    )
+    return captured.body
 
 
 def _client_ip(request: Request) -> str | None:
@@ -178,6 +144,13 @@ def _client_ip(request: Request) -> str | None:
         return str(ipaddress.ip_address(host)) if host else None
     except ValueError:
         return None
+
+
+def _invalid(invalid: InvalidEvent) -> BadRequest:
+    details = [Detail(problem.path, problem.message) for problem in invalid.problems]
+    error = BadRequest("the beacon makes an invalid event", details)
+    error.code = invalid.problems[0].code
+    return error
 
 
 def _cors(origin: str) -> dict[str, str]:
@@ -245,11 +218,14 @@ class BeaconEndpoint:
             except msgspec.DecodeError as error:
                 raise BadRequest(f"malformed JSON: {error}") from None
             assert principal.tenant is not None  # a stored key always has one
-            event = beacon_event(session, principal.tenant, _client_ip(request))
-            batch = validate([Item(0, msgspec.json.encode(event))], principal, False, "browser")
+            prices = live_prices(self.runtime.data_dir)
+            try:
+                event = beacon_event(session, principal.tenant, _client_ip(request), prices.current())
+            except InvalidEvent as invalid:
+                raise _invalid(invalid) from None
+            batch = validate([Item(0, event)], principal, False, "browser")
             runtime = self.runtime
-            status, content = await commit(batch, runtime, runtime.metrics,
-                                           live_prices(runtime.data_dir))
+            status, content = await commit(batch, runtime, runtime.metrics, prices)
         except ScrError as error:
             if error.status == 429:
                 self.runtime.metrics.beacons_limited.inc()

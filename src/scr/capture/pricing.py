@@ -1,7 +1,7 @@
-"""The cost a capture source puts on an event it builds, from the server's price table.
+"""Unpriced models of accepted events, counted.
 
-Sources that build events on the server (browser beacons, OpenTelemetry spans) know tokens
-and a model but no price. They price them with ``scr.route.prices``; a model the table does
+Sources that build events on the server (browser beacons, OpenTelemetry spans) price them
+with ``scr.sdk.event.build_event`` and the server's table in force; a model the table does
 not know is never silently free: it costs ``0`` and the event carries the tag
 ``price: unknown`` (with the table's version), so billing can find and re-price it.
 
@@ -15,46 +15,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from decimal import Decimal
 
 from prometheus_client import Counter
 
 from scr.log.commit import Outcome, Submission
 from scr.route.prices import (
-    PRICE_VERSION_TAG,
-    UNKNOWN_PRICE_TAG,
-    UNKNOWN_PRICE_VALUE,
     PriceTable,
-    default_prices,
-    format_usd,
 )
-from scr.schema import Usage
 
 MAX_MODEL_LABELS = 100
 OTHER_MODELS = "other"
 
 _labelled: set[str] = set()
 _labelled_lock = threading.Lock()
-
-
-def estimated_cost(
-    model: str,
-    input_tokens: int,
-    output_tokens: int,
-    cache_read_tokens: int | None = None,
-    prices: PriceTable | None = None,
-) -> tuple[str, dict[str, str]]:
-    """(cost in USD as a decimal string, tags to add to the event)."""
-    table = prices or default_prices()
-    usage = Usage(
-        input_tokens=input_tokens, output_tokens=output_tokens,
-        total_tokens=input_tokens + output_tokens, model=model,
-        estimated_cost_usd=Decimal(0), cache_read_tokens=cache_read_tokens,
-    )
-    cost = table.cost(usage)
-    if cost is None:
-        return "0", {UNKNOWN_PRICE_TAG: UNKNOWN_PRICE_VALUE, PRICE_VERSION_TAG: table.version}
-    return format_usd(cost), {}
 
 
 def count_unpriced(

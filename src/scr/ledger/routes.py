@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -138,10 +138,13 @@ def ledger_routes(ledger: LedgerService, authorize: Authorize) -> list[Route]:
     ]
 
 
-def unavailable_routes(reason: str) -> list[Route]:
-    """The ledger routes on a store that does not keep the trees: each answers 503 with why."""
+def unavailable_routes(
+    reason: str, routes: Sequence[tuple[str, str]] = LEDGER_ROUTES
+) -> list[Route]:
+    """The ledger routes (or ``routes``) on a store that does not keep what they serve: each
+    answers 503 with why."""
 
     async def unavailable(request: Request) -> Response:
         raise Unavailable(reason)
 
-    return [Route(path, unavailable, methods=[method]) for path, method in LEDGER_ROUTES]
+    return [Route(path, unavailable, methods=[method]) for path, method in routes]

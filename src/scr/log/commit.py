@@ -185,6 +185,13 @@ class Committer:
         """Append events with exact dedup; per event (outcome, ledger seq)."""
         return await self.run(lambda tx: self._append_events(tx, submissions), len(submissions))
 
+    def append_events_in(
+        self, tx: Transaction, submissions: Sequence[Submission]
+    ) -> list[tuple[Outcome, int]]:
+        """Append events with exact dedup inside a write (for a caller that commits other
+        state atomically with them); per event (outcome, ledger seq)."""
+        return self._append_events(tx, submissions)
+
     def append_entry(
         self, tx: Transaction, tenant: str, kind: Kind | str, payload: Any,
         actor: str, source: str, ref: str,
