@@ -82,6 +82,9 @@ class HttpSink:
             await self._session.close()
 
 
+TORN_SCAN_BYTES = 16 * 1024 * 1024  # how far back a torn last line is looked for
+
+
 class FileSink:
     """Appends one JSON line per event to a file (flushed and fsynced per attempt)."""
 
@@ -89,6 +92,7 @@ class FileSink:
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = asyncio.Lock()
+        self._tail_checked = False
 
     async def send(self, body: bytes, lines: list[bytes], headers: dict[str, str]) -> Attempt:
         started = time.perf_counter()
@@ -100,6 +104,9 @@ class FileSink:
         return Attempt(200, None, _ms_since(started), "", None)
 
     def _append(self, lines: list[bytes]) -> None:
+        if not self._tail_checked:
+            drop_torn_line(self.path)
+            self._tail_checked = True
         with self.path.open("ab") as out:
             out.write(b"".join(line + b"\n" for line in lines))
             out.flush()
@@ -107,6 +114,25 @@ class FileSink:
 
     async def close(self) -> None:
         return None
+
+
+def drop_torn_line(path: Path) -> None:
+    """Cut a last line left half-written by a crash (its delivery never settled, so it is
+    sent again whole); otherwise the next append would glue onto it."""
+    if not path.exists():
+        return
+    with path.open("r+b") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        file.seek(size - 1)
+        if file.read(1) == b"\n":
+            return
+        start = max(0, size - TORN_SCAN_BYTES)
+        file.seek(start)
+        end = file.read(size - start).rfind(b"\n")
+        file.truncate(start + end + 1 if end >= 0 else 0 if start == 0 else size)
+        os.fsync(file.fileno())
 
 
 class LogSink:
