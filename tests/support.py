@@ -71,6 +71,20 @@ _DELETE = object()
 DELETE: Any = _DELETE
 
 
+def post_acknowledged(
+    client: httpx.Client, url: str, key: str, batch: list[dict[str, Any]], acknowledged: list[str]
+) -> bool:
+    """Post one batch; record its ids if the server acknowledged it (202). False if the
+    request died with the server: that batch was never acknowledged."""
+    try:
+        response = client.post(f"{url}/v1/events", json=batch, headers={"authorization": f"Bearer {key}"})
+    except httpx.HTTPError:
+        return False
+    if response.status_code == 202:
+        acknowledged.extend(e["event_id"] for e in batch)
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ import httpx
 
 from conftest import StoreAt
 from scr.log.entry import GENESIS_HASH, chain_hash
-from support import Receiver, ServerProcess, create_key, make_event, wait_for
+from support import Receiver, ServerProcess, create_key, make_event, post_acknowledged, wait_for
 
 STREAM_BATCH_EVENTS = 200
 KILL_AFTER_S = 1.5
@@ -24,13 +24,8 @@ def stream(url: str, key: str, acknowledged: list[str], stop: threading.Event) -
         while not stop.is_set():
             batch = [make_event(f"evt_{batch_number}_{i}") for i in range(STREAM_BATCH_EVENTS)]
             batch_number += 1
-            try:
-                response = client.post(f"{url}/v1/events", json=batch,
-                                       headers={"authorization": f"Bearer {key}"})
-            except httpx.HTTPError:
-                return  # the server was killed mid-request: that batch was never acknowledged
-            if response.status_code == 202:
-                acknowledged.extend(e["event_id"] for e in batch)
+            if not post_acknowledged(client, url, key, batch, acknowledged):
+                return  # the server was killed mid-request
 
 
 def test_sigkill_loses_no_acknowledged_event(tmp_path: Path, store_at: StoreAt) -> None:

@@ -18,7 +18,15 @@ import pytest
 
 from scr.store.postgres import partition_of
 from servers import NatsServer
-from support import Receiver, ServerProcess, create_key, make_event, run_scr, wait_for
+from support import (
+    Receiver,
+    ServerProcess,
+    create_key,
+    make_event,
+    post_acknowledged,
+    run_scr,
+    wait_for,
+)
 
 PARTITIONS = 8
 TENANTS = 6
@@ -63,13 +71,7 @@ def stream(urls: list[str], key: str, acknowledged: list[str], dead: set[str], s
                 for i in range(BATCH_EVENTS)
             ]
             number += 1
-            try:
-                response = client.post(f"{url}/v1/events", json=batch,
-                                       headers={"authorization": f"Bearer {key}"})
-            except httpx.HTTPError:
-                continue  # the instance was killed mid-request: that batch was never acknowledged
-            if response.status_code == 202:
-                acknowledged.extend(e["event_id"] for e in batch)
+            post_acknowledged(client, url, key, batch, acknowledged)  # a killed instance: go on
 
 
 @pytest.mark.slow
