@@ -297,6 +297,9 @@ def test_bad_destination_value_names_its_path_and_line(line: str, key: str, expe
         ("ledger", "checkpoint_every_s: .inf", "ledger.checkpoint_every_s", "got .inf"),
         ("ledger", "key_name: 'a+b'", "ledger.key_name", "without spaces or '+'"),
         ("capture", "buffer: 5", "capture.buffer", "unknown key `buffer`; did you mean `buffer_size`?"),
+        ("store_pool", "max_connections: 0", "store_pool.max_connections", "from 1 to 1000"),
+        ("store_pool", "wait_ms: 0", "store_pool.wait_ms", "from 1 to 300_000"),
+        ("store_pool", "connect_timeout_s: 1", "store_pool.connect_timeout_s", "from 2 to 300, got 1"),
     ],
 )
 def test_bad_section_value_names_its_path_and_line(section: str, line: str, path: str, expected: str) -> None:
@@ -364,6 +367,15 @@ def test_backoff_max_below_base_is_an_error() -> None:
 
     assert error.path == f"{DEST}[0].backoff_max_ms"
     assert "line 7" in error.message and "must be >= backoff_base_ms (5000)" in error.message
+
+
+def test_store_pool_keeping_more_than_its_most_is_an_error() -> None:
+    error = one_error(
+        "session_completion_runtime:\n  store_pool:\n    min_connections: 9\n    max_connections: 4\n"
+    )
+
+    assert error.path == "session_completion_runtime.store_pool.min_connections"
+    assert "line 3" in error.message and "min_connections (9) must be <= max_connections (4)" in error.message
 
 
 def test_duplicate_destination_name_is_an_error_at_the_second() -> None:

@@ -174,14 +174,15 @@ def db_migrate(
     """Apply the PostgreSQL store's pending schema migrations (also done at every start)."""
     import psycopg
 
+    from scr.config import DEFAULT_STORE_CONNECT_TIMEOUT_S
     from scr.store.migrations import migrate, schema_version
-    from scr.store.postgres import CONNECT_TIMEOUT_S, is_postgres_uri, redact
+    from scr.store.postgres import is_postgres_uri, redact
 
     if not is_postgres_uri(store):
         err.print("[red]error:[/red] --store must be a postgresql:// URI")
         raise typer.Exit(2)
     try:
-        with psycopg.connect(store, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        with psycopg.connect(store, autocommit=True, connect_timeout=DEFAULT_STORE_CONNECT_TIMEOUT_S) as conn:
             applied = migrate(conn)
             version = schema_version(conn)
     except psycopg.Error as error:

@@ -77,6 +77,13 @@ DEFAULT_MAX_ACK_PENDING = 20_000
 DEFAULT_FETCH_EVENTS = 1000
 DEFAULT_OWNERSHIP_POLL_MS = 1000
 DEFAULT_INSTANCE_TIMEOUT_MS = 10_000
+DEFAULT_POOL_MIN_CONNECTIONS = 1
+DEFAULT_POOL_MAX_CONNECTIONS = 8
+MAX_POOL_CONNECTIONS = 1000
+DEFAULT_POOL_WAIT_MS = 5000
+DEFAULT_STORE_CONNECT_TIMEOUT_S = 5
+MIN_STORE_CONNECT_TIMEOUT_S = 2  # libpq counts whole seconds and treats 1 as 2
+MAX_STORE_CONNECT_TIMEOUT_S = 300
 
 # Bounds on the YAML tree itself: aliases can make a small file a huge (or endless) tree.
 MAX_CONFIG_VALUES = 100_000
@@ -321,6 +328,38 @@ class ClusterConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     ] = DEFAULT_INSTANCE_TIMEOUT_MS
 
 
+class StorePoolConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The PostgreSQL store's connections: its pool of readers and its timeouts."""
+
+    min_connections: Annotated[
+        int,
+        Meta(ge=0, le=MAX_POOL_CONNECTIONS, description="reader connections kept open (PostgreSQL store)"),
+    ] = DEFAULT_POOL_MIN_CONNECTIONS
+    max_connections: Annotated[
+        int,
+        Meta(
+            ge=1, le=MAX_POOL_CONNECTIONS,
+            description="most reader connections; an instance also holds one writer and, with a "
+            "bus, one ownership session",
+        ),
+    ] = DEFAULT_POOL_MAX_CONNECTIONS
+    wait_ms: Annotated[
+        int,
+        Meta(
+            ge=1, le=MAX_TIMEOUT_MS,
+            description="a read waits this long for a free reader, then answers 503",
+        ),
+    ] = DEFAULT_POOL_WAIT_MS
+    connect_timeout_s: Annotated[
+        int,
+        Meta(
+            ge=MIN_STORE_CONNECT_TIMEOUT_S, le=MAX_STORE_CONNECT_TIMEOUT_S,
+            description="timeout of one connection attempt to PostgreSQL (whole seconds, as libpq "
+            "counts them)",
+        ),
+    ] = DEFAULT_STORE_CONNECT_TIMEOUT_S
+
+
 class FilterConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Which events a destination takes: every condition given must contain the event's value."""
 
@@ -484,6 +523,9 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     cluster: Annotated[ClusterConfig, Meta(description="partitions, stream and timeouts of the bus")] = (
         msgspec.field(default_factory=ClusterConfig)
     )
+    store_pool: Annotated[
+        StorePoolConfig, Meta(description="connections and timeouts of the PostgreSQL store")
+    ] = msgspec.field(default_factory=StorePoolConfig)
 
 
 class _ConfigFile(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -570,9 +612,17 @@ def _routing_rules(values: Mapping[str, Any]) -> list[Detail]:
     return problems
 
 
+def _store_pool_rules(values: Mapping[str, Any]) -> list[Detail]:
+    low, high = values["min_connections"], values["max_connections"]
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        return [Detail("min_connections", f"min_connections ({low}) must be <= max_connections ({high})")]
+    return []
+
+
 _RULES: dict[type[Struct], Rule] = {
     DestinationConfig: _destination_rules,
     RoutingConfig: _routing_rules,
+    StorePoolConfig: _store_pool_rules,
 }
 
 

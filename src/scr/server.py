@@ -413,7 +413,7 @@ def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None,
     """The runtime on ``store_uri`` (``postgresql://…``; else ``config.store``; else SQLite
     in ``data_dir``)."""
     store_uri = store_uri or config.store
-    store = open_store(data_dir, store_uri, config.cluster.partitions)
+    store = open_store(data_dir, store_uri, config.cluster.partitions, config.store_pool)
     metrics_ = Metrics()
     tail = LedgerTail(store)
     committer = Committer(

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
+import time
 
 import httpx
 import psycopg
+import pytest
 from test_commit import submission
 
 from conftest import StoreAt
+from scr.config import StorePoolConfig
+from scr.errors import Unavailable
 from scr.ledger.chains import verify_chains
 from scr.log.commit import Committer
 from scr.store.migrations import MIGRATIONS
@@ -18,6 +23,7 @@ from servers import PostgresServer
 from support import ServerProcess, create_key, make_event, run_scr, wait_for
 
 OUTAGE_TIMEOUT_S = 20
+POOL_WAIT_MS = 300
 
 
 def test_db_migrate_applies_each_version_once(postgres_server: PostgresServer) -> None:
@@ -123,3 +129,36 @@ def test_readyz_is_503_while_postgres_is_cut_off_and_no_acked_event_is_lost(
     report = verify_chains(store)
     store.close()
     assert report.findings == [] and report.entries == len(acknowledged) + 1  # + the key's entry
+
+
+def test_store_pool_settings_bound_the_readers_and_their_wait(postgres_uri: str) -> None:
+    """One reader, 300 ms of wait: a second read while the first is stuck answers 503 after
+    about 300 ms (not the default 5 s), and the pool serves again once the reader is free."""
+    store = PostgresStore(postgres_uri, pool=StorePoolConfig(max_connections=1, wait_ms=POOL_WAIT_MS))
+    blocker = psycopg.connect(postgres_uri)
+    try:
+        blocker.execute("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE")  # held until rollback
+        stuck = threading.Thread(target=store.last_seq)  # takes the only reader, waits on the lock
+        stuck.start()
+
+        def reader_waits_on_the_lock() -> bool:
+            with psycopg.connect(postgres_uri) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()
+            return row is not None and row[0] == 1
+
+        wait_for(reader_waits_on_the_lock, OUTAGE_TIMEOUT_S, "the first read stuck on the lock")
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="cannot be read now"):
+            store.last_seq()
+        waited_s = time.monotonic() - started
+        assert POOL_WAIT_MS / 1000 * 0.9 <= waited_s < 3.0, waited_s
+        blocker.rollback()
+        stuck.join(OUTAGE_TIMEOUT_S)
+        assert not stuck.is_alive()
+        assert store.last_seq() == 0  # the reader is back in the pool
+    finally:
+        blocker.close()
+        store.close()

@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from scr.config import StorePoolConfig
 from scr.errors import Unavailable
 from scr.store.migrations import migrate
 from scr.store.paging import delivery_filter, tenant_pages
@@ -42,10 +43,7 @@ from scr.store.records import (
 log = logging.getLogger("scr.store.postgres")
 
 DEFAULT_PARTITIONS = 16
-CONNECT_TIMEOUT_S = 5
-POOL_MIN_CONNECTIONS = 1
-POOL_MAX_CONNECTIONS = 8
-POOL_WAIT_S = 5.0  # a read waits this long for a connection before failing
+MS_PER_S = 1000
 # pg_advisory_xact_lock key of the ledger's one writer: the ASCII of "scrlog".
 LEDGER_WRITE_LOCK = 0x7363726C6F67
 URI_SCHEMES = ("postgresql://", "postgres://")
@@ -80,8 +78,8 @@ def redact(uri: str) -> str:
     return f"{scheme}{sep}{user}:***@{host}" if ":" in credentials else uri
 
 
-def _connect(uri: str) -> Connection:
-    return psycopg.connect(uri, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+def _connect(uri: str, pool: StorePoolConfig) -> Connection:
+    return psycopg.connect(uri, autocommit=True, connect_timeout=pool.connect_timeout_s)
 
 
 class PostgresWriter:
@@ -98,7 +96,7 @@ class PostgresWriter:
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 log.warning("the writer's PostgreSQL connection was lost: reconnecting")
-            self._conn = _connect(self._store.uri)
+            self._conn = _connect(self._store.uri, self._store.pool)
         return self._conn
 
     def begin(self, durable: bool) -> None:
@@ -160,18 +158,22 @@ def _writer(tx: Transaction) -> PostgresWriter:
 class PostgresStore:
     """A PostgreSQL database holding the ledger of one scr instance or of a whole cluster."""
 
-    def __init__(self, uri: str, partitions: int = DEFAULT_PARTITIONS, apply_migrations: bool = True) -> None:
+    def __init__(
+        self, uri: str, partitions: int = DEFAULT_PARTITIONS, apply_migrations: bool = True,
+        pool: StorePoolConfig | None = None,
+    ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
         self.uri = uri
         self.partitions = partitions
+        self.pool = pool or StorePoolConfig()
         if apply_migrations:
-            with _connect(uri) as conn:
+            with _connect(uri, self.pool) as conn:
                 migrate(conn)
         self._pool = ConnectionPool(
-            uri, min_size=POOL_MIN_CONNECTIONS, max_size=POOL_MAX_CONNECTIONS,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
-            timeout=POOL_WAIT_S, open=True, name="scr-readers",
+            uri, min_size=self.pool.min_connections, max_size=self.pool.max_connections,
+            kwargs={"autocommit": True, "connect_timeout": self.pool.connect_timeout_s},
+            timeout=self.pool.wait_ms / MS_PER_S, open=True, name="scr-readers",
             # a connection cut while idle in the pool is replaced, not handed to a reader
             check=ConnectionPool.check_connection,
         )

@@ -360,7 +360,8 @@ class SqliteStore:
                 keys.append((hashed, seq))
         conn = writer.conn
         conn.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-        conn.executemany("INSERT INTO event_keys VALUES (?, ?)", keys)
+        if keys:  # canon and key entries have no event id
+            conn.executemany("INSERT INTO event_keys VALUES (?, ?)", keys)
         if overflow:
             conn.executemany("INSERT INTO event_keys_overflow VALUES (?, ?, ?)", overflow)
 
