@@ -32,6 +32,7 @@ import msgspec
 from scr.log.entry import LedgerEntry, Provenance, chain_hash, entry_bytes
 from scr.schema import canonical_bytes, decode_event
 from scr.store.sqlite import SCHEMA, event_key, session_key
+from scr.testing.servers import free_port
 
 BATCH_EVENTS = 1000
 BATCHES = int(os.environ.get("SCR_BENCH_BATCHES", "200"))
@@ -69,15 +70,6 @@ def make_batches(count: int, size: int = BATCH_EVENTS) -> list[bytes]:
     """Bodies of ``size`` events with random (UUID) ids, as real clients send them."""
     return [msgspec.json.encode([event(uuid.uuid4().hex) for _ in range(size)])
             for _ in range(count)]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_ready(url: str) -> None:

@@ -6,7 +6,6 @@ import copy
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from scr.testing.servers import free_port
 
 SERVER_START_TIMEOUT_S = 20.0
 POLL_S = 0.02
@@ -83,13 +84,6 @@ def post_acknowledged(
     if response.status_code == 202:
         acknowledged.extend(e["event_id"] for e in batch)
     return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
