@@ -39,10 +39,11 @@ SINGLE_EVENTS = int(os.environ.get("SCR_BENCH_STORE_SINGLES", "4000"))
 SINGLE_CONNECTIONS = 32
 
 
-def create_key(where: list[str]) -> str:
+def create_key(where: list[str], role: str = "ingest") -> str:
+    """``scr keys create`` for org_bench in ``where`` (``--data DIR`` or ``--store URI``)."""
     out = subprocess.run(
         [sys.executable, "-m", "scr", "keys", "create", *where, "--tenant", "org_bench",
-         "--role", "ingest"], capture_output=True, text=True, check=True, cwd=ROOT)
+         "--role", role], capture_output=True, text=True, check=True, cwd=ROOT)
     return out.stdout.strip().splitlines()[-1]
 
 

@@ -106,21 +106,25 @@ def client_session(connections: int) -> aiohttp.ClientSession:
 
 
 async def post_all(
-    url: str, bodies: list[bytes], headers: dict[str, str], connections: int = CONNECTIONS,
+    url: str | list[str], bodies: list[bytes], headers: dict[str, str], connections: int = CONNECTIONS,
     events_per_body: int = BATCH_EVENTS,
 ) -> dict[str, Any]:
-    """Send every body over ``connections`` connections; events/s of acknowledged events."""
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
+    """Send every body over ``connections`` connections; events/s of acknowledged events.
+
+    With several URLs (instances of a cluster), body ``i`` goes to ``url[i % len(url)]``.
+    """
+    urls = [url] if isinstance(url, str) else url
+    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    for index, body in enumerate(bodies):
+        queue.put_nowait((urls[index % len(urls)], body))
     statuses: dict[int, int] = {}
     latencies: list[float] = []
 
     async def worker(client: aiohttp.ClientSession) -> None:
         while not queue.empty():
-            body = queue.get_nowait()
+            target, body = queue.get_nowait()
             started = time.perf_counter()
-            async with client.post(url, data=body, headers=headers) as response:
+            async with client.post(target, data=body, headers=headers) as response:
                 await response.read()
             latencies.append(time.perf_counter() - started)
             statuses[response.status] = statuses.get(response.status, 0) + 1

@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -25,16 +26,17 @@ ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 class Receiver:
-    def __init__(self, timing: bool) -> None:
+    def __init__(self, timing: bool, clock: Callable[[], float] = time.time) -> None:
         self.items = 0
         self.timing = timing
+        self.clock = clock  # in-process users pass time.monotonic, shared with their client
         self.arrivals: dict[str, float] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                now = time.time()
+                now = self.clock()
                 length = 0
                 for line in head.split(b"\r\n"):
                     if line[:15].lower() == b"content-length:":

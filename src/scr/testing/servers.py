@@ -135,8 +135,10 @@ class NatsServer:
     clients reconnect to the same streams (the NATS-restart tests).
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, sync_always: bool = True) -> None:
         self.folder = folder
+        # False only for the benchmark's diagnosis: nats-server's default sync (every 2 min)
+        self.sync_always = sync_always
         self.store_dir = folder / "jetstream"
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
@@ -148,7 +150,9 @@ class NatsServer:
         # sync_interval: always makes JetStream fsync each write before it acks a publish.
         self.config.write_text(
             f"listen: 127.0.0.1:{self.port}\n"
-            f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: always\n}}\n'
+            f'jetstream {{\n  store_dir: "{self.store_dir}"\n'
+            + ("  sync_interval: always\n" if self.sync_always else "")
+            + "}\n"
         )
         log = open(self.folder / "nats.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
