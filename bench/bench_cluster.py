@@ -149,13 +149,15 @@ class Costs:
 
 class LockWaits:
     """Samples ``pg_locks``: the share of samples in which a writer waited for the ledger's
-    write lock (``LEDGER_WRITE_LOCK``, a pg_advisory_xact_lock taken by every group commit)."""
+    write lock (``LEDGER_WRITE_LOCK``, a pg_advisory_xact_lock taken by every group commit),
+    and the most sessions open on the database (every instance's writer, readers, ownership)."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.samples = 0
         self.waiting = 0
         self.most_waiting = 0
+        self.most_connections = 0  # sessions on the scenario's database, this sampler's aside
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -172,9 +174,12 @@ class LockWaits:
         with psycopg.connect(self.uri, autocommit=True) as conn:
             while not self._stop.is_set():
                 row = conn.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                    "AND classid = %s AND objid = %s AND objsubid = 1", (high, low)).fetchone()
+                    "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND classid = %s AND objid = %s AND objsubid = 1), "
+                    "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid())", (high, low)).fetchone()
                 waiters = int(row[0]) if row else 0
+                self.most_connections = max(self.most_connections, int(row[1]) if row else 0)
                 self.samples += 1
                 self.waiting += waiters > 0
                 self.most_waiting = max(self.most_waiting, waiters)
@@ -183,7 +188,8 @@ class LockWaits:
     def figures(self) -> dict[str, Any]:
         return {"samples": self.samples,
                 "share_with_a_writer_waiting": round(self.waiting / max(1, self.samples), 3),
-                "most_writers_waiting": self.most_waiting}
+                "most_writers_waiting": self.most_waiting,
+                "most_connections": self.most_connections}
 
 
 def fsync_ceiling(folder: Path) -> dict[str, Any]:

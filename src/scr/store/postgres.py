@@ -197,9 +197,19 @@ class PostgresStore:
     # ----- the ledger: appends --------------------------------------------------------------
 
     def chain_heads(self, tx: Transaction) -> dict[str, tuple[int, bytes]]:
+        # Called whenever another writer moved the ledger (in a cluster: nearly every group
+        # commit), so it must not read the whole ledger, as DISTINCT ON does (PostgreSQL 16 has
+        # no skip scan). This walks the (tenant, tenant_seq) index instead: one probe for the
+        # next tenant and one for its newest entry, O(tenants · log entries).
         rows = _conn(tx).execute(
-            "SELECT DISTINCT ON (tenant) tenant, tenant_seq, hash FROM ledger "
-            "ORDER BY tenant, tenant_seq DESC"
+            "WITH RECURSIVE tenants(tenant) AS ("
+            " (SELECT tenant FROM ledger ORDER BY tenant LIMIT 1)"
+            " UNION ALL"
+            " SELECT (SELECT l.tenant FROM ledger l WHERE l.tenant > t.tenant ORDER BY l.tenant LIMIT 1)"
+            " FROM tenants t WHERE t.tenant IS NOT NULL) "
+            "SELECT head.tenant, head.tenant_seq, head.hash FROM tenants t CROSS JOIN LATERAL"
+            " (SELECT l.tenant, l.tenant_seq, l.hash FROM ledger l WHERE l.tenant = t.tenant"
+            "  ORDER BY l.tenant_seq DESC LIMIT 1) head"
         ).fetchall()
         return {tenant: (int(tenant_seq) + 1, bytes(h)) for tenant, tenant_seq, h in rows}
 
