@@ -90,6 +90,19 @@ def test_tenants_are_isolated(store: Store, committer: Committer) -> None:
     assert [e.seq for e in store.session_entries("org_a", "sess_0001")] == [mine[1]]
 
 
+def test_chain_heads_are_each_tenants_count_and_newest_hash(store: Store, committer: Committer) -> None:
+    assert write(committer, store.chain_heads) == {}
+    counts = {"org_a": 3, "org_b": 1, "org_c": 2}
+    for tenant, count in counts.items():
+        append(committer, *(f"evt_{tenant}_{i}" for i in range(count)), tenant=tenant)
+    append(committer, "evt_a_late", tenant="org_a")  # org_a again, after the others
+    heads = write(committer, store.chain_heads)
+    assert {tenant: n for tenant, (n, _) in heads.items()} == {**counts, "org_a": 4}
+    for tenant, (count, newest) in heads.items():
+        assert newest == store.tenant_entries(tenant, 0, 10)[-1].hash and count == len(
+            store.tenant_entries(tenant, 0, 10))
+
+
 def test_entry_times_find_seqs(store: Store, committer: Committer) -> None:
     (first,) = append(committer, "evt_1")
     boundary = utc_now()
