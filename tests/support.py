@@ -112,6 +112,8 @@ class Receiver:
     def __post_init__(self) -> None:
         receiver = self
         self._lock = threading.Lock()
+        self._ids: set[str] = set()
+        self._ids_upto = 0
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
@@ -151,6 +153,17 @@ class Receiver:
             value = request.json()
             items.extend(value if isinstance(value, list) else [value])
         return items
+
+    def event_ids(self) -> set[str]:
+        """The ids of every delivered item so far. Each request is parsed once, so a test
+        polling this while thousands arrive does not starve the receiver's threads."""
+        with self._lock:
+            new = self.received[self._ids_upto:]
+            self._ids_upto = len(self.received)
+        for request in new:
+            value = request.json()
+            self._ids.update(item["event_id"] for item in (value if isinstance(value, list) else [value]))
+        return self._ids
 
     def close(self) -> None:
         self.server.shutdown()

@@ -378,32 +378,41 @@ def _authorize(runtime: Runtime) -> Callable[[Request, str], Awaitable[str]]:
     return authorize
 
 
-def _place_destinations(runtime: Runtime) -> Callable[[set[int], set[int]], Awaitable[None]]:
-    """Start a destination when this instance gains its home partition, stop it when lost.
+def _place_destinations(runtime: Runtime) -> Callable[[set[int]], Awaitable[None]]:
+    """Run each destination while this instance owns its home partition, and only then.
 
-    Its durable cursor carries over: the new owner delivers again what the old one sent but
-    had not recorded (at least once, same webhook-ids); those entries are counted.
+    Called after every ownership poll: a destination whose start failed (the store was
+    unreachable) is started at the next one. Its durable cursor carries over: the new owner
+    delivers again what the old one sent but had not recorded (at least once, same
+    webhook-ids); those entries are counted.
     """
     partitions = runtime.config.cluster.partitions
 
-    async def place(gained: set[int], lost: set[int]) -> None:
+    async def place(owned: set[int]) -> None:
         for config in runtime.config.routing.destinations:
             home = partition_of(config.name, partitions)
             worker = runtime.workers[config.name]
-            if home in lost and worker.running:
-                await worker.stop()
-            if home in gained and not worker.running:
-                worker = runtime.workers[config.name] = DestinationWorker(
-                    config, runtime.store, runtime.committer, runtime.tail, runtime.metrics,
-                    runtime.data_dir,
-                )
-                cursor = await asyncio.to_thread(runtime.store.cursor, config.name)
-                if cursor is not None:  # it ran elsewhere before: what lies past it may be resent
-                    inherited = max(0, await asyncio.to_thread(runtime.store.last_seq) - cursor)
-                    runtime.metrics.failover_redeliveries.labels(config.name).inc(inherited)
-                    log.info("destination %s taken over at cursor %d (%d entries may be resent)",
-                             config.name, cursor, inherited)
+            if home not in owned:
+                if worker.running:
+                    await worker.stop()
+                continue
+            if worker.running:
+                continue
+            worker = DestinationWorker(
+                config, runtime.store, runtime.committer, runtime.tail, runtime.metrics,
+                runtime.data_dir,
+            )
+            try:
                 await worker.start()
+            except BaseException:
+                await worker.sink.close()
+                raise
+            runtime.workers[config.name] = worker
+            if worker.cursor:  # it ran elsewhere before: what lies past it may be resent
+                inherited = max(0, await asyncio.to_thread(runtime.store.last_seq) - worker.cursor)
+                runtime.metrics.failover_redeliveries.labels(config.name).inc(inherited)
+                log.info("destination %s taken over at cursor %d (%d entries may be resent)",
+                         config.name, worker.cursor, inherited)
 
     return place
 
@@ -450,7 +459,7 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
         runtime.committer.start()
         if runtime.bus is not None and runtime.bus.clustered:
             # each destination runs on the owner of its home partition only
-            runtime.bus.on_change.append(_place_destinations(runtime))
+            runtime.bus.on_owned.append(_place_destinations(runtime))
         else:
             for worker in runtime.workers.values():
                 await worker.start()

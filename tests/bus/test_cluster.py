@@ -1,4 +1,5 @@
-"""Several ``scr serve`` over one PostgreSQL and one JetStream: a cluster, killed mid-stream.
+"""Several ``scr serve`` over one PostgreSQL and one JetStream: a cluster, killed mid-stream,
+and cut off from PostgreSQL mid-stream.
 
 Real servers: PostgreSQL from pgserver, nats-server with JetStream, ``scr serve`` processes,
 and an HTTP receiver, all on 127.0.0.1.
@@ -9,6 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +20,9 @@ import httpx
 import psycopg
 import pytest
 
+from scr.bus.ownership import OWNERSHIP_LOCKS
 from scr.store.postgres import partition_of
-from servers import NatsServer
+from servers import NatsServer, PostgresServer
 from support import (
     Receiver,
     ServerProcess,
@@ -34,6 +39,11 @@ BATCH_EVENTS = 50
 OWNERSHIP_POLL_MS = 200
 # A dead instance's partitions must move within one poll; the slack covers a busy machine.
 FAILOVER_LIMIT_S = 5.0
+# How long PostgreSQL stays cut off, and how long the instances get to notice and to recover.
+PG_CUT_S = 4.0
+NOT_READY_LIMIT_S = 10.0
+READY_AGAIN_LIMIT_S = 30.0
+PROBE_TIMEOUT_S = 5.0
 
 
 def cluster_config(path: Path, nats: NatsServer, hook: Receiver) -> Path:
@@ -50,13 +60,30 @@ def cluster_config(path: Path, nats: NatsServer, hook: Receiver) -> Path:
 
 def cluster_view(url: str, admin: str) -> dict[str, Any]:
     answer: dict[str, Any] = httpx.get(
-        f"{url}/v1/cluster", headers={"authorization": f"Bearer {admin}"}, timeout=5
+        f"{url}/v1/cluster", headers={"authorization": f"Bearer {admin}"}, timeout=PROBE_TIMEOUT_S
     ).json()
     return answer
 
 
 def owners(view: dict[str, Any]) -> list[int]:
     return sorted(p for instance in view["instances"] for p in instance["partitions"])
+
+
+def shared_by(url: str, admin: str, count: int) -> bool:
+    """Whether ``url`` sees ``count`` live instances, each partition owned once, each with a share."""
+    try:
+        view = cluster_view(url, admin)
+    except (httpx.HTTPError, ValueError):  # the instance cannot answer now (its store is cut)
+        return False
+    return (len(view["instances"]) == count and owners(view) == list(range(PARTITIONS))
+            and all(i["partitions"] for i in view["instances"]))
+
+
+def status_of(url: str, path: str) -> int:
+    try:
+        return httpx.get(f"{url}{path}", timeout=PROBE_TIMEOUT_S).status_code
+    except httpx.HTTPError:
+        return 0
 
 
 def stream(urls: list[str], key: str, acknowledged: list[str], dead: set[str], stop: threading.Event) -> None:
@@ -74,81 +101,191 @@ def stream(urls: list[str], key: str, acknowledged: list[str], dead: set[str], s
             post_acknowledged(client, url, key, batch, acknowledged)  # a killed instance: go on
 
 
+@dataclass
+class Cluster:
+    """``count`` instances over one store and one bus, a destination, keys, and a stream."""
+
+    servers: list[ServerProcess]
+    hook: Receiver
+    key: str
+    admin: str
+    acknowledged: list[str] = field(default_factory=list)
+    dead: set[str] = field(default_factory=set)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.sender = threading.Thread(
+            target=stream,
+            args=([s.url for s in self.servers], self.key, self.acknowledged, self.dead, self.stop),
+        )
+
+    def wait_shared(self, timeout_s: float = 20) -> None:
+        """Until every instance sees all of them, every partition owned once, each with a share."""
+        for server in self.servers:
+            if server.url not in self.dead:
+                wait_for(lambda s=server: shared_by(s.url, self.admin, len(self.servers) - len(self.dead)),
+                         timeout_s=timeout_s, what=f"the partitions shared, as {server.url} sees them")
+
+    def acknowledge_more(self, events: int, timeout_s: float = 60) -> None:
+        count = len(self.acknowledged)
+        wait_for(lambda: len(self.acknowledged) >= count + events, timeout_s=timeout_s,
+                 what=f"{events} more events acknowledged")
+
+    def end_stream(self) -> set[str]:
+        """Stop the stream; the ids acknowledged."""
+        self.stop.set()
+        self.sender.join(timeout=20)
+        assert not self.sender.is_alive(), "the stream did not stop"
+        return set(self.acknowledged)
+
+
+@contextmanager
+def cluster(tmp_path: Path, postgres_uri: str, nats: NatsServer, count: int) -> Iterator[Cluster]:
+    """A started cluster of ``count`` instances; every server stopped at the end."""
+    hook = Receiver()
+    try:
+        config = cluster_config(tmp_path / "scr.yaml", nats, hook)
+        key = create_key(tmp_path / "keys", role="platform", store=postgres_uri)
+        admin = create_key(tmp_path / "keys", role="admin", store=postgres_uri)
+        servers = [ServerProcess(tmp_path / f"data{i}", config, store=postgres_uri) for i in range(count)]
+        running = Cluster(servers, hook, key, admin)
+        try:
+            for server in servers:
+                server.start()
+            running.wait_shared()
+            yield running
+        finally:
+            running.stop.set()
+            if running.sender.is_alive():
+                running.sender.join(timeout=20)
+            for server in servers:
+                server.stop()
+    finally:
+        hook.close()
+
+
+def assert_appended_once_and_verified(postgres_uri: str, wanted: set[str]) -> None:
+    """Every acknowledged event is in the ledger exactly once, and the tenant chains verify."""
+    with psycopg.connect(postgres_uri) as conn:
+        rows = conn.execute(
+            "SELECT tenant, event_id FROM ledger WHERE kind = 'SESSION_COMPLETION'"
+        ).fetchall()
+    appended = [event_id for _, event_id in rows]
+    assert len(appended) == len(set(appended)), "an event was appended twice"
+    assert wanted <= set(appended), f"{len(wanted - set(appended))} acknowledged events lost"
+    verified = run_scr("ledger", "verify", "--store", postgres_uri, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def delivered(hook: Receiver, wanted: set[str]) -> int:
+    """Wait until the destination got every acknowledged event; how many deliveries repeated
+    one (at least once: a repeat carries the same webhook-id, one webhook-id per event id)."""
+    wait_for(lambda: wanted <= hook.event_ids(), timeout_s=60,
+             what="every acknowledged event delivered")
+    seen = Counter((r.headers["webhook-id"], r.json()["event_id"]) for r in hook.received)
+    hooks = Counter(webhook_id for webhook_id, _ in seen)
+    assert all(n == 1 for n in hooks.values()), "one webhook-id carried two event ids"
+    return sum(n - 1 for n in seen.values())
+
+
+def counted_redeliveries(url: str) -> float:
+    metrics = httpx.get(f"{url}/metrics", timeout=PROBE_TIMEOUT_S).text
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+        if line.startswith('scr_cluster_failover_redeliveries_total{destination="hook"}')
+    )
+
+
+def lock_holders(postgres_uri: str) -> Counter[int]:
+    """Per partition, how many PostgreSQL sessions hold its ownership lock."""
+    with psycopg.connect(postgres_uri) as conn:
+        rows = conn.execute(
+            "SELECT objid::int FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+            "AND objsubid = 2 AND granted", (OWNERSHIP_LOCKS,),
+        ).fetchall()
+    return Counter(partition for (partition,) in rows)
+
+
 @pytest.mark.slow
 def test_a_cluster_survives_sigkill_of_an_instance(
     tmp_path: Path, postgres_uri: str, nats_server: NatsServer
 ) -> None:
-    hook = Receiver()
-    config = cluster_config(tmp_path / "scr.yaml", nats_server, hook)
-    key = create_key(tmp_path / "keys", role="platform", store=postgres_uri)
-    admin = create_key(tmp_path / "keys", role="admin", store=postgres_uri)
-    servers = [ServerProcess(tmp_path / f"data{i}", config, store=postgres_uri) for i in range(2)]
-    acknowledged: list[str] = []
-    dead: set[str] = set()
-    stop = threading.Event()
-    sender = threading.Thread(
-        target=stream, args=([s.url for s in servers], key, acknowledged, dead, stop)
-    )
-    try:
-        for server in servers:
-            server.start()
-        # every partition has exactly one owner, and both instances have a share
-        wait_for(lambda: (v := cluster_view(servers[0].url, admin)) and owners(v) == list(range(PARTITIONS))
-                 and all(i["partitions"] for i in v["instances"]) and len(v["instances"]) == 2,
-                 timeout_s=20, what="the partitions shared by both instances")
+    with cluster(tmp_path, postgres_uri, nats_server, 2) as running:
         # kill the instance that delivers to the destination (it runs on its home partition's owner)
         home = partition_of("hook", PARTITIONS)
-        view = cluster_view(servers[0].url, admin)
+        view = cluster_view(running.servers[0].url, running.admin)
         victim_url = next(i["url"] for i in view["instances"] if home in i["partitions"])
-        victim, survivor = sorted(servers, key=lambda s: s.url != victim_url)
+        victim, survivor = sorted(running.servers, key=lambda s: s.url != victim_url)
         victim_partitions = next(i["partitions"] for i in view["instances"] if i["url"] == victim.url)
-        sender.start()
-        wait_for(lambda: len(acknowledged) >= 1500, timeout_s=60, what="a stream under way")
+        running.sender.start()
+        running.acknowledge_more(1500)
         victim.kill()
         killed_at = time.monotonic()
-        dead.add(victim.url)
-
-        def survivor_owns_all() -> bool:
-            view = cluster_view(survivor.url, admin)
-            return len(view["instances"]) == 1 and owners(view) == list(range(PARTITIONS))
-
-        wait_for(survivor_owns_all, timeout_s=15, what="the victim's partitions moved")
+        running.dead.add(victim.url)
+        wait_for(lambda: shared_by(survivor.url, running.admin, 1), timeout_s=15,
+                 what="the victim's partitions moved")
         failover_s = time.monotonic() - killed_at
+        print(f"\nfailover {failover_s:.2f} s (partitions {victim_partitions} moved)")
         assert failover_s < FAILOVER_LIMIT_S, f"failover took {failover_s:.1f} s ({victim_partitions})"
-        count = len(acknowledged)
-        wait_for(lambda: len(acknowledged) >= count + 500, timeout_s=30, what="the stream went on")
-        stop.set()
-        sender.join(timeout=20)
+        running.acknowledge_more(500, timeout_s=30)
+        wanted = running.end_stream()
 
-        wanted = set(acknowledged)
-        wait_for(lambda: wanted <= {e["event_id"] for e in hook.events()}, timeout_s=60,
-                 what="every acknowledged event delivered")
-        with psycopg.connect(postgres_uri) as conn:
-            rows = conn.execute(
-                "SELECT tenant, event_id FROM ledger WHERE kind = 'SESSION_COMPLETION'"
-            ).fetchall()
-        appended = [event_id for _, event_id in rows]
-        assert len(appended) == len(set(appended)), "an event was appended twice"
-        assert wanted <= set(appended), f"{len(wanted - set(appended))} acknowledged events lost"
-        verified = run_scr("ledger", "verify", "--store", postgres_uri)
-        assert verified.returncode == 0, verified.stdout + verified.stderr
-
-        # at least once: a repeated delivery carries the same webhook-id (one per event id),
-        # and the survivor counted what it may have resent when it took the destination over
-        seen = Counter((r.headers["webhook-id"], r.json()["event_id"]) for r in hook.received)
-        hooks = Counter(webhook_id for webhook_id, _ in seen)
-        assert all(n == 1 for n in hooks.values()), "one webhook-id carried two event ids"
-        repeated = sum(n - 1 for n in seen.values())
-        metrics = httpx.get(f"{survivor.url}/metrics").text
-        counted = sum(
-            float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-            if line.startswith('scr_cluster_failover_redeliveries_total{destination="hook"}')
-        )
+        repeated = delivered(running.hook, wanted)
+        assert_appended_once_and_verified(postgres_uri, wanted)
+        # the survivor counted what it may have resent when it took the destination over
+        counted = counted_redeliveries(survivor.url)
         assert repeated <= counted, (repeated, counted)
-        print(f"failover {failover_s:.2f} s, {repeated} deliveries repeated, {counted:.0f} counted")
-    finally:
-        stop.set()
-        for server in servers:
-            server.stop()
-        hook.close()
+        print(f"{repeated} deliveries repeated, {counted:.0f} counted")
+
+
+@pytest.mark.slow
+def test_a_cluster_cut_off_from_postgresql_is_not_ready_then_recovers(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_uri: str, nats_server: NatsServer
+) -> None:
+    with cluster(tmp_path, postgres_uri, nats_server, 3) as running:
+        urls = [s.url for s in running.servers]
+        running.sender.start()
+        running.acknowledge_more(1500)
+        try:
+            postgres_server.refuse_connections(postgres_uri, True)
+            cut_at = time.monotonic()
+            assert postgres_server.cut_connections(postgres_uri) >= 3  # ownership sessions too
+            before_cut = len(running.acknowledged)
+            not_ready_s = {}
+            for url in urls:
+                wait_for(lambda u=url: status_of(u, "/readyz") == 503, timeout_s=NOT_READY_LIMIT_S,
+                         what=f"{url} not ready")
+                not_ready_s[url] = time.monotonic() - cut_at
+                assert status_of(url, "/healthz") == 200  # alive, only not ready
+            time.sleep(max(0.0, PG_CUT_S - (time.monotonic() - cut_at)))
+            assert all(status_of(url, "/readyz") == 503 for url in urls), "ready while cut off"
+            # with a bus, 202 means stored in JetStream: acknowledging goes on (README, "Scaling out")
+            during_cut = len(running.acknowledged) - before_cut
+            assert during_cut > 0, "no event acknowledged while PostgreSQL was cut off"
+        finally:
+            postgres_server.refuse_connections(postgres_uri, False)
+        restored_at = time.monotonic()
+        ready_again_s = {}
+        for url in urls:
+            wait_for(lambda u=url: status_of(u, "/readyz") == 200, timeout_s=READY_AGAIN_LIMIT_S,
+                     what=f"{url} ready again")
+            ready_again_s[url] = time.monotonic() - restored_at
+        running.wait_shared(timeout_s=READY_AGAIN_LIMIT_S)
+        shared_s = time.monotonic() - restored_at
+        running.acknowledge_more(500, timeout_s=30)
+        wanted = running.end_stream()
+
+        repeated = delivered(running.hook, wanted)
+        assert_appended_once_and_verified(postgres_uri, wanted)
+        # one live owner per partition: one lock each, and the instances' views agree
+        assert lock_holders(postgres_uri) == Counter(range(PARTITIONS))
+        views = [cluster_view(url, running.admin) for url in urls]
+        assert all(owners(view) == list(range(PARTITIONS)) for view in views), views
+        counted = sum(counted_redeliveries(url) for url in urls)
+        assert repeated <= counted, (repeated, counted)
+        print(f"\nPostgreSQL cut {PG_CUT_S:.0f} s: not ready after "
+              f"{', '.join(f'{s:.2f}' for s in not_ready_s.values())} s; ready again "
+              f"{', '.join(f'{s:.2f}' for s in ready_again_s.values())} s after the restore, "
+              f"partitions shared after {shared_s:.2f} s; {during_cut} events acknowledged during "
+              f"the cut, {len(wanted)} in all; {repeated} deliveries repeated, {counted:.0f} counted")
 

@@ -34,6 +34,7 @@ from scr.config import ClusterConfig
 from scr.log.commit import Committer, Outcome, Submission, utc_now
 from scr.log.entry import Kind
 from scr.metrics import Metrics
+from scr.tasks import stop_task
 
 log = logging.getLogger("scr.bus")
 T = TypeVar("T")
@@ -82,21 +83,26 @@ class PartitionConsumer:
         self.on_appended = on_appended
         self.last_error = ""
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"scr-partition-{self.partition}")
 
     async def stop(self) -> None:
-        """Stop taking messages; a batch being committed is left unacked (redelivered)."""
+        """Stop taking messages; a batch being committed is left unacked (redelivered).
+
+        Returns once the task has ended: the partition may have a new owner already, so this
+        one must not go on appending (a cancellation lost in ``fetch`` is why the flag is
+        checked too).
+        """
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
     async def _run(self) -> None:
         subscription: JetStreamContext.PullSubscription | None = None
-        while True:
+        while not self._stopping:
             try:
                 if not self.bus.ready or self.bus.js is None:
                     await asyncio.sleep(IDLE_RETRY_S)
@@ -107,6 +113,8 @@ class PartitionConsumer:
                     messages = await subscription.fetch(self.bus.cluster.fetch_events, FETCH_WAIT_S)
                 except TimeoutError:
                     continue
+                if self._stopping:  # stopped while fetching: leave them to the next owner
+                    return
                 await self._append(messages)
             except asyncio.CancelledError:
                 raise

@@ -100,8 +100,9 @@ class BusInstance:
         self.config = config
         self.digest_bytes = digest_bytes
         self.consumers: dict[int, PartitionConsumer] = {}
-        # Called with the partitions gained and lost (destinations follow ownership).
-        self.on_change: list[Callable[[set[int], set[int]], Any]] = []
+        # Called after every ownership poll with the partitions owned now (destinations
+        # follow ownership): level-triggered, so what failed at one poll is tried at the next.
+        self.on_owned: list[Callable[[set[int]], Any]] = []
         # A cluster's shared store and this process's tail: the tail follows the other writers.
         self.ledger: tuple[Store, LedgerTail] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -147,11 +148,16 @@ class BusInstance:
 
     async def _keep_ownership(self) -> None:
         poll_s = self.config.cluster.ownership_poll_ms / 1000
+        task = asyncio.current_task()
         while True:
             try:
                 await self.reconcile(await self.ownership.claim())
             except asyncio.CancelledError:
-                raise
+                if task is None or task.cancelling():
+                    raise  # this loop is being stopped
+                # a cancelled future awaited below: never let it end the ownership loop, whose
+                # death would leave the partitions' consumers running without their locks
+                log.warning("cluster: ownership check interrupted (a cancelled wait); going on")
             except Exception as error:  # the store is unreachable: keep what we have, retry
                 log.warning("cluster: ownership check failed: %s", error)
             await asyncio.sleep(poll_s)
@@ -171,11 +177,14 @@ class BusInstance:
         if gained or lost:
             log.info("cluster: owns partitions %s (gained %s, lost %s)",
                      self.owned, sorted(gained), sorted(lost))
-            for callback in self.on_change:
-                result = callback(gained, lost)
+        self.metrics.partitions_owned.set(len(self.consumers))
+        for callback in self.on_owned:
+            try:
+                result = callback(set(self.consumers))
                 if asyncio.iscoroutine(result):
                     await result
-        self.metrics.partitions_owned.set(len(self.consumers))
+            except Exception as error:  # e.g. the store went away: the next poll tries again
+                log.warning("cluster: following ownership failed: %s", error)
 
     async def partition_lag(self) -> dict[int, int | None]:
         """Per partition: bus events not yet appended (None when JetStream cannot say)."""

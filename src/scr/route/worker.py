@@ -38,6 +38,7 @@ from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
 from scr.route.transforms import EntryRef, resolve_transform
 from scr.store.protocol import Store, Transaction
 from scr.store.records import AttemptRow, DeliveryRow, session_key
+from scr.tasks import stop_task
 
 log = logging.getLogger("scr.route")
 
@@ -125,14 +126,13 @@ class DestinationWorker:
         return bool(self._tasks)
 
     async def stop(self) -> None:
+        """Stop delivering (the last recording write is let through first); ``running`` is
+        then False, so a cluster instance that gets the destination back starts it again."""
         if self._last_write is not None:
-            with contextlib.suppress(Exception):
-                await self._last_write
+            await asyncio.wait({self._last_write})  # its failure is _written's to report
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
+        self._tasks = []
         await self.sink.close()
 
     async def enable(self) -> int:
