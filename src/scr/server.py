@@ -398,9 +398,10 @@ def _place_destinations(runtime: Runtime) -> Callable[[set[int]], Awaitable[None
                 continue
             if worker.running:
                 continue
-            worker = DestinationWorker(
-                config, runtime.store, runtime.committer, runtime.tail, runtime.metrics,
-                runtime.data_dir,
+            # built in a thread: it reads the destination's state from the store
+            worker = await asyncio.to_thread(
+                DestinationWorker, config, runtime.store, runtime.committer, runtime.tail,
+                runtime.metrics, runtime.data_dir,
             )
             try:
                 await worker.start()

@@ -111,8 +111,11 @@ class DestinationWorker:
     # ----- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.cursor = self.store.cursor(self.name) or 0
-        for row in self.store.open_deliveries(self.name, 1_000_000):
+        # read in a thread: a store slow to answer (just back from an outage) must not stall
+        # the event loop, and with it every request of this instance
+        durable = await asyncio.to_thread(self.store.cursor, self.name)
+        self.cursor = durable or 0
+        for row in await asyncio.to_thread(self.store.open_deliveries, self.name, 1_000_000):
             self.open_sessions[row.session_key] = self.open_sessions.get(row.session_key, 0) + 1
         if self.state != "disabled":
             self._enabled.set()
@@ -126,13 +129,15 @@ class DestinationWorker:
         return bool(self._tasks)
 
     async def stop(self) -> None:
-        """Stop delivering (the last recording write is let through first); ``running`` is
-        then False, so a cluster instance that gets the destination back starts it again."""
-        if self._last_write is not None:
-            await asyncio.wait({self._last_write})  # its failure is _written's to report
+        """Stop delivering; what was delivered is recorded first (chunks already settled, and
+        the last recording write), so a restart or a new owner resends as little as possible.
+        ``running`` is then False: a cluster instance that gets the destination back starts
+        it again."""
         for task in self._tasks:
             await stop_task(task)
         self._tasks = []
+        if self._last_write is not None:
+            await asyncio.wait({self._last_write})  # its failure is _written's to report
         await self.sink.close()
 
     async def enable(self) -> int:
@@ -170,10 +175,15 @@ class DestinationWorker:
         outcomes are recorded, and the cursor advanced, strictly in ledger order.
         """
         read_seq = self.cursor
+        resume = False  # after an error: resume from the durable cursor
         chunks: deque[asyncio.Task[ChunkOutcome]] = deque()
         limit = 1 if self.config.ordering == "session" else MAX_CHUNKS_IN_FLIGHT
         while True:
             try:
+                if resume:  # read in a thread, and inside the try: the store may be down still
+                    durable = await asyncio.to_thread(self.store.cursor, self.name)
+                    self.cursor = read_seq = durable or 0
+                    resume = False
                 if self._resync:
                     self._resync = False
                     raise RuntimeError("a delivery record was not stored")
@@ -197,6 +207,10 @@ class DestinationWorker:
                     continue
                 await self._wait_for_work(read_seq if ready else None, chunks)
             except asyncio.CancelledError:
+                # record what was delivered already (stop waits for that write); drop the rest
+                while chunks and chunks[0].done() and not chunks[0].cancelled() \
+                        and chunks[0].exception() is None:
+                    self._record(chunks.popleft().result())
                 for chunk in chunks:
                     chunk.cancel()
                 raise
@@ -207,7 +221,7 @@ class DestinationWorker:
                     chunk.cancel()
                 chunks.clear()
                 self._last_write = None
-                self.cursor = read_seq = self.store.cursor(self.name) or 0
+                resume = True
                 await asyncio.sleep(RETRY_IDLE_S)
 
     async def _wait_for_work(
