@@ -10,7 +10,10 @@ One run, four figures:
 (c) the product as users run it: a real ``scr serve`` process on a temporary SQLite data
     folder, where every decision is a DECIDE entry made durable (fsync) before the answer;
 (d) baseline: the pure ``Canon.decide`` call on the same kind of canon (validation, gates,
-    scoring, selection and the in-memory ledger append), with no HTTP around it.
+    scoring, selection and the in-memory ledger append), with no HTTP around it;
+(e) baseline of (c): the disk's share, one row of a DECIDE entry's size committed per
+    transaction to a bare SQLite database with the store's durability settings (WAL,
+    synchronous=FULL), so (c) minus (e) is what scr adds to the disk flush.
 The target is p99 under 2 ms; it is reported for (a) and for (c).
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -38,6 +42,7 @@ from starlette.routing import Mount
 from scr.canon import Canon, MemoryLedger
 from scr.canon.routes import canon_routes
 from scr.errors import ScrError
+from scr.log.entry import entry_bytes
 
 TENANT = "org_bench"
 CANDIDATES = 20
@@ -46,6 +51,7 @@ HTTP_SECONDS = 1.5
 # The durable figure is the target's: long enough that its p99 rests on ~30 slowest answers.
 DURABLE_SECONDS = 5.0
 PURE_SECONDS = 1.0
+FLOOR_SECONDS = 2.0
 SERVER_START_TIMEOUT_S = 10.0
 P99_TARGET_MS = 2.0
 NS_PER_MS = 1_000_000
@@ -155,6 +161,37 @@ def _time_durable_server(body: bytes, seconds: float) -> list[int]:
             server.wait(SERVER_START_TIMEOUT_S)
 
 
+def _decide_entry_bytes(request: dict[str, Any]) -> int:
+    """The size of the ledger entry one decision of ``request`` appends."""
+    canon = bench_canon()
+    canon.decide(request)
+    (entry,) = canon.ledger.read(TENANT, ["DECIDE"])
+    return len(entry_bytes(entry))
+
+
+def _time_commit_floor(entry_size: int, seconds: float) -> list[int]:
+    """(e): one ``entry_size`` row per transaction in a bare SQLite database, WAL and
+    synchronous=FULL as the store opens its own: the commit and its fsync, nothing else."""
+    samples: list[int] = []
+    row = os.urandom(entry_size)
+    with tempfile.TemporaryDirectory(prefix="scr-bench-floor-") as folder:
+        conn = sqlite3.connect(Path(folder) / "floor.db", isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("CREATE TABLE entries (seq INTEGER PRIMARY KEY, entry BLOB NOT NULL)")
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                start = time.perf_counter_ns()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO entries (entry) VALUES (?)", (row,))
+                conn.execute("COMMIT")
+                samples.append(time.perf_counter_ns() - start)
+        finally:
+            conn.close()
+    return samples
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -257,7 +294,7 @@ def _time_pure(canon: Canon, request: dict[str, Any], seconds: float) -> list[in
 
 def main(
     http_seconds: float = HTTP_SECONDS, pure_seconds: float = PURE_SECONDS,
-    durable_seconds: float = DURABLE_SECONDS,
+    durable_seconds: float = DURABLE_SECONDS, floor_seconds: float = FLOOR_SECONDS,
 ) -> dict[str, Any]:
     """Run the benchmark, print the figures and return them."""
     request = decide_request()
@@ -282,6 +319,8 @@ def main(
         server.should_exit = True
         thread.join(SERVER_START_TIMEOUT_S)
     durable = _figures(_time_durable_server(body, durable_seconds))
+    entry_size = _decide_entry_bytes(request)
+    floor = _figures(_time_commit_floor(entry_size, floor_seconds))
     pure = _figures(_time_pure(bench_canon(), request, pure_seconds))
     figures = {
         "candidates": CANDIDATES,
@@ -290,7 +329,11 @@ def main(
         "http_decide_offloaded": offloaded,
         "http_decide_durable_server": durable,
         "pure_decide": pure,
+        "decide_entry_bytes": entry_size,
+        "sqlite_commit_floor": floor,
         "http_overhead_p50_ms": round(http["p50_ms"] - pure["p50_ms"], 4),
+        "durable_over_floor_p50_ms": round(durable["p50_ms"] - floor["p50_ms"], 4),
+        "durable_over_floor_p99_ms": round(durable["p99_ms"] - floor["p99_ms"], 4),
         "p99_target_ms": P99_TARGET_MS,
         "p99_target_met": http["p99_ms"] < P99_TARGET_MS,
         "p99_target_met_durable": durable["p99_ms"] < P99_TARGET_MS,

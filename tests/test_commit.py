@@ -185,11 +185,13 @@ def test_the_wal_is_checkpointed_beside_the_writer(sqlite_store: SqliteStore) ->
     committer = committer_for(store)  # the writer's own automatic checkpoint is off
     try:
         asyncio.run(committer.append_events([submission(f"evt_{i}") for i in range(2000)]))
-        database = store.path.stat().st_size
+        # the entries reached scr.db: a checkpoint copies pages one by one, so wait for all of
+        # them, not for the first (the file grows while it runs)
+        reached = store.path.stat().st_size + 1_000_000
         deadline = time.monotonic() + 10 * WAL_CHECKPOINT_S
-        while store.path.stat().st_size <= database and time.monotonic() < deadline:
+        while store.path.stat().st_size <= reached and time.monotonic() < deadline:
             time.sleep(0.05)
         # while the writer still runs (closing the last connection would checkpoint too)
-        assert store.path.stat().st_size > database + 1_000_000  # the entries reached scr.db
+        assert store.path.stat().st_size > reached
     finally:
         committer.close()

@@ -23,8 +23,13 @@ def test_benchmark_request_has_twenty_candidates_with_given_features() -> None:
 
 
 def test_benchmark_measures_http_and_pure_decide() -> None:
-    figures = main(http_seconds=0.2, pure_seconds=0.1, durable_seconds=0.2)
-    for name in ("http_decide", "http_decide_offloaded", "http_decide_durable_server", "pure_decide"):
+    figures = main(http_seconds=0.2, pure_seconds=0.1, durable_seconds=0.2, floor_seconds=0.1)
+    for name in (
+        "http_decide", "http_decide_offloaded", "http_decide_durable_server", "pure_decide",
+        "sqlite_commit_floor",
+    ):
         assert figures[name]["count"] > 0
         assert 0 < figures[name]["p50_ms"] <= figures[name]["p99_ms"] <= figures[name]["max_ms"]
     assert figures["candidates"] == 20
+    # the floor commits rows the size of the entry a decision really appends
+    assert 5_000 < figures["decide_entry_bytes"] < 100_000
