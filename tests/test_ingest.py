@@ -7,10 +7,15 @@ from typing import Any
 
 import pytest
 
-from support import DELETE, make_event
+from scr.log.entry import Kind, decode_entry
+from scr.security import auth
+from scr.security.keys import KEY_PREFIX
+from scr.store import open_store
+from support import DELETE, make_event, run_scr, wait_for
 
 # Ingest, dedup, conflicts and reads are the store's: every test on each backend.
 pytestmark = pytest.mark.every_store
+CACHE_TTL_S = 0.2
 
 JSON = {"content-type": "application/json"}
 
@@ -208,6 +213,33 @@ def test_missing_or_wrong_key_is_401(serve: Any) -> None:
         response = post(client, make_event(), headers)
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthorized"
+    assert healthy(client)
+
+
+def test_a_revoked_key_is_refused_by_a_running_server_and_the_revocation_is_ledgered(
+    serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth, "KEY_CACHE_TTL_S", CACHE_TTL_S)  # the server re-checks keys this often
+    client = serve()
+    headers = client.key()
+    key_id = headers["authorization"].removeprefix(f"Bearer {KEY_PREFIX}").split("_", 1)[0]
+    assert post(client, make_event("evt_before"), headers).status_code == 202  # checked, cached
+    where = ["--store", client.store_uri] if client.store_uri else ["--data", str(client.data)]
+    revoked = run_scr("keys", "revoke", key_id, *where)
+    assert f"revoked key {key_id} of tenant org_acme" in revoked.stdout
+    wait_for(lambda: post(client, make_event("evt_after"), headers).status_code == 401,
+             timeout_s=CACHE_TTL_S * 20, what="the revoked key refused")
+    assert client.get("/v1/events/evt_after", headers=client.key(role="read")).status_code == 404
+    again = run_scr("keys", "revoke", key_id, *where, check=False)
+    assert again.returncode == 2 and "no active key" in again.stderr
+    unknown = run_scr("keys", "revoke", "0" * len(key_id), *where, check=False)
+    assert unknown.returncode == 2 and "no active key" in unknown.stderr
+    store = open_store(client.data, client.store_uri)
+    try:
+        entries = store.tenant_entries_of_kinds("org_acme", [Kind.KEY_REVOKED.value], 0)
+    finally:
+        store.close()
+    assert [decode_entry(e.entry).payload for e in entries] == [{"key_id": key_id}]
     assert healthy(client)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import msgspec
@@ -21,6 +23,9 @@ from scr.errors import ConfigError, ScrError
 from scr.ledger.cli import app as ledger_app
 from scr.route.prices_cli import app as prices_app
 from scr.schema import json_schema
+
+if TYPE_CHECKING:
+    from scr.log.commit import Committer
 
 DEFAULT_URL = "http://127.0.0.1:8787"
 DEFAULT_DATA = Path(".scr-data")
@@ -139,18 +144,44 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create an API key; the key is printed once, as the last line."""
-    from scr.log.commit import Committer
     from scr.security.auth import create_key
     from scr.security.keys import parse_role
+
+    with _key_writer(data, store) as committer:
+        grant = create_key(committer, tenant, parse_role(role), label, origin or [])
+    print(f"created key {grant.key_id} for tenant {grant.tenant} with role {grant.role.value}")
+    if grant.origins:
+        print(f"accepted from {', '.join(sorted(grant.origins))}")
+    print("store it now: it is not shown again")
+    print(grant.key)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id, as `scr keys create` printed it.")],
+    data: DataOption = DEFAULT_DATA,
+    store: StoreOption = None,
+) -> None:
+    """Revoke an API key: every server refuses it within 5 s (ledgered as KEY_REVOKED)."""
+    from scr.security.auth import KEY_CACHE_TTL_S, revoke_key
+
+    with _key_writer(data, store) as committer:
+        tenant = revoke_key(committer, key_id)
+    print(f"revoked key {key_id} of tenant {tenant}; servers refuse it within {KEY_CACHE_TTL_S:g} s")
+
+
+@contextlib.contextmanager
+def _key_writer(data: Path, store: str | None) -> Iterator[Committer]:
+    """A committer on the store for one key change; a store or key error exits with 2."""
+    from scr.log.commit import Committer
     from scr.store import open_store
 
     try:
-        parsed = parse_role(role)
         opened = open_store(data, store)
         committer = Committer(opened, buffer_size=1)
         committer.start()
         try:
-            grant = create_key(committer, tenant, parsed, label, origin or [])
+            yield committer
         finally:
             committer.close()
             opened.close()
@@ -160,11 +191,6 @@ def keys_create(
     except ScrError as error:
         err.print(f"[red]error:[/red] {error.message}")
         raise typer.Exit(2) from None
-    print(f"created key {grant.key_id} for tenant {grant.tenant} with role {grant.role.value}")
-    if grant.origins:
-        print(f"accepted from {', '.join(sorted(grant.origins))}")
-    print("store it now: it is not shown again")
-    print(grant.key)
 
 
 @db_app.command("migrate")

@@ -33,6 +33,7 @@ class Kind(str, Enum):
     SESSION_COMPLETION = "SESSION_COMPLETION"
     ERASURE = "ERASURE"
     KEY_CREATED = "KEY_CREATED"
+    KEY_REVOKED = "KEY_REVOKED"
     CONFIG_CHANGED = "CONFIG_CHANGED"
     # An event id seen again with another body after its 202 (the bus); never merged.
     EVENT_CONFLICT = "EVENT_CONFLICT"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from scr.errors import Unauthorized
+from scr.errors import NotFound, Unauthorized
 from scr.log.commit import Committer, utc_now
 from scr.log.entry import Kind
 from scr.security.keys import (
@@ -22,6 +23,9 @@ from scr.security.keys import (
 from scr.store.protocol import Store, Transaction
 
 KEY_CACHE_SIZE = 10_000
+# A checked key is trusted this long before the store is asked again: a key revoked by any
+# process (`scr keys revoke`, another instance) stops working within it everywhere.
+KEY_CACHE_TTL_S = 5.0
 
 
 class Authenticator:
@@ -30,7 +34,7 @@ class Authenticator:
     def __init__(self, store: Store, required: bool = True) -> None:
         self.store = store
         self.required = required
-        self._cache: OrderedDict[bytes, Principal] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
 
     def principal(self, authorization: str | None) -> Principal:
         """The caller; raises ``Unauthorized`` for a missing, unknown or revoked key."""
@@ -42,17 +46,20 @@ class Authenticator:
         """The holder of ``key``, checked even when authentication is off (a publishable
         key is how a browser beacon names its tenant and origins)."""
         key_hash = hash_key(key)
+        now = time.monotonic()
         known = self._cache.get(key_hash)
-        if known is not None:
+        if known is not None and now - known[1] < KEY_CACHE_TTL_S:
             self._cache.move_to_end(key_hash)
-            return known
+            return known[0]
         record = self.store.find_key(key_hash)
         if record is None or record.revoked_at is not None:
+            self._cache.pop(key_hash, None)
             raise Unauthorized("invalid API key")
         role = Role(record.role)
         origins = self.store.find_key_origins(record.key_id) if role is Role.PUBLISHABLE else frozenset()
         principal = Principal(record.key_id, record.tenant, role, origins)
-        self._cache[key_hash] = principal
+        self._cache[key_hash] = (principal, now)
+        self._cache.move_to_end(key_hash)
         if len(self._cache) > KEY_CACHE_SIZE:
             self._cache.popitem(last=False)
         return principal
@@ -81,3 +88,19 @@ def create_key(
 
     committer.run_sync(write)
     return grant
+
+
+def revoke_key(committer: Committer, key_id: str) -> str:
+    """Revoke the key ``key_id`` and ledger it; its tenant. Servers refuse it within
+    ``KEY_CACHE_TTL_S``."""
+
+    def write(tx: Transaction) -> str:
+        tenant = committer.store.revoke_key(tx, key_id, utc_now())
+        if tenant is None:
+            raise NotFound(f"no active key {key_id!r} (unknown, or revoked already)")
+        committer.append_entry(
+            tx, tenant, Kind.KEY_REVOKED, {"key_id": key_id}, actor="cli", source="cli", ref=key_id,
+        )
+        return tenant
+
+    return committer.run_sync(write)

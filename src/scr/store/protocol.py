@@ -136,6 +136,9 @@ class Store(Protocol):
     def find_key(self, key_hash: bytes) -> KeyRecord | None:
         """The key with this hash, if any."""
 
+    def revoke_key(self, tx: Transaction, key_id: str, revoked_at: str) -> str | None:
+        """Mark the key ``key_id`` revoked; its tenant, or None when no such key is active."""
+
     def insert_key_origins(self, tx: Transaction, key_id: str, origins: Iterable[str]) -> None:
         """The web origins a publishable key is accepted from."""
 

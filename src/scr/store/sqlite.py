@@ -506,6 +506,14 @@ class SqliteStore:
             (key_hash, key_id, tenant, role, label, created_at),
         )
 
+    def revoke_key(self, tx: Transaction, key_id: str, revoked_at: str) -> str | None:
+        row = _conn(tx).execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL "
+            "RETURNING tenant",
+            (revoked_at, key_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def find_key(self, key_hash: bytes) -> KeyRecord | None:
         row = self._reader().execute(
             "SELECT key_id, tenant, role, label, created_at, revoked_at FROM api_keys "
