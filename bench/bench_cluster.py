@@ -465,24 +465,21 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         value: float = results[name]["latency"]["capture_to_route_p99_ms"]
         return value
 
+    def compare(name: str, baseline: str) -> dict[str, float | None]:
+        """Throughput (acknowledged, delivered) and capture→route p99 of one scenario over another."""
+        return {
+            "acknowledged_events_per_s": ratio(tp(name), tp(baseline)),
+            "delivered_events_per_s": ratio(tp(name, "delivered_events_per_s"),
+                                            tp(baseline, "delivered_events_per_s")),
+            "capture_to_route_p99": ratio(p99(name), p99(baseline)),
+        }
+
     one = "postgresql_bus_1"
     figures: dict[str, Any] = {}
     for n in INSTANCE_COUNTS[1:]:
-        name = f"postgresql_bus_{n}"
-        figures[f"instances_{n}_vs_1"] = {
-            "acknowledged_events_per_s": ratio(tp(name), tp(one)),
-            "delivered_events_per_s": ratio(tp(name, "delivered_events_per_s"),
-                                            tp(one, "delivered_events_per_s")),
-            "capture_to_route_p99": ratio(p99(name), p99(one)),
-        }
+        figures[f"instances_{n}_vs_1"] = compare(f"postgresql_bus_{n}", one)
     for bus in ("no_bus", "bus"):
-        pg, lite = f"postgresql_{bus}_1", f"sqlite_{bus}_1"
-        figures[f"postgresql_vs_sqlite_{bus}"] = {
-            "acknowledged_events_per_s": ratio(tp(pg), tp(lite)),
-            "delivered_events_per_s": ratio(tp(pg, "delivered_events_per_s"),
-                                            tp(lite, "delivered_events_per_s")),
-            "capture_to_route_p99": ratio(p99(pg), p99(lite)),
-        }
+        figures[f"postgresql_vs_sqlite_{bus}"] = compare(f"postgresql_{bus}_1", f"sqlite_{bus}_1")
     figures["instances_3_vs_1_bus_nosync"] = {
         "acknowledged_events_per_s": ratio(tp("postgresql_bus_nosync_3"), tp("postgresql_bus_nosync_1")),
         "delivered_events_per_s": ratio(tp("postgresql_bus_nosync_3", "delivered_events_per_s"),
@@ -496,13 +493,7 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         f"instances_{n}": ratio(tp(f"postgresql_bus_{n}"), fsyncs) for n in INSTANCE_COUNTS
     }
     for store in ("postgresql", "sqlite"):
-        bus, plain = f"{store}_bus_1", f"{store}_no_bus_1"
-        figures[f"bus_vs_no_bus_{store}"] = {
-            "acknowledged_events_per_s": ratio(tp(bus), tp(plain)),
-            "delivered_events_per_s": ratio(tp(bus, "delivered_events_per_s"),
-                                            tp(plain, "delivered_events_per_s")),
-            "capture_to_route_p99": ratio(p99(bus), p99(plain)),
-        }
+        figures[f"bus_vs_no_bus_{store}"] = compare(f"{store}_bus_1", f"{store}_no_bus_1")
     return figures
 
 
