@@ -227,9 +227,11 @@ def test_a_revoked_key_is_refused_by_a_running_server_and_the_revocation_is_ledg
     where = ["--store", client.store_uri] if client.store_uri else ["--data", str(client.data)]
     revoked = run_scr("keys", "revoke", key_id, *where)
     assert f"revoked key {key_id} of tenant org_acme" in revoked.stdout
-    wait_for(lambda: post(client, make_event("evt_after"), headers).status_code == 401,
+    attempts = iter(range(100_000))
+    wait_for(lambda: post(client, make_event(f"evt_after_{next(attempts)}"), headers).status_code == 401,
              timeout_s=CACHE_TTL_S * 20, what="the revoked key refused")
-    assert client.get("/v1/events/evt_after", headers=client.key(role="read")).status_code == 404
+    assert post(client, make_event("evt_refused"), headers).status_code == 401  # and it stays so
+    assert client.get("/v1/events/evt_refused", headers=client.key(role="read")).status_code == 404
     again = run_scr("keys", "revoke", key_id, *where, check=False)
     assert again.returncode == 2 and "no active key" in again.stderr
     unknown = run_scr("keys", "revoke", "0" * len(key_id), *where, check=False)

@@ -162,12 +162,12 @@ def keys_revoke(
     data: DataOption = DEFAULT_DATA,
     store: StoreOption = None,
 ) -> None:
-    """Revoke an API key: every server refuses it within 5 s (ledgered as KEY_REVOKED)."""
+    """Revoke an API key: servers refuse it about 5 s later (ledgered as KEY_REVOKED)."""
     from scr.security.auth import KEY_CACHE_TTL_S, revoke_key
 
     with _key_writer(data, store) as committer:
         tenant = revoke_key(committer, key_id)
-    print(f"revoked key {key_id} of tenant {tenant}; servers refuse it within {KEY_CACHE_TTL_S:g} s")
+    print(f"revoked key {key_id} of tenant {tenant}; servers refuse it about {KEY_CACHE_TTL_S:g} s from now")
 
 
 @contextlib.contextmanager

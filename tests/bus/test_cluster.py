@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from scr.bus.ownership import OWNERSHIP_LOCKS
+from scr.security.auth import KEY_CACHE_TTL_S
 from scr.store.postgres import partition_of
 from servers import NatsServer, PostgresServer
 from support import (
@@ -40,7 +41,8 @@ OWNERSHIP_POLL_MS = 200
 # A dead instance's partitions must move within one poll; the slack covers a busy machine.
 FAILOVER_LIMIT_S = 5.0
 # How long PostgreSQL stays cut off, and how long the instances get to notice and to recover.
-PG_CUT_S = 4.0
+# Past the key cache time: the stream's key, checked before the cut, must stay good without the store.
+PG_CUT_S = KEY_CACHE_TTL_S + 2.0
 NOT_READY_LIMIT_S = 10.0
 READY_AGAIN_LIMIT_S = 30.0
 PROBE_TIMEOUT_S = 5.0
@@ -257,11 +259,14 @@ def test_a_cluster_cut_off_from_postgresql_is_not_ready_then_recovers(
                          what=f"{url} not ready")
                 not_ready_s[url] = time.monotonic() - cut_at
                 assert status_of(url, "/healthz") == 200  # alive, only not ready
+            time.sleep(max(0.0, KEY_CACHE_TTL_S + 0.5 - (time.monotonic() - cut_at)))
+            past_key_cache = len(running.acknowledged)
             time.sleep(max(0.0, PG_CUT_S - (time.monotonic() - cut_at)))
             assert all(status_of(url, "/readyz") == 503 for url in urls), "ready while cut off"
             # with a bus, 202 means stored in JetStream: acknowledging goes on (README, "Scaling out")
             during_cut = len(running.acknowledged) - before_cut
             assert during_cut > 0, "no event acknowledged while PostgreSQL was cut off"
+            assert len(running.acknowledged) > past_key_cache, "a key refused after its cache time"
         finally:
             postgres_server.refuse_connections(postgres_uri, False)
         restored_at = time.monotonic()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from scr.errors import NotFound, Unauthorized
 from scr.log.commit import Committer, utc_now
@@ -22,9 +25,14 @@ from scr.security.keys import (
 )
 from scr.store.protocol import Store, Transaction
 
+log = logging.getLogger("scr.security")
+
 KEY_CACHE_SIZE = 10_000
-# A checked key is trusted this long before the store is asked again: a key revoked by any
-# process (`scr keys revoke`, another instance) stops working within it everywhere.
+# A key checked against the store is served from memory; once it is this old, the next request
+# that uses it has it checked again in the background (the request itself never waits for the
+# store). A key revoked by any process (`scr keys revoke`, another instance) is refused within
+# about this long everywhere; while the store cannot be read, a key checked before stays good, so
+# a cluster keeps acknowledging into its bus through a store outage.
 KEY_CACHE_TTL_S = 5.0
 
 
@@ -35,6 +43,9 @@ class Authenticator:
         self.store = store
         self.required = required
         self._cache: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
+        self._lock = threading.Lock()  # the cache is shared with the re-checking thread
+        self._rechecking: set[bytes] = set()
+        self._rechecker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scr-key-check")
 
     def principal(self, authorization: str | None) -> Principal:
         """The caller; raises ``Unauthorized`` for a missing, unknown or revoked key."""
@@ -46,23 +57,51 @@ class Authenticator:
         """The holder of ``key``, checked even when authentication is off (a publishable
         key is how a browser beacon names its tenant and origins)."""
         key_hash = hash_key(key)
-        now = time.monotonic()
-        known = self._cache.get(key_hash)
-        if known is not None and now - known[1] < KEY_CACHE_TTL_S:
-            self._cache.move_to_end(key_hash)
-            return known[0]
+        with self._lock:
+            known = self._cache.get(key_hash)
+            if known is not None:
+                self._cache.move_to_end(key_hash)
+        if known is None:
+            return self._check(key_hash)
+        principal, checked_at = known
+        if time.monotonic() - checked_at >= KEY_CACHE_TTL_S:
+            self._recheck_soon(key_hash)
+        return principal
+
+    def _check(self, key_hash: bytes) -> Principal:
+        """Ask the store about a key and remember the answer (a refused key is forgotten)."""
         record = self.store.find_key(key_hash)
         if record is None or record.revoked_at is not None:
-            self._cache.pop(key_hash, None)
+            with self._lock:
+                self._cache.pop(key_hash, None)
             raise Unauthorized("invalid API key")
         role = Role(record.role)
         origins = self.store.find_key_origins(record.key_id) if role is Role.PUBLISHABLE else frozenset()
         principal = Principal(record.key_id, record.tenant, role, origins)
-        self._cache[key_hash] = (principal, now)
-        self._cache.move_to_end(key_hash)
-        if len(self._cache) > KEY_CACHE_SIZE:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key_hash] = (principal, time.monotonic())
+            self._cache.move_to_end(key_hash)
+            if len(self._cache) > KEY_CACHE_SIZE:
+                self._cache.popitem(last=False)
         return principal
+
+    def _recheck_soon(self, key_hash: bytes) -> None:
+        with self._lock:
+            if key_hash in self._rechecking:
+                return
+            self._rechecking.add(key_hash)
+        self._rechecker.submit(self._recheck, key_hash)
+
+    def _recheck(self, key_hash: bytes) -> None:
+        try:
+            self._check(key_hash)
+        except Unauthorized:
+            pass  # revoked: forgotten, so the next request is refused
+        except Exception as error:  # the store is away: keep the key, ask again next time
+            log.warning("could not re-check an API key: %s", error)
+        finally:
+            with self._lock:
+                self._rechecking.discard(key_hash)
 
 
 def create_key(
