@@ -43,6 +43,7 @@ from scr.canon import Canon, MemoryLedger
 from scr.canon.routes import canon_routes
 from scr.errors import ScrError
 from scr.log.entry import entry_bytes
+from scr.testing.servers import free_port
 
 TENANT = "org_bench"
 CANDIDATES = 20
@@ -131,7 +132,7 @@ def _time_durable_server(body: bytes, seconds: float) -> list[int]:
         config.write_text(
             "session_completion_runtime:\n  validation: {require_authentication: false}\n"
         )
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "scr", "serve", "--config", str(config), "--data",
              str(Path(folder) / "data"), "--port", str(port), "--log-level", "warning"],
@@ -192,13 +193,6 @@ def _time_commit_floor(entry_size: int, seconds: float) -> list[int]:
     return samples
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _figures(samples_ns: list[int]) -> dict[str, float]:
     ordered = sorted(samples_ns)
     cut = statistics.quantiles(ordered, n=100, method="inclusive")
@@ -213,10 +207,7 @@ def _figures(samples_ns: list[int]) -> dict[str, float]:
 def _read_answer(conn: socket.socket, pending: bytes) -> tuple[bytes, bytes, bytes]:
     """One HTTP/1.1 answer with a Content-Length: (status line, body, bytes read past it)."""
     while b"\r\n\r\n" not in pending:
-        chunk = conn.recv(RECV_BYTES)
-        if not chunk:
-            raise RuntimeError("the server closed the connection")
-        pending += chunk
+        pending += _receive(conn)
     head, _, rest = pending.partition(b"\r\n\r\n")
     status, *fields = head.split(b"\r\n")
     length = next(
@@ -224,11 +215,15 @@ def _read_answer(conn: socket.socket, pending: bytes) -> tuple[bytes, bytes, byt
         if name.strip().lower() == b"content-length"
     )
     while len(rest) < length:
-        chunk = conn.recv(RECV_BYTES)
-        if not chunk:
-            raise RuntimeError("the server closed the connection mid-answer")
-        rest += chunk
+        rest += _receive(conn)
     return status, rest[:length], rest[length:]
+
+
+def _receive(conn: socket.socket) -> bytes:
+    chunk = conn.recv(RECV_BYTES)
+    if not chunk:
+        raise RuntimeError("the server closed the connection")
+    return chunk
 
 
 def _time_http(port: int, path: str, body: bytes, seconds: float) -> list[int]:
@@ -299,7 +294,7 @@ def main(
     """Run the benchmark, print the figures and return them."""
     request = decide_request()
     body = msgspec.json.encode(request)
-    port = _free_port()
+    port = free_port()
     app = _app(bench_canon(), bench_canon(BlockingMemoryLedger()))
     server = uvicorn.Server(uvicorn.Config(
         app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",

@@ -198,6 +198,21 @@ def counted_redeliveries(url: str) -> float:
     )
 
 
+def finish_and_check(
+    running: Cluster, postgres_uri: str, counters: list[str]
+) -> tuple[set[str], int, float]:
+    """Stream 500 more events, stop; every acknowledged one is appended once (chains verify)
+    and delivered, and the repeated deliveries stay within what ``counters`` counted.
+    (acknowledged, repeated, counted)."""
+    running.acknowledge_more(500, timeout_s=30)
+    wanted = running.end_stream()
+    repeated = delivered(running.hook, wanted)
+    assert_appended_once_and_verified(postgres_uri, wanted)
+    counted = sum(counted_redeliveries(url) for url in counters)
+    assert repeated <= counted, (repeated, counted)
+    return wanted, repeated, counted
+
+
 def lock_holders(postgres_uri: str) -> Counter[int]:
     """Per partition, how many PostgreSQL sessions hold its ownership lock."""
     with psycopg.connect(postgres_uri) as conn:
@@ -229,14 +244,8 @@ def test_a_cluster_survives_sigkill_of_an_instance(
         failover_s = time.monotonic() - killed_at
         print(f"\nfailover {failover_s:.2f} s (partitions {victim_partitions} moved)")
         assert failover_s < FAILOVER_LIMIT_S, f"failover took {failover_s:.1f} s ({victim_partitions})"
-        running.acknowledge_more(500, timeout_s=30)
-        wanted = running.end_stream()
-
-        repeated = delivered(running.hook, wanted)
-        assert_appended_once_and_verified(postgres_uri, wanted)
         # the survivor counted what it may have resent when it took the destination over
-        counted = counted_redeliveries(survivor.url)
-        assert repeated <= counted, (repeated, counted)
+        _, repeated, counted = finish_and_check(running, postgres_uri, [survivor.url])
         print(f"{repeated} deliveries repeated, {counted:.0f} counted")
 
 
@@ -277,17 +286,11 @@ def test_a_cluster_cut_off_from_postgresql_is_not_ready_then_recovers(
             ready_again_s[url] = time.monotonic() - restored_at
         running.wait_shared(timeout_s=READY_AGAIN_LIMIT_S)
         shared_s = time.monotonic() - restored_at
-        running.acknowledge_more(500, timeout_s=30)
-        wanted = running.end_stream()
-
-        repeated = delivered(running.hook, wanted)
-        assert_appended_once_and_verified(postgres_uri, wanted)
+        wanted, repeated, counted = finish_and_check(running, postgres_uri, urls)
         # one live owner per partition: one lock each, and the instances' views agree
         assert lock_holders(postgres_uri) == Counter(range(PARTITIONS))
         views = [cluster_view(url, running.admin) for url in urls]
         assert all(owners(view) == list(range(PARTITIONS)) for view in views), views
-        counted = sum(counted_redeliveries(url) for url in urls)
-        assert repeated <= counted, (repeated, counted)
         print(f"\nPostgreSQL cut {PG_CUT_S:.0f} s: not ready after "
               f"{', '.join(f'{s:.2f}' for s in not_ready_s.values())} s; ready again "
               f"{', '.join(f'{s:.2f}' for s in ready_again_s.values())} s after the restore, "

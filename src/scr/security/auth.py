@@ -44,7 +44,6 @@ class Authenticator:
         self.required = required
         self._cache: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
         self._lock = threading.Lock()  # the cache is shared with the re-checking thread
-        self._rechecking: set[bytes] = set()
         self._rechecker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scr-key-check")
 
     def principal(self, authorization: str | None) -> Principal:
@@ -57,16 +56,17 @@ class Authenticator:
         """The holder of ``key``, checked even when authentication is off (a publishable
         key is how a browser beacon names its tenant and origins)."""
         key_hash = hash_key(key)
+        now = time.monotonic()
         with self._lock:
             known = self._cache.get(key_hash)
             if known is not None:
                 self._cache.move_to_end(key_hash)
+                if now - known[1] >= KEY_CACHE_TTL_S:  # one re-check per period, off this path
+                    self._cache[key_hash] = (known[0], now)
+                    self._rechecker.submit(self._recheck, key_hash)
         if known is None:
             return self._check(key_hash)
-        principal, checked_at = known
-        if time.monotonic() - checked_at >= KEY_CACHE_TTL_S:
-            self._recheck_soon(key_hash)
-        return principal
+        return known[0]
 
     def _check(self, key_hash: bytes) -> Principal:
         """Ask the store about a key and remember the answer (a refused key is forgotten)."""
@@ -85,23 +85,13 @@ class Authenticator:
                 self._cache.popitem(last=False)
         return principal
 
-    def _recheck_soon(self, key_hash: bytes) -> None:
-        with self._lock:
-            if key_hash in self._rechecking:
-                return
-            self._rechecking.add(key_hash)
-        self._rechecker.submit(self._recheck, key_hash)
-
     def _recheck(self, key_hash: bytes) -> None:
         try:
             self._check(key_hash)
         except Unauthorized:
             pass  # revoked: forgotten, so the next request is refused
-        except Exception as error:  # the store is away: keep the key, ask again next time
+        except Exception as error:  # the store is away: keep the key, ask again next period
             log.warning("could not re-check an API key: %s", error)
-        finally:
-            with self._lock:
-                self._rechecking.discard(key_hash)
 
 
 def create_key(

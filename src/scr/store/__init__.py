@@ -29,7 +29,9 @@ def open_store(
 
         if not is_postgres_uri(uri):
             raise ValueError("a store URI starts with postgresql:// (or postgres://)")
-        return PostgresStore(uri, partitions or DEFAULT_PARTITIONS, pool=pool)
+        return PostgresStore(
+            uri, DEFAULT_PARTITIONS if partitions is None else partitions, pool=pool
+        )
     from scr.store.sqlite import SqliteStore
 
     return SqliteStore(data_dir)

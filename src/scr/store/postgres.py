@@ -43,7 +43,6 @@ from scr.store.records import (
 log = logging.getLogger("scr.store.postgres")
 
 DEFAULT_PARTITIONS = 16
-MS_PER_S = 1000
 # pg_advisory_xact_lock key of the ledger's one writer: the ASCII of "scrlog".
 LEDGER_WRITE_LOCK = 0x7363726C6F67
 URI_SCHEMES = ("postgresql://", "postgres://")
@@ -173,7 +172,7 @@ class PostgresStore:
         self._pool = ConnectionPool(
             uri, min_size=self.pool.min_connections, max_size=self.pool.max_connections,
             kwargs={"autocommit": True, "connect_timeout": self.pool.connect_timeout_s},
-            timeout=self.pool.wait_ms / MS_PER_S, open=True, name="scr-readers",
+            timeout=self.pool.wait_ms / 1000, open=True, name="scr-readers",
             # a connection cut while idle in the pool is replaced, not handed to a reader
             check=ConnectionPool.check_connection,
         )
