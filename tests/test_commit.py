@@ -14,7 +14,7 @@ import pytest
 
 from scr.errors import Unavailable
 from scr.log.commit import Committed, Committer, Outcome, Submission
-from scr.log.entry import GENESIS_HASH, chain_hash
+from scr.log.entry import GENESIS_HASH, Kind, chain_hash
 from scr.schema import canonical_bytes, decode_event
 from scr.store.protocol import Store, Transaction
 from scr.store.records import event_key
@@ -195,3 +195,32 @@ def test_the_wal_is_checkpointed_beside_the_writer(sqlite_store: SqliteStore) ->
         assert store.path.stat().st_size > reached
     finally:
         committer.close()
+
+
+def test_the_wal_starts_over_while_writes_never_pause(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite rewinds its WAL only at a write that begins with every frame checkpointed;
+    back-to-back commits never give it one, so without the writer's help the WAL (and the
+    cost of each fsync) grows for as long as the load lasts."""
+    monkeypatch.setattr("scr.store.sqlite.WAL_CHECKPOINT_S", 0.05)
+    store = sqlite_store
+    committer = committer_for(store)
+    wal = store.path.with_name(store.path.name + "-wal")
+    payload = {"blob": "x" * 8000}
+
+    def write(tx: Transaction) -> None:
+        committer.append_entry(tx, "org_wal", Kind.OBSERVATION, payload, actor="test", source="test", ref="")
+
+    try:
+        written = 0
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and written < 2000:
+            committer.run_sync(write)
+            written += 1
+        largest_wal = wal.stat().st_size
+    finally:
+        committer.close()
+    appended = written * len(json.dumps(payload))
+    assert written > 200  # enough commits for several checkpoint rounds
+    assert largest_wal < appended / 4, (largest_wal, appended)

@@ -47,6 +47,8 @@ WRITE_CACHE_KIB = 262_144
 # Keeps each IN (...) query under SQLite's bound-parameter limit.
 MAX_QUERY_PARAMS = 900
 WAL_CHECKPOINT_S = 1.0
+# After a checkpoint or WAL restart, a WAL file longer than this is cut back to it.
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -145,6 +147,7 @@ class SqliteWriter:
         self.conn = store._open(write=True)
         # WAL checkpoints run on their own thread, off the commit path (see _checkpoint_wal).
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self.conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
         self._store = store
         self._synchronous_full = True  # as the store opens the connection
         self._data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
@@ -155,6 +158,7 @@ class SqliteWriter:
         # hashes find_events computed, for append to reuse (an event is looked up, then added)
         self.hashes: dict[EventKey, int] = {}
         self._stopping = threading.Event()
+        self._restart_due = threading.Event()
         self._wal_thread = threading.Thread(
             target=self._checkpoint_wal, name="scr-wal-checkpoint", daemon=True
         )
@@ -183,6 +187,23 @@ class SqliteWriter:
 
     def commit(self) -> None:
         self.conn.execute("COMMIT")
+
+    def upkeep(self) -> None:
+        """Let the WAL start over once the checkpoint thread has copied it back.
+
+        SQLite rewinds the WAL only when a write begins with every frame already copied to
+        the database, which never happens while writes keep coming: the WAL then grows
+        without end, and every commit's fsync also flushes the file's new size. So once the
+        checkpoint thread has copied a round, the writer checkpoints the few frames added
+        since (PASSIVE: it never waits), and its next write starts the WAL from the top.
+        """
+        if not self._restart_due.is_set():
+            return
+        self._restart_due.clear()
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as error:  # the next round tries again
+            log.warning("WAL checkpoint failed: %s", error)
 
     def rollback(self) -> None:
         if self.conn.in_transaction:
@@ -217,7 +238,9 @@ class SqliteWriter:
         try:
             while not self._stopping.wait(WAL_CHECKPOINT_S):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if not busy and frames > 0 and copied == frames:
+                        self._restart_due.set()
                 except sqlite3.Error as error:  # busy or failing disk: the next round retries
                     log.warning("WAL checkpoint failed: %s", error)
         finally:
