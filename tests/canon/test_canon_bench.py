@@ -26,7 +26,7 @@ def test_benchmark_measures_http_and_pure_decide() -> None:
     figures = main(http_seconds=0.2, pure_seconds=0.1, durable_seconds=0.2, floor_seconds=0.1)
     for name in (
         "http_decide", "http_decide_offloaded", "http_decide_durable_server", "pure_decide",
-        "sqlite_commit_floor",
+        "sqlite_commit_floor", "sqlite_commit_floor_at_durable_pace",
     ):
         assert figures[name]["count"] > 0
         assert 0 < figures[name]["p50_ms"] <= figures[name]["p99_ms"] <= figures[name]["max_ms"]
