@@ -47,6 +47,10 @@ WRITE_CACHE_KIB = 262_144
 # Keeps each IN (...) query under SQLite's bound-parameter limit.
 MAX_QUERY_PARAMS = 900
 WAL_CHECKPOINT_S = 1.0
+# A checkpoint round is repeated (at most CATCH_UP_ROUNDS times) until the writer has added no
+# more than TRAILING_FRAMES pages during it; the writer copies those itself (upkeep).
+CATCH_UP_ROUNDS = 4
+TRAILING_FRAMES = 64
 # After a checkpoint or WAL restart, a WAL file longer than this is cut back to it.
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
@@ -238,13 +242,29 @@ class SqliteWriter:
         try:
             while not self._stopping.wait(WAL_CHECKPOINT_S):
                 try:
-                    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if not busy and frames > 0 and copied == frames:
+                    if _catch_up(conn):
                         self._restart_due.set()
                 except sqlite3.Error as error:  # busy or failing disk: the next round retries
                     log.warning("WAL checkpoint failed: %s", error)
         finally:
             conn.close()
+
+
+def _catch_up(conn: sqlite3.Connection) -> bool:
+    """Checkpoint the WAL, again while the writer adds to it, until it trails by a few frames.
+
+    True when the writer may finish the job (``SqliteWriter.upkeep``): what it then copies
+    and flushes is what it wrote during the last round, not during a whole round.
+    """
+    before = None
+    for _ in range(CATCH_UP_ROUNDS):
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if busy or copied != frames or frames <= 0:
+            return False
+        if before is not None and frames - before <= TRAILING_FRAMES:
+            return True
+        before = frames
+    return True
 
 
 def _writer(tx: Transaction) -> SqliteWriter:
