@@ -215,7 +215,7 @@ def test_the_wal_starts_over_while_writes_never_pause(
     try:
         written = 0
         deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline and written < 2000:
+        while time.monotonic() < deadline and written < 4000:
             committer.run_sync(write)
             written += 1
         largest_wal = wal.stat().st_size
@@ -223,4 +223,6 @@ def test_the_wal_starts_over_while_writes_never_pause(
         committer.close()
     appended = written * len(json.dumps(payload))
     assert written > 200  # enough commits for several checkpoint rounds
-    assert largest_wal < appended / 4, (largest_wal, appended)
+    # a WAL that never starts over holds every frame: more bytes than the entries themselves
+    # (measured: 90 MB for 28 MB of entries; 3-7 MB once it starts over)
+    assert largest_wal < appended / 3, (largest_wal, appended)
