@@ -333,7 +333,6 @@ class Committer:
         if committed:
             for commit_hook in self.commit_hooks:
                 commit_hook(committed)
-        tx.upkeep()
 
     def _mark(self) -> tuple[dict[str, tuple[int, bytes]], int, int]:
         p = self._pending

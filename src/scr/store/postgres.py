@@ -120,9 +120,6 @@ class PostgresWriter:
         self.conn.execute("COMMIT")
         self._seen_seq = max(self._seen_seq, self._appended_seq)
 
-    def upkeep(self) -> None:
-        """Nothing to do: PostgreSQL keeps its own write-ahead log."""
-
     def rollback(self) -> None:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:

@@ -44,9 +44,6 @@ class Transaction(Protocol):
     def commit(self) -> None:
         """Make the group durable; raises if the store could not commit."""
 
-    def upkeep(self) -> None:
-        """Housekeeping once a group is committed and its callers answered (never raises)."""
-
     def rollback(self) -> None:
         """Abandon the open transaction, if any (never raises)."""
 

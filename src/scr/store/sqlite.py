@@ -48,7 +48,7 @@ WRITE_CACHE_KIB = 262_144
 MAX_QUERY_PARAMS = 900
 WAL_CHECKPOINT_S = 1.0
 # A checkpoint round is repeated (at most CATCH_UP_ROUNDS times) until the writer has added no
-# more than TRAILING_FRAMES pages during it; the writer copies those itself (upkeep).
+# more than TRAILING_FRAMES pages during it; the writer copies those itself.
 CATCH_UP_ROUNDS = 4
 TRAILING_FRAMES = 64
 # After a checkpoint or WAL restart, a WAL file longer than this is cut back to it.
@@ -169,6 +169,7 @@ class SqliteWriter:
         self._wal_thread.start()
 
     def begin(self, durable: bool) -> None:
+        self._finish_checkpoint()
         if durable != self._synchronous_full:
             self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self._synchronous_full = durable
@@ -176,6 +177,23 @@ class SqliteWriter:
         self.taken.clear()
         self.hashes.clear()
         self._seq_at_begin = self.next_seq
+
+    def _finish_checkpoint(self) -> None:
+        """Let the WAL start over once the checkpoint thread has copied it back.
+
+        SQLite rewinds the WAL only when a write begins with every frame already copied to
+        the database, which never happens while writes keep coming: the WAL then grows
+        without end, and every commit's fsync also flushes the file's new size. So once the
+        checkpoint thread has caught up, the writer checkpoints the few frames added since
+        (PASSIVE: it never waits) before it begins, and that write starts the WAL over.
+        """
+        if not self._restart_due.is_set():
+            return
+        self._restart_due.clear()
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as error:  # the next round tries again
+            log.warning("WAL checkpoint failed: %s", error)
 
     def savepoint(self) -> None:
         self.conn.execute("SAVEPOINT work")
@@ -191,23 +209,6 @@ class SqliteWriter:
 
     def commit(self) -> None:
         self.conn.execute("COMMIT")
-
-    def upkeep(self) -> None:
-        """Let the WAL start over once the checkpoint thread has copied it back.
-
-        SQLite rewinds the WAL only when a write begins with every frame already copied to
-        the database, which never happens while writes keep coming: the WAL then grows
-        without end, and every commit's fsync also flushes the file's new size. So once the
-        checkpoint thread has copied a round, the writer checkpoints the few frames added
-        since (PASSIVE: it never waits), and its next write starts the WAL from the top.
-        """
-        if not self._restart_due.is_set():
-            return
-        self._restart_due.clear()
-        try:
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as error:  # the next round tries again
-            log.warning("WAL checkpoint failed: %s", error)
 
     def rollback(self) -> None:
         if self.conn.in_transaction:
@@ -253,8 +254,8 @@ class SqliteWriter:
 def _catch_up(conn: sqlite3.Connection) -> bool:
     """Checkpoint the WAL, again while the writer adds to it, until it trails by a few frames.
 
-    True when the writer may finish the job (``SqliteWriter.upkeep``): what it then copies
-    and flushes is what it wrote during the last round, not during a whole round.
+    True when the writer may finish the job (``SqliteWriter._finish_checkpoint``): what it
+    then copies and flushes is what it wrote during the last round, not a whole round's worth.
     """
     before = None
     for _ in range(CATCH_UP_ROUNDS):
