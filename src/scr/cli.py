@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import sys
@@ -16,9 +15,10 @@ import msgspec
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from setproctitle import setproctitle
 
 from scr.canon.cli import app as canon_app
-from scr.config import Config, default_config, load_config
+from scr.config import Config, default_config, load_config, with_bus
 from scr.errors import ConfigError, ScrError
 from scr.ledger.cli import app as ledger_app
 from scr.route.prices_cli import app as prices_app
@@ -31,7 +31,7 @@ DEFAULT_URL = "http://127.0.0.1:8787"
 DEFAULT_DATA = Path(".scr-data")
 SEND_BATCH_EVENTS = 1000
 SEND_TIMEOUT_S = 60.0
-GC_THRESHOLDS = (50_000, 50, 1000)  # allocations before a young collection; older ratios
+LISTEN_BACKLOG = 2048  # connections the kernel queues while an HTTP process (re)starts
 
 app = typer.Typer(help="scr: the Session Completion Runtime.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -79,14 +79,11 @@ def _print_config_error(error: ConfigError) -> None:
 
 def _with_bus(settings: Config, bus: str) -> Config:
     """The config with ``--bus`` in place of its ``bus:`` (checked like the key)."""
-    from scr.config import parse_config
-
     try:
-        checked = parse_config(f"session_completion_runtime:\n  bus: {json.dumps(bus)}\n", "--bus")
+        return with_bus(settings, bus)
     except ConfigError as error:
         _print_config_error(error)
         raise typer.Exit(2) from None
-    return msgspec.structs.replace(settings, bus=checked.bus)
 
 
 @app.command()
@@ -104,10 +101,9 @@ def serve(
 ) -> None:
     """Run the server on the embedded store in DATA, or on a PostgreSQL --store."""
     import logging
+    import socket
 
-    import uvicorn
-
-    from scr.server import create_app
+    from scr.serve.supervisor import Child, ChildArgs, Supervisor, prepare_run_dir
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _load(config)
@@ -115,20 +111,26 @@ def serve(
         settings = _with_bus(settings, bus)
     store_uri = store or settings.store
     try:
-        application = create_app(settings, data, store_uri, f"http://{host}:{port}")
-    except psycopg_errors() as error:
-        err.print(f"[red]error:[/red] cannot open the store {_where(store_uri, data)}: {error}")
+        listener = socket.create_server((host, port), backlog=LISTEN_BACKLOG)
+    except OSError as error:
+        err.print(f"[red]error:[/red] cannot listen on {host}:{port}: {error.strerror}")
         raise typer.Exit(2) from None
-    # Long-lived startup objects leave the collector's view, and young collections run less
-    # often: at 1,000 events/s this halved ingest p99 on the 2-core benchmark machine.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-    auth = "on" if settings.validation.require_authentication else "OFF"
-    print(f"scr serving on http://{host}:{port} ({_where(store_uri, data)}, auth: {auth})", flush=True)
-    uvicorn.run(
-        application, host=host, port=port, log_level=log_level, access_log=False,
-        loop="uvloop", http="httptools", timeout_graceful_shutdown=10,
+    data.mkdir(parents=True, exist_ok=True)
+    setproctitle("scr: supervisor")
+    child_args = ChildArgs(
+        role="", title="", config=str(config) if config else None, data=str(data), store=store,
+        bus=bus, url=f"http://{host}:{port}", listen_fd=-1, ready_fd=-1, log_level=log_level,
+        drain_timeout_s=settings.server.drain_timeout_s,
     )
+    auth = "on" if settings.validation.require_authentication else "OFF"
+    supervisor = Supervisor(
+        children=[Child("scr: edge 0", "edge")], listener=listener, run_dir=prepare_run_dir(data),
+        drain_timeout_s=settings.server.drain_timeout_s, base_args=child_args,
+        on_ready=[f"scr serving on http://{host}:{port} ({_where(store_uri, data)}, auth: {auth})"],
+    )
+    code = supervisor.run()
+    if code:
+        raise typer.Exit(code)
 
 
 @keys_app.command("create")

@@ -45,6 +45,8 @@ MIN_MAX_BODY_BYTES = 1024
 MAX_MAX_BODY_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_BATCH_EVENTS = 10_000
 MAX_BATCH_EVENTS = 1_000_000
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
+MAX_DRAIN_TIMEOUT_S = 3600.0
 DEFAULT_CHECKPOINT_EVERY_ENTRIES = 1000
 DEFAULT_CHECKPOINT_EVERY_S = 10.0
 MAX_CHECKPOINT_EVERY_S = 86_400.0
@@ -239,6 +241,11 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     max_batch_events: Annotated[
         int, Meta(ge=1, le=MAX_BATCH_EVENTS, description="most events in one POST (413 above)")
     ] = DEFAULT_MAX_BATCH_EVENTS
+    drain_timeout_s: Annotated[
+        float,
+        Meta(gt=0, le=MAX_DRAIN_TIMEOUT_S, description="on SIGTERM, how long the processes may take "
+             "to finish what they hold before they are killed (seconds)"),
+    ] = DEFAULT_DRAIN_TIMEOUT_S
 
 
 class LedgerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -1136,3 +1143,9 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+
+def with_bus(config: Config, uri: str) -> Config:
+    """``config`` with ``uri`` (``scr serve --bus``) as its ``bus:``, checked like the key."""
+    checked = parse_config(f"session_completion_runtime:\n  bus: {json.dumps(uri)}\n", "--bus")
+    return msgspec.structs.replace(config, bus=checked.bus)

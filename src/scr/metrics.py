@@ -1,8 +1,19 @@
-"""Prometheus metrics of one scr process, in its own registry."""
+"""Prometheus metrics of scr, in their own registry.
+
+Under ``scr serve`` every process writes its metrics to the supervisor's run folder
+(prometheus_client's multi-process mode, switched on by ``PROMETHEUS_MULTIPROC_DIR``), and
+``render()`` sums them over the whole set: a dead child's counters stay in the sum, so no
+counter goes back when a child restarts; its gauges leave with it.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.registry import Collector
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -60,16 +71,18 @@ class Metrics:
         )
         self.lag_entries = Gauge(
             "scr_destination_lag_entries", "Ledger entries not yet past the cursor",
-            ["destination"], registry=r,
+            ["destination"], registry=r, multiprocess_mode="livesum",
         )
         self.oldest_pending_age = Gauge(
             "scr_destination_oldest_pending_age_seconds",
             "Age of the oldest entry a destination has not settled", ["destination"], registry=r,
+            multiprocess_mode="livemax",
         )
 
         # ----- the bus and the cluster (scale-out) -----
         self.bus_connected = Gauge(
-            "scr_bus_connected", "1 while this instance is connected to NATS JetStream", registry=r
+            "scr_bus_connected", "1 while this instance is connected to NATS JetStream", registry=r,
+            multiprocess_mode="livemax",
         )
         self.bus_publish_seconds = Histogram(
             "scr_bus_publish_seconds", "Time for JetStream to store one POST's events (publish to ack)",
@@ -91,11 +104,12 @@ class Metrics:
             "scr_bus_undecodable", "Bus messages that were not valid events (dropped, logged)", registry=r
         )
         self.partitions_owned = Gauge(
-            "scr_cluster_partitions_owned", "Partitions this instance owns", registry=r
+            "scr_cluster_partitions_owned", "Partitions this instance owns", registry=r,
+            multiprocess_mode="livesum",
         )
         self.partition_lag = Gauge(
             "scr_cluster_partition_lag", "Bus events of a partition not yet appended (owned ones)",
-            ["partition"], registry=r,
+            ["partition"], registry=r, multiprocess_mode="livesum",
         )
         self.failover_redeliveries = Counter(
             "scr_cluster_failover_redeliveries",
@@ -103,5 +117,21 @@ class Metrics:
             "duplicates, same webhook-id)", ["destination"], registry=r,
         )
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, *more: Collector) -> bytes:
+        """The exposition of this process, or of the whole set under ``scr serve``; ``more``
+        adds collectors of the caller's."""
+        metrics_dir = os.environ.get(METRICS_DIR_ENV)
+        if not metrics_dir:
+            registry = self.registry
+        else:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+        for collector in more:
+            registry.register(collector)
+        try:
+            return generate_latest(registry)
+        finally:
+            for collector in more:
+                registry.unregister(collector)

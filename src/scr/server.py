@@ -38,6 +38,7 @@ from scr.route.worker import DestinationWorker
 from scr.schema import json_schema
 from scr.security.auth import Authenticator
 from scr.security.keys import Principal
+from scr.serve.status import ProcessesCollector, not_running, read_status
 from scr.store import Store, open_store
 from scr.store.postgres import partition_of
 
@@ -287,7 +288,15 @@ async def replay_deliveries(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "version": __version__})
+    """Alive; under ``scr serve``, also each process of the set as the supervisor sees it."""
+    answer: dict[str, Any] = {"status": "ok", "version": __version__}
+    processes = read_status()
+    if processes is not None:  # no pids: the answer needs no key
+        answer["processes"] = [
+            {"title": p.title, "state": p.state, "restarts": p.restarts, "last_exit": p.last_exit}
+            for p in processes
+        ]
+    return JSONResponse(answer)
 
 
 async def readyz(request: Request) -> Response:
@@ -301,6 +310,9 @@ async def readyz(request: Request) -> Response:
         raise Unavailable(f"the ledger cannot commit: {runtime.committer.last_error}") from None
     if runtime.bus is not None and not runtime.bus.bus.ready:
         raise Unavailable(f"the bus is unavailable: {runtime.bus.bus.last_error}")
+    processes = read_status()
+    if processes is not None and not_running(processes):
+        raise Unavailable("not every process is running: " + "; ".join(not_running(processes)))
     return JSONResponse({"status": "ready"})
 
 
@@ -316,7 +328,8 @@ async def metrics(request: Request) -> Response:
         runtime.metrics.oldest_pending_age.labels(worker.name).set(age)
     if runtime.bus is not None:
         await runtime.bus.partition_lag()  # sets the owned partitions' lag gauges
-    return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
+    more = [ProcessesCollector()] if read_status() is not None else []
+    return Response(runtime.metrics.render(*more), media_type="text/plain; version=0.0.4")
 
 
 async def openapi(request: Request) -> Response:

@@ -1,0 +1,170 @@
+"""``scr serve`` as a supervisor: titled processes, restarts, back-off, drain, one set of metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from test_crash import stream
+
+from conftest import StoreAt
+from scr.serve.status import STATUS_FILE
+from support import ServerProcess, create_key, run_scr, wait_for
+
+RESTART_WITHIN_S = 1.0  # the issue's bound from SIGKILL to the new process
+EDGE = "scr: edge 0"
+
+
+def processes(server: ServerProcess) -> list[dict[str, Any]]:
+    """The supervisor's status file: what it last said of each child."""
+    assert server.proc is not None
+    path = server.data / "run" / str(server.proc.pid) / STATUS_FILE
+    answer: list[dict[str, Any]] = msgspec.json.decode(path.read_bytes())
+    return answer
+
+
+def child(server: ServerProcess, title: str) -> dict[str, Any]:
+    return next(p for p in processes(server) if p["title"] == title)
+
+
+def title_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+
+
+def counter(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def test_every_process_has_its_title(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        assert server.proc is not None
+        assert title_of(server.proc.pid) == "scr: supervisor"
+        edge = child(server, EDGE)
+        assert edge["state"] == "running"
+        assert title_of(edge["pid"]) == EDGE
+        health = httpx.get(f"{server.url}/healthz").json()
+        assert [p["title"] for p in health["processes"]] == [EDGE]
+    finally:
+        server.stop()
+
+
+def test_sigkill_of_the_edge_mid_stream_loses_nothing(tmp_path: Path, store_at: StoreAt) -> None:
+    """The edge dies under load: it is started again within 1 s, every acknowledged event is
+    in the ledger, and the accepted counter does not go back."""
+    data, uri = store_at.data, store_at.uri
+    key = create_key(data, store=uri)
+    server = ServerProcess(data, store=uri).start()
+    acknowledged: list[str] = []
+    stop = threading.Event()
+    sender = threading.Thread(target=stream, args=(server.url, key, acknowledged, stop))
+    try:
+        sender.start()
+        wait_for(lambda: len(acknowledged) >= 1000, timeout_s=30, what="a stream under way")
+        before = counter(server.url, "scr_events_accepted_total")
+        victim = child(server, EDGE)["pid"]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(lambda: child(server, EDGE)["pid"] not in (0, victim), timeout_s=RESTART_WITHIN_S,
+                 what="the edge started again")
+        assert time.monotonic() - killed_at <= RESTART_WITHIN_S
+        wait_for(lambda: child(server, EDGE)["state"] == "running", timeout_s=20, what="ready again")
+        stop.set()
+        sender.join(timeout=20)
+        assert child(server, EDGE)["restarts"] == 1
+        assert child(server, EDGE)["last_exit"] == "killed by SIGKILL"
+        assert counter(server.url, "scr_events_accepted_total") >= before
+        assert acknowledged
+        reader = create_key(data, role="read", store=uri)
+        with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {reader}"}) as client:
+            for event_id in acknowledged:
+                assert client.get(f"/v1/events/{event_id}").status_code == 200, event_id
+    finally:
+        stop.set()
+        server.stop()
+
+
+def test_a_child_that_keeps_crashing_is_backed_off(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        killed: list[int] = []
+        for _ in range(3):  # each death soon after the last start counts as a quick crash
+            wait_for(lambda: child(server, EDGE)["state"] == "running"
+                     and child(server, EDGE)["pid"] not in killed, timeout_s=20, what="a new edge running")
+            killed.append(child(server, EDGE)["pid"])
+            os.kill(killed[-1], signal.SIGKILL)
+        wait_for(lambda: child(server, EDGE)["restarts"] == len(killed) - 1
+                 and child(server, EDGE)["state"] == "backing_off", timeout_s=5, what="backing off")
+        backing_off_at = time.monotonic()
+        wait_for(lambda: child(server, EDGE)["restarts"] == len(killed), timeout_s=10, what="restarted")
+        # the third quick crash waits twice the base back-off (1 s) before its start
+        assert time.monotonic() - backing_off_at >= 0.9
+        wait_for(lambda: httpx.get(f"{server.url}/readyz").status_code == 200, timeout_s=20,
+                 what="ready after the back-off")
+        assert counter(server.url, 'scr_process_restarts_total{process="scr: edge 0"}') == len(killed)
+    finally:
+        server.stop()
+
+
+def test_sigterm_mid_stream_drains_and_loses_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "scr.yaml"
+    drain_timeout_s = 5
+    config.write_text(f"session_completion_runtime:\n  server: {{drain_timeout_s: {drain_timeout_s}}}\n")
+    key = create_key(data)
+    server = ServerProcess(data, config).start()
+    acknowledged: list[str] = []
+    stop = threading.Event()
+    sender = threading.Thread(target=stream, args=(server.url, key, acknowledged, stop))
+    sender.start()
+    try:
+        wait_for(lambda: len(acknowledged) >= 1000, timeout_s=30, what="a stream under way")
+        assert server.proc is not None
+        edge = child(server, EDGE)["pid"]
+        server.proc.send_signal(signal.SIGTERM)
+        asked_at = time.monotonic()
+        assert server.proc.wait(timeout=drain_timeout_s + 5) == 0
+        assert time.monotonic() - asked_at <= drain_timeout_s + 1
+        assert not Path(f"/proc/{edge}").exists(), "the edge outlived the supervisor"
+        stop.set()
+        sender.join(timeout=20)
+    finally:
+        stop.set()
+        server.stop()
+    server = ServerProcess(data).start()
+    try:
+        reader = create_key(data, role="read")
+        with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {reader}"}) as client:
+            for event_id in acknowledged:
+                assert client.get(f"/v1/events/{event_id}").status_code == 200, event_id
+    finally:
+        server.stop()
+
+
+def test_sigkill_of_the_supervisor_takes_its_children(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    edge = child(server, EDGE)["pid"]
+    server.kill()
+    wait_for(lambda: not Path(f"/proc/{edge}").exists(), timeout_s=5, what="the edge gone")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/healthz", timeout=2)
+
+
+def test_a_start_up_error_ends_serve_without_restarts(tmp_path: Path) -> None:
+    """A store that cannot be opened is a start-up error (exit 2), not a crash to retry."""
+    done = run_scr("serve", "--data", str(tmp_path / "data"), "--port", "0",
+                   "--store", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", check=False)
+    assert done.returncode == 2
+    assert "cannot open the store" in done.stderr
+    assert "starting it again" not in done.stderr
+
