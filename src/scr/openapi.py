@@ -46,8 +46,11 @@ TEXT = "text/plain"
 
 # ----- parameter types (their schemas are derived like the bodies') ----------------------------
 
-# Starlette's `{param}` matches one path segment: a value with a '/' cannot be named in a path.
-PathSegment = Annotated[str, Meta(min_length=1, max_length=256, pattern="^[^/]+$")]
+# Starlette's `{param}` matches one path segment, so a value with a '/' cannot be named in a
+# path; nor can '.' or '..', which HTTP clients resolve away (RFC 3986 dot segments).
+PathSegment = Annotated[
+    str, Meta(min_length=1, max_length=256, pattern=r"^([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)$")
+]
 TreeSize = Annotated[int, Meta(ge=0, le=MAX_TREE_SIZE)]
 ListLimit = Annotated[int, Meta(ge=1, le=MAX_LIST_ROWS)]
 LedgerSeq = Annotated[int, Meta(ge=0, le=MAX_SEQ)]
