@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,11 @@ from scr.security.auth import create_key
 from scr.security.keys import Role
 from scr.server import create_app
 from scr.store import open_store
-from support import ServerProcess, make_event
+from servers import NatsServer
+from support import ServerProcess, make_event, wait_for
 
 CHECKS = [
-    not_a_server_error,
+    not_a_server_error,  # first: a test that expects a documented 5xx leaves it out
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
@@ -45,6 +47,7 @@ CHECKS = [
 EXAMPLES_PER_OPERATION = 25
 TENANT = "org_acme"
 ORIGIN = "https://app.example"
+BUS_DUPLICATE_WINDOW_S = 1  # the bus test's deduplication_window_sec
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 CONFIG = """\
 session_completion_runtime:
@@ -209,6 +212,39 @@ def test_error_answers_are_the_documented_error_body(api: Api, spec: dict[str, A
     unknown = api.http.get("/v1/events/nope", headers=api.headers())
     assert unknown.status_code == 404
     assert set(unknown.json()) == set(error["required"]) == {"error"}
+
+
+def test_the_answers_with_a_bus_conform(
+    tmp_path: Path, api_schema: Any, nats_server: NatsServer
+) -> None:
+    """What only a `bus:` server answers: the cluster view, recorded conflicts, and OTLP's 503."""
+    data = tmp_path / "data"
+    config = tmp_path / "scr.yaml"
+    config.write_text(f"session_completion_runtime:\n  bus: {nats_server.url}\n"
+                      "  validation: {deduplication_window_sec: 1}\n  cluster: {partitions: 4}\n")
+    admin = {"authorization": f"Bearer {_key(data, 'admin')}"}
+    server = ServerProcess(data, config).start()
+    try:
+        def call(label: str, status: int, **parts: Any) -> Any:
+            case = api_schema.find_operation_by_label(label).Case(**parts)
+            # a documented 503 is the answer here, which not_a_server_error would count as a failure
+            checks = CHECKS if status < 500 else CHECKS[1:]
+            answer = case.call_and_validate(base_url=server.url, headers=admin, checks=checks)
+            assert answer.status_code == status, f"{label}: {answer.status_code} {answer.text}"
+            return answer
+
+        call("POST /v1/events", 202, body=make_event("evt_bus"), media_type="application/json")
+        wait_for(lambda: httpx.get(f"{server.url}/v1/events/evt_bus", headers=admin).status_code == 200,
+                 timeout_s=15, what="the event appended")
+        time.sleep(BUS_DUPLICATE_WINDOW_S + 0.5)  # past it, only the ledger knows the id: a conflict
+        call("POST /v1/events", 202, media_type="application/json",
+             body=make_event("evt_bus", **{"outcome.status": "error"}))
+        wait_for(lambda: call("GET /v1/conflicts", 200).json()["conflicts"], timeout_s=15,
+                 what="the conflict recorded")
+        call("GET /v1/cluster", 200)
+        call("POST /v1/otlp/v1/traces", 503, body={"resourceSpans": []}, media_type="application/json")
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize(("path", "status"), [

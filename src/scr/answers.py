@@ -212,7 +212,10 @@ class Cluster(Answer):
     partitions: Count
     bus: BusView | None
     instances: list[InstanceView]
-    lag: Annotated[dict[str, Count], Meta(description="bus lag of each partition this instance owns")]
+    lag: Annotated[
+        dict[str, Count | None],
+        Meta(description="per partition: bus events not yet appended (null when JetStream cannot say)"),
+    ]
 
 
 class ConflictView(Answer):
