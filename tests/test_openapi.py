@@ -48,6 +48,7 @@ EXAMPLES_PER_OPERATION = 25
 TENANT = "org_acme"
 ORIGIN = "https://app.example"
 BUS_DUPLICATE_WINDOW_S = 1  # the bus test's deduplication_window_sec
+KEYED_ROLES = ("ingest", "read", "admin", "auditor")  # each keeps to its own tenant
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 CONFIG = """\
 session_completion_runtime:
@@ -79,7 +80,7 @@ class Api:
         data.mkdir(parents=True)
         config = tmp / "scr.yaml"
         config.write_text(CONFIG)
-        self.keys = {role: _key(data, role) for role in ("admin", "ingest", "read")}
+        self.keys = {role: _key(data, role) for role in KEYED_ROLES}
         self.keys["publishable"] = _key(data, "publishable", (ORIGIN,))
         self.server = ServerProcess(data, config).start()
         self.url = self.server.url
@@ -267,11 +268,11 @@ def test_odd_numbers_in_a_query_or_an_id_are_refused_not_a_500(
 
 
 def _credentials(operation: Any, api: Api) -> dict[str, Any]:
-    """The key each operation needs, so generated requests reach its handler."""
-    security = operation.definition.raw.get("security", [])
-    if {"publishableKey": []} in security:
+    """A key of the first role the operation lists, so generated requests reach its handler."""
+    raw = operation.definition.raw
+    if {"publishableKey": []} in raw.get("security", []):
         return {"query": {"key": api.keys["publishable"]}, "headers": {"origin": ORIGIN}}
-    return {"headers": api.headers()} if security else {}
+    return {"headers": api.headers(raw["x-roles"][0])} if "x-roles" in raw else {}
 
 
 OPERATIONS = [f"{method.upper()} {path}" for path, method, _ in _operations(document())]
@@ -304,15 +305,14 @@ def test_each_success_answer_conforms_on_seeded_data(
 ) -> None:
     """Generated values rarely name what exists: each operation once with values that do."""
 
-    def call(path: str, method: str, role: str = "admin", **parts: Any) -> Any:
+    def call(path: str, method: str, **parts: Any) -> Any:
         if "body" in parts:
             parts.setdefault("media_type", "application/json")
-        case = api_schema[path][method.upper()].Case(**parts)
-        if role == "publishable":
-            case.query = {**(case.query or {}), "key": api.keys["publishable"]}
-            case.headers = {**(case.headers or {}), "origin": ORIGIN}
-        elif role:
-            case.headers = {**(case.headers or {}), **api.headers(role)}
+        operation = api_schema[path][method.upper()]
+        credentials = _credentials(operation, api)
+        case = operation.Case(**parts)
+        case.query = {**(case.query or {}), **credentials.get("query", {})}
+        case.headers = {**(case.headers or {}), **credentials.get("headers", {})}
         return case.call_and_validate(checks=CHECKS)
 
     def ok(path: str, method: str, status: int = 200, **parts: Any) -> Any:
@@ -341,10 +341,20 @@ def test_each_success_answer_conforms_on_seeded_data(
     ok("/v1/cluster", "get")
     ok("/v1/conflicts", "get")
     ok("/v1/otlp/v1/traces", "post", body={"resourceSpans": []})
-    ok("/v1/browser/events", "post", 202, role="publishable", body={
+    ok("/v1/browser/events", "post", 202, body={
         "session_id": "sess_web", "start_time": "2026-11-25T09:58:00Z",
         "end_time": "2026-11-25T10:00:00Z", "model": "gpt-4o",
     })
-    ok("/v1/browser/events", "options", 204, role="publishable")
+    ok("/v1/browser/events", "options", 204)
     for path in ("/v1/sdk/scr.js", "/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/schema"):
-        ok(path, "get", role="")
+        ok(path, "get")
+
+
+def test_a_key_of_a_role_an_operation_does_not_list_gets_403(api: Api, spec: dict[str, Any]) -> None:
+    refused = []
+    for path, method, operation in _operations(spec):
+        for role in set(KEYED_ROLES) - set(operation.get("x-roles", KEYED_ROLES)):
+            url = re.sub(r"\{\w+\}", "x", path)  # the role is checked before anything else
+            answer = api.http.request(method, url, headers=api.headers(role))
+            refused.append((method, path, role, answer.status_code))
+    assert refused and {status for *_, status in refused} == {403}, [r for r in refused if r[3] != 403]

@@ -456,11 +456,6 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": REF_TEMPLATE.format(name=name)}
 
 
-def _roles(permission: str) -> str:
-    roles = [role.value for role, allowed in PERMISSIONS.items() if permission in allowed]
-    return ", ".join(f"`{role}`" for role in roles)
-
-
 class _Schemas:
     """Collects the types an operation names and renders them, all at once, as components."""
 
@@ -503,8 +498,10 @@ def _operation(op: Operation, schemas: _Schemas) -> dict[str, Any]:
         rendered["security"] = [{"publishableKey": []}]
         rendered["description"] = "A `publishable` key in `?key=`, from one of its origins."
     else:
+        roles = [role.value for role, allowed in PERMISSIONS.items() if op.permission in allowed]
         rendered["security"] = [{"apiKey": []}]
-        rendered["description"] = f"Roles: {_roles(op.permission)}."
+        rendered["description"] = "Roles: " + ", ".join(f"`{role}`" for role in roles) + "."
+        rendered["x-roles"] = roles  # the same, for machines (other roles get 403)
     if op.parameters:
         rendered["parameters"] = [
             {"name": p.name, "in": p.where, "required": p.required, "description": p.description,
