@@ -88,6 +88,26 @@ def test_canon_routes_need_the_right_role_and_a_valid_body(serve: Any) -> None:
     assert client.get("/v1/canon/why-not/wn-999-0", headers=reader).status_code == 404
 
 
+def test_a_decision_over_a_path_without_an_id_is_read_back(serve: Any) -> None:
+    """A multi-action candidate's id defaults to its action ids joined by '+': the ledger
+    records it so, and promotion and why-not, which read decisions back, must accept it."""
+    client = serve()
+    admin = client.key(role="admin")
+    item = {**canon_ref("def.rollout"), "level": "EVIDENCE",
+            "provenance": {"source": "test", "ref": "runbooks.md", "author": "ops"}}
+    assert client.post("/v1/canon/items", json=item, headers=admin).status_code == 201
+    path = {"actions": [{"id": "build", "risk_level": "LOW"}, {"id": "deploy", "risk_level": "HIGH"}]}
+    decided = client.post("/v1/decide", json={"goal": "ship", "candidates": [path]}, headers=admin)
+    assert decided.status_code == 200, decided.text
+    [trace] = decided.json()["traces"]
+    assert trace["candidate_id"] == "build+deploy"
+    promoted = client.post("/v1/canon/promote", json={"item_id": "def.rollout"}, headers=admin)
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["item_id"] == "def.rollout"
+    why = client.get(f"/v1/canon/why-not/{trace['trace_id']}", headers=admin)
+    assert why.status_code == 200 and why.json() == trace
+
+
 def test_canon_audit_passes_over_a_served_data_folder(serve: Any) -> None:
     client = serve()
     import_refs(client)

@@ -1,176 +1,572 @@
-"""The OpenAPI 3.1 document of the HTTP API; the event schema comes from ``scr.schema``."""
+"""The OpenAPI 3.1 document of the HTTP API, served at ``/openapi.json``.
+
+One ``Operation`` per (path, method) the app serves; ``tests/test_openapi.py`` walks the
+app's routes and checks that the two sets are equal, validates the document with
+openapi-spec-validator and runs schemathesis over every operation against a real server.
+Every schema is derived from the code's own types (``msgspec.json.schema_components``): the
+event (``scr.schema``), the canon's requests and answers (``scr.canon.model``), the other
+request bodies and every answer body (``scr.answers``), so a type changes its description
+with it. Who may call an operation is read from ``scr.security.keys.PERMISSIONS``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
-from scr import __version__
-from scr.schema import json_schema
+import msgspec
+from msgspec import Meta
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
-_BEARER: list[dict[str, list[str]]] = [{"apiKey": []}]
+from scr import __version__, answers
+from scr.bus.routes import MAX_SEQ
+from scr.canon.model import (
+    CanonItem,
+    DecideRequest,
+    Decision,
+    ItemKind,
+    ItemSpec,
+    Level,
+    Observation,
+    PromoteRequest,
+    PromotionResult,
+    WhyNot,
+)
+from scr.canon.routes import MAX_BODY_BYTES as MAX_CANON_BODY_BYTES
+from scr.capture.browser import MAX_BEACON_BYTES, BeaconSession
+from scr.capture.ingest import CloudEvent
+from scr.config import DestinationName
+from scr.ledger.routes import MAX_TREE_SIZE
+from scr.schema import MAX_EVENT_BYTES, Event, EventId, TenantId
+from scr.security.keys import PERMISSIONS
+from scr.server import DELIVERY_STATUSES, MAX_LIST_ROWS, MAX_QUERY_BODY_BYTES, ReplayRequest
+
+REF_TEMPLATE = "#/components/schemas/{name}"
+JSON = "application/json"
+TEXT = "text/plain"
+
+# ----- parameter types (their schemas are derived like the bodies') ----------------------------
+
+# Starlette's `{param}` matches one path segment, so a value with a '/' cannot be named in a
+# path; nor can '.' or '..', which HTTP clients resolve away (RFC 3986 dot segments).
+PathSegment = Annotated[
+    str, Meta(min_length=1, max_length=256, pattern=r"^([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)$")
+]
+TreeSize = Annotated[int, Meta(ge=0, le=MAX_TREE_SIZE)]
+ListLimit = Annotated[int, Meta(ge=1, le=MAX_LIST_ROWS)]
+LedgerSeq = Annotated[int, Meta(ge=0, le=MAX_SEQ)]
 
 
-def _op(summary: str, responses: dict[str, str], secured: bool = True) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "responses": {
-            code: {
-                "description": text,
-                "content": {"application/json": {"schema": _ERROR}} if code[0] in "45" else {},
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    where: Literal["path", "query", "header"]
+    kind: Any  # a type msgspec can describe
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Body:
+    """A success answer: its media types and the type (or raw schema) of each."""
+
+    description: str
+    content: dict[str, Any]  # media type -> type, or a ready JSON Schema dict
+    headers: dict[str, str] = field(default_factory=dict)  # name -> description (always sent)
+
+
+@dataclass(frozen=True)
+class Operation:
+    path: str
+    method: str
+    operation_id: str
+    tag: str
+    summary: str
+    # The permission a key needs (scr.security.keys.PERMISSIONS); None: no key at all;
+    # "beacon": a publishable key in `?key=`.
+    permission: str | None
+    answers: dict[int, Body]
+    errors: dict[int, str]  # status -> when it is answered (the body is always `Error`)
+    parameters: tuple[Parameter, ...] = ()
+    request: dict[str, Any] | None = None  # media type -> type, or a ready JSON Schema dict
+
+
+# ----- what many operations share -------------------------------------------------------------
+
+TENANT = Parameter(
+    "tenant", "query", TenantId,
+    "The tenant to act on, for a caller that spans tenants (a `platform` key, or authentication "
+    "turned off); a tenant's own key always acts on its tenant and ignores it.",
+)
+UNAVAILABLE = (
+    "the store cannot be read or the ledger cannot commit now (nothing of the request was stored); "
+    "retry later"
+)
+KEYED = {
+    401: "no Authorization header, not `Bearer <api key>`, or an unknown or revoked key",
+    403: "the key's role may not do this",
+    503: UNAVAILABLE,
+}
+SPANNING = {400: "a caller that spans tenants named none with `?tenant=`"}
+JSON_BODY = {
+    400: "malformed JSON, or a body that breaks its schema (details name each path)",
+    415: "the body is not application/json",
+}
+RETRY_AFTER = "whole seconds to wait before trying again"
+KIB = 1024
+MIB = 1024 * KIB
+
+
+def _merge(*groups: dict[int, str]) -> dict[int, str]:
+    """Error groups as one; a status in several groups lists each cause."""
+    merged: dict[int, str] = {}
+    for group in groups:
+        for status, when in group.items():
+            merged[status] = f"{merged[status]}; or {when}" if status in merged else when
+    return merged
+
+
+CANON_BODY = {413: f"body over {MAX_CANON_BODY_BYTES // MIB} MiB"}
+
+
+def _json(kind: Any, description: str) -> Body:
+    return Body(description, {JSON: kind})
+
+
+def _operations() -> list[Operation]:
+    """Every operation of the API, in the order the README lists them."""
+    ingested = answers.Ingested
+    return [
+        # ----- capture
+        Operation(
+            "/v1/events", "post", "postEvents", "capture",
+            "Capture one event, an array of events, or CloudEvents 1.0 (structured mode)",
+            "ingest",
+            {
+                202: _json(ingested, "every event accepted or a duplicate (all durable)"),
+                207: _json(ingested, "a batch with rejected events; the others were committed"),
+            },
+            {
+                **KEYED,
+                400: "malformed body, or the single event is invalid",
+                403: "the key's role may not ingest, or the single event is another tenant's",
+                409: "the single event's id is in the ledger with a different body",
+                413: "body over `server.max_body_bytes` (default 16 MiB), a batch over "
+                     "`server.max_batch_events` (default 10,000) events, or the single event "
+                     f"over {MAX_EVENT_BYTES // KIB} KiB",
+                415: "not application/json, application/cloudevents+json or "
+                     "application/cloudevents-batch+json",
+                503: "the ledger could not commit, or the bus did not store the events; nothing "
+                     "of this request was acknowledged",
+            },
+            request={
+                JSON: {"oneOf": [_ref("Event"), {"type": "array", "items": _ref("Event")}]},
+                "application/cloudevents+json": CloudEvent,
+                "application/cloudevents-batch+json": {"type": "array", "items": _ref("CloudEvent")},
+            },
+        ),
+        Operation(
+            "/v1/otlp/v1/traces", "post", "postOtlpTraces", "capture",
+            "OTLP/HTTP traces: GenAI spans stored durably and aggregated into session completions",
+            "ingest",
+            {200: Body("ExportTraceServiceResponse, in the request's encoding (partialSuccess "
+                       "counts rejected spans)",
+                       {"application/x-protobuf": {"type": "string", "format": "binary"},
+                        JSON: answers.TraceExport})},
+            {
+                **KEYED,
+                400: "malformed protobuf, JSON or gzip, or a spanning caller named no tenant",
+                413: "body or decompressed body over `server.max_body_bytes`",
+                415: "not application/x-protobuf or application/json, or an encoding other "
+                     "than gzip",
+                503: "the store keeps no pending spans here (PostgreSQL store, or a bus), or "
+                     + UNAVAILABLE,
+            },
+            (TENANT, Parameter("content-encoding", "header", Literal["gzip", "identity"],
+                               "`gzip` for a compressed body")),
+            request={"application/x-protobuf": {"type": "string", "format": "binary"},
+                     JSON: {"type": "object", "required": ["resourceSpans"],
+                            "properties": {"resourceSpans": {"type": "array"}}}},
+        ),
+        Operation(
+            "/v1/sdk/scr.js", "get", "getBeaconScript", "capture",
+            "The browser beacon script (JavaScript, cacheable)", None,
+            {200: Body("the script", {"text/javascript": {"type": "string"}},
+                       {"cache-control": "public, max-age=3600"})},
+            {},
+        ),
+        Operation(
+            "/v1/browser/events", "post", "postBeacon", "capture",
+            "A browser beacon: one chat session, as JSON in a text/plain body",
+            "beacon",
+            {202: Body("accepted or a duplicate (durable)", {JSON: ingested},
+                       {"access-control-allow-origin": "the request's Origin"})},
+            {
+                400: "malformed JSON, or a session that makes an invalid event",
+                401: "no `?key=`, or an unknown or revoked key",
+                403: "not a publishable key, no Origin header, an origin the key does not "
+                     "allow, or another tenant's organization_id",
+                409: "the same segment was accepted with a different body",
+                413: f"body over {MAX_BEACON_BYTES // KIB} KiB",
+                415: "not text/plain or application/json",
+                429: "over the key's rate limit (`capture.browser`)",
+                503: UNAVAILABLE,
+            },
+            (Parameter("origin", "header", Annotated[str, Meta(max_length=2048)],
+                       "the page's origin, as browsers send it; one of the key's origins",
+                       required=True),),
+            request={TEXT: BeaconSession, JSON: BeaconSession},
+        ),
+        Operation(
+            "/v1/browser/events", "options", "preflightBeacon", "capture",
+            "CORS preflight of a beacon, for the key's origins", "beacon",
+            {204: Body("allowed", {}, {
+                "access-control-allow-origin": "the request's Origin",
+                "access-control-allow-methods": "POST",
+                "access-control-allow-headers": "content-type",
+                "access-control-max-age": "seconds a browser may cache this answer",
+            })},
+            {
+                401: "no `?key=`, or an unknown or revoked key",
+                403: "not a publishable key, no Origin header, an origin the key does not "
+                     "allow, or a method other than POST",
+                503: UNAVAILABLE,
+            },
+            (Parameter("origin", "header", Annotated[str, Meta(max_length=2048)],
+                       "the page's origin; one of the key's origins", required=True),
+             Parameter("access-control-request-method", "header", Literal["POST"],
+                       "the method the page will use")),
+        ),
+        # ----- events
+        Operation(
+            "/v1/events/{event_id}", "get", "getEvent", "events",
+            "One event of the key's tenant, with its ledger position and hash", "read",
+            {200: _json(answers.StoredEvent, "the event")},
+            _merge(KEYED, SPANNING, {404: "no such event in the tenant (another tenant's is not revealed)"}),
+            (Parameter("event_id", "path", EventId, "the event's `event_id`", required=True), TENANT),
+        ),
+        Operation(
+            "/v1/sessions/{session_id}", "get", "getSession", "events",
+            "A session's events, in ledger order", "read",
+            {200: _json(answers.SessionEvents, "the session's events")},
+            _merge(KEYED, SPANNING, {404: "no event of this session in the tenant"}),
+            (Parameter("session_id", "path", PathSegment, "the events' `session.session_id`",
+                       required=True), TENANT),
+        ),
+        # ----- route
+        Operation(
+            "/v1/destinations", "get", "listDestinations", "route",
+            "Destinations: state, lag, cursor, last error", "read",
+            {200: _json(answers.Destinations, "every configured destination")},
+            KEYED,
+        ),
+        Operation(
+            "/v1/destinations/{name}/enable", "post", "enableDestination", "route",
+            "Re-enable a destination disabled by a 410", "admin",
+            {200: _json(answers.Enabled, "enabled; `requeued` deliveries go out again")},
+            _merge(KEYED, {404: "no destination of that name"}),
+            (Parameter("name", "path", DestinationName, "the destination's name", required=True),),
+        ),
+        Operation(
+            "/v1/deliveries", "get", "listDeliveries", "route",
+            "Deliveries by destination and status, newest first", "read",
+            {200: _json(answers.Deliveries, "the deliveries")},
+            _merge(KEYED, {400: "an unknown status, or a limit out of range",
+                           404: "no destination of that name"}),
+            (Parameter("destination", "query", DestinationName, "only this destination's"),
+             Parameter("status", "query", {"enum": list(DELIVERY_STATUSES)},
+                       "only deliveries in this status"),
+             Parameter("limit", "query", ListLimit, "at most this many (default 100)"),
+             Parameter("tenant", "query", TenantId, "for a caller that spans tenants: only "
+                       "this tenant's (default all)")),
+        ),
+        Operation(
+            "/v1/deliveries/replay", "post", "replayDeliveries", "route",
+            "Requeue deliveries, keeping event ids and webhook ids", "admin",
+            {200: _json(answers.Requeued, "how many deliveries were requeued")},
+            _merge(KEYED, JSON_BODY, SPANNING, {
+                400: "neither `event_ids` nor `from`, or an unknown status",
+                404: "no destination of that name",
+                413: f"body over {MAX_QUERY_BODY_BYTES // MIB} MiB",
+            }),
+            (TENANT,),
+            request={JSON: ReplayRequest},
+        ),
+        # ----- ledger proofs
+        *_ledger_operations(),
+        # ----- canon
+        Operation(
+            "/v1/decide", "post", "decide", "canon",
+            "Choose an agent's next action (Bickford Canon); the decision is ledgered", "decide",
+            {200: _json(Decision, "the decision, selected or none admissible, with traces")},
+            _merge(KEYED, JSON_BODY, SPANNING, CANON_BODY),
+            (TENANT,),
+            request={JSON: DecideRequest},
+        ),
+        Operation(
+            "/v1/canon/items", "get", "listCanonItems", "canon",
+            "Canon items, by level and kind", "read",
+            {200: _json(answers.CanonItems, "the items")},
+            _merge(KEYED, {400: "an unknown level or kind"}, SPANNING),
+            (Parameter("level", "query", Level, "only items at this level"),
+             Parameter("kind", "query", ItemKind, "only items of this kind"), TENANT),
+        ),
+        Operation(
+            "/v1/canon/items", "post", "addCanonItem", "canon",
+            "Add or change a canon item (it enters at EVIDENCE)", "admin",
+            {201: _json(CanonItem, "the item as the ledger made it")},
+            _merge(KEYED, JSON_BODY, SPANNING, CANON_BODY, {403: "the item is a built-in invariant"}),
+            (TENANT,),
+            request={JSON: ItemSpec},
+        ),
+        Operation(
+            "/v1/canon/promote", "post", "promoteCanonItem", "canon",
+            "Run the promotion gate for a canon item (one level up)", "admin",
+            {200: _json(PromotionResult, "the promotion decision, approved or not, with its tests")},
+            _merge(KEYED, JSON_BODY, SPANNING, CANON_BODY, {404: "no such canon item"}),
+            (TENANT,),
+            request={JSON: PromoteRequest},
+        ),
+        Operation(
+            "/v1/canon/why-not/{trace_id}", "get", "getWhyNot", "canon",
+            "Why a candidate was denied: one denial trace of a decision", "read",
+            {200: _json(WhyNot, "the trace")},
+            _merge(KEYED, SPANNING, {404: "no such trace in the tenant"}),
+            (Parameter("trace_id", "path", PathSegment,
+                       "`wn-<decision entry id>-<n>`, as a decision's traces name it", required=True),
+             TENANT),
+        ),
+        Operation(
+            "/v1/canon/observations", "post", "observe", "canon",
+            "Record evidence about an action or a canon item", "ingest",
+            {201: _json(answers.Observed, "recorded")},
+            _merge(KEYED, JSON_BODY, SPANNING, CANON_BODY),
+            (TENANT,),
+            request={JSON: Observation},
+        ),
+        # ----- cluster
+        Operation(
+            "/v1/cluster", "get", "getCluster", "cluster",
+            "Instances, the partitions each owns, bus lag per partition", "cluster",
+            {200: _json(answers.Cluster, "this instance's view of the cluster")},
+            KEYED,
+        ),
+        Operation(
+            "/v1/conflicts", "get", "listConflicts", "cluster",
+            "Events whose id came back through the bus with another body after its 202", "read",
+            {200: _json(answers.Conflicts, "the tenant's conflicts, oldest first (at most 1,000)")},
+            _merge(KEYED, {400: "`after` is not a ledger seq"}, SPANNING),
+            (Parameter("after", "query", LedgerSeq, "only conflicts recorded after this ledger seq"),
+             TENANT),
+        ),
+        # ----- operate
+        Operation(
+            "/healthz", "get", "healthz", "operate", "Liveness", None,
+            {200: _json(answers.Health, "the process answers")}, {},
+        ),
+        Operation(
+            "/readyz", "get", "readyz", "operate",
+            "Readiness: the ledger commits now (and the bus is reachable)", None,
+            {200: _json(answers.Ready, "ready")},
+            {503: "the ledger cannot commit, or the bus is unreachable"},
+        ),
+        Operation(
+            "/metrics", "get", "metrics", "operate", "Prometheus metrics (text format 0.0.4)", None,
+            {200: Body("the metrics", {TEXT: {"type": "string"}})},
+            {503: "the store cannot be read now"},
+        ),
+        Operation(
+            "/openapi.json", "get", "openapi", "operate", "This document (OpenAPI 3.1)", None,
+            {200: Body("the document", {JSON: {"type": "object"}})}, {},
+        ),
+        Operation(
+            "/v1/schema", "get", "eventSchema", "operate",
+            "JSON Schema (draft 2020-12) of the event, schema v1.2", None,
+            {200: Body("the schema", {JSON: {"type": "object"}})}, {},
+        ),
+    ]
+
+
+def _ledger_operations() -> list[Operation]:
+    bad = "a query parameter is missing or not a non-negative integer, or out of range"
+    no_ledger = ("the store keeps no Merkle trees (PostgreSQL), or the ledger no longer extends "
+                 "its newest checkpoint, or " + UNAVAILABLE)
+    errors = _merge({**KEYED, 503: no_ledger}, SPANNING)
+    note = Body("the C2SP signed note, byte for byte", {TEXT: {"type": "string"}})
+    since = Parameter("since", "query", TreeSize, "only checkpoints of at least this tree size")
+    return [
+        Operation(
+            "/v1/ledger/checkpoint", "get", "getCheckpoint", "ledger",
+            "The tenant's newest signed checkpoint (the first is issued on demand)", "ledger",
+            {200: note}, _merge(errors, {404: "the tenant has no ledger entries yet"}), (TENANT,),
+        ),
+        Operation(
+            "/v1/ledger/checkpoint", "post", "issueCheckpoint", "ledger",
+            "Sign the tenant's tree now", "ledger",
+            {200: note}, _merge(errors, {404: "the tenant has no ledger entries yet"}), (TENANT,),
+        ),
+        Operation(
+            "/v1/ledger/public-key", "get", "getLedgerPublicKey", "ledger",
+            "The C2SP verifier key `<name>+<key id>+<base64 key>`", "ledger",
+            {200: Body("the verifier key and a newline", {TEXT: {"type": "string"}})},
+            {**KEYED, 503: no_ledger},
+        ),
+        Operation(
+            "/v1/ledger/checkpoints", "get", "listCheckpoints", "ledger",
+            "The tenant's checkpoints of at least `since` entries, oldest first (at most 1,000)",
+            "ledger",
+            {200: _json(answers.Checkpoints, "the checkpoints")},
+            _merge({400: bad}, errors), (since, TENANT),
+        ),
+        Operation(
+            "/v1/ledger/entries", "get", "listLedgerEntries", "ledger",
+            "The tenant's ledger entries [start, end) with their leaf bytes (at most 1,000)",
+            "ledger",
+            {200: _json(answers.LedgerEntries, "the entries (fewer past the tree's end)")},
+            _merge({400: bad + ", or end below start"}, errors),
+            (Parameter("start", "query", TreeSize, "first index", required=True),
+             Parameter("end", "query", TreeSize, "index after the last", required=True), TENANT),
+        ),
+        Operation(
+            "/v1/ledger/proof/inclusion", "get", "getInclusionProof", "ledger",
+            "RFC 6962 inclusion proof of one entry, named by `event_id` or `index`", "ledger",
+            {200: _json(answers.InclusionProof, "the proof")},
+            _merge({400: bad + ", not exactly one of event_id and index, or a tree_size "
+                         "beyond the log or not above the index",
+                     404: "no such event or index in the tenant"}, errors),
+            (Parameter("event_id", "query", EventId, "the entry's event id"),
+             Parameter("index", "query", TreeSize, "the entry's index (entries without an event id)"),
+             Parameter("tree_size", "query", TreeSize, "the tree the proof is for", required=True),
+             TENANT),
+        ),
+        Operation(
+            "/v1/ledger/proof/consistency", "get", "getConsistencyProof", "ledger",
+            "RFC 6962 consistency proof between two tree sizes", "ledger",
+            {200: _json(answers.ConsistencyProof, "the proof")},
+            _merge({400: bad + ", first above second, or second beyond the log"}, errors),
+            (Parameter("first", "query", TreeSize, "the smaller tree size", required=True),
+             Parameter("second", "query", TreeSize, "the larger tree size", required=True), TENANT),
+        ),
+    ]
+
+
+# ----- rendering ----------------------------------------------------------------------------
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF_TEMPLATE.format(name=name)}
+
+
+class _Schemas:
+    """Collects the types an operation names and renders them, all at once, as components."""
+
+    def __init__(self) -> None:
+        self.types: list[Any] = []
+
+    def of(self, kind: Any) -> Any:
+        """A placeholder for ``kind``'s schema: a ready dict stays as is; a type is collected."""
+        if isinstance(kind, dict):
+            return kind
+        self.types.append(kind)
+        return _Pending(len(self.types) - 1)
+
+    def render(self, document: Any) -> tuple[Any, dict[str, Any]]:
+        schemas, components = msgspec.json.schema_components(self.types, ref_template=REF_TEMPLATE)
+        return _fill(document, schemas), components
+
+
+@dataclass(frozen=True)
+class _Pending:
+    index: int
+
+
+def _fill(value: Any, schemas: tuple[Any, ...]) -> Any:
+    if isinstance(value, _Pending):
+        return schemas[value.index]
+    if isinstance(value, dict):
+        return {key: _fill(item, schemas) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, schemas) for item in value]
+    return value
+
+
+def _operation(op: Operation, schemas: _Schemas) -> dict[str, Any]:
+    rendered: dict[str, Any] = {"operationId": op.operation_id, "tags": [op.tag], "summary": op.summary}
+    if op.permission is None:
+        rendered["security"] = []
+        rendered["description"] = "Needs no key."
+    elif op.permission == "beacon":
+        rendered["security"] = [{"publishableKey": []}]
+        rendered["description"] = "A `publishable` key in `?key=`, from one of its origins."
+    else:
+        roles = [role.value for role, allowed in PERMISSIONS.items() if op.permission in allowed]
+        rendered["security"] = [{"apiKey": []}]
+        rendered["description"] = "Roles: " + ", ".join(f"`{role}`" for role in roles) + "."
+        rendered["x-roles"] = roles  # the same, for machines (other roles get 403)
+    if op.parameters:
+        rendered["parameters"] = [
+            {"name": p.name, "in": p.where, "required": p.required, "description": p.description,
+             "schema": schemas.of(p.kind)}
+            for p in op.parameters
+        ]
+    if op.request is not None:
+        rendered["requestBody"] = {"required": True, "content": {
+            media: {"schema": schemas.of(kind)} for media, kind in op.request.items()
+        }}
+    responses: dict[str, Any] = {}
+    for status, body in op.answers.items():
+        answer: dict[str, Any] = {"description": body.description}
+        if body.content:
+            answer["content"] = {media: {"schema": schemas.of(kind)} for media, kind in body.content.items()}
+        if body.headers:
+            answer["headers"] = {
+                name: {"description": text, "required": True, "schema": {"type": "string"}}
+                for name, text in body.headers.items()
             }
-            for code, text in responses.items()
-        },
-    }
-    if secured:
-        operation["security"] = _BEARER
-    return operation
-
-
-def _browser_paths() -> dict[str, Any]:
-    refused = {
-        "401": "no or unknown publishable key",
-        "403": "not a publishable key, or an origin it does not allow",
-    }
-    post = _op(
-        "A browser beacon: one chat session, as JSON in a text/plain body (?key=publishable key)",
-        {
-            "202": "accepted or duplicate", "400": "malformed or invalid session", **refused,
-            "409": "same segment, different body", "413": "body over 64 KiB",
-            "415": "not text/plain or application/json", "429": "over the key's rate limit (Retry-After)",
-        },
-        secured=False,
-    )
-    post["security"] = [{"publishableKey": []}]
-    preflight = _op("CORS preflight for the key's origins", {"204": "allowed", **refused}, secured=False)
-    preflight["security"] = [{"publishableKey": []}]
-    return {"post": post, "options": preflight}
-
-
-def _otlp_post() -> dict[str, Any]:
-    post = _op(
-        "OTLP/HTTP traces: GenAI spans stored durably and aggregated into session completions",
-        {
-            "200": "ExportTraceServiceResponse (partial_success counts rejected spans)",
-            "400": "malformed protobuf, JSON or gzip", "401": "no or bad key",
-            "403": "the key may not ingest", "413": "body or decompressed body over the limit",
-            "415": "not application/x-protobuf or application/json, or an unknown encoding",
-        },
-    )
-    post["requestBody"] = {"required": True, "content": {
-        "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
-        "application/json": {"schema": {"type": "object"}},
-    }}
-    return post
+        responses[str(status)] = answer
+    errors = {**op.errors, 500: "an unexpected error (logged by the server)"}
+    for status, when in sorted(errors.items()):
+        error: dict[str, Any] = {"description": when, "content": {JSON: {"schema": _ref("Error")}}}
+        if status == 429:
+            error["headers"] = {"retry-after": {"description": RETRY_AFTER, "required": True,
+                                                "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+        responses[str(status)] = error
+    rendered["responses"] = responses
+    return rendered
 
 
 def document() -> dict[str, Any]:
     """The OpenAPI document served at ``/openapi.json``."""
-    event = json_schema()
-    defs = event.pop("$defs")
-    post_events = _op(
-        "Capture one event, an array of events, or CloudEvents (structured mode)",
-        {
-            "202": "every event accepted or duplicate", "207": "a batch with rejected events",
-            "400": "malformed body or invalid event", "401": "no or bad key",
-            "403": "another tenant's event", "409": "same id, different body",
-            "413": "body over 16 MiB, batch over 10,000 events or event over 256 KiB",
-        },
-    )
-    post_events["requestBody"] = {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {"oneOf": [
-                    {"$ref": "#/components/schemas/Event"},
-                    {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
-                ]}
-            },
-            "application/cloudevents+json": {"schema": {"type": "object"}},
-            "application/cloudevents-batch+json": {"schema": {"type": "array"}},
-        },
-    }
-    read = {"200": "found", "401": "no or bad key", "404": "not found"}
+    schemas = _Schemas()
+    for kind in (answers.Error, Event, CloudEvent):  # operations name these by `_ref`
+        schemas.of(kind)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in _operations():
+        paths.setdefault(op.path, {})[op.method] = _operation(op, schemas)
+    rendered_paths, components = schemas.render(paths)
+    # CloudEvent keeps `data` as raw bytes to decode it later: it carries an Event.
+    components["CloudEvent"]["properties"]["data"] = _ref("Event")
     return {
         "openapi": "3.1.0",
-        "info": {"title": "scr: Session Completion Runtime", "version": __version__},
+        "info": {
+            "title": "scr: Session Completion Runtime",
+            "version": __version__,
+            "description": (
+                "Capture, validate, commit and route AI session completion events. Every error "
+                'is `{"error": {"code", "message", "details": [{"path", "message"}]}}`. An API '
+                "key is sent as `Authorization: Bearer <key>`; a key whose role may not use an "
+                "operation gets 403."
+            ),
+        },
+        "tags": [{"name": name} for name in
+                 ("capture", "events", "route", "ledger", "canon", "cluster", "operate")],
         "components": {
             "securitySchemes": {
-                "apiKey": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "http", "scheme": "bearer",
+                           "description": "an API key, `scr_<key id>_<secret>`"},
                 # sendBeacon cannot set headers: a publishable key rides in the query string
                 "publishableKey": {"type": "apiKey", "in": "query", "name": "key"},
             },
-            "schemas": {
-                **defs,
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {
-                        "type": "object",
-                        "required": ["code", "message", "details"],
-                        "properties": {
-                            "code": {"type": "string"}, "message": {"type": "string"},
-                            "details": {"type": "array", "items": {
-                                "type": "object",
-                                "properties": {"path": {"type": "string"},
-                                               "message": {"type": "string"}},
-                            }},
-                        },
-                    }},
-                },
-            },
+            "schemas": components,
         },
-        "paths": {
-            "/v1/events": {"post": post_events},
-            "/v1/events/{event_id}": {"get": _op("One event of the key's tenant", read)},
-            "/v1/sessions/{session_id}": {"get": _op("A session's events", read)},
-            "/v1/destinations": {"get": _op("Destinations: state, lag, last error", read)},
-            "/v1/destinations/{name}/enable": {
-                "post": _op("Re-enable a destination disabled by a 410", read)
-            },
-            "/v1/deliveries": {
-                "get": _op("Deliveries by destination and status", {**read, "400": "bad query"})
-            },
-            "/v1/deliveries/replay": {
-                "post": _op("Requeue deliveries, keeping event and webhook ids",
-                            {**read, "400": "bad request"})
-            },
-            "/v1/ledger/checkpoint": {
-                "get": _op("Newest signed checkpoint (C2SP note, text/plain)", read),
-                "post": _op("Issue a checkpoint now", {
-                    **read, "503": "the ledger no longer extends its newest checkpoint"}),
-            },
-            "/v1/ledger/public-key": {"get": _op("C2SP verifier key (text/plain)", read)},
-            "/v1/ledger/checkpoints": {"get": _op("Checkpoints since a tree size",
-                                                  {**read, "400": "bad query"})},
-            "/v1/ledger/entries": {"get": _op("Ledger entries [start, end) with leaf bytes",
-                                              {**read, "400": "bad query"})},
-            "/v1/ledger/proof/inclusion": {"get": _op("RFC 6962 inclusion proof",
-                                                      {**read, "400": "bad query"})},
-            "/v1/ledger/proof/consistency": {"get": _op("RFC 6962 consistency proof",
-                                                        {**read, "400": "bad query"})},
-            "/v1/decide": {"post": _op("Choose an agent's next action (Bickford Canon)",
-                                       {**read, "400": "invalid request"})},
-            "/v1/canon/items": {
-                "get": _op("Canon items", read),
-                "post": _op("Add or change a canon item", {**read, "400": "invalid item"}),
-            },
-            "/v1/canon/promote": {"post": _op("Promote a canon item one level",
-                                              {**read, "400": "invalid request"})},
-            "/v1/canon/why-not/{trace_id}": {"get": _op("One denial trace", read)},
-            "/v1/canon/observations": {"post": _op("Evidence about an action or item",
-                                                   {**read, "400": "invalid observation"})},
-            "/v1/sdk/scr.js": {"get": _op("The browser beacon script (JavaScript)", {"200": "ok"}, False)},
-            "/v1/browser/events": _browser_paths(),
-            "/v1/cluster": {"get": _op("Instances, the partitions each owns, bus lag per partition",
-                                       {**read, "403": "needs an admin or platform key"})},
-            "/v1/conflicts": {"get": _op("Events whose id came back with another body after its 202",
-                                         {**read, "400": "bad query"})},
-            "/v1/otlp/v1/traces": {"post": _otlp_post()},
-            "/v1/schema": {"get": _op("JSON Schema of the event", {"200": "ok"}, False)},
-            "/healthz": {"get": _op("Liveness", {"200": "alive"}, False)},
-            "/readyz": {"get": _op("Readiness", {"200": "ready", "503": "cannot commit or reach the bus"},
-                                  False)},
-            "/metrics": {"get": _op("Prometheus metrics", {"200": "metrics"}, False)},
-        },
+        "paths": rendered_paths,
     }

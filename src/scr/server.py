@@ -251,7 +251,9 @@ def _first_time_deliveries(
 
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit", str(DEFAULT_LIST_ROWS))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_ROWS:
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses (a 500)
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_LIST_ROWS))
+    if not digits or not 1 <= int(raw) <= MAX_LIST_ROWS:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIST_ROWS}")
     return int(raw)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +20,8 @@ from scr.log.entry import Kind
 from scr.security.keys import Principal
 
 MAX_CONFLICTS = 1000
+MAX_SEQ = 2**63 - 1  # the stores' integers (SQLite, PostgreSQL bigint): no ledger seq is larger
+_SEQ = re.compile(r"[0-9]{1,19}")  # ASCII digits: str.isdigit() also takes '²', which int() refuses
 
 Authorize = Callable[[Request, str], Principal]
 
@@ -45,7 +48,7 @@ def cluster_routes(
         principal = authorize(request, "read")
         tenant = principal.scope(request.query_params.get("tenant"))
         after = request.query_params.get("after", "0")
-        if not after.isdigit():
+        if not _SEQ.fullmatch(after) or int(after) > MAX_SEQ:
             raise BadRequest("after must be a ledger seq (a non-negative integer)")
         rows = await asyncio.to_thread(
             tenant_entries_of_kinds, tenant, [Kind.EVENT_CONFLICT.value], int(after)

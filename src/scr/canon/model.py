@@ -37,6 +37,17 @@ Milliseconds = Annotated[float, Meta(ge=0.0, le=MAX_TTV_MS)]
 Cost = Annotated[float, Meta(ge=0.0, le=MAX_COST)]
 Weight = Annotated[float, Meta(ge=0.0, le=MAX_WEIGHT)]
 IdList = Annotated[list[Identifier], Meta(max_length=MAX_LIST_ITEMS)]
+MAX_IDENTIFIER_CHARS = 128
+# A candidate's id is the caller's, or its action ids joined by '+'; the ledger records the
+# filled-in id, so the type admits both (else a recorded decision could not be read back).
+MAX_CANDIDATE_ID_CHARS = MAX_ACTIONS_PER_PATH * (MAX_IDENTIFIER_CHARS + 1)
+CandidateId = Annotated[
+    str,
+    Meta(
+        pattern=f"^[A-Za-z0-9_.:+-]{{1,{MAX_CANDIDATE_ID_CHARS}}}$",
+        description="characters of [A-Za-z0-9_.:+-]; by default the action ids joined by '+'",
+    ),
+]
 NameList = Annotated[list[Name], Meta(max_length=MAX_LIST_ITEMS)]
 
 Level = Literal["EVIDENCE", "PROPOSED", "CANON"]
@@ -152,7 +163,7 @@ class Candidate(Struct, gc=False, forbid_unknown_fields=True, omit_defaults=True
     """A candidate path: ordered actions. ``id`` defaults to the action ids joined by '+'."""
 
     actions: Annotated[list[Action], Meta(min_length=1, max_length=MAX_ACTIONS_PER_PATH)]
-    id: Identifier | None = None
+    id: CandidateId | None = None
     features: Features | None = None
 
 

@@ -26,7 +26,8 @@ from scr.canon.model import (
     WhyNot,
 )
 
-TRACE_ID = re.compile(r"^wn-(\d{1,19})-(\d{1,6})$")
+TRACE_ID = re.compile(r"wn-([0-9]{1,19})-([0-9]{1,6})")
+MAX_ENTRY_ID = 2**63 - 1  # the stores' integers (SQLite, PostgreSQL bigint): no entry id is larger
 
 
 class RecordedResult(Struct, gc=False, omit_defaults=True, kw_only=True):
@@ -91,8 +92,10 @@ def trace_id(entry_id: int, index: int) -> str:
 
 def parse_trace_id(text: str) -> tuple[int, int] | None:
     """(entry id, trace index) of a trace id, or ``None`` if it is not one."""
-    match = TRACE_ID.match(text)
-    return (int(match.group(1)), int(match.group(2))) if match else None
+    match = TRACE_ID.fullmatch(text)
+    if match is None or int(match.group(1)) > MAX_ENTRY_ID:
+        return None
+    return int(match.group(1)), int(match.group(2))
 
 
 def build_decision(

@@ -1,0 +1,270 @@
+"""The bodies the HTTP API answers with, declared once as msgspec Structs.
+
+The handlers build these bodies; ``/openapi.json`` derives every success and error schema
+from the Structs below (and from the event and canon Structs the answers carry). Each is
+``forbid_unknown_fields``, so its schema has ``additionalProperties: false``: a field a
+handler adds without declaring it here fails the API conformance tests
+(``tests/test_openapi.py``) instead of going undocumented.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct, field
+
+from scr.canon.model import CanonItem
+from scr.schema import Event
+
+Count = Annotated[int, Meta(ge=0)]
+Seq = Annotated[int, Meta(ge=0, description="a ledger position")]
+Time = Annotated[str, Meta(description="RFC 3339, UTC")]
+Base64 = Annotated[str, Meta(description="base64 (RFC 4648, with padding)")]
+HexDigest = Annotated[str, Meta(pattern="^[0-9a-f]*$", description="lower-case hex")]
+DeliveryStatus = Literal["pending", "retrying", "delivered", "dead"]
+
+
+class Answer(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every answer body: unknown fields are refused (see the module's docstring)."""
+
+
+# ----- errors --------------------------------------------------------------------------------
+
+
+class ErrorDetail(Answer):
+    """One located problem: a JSON path, query parameter or header, and what is wrong there."""
+
+    path: str
+    message: str
+
+
+class ErrorBody(Answer):
+    code: Annotated[str, Meta(description="machine-readable, e.g. bad_request, missing_field")]
+    message: str
+    details: list[ErrorDetail]
+
+
+class Error(Answer):
+    """Every error the API answers: ``{"error": {"code", "message", "details"}}``."""
+
+    error: ErrorBody
+
+
+# ----- capture -------------------------------------------------------------------------------
+
+
+class EventProblem(Answer):
+    """Why one event of a request was rejected."""
+
+    code: str
+    path: str
+    message: str
+
+
+class EventResult(Answer):
+    """One event of a request, by its index in the request."""
+
+    index: Count
+    event_id: str | None
+    status: Literal["accepted", "duplicate", "rejected"]
+    errors: list[EventProblem] = []
+
+
+class Ingested(Answer):
+    """The answer to a capture: counts and one result per event, in request order."""
+
+    accepted: Count
+    duplicate: Count
+    rejected: Count
+    results: list[EventResult]
+
+
+# ----- reads ---------------------------------------------------------------------------------
+
+
+class LedgerPosition(Answer):
+    seq: Seq
+    tenant_seq: Annotated[int, Meta(ge=0, description="the entry's index in its tenant's tree")]
+    ts: Time
+    hash: Annotated[HexDigest, Meta(description="the chain hash of the entry, hex")]
+
+
+class StoredEvent(Answer):
+    """An event as committed, with where it sits in the ledger."""
+
+    event: Event
+    ledger: LedgerPosition
+
+
+class SessionEvents(Answer):
+    session_id: str
+    events: list[StoredEvent]
+
+
+# ----- route ---------------------------------------------------------------------------------
+
+
+class DestinationView(Answer):
+    name: str
+    type: Literal["http", "file", "log"]
+    transform: Annotated[str, Meta(description="a built-in transform's name, or python")]
+    state: Literal["active", "backing_off", "disabled"]
+    lag: Annotated[int, Meta(ge=0, description="ledger entries not yet read")]
+    cursor: Seq
+    last_error: str
+    retention_days: Annotated[int, Meta(ge=1)] | None
+
+
+class Destinations(Answer):
+    destinations: list[DestinationView]
+
+
+class Enabled(Answer):
+    name: str
+    state: Literal["active"]
+    requeued: Count
+
+
+class DeliveryView(Answer):
+    event_id: str
+    destination: str
+    status: DeliveryStatus
+    attempts: Count
+    last_status: Annotated[int, Meta(description="the receiver's last HTTP status")] | None
+    last_error: str
+    webhook_id: str
+    seq: Seq
+    updated_at: Time
+
+
+class Deliveries(Answer):
+    deliveries: list[DeliveryView]
+
+
+class Requeued(Answer):
+    destination: str
+    requeued: Count
+
+
+# ----- ledger proofs -------------------------------------------------------------------------
+
+
+class CheckpointView(Answer):
+    tree_size: Count
+    root_hash: Base64
+    issued_at: Time
+    checkpoint: Annotated[str, Meta(description="the C2SP signed note, byte for byte")]
+
+
+class Checkpoints(Answer):
+    checkpoints: list[CheckpointView]
+
+
+class LedgerLeaf(Answer):
+    index: Count
+    event_id: str | None
+    leaf: Annotated[Base64, Meta(description="base64 of the exact stored entry bytes")]
+
+
+class LedgerEntries(Answer):
+    entries: list[LedgerLeaf]
+
+
+class InclusionProof(Answer):
+    leaf_index: Count
+    event_id: str | None
+    tree_size: Count
+    hashes: list[Base64]
+
+
+class ConsistencyProof(Answer):
+    first: Count
+    second: Count
+    hashes: list[Base64]
+
+
+# ----- canon ---------------------------------------------------------------------------------
+
+
+class CanonItems(Answer):
+    items: list[CanonItem]
+
+
+class Observed(Answer):
+    entry_id: Annotated[int, Meta(description="the OBSERVATION's ledger entry")]
+
+
+# ----- cluster -------------------------------------------------------------------------------
+
+
+class BusView(Answer):
+    ready: bool
+    stream: str
+
+
+class InstanceView(Answer):
+    id: str
+    url: str
+    partitions: list[Count]
+
+
+class Cluster(Answer):
+    partitions: Count
+    bus: BusView | None
+    instances: list[InstanceView]
+    lag: Annotated[
+        dict[str, Count | None],
+        Meta(description="per partition: bus events not yet appended (null when JetStream cannot say)"),
+    ]
+
+
+class ConflictView(Answer):
+    """An event whose id came back through the bus with another body after its ``202``."""
+
+    seq: Seq
+    ts: Time
+    event_id: str
+    ledger_seq: Annotated[int, Meta(ge=0, description="the seq of the event that holds the id")]
+    digest: HexDigest
+    received_at: Time
+
+
+class Conflicts(Answer):
+    conflicts: list[ConflictView]
+
+
+# ----- OpenTelemetry -------------------------------------------------------------------------
+
+
+class PartialSuccess(Answer, rename="camel"):
+    # proto3 JSON writes int64 as a string, and leaves out fields at their zero value
+    rejected_spans: Annotated[str, Meta(pattern="^[0-9]+$")] = "0"
+    error_message: str = ""
+
+
+class TraceExport(Answer, rename="camel"):
+    """OTLP's ``ExportTraceServiceResponse`` in proto3 JSON."""
+
+    partial_success: PartialSuccess | None = None
+
+
+# ----- operate -------------------------------------------------------------------------------
+
+
+class ProcessView(Answer):
+    """One process of ``scr serve`` as its supervisor sees it."""
+
+    title: str
+    state: Literal["starting", "running", "backing_off", "stopping"]
+    restarts: int
+    last_exit: str
+
+
+class Health(Answer):
+    status: Literal["ok"]
+    version: str
+    processes: list[ProcessView] = field(default_factory=list)  # under ``scr serve``'s supervisor
+
+
+class Ready(Answer):
+    status: Literal["ready"]
