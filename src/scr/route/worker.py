@@ -433,7 +433,8 @@ class DestinationWorker:
             self.metrics.retried.labels(self.name).inc(count)
             retry_after = retry_after_seconds(attempt.retry_after, datetime.now(UTC))
             delay = next_delay_ms(
-                number, self.config.backoff_base_ms, self.config.backoff_max_ms, retry_after
+                number, self.config.backoff_base_ms, self.config.backoff_max_ms, retry_after,
+                retry_after_max_s=self.config.retry_after_max_s,
             )
             status, due = "retrying", now_ms() + delay
         elif verdict is Verdict.DISABLE:
