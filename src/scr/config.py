@@ -439,7 +439,11 @@ class DestinationConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only
     ] = None
     batch_size: Annotated[
         int,
-        Meta(ge=1, le=MAX_DESTINATION_BATCH_SIZE, description="events per delivery; above 1 a JSON array"),
+        Meta(
+            ge=1, le=MAX_DESTINATION_BATCH_SIZE,
+            description="events per webhook request; above 1 a JSON array "
+            "(file destinations batch on their own)",
+        ),
     ] = 1
     batch_wait_ms: Annotated[Milliseconds, Meta(description="longest wait to fill a batch")] = (
         DEFAULT_BATCH_WAIT_MS
