@@ -91,6 +91,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # arrival, by the receiver's wall clock (s)
 
     def json(self) -> Any:
         return json.loads(self.body)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import time
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +158,48 @@ def test_retry_after_is_honoured(serve: Any, receivers: Any) -> None:
     # the retry waited for Retry-After (1 s), not the 1 ms backoff
     first, second = hook.received  # arrival order
     assert int(second.headers["webhook-timestamp"]) - int(first.headers["webhook-timestamp"]) >= 1
+
+
+# backoff_max_ms far below the receiver's Retry-After: it must not shorten the wait
+SHORT_BACKOFF = "backoff_base_ms: 20, backoff_max_ms: 200"
+RETRY_AFTER_S = 2
+RETRY_AFTER_CAP_S = 1
+
+
+def _http_date_in(seconds: int) -> tuple[str, float]:
+    """A Retry-After HTTP-date ``seconds`` whole seconds from now, and that instant (epoch s)."""
+    when = math.ceil(time.time()) + seconds
+    return format_datetime(datetime.fromtimestamp(when, UTC), usegmt=True), float(when)
+
+
+@pytest.mark.parametrize("form", ["delay-seconds", "http-date"])
+def test_retry_after_is_waited_in_full_whatever_backoff_max_ms(
+    serve: Any, receivers: Any, form: str
+) -> None:
+    if form == "delay-seconds":
+        header, not_before = str(RETRY_AFTER_S), None
+    else:
+        header, not_before = _http_date_in(RETRY_AFTER_S)
+    hook = receivers(script=[(503, {"retry-after": header})])
+    client = serve(config_text(destination("hook", hook.url, backoff=SHORT_BACKOFF)))
+    send(client, make_event("evt_ra_full"))
+    wait_for(lambda: len(hook.received) == 2, what="the retry")
+    first, second = hook.received
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    if not_before is None:
+        assert second.at - first.at >= RETRY_AFTER_S, "retried before the receiver's Retry-After"
+    else:
+        assert second.at >= not_before, "retried before the receiver's Retry-After date"
+
+
+def test_retry_after_is_capped_by_retry_after_max_s(serve: Any, receivers: Any) -> None:
+    hook = receivers(script=[(503, {"retry-after": str(RETRY_AFTER_S)})])
+    capped = f"{SHORT_BACKOFF}, retry_after_max_s: {RETRY_AFTER_CAP_S}"
+    client = serve(config_text(destination("hook", hook.url, backoff=capped)))
+    send(client, make_event("evt_ra_capped"))
+    wait_for(lambda: len(hook.received) == 2, what="the retry")
+    first, second = hook.received
+    assert RETRY_AFTER_CAP_S <= second.at - first.at < RETRY_AFTER_S
 
 
 def test_batches_filters_and_sampling(serve: Any, receivers: Any) -> None:

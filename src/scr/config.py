@@ -65,6 +65,9 @@ DEFAULT_TIMEOUT_MS = 10_000
 MAX_TIMEOUT_MS = 300_000
 DEFAULT_BACKOFF_BASE_MS = 1000
 DEFAULT_BACKOFF_MAX_MS = 3_600_000
+DEFAULT_RETRY_AFTER_MAX_S = 3600
+# A receiver asking for more than a week is better dead-lettered and replayed by an operator.
+MAX_RETRY_AFTER_MAX_S = 7 * 86_400
 DEFAULT_CONCURRENCY = 16
 MAX_CONCURRENCY = 1024
 DEFAULT_PARTITIONS = 16
@@ -443,7 +446,11 @@ class DestinationConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only
     ] = None
     batch_size: Annotated[
         int,
-        Meta(ge=1, le=MAX_DESTINATION_BATCH_SIZE, description="events per delivery; above 1 a JSON array"),
+        Meta(
+            ge=1, le=MAX_DESTINATION_BATCH_SIZE,
+            description="events per webhook request; above 1 a JSON array "
+            "(file destinations batch on their own)",
+        ),
     ] = 1
     batch_wait_ms: Annotated[Milliseconds, Meta(description="longest wait to fill a batch")] = (
         DEFAULT_BATCH_WAIT_MS
@@ -458,8 +465,16 @@ class DestinationConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only
         ),
     ] = DEFAULT_BACKOFF_BASE_MS
     backoff_max_ms: Annotated[
-        int, Meta(ge=0, description="cap on any retry wait, Retry-After included; at least backoff_base_ms")
+        int,
+        Meta(ge=0, description="cap on the backoff wait (not on Retry-After); at least backoff_base_ms"),
     ] = DEFAULT_BACKOFF_MAX_MS
+    retry_after_max_s: Annotated[
+        int,
+        Meta(
+            ge=0, le=MAX_RETRY_AFTER_MAX_S,
+            description="cap on a receiver's Retry-After (seconds), which is otherwise waited in full",
+        ),
+    ] = DEFAULT_RETRY_AFTER_MAX_S
     ordering: Annotated[
         Literal["none", "session"],
         Meta(description="session: events of one session are delivered in ledger order"),

@@ -100,13 +100,21 @@ def test_backoff_refuses_bad_arguments(attempt: int, base: int, cap: int) -> Non
         backoff_ms(attempt, base, cap)
 
 
-def test_next_delay_honours_retry_after_capped_at_max() -> None:
+def test_next_delay_honours_retry_after_capped_at_retry_after_max() -> None:
     assert next_delay_ms(1, BASE_MS, MAX_MS, 120.0) == 120_000
     assert next_delay_ms(1, BASE_MS, MAX_MS, 0.0015) == 2  # rounded up: never early
     assert next_delay_ms(1, BASE_MS, MAX_MS, 0.0) == 0
     assert next_delay_ms(9, BASE_MS, MAX_MS, 10.0) == 10_000  # even below the backoff
-    assert next_delay_ms(1, BASE_MS, 60_000, 86_400.0) == 60_000
-    assert next_delay_ms(1, BASE_MS, 60_000, float("inf")) == 60_000
+    assert next_delay_ms(1, BASE_MS, MAX_MS, 86_400.0) == 3_600_000  # default cap: 3600 s
+    assert next_delay_ms(1, BASE_MS, MAX_MS, 86_400.0, retry_after_max_s=60) == 60_000
+    assert next_delay_ms(1, BASE_MS, MAX_MS, float("inf"), retry_after_max_s=60) == 60_000
+    assert next_delay_ms(1, BASE_MS, MAX_MS, 5.0, retry_after_max_s=0) == 0
+
+
+def test_backoff_max_never_shortens_retry_after() -> None:
+    # the receiver said when it will be back; the backoff's cap is not the receiver's cap
+    assert next_delay_ms(1, BASE_MS, 200, 2.0) == 2_000
+    assert next_delay_ms(1, 0, 0, 30.0, retry_after_max_s=3600) == 30_000
 
 
 def test_next_delay_without_retry_after_is_backoff() -> None:

@@ -10,8 +10,10 @@ Classification (Standard Webhooks practice):
 
 Waiting: exponential backoff with full jitter, a uniform draw in
 ``[0, min(max_ms, base_ms * 2**(attempt - 1))]``, unless the receiver sent ``Retry-After``;
-then exactly that long (capped at ``max_ms``), because the receiver knows when it will be
-back and an earlier try would only be refused again.
+then exactly that long, because the receiver knows when it will be back and an earlier try
+would only be refused again. ``max_ms`` caps the backoff only: a receiver's ``Retry-After`` is
+never shortened by it, only capped by ``retry_after_max_s`` (so a receiver cannot park a
+delivery for a year).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import random
 import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+
+from scr.config import DEFAULT_RETRY_AFTER_MAX_S
 
 MS_PER_S = 1000
 _DELTA_SECONDS = re.compile(r"\d+(\.\d+)?", re.ASCII)
@@ -93,11 +97,18 @@ def next_delay_ms(
     max_ms: int,
     retry_after_s: float | None,
     rng: random.Random | None = None,
+    *,
+    retry_after_max_s: float = DEFAULT_RETRY_AFTER_MAX_S,
 ) -> int:
-    """Milliseconds until the next attempt: ``Retry-After`` when given (capped), else backoff."""
+    """Milliseconds until the next attempt: ``Retry-After`` when given, else backoff.
+
+    ``Retry-After`` is honoured in full (rounded up, never early) up to ``retry_after_max_s``;
+    ``max_ms`` caps only the backoff.
+    """
     if retry_after_s is None or math.isnan(retry_after_s):
         return backoff_ms(attempt, base_ms, max_ms, rng)
     wait_ms = retry_after_s * MS_PER_S
-    if wait_ms >= max_ms:  # also catches infinity before ceil() could overflow
-        return max_ms
+    cap_ms = retry_after_max_s * MS_PER_S
+    if wait_ms >= cap_ms:  # also catches infinity before ceil() could overflow
+        return math.ceil(cap_ms)
     return max(0, math.ceil(wait_ms))

@@ -86,7 +86,8 @@ TORN_SCAN_BYTES = 16 * 1024 * 1024  # how far back a torn last line is looked fo
 
 
 class FileSink:
-    """Appends one JSON line per event to a file (flushed and fsynced per attempt)."""
+    """Appends one JSON line per event to a file: each attempt's lines in one write, then one
+    fsync, before the attempt reports success (and so before the cursor moves past them)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -104,11 +105,13 @@ class FileSink:
         return Attempt(200, None, _ms_since(started), "", None)
 
     def _append(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
         if not self._tail_checked:
             drop_torn_line(self.path)
             self._tail_checked = True
         with self.path.open("ab") as out:
-            out.write(b"".join(line + b"\n" for line in lines))
+            out.write(b"\n".join(lines) + b"\n")
             out.flush()
             os.fsync(out.fileno())
 

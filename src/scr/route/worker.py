@@ -7,7 +7,9 @@ Two tasks per destination:
   (``pending``), with backoff, until they are delivered or dead.
 
 A slow or dead destination holds back only its own cursor. Delivery is at least once: after a
-crash the last chunk may be sent again, with the same ``webhook-id``.
+crash the last chunk may be sent again, with the same ``webhook-id``. A file destination
+delivers each chunk it reads as one delivery: one append and one fsync, and its cursor
+recorded after that fsync (so a crash in between writes the chunk again, never loses it).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ RETRY_IDLE_S = 1.0
 # Chunks one destination delivers at once (one with ordering: session); each up to
 # CHUNK_ENTRIES entries and `concurrency` requests.
 MAX_CHUNKS_IN_FLIGHT = 4
+# A file destination writes a whole chunk in one append and one fsync: an fsync per event
+# held each file to ~850 events/s (batch_size is a webhook's request size, not a file's).
+FILE_DELIVERY_EVENTS = CHUNK_ENTRIES
 ERROR_EXCERPT_CHARS = 300
 
 _encode = msgspec.json.Encoder(decimal_format="string").encode
@@ -97,6 +102,9 @@ class DestinationWorker:
         self.transform = resolve_transform(config.transform, live_prices(data_dir))
         self.secrets = config.secrets()
         self.sink = _make_sink(config, data_dir)
+        self.events_per_delivery = (
+            FILE_DELIVERY_EVENTS if config.type == "file" else config.batch_size
+        )
         self.cursor = 0
         self.state, self.reason = store.destination_state(self.name)
         self.last_error = ""
@@ -318,7 +326,7 @@ class DestinationWorker:
         return session_key(entry.tenant, entry.event.session.session_id)
 
     def _group(self, entries: Sequence[Committed]) -> list[Delivery]:
-        size = self.config.batch_size
+        size = self.events_per_delivery
         if size == 1:
             return [
                 Delivery(webhook_id(self.name, e.event.event_id), [e], [0])  # type: ignore[union-attr]
@@ -349,7 +357,7 @@ class DestinationWorker:
                         results[later] = _NOT_SENT
                     return
 
-        if self.config.batch_size > 1:
+        if self.events_per_delivery > 1:
             await lane(list(range(len(deliveries))))
         else:
             await asyncio.gather(*(lane(indexes) for indexes in lanes.values()))
@@ -361,7 +369,7 @@ class DestinationWorker:
                 _encode(self.transform(e.event, EntryRef(e.seq, e.tenant_seq, e.entry_hash)))  # type: ignore[arg-type]
                 for e in delivery.entries
             ]
-        if self.config.batch_size > 1:
+        if self.events_per_delivery > 1:
             body = b"[" + b",".join(delivery.outputs) + b"]"
         else:
             body = delivery.outputs[0]
@@ -433,7 +441,8 @@ class DestinationWorker:
             self.metrics.retried.labels(self.name).inc(count)
             retry_after = retry_after_seconds(attempt.retry_after, datetime.now(UTC))
             delay = next_delay_ms(
-                number, self.config.backoff_base_ms, self.config.backoff_max_ms, retry_after
+                number, self.config.backoff_base_ms, self.config.backoff_max_ms, retry_after,
+                retry_after_max_s=self.config.retry_after_max_s,
             )
             status, due = "retrying", now_ms() + delay
         elif verdict is Verdict.DISABLE:
