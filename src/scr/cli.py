@@ -102,7 +102,9 @@ def serve(
     """Run the server on the embedded store in DATA, or on a PostgreSQL --store."""
     import logging
     import socket
+    import tempfile
 
+    from scr.serve.readers import reader_processes
     from scr.serve.supervisor import Child, ChildArgs, Supervisor, prepare_run_dir
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -121,10 +123,14 @@ def serve(
         role="", title="", config=str(config) if config else None, data=str(data), store=store,
         bus=bus, url=f"http://{host}:{port}", listen_fd=-1, ready_fd=-1, log_level=log_level,
         drain_timeout_s=settings.server.drain_timeout_s,
+        socket_dir=tempfile.mkdtemp(prefix="scr-"),  # short: a Unix socket path has 107 bytes
     )
+    children = [Child("scr: edge 0", "edge")]
+    if settings.bus is None:  # in a cluster, destinations follow partition ownership (edge)
+        children += [Child(f"scr: reader {name}", "reader") for name in reader_processes(settings)]
     auth = "on" if settings.validation.require_authentication else "OFF"
     supervisor = Supervisor(
-        children=[Child("scr: edge 0", "edge")], listener=listener, run_dir=prepare_run_dir(data),
+        children=children, listener=listener, run_dir=prepare_run_dir(data),
         drain_timeout_s=settings.server.drain_timeout_s, base_args=child_args,
         on_ready=[f"scr serving on http://{host}:{port} ({_where(store_uri, data)}, auth: {auth})"],
     )

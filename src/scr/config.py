@@ -46,6 +46,7 @@ MAX_MAX_BODY_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_BATCH_EVENTS = 10_000
 MAX_BATCH_EVENTS = 1_000_000
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
+DEFAULT_READER_PROCESS = "destinations"
 MAX_DRAIN_TIMEOUT_S = 3600.0
 DEFAULT_CHECKPOINT_EVERY_ENTRIES = 1000
 DEFAULT_CHECKPOINT_EVERY_S = 10.0
@@ -482,6 +483,11 @@ class DestinationConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only
     concurrency: Annotated[
         int, Meta(ge=1, le=MAX_CONCURRENCY, description="parallel requests to this destination")
     ] = DEFAULT_CONCURRENCY
+    process: Annotated[
+        DestinationName,
+        Meta(description="under `scr serve`, the reader process that runs this destination "
+             "(`scr: reader <process>`); destinations with the same name share one"),
+    ] = DEFAULT_READER_PROCESS
     headers: Annotated[
         dict[HeaderName, HeaderValue],
         Meta(description="extra request headers (not webhook-*, host, content-length, transfer-encoding)"),

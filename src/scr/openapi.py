@@ -36,9 +36,10 @@ from scr.capture.browser import MAX_BEACON_BYTES, BeaconSession
 from scr.capture.ingest import CloudEvent
 from scr.config import DestinationName
 from scr.ledger.routes import MAX_TREE_SIZE
+from scr.route.control import DELIVERY_STATUSES, ReplayRequest
 from scr.schema import MAX_EVENT_BYTES, Event, EventId, TenantId
 from scr.security.keys import PERMISSIONS
-from scr.server import DELIVERY_STATUSES, MAX_LIST_ROWS, MAX_QUERY_BODY_BYTES, ReplayRequest
+from scr.server import MAX_LIST_ROWS, MAX_QUERY_BODY_BYTES
 
 REF_TEMPLATE = "#/components/schemas/{name}"
 JSON = "application/json"

@@ -32,8 +32,14 @@ from scr.ledger import install as install_ledger
 from scr.log.commit import Committed, Committer, Outcome, Submission
 from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
+from scr.route.control import (
+    DELIVERY_STATUSES,
+    Destinations,
+    LocalDestinations,
+    RemoteDestinations,
+    ReplayRequest,
+)
 from scr.route.price_file import live_prices
-from scr.route.replay import requeue
 from scr.route.worker import DestinationWorker
 from scr.schema import json_schema
 from scr.security.auth import Authenticator
@@ -47,7 +53,6 @@ log = logging.getLogger("scr.server")
 MAX_LIST_ROWS = 1000
 DEFAULT_LIST_ROWS = 100
 MAX_QUERY_BODY_BYTES = 1024 * 1024
-MAX_REPLAY_EVENTS = 100_000
 READY_PROBE_TIMEOUT_S = 2.0
 
 
@@ -63,6 +68,9 @@ class Runtime:
     tail: LedgerTail
     auth: Authenticator
     metrics: Metrics
+    destinations: Destinations  # what the API asks of them, wherever they run
+    # the destinations' workers when they run in this process (else empty: the reader
+    # processes run them)
     workers: dict[str, DestinationWorker] = field(default_factory=dict)
     bus: BusInstance | None = None  # set with `bus:` (scale-out): events go through JetStream
     # Run after the committer has stopped, in order (the ledger's checkpoint thread).
@@ -155,44 +163,21 @@ async def get_session(request: Request) -> Response:
 async def list_destinations(request: Request) -> Response:
     runtime = _runtime(request)
     runtime.principal(request, "read")
-    answer_rows = []
-    for name, worker in runtime.workers.items():
-        config = worker.config
-        answer_rows.append({
-            "name": name,
-            "type": config.type,
-            "transform": config.transform if isinstance(config.transform, str) else "python",
-            "state": _state(worker),
-            "lag": worker.lag,
-            "cursor": worker.cursor,
-            "last_error": worker.last_error or worker.reason,
-            "retention_days": config.retention_days,
-        })
-    return JSONResponse({"destinations": answer_rows})
+    return JSONResponse({"destinations": await runtime.destinations.views()})
 
 
-def _state(worker: DestinationWorker) -> str:
-    if worker.state == "disabled":
-        return "disabled"
-    return "backing_off" if worker.open_sessions else "active"
-
-
-def _worker(runtime: Runtime, name: str) -> DestinationWorker:
-    worker = runtime.workers.get(name)
-    if worker is None:
+def _known_destination(runtime: Runtime, name: str) -> None:
+    if name not in runtime.destinations.names():
         raise NotFound(f"no destination '{name}'")
-    return worker
 
 
 async def enable_destination(request: Request) -> Response:
     runtime = _runtime(request)
     runtime.principal(request, "admin")
-    worker = _worker(runtime, request.path_params["name"])
-    requeued = await worker.enable()
-    return JSONResponse({"name": worker.name, "state": "active", "requeued": requeued})
-
-
-DELIVERY_STATUSES = ("pending", "retrying", "delivered", "dead")
+    name = request.path_params["name"]
+    _known_destination(runtime, name)
+    requeued = await runtime.destinations.enable(name)
+    return JSONResponse({"name": name, "state": "active", "requeued": requeued})
 
 
 async def list_deliveries(request: Request) -> Response:
@@ -204,7 +189,7 @@ async def list_deliveries(request: Request) -> Response:
     if status is not None and status not in DELIVERY_STATUSES:
         raise BadRequest(f"status must be one of {', '.join(DELIVERY_STATUSES)}")
     if destination is not None:
-        _worker(runtime, destination)
+        _known_destination(runtime, destination)
     limit = _limit(request)
     rows = await asyncio.to_thread(
         runtime.store.list_deliveries, tenant, destination, status, limit
@@ -258,15 +243,6 @@ def _limit(request: Request) -> int:
     return int(raw)
 
 
-class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
-    destination: str
-    event_ids: list[str] | None = None
-    # RFC 3339 times of the ledger entries, from inclusive, to exclusive
-    from_: str | None = msgspec.field(default=None, name="from")
-    to: str | None = None
-    status: str | None = None
-
-
 async def replay_deliveries(request: Request) -> Response:
     runtime = _runtime(request)
     tenant = runtime.tenant(request, "admin")
@@ -275,15 +251,10 @@ async def replay_deliveries(request: Request) -> Response:
         ask = msgspec.json.decode(body, type=ReplayRequest)
     except msgspec.DecodeError as error:
         raise BadRequest(f"invalid replay request: {error}") from None
-    worker = _worker(runtime, ask.destination)
-    if ask.event_ids is None and ask.from_ is None:
-        raise BadRequest("give event_ids, or from/to (and optionally status)")
-    if ask.status is not None and ask.status not in DELIVERY_STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(DELIVERY_STATUSES)}")
-    count = await requeue(runtime.store, runtime.committer, worker, tenant, ask.event_ids,
-                          ask.from_, ask.to, ask.status, MAX_REPLAY_EVENTS)
-    worker.wake()
-    return JSONResponse({"destination": worker.name, "requeued": count})
+    _known_destination(runtime, ask.destination)
+    ask.check()
+    count = await runtime.destinations.replay(tenant, ask)
+    return JSONResponse({"destination": ask.destination, "requeued": count})
 
 
 # ----- operate ------------------------------------------------------------------------------
@@ -324,10 +295,7 @@ def _nothing(tx: object) -> None:
 
 async def metrics(request: Request) -> Response:
     runtime = _runtime(request)
-    for worker in runtime.workers.values():
-        runtime.metrics.lag_entries.labels(worker.name).set(worker.lag)
-        age = await asyncio.to_thread(worker.oldest_pending_age_s)
-        runtime.metrics.oldest_pending_age.labels(worker.name).set(age)
+    await runtime.destinations.refresh_gauges()
     if runtime.bus is not None:
         await runtime.bus.partition_lag()  # sets the owned partitions' lag gauges
     more = [ProcessesCollector()] if read_status() is not None else []
@@ -434,9 +402,10 @@ def _place_destinations(runtime: Runtime) -> Callable[[set[int]], Awaitable[None
 
 
 def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None,
-                  url: str = "http://127.0.0.1:8787") -> Runtime:
+                  url: str = "http://127.0.0.1:8787",
+                  readers: RemoteDestinations | None = None) -> Runtime:
     """The runtime on ``store_uri`` (``postgresql://…``; else ``config.store``; else SQLite
-    in ``data_dir``)."""
+    in ``data_dir``); its destinations run here unless ``readers`` runs them elsewhere."""
     store_uri = store_uri or config.store
     store = open_store(data_dir, store_uri, config.cluster.partitions, config.store_pool)
     metrics_ = Metrics()
@@ -445,23 +414,28 @@ def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None,
         store, config.capture.buffer_size, config.validation.deduplication_window_sec
     )
     auth = Authenticator(store, config.validation.require_authentication)
-    runtime = Runtime(config, data_dir, store, committer, tail, auth, metrics_)
+    workers: dict[str, DestinationWorker] = {}
+    if readers is None:
+        for destination in config.routing.destinations:
+            workers[destination.name] = DestinationWorker(
+                destination, store, committer, tail, metrics_, data_dir
+            )
+    destinations = readers or LocalDestinations(workers, store, committer, metrics_)
+    runtime = Runtime(config, data_dir, store, committer, tail, auth, metrics_, destinations, workers)
     runtime.bus = bus_instance(
         config, committer, metrics_, store, tail, url, DIGEST_BYTES, store_uri
     )
-    for destination in config.routing.destinations:
-        runtime.workers[destination.name] = DestinationWorker(
-            destination, store, committer, tail, metrics_, data_dir
-        )
     return runtime
 
 
 def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
-               url: str = "http://127.0.0.1:8787") -> Starlette:
+               url: str = "http://127.0.0.1:8787",
+               readers: RemoteDestinations | None = None) -> Starlette:
     """The scr HTTP application over a data folder (and a PostgreSQL store when given);
     starts and stops the runtime with it. ``url`` is where this instance is reached
-    (shown by ``GET /v1/cluster``)."""
-    runtime = build_runtime(config, data_dir, store_uri, url)
+    (shown by ``GET /v1/cluster``). With ``readers``, the destinations run in reader
+    processes, which each commit wakes."""
+    runtime = build_runtime(config, data_dir, store_uri, url, readers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -470,6 +444,8 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
         def on_commit(committed: list[Committed]) -> None:
             runtime.metrics.commit_groups.inc()
             loop.call_soon_threadsafe(runtime.tail.extend, committed)
+            if readers is not None and committed:
+                readers.notify(committed[-1].seq)
 
         runtime.committer.commit_hooks.append(on_commit)
         runtime.committer.start()
@@ -494,6 +470,8 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
                 if worker.running:
                     await worker.stop()
             runtime.committer.close()
+            if readers is not None:
+                await readers.close()
             for stop in runtime.on_shutdown:
                 stop()
             runtime.store.close()

@@ -5,16 +5,21 @@ It reads its ``ChildArgs`` from the environment, sets its process title, and run
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import socket
 import sys
+from collections.abc import Awaitable, Callable
 
 import msgspec
+import uvicorn
 from setproctitle import setproctitle
 
-from scr.serve.supervisor import CHILD_ENV, ChildArgs
+from scr.serve.supervisor import CHILD_ENV, READY_MESSAGE, ChildArgs
 
-ROLES = ("edge",)
+ROLES = ("edge", "reader")
+READY_POLL_S = 0.01  # how often the start-up watcher looks whether uvicorn is serving
 
 
 def main() -> int:
@@ -28,8 +33,42 @@ def main() -> int:
         from scr.serve.edge import run_edge
 
         return run_edge(args)
+    if args.role == "reader":
+        from scr.serve.reader import run_reader
+
+        return run_reader(args)
     print(f"unknown role {args.role!r}; one of {', '.join(ROLES)}", file=sys.stderr)
     return 2
+
+
+def serve_and_tell(server: uvicorn.Server, ready_fd: int, sockets: list[socket.socket] | None = None,
+                   before: Callable[[], Awaitable[None]] | None = None,
+                   after: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Run ``server`` on its configured event loop (uvloop) until it is told to stop, with
+    ``before`` and ``after`` around it; tell the supervisor once it answers requests."""
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(_serve_and_tell(server, ready_fd, sockets, before, after))
+
+
+async def _serve_and_tell(server: uvicorn.Server, ready_fd: int, sockets: list[socket.socket] | None,
+                          before: Callable[[], Awaitable[None]] | None,
+                          after: Callable[[], Awaitable[None]] | None) -> None:
+    if before is not None:
+        await before()
+    async def tell_when_ready() -> None:
+        while not server.started and not server.should_exit:
+            await asyncio.sleep(READY_POLL_S)
+        if server.started:
+            os.write(ready_fd, READY_MESSAGE)
+        os.close(ready_fd)
+
+    watcher = asyncio.ensure_future(tell_when_ready())
+    try:
+        await server.serve(sockets)
+        await watcher
+    finally:
+        if after is not None:
+            await after()
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ PR_SET_PDEATHSIG = 1  # prctl option: the signal a child gets when its parent di
 class ChildArgs(msgspec.Struct, frozen=True):
     """What a child needs to start, handed over in its environment."""
 
-    role: str  # "edge"
+    role: str  # "edge" | "reader"
     title: str
     config: str | None
     data: str
@@ -58,6 +58,7 @@ class ChildArgs(msgspec.Struct, frozen=True):
     ready_fd: int
     log_level: str
     drain_timeout_s: float
+    socket_dir: str  # 0700 folder of the readers' Unix sockets
 
 
 @dataclass
@@ -103,8 +104,6 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(signum, lambda *_: None)  # the wake-up fd carries the signal number
         try:
-            for child in self.children:
-                self._start(child)
             code = self._first_start()
             if code is not None:
                 self._drain()
@@ -119,25 +118,28 @@ class Supervisor:
             os.close(wake_read)
             os.close(wake_write)
             shutil.rmtree(self.run_dir, ignore_errors=True)
+            shutil.rmtree(self.base_args.socket_dir, ignore_errors=True)
 
     # ----- the loop ------------------------------------------------------------------------
 
     def _first_start(self) -> int | None:
-        """Wait until every child is ready; a child's exit code if one ends first."""
+        """Start the children one after the other, each once the one before is ready (the
+        first, the writer, prepares the store); a child's exit code if one ends first."""
         deadline = time.monotonic() + FIRST_START_TIMEOUT_S
-        while not all(child.ever_ready for child in self.children):
-            for child in self.children:
+        for child in self.children:
+            self._start(child)
+            while not child.ever_ready:
                 assert child.proc is not None
                 if child.proc.poll() is not None:
                     log.error("%s ended during start-up (%s)", child.title, _how(child.proc.returncode))
                     return child.proc.returncode or 1
-            if self._stopping:
-                return 0
-            left = deadline - time.monotonic()
-            if left <= 0:
-                log.error("not every process was ready within %.0f s", FIRST_START_TIMEOUT_S)
-                return 1
-            self._wait(left)
+                if self._stopping:
+                    return 0
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.error("%s was not ready within %.0f s", child.title, FIRST_START_TIMEOUT_S)
+                    return 1
+                self._wait(left)
         return None
 
     def _supervise(self, wake_read: int) -> None:

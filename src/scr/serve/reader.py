@@ -1,0 +1,174 @@
+"""A reader process (``scr: reader <process>``): runs the destinations the config puts in it.
+
+It reads the ledger from each destination's durable cursor. The writer wakes it with the new
+head after each commit; it then reads the new entries from the store once, for all of its
+destinations, into its own ledger tail (one read and one decode per entry, not one per
+destination). It keeps its destinations' state (cursors, deliveries) through a committer of
+its own, and answers the edge's questions on its control socket (``scr.serve.readers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from pathlib import Path
+
+import msgspec
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from scr.errors import ScrError
+from scr.httpio import JSONResponse, read_body
+from scr.log.commit import Committer
+from scr.log.tail import LedgerTail, from_store
+from scr.metrics import Metrics
+from scr.route.control import LocalDestinations, ReplayRequest
+from scr.route.worker import DestinationWorker
+from scr.serve.child import serve_and_tell
+from scr.serve.edge import EXIT_START_ERROR, load_settings
+from scr.serve.readers import control_path, decode_seq, notify_path
+from scr.serve.supervisor import ChildArgs
+from scr.store import Store, open_store
+
+log = logging.getLogger("scr.serve.reader")
+
+QUIET_CHECK_S = 1.0  # with no wake-up for this long, look at the ledger's head anyway
+FETCH_ENTRIES = 1000  # entries read from the store at a time
+MAX_CONTROL_BODY_BYTES = 1024 * 1024
+MAX_DATAGRAM_BYTES = 64
+
+
+class ReplayCall(msgspec.Struct, forbid_unknown_fields=True):
+    tenant: str
+    request: ReplayRequest
+
+
+class Follower:
+    """Keeps the process's ledger tail at the head: woken by the writer, or every
+    ``QUIET_CHECK_S`` when nothing came (a wake-up lost while this process restarted)."""
+
+    def __init__(self, store: Store, tail: LedgerTail, wake: socket.socket) -> None:
+        self.store, self.tail, self.wake = store, tail, wake
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                message = await asyncio.wait_for(loop.sock_recv(self.wake, MAX_DATAGRAM_BYTES), QUIET_CHECK_S)
+                head = decode_seq(message)
+            except TimeoutError:
+                head = await asyncio.to_thread(self.store.last_seq)
+            if head > self.tail.head_seq:
+                await self._read_up_to(head)
+
+    async def _read_up_to(self, head: int) -> None:
+        while self.tail.head_seq < head:
+            rows = await asyncio.to_thread(self.store.entries_after, self.tail.head_seq, FETCH_ENTRIES)
+            if not rows:
+                return
+            self.tail.extend([from_store(row) for row in rows])
+
+
+def run_reader(args: ChildArgs) -> int:
+    """Run this process's destinations until SIGTERM, then record what was delivered."""
+    import psycopg
+    import psycopg_pool
+
+    from scr.store.postgres import redact
+
+    process = args.title.removeprefix("scr: reader ")
+    settings = load_settings(args)
+    socket_dir = Path(args.socket_dir)
+    data_dir = Path(args.data)
+    store_uri = args.store or settings.store
+    try:
+        store = open_store(data_dir, store_uri, settings.cluster.partitions, settings.store_pool)
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+        log.error("cannot open the store %s: %s", redact(store_uri) if store_uri else args.data, error)
+        return EXIT_START_ERROR
+    metrics = Metrics()
+    tail = LedgerTail(store)
+    committer = Committer(store, settings.capture.buffer_size, settings.validation.deduplication_window_sec)
+    workers = {
+        d.name: DestinationWorker(d, store, committer, tail, metrics, data_dir)
+        for d in settings.routing.destinations if d.process == process
+    }
+    destinations = LocalDestinations(workers, store, committer, metrics)
+    wake = _bound(socket.SOCK_DGRAM, notify_path(socket_dir, process))
+    wake.setblocking(False)
+    control = _bound(socket.SOCK_STREAM, control_path(socket_dir, process))
+    follower_task: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        committer.start()
+        for worker in workers.values():
+            await worker.start()
+        follower_task.append(asyncio.ensure_future(Follower(store, tail, wake).run()))
+
+    async def stop() -> None:
+        for task in follower_task:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for worker in workers.values():
+            if worker.running:
+                await worker.stop()
+        committer.close()
+        store.close()
+        wake.close()
+
+    server = uvicorn.Server(uvicorn.Config(
+        _control_app(destinations), log_level=args.log_level, access_log=False,
+        loop="uvloop", http="httptools", timeout_graceful_shutdown=int(args.drain_timeout_s),
+    ))
+    serve_and_tell(server, args.ready_fd, [control], before=start, after=stop)
+    return 0 if server.started else 1
+
+
+def _bound(kind: socket.SocketKind, path: Path) -> socket.socket:
+    """A Unix socket at ``path`` (one left by a killed predecessor is replaced)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    bound = socket.socket(socket.AF_UNIX, kind)
+    bound.bind(str(path))
+    if kind == socket.SOCK_STREAM:
+        bound.listen()
+    return bound
+
+
+def _control_app(destinations: LocalDestinations) -> Starlette:
+    """What the edge asks of this process's destinations (``scr.serve.readers``)."""
+
+    async def views(request: Request) -> Response:
+        return JSONResponse(await destinations.views())
+
+    async def enable(request: Request) -> Response:
+        return JSONResponse({"requeued": await destinations.enable(request.path_params["name"])})
+
+    async def replay(request: Request) -> Response:
+        call = msgspec.json.decode(await read_body(request, MAX_CONTROL_BODY_BYTES), type=ReplayCall)
+        return JSONResponse({"requeued": await destinations.replay(call.tenant, call.request)})
+
+    async def gauges(request: Request) -> Response:
+        await destinations.refresh_gauges()
+        return JSONResponse({})
+
+    async def error(request: Request, failure: Exception) -> Response:
+        assert isinstance(failure, ScrError)
+        return JSONResponse(failure.body(), status_code=failure.status)
+
+    return Starlette(
+        routes=[
+            Route("/destinations", views, methods=["GET"]),
+            Route("/destinations/{name}/enable", enable, methods=["POST"]),
+            Route("/replay", replay, methods=["POST"]),
+            Route("/gauges", gauges, methods=["POST"]),
+        ],
+        exception_handlers={ScrError: error},
+    )

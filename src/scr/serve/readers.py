@@ -1,0 +1,124 @@
+"""The edge's side of the reader processes: wake them after each commit, ask them how the
+destinations are doing.
+
+Each reader process has two Unix sockets in the instance's socket folder (0700, made by the
+supervisor): ``<process>.notify`` takes datagrams of 8 bytes, the ledger's new head
+sequence number (big-endian), and ``<process>.control`` answers a small HTTP API
+(``scr.serve.reader``). A datagram that cannot be sent (the reader is restarting, its queue
+is full) is dropped: the reader reads the ledger from the store, not from the message,
+and checks the head itself when it hears nothing for a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from scr.config import Config
+from scr.errors import BadRequest, Conflict, NotFound, ScrError, Unavailable
+from scr.route.control import DestinationView, ReplayRequest
+
+CONTROL_TIMEOUT_S = 30.0  # a replay of 100,000 events is the slowest control call
+SEQ_BYTES = 8
+_ANSWERED: dict[int, type[ScrError]] = {400: BadRequest, 404: NotFound, 409: Conflict}
+_views = msgspec.json.Decoder(list[DestinationView])
+
+
+def control_path(socket_dir: Path, process: str) -> Path:
+    return socket_dir / f"{process}.control"
+
+
+def notify_path(socket_dir: Path, process: str) -> Path:
+    return socket_dir / f"{process}.notify"
+
+
+def reader_processes(config: Config) -> list[str]:
+    """The reader processes the config asks for, in the order of its destinations."""
+    return list(dict.fromkeys(d.process for d in config.routing.destinations))
+
+
+def encode_seq(seq: int) -> bytes:
+    return seq.to_bytes(SEQ_BYTES, "big")
+
+
+def decode_seq(message: bytes) -> int:
+    return int.from_bytes(message[:SEQ_BYTES], "big")
+
+
+class ReaderSet:
+    """The destinations of this instance, run by its reader processes."""
+
+    def __init__(self, config: Config, socket_dir: Path) -> None:
+        self.process_of = {d.name: d.process for d in config.routing.destinations}
+        self.processes = reader_processes(config)
+        self._clients = {
+            process: httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=str(control_path(socket_dir, process))),
+                base_url="http://reader", timeout=CONTROL_TIMEOUT_S,
+            )
+            for process in self.processes
+        }
+        self._notify_to = [str(notify_path(socket_dir, p)) for p in self.processes]
+        self._notifier = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notifier.setblocking(False)
+
+    def names(self) -> list[str]:
+        return list(self.process_of)
+
+    def notify(self, head_seq: int) -> None:
+        message = encode_seq(head_seq)
+        for path in self._notify_to:
+            # restarting or full: the reader catches up from the store on its own
+            with contextlib.suppress(OSError):
+                self._notifier.sendto(message, path)
+
+    async def views(self) -> list[DestinationView]:
+        answers = await asyncio.gather(*(self._call(p, "GET", "/destinations") for p in self.processes))
+        by_name = {view.name: view for answer in answers for view in _views.decode(answer)}
+        return [by_name[name] for name in self.process_of if name in by_name]
+
+    async def enable(self, name: str) -> int:
+        answer = await self._call(self.process_of[name], "POST", f"/destinations/{name}/enable")
+        requeued: int = msgspec.json.decode(answer)["requeued"]
+        return requeued
+
+    async def replay(self, tenant: str, ask: ReplayRequest) -> int:
+        body = msgspec.json.encode({"tenant": tenant, "request": ask})
+        answer = await self._call(self.process_of[ask.destination], "POST", "/replay", body)
+        requeued: int = msgspec.json.decode(answer)["requeued"]
+        return requeued
+
+    async def refresh_gauges(self) -> None:
+        await asyncio.gather(*(self._call(p, "POST", "/gauges") for p in self.processes))
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._notifier.close()
+
+    async def _call(self, process: str, method: str, path: str, body: bytes = b"") -> bytes:
+        try:
+            response = await self._clients[process].request(method, path, content=body)
+        except httpx.HTTPError:
+            raise Unavailable(
+                f"the reader process 'scr: reader {process}' is not answering (restarting?); try again"
+            ) from None
+        if response.status_code != 200:
+            raise _answered(response)
+        return response.content
+
+
+def _answered(response: httpx.Response) -> ScrError:
+    """The reader's error, raised again on the edge with the same status and message."""
+    try:
+        error: dict[str, Any] = response.json()["error"]
+        message = str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        message = f"the reader answered {response.status_code}"
+    return _ANSWERED.get(response.status_code, ScrError)(message)
