@@ -24,7 +24,8 @@ from scr.config import Config
 from scr.errors import BadRequest, Conflict, NotFound, ScrError, Unavailable
 from scr.route.control import DestinationView, ReplayRequest
 
-CONTROL_TIMEOUT_S = 30.0  # a replay of 100,000 events is the slowest control call
+CONTROL_TIMEOUT_S = 5.0  # a reader that does not answer a question by then is reported
+REPLAY_TIMEOUT_S = 60.0  # a replay of 100,000 events is the slowest control call
 SEQ_BYTES = 8
 _ANSWERED: dict[int, type[ScrError]] = {400: BadRequest, 404: NotFound, 409: Conflict}
 _views = msgspec.json.Decoder(list[DestinationView])
@@ -60,7 +61,7 @@ class ReaderSet:
         self._clients = {
             process: httpx.AsyncClient(
                 transport=httpx.AsyncHTTPTransport(uds=str(control_path(socket_dir, process))),
-                base_url="http://reader", timeout=CONTROL_TIMEOUT_S,
+                base_url="http://reader",
             )
             for process in self.processes
         }
@@ -90,21 +91,26 @@ class ReaderSet:
 
     async def replay(self, tenant: str, ask: ReplayRequest) -> int:
         body = msgspec.json.encode({"tenant": tenant, "request": ask})
-        answer = await self._call(self.process_of[ask.destination], "POST", "/replay", body)
+        answer = await self._call(self.process_of[ask.destination], "POST", "/replay", body,
+                                  REPLAY_TIMEOUT_S)
         requeued: int = msgspec.json.decode(answer)["requeued"]
         return requeued
 
     async def refresh_gauges(self) -> None:
-        await asyncio.gather(*(self._call(p, "POST", "/gauges") for p in self.processes))
+        """Each reader sets its gauges; one that does not answer keeps its last ones (its
+        ``scr_process_up`` tells why), and ``/metrics`` still answers."""
+        await asyncio.gather(*(self._call(p, "POST", "/gauges") for p in self.processes),
+                             return_exceptions=True)
 
     async def close(self) -> None:
         for client in self._clients.values():
             await client.aclose()
         self._notifier.close()
 
-    async def _call(self, process: str, method: str, path: str, body: bytes = b"") -> bytes:
+    async def _call(self, process: str, method: str, path: str, body: bytes = b"",
+                    timeout_s: float = CONTROL_TIMEOUT_S) -> bytes:
         try:
-            response = await self._clients[process].request(method, path, content=body)
+            response = await self._clients[process].request(method, path, content=body, timeout=timeout_s)
         except httpx.HTTPError:
             raise Unavailable(
                 f"the reader process 'scr: reader {process}' is not answering (restarting?); try again"

@@ -1,0 +1,161 @@
+"""Destinations in reader processes: woken by the writer, restarted when killed, never a
+brake on ingest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from test_crash import stream
+
+from conftest import StoreAt
+from serve.test_supervisor import child
+from support import Receiver, ServerProcess, create_key, make_event, post_acknowledged, wait_for
+
+RESTART_WITHIN_S = 1.0
+READER = "scr: reader destinations"
+DELIVERY_TIMEOUT_S = 60.0
+
+
+def write_config(tmp_path: Path, hook: Receiver) -> Path:
+    config = tmp_path / "scr.yaml"
+    config.write_text(
+        "session_completion_runtime:\n  routing:\n    destinations:\n"
+        f'      - {{name: hook, endpoint: "{hook.url}", batch_size: 500, batch_wait_ms: 20}}\n'
+        "      - {name: archive, type: file, path: archive.jsonl, transform: audit_v1}\n"
+    )
+    return config
+
+
+def archived(data: Path) -> set[str]:
+    archive = data / "archive.jsonl"
+    if not archive.exists():
+        return set()
+    whole = archive.read_text().split("\n")[:-1]  # only whole lines: the sink may be mid-append
+    return {json.loads(line)["event_id"] for line in whole}
+
+
+@pytest.fixture
+def hook() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+def test_each_reader_process_has_its_title_and_destinations(tmp_path: Path, hook: Receiver) -> None:
+    config = tmp_path / "scr.yaml"
+    config.write_text(
+        "session_completion_runtime:\n  routing:\n    destinations:\n"
+        f'      - {{name: hook, endpoint: "{hook.url}", process: webhooks}}\n'
+        "      - {name: archive, type: file, path: archive.jsonl}\n"
+    )
+    data = tmp_path / "data"
+    server = ServerProcess(data, config).start()
+    try:
+        titles = [p["title"] for p in httpx.get(f"{server.url}/healthz").json()["processes"]]
+        assert titles == ["scr: edge 0", "scr: reader webhooks", "scr: reader destinations"]
+        reader = create_key(data, role="read")
+        listed = httpx.get(f"{server.url}/v1/destinations",
+                           headers={"authorization": f"Bearer {reader}"}).json()["destinations"]
+        assert [d["name"] for d in listed] == ["hook", "archive"]
+        key = create_key(data)
+        with httpx.Client() as client:
+            assert post_acknowledged(client, server.url, key, [make_event("evt_1")], [])
+        wait_for(lambda: "evt_1" in hook.event_ids() and "evt_1" in archived(data),
+                 what="the event at both destinations")
+    finally:
+        server.stop()
+
+
+def test_sigkill_of_a_reader_mid_stream_loses_no_delivery(
+    tmp_path: Path, store_at: StoreAt, hook: Receiver
+) -> None:
+    data, uri = store_at.data, store_at.uri
+    config = write_config(tmp_path, hook)
+    key = create_key(data, store=uri)
+    server = ServerProcess(data, config, uri).start()
+    acknowledged: list[str] = []
+    stop = threading.Event()
+    sender = threading.Thread(target=stream, args=(server.url, key, acknowledged, stop))
+    try:
+        sender.start()
+        wait_for(lambda: len(hook.event_ids()) >= 1000, timeout_s=30, what="deliveries under way")
+        victim = child(server, READER)["pid"]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(lambda: child(server, READER)["pid"] not in (0, victim), timeout_s=RESTART_WITHIN_S,
+                 what="the reader started again")
+        assert time.monotonic() - killed_at <= RESTART_WITHIN_S
+        time.sleep(1.0)  # the stream goes on past the restart
+        stop.set()
+        sender.join(timeout=20)
+        assert sender.is_alive() is False
+        wanted = set(acknowledged)
+        wait_for(lambda: wanted <= hook.event_ids() and wanted <= archived(data),
+                 timeout_s=DELIVERY_TIMEOUT_S, what="every acknowledged event at both destinations")
+        assert child(server, READER)["restarts"] == 1
+    finally:
+        stop.set()
+        server.stop()
+
+
+def test_a_frozen_reader_does_not_slow_ingest(tmp_path: Path, hook: Receiver) -> None:
+    """SIGSTOP the reader: batches are still acknowledged, and once it runs again it
+    delivers what it missed; meanwhile /v1/destinations answers 503, never hangs."""
+    data = tmp_path / "data"
+    config = write_config(tmp_path, hook)
+    key = create_key(data)
+    admin = create_key(data, role="admin")
+    server = ServerProcess(data, config).start()
+    reader_pid = child(server, READER)["pid"]
+    try:
+        os.kill(reader_pid, signal.SIGSTOP)
+        acknowledged: list[str] = []
+        with httpx.Client(timeout=10) as client:
+            for n in range(10):
+                batch = [make_event(f"evt_{n}_{i}") for i in range(500)]
+                assert post_acknowledged(client, server.url, key, batch, acknowledged)
+            answer = client.get(f"{server.url}/v1/destinations", headers={"authorization": f"Bearer {admin}"})
+            assert answer.status_code == 503
+            assert "scr: reader destinations" in answer.json()["error"]["message"]
+            assert client.get(f"{server.url}/metrics").status_code == 200
+        assert len(acknowledged) == 5000
+        assert not hook.event_ids() & set(acknowledged)
+        os.kill(reader_pid, signal.SIGCONT)
+        wait_for(lambda: set(acknowledged) <= hook.event_ids() and set(acknowledged) <= archived(data),
+                 timeout_s=DELIVERY_TIMEOUT_S, what="the backlog delivered")
+    finally:
+        os.kill(reader_pid, signal.SIGCONT)
+        server.stop()
+
+
+def test_replay_and_enable_reach_the_reader(tmp_path: Path, hook: Receiver) -> None:
+    data = tmp_path / "data"
+    config = write_config(tmp_path, hook)
+    key = create_key(data)
+    admin = create_key(data, role="admin")
+    server = ServerProcess(data, config).start()
+    headers = {"authorization": f"Bearer {admin}"}
+    try:
+        with httpx.Client(base_url=server.url, headers=headers) as client:
+            assert post_acknowledged(client, server.url, key, [make_event("evt_r")], [])
+            wait_for(lambda: "evt_r" in hook.event_ids(), what="the first delivery")
+            first = len(hook.received)
+            replay = {"destination": "hook", "event_ids": ["evt_r"]}
+            answer = client.post("/v1/deliveries/replay", json=replay)
+            assert answer.json() == {"destination": "hook", "requeued": 1}
+            wait_for(lambda: len(hook.received) > first, what="the replayed delivery")
+            assert [e["event_id"] for e in hook.received[-1].json()] == ["evt_r"]
+            answer = client.post("/v1/deliveries/replay", json={**replay, "destination": "nope"})
+            assert answer.status_code == 404
+            answer = client.post("/v1/destinations/hook/enable")
+            assert answer.status_code == 200 and answer.json()["name"] == "hook"
+    finally:
+        server.stop()
