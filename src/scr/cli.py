@@ -105,14 +105,18 @@ def serve(
     """Run the server on the embedded store in DATA, or on a PostgreSQL --store."""
     import logging
 
-    import uvicorn
-
+    from scr.http_server import reserve_file_descriptors, serve_http
     from scr.server import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _load(config)
     if bus is not None:
         settings = _with_bus(settings, bus)
+    try:  # before the store is opened: a limit the process cannot serve is a start-up error
+        reserve_file_descriptors(settings.server)
+    except ConfigError as error:
+        _print_config_error(error)
+        raise typer.Exit(2) from None
     store_uri = store or settings.store
     try:
         application = create_app(settings, data, store_uri, f"http://{host}:{port}")
@@ -125,10 +129,7 @@ def serve(
     gc.set_threshold(*GC_THRESHOLDS)
     auth = "on" if settings.validation.require_authentication else "OFF"
     print(f"scr serving on http://{host}:{port} ({_where(store_uri, data)}, auth: {auth})", flush=True)
-    uvicorn.run(
-        application, host=host, port=port, log_level=log_level, access_log=False,
-        loop="uvloop", http="httptools", timeout_graceful_shutdown=10,
-    )
+    serve_http(application, settings.server, host=host, port=port, log_level=log_level)
 
 
 @keys_app.command("create")
