@@ -19,10 +19,11 @@ httptools) for an app on a host and port or on an inherited listening socket, un
 uvicorn has no such bounds: ``limit_concurrency`` counts in-flight requests (not connections
 waiting for their headers) and answers a plain-text 503; ``timeout_keep_alive`` only covers
 the idle time between requests. The smallest robust layer is a subclass of uvicorn's
-httptools protocol that arms a timer at the parser's own callbacks (message begin, headers
-complete, message complete), so no byte is parsed twice and the hot path gains two timer
-calls per request. It relies on ``HttpToolsProtocol``'s callbacks, stable across uvicorn
-releases (the version is pinned in constraints.txt).
+httptools protocol that follows the parser's own callbacks (message begin, headers complete,
+message complete): no byte is parsed twice, and a deadline timer is armed only for a head or
+body that spans more than one read, so a request that arrives whole costs no timer at all.
+It relies on ``HttpToolsProtocol``'s callbacks, stable across uvicorn releases (the version
+is pinned in constraints.txt).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def serve_http(
         app, host=host, port=port, log_level=log_level, access_log=False,
         loop="uvloop", http=_bounded_protocol(limits), timeout_keep_alive=KEEP_ALIVE_IDLE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        # scr has no WebSocket route: an Upgrade request is plain HTTP, and no connection
+        # leaves the bounded protocol for one without these deadlines.
+        ws="none",
     )
     server = uvicorn.Server(config)
     server.run(sockets=None if sock is None else [sock])
@@ -172,8 +176,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     header_deadline: asyncio.TimerHandle | None = None
     body_deadline: asyncio.TimerHandle | None = None
-    # True from a request's first byte to the end of its headers: a timeout then answers 408.
+    # From a request's first byte to the end of its headers (a timeout then answers 408), and
+    # from there to the end of its body.
     reading_head = False
+    reading_body = False
 
     # ----- the connection cap ---------------------------------------------------------------
 
@@ -208,21 +214,30 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     # ----- deadlines, at the parser's callbacks ----------------------------------------------
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Armed only for a head or body that spans more than one read: most requests arrive
+        # whole, and then no timer is set or cancelled for them.
+        if self.transport.is_closing():
+            return
+        if self.reading_head and self.header_deadline is None:
+            self.header_deadline = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
+        if self.reading_body and self.body_deadline is None:
+            self.body_deadline = self.loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.reading_head = True
-        if self.header_deadline is None:  # the connection's first request keeps the opening's
-            self.header_deadline = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
 
     def on_headers_complete(self) -> None:
-        self.reading_head = False
-        if self.header_deadline is not None:
+        self.reading_head, self.reading_body = False, True
+        if self.header_deadline is not None:  # the connection's first, or a slow head
             self.header_deadline.cancel()
             self.header_deadline = None
         super().on_headers_complete()
-        self.body_deadline = self.loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
 
     def on_message_complete(self) -> None:
+        self.reading_body = False
         if self.body_deadline is not None:
             self.body_deadline.cancel()
             self.body_deadline = None
