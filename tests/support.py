@@ -205,8 +205,12 @@ def create_key(data: Path, tenant: str = "org_acme", role: str = "ingest", store
 class ServerProcess:
     """A real ``scr serve`` process on a free port, stopped (or killed) by the test."""
 
-    def __init__(self, data: Path, config: Path | None = None, store: str | None = None) -> None:
+    def __init__(
+        self, data: Path, config: Path | None = None, store: str | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.data, self.config, self.store = data, config, store
+        self.preexec_fn = preexec_fn  # run in the child before exec (e.g. to set its rlimits)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -220,7 +224,9 @@ class ServerProcess:
             args += ["--store", self.store]
         self.data.mkdir(parents=True, exist_ok=True)
         log = open(self.data.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ})
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=log, env={**os.environ}, preexec_fn=self.preexec_fn
+        )
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -86,6 +86,8 @@ def test_source_document_yaml_loads_with_its_values_and_defaults() -> None:
     assert analytics.retry_attempts == 3
     assert config.server.max_body_bytes == 16 * 1024 * 1024
     assert config.server.max_batch_events == 10_000
+    assert (config.server.header_timeout_s, config.server.body_timeout_s) == (10.0, 60.0)
+    assert config.server.max_connections == 1000
     assert config.ledger.checkpoint_every_entries == 1000
     assert config.ledger.checkpoint_every_s == 10
     assert config.ledger.key_name == "scr"
@@ -292,6 +294,9 @@ def test_bad_destination_value_names_its_path_and_line(line: str, key: str, expe
         ("validation", "deduplication_window_sec: -1", "validation.deduplication_window_sec", ">= 0"),
         ("server", "max_body_bytes: 10", "server.max_body_bytes", "from 1024 to 1_073_741_824"),
         ("server", "max_batch_events: 0", "server.max_batch_events", "from 1 to 1_000_000"),
+        ("server", "header_timeout_s: 0", "server.header_timeout_s", "a number > 0 and <= 3600"),
+        ("server", "body_timeout_s: 3601", "server.body_timeout_s", "a number > 0 and <= 3600"),
+        ("server", "max_connections: 0", "server.max_connections", "from 1 to 1_000_000"),
         ("ledger", "checkpoint_every_entries: 0", "ledger.checkpoint_every_entries", ">= 1"),
         ("ledger", "checkpoint_every_s: 0", "ledger.checkpoint_every_s", "a number > 0 and <= 86_400"),
         ("ledger", "checkpoint_every_s: .inf", "ledger.checkpoint_every_s", "got .inf"),

@@ -104,6 +104,7 @@ def serve(
     import socket
     import tempfile
 
+    from scr.http_server import reserve_file_descriptors
     from scr.serve.readers import reader_processes
     from scr.serve.supervisor import Child, ChildArgs, Supervisor, prepare_run_dir
 
@@ -111,6 +112,11 @@ def serve(
     settings = _load(config)
     if bus is not None:
         settings = _with_bus(settings, bus)
+    try:  # before the store is opened: a limit the process cannot serve is a start-up error
+        reserve_file_descriptors(settings.server)
+    except ConfigError as error:
+        _print_config_error(error)
+        raise typer.Exit(2) from None
     store_uri = store or settings.store
     try:
         listener = socket.create_server((host, port), backlog=LISTEN_BACKLOG)

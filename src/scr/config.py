@@ -48,6 +48,13 @@ MAX_BATCH_EVENTS = 1_000_000
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
 DEFAULT_READER_PROCESS = "destinations"
 MAX_DRAIN_TIMEOUT_S = 3600.0
+# Slow clients: a request's headers, then its body, must arrive within these (seconds).
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 60.0
+MAX_REQUEST_TIMEOUT_S = 3600
+# Open client connections one serving process holds at once (503 past it).
+DEFAULT_MAX_CONNECTIONS = 1000
+MAX_MAX_CONNECTIONS = 1_000_000
 DEFAULT_CHECKPOINT_EVERY_ENTRIES = 1000
 DEFAULT_CHECKPOINT_EVERY_S = 10.0
 MAX_CHECKPOINT_EVERY_S = 86_400.0
@@ -250,6 +257,30 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
         Meta(gt=0, le=MAX_DRAIN_TIMEOUT_S, description="on SIGTERM, how long the processes may take "
              "to finish what they hold before they are killed (seconds)"),
     ] = DEFAULT_DRAIN_TIMEOUT_S
+    header_timeout_s: Annotated[
+        float,
+        Meta(
+            gt=0, le=MAX_REQUEST_TIMEOUT_S,
+            description="seconds from a request's first byte to the end of its headers (past it: 408, "
+            "and the connection is closed); a new connection that sends nothing is closed after it",
+        ),
+    ] = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: Annotated[
+        float,
+        Meta(
+            gt=0, le=MAX_REQUEST_TIMEOUT_S,
+            description="seconds from the end of a request's headers to the last byte of its body, in "
+            "total (past it: 408, the connection is closed, nothing of the request is stored)",
+        ),
+    ] = DEFAULT_BODY_TIMEOUT_S
+    max_connections: Annotated[
+        int,
+        Meta(
+            ge=1, le=MAX_MAX_CONNECTIONS,
+            description="client connections one serving process keeps open at once (a connection past "
+            "it is answered 503 with `Connection: close`)",
+        ),
+    ] = DEFAULT_MAX_CONNECTIONS
 
 
 class LedgerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

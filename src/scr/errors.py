@@ -9,6 +9,7 @@ machine-readable code it maps to; ``server.py`` turns them into the JSON error b
     ├── Unauthorized          401  no key or an unknown key
     ├── Forbidden             403  role or tenant does not allow it
     ├── NotFound              404  unknown (or another tenant's) resource
+    ├── RequestTimeout        408  headers or body not received in time (connection closed)
     ├── Conflict              409  same event id, different body
     ├── PayloadTooLarge       413  body, event or batch over its bound
     ├── UnsupportedMediaType  415  a content type or encoding the endpoint does not read
@@ -74,6 +75,11 @@ class Forbidden(ScrError):
 class NotFound(ScrError):
     status = 404
     code = "not_found"
+
+
+class RequestTimeout(ScrError):
+    status = 408
+    code = "request_timeout"
 
 
 class Conflict(ScrError):

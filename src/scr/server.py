@@ -12,9 +12,11 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scr import __version__
 from scr.bus.instance import BusInstance, bus_instance
@@ -317,9 +319,39 @@ def _error_response(request: Request, error: Exception) -> Response:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
 
 
-async def _unexpected(request: Request, error: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(ScrError("internal error; see the server log").body(), status_code=500)
+class UnexpectedErrors:
+    """Answers an unexpected exception with the standard 500 body, as an ordinary response.
+
+    Not an ``Exception`` handler: Starlette runs those in ``ServerErrorMiddleware``, which
+    re-raises after answering, and uvicorn then drops the keep-alive connection without a
+    ``Connection: close``, so the client's next request fails. Installed below it, the 500 is
+    a normal response and the connection stays usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except ClientDisconnect:
+            return  # the client is gone (or timed out, see scr.http_server): nobody to answer
+        except Exception:
+            if started:
+                raise  # half a response cannot be mended: the server closes the connection
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            answer = JSONResponse(ScrError("internal error; see the server log").body(), status_code=500)
+            await answer(scope, receive, send)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -487,7 +519,8 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
     )
     app = Starlette(
         routes=routes,
-        exception_handlers={ScrError: _error_response, Exception: _unexpected},
+        exception_handlers={ScrError: _error_response},
+        middleware=[Middleware(UnexpectedErrors)],
         lifespan=lifespan,
     )
     app.state.runtime = runtime

@@ -10,10 +10,9 @@ import gc
 import logging
 from pathlib import Path
 
-import uvicorn
-
 from scr.config import Config, default_config, load_config, with_bus
 from scr.errors import ConfigError
+from scr.http_server import bounded_server
 from scr.serve.child import serve_and_tell
 from scr.serve.readers import ReaderSet
 from scr.serve.supervisor import ChildArgs
@@ -57,9 +56,6 @@ def run_edge(args: ChildArgs) -> int:
     # often: at 1,000 events/s this halved ingest p99 on the 2-core benchmark machine.
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    server = uvicorn.Server(uvicorn.Config(
-        application, fd=args.listen_fd, log_level=args.log_level, access_log=False,
-        loop="uvloop", http="httptools", timeout_graceful_shutdown=int(args.drain_timeout_s),
-    ))
+    server = bounded_server(application, settings.server, fd=args.listen_fd, log_level=args.log_level)
     serve_and_tell(server, args.ready_fd)
     return 0 if server.started else 1
