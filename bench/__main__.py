@@ -12,7 +12,7 @@ from typing import Any
 # Each module has main() -> dict of figures. Later issues add theirs here.
 BENCHMARKS = [
     "bench.ingest", "bench.bench_store", "bench.bench_ledger", "bench.bench_proofs", "bench.bench_decide",
-    "bench.bench_sdk", "bench.bench_cluster", "bench.bench_file_destinations",
+    "bench.bench_sdk", "bench.bench_cluster", "bench.bench_file_destinations", "bench.bench_processes",
 ]
 RESULTS = Path(__file__).parent / "results"
 

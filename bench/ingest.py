@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,9 +83,12 @@ def wait_ready(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``python args`` logging to ``log``; ``env`` adds to the environment (a baseline's
+    PYTHONPATH, say)."""
     out = log.open("ab")
-    return subprocess.Popen([sys.executable, *args], stdout=out, stderr=out, cwd=ROOT)
+    return subprocess.Popen([sys.executable, *args], stdout=out, stderr=out, cwd=ROOT,
+                            env={**os.environ, **(env or {})})
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -191,10 +194,11 @@ def config_for(ports: list[int], batch_size: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def create_key(data: Path) -> str:
+def create_key(data: Path, env: dict[str, str] | None = None) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "scr", "keys", "create", "--data", str(data), "--tenant",
-         "org_bench", "--role", "admin"], capture_output=True, text=True, check=True, cwd=ROOT)
+         "org_bench", "--role", "admin"], capture_output=True, text=True, check=True, cwd=ROOT,
+        env={**os.environ, **(env or {})})
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -206,11 +210,13 @@ class Setup:
     headers: dict[str, str]
     ports: list[int]
     timing: list[Path]
+    server_pid: int
 
 
 @contextlib.contextmanager
 def scr_and_receivers(
-    folder: Path, name: str, batch_size: int, timing: bool = False
+    folder: Path, name: str, batch_size: int, timing: bool = False,
+    server_env: dict[str, str] | None = None,
 ) -> Iterator[Setup]:
     """Start three receivers and ``scr serve`` routing to them; stop them all afterwards."""
     ports = [free_port() for _ in range(3)]
@@ -221,26 +227,30 @@ def scr_and_receivers(
     config = folder / f"{name}.yaml"
     config.write_text(config_for(ports, batch_size))
     data = folder / f"{name}-data"
-    key = create_key(data)
+    key = create_key(data, server_env)
     port = free_port()
     server = start(["-m", "scr", "serve", "--config", str(config), "--data", str(data),
-                    "--port", str(port), "--log-level", "warning"], folder / "serve.log")
+                    "--port", str(port), "--log-level", "warning"], folder / "serve.log", server_env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(f"{url}/v1/events")
         for p in ports:
             wait_ready(f"http://127.0.0.1:{p}/")
         yield Setup(url, {"authorization": f"Bearer {key}", "content-type": "application/json"},
-                    ports, timing_files)
+                    ports, timing_files, server.pid)
     finally:
         stop(server)
         for receiver in receivers:
             stop(receiver)
 
 
-def durable_ingest(bodies: list[bytes], folder: Path) -> dict[str, Any]:
-    """(a): scr serve with three batched destinations; throughput and destination lag."""
-    with scr_and_receivers(folder, "ingest", BATCH_EVENTS) as setup:
+def durable_ingest(bodies: list[bytes], folder: Path, server_env: dict[str, str] | None = None,
+                   on_setup: Callable[[Setup], None] | None = None) -> dict[str, Any]:
+    """(a): scr serve with three batched destinations; throughput and destination lag.
+    ``on_setup`` sees the running setup first (to watch its processes, say)."""
+    with scr_and_receivers(folder, "ingest", BATCH_EVENTS, server_env=server_env) as setup:
+        if on_setup is not None:
+            on_setup(setup)
         url, headers, ports = setup.url, setup.headers, setup.ports
         lag_samples: list[int] = []
 
@@ -293,14 +303,14 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def latency(folder: Path) -> dict[str, Any]:
+def latency(folder: Path, server_env: dict[str, str] | None = None) -> dict[str, Any]:
     """(b): single events at 1,000/s; ingest latency and capture → first delivery attempt."""
     total = LATENCY_RATE_PER_S * LATENCY_SECONDS
     ids = [uuid.uuid4().hex for _ in range(total)]
     bodies = [(event_id, msgspec.json.encode(event(event_id))) for event_id in ids]
     sent_at: dict[str, float] = {}
     ingest_ms: list[float] = []
-    with scr_and_receivers(folder, "latency", 1, timing=True) as setup:
+    with scr_and_receivers(folder, "latency", 1, timing=True, server_env=server_env) as setup:
         url, headers, timing = f"{setup.url}/v1/events", setup.headers, setup.timing
 
         async def run() -> None:

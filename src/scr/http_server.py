@@ -58,18 +58,14 @@ KEEP_ALIVE_IDLE_S = 5
 SERVER_KEY = "session_completion_runtime.server"
 
 
-def bounded_server(
-    app: ASGIApp,
-    limits: ServerConfig,
-    *,
-    fd: int,
-    log_level: str = "info",
-) -> uvicorn.Server:
-    """A uvicorn server for ``app`` on the inherited listening socket ``fd``, under
-    ``limits``: header and body deadlines, a connection cap, and a SIGTERM drain of at most
-    ``limits.drain_timeout_s``."""
+def bounded_server(app: ASGIApp, limits: ServerConfig, *, log_level: str = "info") -> uvicorn.Server:
+    """A uvicorn server for ``app`` under ``limits`` (header and body deadlines, a connection
+    cap, a SIGTERM drain of at most ``limits.drain_timeout_s``); serve it on the listening
+    socket inherited from the supervisor with ``server.serve([socket.socket(fileno=fd)])``,
+    never uvicorn's ``fd=``, which takes every inherited socket for a Unix one and so leaves
+    Nagle's algorithm on for TCP clients (40 ms stalls on small answers)."""
     config = uvicorn.Config(
-        app, fd=fd, log_level=log_level, access_log=False,
+        app, log_level=log_level, access_log=False,
         loop="uvloop", http=_bounded_protocol(limits), timeout_keep_alive=KEEP_ALIVE_IDLE_S,
         timeout_graceful_shutdown=max(1, int(limits.drain_timeout_s)),
         # scr has no WebSocket route: an Upgrade request is plain HTTP, and no connection

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import socket
 from pathlib import Path
 
 from scr.config import Config, default_config, load_config, with_bus
@@ -56,6 +57,6 @@ def run_edge(args: ChildArgs) -> int:
     # often: at 1,000 events/s this halved ingest p99 on the 2-core benchmark machine.
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    server = bounded_server(application, settings.server, fd=args.listen_fd, log_level=args.log_level)
-    serve_and_tell(server, args.ready_fd)
+    server = bounded_server(application, settings.server, log_level=args.log_level)
+    serve_and_tell(server, args.ready_fd, [socket.socket(fileno=args.listen_fd)])
     return 0 if server.started else 1

@@ -1,0 +1,121 @@
+"""The process model (issue 12) against its starting commit, side by side in one run.
+
+The same load goes to ``scr serve`` of this tree and of the baseline commit (checked out with
+``git worktree`` into a temporary folder, run with its ``src`` first on PYTHONPATH):
+
+(a) 1,000-event batches over 4 connections with 3 batched destinations: events/s, how many
+    cores the server's processes kept busy, their RSS together, and whether the destinations
+    kept up;
+(b) single events at 1,000/s with 3 per-event webhooks: ingest p99 and capture → first
+    delivery attempt p99.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.ingest import ROOT, Setup, durable_ingest, latency, make_batches
+
+BASELINE_COMMIT = os.environ.get("SCR_BENCH_BASELINE", "644aa85")
+BATCHES = int(os.environ.get("SCR_BENCH_PROCESS_BATCHES", "150"))
+SAMPLE_EVERY_S = 0.5
+
+
+class TreeWatch:
+    """CPU seconds and RSS of a process and all its descendants, sampled while a run lasts."""
+
+    def __init__(self) -> None:
+        self.root: psutil.Process | None = None
+        self.cpu_s: dict[int, float] = {}
+        self.rss_peak = 0
+        self.rss_last = 0
+        self.started = 0.0
+        self.stopped = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def watch(self, setup: Setup) -> None:
+        self.root = psutil.Process(setup.server_pid)
+        self.started = time.perf_counter()
+        self._thread.start()
+
+    def _tree(self) -> list[psutil.Process]:
+        assert self.root is not None
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = 0
+            for proc in self._tree():
+                try:
+                    times = proc.cpu_times()
+                    self.cpu_s[proc.pid] = times.user + times.system
+                    rss += proc.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+            self.rss_last = rss
+            self.rss_peak = max(self.rss_peak, rss)
+            self._stop.wait(SAMPLE_EVERY_S)
+
+    def finish(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        elapsed = time.perf_counter() - self.started
+        return {
+            "cores_busy": round(sum(self.cpu_s.values()) / elapsed, 2),
+            "processes": len(self.cpu_s),
+            "rss_peak_mib": round(self.rss_peak / 2**20),
+            "rss_last_mib": round(self.rss_last / 2**20),
+        }
+
+
+def batch_run(bodies: list[bytes], folder: Path, env: dict[str, str] | None) -> dict[str, Any]:
+    folder.mkdir()
+    tree = TreeWatch()
+    result = durable_ingest(bodies, folder, env, on_setup=tree.watch)
+    result.pop("lag_samples", None)
+    return {**result, **tree.finish()}
+
+
+def main() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="scr-bench-processes-") as tmp:
+        folder = Path(tmp)
+        baseline_tree = folder / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(baseline_tree), BASELINE_COMMIT],
+                       cwd=ROOT, check=True, capture_output=True)
+        baseline_env = {"PYTHONPATH": str(baseline_tree / "src")}
+        try:
+            bodies = make_batches(BATCHES)
+            results: dict[str, Any] = {"baseline_commit": BASELINE_COMMIT}
+            print(f"batches, baseline {BASELINE_COMMIT} …", flush=True)
+            results["batch_baseline"] = batch_run(bodies, folder / "b-base", baseline_env)
+            print("batches, this tree …", flush=True)
+            results["batch"] = batch_run(bodies, folder / "b-now", None)
+            print(f"single events, baseline {BASELINE_COMMIT} …", flush=True)
+            (folder / "l-base").mkdir()
+            results["single_baseline"] = latency(folder / "l-base", baseline_env)
+            print("single events, this tree …", flush=True)
+            (folder / "l-now").mkdir()
+            results["single"] = latency(folder / "l-now")
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(baseline_tree)],
+                           cwd=ROOT, capture_output=True)
+    results["ratios"] = {
+        "batch_events_per_s_vs_baseline": round(
+            results["batch"]["events_per_s"] / results["batch_baseline"]["events_per_s"], 2),
+        "end_to_end_vs_baseline": round(
+            results["batch"]["end_to_end_events_per_s"]
+            / results["batch_baseline"]["end_to_end_events_per_s"], 2),
+    }
+    return results
