@@ -481,6 +481,8 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
 
         runtime.committer.commit_hooks.append(on_commit)
         runtime.committer.start()
+        if readers is not None:
+            await readers.start(runtime.store, runtime.committer)
         if runtime.bus is not None and runtime.bus.clustered:
             # each destination runs on the owner of its home partition only
             runtime.bus.on_owned.append(_place_destinations(runtime))

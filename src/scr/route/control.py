@@ -70,6 +70,9 @@ class Destinations(Protocol):
 class RemoteDestinations(Destinations, Protocol):
     """Destinations whose workers run in other processes of this instance."""
 
+    async def start(self, store: Store, committer: Committer) -> None:
+        """Take the workers' writes into ``committer``'s groups (the one writer)."""
+
     def notify(self, head_seq: int) -> None:
         """Tell the workers the ledger now reaches ``head_seq`` (from the committer's thread)."""
 

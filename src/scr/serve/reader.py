@@ -3,8 +3,8 @@
 It reads the ledger from each destination's durable cursor. The writer wakes it with the new
 head after each commit; it then reads the new entries from the store once, for all of its
 destinations, into its own ledger tail (one read and one decode per entry, not one per
-destination). It keeps its destinations' state (cursors, deliveries) through a committer of
-its own, and answers the edge's questions on its control socket (``scr.serve.readers``).
+destination). Its destinations' writes (cursors, deliveries, attempts) go to the one writer
+(``scr.serve.writes``), and it answers the edge's questions on its control socket (``scr.serve.readers``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import cast
 
 import msgspec
 import uvicorn
@@ -32,8 +33,9 @@ from scr.route.control import LocalDestinations, ReplayRequest
 from scr.route.worker import DestinationWorker
 from scr.serve.child import serve_and_tell
 from scr.serve.edge import EXIT_START_ERROR, load_settings
-from scr.serve.readers import control_path, decode_seq, notify_path
+from scr.serve.readers import control_path, decode_seq, notify_path, writes_path
 from scr.serve.supervisor import ChildArgs
+from scr.serve.writes import RecordingStore, RemoteCommitter
 from scr.store import Store, open_store
 
 log = logging.getLogger("scr.serve.reader")
@@ -94,19 +96,21 @@ def run_reader(args: ChildArgs) -> int:
         return EXIT_START_ERROR
     metrics = Metrics()
     tail = LedgerTail(store)
-    committer = Committer(store, settings.capture.buffer_size, settings.validation.deduplication_window_sec)
+    # the destinations read the store and write through the one writer (scr.serve.writes)
+    remote = RemoteCommitter(writes_path(socket_dir))
+    committer = cast(Committer, remote)
+    writing_store = cast(Store, RecordingStore(store))
     workers = {
-        d.name: DestinationWorker(d, store, committer, tail, metrics, data_dir)
+        d.name: DestinationWorker(d, writing_store, committer, tail, metrics, data_dir)
         for d in settings.routing.destinations if d.process == process
     }
-    destinations = LocalDestinations(workers, store, committer, metrics)
+    destinations = LocalDestinations(workers, writing_store, committer, metrics)
     wake = _bound(socket.SOCK_DGRAM, notify_path(socket_dir, process))
     wake.setblocking(False)
     control = _bound(socket.SOCK_STREAM, control_path(socket_dir, process))
     follower_task: list[asyncio.Task[None]] = []
 
     async def start() -> None:
-        committer.start()
         for worker in workers.values():
             await worker.start()
         follower_task.append(asyncio.ensure_future(Follower(store, tail, wake).run()))
@@ -119,7 +123,7 @@ def run_reader(args: ChildArgs) -> int:
         for worker in workers.values():
             if worker.running:
                 await worker.stop()
-        committer.close()
+        await remote.close()
         store.close()
         wake.close()
 

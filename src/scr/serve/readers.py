@@ -4,7 +4,8 @@ destinations are doing.
 Each reader process has two Unix sockets in the instance's socket folder (0700, made by the
 supervisor): ``<process>.notify`` takes datagrams of 8 bytes, the ledger's new head
 sequence number (big-endian), and ``<process>.control`` answers a small HTTP API
-(``scr.serve.reader``). A datagram that cannot be sent (the reader is restarting, its queue
+(``scr.serve.reader``); the writer takes their writes on ``writer.writes``
+(``scr.serve.writes``). A datagram that cannot be sent (the reader is restarting, its queue
 is full) is dropped: the reader reads the ledger from the store, not from the message,
 and checks the head itself when it hears nothing for a second.
 """
@@ -22,13 +23,20 @@ import msgspec
 
 from scr.config import Config
 from scr.errors import BadRequest, Conflict, NotFound, ScrError, Unavailable
+from scr.log.commit import Committer
 from scr.route.control import DestinationView, ReplayRequest
+from scr.serve.writes import WriteService
+from scr.store.protocol import Store
 
 CONTROL_TIMEOUT_S = 5.0  # a reader that does not answer a question by then is reported
 REPLAY_TIMEOUT_S = 60.0  # a replay of 100,000 events is the slowest control call
 SEQ_BYTES = 8
 _ANSWERED: dict[int, type[ScrError]] = {400: BadRequest, 404: NotFound, 409: Conflict}
 _views = msgspec.json.Decoder(list[DestinationView])
+
+
+def writes_path(socket_dir: Path) -> Path:
+    return socket_dir / "writer.writes"
 
 
 def control_path(socket_dir: Path, process: str) -> Path:
@@ -68,6 +76,12 @@ class ReaderSet:
         self._notify_to = [str(notify_path(socket_dir, p)) for p in self.processes]
         self._notifier = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notifier.setblocking(False)
+        self._writes_at = writes_path(socket_dir)
+        self._writes: WriteService | None = None
+
+    async def start(self, store: Store, committer: Committer) -> None:
+        self._writes = WriteService(store, committer, self._writes_at)
+        await self._writes.start()
 
     def names(self) -> list[str]:
         return list(self.process_of)
@@ -103,6 +117,8 @@ class ReaderSet:
                              return_exceptions=True)
 
     async def close(self) -> None:
+        if self._writes is not None:
+            await self._writes.close()
         for client in self._clients.values():
             await client.aclose()
         self._notifier.close()

@@ -1,0 +1,272 @@
+"""Readers write through the one writer: their cursors, deliveries and attempts join its
+group commits instead of taking the store's write lock from a second process.
+
+Two writers of one SQLite database serialise on its lock, and SQLite's busy handler sleeps
+in steps of up to 100 ms while it waits: measured with reader processes writing on their
+own, single events waited 110 ms (p50) for their first delivery attempt and ingest p99 rose
+from 19 to 172 ms. So a reader's destinations record their writes as typed operations
+(``RecordingStore``), and ``RemoteCommitter`` sends them over the writer's Unix socket
+(length-prefixed msgpack); the writer applies them in one of its groups and answers each
+operation's result. A write that cannot reach the writer fails like a failed commit: the
+destination resumes from its durable cursor (at least once, as after a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import msgspec
+
+from scr.errors import Unavailable
+from scr.log.commit import Committer
+from scr.store.protocol import Store, Transaction
+from scr.store.records import AttemptRow, DeliveryRow
+
+log = logging.getLogger("scr.serve.writes")
+
+T = TypeVar("T")
+FRAME_HEADER = struct.Struct(">I")  # the length of the msgpack message that follows
+MAX_FRAME_BYTES = 256 * 1024 * 1024  # a replay of 100,000 deliveries is ~20 MB
+
+
+class SetCursor(msgspec.Struct, tag=True, array_like=True):
+    destination: str
+    seq: int
+
+
+class SetState(msgspec.Struct, tag=True, array_like=True):
+    destination: str
+    state: str
+    reason: str
+    now: str
+
+
+class UpsertDeliveries(msgspec.Struct, tag=True, array_like=True):
+    rows: list[DeliveryRow]
+
+
+class MakeDue(msgspec.Struct, tag=True, array_like=True):
+    destination: str
+    now_ms: int
+
+
+class InsertAttempts(msgspec.Struct, tag=True, array_like=True):
+    rows: list[AttemptRow]
+
+
+Op = SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts
+
+
+class WriteRequest(msgspec.Struct, array_like=True):
+    id: int
+    durable: bool
+    size: int
+    ops: list[Op]
+
+
+class WriteAnswer(msgspec.Struct, array_like=True):
+    id: int
+    results: list[int | None]
+    error: str | None = None
+
+
+def apply(store: Store, tx: Transaction, op: Op) -> int | None:
+    """Carry out one recorded operation in the writer's transaction."""
+    if isinstance(op, SetCursor):
+        store.set_cursor(tx, op.destination, op.seq)
+    elif isinstance(op, SetState):
+        store.set_destination_state(tx, op.destination, op.state, op.reason, op.now)
+    elif isinstance(op, UpsertDeliveries):
+        store.upsert_deliveries(tx, op.rows)
+    elif isinstance(op, MakeDue):
+        return store.make_due(tx, op.destination, op.now_ms)
+    else:
+        store.insert_attempts(tx, op.rows)
+    return None
+
+
+# ----- the reader's side ---------------------------------------------------------------------
+
+
+class Pending(int):
+    """What a recorded operation returns before the writer has run it: the position of its
+    result in the writer's answer (``RemoteCommitter.run`` puts the result in its place)."""
+
+    index: int
+
+    def __new__(cls, index: int) -> Pending:
+        pending = super().__new__(cls, 0)
+        pending.index = index
+        return pending
+
+
+class RecordingTx:
+    """The transaction a reader's write function sees: it collects operations."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+
+    def record(self, op: Op) -> Pending:
+        self.ops.append(op)
+        return Pending(len(self.ops) - 1)
+
+
+class RecordingStore:
+    """The store as a reader's destinations use it: reads go to the store, writes are
+    recorded in the transaction for the writer to carry out."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def set_cursor(self, tx: RecordingTx, destination: str, seq: int) -> None:
+        tx.record(SetCursor(destination, seq))
+
+    def set_destination_state(self, tx: RecordingTx, destination: str, state: str, reason: str,
+                              now: str) -> None:
+        tx.record(SetState(destination, state, reason, now))
+
+    def upsert_deliveries(self, tx: RecordingTx, rows: Any) -> None:
+        tx.record(UpsertDeliveries(list(rows)))
+
+    def make_due(self, tx: RecordingTx, destination: str, now_ms: int) -> int:
+        return tx.record(MakeDue(destination, now_ms))
+
+    def insert_attempts(self, tx: RecordingTx, rows: Any) -> None:
+        tx.record(InsertAttempts(list(rows)))
+
+
+class RemoteCommitter:
+    """``Committer.run`` for a reader process: the writes go to the writer's group commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[WriteAnswer]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._connecting = asyncio.Lock()
+
+    async def run(self, write: Callable[[Any], T], size: int = 1, durable: bool = True) -> T:
+        tx = RecordingTx()
+        result = write(tx)
+        if not tx.ops:
+            return result
+        request = WriteRequest(next(self._ids), durable, size, tx.ops)
+        answer = await self._send(request)
+        if answer.error is not None:
+            raise Unavailable(f"the writer could not commit: {answer.error}")
+        if isinstance(result, Pending):
+            return cast(T, answer.results[result.index])
+        return result
+
+    async def _send(self, request: WriteRequest) -> WriteAnswer:
+        writer = await self._connected()
+        answer: asyncio.Future[WriteAnswer] = asyncio.get_running_loop().create_future()
+        self._waiting[request.id] = answer
+        message = msgspec.msgpack.encode(request)
+        try:
+            writer.write(FRAME_HEADER.pack(len(message)) + message)
+            await writer.drain()
+            return await answer
+        finally:
+            self._waiting.pop(request.id, None)
+
+    async def _connected(self) -> asyncio.StreamWriter:
+        async with self._connecting:
+            if self._writer is None or self._writer.is_closing():
+                try:
+                    reader, self._writer = await asyncio.open_unix_connection(str(self.path))
+                except OSError as error:
+                    raise Unavailable(f"the writer is not answering: {error}") from None
+                self._listener = asyncio.ensure_future(self._listen(reader))
+            return self._writer
+
+    async def _listen(self, reader: asyncio.StreamReader) -> None:
+        decode = msgspec.msgpack.Decoder(WriteAnswer).decode
+        try:
+            while True:
+                answer = decode(await _read_frame(reader))
+                waiting = self._waiting.get(answer.id)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(answer)
+        except (asyncio.IncompleteReadError, OSError, msgspec.DecodeError) as error:
+            lost = Unavailable(f"lost the writer: {error!r}")
+            for waiting in self._waiting.values():
+                if not waiting.done():
+                    waiting.set_exception(lost)
+            if self._writer is not None:
+                self._writer.close()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._writer is not None:
+            self._writer.close()
+
+
+# ----- the writer's side ---------------------------------------------------------------------
+
+
+class WriteService:
+    """Takes the readers' writes on a Unix socket and commits them in the writer's groups."""
+
+    def __init__(self, store: Store, committer: Committer, path: Path) -> None:
+        self.store, self.committer, self.path = store, committer, path
+        self._server: asyncio.base_events.Server | None = None
+        self._decode = msgspec.msgpack.Decoder(WriteRequest).decode
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._serve, str(self.path))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                request = self._decode(await _read_frame(reader))
+                task = asyncio.ensure_future(self._commit(request, writer))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except (asyncio.IncompleteReadError, OSError):
+            pass  # the reader went away; what it sent and we committed stays committed
+        except msgspec.DecodeError as error:
+            log.error("a reader sent an undecodable write (%s); closing its connection", error)
+        finally:
+            writer.close()
+
+    async def _commit(self, request: WriteRequest, writer: asyncio.StreamWriter) -> None:
+        def write(tx: Transaction) -> list[int | None]:
+            return [apply(self.store, tx, op) for op in request.ops]
+
+        try:
+            results = await self.committer.run(write, size=request.size, durable=request.durable)
+            answer = WriteAnswer(request.id, results)
+        except Exception as error:  # the reader learns of it as of a failed commit
+            answer = WriteAnswer(request.id, [], f"{type(error).__name__}: {error}")
+        message = msgspec.msgpack.encode(answer)
+        if not writer.is_closing():
+            writer.write(FRAME_HEADER.pack(len(message)) + message)
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> bytes:
+    (length,) = FRAME_HEADER.unpack(await reader.readexactly(FRAME_HEADER.size))
+    if length > MAX_FRAME_BYTES:
+        raise OSError(f"a frame of {length} bytes is over the limit of {MAX_FRAME_BYTES}")
+    return await reader.readexactly(length)
