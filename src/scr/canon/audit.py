@@ -133,6 +133,9 @@ class _Audit:
         except (InvalidEvent, TypeError) as error:
             self.breach(INV_SESSION_COMPLETION_LEDGER,
                         f"not a valid v1.2 event: {error}", entry.id)
+            event_id = payload.get("event_id") if isinstance(payload, Mapping) else None
+            if isinstance(event_id, str):  # the entry is there: report its content once
+                self.completions.setdefault(event_id, entry.id)
             return
         if event.tenant != self.tenant:
             self.breach(INV_SESSION_COMPLETION_LEDGER,
