@@ -211,34 +211,17 @@ def _problem_from_msgspec(error: msgspec.ValidationError | msgspec.DecodeError) 
 
 
 def decode_event(raw: bytes | memoryview, *, now: datetime | None = None) -> Event:
-    """Decode and validate one arriving event from JSON bytes; raise ``InvalidEvent`` on any
-    problem. Its times may run at most ``MAX_AHEAD_OF_CLOCK`` ahead of ``now`` (the server's
-    clock, read when not given)."""
-    event = _decode(raw)
-    _raise_if(_arrival_problems(event, now))
-    return event
+    """Decode and validate one arriving event from JSON bytes; raise ``InvalidEvent`` naming
+    every problem. Its times may run at most ``MAX_AHEAD_OF_CLOCK`` ahead of ``now`` (the
+    server's clock, read when not given)."""
+    return _decode(raw, _latest(now))
 
 
 def decode_accepted_event(raw: bytes | memoryview) -> Event:
     """``decode_event`` for an event accepted before (a bus message read by the partition's
     owner): every rule but how far its times may run ahead of the clock, which was checked
     when it arrived and must not depend on the clock of whoever reads it again."""
-    return _decode(raw)
-
-
-def _decode(raw: bytes | memoryview) -> Event:
-    if len(raw) > MAX_EVENT_BYTES:
-        raise InvalidEvent(
-            [Problem("event_too_large", "$", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")]
-        )
-    try:
-        event = _decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as error:
-        raise InvalidEvent([_problem_from_msgspec(error)]) from None
-    problems = event_problems(event)
-    problems += _spelling_problems(_spelling_decoder.decode(raw), problems)
-    _raise_if(problems)
-    return event
+    return _decode(raw, None)
 
 
 def convert_event(value: Any, *, now: datetime | None = None) -> Event:
@@ -249,9 +232,34 @@ def convert_event(value: Any, *, now: datetime | None = None) -> Event:
         spelling = msgspec.convert(value, _Spelling)
     except msgspec.ValidationError as error:
         raise InvalidEvent([_problem_from_msgspec(error)]) from None
-    problems = event_problems(event)
+    problems = _event_problems(event, _latest(now))
     problems += _spelling_problems(spelling, problems)
-    problems += _arrival_problems(event, now)
+    _raise_if(problems)
+    return event
+
+
+def check_event(event: Event) -> None:
+    """The rules the declarations cannot state (the clock's aside); raise ``InvalidEvent``
+    naming each broken one."""
+    _raise_if(_event_problems(event, None))
+
+
+def _latest(now: datetime | None) -> datetime:
+    """The latest time an event arriving at ``now`` (default: the clock) may carry."""
+    return (now or datetime.now(UTC)) + MAX_AHEAD_OF_CLOCK
+
+
+def _decode(raw: bytes | memoryview, latest: datetime | None) -> Event:
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(
+            [Problem("event_too_large", "$", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")]
+        )
+    try:
+        event = _decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        raise InvalidEvent([_problem_from_msgspec(error)]) from None
+    problems = _event_problems(event, latest)
+    problems += _spelling_problems(_spelling_decoder.decode(raw), problems)
     _raise_if(problems)
     return event
 
@@ -259,11 +267,6 @@ def convert_event(value: Any, *, now: datetime | None = None) -> Event:
 def _raise_if(problems: list[Problem]) -> None:
     if problems:
         raise InvalidEvent(problems)
-
-
-def check_event(event: Event) -> None:
-    """The rules the declarations cannot state; raise ``InvalidEvent`` naming each broken one."""
-    _raise_if(event_problems(event))
 
 
 TIME_PATHS = ("$.timestamp", "$.session.start_time", "$.session.end_time")
@@ -274,9 +277,10 @@ def _times(event: Event) -> tuple[datetime, datetime, datetime]:
     return event.timestamp, event.session.start_time, event.session.end_time
 
 
-def event_problems(event: Event) -> list[Problem]:
+def _event_problems(event: Event, latest: datetime | None) -> list[Problem]:
     """Every rule the declarations cannot state that ``event`` breaks (none: an empty list):
-    fields that must agree, money in bounds, times not before ``EARLIEST_EVENT_TIME``."""
+    fields that must agree, money in bounds, times in their window (up to ``latest``, when
+    the event is arriving)."""
     problems: list[Problem] = []
     usage, session = event.usage, event.session
     if usage.total_tokens != usage.input_tokens + usage.output_tokens:
@@ -292,13 +296,8 @@ def event_problems(event: Event) -> list[Problem]:
     if cost_problem is not None:
         problems.append(Problem("invalid_value", "$.usage.estimated_cost_usd", cost_problem))
     times = _times(event)
-    if min(times) < EARLIEST_EVENT_TIME:
-        problems += [
-            Problem("invalid_value", path, f"{time.isoformat()} is before {EARLIEST_TEXT}, "
-                    "the earliest time an event may have")
-            for path, time in zip(TIME_PATHS, times, strict=True)
-            if time < EARLIEST_EVENT_TIME
-        ]
+    if min(times) < EARLIEST_EVENT_TIME or (latest is not None and max(times) > latest):
+        problems += _window_problems(times, latest)
     if session.end_time < session.start_time:
         problems.append(
             Problem("invalid_time_order", "$.session.end_time", "end_time is before start_time")
@@ -319,6 +318,25 @@ def event_problems(event: Event) -> list[Problem]:
         problems.append(
             Problem("invalid_value", "$.metadata.source_ip", "not an IPv4 or IPv6 address")
         )
+    return problems
+
+
+def _window_problems(
+    times: tuple[datetime, datetime, datetime], latest: datetime | None
+) -> list[Problem]:
+    problems = []
+    for path, time in zip(TIME_PATHS, times, strict=True):
+        if time < EARLIEST_EVENT_TIME:
+            problems.append(Problem(
+                "invalid_value", path,
+                f"{time.isoformat()} is before {EARLIEST_TEXT}, the earliest time an event may have",
+            ))
+        elif latest is not None and time > latest:
+            problems.append(Problem(
+                "invalid_value", path,
+                f"{time.isoformat()} is more than {MAX_AHEAD_OF_CLOCK.days} day ahead of the "
+                f"server's clock ({(latest - MAX_AHEAD_OF_CLOCK).isoformat()})",
+            ))
     return problems
 
 
@@ -352,28 +370,10 @@ def _plainly_spelled(timestamp: Any, start_time: Any, end_time: Any) -> bool:
 
 
 def _spelled_as_rfc3339(text: str) -> bool:
-    """``TIMESTAMP_PATTERN``, for a time msgspec read and ``event_problems`` found in the window
+    """``TIMESTAMP_PATTERN``, for a time msgspec read and ``_event_problems`` found in the window
     (a test proves it): all msgspec reads beyond RFC 3339 is a space for the ``T`` and an
     offset without its colon. A fifth of the pattern's cost, on every event."""
     return text[10] in "Tt" and (text[-1] in "Zz" or text[-3] == ":")
-
-
-def _arrival_problems(event: Event, now: datetime | None) -> list[Problem]:
-    """The times of an arriving event at most ``MAX_AHEAD_OF_CLOCK`` ahead of ``now``."""
-    clock = now or datetime.now(UTC)
-    latest = clock + MAX_AHEAD_OF_CLOCK
-    times = _times(event)
-    if max(times) <= latest:  # every event pays for this line: keep it cheap
-        return []
-    return [
-        Problem(
-            "invalid_value", path,
-            f"{time.isoformat()} is more than {MAX_AHEAD_OF_CLOCK.days} day ahead of the "
-            f"server's clock ({clock.isoformat()})",
-        )
-        for path, time in zip(TIME_PATHS, times, strict=True)
-        if time > latest
-    ]
 
 
 def _is_ip_address(text: str) -> bool:
