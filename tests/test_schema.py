@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import decimal
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from support import make_event, run_scr
@@ -342,3 +345,38 @@ def test_an_accepted_event_read_again_is_not_judged_by_the_readers_clock() -> No
     assert submission.event.event_id == "evt_when"
     with pytest.raises(Undecodable):  # every other rule still holds
         submission_of(json.dumps(with_time("$.timestamp", "0001-01-01T00:00:00Z")).encode(), {}, 16)
+
+
+@given(
+    # all in the past: the window's upper end is the clock, which the corpus tests
+    moment=st.datetimes(min_value=datetime(1998, 12, 30), max_value=datetime(2025, 12, 31)),
+    offset_minutes=st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1),
+    separator=st.sampled_from("Tt "),
+    zone=st.sampled_from(["Z", "z", "colon", "no colon"]),
+    fraction=st.text(alphabet="0123456789", max_size=10),
+)
+def test_the_time_pattern_is_the_rule_the_api_applies(
+    moment: datetime, offset_minutes: int, separator: str, zone: str, fraction: str
+) -> None:
+    # The API checks a time's spelling with a shortcut (scr.schema._spelled_as_rfc3339) after
+    # msgspec has read it; the schema states it as TIMESTAMP_PATTERN. Inside the window they
+    # must agree on every spelling.
+    from scr.schema import EARLIEST_EVENT_TIME, TIMESTAMP_PATTERN, InvalidEvent, decode_event
+
+    sign, minutes = ("-" if offset_minutes < 0 else "+"), abs(offset_minutes)
+    hours = f"{minutes // 60:02d}"
+    suffix = {"Z": "Z", "z": "z", "colon": f"{sign}{hours}:{minutes % 60:02d}",
+              "no colon": f"{sign}{hours}{minutes % 60:02d}"}[zone]
+    zoned = "colon" in zone
+    instant = moment - timedelta(minutes=offset_minutes if zoned else 0)
+    text = f"{moment:%Y-%m-%d}{separator}{moment:%H:%M:%S}{'.' + fraction if fraction else ''}{suffix}"
+    body = json.dumps(with_time("$.session.start_time", text)).encode()
+    try:
+        decode_event(body)
+        accepted = True
+    except InvalidEvent:
+        accepted = False
+    in_window = instant.replace(tzinfo=UTC) >= EARLIEST_EVENT_TIME
+    matches = re.search(TIMESTAMP_PATTERN, text) is not None
+    if in_window or not matches:  # outside the window the API refuses what the pattern admits
+        assert accepted == matches, text
