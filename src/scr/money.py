@@ -5,8 +5,8 @@ not count: ``1.50`` has one). JSON carries it as a number, whose digits are read
 (never through a binary float), or as a decimal string written the way a JSON number is
 (``"0.0075"``, ``"7.5E-3"``; no sign, spaces, ``_`` or leading zeros) whose exponent, for a
 nonzero amount, is from -18 to 8: the exponents scientific notation needs for amounts in
-bounds. A zero may carry a ``-`` and any exponent of up to 18 digits (``str(Decimal)`` writes
-``0E-20``; every such exponent is one a ``Decimal`` holds).
+bounds. A zero may carry a ``-`` and any exponent a ``Decimal`` holds (``str(Decimal)`` writes
+a zero read from ``0.00000000000000000000`` as ``0E-20``, and it must read back).
 
 Every field that takes money takes this rule from here: the event's
 ``usage.estimated_cost_usd`` (``scr.schema``), an OBSERVATION's ``cost`` (``scr.canon``) and
@@ -41,14 +41,10 @@ TEXT_RULE = (
     f"a nonzero amount's exponent from {MIN_EXPONENT} to {MAX_EXPONENT}"
 )
 
-ZERO_EXPONENT_DIGITS = 18  # a zero's exponent: every 18-digit one is one a Decimal can hold
-
 # What the API matches strings with: the grammar alone, in linear time whatever the length;
 # the sign, the exponent and the value are then checked in Python.
 _DECIMAL_TEXT = re.compile(r"(-?)(0|[1-9][0-9]*)(?:\.([0-9]+))?(?:[eE]([+-]?)([0-9]+))?")
 _EXPONENT_DIGITS = len(str(abs(MIN_EXPONENT)))
-
-
 _ZERO, _MAX = Decimal(0), Decimal(MAX_USD)
 
 
@@ -91,11 +87,20 @@ def spelling_problem(text: str) -> str | None:
     if match is not None:
         sign, integer, fraction, exponent_sign, exponent = match.groups()
         if integer == "0" and not (fraction or "").strip("0"):
-            if exponent is None or len(exponent.lstrip("0")) <= ZERO_EXPONENT_DIGITS:
+            if _holds(text):
                 return None
         elif not sign and _exponent_in_range(exponent_sign, exponent):
             return None
     return f"{text[:40]!r} is not an amount: {RULE}; {TEXT_RULE}"
+
+
+def _holds(text: str) -> bool:
+    """Whether a ``Decimal`` can hold ``text`` (its exponent within about ±10^18)."""
+    try:
+        Decimal(text)
+    except decimal.InvalidOperation:
+        return False
+    return True
 
 
 def _exponent_in_range(sign: str | None, digits: str | None) -> bool:
@@ -149,10 +154,12 @@ def _exponent(value: int) -> str:
 
 
 def _money_pattern() -> str:
-    """The regular expression (ECMA-262 and Python alike) of exactly the strings
-    ``text_problem`` accepts: one alternative per exponent, as no regular expression can
-    relate an unbounded exponent to the digits it scales."""
-    zero = f"-?0(?:\\.0+)?(?:[eE][+-]?0*[0-9]{{1,{ZERO_EXPONENT_DIGITS}}})?"
+    """The regular expression (ECMA-262 and Python alike) of the strings ``text_problem``
+    accepts, exactly but for a zero whose exponent no decimal holds: one alternative per
+    exponent, as no regular expression can relate an unbounded exponent to the digits it
+    scales."""
+    # A zero's exponent is bounded only by what a decimal holds, which no pattern states.
+    zero = "-?0(?:\\.0+)?(?:[eE][+-]?[0-9]+)?"
     plain = _mantissa(0)
     scaled = "|".join(
         _mantissa(exponent) + _exponent(exponent)

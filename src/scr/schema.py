@@ -411,7 +411,7 @@ NOT_IN_JSON_SCHEMA = (
     f"at most {MAX_AHEAD_OF_CLOCK.days} day ahead of the server's clock",
     f"an event is at most {MAX_EVENT_BYTES} bytes of JSON",
     "integers are written without a fraction or an exponent (1200, not 1200.0 or 1.2e3)",
-    "a number's exponent has at most 18 digits (a decimal holds no more)",
+    "an amount's exponent is one a decimal holds (about 18 digits at most)",
     "multipleOf on usage.estimated_cost_usd is exact only for validators that read JSON "
     "numbers as decimals, not binary floats",
 )
