@@ -290,6 +290,20 @@ def test_the_schema_is_the_same_from_the_cli_and_the_api_and_takes_the_examples(
     assert not schema_verdict(validator, example.replace("0.0075", "1e999999999"))
 
 
+@pytest.mark.parametrize(("path", "change"), [
+    ("$.event_id", {"event_id": "evt_nl\n"}),
+    ("$.user.organization_id", {"user.organization_id": "org_acme\n"}),
+])
+def test_an_id_with_a_trailing_newline_is_400(serve: Any, path: str, change: dict[str, str]) -> None:
+    # Python's `$` (msgspec's patterns) matched before a final newline, JSON Schema's never
+    # did: "org_acme\n" was a second tenant next to "org_acme".
+    client = serve()
+    response = client.post("/v1/events", content=json.dumps(make_event("evt_nl", **change)),
+                           headers={**JSON, **client.key(role="platform")})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"][0]["path"] == path
+
+
 # ----- the window of event times (rules beyond the schema, checked here by path) ---------------
 
 TIME_FIELDS = {"$.timestamp": "timestamp", "$.session.start_time": "session.start_time",
