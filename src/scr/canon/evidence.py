@@ -9,25 +9,35 @@ completion tagged ``custom_tags.canon_item`` with ``verdict`` (``support``|``con
 and optionally ``challenge: "true"`` and ``context``.
 
 Estimates use an action's most recent ``window`` entries; each names the entries it used.
-Costs are summed as exact decimals and only the mean becomes a float for scoring.
+Costs are summed as exact decimals and only the mean becomes a float for scoring. A cost is
+an amount in the bounds of ``scr.money``; one outside them (a ledger written before the
+bound may hold ``1E+100000``) is not evidence of a cost: it is skipped, with a warning naming
+the entry, rather than clamped to a figure nobody reported, so no estimate is ever infinite.
 """
 
 from __future__ import annotations
 
+import decimal
+import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from scr.canon.beta import beta_posterior
 from scr.canon.config import BetaPrior, RiskLevels
 from scr.canon.ledger import LedgerEntryLike
 from scr.canon.model import Action, Estimate, Features, PathFeatures
+from scr.money import MAX_INTEGER_DIGITS, USD_FRACTION_DIGITS, read_amount
+
+log = logging.getLogger("scr.canon")
 
 SESSION_COMPLETION = "SESSION_COMPLETION"
 OBSERVATION = "OBSERVATION"
 EVIDENCE_KINDS = (SESSION_COMPLETION, OBSERVATION)
+# Digits of an exact sum of up to 10**7 amounts (more than the largest evidence window).
+_SUM_DIGITS = MAX_INTEGER_DIGITS + 7 + USD_FRACTION_DIGITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +71,15 @@ class ActionEstimates:
     success_prob: Estimate
 
 
-def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+def _cost(entry_id: int, value: Any) -> Decimal | None:
+    """The entry's cost, if it is an amount in bounds; a value that is not is logged."""
+    if value is None:
         return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return amount if amount.is_finite() and amount >= 0 else None
+    amount = read_amount(value)
+    if amount is None:
+        log.warning("ledger entry %d: cost %.40r is not an amount in bounds (scr.money); "
+                    "not used as evidence", entry_id, value)
+    return amount
 
 
 def _number(value: Any) -> float | None:
@@ -104,7 +115,7 @@ def completion_evidence(
             entry_id,
             status == "success" if isinstance(status, str) else None,
             _number(session.get("duration_ms")),
-            _decimal(usage.get("estimated_cost_usd")),
+            _cost(entry_id, usage.get("estimated_cost_usd")),
         )
     item_id = _text(tags.get("canon_item"))
     verdict = tags.get("verdict")
@@ -129,7 +140,7 @@ def observation_evidence(
             entry_id,
             outcome == "success" if outcome in ("success", "failure") else None,
             _number(observation.get("duration_ms")),
-            _decimal(observation.get("cost")),
+            _cost(entry_id, observation.get("cost")),
         )
     item_id = _text(observation.get("item_id"))
     verdict = observation.get("verdict")
@@ -156,9 +167,11 @@ def action_estimates(samples: Sequence[Sample], prior: BetaPrior) -> ActionEstim
         )
     cost = None
     if costed:
-        total = sum((s.cost for s in costed if s.cost is not None), Decimal(0))
+        with decimal.localcontext(prec=_SUM_DIGITS):
+            total = sum((s.cost for s in costed if s.cost is not None), Decimal(0))
+            mean = total / len(costed)
         cost = Estimate(
-            value=float(total / len(costed)), source="evidence", evidence_count=len(costed),
+            value=float(mean), source="evidence", evidence_count=len(costed),
             entry_ids=[s.entry_id for s in costed],
         )
     successes = sum(1 for s in judged if s.success)

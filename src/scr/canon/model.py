@@ -380,7 +380,7 @@ class Observation(Struct, gc=False, forbid_unknown_fields=True, omit_defaults=Tr
     item_id: Identifier | None = None
     outcome: Literal["success", "failure"] | None = None
     duration_ms: Milliseconds | None = None
-    cost: Decimal | None = None
+    cost: Decimal | None = None  # USD, in the bounds of scr.money (checked by Canon.observe)
     verdict: Literal["support", "contradict"] | None = None
     challenge: bool = False
     session_id: Name | None = None

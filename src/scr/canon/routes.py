@@ -29,10 +29,9 @@ from scr.canon.model import (
     ItemKind,
     ItemSpec,
     Level,
-    Observation,
     PromoteRequest,
 )
-from scr.canon.validation import decode_json
+from scr.canon.validation import decode_exact, decode_json
 from scr.errors import BadRequest, Detail
 from scr.httpio import JSONResponse, read_body
 
@@ -108,7 +107,8 @@ def canon_routes(canon_for: CanonFor, authorize: Authorize) -> list[Route]:
 
     async def observe(request: Request) -> Response:
         tenant = await authorize(request, "ingest")
-        observation = decode_json(Observation, await read_body(request, MAX_BODY_BYTES), "observation")
+        # Plain values, not an Observation: the cost's spelling is checked as written.
+        observation = decode_exact(await read_body(request, MAX_BODY_BYTES), "observation")
         canon = canon_for(tenant)
         entry_id = await call_canon(canon, canon.observe, observation)
         return JSONResponse({"entry_id": entry_id}, status_code=201)

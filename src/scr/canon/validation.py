@@ -7,6 +7,7 @@ The Struct declarations are the validation; this module only turns msgspec's err
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgspec
@@ -15,6 +16,7 @@ from scr.errors import BadRequest, Detail
 
 T = TypeVar("T")
 _PATH = re.compile(r" - at `(\$[^`]*)`$")
+_exact = msgspec.json.Decoder(float_hook=Decimal)
 
 
 def error_detail(error: msgspec.ValidationError | msgspec.DecodeError) -> Detail:
@@ -44,5 +46,16 @@ def decode_json(kind: type[T], body: bytes, what: str) -> T:
     try:
         return msgspec.json.decode(body, type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        detail = error_detail(error)
+        raise BadRequest(f"invalid {what}: {detail.message}", [detail]) from None
+
+
+def decode_exact(body: bytes, what: str) -> Any:
+    """A JSON body as plain values for ``validated``, every number with a fraction or an
+    exponent read as an exact ``Decimal``: money keeps its digits, and a decimal string its
+    spelling, until the money rule (``scr.money``) has seen them."""
+    try:
+        return _exact.decode(body)
+    except msgspec.DecodeError as error:
         detail = error_detail(error)
         raise BadRequest(f"invalid {what}: {detail.message}", [detail]) from None

@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from scr.errors import ConfigError, Detail
+from scr.money import money_problem
 from scr.schema import Usage
 
 TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
@@ -73,6 +74,21 @@ class _PriceFile(msgspec.Struct, forbid_unknown_fields=True):
     unit: Literal["per 1M tokens"]
     models: dict[str, _PriceRow]
     note: str = ""
+
+
+class _PriceRowSpelling(msgspec.Struct):
+    input: Any  # as written: a string, or a number read as an exact Decimal
+    output: Any
+    cached_input: Any
+
+
+class _PriceFileSpelling(msgspec.Struct):
+    """The prices as the file writes them: a decimal string's spelling is part of the money rule."""
+
+    models: dict[str, _PriceRowSpelling]
+
+
+_spelling_decoder = msgspec.json.Decoder(_PriceFileSpelling, float_hook=Decimal)
 
 
 class PriceTable:
@@ -140,6 +156,7 @@ class PriceTable:
 def _parse(raw: bytes, source: str) -> PriceTable:
     try:
         parsed = msgspec.json.decode(raw, type=_PriceFile)
+        written = _spelling_decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         raise ConfigError(f"price table {source} is not valid: {error}") from None
     problems: list[Detail] = []
@@ -150,9 +167,10 @@ def _parse(raw: bytes, source: str) -> PriceTable:
             problems.append(Detail(f"models.{name}", "model names must be non-empty and unique"))
         seen.add(name.casefold())
         for field_name in ("input", "output", "cached_input"):
-            amount: Decimal = getattr(row, field_name)
-            if not amount.is_finite() or amount < 0:
-                problems.append(Detail(f"models.{name}.{field_name}", "must be a finite price >= 0"))
+            # A price per 1M tokens is an amount like any other (scr.money), as written.
+            problem = money_problem(getattr(written.models[name], field_name))
+            if problem is not None:
+                problems.append(Detail(f"models.{name}.{field_name}", problem))
         models[name] = ModelPrice(row.input, row.output, row.cached_input)
     if not parsed.version:
         problems.append(Detail("version", "must not be empty"))
