@@ -83,6 +83,19 @@ def wait_ready(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def wait_until_ready(url: str) -> None:
+    """Until ``/readyz`` answers 200 (under the supervisor: every process is running)."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready")
+
+
 def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``python args`` logging to ``log``; ``env`` adds to the environment (a baseline's
     PYTHONPATH, say)."""
@@ -233,7 +246,7 @@ def scr_and_receivers(
                     "--port", str(port), "--log-level", "warning"], folder / "serve.log", server_env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(f"{url}/v1/events")
+        wait_until_ready(url)  # every process of the instance, not only the first to answer
         for p in ports:
             wait_ready(f"http://127.0.0.1:{p}/")
         yield Setup(url, {"authorization": f"Bearer {key}", "content-type": "application/json"},

@@ -6,7 +6,6 @@ run in reader processes (``scr.serve.reader``), which it wakes after each commit
 
 from __future__ import annotations
 
-import gc
 import logging
 import socket
 from pathlib import Path
@@ -14,13 +13,12 @@ from pathlib import Path
 from scr.config import Config, default_config, load_config, with_bus
 from scr.errors import ConfigError
 from scr.http_server import bounded_server
-from scr.serve.child import serve_and_tell
+from scr.serve.child import calm_the_collector, serve_and_tell
 from scr.serve.readers import ReaderSet
 from scr.serve.supervisor import ChildArgs
 
 log = logging.getLogger("scr.serve.edge")
 
-GC_THRESHOLDS = (50_000, 50, 1000)  # allocations before a young collection; older ratios
 EXIT_START_ERROR = 2  # as `scr serve` always answered a bad config or store
 
 
@@ -53,10 +51,7 @@ def run_edge(args: ChildArgs) -> int:
     except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
         log.error("cannot open the store %s: %s", redact(store_uri) if store_uri else args.data, error)
         return EXIT_START_ERROR
-    # Long-lived startup objects leave the collector's view, and young collections run less
-    # often: at 1,000 events/s this halved ingest p99 on the 2-core benchmark machine.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    calm_the_collector()
     server = bounded_server(application, settings.server, log_level=args.log_level)
     serve_and_tell(server, args.ready_fd, [socket.socket(fileno=args.listen_fd)])
     return 0 if server.started else 1

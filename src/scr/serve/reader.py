@@ -31,7 +31,7 @@ from scr.log.tail import LedgerTail, from_store
 from scr.metrics import Metrics
 from scr.route.control import LocalDestinations, ReplayRequest
 from scr.route.worker import DestinationWorker
-from scr.serve.child import serve_and_tell
+from scr.serve.child import calm_the_collector, serve_and_tell
 from scr.serve.edge import EXIT_START_ERROR, load_settings
 from scr.serve.readers import control_path, decode_seq, notify_path, writes_path
 from scr.serve.supervisor import ChildArgs
@@ -127,6 +127,7 @@ def run_reader(args: ChildArgs) -> int:
         store.close()
         wake.close()
 
+    calm_the_collector()
     server = uvicorn.Server(uvicorn.Config(
         _control_app(destinations), log_level=args.log_level, access_log=False,
         loop="uvloop", http="httptools", timeout_graceful_shutdown=int(args.drain_timeout_s),
