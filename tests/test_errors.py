@@ -6,7 +6,6 @@ otherwise redirect (a trailing slash, an id that is only an encoded slash)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
