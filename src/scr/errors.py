@@ -8,7 +8,8 @@ machine-readable code it maps to; ``server.py`` turns them into the JSON error b
     ├── BadRequest            400  malformed body, invalid event, bad query
     ├── Unauthorized          401  no key or an unknown key
     ├── Forbidden             403  role or tenant does not allow it
-    ├── NotFound              404  unknown (or another tenant's) resource
+    ├── NotFound              404  unknown (or another tenant's) resource, or no such endpoint
+    ├── MethodNotAllowed      405  a known endpoint asked with a method it does not serve (Allow)
     ├── RequestTimeout        408  headers or body not received in time (connection closed)
     ├── Conflict              409  same event id, different body
     ├── PayloadTooLarge       413  body, event or batch over its bound
@@ -75,6 +76,20 @@ class Forbidden(ScrError):
 class NotFound(ScrError):
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(ScrError):
+    """A known path asked with a method it does not serve; ``allow`` is sent as Allow."""
+
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"allow": self.allow}
 
 
 class RequestTimeout(ScrError):

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -28,7 +29,15 @@ from scr.capture.browser import browser_routes
 from scr.capture.ingest import DIGEST_BYTES, commit, media_type, split_body, validate
 from scr.capture.otlp import otlp_routes
 from scr.config import Config
-from scr.errors import BadRequest, NotFound, ScrError, Unavailable
+from scr.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ScrError,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from scr.httpio import JSONResponse, read_body
 from scr.ledger import install as install_ledger
 from scr.log.commit import Committed, Committer, Outcome, Submission
@@ -319,6 +328,28 @@ def _error_response(request: Request, error: Exception) -> Response:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
 
 
+# Starlette's own HTTP errors that carry nothing but a message, by the leaf of their status.
+_STARLETTE_ERRORS: dict[int, type[ScrError]] = {
+    leaf.status: leaf for leaf in (BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType)
+}
+
+
+def _starlette_error(request: Request, error: Exception) -> Response:
+    """Starlette's own errors (no route at the path, a route without the method) as leaves of
+    the ``ScrError`` hierarchy, so they too answer the standard error body, not plain text."""
+    assert isinstance(error, HTTPException)
+    where = f"{request.method} {request.url.path}"
+    scr_error: ScrError
+    if error.status_code == MethodNotAllowed.status:
+        allow = (error.headers or {}).get("Allow", "")
+        scr_error = MethodNotAllowed(f"{where}: method not allowed; allowed: {allow}", allow)
+    elif error.status_code == NotFound.status:
+        scr_error = NotFound(f"{where}: no such endpoint")
+    else:
+        scr_error = _STARLETTE_ERRORS.get(error.status_code, ScrError)(f"{where}: {error.detail}")
+    return _error_response(request, scr_error)
+
+
 class UnexpectedErrors:
     """Answers an unexpected exception with the standard 500 body, as an ordinary response.
 
@@ -521,9 +552,14 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
     )
     app = Starlette(
         routes=routes,
-        exception_handlers={ScrError: _error_response},
+        exception_handlers={ScrError: _error_response, HTTPException: _starlette_error},
         middleware=[Middleware(UnexpectedErrors)],
         lifespan=lifespan,
     )
+    # No slash redirects: an API answers a path it does not serve 404 (standard body) rather
+    # than 307. A redirect has no error body, clients that do not follow it (scr's own delivery
+    # does not) see a bare 307, and `/v1/events/%2F` (decoded `/v1/events//`) would be sent on
+    # to `/v1/events`, another resource. Every path is documented without a trailing slash.
+    app.router.redirect_slashes = False
     app.state.runtime = runtime
     return app
