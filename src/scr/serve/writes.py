@@ -6,18 +6,14 @@ in steps of up to 100 ms while it waits: measured with reader processes writing 
 own, single events waited 110 ms (p50) for their first delivery attempt and ingest p99 rose
 from 19 to 172 ms. So a reader's destinations record their writes as typed operations
 (``RecordingStore``), and ``RemoteCommitter`` sends them over the writer's Unix socket
-(length-prefixed msgpack); the writer applies them in one of its groups and answers each
+(``scr.serve.frames``, msgpack); the writer applies them in one of its groups and answers each
 operation's result. A write that cannot reach the writer fails like a failed commit: the
 destination resumes from its durable cursor (at least once, as after a crash).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
-import logging
-import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -26,14 +22,11 @@ import msgspec
 
 from scr.errors import Unavailable
 from scr.log.commit import Committer
+from scr.serve.frames import FrameClient, FrameServer
 from scr.store.protocol import Store, Transaction
 from scr.store.records import AttemptRow, DeliveryRow
 
-log = logging.getLogger("scr.serve.writes")
-
 T = TypeVar("T")
-FRAME_HEADER = struct.Struct(">I")  # the length of the msgpack message that follows
-MAX_FRAME_BYTES = 256 * 1024 * 1024  # a replay of 100,000 deliveries is ~20 MB
 
 
 class SetCursor(msgspec.Struct, tag=True, array_like=True):
@@ -149,12 +142,9 @@ class RemoteCommitter:
     """``Committer.run`` for a reader process: the writes go to the writer's group commit."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self._calls = FrameClient(path, "the writer")
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[WriteAnswer]] = {}
-        self._writer: asyncio.StreamWriter | None = None
-        self._listener: asyncio.Task[None] | None = None
-        self._connecting = asyncio.Lock()
+        self._answer = msgspec.msgpack.Decoder(WriteAnswer).decode
 
     async def run(self, write: Callable[[Any], T], size: int = 1, durable: bool = True) -> T:
         tx = RecordingTx()
@@ -162,58 +152,15 @@ class RemoteCommitter:
         if not tx.ops:
             return result
         request = WriteRequest(next(self._ids), durable, size, tx.ops)
-        answer = await self._send(request)
+        answer = self._answer(await self._calls.call(msgspec.msgpack.encode(request)))
         if answer.error is not None:
             raise Unavailable(f"the writer could not commit: {answer.error}")
         if isinstance(result, Pending):
             return cast(T, answer.results[result.index])
         return result
 
-    async def _send(self, request: WriteRequest) -> WriteAnswer:
-        writer = await self._connected()
-        answer: asyncio.Future[WriteAnswer] = asyncio.get_running_loop().create_future()
-        self._waiting[request.id] = answer
-        message = msgspec.msgpack.encode(request)
-        try:
-            writer.write(FRAME_HEADER.pack(len(message)) + message)
-            await writer.drain()
-            return await answer
-        finally:
-            self._waiting.pop(request.id, None)
-
-    async def _connected(self) -> asyncio.StreamWriter:
-        async with self._connecting:
-            if self._writer is None or self._writer.is_closing():
-                try:
-                    reader, self._writer = await asyncio.open_unix_connection(str(self.path))
-                except OSError as error:
-                    raise Unavailable(f"the writer is not answering: {error}") from None
-                self._listener = asyncio.ensure_future(self._listen(reader))
-            return self._writer
-
-    async def _listen(self, reader: asyncio.StreamReader) -> None:
-        decode = msgspec.msgpack.Decoder(WriteAnswer).decode
-        try:
-            while True:
-                answer = decode(await _read_frame(reader))
-                waiting = self._waiting.get(answer.id)
-                if waiting is not None and not waiting.done():
-                    waiting.set_result(answer)
-        except (asyncio.IncompleteReadError, OSError, msgspec.DecodeError) as error:
-            lost = Unavailable(f"lost the writer: {error!r}")
-            for waiting in self._waiting.values():
-                if not waiting.done():
-                    waiting.set_exception(lost)
-            if self._writer is not None:
-                self._writer.close()
-
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-        if self._writer is not None:
-            self._writer.close()
+        await self._calls.close()
 
 
 # ----- the writer's side ---------------------------------------------------------------------
@@ -223,35 +170,19 @@ class WriteService:
     """Takes the readers' writes on a Unix socket and commits them in the writer's groups."""
 
     def __init__(self, store: Store, committer: Committer, path: Path) -> None:
-        self.store, self.committer, self.path = store, committer, path
-        self._server: asyncio.base_events.Server | None = None
+        self.store, self.committer = store, committer
+        self._server = FrameServer(path, self._commit)
         self._decode = msgspec.msgpack.Decoder(WriteRequest).decode
 
     async def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self._server = await asyncio.start_unix_server(self._serve, str(self.path))
+        await self._server.start()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        await self._server.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tasks: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                request = self._decode(await _read_frame(reader))
-                task = asyncio.ensure_future(self._commit(request, writer))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        except (asyncio.IncompleteReadError, OSError):
-            pass  # the reader went away; what it sent and we committed stays committed
-        except msgspec.DecodeError as error:
-            log.error("a reader sent an undecodable write (%s); closing its connection", error)
-        finally:
-            writer.close()
+    async def _commit(self, body: bytes) -> bytes:
+        request = self._decode(body)
 
-    async def _commit(self, request: WriteRequest, writer: asyncio.StreamWriter) -> None:
         def write(tx: Transaction) -> list[int | None]:
             return [apply(self.store, tx, op) for op in request.ops]
 
@@ -260,13 +191,4 @@ class WriteService:
             answer = WriteAnswer(request.id, results)
         except Exception as error:  # the reader learns of it as of a failed commit
             answer = WriteAnswer(request.id, [], f"{type(error).__name__}: {error}")
-        message = msgspec.msgpack.encode(answer)
-        if not writer.is_closing():
-            writer.write(FRAME_HEADER.pack(len(message)) + message)
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> bytes:
-    (length,) = FRAME_HEADER.unpack(await reader.readexactly(FRAME_HEADER.size))
-    if length > MAX_FRAME_BYTES:
-        raise OSError(f"a frame of {length} bytes is over the limit of {MAX_FRAME_BYTES}")
-    return await reader.readexactly(length)
+        return msgspec.msgpack.encode(answer)
