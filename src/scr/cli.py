@@ -131,7 +131,8 @@ def serve(
         drain_timeout_s=settings.server.drain_timeout_s,
         socket_dir=tempfile.mkdtemp(prefix="scr-"),  # short: a Unix socket path has 107 bytes
     )
-    children = [Child("scr: edge 0", "edge")]
+    edges = settings.server.workers or os.cpu_count() or 1
+    children = [Child("scr: writer", "writer"), *(Child(f"scr: edge {n}", "edge") for n in range(edges))]
     if settings.bus is None:  # in a cluster, destinations follow partition ownership (edge)
         children += [Child(f"scr: reader {name}", "reader") for name in reader_processes(settings)]
     auth = "on" if settings.validation.require_authentication else "OFF"

@@ -46,6 +46,7 @@ MAX_MAX_BODY_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_BATCH_EVENTS = 10_000
 MAX_BATCH_EVENTS = 1_000_000
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
+MAX_WORKERS = 256
 DEFAULT_READER_PROCESS = "destinations"
 MAX_DRAIN_TIMEOUT_S = 3600.0
 # Slow clients: a request's headers, then its body, must arrive within these (seconds).
@@ -252,6 +253,11 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     max_batch_events: Annotated[
         int, Meta(ge=1, le=MAX_BATCH_EVENTS, description="most events in one POST (413 above)")
     ] = DEFAULT_MAX_BATCH_EVENTS
+    workers: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_WORKERS)] | None,
+        Meta(description="HTTP edge processes `scr serve` runs on the listening socket (null: one "
+             "per core)"),
+    ] = None
     drain_timeout_s: Annotated[
         float,
         Meta(gt=0, le=MAX_DRAIN_TIMEOUT_S, description="on SIGTERM, how long the processes may take "

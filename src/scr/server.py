@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scr import __version__
@@ -26,7 +26,7 @@ from scr.canon import Canon
 from scr.canon.routes import canon_routes
 from scr.canon.store_ledger import StoreLedger
 from scr.capture.browser import browser_routes
-from scr.capture.ingest import DIGEST_BYTES, commit, media_type, split_body, validate
+from scr.capture.ingest import DIGEST_BYTES, ingest_request
 from scr.capture.otlp import otlp_routes
 from scr.config import Config
 from scr.errors import (
@@ -119,15 +119,8 @@ def _runtime(request: Request) -> Runtime:
 async def post_events(request: Request) -> Response:
     runtime = _runtime(request)
     principal = runtime.principal(request, "ingest")
-    limits = runtime.config.server
-    body = await read_body(request, limits.max_body_bytes)
-    is_batch, items, source = split_body(
-        body, media_type(request.headers.get("content-type")), limits.max_batch_events
-    )
-    batch = validate(items, principal, is_batch, source)
-    status, content = await commit(batch, runtime, runtime.metrics,
-                                   live_prices(runtime.data_dir))
-    return JSONResponse(content, status_code=status)
+    return await ingest_request(request, principal, runtime.config.server, runtime,
+                                runtime.metrics, live_prices(runtime.data_dir))
 
 
 # ----- reads --------------------------------------------------------------------------------
@@ -464,6 +457,22 @@ def _place_destinations(runtime: Runtime) -> Callable[[set[int]], Awaitable[None
     return place
 
 
+def api_app(routes: Sequence[BaseRoute], lifespan: Any = None) -> Starlette:
+    """A Starlette app that answers every error in the standard body (edges and the writer)."""
+    app = Starlette(
+        routes=routes,
+        exception_handlers={ScrError: _error_response, HTTPException: _starlette_error},
+        middleware=[Middleware(UnexpectedErrors)],
+        lifespan=lifespan,
+    )
+    # No slash redirects: an API answers a path it does not serve 404 (standard body) rather
+    # than 307. A redirect has no error body, clients that do not follow it (scr's own delivery
+    # does not) see a bare 307, and `/v1/events/%2F` (decoded `/v1/events//`) would be sent on
+    # to `/v1/events`, another resource. Every path is documented without a trailing slash.
+    app.router.redirect_slashes = False
+    return app
+
+
 def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None,
                   url: str = "http://127.0.0.1:8787",
                   readers: RemoteDestinations | None = None) -> Runtime:
@@ -550,16 +559,6 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
         runtime.bus, runtime.principal, config.cluster.partitions,
         runtime.store.tenant_entries_of_kinds,
     )
-    app = Starlette(
-        routes=routes,
-        exception_handlers={ScrError: _error_response, HTTPException: _starlette_error},
-        middleware=[Middleware(UnexpectedErrors)],
-        lifespan=lifespan,
-    )
-    # No slash redirects: an API answers a path it does not serve 404 (standard body) rather
-    # than 307. A redirect has no error body, clients that do not follow it (scr's own delivery
-    # does not) see a bare 307, and `/v1/events/%2F` (decoded `/v1/events//`) would be sent on
-    # to `/v1/events`, another resource. Every path is documented without a trailing slash.
-    app.router.redirect_slashes = False
+    app = api_app(routes, lifespan)
     app.state.runtime = runtime
     return app

@@ -16,7 +16,7 @@ import pytest
 from test_crash import stream
 
 from conftest import StoreAt
-from serve.test_supervisor import child
+from serve.test_supervisor import EDGES, WRITER, child
 from support import Receiver, ServerProcess, create_key, make_event, post_acknowledged, wait_for
 
 RESTART_WITHIN_S = 1.0
@@ -60,7 +60,7 @@ def test_each_reader_process_has_its_title_and_destinations(tmp_path: Path, hook
     server = ServerProcess(data, config).start()
     try:
         titles = [p["title"] for p in httpx.get(f"{server.url}/healthz").json()["processes"]]
-        assert titles == ["scr: edge 0", "scr: reader webhooks", "scr: reader destinations"]
+        assert titles == [WRITER, *EDGES, "scr: reader webhooks", "scr: reader destinations"]
         reader = create_key(data, role="read")
         listed = httpx.get(f"{server.url}/v1/destinations",
                            headers={"authorization": f"Bearer {reader}"}).json()["destinations"]
@@ -158,4 +158,73 @@ def test_replay_and_enable_reach_the_reader(tmp_path: Path, hook: Receiver) -> N
             answer = client.post("/v1/destinations/hook/enable")
             assert answer.status_code == 200 and answer.json()["name"] == "hook"
     finally:
+        server.stop()
+
+
+def test_sigkill_of_the_writer_mid_stream_loses_nothing(
+    tmp_path: Path, store_at: StoreAt, hook: Receiver
+) -> None:
+    """The writer dies under load: started again within 1 s; every acknowledged event is in
+    the ledger and at both destinations."""
+    data, uri = store_at.data, store_at.uri
+    config = write_config(tmp_path, hook)
+    key = create_key(data, store=uri)
+    server = ServerProcess(data, config, uri).start()
+    acknowledged: list[str] = []
+    stop = threading.Event()
+    sender = threading.Thread(target=stream, args=(server.url, key, acknowledged, stop))
+    try:
+        sender.start()
+        wait_for(lambda: len(acknowledged) >= 1000, timeout_s=30, what="a stream under way")
+        victim = child(server, WRITER)["pid"]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(lambda: child(server, WRITER)["pid"] not in (0, victim), timeout_s=RESTART_WITHIN_S,
+                 what="the writer started again")
+        assert time.monotonic() - killed_at <= RESTART_WITHIN_S
+        wait_for(lambda: httpx.get(f"{server.url}/readyz").status_code == 200, timeout_s=30,
+                 what="ready again")
+        acknowledged_then = len(acknowledged)
+        wait_for(lambda: len(acknowledged) > acknowledged_then, timeout_s=30, what="acknowledged again")
+        stop.set()
+        sender.join(timeout=30)
+        reader = create_key(data, role="read", store=uri)
+        with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {reader}"}) as client:
+            for event_id in acknowledged:
+                assert client.get(f"/v1/events/{event_id}").status_code == 200, event_id
+        wanted = set(acknowledged)
+        wait_for(lambda: wanted <= hook.event_ids() and wanted <= archived(data),
+                 timeout_s=DELIVERY_TIMEOUT_S, what="every acknowledged event at both destinations")
+    finally:
+        stop.set()
+        server.stop()
+
+
+def test_with_the_writer_gone_edges_answer_503_at_once_and_recover(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    key = create_key(data)
+    server = ServerProcess(data).start()
+    assert server.proc is not None
+    supervisor = server.proc.pid
+    try:
+        os.kill(supervisor, signal.SIGSTOP)  # nobody starts the writer again for now
+        os.kill(child(server, WRITER)["pid"], signal.SIGKILL)
+        with httpx.Client(timeout=10) as client:
+            for path in ("/v1/events", "/readyz", "/v1/destinations"):
+                began = time.monotonic()
+                if path == "/v1/events":
+                    answer = client.post(f"{server.url}{path}", json=make_event("evt_w"),
+                                         headers={"authorization": f"Bearer {key}"})
+                else:
+                    answer = client.get(f"{server.url}{path}")
+                assert answer.status_code == 503, path
+                assert answer.json()["error"]["code"] == "unavailable"
+                assert time.monotonic() - began < 2, f"{path} hung"
+        os.kill(supervisor, signal.SIGCONT)
+        wait_for(lambda: httpx.get(f"{server.url}/readyz").status_code == 200, timeout_s=30,
+                 what="ready again")
+        with httpx.Client() as client:
+            assert post_acknowledged(client, server.url, key, [make_event("evt_w")], [])
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
         server.stop()

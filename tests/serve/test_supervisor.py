@@ -20,6 +20,8 @@ from support import ServerProcess, create_key, run_scr, wait_for
 
 RESTART_WITHIN_S = 1.0  # the issue's bound from SIGKILL to the new process
 EDGE = "scr: edge 0"
+WRITER = "scr: writer"
+EDGES = [f"scr: edge {n}" for n in range(os.cpu_count() or 1)]  # server.workers' default
 
 
 def processes(server: ServerProcess) -> list[dict[str, Any]]:
@@ -50,11 +52,12 @@ def test_every_process_has_its_title(tmp_path: Path) -> None:
     try:
         assert server.proc is not None
         assert title_of(server.proc.pid) == "scr: supervisor"
-        edge = child(server, EDGE)
-        assert edge["state"] == "running"
-        assert title_of(edge["pid"]) == EDGE
+        for title in [WRITER, *EDGES]:
+            process = child(server, title)
+            assert process["state"] == "running"
+            assert title_of(process["pid"]) == title
         health = httpx.get(f"{server.url}/healthz").json()
-        assert [p["title"] for p in health["processes"]] == [EDGE]
+        assert [p["title"] for p in health["processes"]] == [WRITER, *EDGES]
     finally:
         server.stop()
 

@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
 
 from scr.capture.pricing import count_unpriced
+from scr.config import ServerConfig
 from scr.errors import BadRequest, Conflict, Detail, Forbidden, PayloadTooLarge, ScrError
+from scr.httpio import JSONResponse, read_body
 from scr.log.commit import Outcome, Submission
 from scr.metrics import Metrics
 from scr.route.price_file import PriceSource
@@ -230,6 +234,20 @@ class Appender(Protocol):
     """Where validated events go: the committer, or the runtime (which may use the bus)."""
 
     async def append_events(self, submissions: Sequence[Submission]) -> list[tuple[Outcome, int]]: ...
+
+
+async def ingest_request(
+    request: Request, principal: Principal, limits: ServerConfig, appender: Appender,
+    metrics: Metrics, prices: PriceSource | None,
+) -> Response:
+    """``POST /v1/events``, from the bounded body to the answer (edges and the writer alike)."""
+    body = await read_body(request, limits.max_body_bytes)
+    is_batch, items, source = split_body(
+        body, media_type(request.headers.get("content-type")), limits.max_batch_events
+    )
+    batch = validate(items, principal, is_batch, source)
+    status, content = await commit(batch, appender, metrics, prices)
+    return JSONResponse(content, status_code=status)
 
 
 async def commit(

@@ -17,9 +17,11 @@ import msgspec
 import uvicorn
 from setproctitle import setproctitle
 
+from scr.config import Config, default_config, load_config, with_bus
 from scr.serve.supervisor import CHILD_ENV, READY_MESSAGE, ChildArgs
 
-ROLES = ("edge", "reader")
+ROLES = ("writer", "edge", "reader")
+EXIT_START_ERROR = 2  # as `scr serve` always answered a bad config or store
 GC_THRESHOLDS = (50_000, 50, 1000)  # allocations before a young collection; older ratios
 READY_POLL_S = 0.01  # how often the start-up watcher looks whether uvicorn is serving
 
@@ -31,6 +33,10 @@ def main() -> int:
         level=args.log_level.upper(),
         format=f"%(asctime)s %(levelname)s {args.title}: %(name)s: %(message)s",
     )
+    if args.role == "writer":
+        from scr.serve.writer import run_writer
+
+        return run_writer(args)
     if args.role == "edge":
         from scr.serve.edge import run_edge
 
@@ -41,6 +47,12 @@ def main() -> int:
         return run_reader(args)
     print(f"unknown role {args.role!r}; one of {', '.join(ROLES)}", file=sys.stderr)
     return 2
+
+
+def load_settings(args: ChildArgs) -> Config:
+    """The config ``scr serve`` was given (the supervisor checked it before any child ran)."""
+    settings = load_config(args.config) if args.config else default_config()
+    return with_bus(settings, args.bus) if args.bus else settings
 
 
 def calm_the_collector() -> None:

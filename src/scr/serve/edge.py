@@ -1,30 +1,105 @@
-"""The HTTP process: the API over the runtime, on the socket the supervisor listens on.
+"""An edge (``scr: edge N``): one of the HTTP processes on the socket the supervisor listens on.
 
-For now the edge also holds the instance's one writer (the group committer); the destinations
-run in reader processes (``scr.serve.reader``), which it wakes after each commit.
+``POST /v1/events`` is done here: auth, bounded read, decode, validate, canonical bytes and
+digests, everything that needs no shared state; the writer only appends the compact records
+(``scr.serve.appends``). Every other request goes to the writer's private HTTP socket as it
+came (with the client's address), and its answer comes back as the writer gave it. A writer
+that is gone is a ``503`` in the standard body at once, and the edge recovers by itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from scr.config import Config, default_config, load_config, with_bus
-from scr.errors import ConfigError
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from scr.capture.ingest import ingest_request
+from scr.config import Config
+from scr.errors import ConfigError, Unavailable
 from scr.http_server import bounded_server
-from scr.serve.child import calm_the_collector, serve_and_tell
-from scr.serve.readers import ReaderSet
+from scr.httpio import read_body
+from scr.metrics import Metrics
+from scr.route.price_file import live_prices
+from scr.security.auth import Authenticator
+from scr.serve.appends import AppendClient
+from scr.serve.child import EXIT_START_ERROR, calm_the_collector, load_settings, serve_and_tell
+from scr.serve.readers import appends_path, writer_http_path
 from scr.serve.supervisor import ChildArgs
+from scr.serve.writer import CLIENT_HEADER
 
 log = logging.getLogger("scr.serve.edge")
 
-EXIT_START_ERROR = 2  # as `scr serve` always answered a bad config or store
+WRITER_ANSWER_TIMEOUT_S = 300.0  # the slowest call passed on: a replay or an export
+# hop-by-hop headers, and those the HTTP layer sets again for the body it sends
+NOT_PASSED_ON = {"connection", "keep-alive", "transfer-encoding", "content-length", "host",
+                 "te", "upgrade", CLIENT_HEADER.decode()}
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def load_settings(args: ChildArgs) -> Config:
-    settings = load_config(args.config) if args.config else default_config()
-    return with_bus(settings, args.bus) if args.bus else settings
+class WriterProxy:
+    """Every request but ``POST /v1/events``, passed to the writer and answered as it answers."""
+
+    def __init__(self, path: Path, max_body_bytes: int) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(path)), base_url="http://writer",
+            timeout=WRITER_ANSWER_TIMEOUT_S,
+        )
+
+    async def forward(self, request: Request) -> Response:
+        body = await read_body(request, self.max_body_bytes)
+        headers = [(k, v) for k, v in request.headers.items() if k not in NOT_PASSED_ON]
+        if request.client is not None:
+            headers.append((CLIENT_HEADER.decode(), f"{request.client.host}:{request.client.port}"))
+        try:
+            answer = await self.client.request(
+                request.method, request.url.path, params=request.url.query, headers=headers,
+                content=body,
+            )
+        except httpx.HTTPError:
+            raise Unavailable("the writer is not answering (restarting?); try again") from None
+        kept = {k: v for k, v in answer.headers.multi_items() if k.lower() not in NOT_PASSED_ON}
+        return Response(answer.content, status_code=answer.status_code, headers=kept)
+
+
+def edge_app(settings: Config, data_dir: Path, socket_dir: Path, store_uri: str | None) -> Starlette:
+    """The edge's application over a read-only use of the store (keys)."""
+    from scr.server import api_app
+    from scr.store import open_store
+
+    store = open_store(data_dir, store_uri, settings.cluster.partitions, settings.store_pool)
+    auth = Authenticator(store, settings.validation.require_authentication)
+    metrics = Metrics()
+    appender = AppendClient(appends_path(socket_dir))
+    proxy = WriterProxy(writer_http_path(socket_dir), settings.server.max_body_bytes)
+    prices = live_prices(data_dir)
+
+    async def post_events(request: Request) -> Response:
+        principal = auth.principal(request.headers.get("authorization"))
+        principal.require("ingest")
+        return await ingest_request(request, principal, settings.server, appender, metrics, prices)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await appender.close()
+            await proxy.client.aclose()
+            store.close()
+
+    return api_app([
+        Route("/v1/events", post_events, methods=["POST"]),
+        Route("/{path:path}", proxy.forward, methods=METHODS),
+    ], lifespan)
 
 
 def run_edge(args: ChildArgs) -> int:
@@ -32,7 +107,6 @@ def run_edge(args: ChildArgs) -> int:
     import psycopg
     import psycopg_pool
 
-    from scr.server import create_app
     from scr.store.postgres import redact
 
     try:
@@ -41,13 +115,8 @@ def run_edge(args: ChildArgs) -> int:
         log.error("config error: %s", error.message)
         return EXIT_START_ERROR
     store_uri = args.store or settings.store
-    # destinations run in reader processes, but in a cluster, where each runs on the owner
-    # of its partition and moves with it
-    readers = None
-    if settings.bus is None and settings.routing.destinations:
-        readers = ReaderSet(settings, Path(args.socket_dir))
     try:
-        application = create_app(settings, Path(args.data), store_uri, args.url, readers)
+        application = edge_app(settings, Path(args.data), Path(args.socket_dir), store_uri)
     except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
         log.error("cannot open the store %s: %s", redact(store_uri) if store_uri else args.data, error)
         return EXIT_START_ERROR

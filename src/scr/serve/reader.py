@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from pathlib import Path
 from typing import cast
@@ -31,9 +30,8 @@ from scr.log.tail import LedgerTail, from_store
 from scr.metrics import Metrics
 from scr.route.control import LocalDestinations, ReplayRequest
 from scr.route.worker import DestinationWorker
-from scr.serve.child import calm_the_collector, serve_and_tell
-from scr.serve.edge import EXIT_START_ERROR, load_settings
-from scr.serve.readers import control_path, decode_seq, notify_path, writes_path
+from scr.serve.child import EXIT_START_ERROR, calm_the_collector, load_settings, serve_and_tell
+from scr.serve.readers import bind_unix, control_path, decode_seq, notify_path, writes_path
 from scr.serve.supervisor import ChildArgs
 from scr.serve.writes import RecordingStore, RemoteCommitter
 from scr.store import Store, open_store
@@ -105,9 +103,9 @@ def run_reader(args: ChildArgs) -> int:
         for d in settings.routing.destinations if d.process == process
     }
     destinations = LocalDestinations(workers, writing_store, committer, metrics)
-    wake = _bound(socket.SOCK_DGRAM, notify_path(socket_dir, process))
+    wake = bind_unix(socket.SOCK_DGRAM, notify_path(socket_dir, process))
     wake.setblocking(False)
-    control = _bound(socket.SOCK_STREAM, control_path(socket_dir, process))
+    control = bind_unix(socket.SOCK_STREAM, control_path(socket_dir, process))
     follower_task: list[asyncio.Task[None]] = []
 
     async def start() -> None:
@@ -134,17 +132,6 @@ def run_reader(args: ChildArgs) -> int:
     ))
     serve_and_tell(server, args.ready_fd, [control], before=start, after=stop)
     return 0 if server.started else 1
-
-
-def _bound(kind: socket.SocketKind, path: Path) -> socket.socket:
-    """A Unix socket at ``path`` (one left by a killed predecessor is replaced)."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    bound = socket.socket(socket.AF_UNIX, kind)
-    bound.bind(str(path))
-    if kind == socket.SOCK_STREAM:
-        bound.listen()
-    return bound
 
 
 def _control_app(destinations: LocalDestinations) -> Starlette:

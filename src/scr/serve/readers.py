@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,25 @@ _views = msgspec.json.Decoder(list[DestinationView])
 
 def writes_path(socket_dir: Path) -> Path:
     return socket_dir / "writer.writes"
+
+
+def appends_path(socket_dir: Path) -> Path:
+    return socket_dir / "writer.appends"
+
+
+def writer_http_path(socket_dir: Path) -> Path:
+    return socket_dir / "writer.http"
+
+
+def bind_unix(kind: socket.SocketKind, path: Path) -> socket.socket:
+    """A Unix socket at ``path`` (one left by a killed predecessor is replaced)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    bound = socket.socket(socket.AF_UNIX, kind)
+    bound.bind(str(path))
+    if kind == socket.SOCK_STREAM:
+        bound.listen()
+    return bound
 
 
 def control_path(socket_dir: Path, process: str) -> Path:
