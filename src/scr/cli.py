@@ -105,6 +105,7 @@ def serve(
     import tempfile
 
     from scr.http_server import reserve_file_descriptors
+    from scr.serve import child, edge, reader, writer  # noqa: F401  (imported once; the children fork)
     from scr.serve.readers import reader_processes
     from scr.serve.supervisor import Child, ChildArgs, Supervisor, prepare_run_dir
 

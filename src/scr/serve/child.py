@@ -1,7 +1,4 @@
-"""Entry point of a supervised process: ``python -m scr.serve.child`` (started by the supervisor).
-
-It reads its ``ChildArgs`` from the environment, sets its process title, and runs its role.
-"""
+"""What every supervised process does first: its title, its logs, its metrics, its role."""
 
 from __future__ import annotations
 
@@ -13,12 +10,11 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 
-import msgspec
 import uvicorn
 from setproctitle import setproctitle
 
 from scr.config import Config, default_config, load_config, with_bus
-from scr.serve.supervisor import CHILD_ENV, READY_MESSAGE, ChildArgs
+from scr.serve.supervisor import READY_MESSAGE, ChildArgs
 
 ROLES = ("writer", "edge", "reader")
 EXIT_START_ERROR = 2  # as `scr serve` always answered a bad config or store
@@ -26,13 +22,18 @@ GC_THRESHOLDS = (50_000, 50, 1000)  # allocations before a young collection; old
 READY_POLL_S = 0.01  # how often the start-up watcher looks whether uvicorn is serving
 
 
-def main() -> int:
-    args = msgspec.json.decode(os.environ[CHILD_ENV], type=ChildArgs)
+def run_child(args: ChildArgs) -> int:
+    """Run a forked child's role until it is told to stop; its exit code."""
     setproctitle(args.title)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level.upper(), force=True,
         format=f"%(asctime)s %(levelname)s {args.title}: %(name)s: %(message)s",
     )
+    # prometheus_client chose how to keep values when the supervisor imported it; the
+    # child keeps them in the run folder, where /metrics sums the whole set
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     if args.role == "writer":
         from scr.serve.writer import run_writer
 
@@ -92,6 +93,3 @@ async def _serve_and_tell(server: uvicorn.Server, ready_fd: int, sockets: list[s
         if after is not None:
             await after()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,11 +21,12 @@ import selectors
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import msgspec
 
@@ -33,7 +34,6 @@ from scr.serve.status import RUN_DIR_ENV, ProcessStatus, write_status
 
 log = logging.getLogger("scr.serve")
 
-CHILD_ENV = "SCR_CHILD"  # the child's ChildArgs, as JSON
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multi-process mode
 READY_MESSAGE = b"ready\n"
 FIRST_START_TIMEOUT_S = 120.0  # a child that is not ready by then fails the start
@@ -41,6 +41,7 @@ RESTART_BACKOFF_BASE_S = 0.5  # wait before the second quick restart; doubles af
 RESTART_BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 10.0  # a child that ran this long is not "crashing": its next restart is at once
 KILL_WAIT_S = 5.0  # after SIGKILL, how long to wait for the kernel to reap
+DRAIN_POLL_S = 0.02  # how often the drain looks whether a child has ended
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a child gets when its parent dies
 
 
@@ -61,13 +62,46 @@ class ChildArgs(msgspec.Struct, frozen=True):
     socket_dir: str  # 0700 folder of the readers' Unix sockets
 
 
+class Forked:
+    """A child forked from the supervisor (the part of ``subprocess.Popen`` used here)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        """Its exit code; ``TimeoutError`` if it is still running after ``timeout`` seconds
+        (only the drain waits like this: it looks every ``DRAIN_POLL_S``)."""
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError
+            time.sleep(DRAIN_POLL_S)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 @dataclass
 class Child:
     """One supervised process and its restart history."""
 
     title: str
     role: str
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Forked | None = None
     ready_pipe: int = -1  # read end of the pipe the child writes READY_MESSAGE to
     state: str = "starting"
     started_at: float = 0.0
@@ -130,9 +164,10 @@ class Supervisor:
             self._start(child)
             while not child.ever_ready:
                 assert child.proc is not None
-                if child.proc.poll() is not None:
-                    log.error("%s ended during start-up (%s)", child.title, _how(child.proc.returncode))
-                    return child.proc.returncode or 1
+                ended = child.proc.poll()
+                if ended is not None:
+                    log.error("%s ended during start-up (%s)", child.title, _how(ended))
+                    return ended or 1
                 if self._stopping:
                     return 0
                 left = deadline - time.monotonic()
@@ -202,28 +237,50 @@ class Supervisor:
     # ----- children ------------------------------------------------------------------------
 
     def _start(self, child: Child) -> None:
+        """Fork the child: it starts with every module the supervisor imported (a restart
+        takes a fraction of a second, not an interpreter's start), then runs its role."""
         ready_read, ready_write = os.pipe()
         args = msgspec.structs.replace(
             self.base_args, role=child.role, title=child.title,
             listen_fd=self.listener.fileno(), ready_fd=ready_write,
         )
-        env = {**os.environ, CHILD_ENV: msgspec.json.encode(args).decode(),
-               RUN_DIR_ENV: str(self.run_dir), METRICS_DIR_ENV: str(self.run_dir / "metrics")}
         if child.proc is not None:
             child.restarts += 1
-        try:
-            child.proc = subprocess.Popen(
-                [sys.executable, "-m", "scr.serve.child"], env=env,
-                pass_fds=(self.listener.fileno(), ready_write), preexec_fn=_die_with_parent,
-                process_group=0,  # a terminal's Ctrl-C reaches the supervisor, which drains
-
-            )
-        finally:
-            os.close(ready_write)
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready_read)
+            self._become(args)
+        os.close(ready_write)
+        child.proc = Forked(pid)
         child.ready_pipe = ready_read
         self._selector.register(ready_read, selectors.EVENT_READ, child)
         child.state, child.started_at = "starting", time.monotonic()
         self._publish()
+
+    def _become(self, args: ChildArgs) -> NoReturn:
+        """In the forked child: leave the supervisor behind, run the role, and exit."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(signum, signal.SIG_DFL)
+            _die_with_parent()
+            os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the supervisor, which drains
+            self._selector.close()
+            for other in self.children:
+                if other.ready_pipe >= 0:
+                    os.close(other.ready_pipe)
+            os.environ[RUN_DIR_ENV] = str(self.run_dir)
+            os.environ[METRICS_DIR_ENV] = str(self.run_dir / "metrics")
+            from scr.serve.child import run_child
+
+            code = run_child(args)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
 
     def _close_ready_pipe(self, child: Child) -> None:
         if child.ready_pipe >= 0:
@@ -243,10 +300,10 @@ class Supervisor:
         for proc in live:
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            except TimeoutError:
                 log.error("pid %d did not drain within %.0f s: killed", proc.pid, self.drain_timeout_s)
                 proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
+                with contextlib.suppress(TimeoutError):
                     proc.wait(timeout=KILL_WAIT_S)
         for child in self.children:
             self._close_ready_pipe(child)
@@ -262,8 +319,8 @@ def _how(returncode: int) -> str:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: a supervisor killed outright takes its children with it
-    (a SIGKILL of ``scr serve`` stops the whole instance, as it did with one process)."""
+    """In the child: a supervisor killed outright takes its children with it (a SIGKILL of
+    ``scr serve`` stops the whole instance, as it did with one process)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:  # the parent died before prctl took effect
