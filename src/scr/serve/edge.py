@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from scr.capture.ingest import ingest_request
 from scr.config import Config
-from scr.errors import ConfigError, Unavailable
+from scr.errors import BadRequest, ConfigError, Unavailable
 from scr.http_server import bounded_server
 from scr.httpio import read_body
 from scr.metrics import Metrics
@@ -59,11 +59,17 @@ class WriterProxy:
         headers = [(k, v) for k, v in request.headers.items() if k not in NOT_PASSED_ON]
         if request.client is not None:
             headers.append((CLIENT_HEADER.decode(), f"{request.client.host}:{request.client.port}"))
+        # the path and query exactly as the client sent them (still percent-encoded)
+        raw = request.scope["raw_path"]
+        if request.scope["query_string"]:
+            raw += b"?" + request.scope["query_string"]
         try:
             answer = await self.client.request(
-                request.method, request.url.path, params=request.url.query, headers=headers,
-                content=body,
+                request.method, httpx.URL("http://writer").copy_with(raw_path=raw),
+                headers=headers, content=body,
             )
+        except httpx.InvalidURL as error:
+            raise BadRequest(f"the request's path or query cannot be read: {error}") from None
         except httpx.HTTPError:
             raise Unavailable("the writer is not answering (restarting?); try again") from None
         kept = {k: v for k, v in answer.headers.multi_items() if k.lower() not in NOT_PASSED_ON}
