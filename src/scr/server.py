@@ -23,11 +23,12 @@ from scr.canon import Canon
 from scr.canon.routes import canon_routes
 from scr.canon.store_ledger import StoreLedger
 from scr.capture.browser import browser_routes
-from scr.capture.ingest import DIGEST_BYTES, commit, media_type, split_body, validate
+from scr.capture.ingest import DIGEST_BYTES, commit, events_media_type, split_body, validate
 from scr.capture.otlp import otlp_routes
 from scr.config import Config
 from scr.errors import BadRequest, NotFound, ScrError, Unavailable
-from scr.httpio import JSONResponse, read_body
+from scr.httpio import JSONResponse, read_body, read_decoded_body
+from scr.jsontext import check_json_text
 from scr.ledger import install as install_ledger
 from scr.log.commit import Committed, Committer, Outcome, Submission
 from scr.log.tail import LedgerTail
@@ -100,10 +101,9 @@ async def post_events(request: Request) -> Response:
     runtime = _runtime(request)
     principal = runtime.principal(request, "ingest")
     limits = runtime.config.server
-    body = await read_body(request, limits.max_body_bytes)
-    is_batch, items, source = split_body(
-        body, media_type(request.headers.get("content-type")), limits.max_batch_events
-    )
+    kind = events_media_type(request.headers.get("content-type"))
+    body = await read_decoded_body(request, limits.max_body_bytes)
+    is_batch, items, source = split_body(body, kind, limits.max_batch_events)
     batch = validate(items, principal, is_batch, source)
     status, content = await commit(batch, runtime, runtime.metrics,
                                    live_prices(runtime.data_dir))
@@ -268,6 +268,7 @@ async def replay_deliveries(request: Request) -> Response:
     runtime = _runtime(request)
     tenant = runtime.tenant(request, "admin")
     body = await read_body(request, MAX_QUERY_BODY_BYTES)
+    check_json_text(body)
     try:
         ask = msgspec.json.decode(body, type=ReplayRequest)
     except msgspec.DecodeError as error:
