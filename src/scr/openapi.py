@@ -72,11 +72,18 @@ def document() -> dict[str, Any]:
         "Capture one event, an array of events, or CloudEvents (structured mode)",
         {
             "202": "every event accepted or duplicate", "207": "a batch with rejected events",
-            "400": "malformed body or invalid event", "401": "no or bad key",
+            "400": "malformed body (not UTF-8, nested over 128 levels, broken gzip) or invalid event "
+                   "(also: a key repeated in one object)",
+            "401": "no or bad key",
             "403": "another tenant's event", "409": "same id, different body",
-            "413": "body over 16 MiB, batch over 10,000 events or event over 256 KiB",
+            "413": "body (as sent or inflated) over 16 MiB, batch over 10,000 events or event over 256 KiB",
+            "415": "another content type, a charset other than utf-8, or a content encoding other than gzip",
         },
     )
+    post_events["parameters"] = [{
+        "name": "content-encoding", "in": "header", "required": False,
+        "schema": {"type": "string", "enum": ["identity", "gzip", "x-gzip"]},
+    }]
     post_events["requestBody"] = {
         "required": True,
         "content": {
