@@ -7,10 +7,12 @@ import re
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from scr.jsontext import MAX_JSON_DEPTH, duplicate_key, nests_deeper_than
+from scr.errors import BadRequest
+from scr.jsontext import MAX_JSON_DEPTH, UTF8_CHUNK_BYTES, check_json_text, duplicate_key, nests_deeper_than
 
 # Few key names, so that generated objects repeat keys, and the same name at different levels.
 KEY_CHARS = st.sampled_from(['a', 'b', '"', ":", "\\", "/", "é", "\n", "{", "]", " "])
@@ -88,7 +90,7 @@ def repeats_at(text: bytes, path: str) -> bool:
     return False
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(documents())
 @example('{"a": "x", "b": {"a": 1}}')  # the same key at two levels is no repeat
 @example('{"a": "\\"a\\":", "b": "a"}')  # quotes and colons inside strings
@@ -147,3 +149,21 @@ def test_depth_of_text_that_never_closes_is_counted() -> None:
     assert nests_deeper_than(b"[" * (MAX_JSON_DEPTH + 1), MAX_JSON_DEPTH)
     assert nests_deeper_than(b'["' + b"]" * 500 + b'"' + b"[" * MAX_JSON_DEPTH, MAX_JSON_DEPTH)
     assert not nests_deeper_than(b'["' + b"[" * 500 + b'"]', MAX_JSON_DEPTH)
+
+
+@pytest.mark.parametrize(("text", "offset"), [
+    (b'{"a": "\xff"}', 7),
+    # a character split by the chunk boundary, and the bad byte just after it
+    (b" " * (UTF8_CHUNK_BYTES - 1) + "é".encode() + b"\xff", UTF8_CHUNK_BYTES + 1),
+    (b" " * (UTF8_CHUNK_BYTES - 1) + b"\xc3(", UTF8_CHUNK_BYTES - 1),  # a lead byte cut short
+    (b'"' + "ok ✓".encode() + b'\xe2\x82"', 7),  # a character cut short
+])
+def test_invalid_utf8_is_named_by_its_offset(text: bytes, offset: int) -> None:
+    with pytest.raises(BadRequest) as refused:
+        check_json_text(text)
+    assert f"at offset {offset} " in refused.value.details[0].message
+    assert f"byte 0x{text[offset]:02x}" in refused.value.details[0].message
+
+
+def test_utf8_text_passes() -> None:
+    check_json_text(b" " * (UTF8_CHUNK_BYTES - 1) + "é ✓ 𝄞".encode() * 3)
