@@ -77,5 +77,5 @@ async def read_decoded_body(request: Request, limit: int) -> bytes:
     """The request body without its content encoding (``decompress``): 415 for an encoding
     other than identity or gzip (before reading), 413 past ``limit`` bytes read or inflated."""
     encoding = request.headers.get("content-encoding")
-    content_encoding(encoding)
+    content_encoding(encoding)  # an unknown encoding is refused before the body is read
     return decompress(await read_body(request, limit), encoding, limit)

@@ -58,19 +58,26 @@ def check_json_text(text: bytes) -> None:
 def _check_utf8(text: bytes) -> None:
     if text.isascii():  # C speed: nearly every body, and it needs nothing more
         return
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    view = memoryview(text)
-    for start in range(0, len(text), UTF8_CHUNK_BYTES):
-        pending = len(decoder.getstate()[0])  # bytes of a character the last chunk began
-        end = start + UTF8_CHUNK_BYTES
-        try:
-            decoder.decode(view[start:end], final=end >= len(text))
-        except UnicodeDecodeError as error:
-            offset = start - pending + error.start
-            raise BadRequest(
-                "the body is not valid UTF-8",
-                [Detail("$", f"byte 0x{text[offset]:02x} at offset {offset} is not UTF-8 ({error.reason})")],
-            ) from None
+    try:
+        if len(text) <= UTF8_CHUNK_BYTES:  # one small str, at once: every single event
+            text.decode("utf-8")
+            return
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        view = memoryview(text)
+        for start in range(0, len(text), UTF8_CHUNK_BYTES):
+            pending = len(decoder.getstate()[0])  # bytes of a character the last chunk began
+            end = start + UTF8_CHUNK_BYTES
+            try:
+                decoder.decode(view[start:end], final=end >= len(text))
+            except UnicodeDecodeError as error:
+                error.start += start - pending  # from the chunk's start to the text's
+                raise
+    except UnicodeDecodeError as error:
+        raise BadRequest(
+            "the body is not valid UTF-8",
+            [Detail("$", f"byte 0x{text[error.start]:02x} at offset {error.start} is not UTF-8 "
+                         f"({error.reason})")],
+        ) from None
 
 
 def nests_deeper_than(text: bytes, limit: int) -> bool:
@@ -158,7 +165,7 @@ def _find_duplicate(value: Any, path: str) -> str | None:
     if isinstance(value, _Members):
         seen: set[str] = set()
         for key, member in value:
-            here = member_path(path, key)
+            here = _member_path(path, key)
             if key in seen:
                 return here
             seen.add(key)
@@ -173,7 +180,7 @@ def _find_duplicate(value: Any, path: str) -> str | None:
     return None
 
 
-def member_path(path: str, key: str) -> str:
+def _member_path(path: str, key: str) -> str:
     """``path.key``, or ``path["key"]`` when the key is not a plain name."""
     if _IDENTIFIER.match(key):
         return f"{path}.{key}"
