@@ -145,6 +145,25 @@ def test_depth_agrees_with_the_decoded_document(text: str) -> None:
     assert nests_deeper_than(text.encode(), MAX_JSON_DEPTH) == (depth > MAX_JSON_DEPTH), depth
 
 
+def depth_a_decoder_reaches(brackets: bytes, limit: int) -> bool:
+    """The reference: read opener by opener, as far as a decoder gets (a closer that closes
+    nothing stops it), whether it goes more than ``limit`` levels deep."""
+    depth = 0
+    for char in brackets:
+        depth += 1 if char in b"[{" else -1
+        if depth > limit:
+            return True
+        if depth < 0:
+            return False
+    return False
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=24).map(lambda raw: bytes(b"[]{}"[c % 4] for c in raw)), st.integers(0, 6))
+def test_depth_agrees_with_a_reading_decoder_even_in_broken_text(brackets: bytes, limit: int) -> None:
+    assert nests_deeper_than(brackets, limit) == depth_a_decoder_reaches(brackets, limit)
+
+
 def test_depth_of_text_that_never_closes_is_counted() -> None:
     assert nests_deeper_than(b"[" * (MAX_JSON_DEPTH + 1), MAX_JSON_DEPTH)
     assert nests_deeper_than(b'["' + b"]" * 500 + b'"' + b"[" * MAX_JSON_DEPTH, MAX_JSON_DEPTH)
