@@ -39,6 +39,7 @@ from scr.errors import (
     UnsupportedMediaType,
 )
 from scr.httpio import JSONResponse, read_body
+from scr.jsontext import check_json_text
 from scr.ledger import install as install_ledger
 from scr.log.commit import Committed, Committer, Outcome, Submission
 from scr.log.tail import LedgerTail
@@ -251,6 +252,7 @@ async def replay_deliveries(request: Request) -> Response:
     runtime = _runtime(request)
     tenant = runtime.tenant(request, "admin")
     body = await read_body(request, MAX_QUERY_BODY_BYTES)
+    check_json_text(body)
     try:
         ask = msgspec.json.decode(body, type=ReplayRequest)
     except msgspec.DecodeError as error:

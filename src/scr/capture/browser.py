@@ -40,6 +40,7 @@ from starlette.routing import Route
 from scr.capture.ingest import Item, commit, media_type, validate
 from scr.errors import BadRequest, Detail, Forbidden, ScrError, Unauthorized, UnsupportedMediaType
 from scr.httpio import JSONResponse, read_body
+from scr.jsontext import check_json_text
 from scr.route.price_file import live_prices
 from scr.route.prices import PriceTable
 from scr.schema import (
@@ -211,6 +212,7 @@ class BeaconEndpoint:
                     f"send the session as text/plain or application/json, not {kind[:60]}"
                 )
             body = await read_body(request, MAX_BEACON_BYTES)
+            check_json_text(body)
             try:
                 session = _beacon.decode(body)
             except msgspec.ValidationError as error:
