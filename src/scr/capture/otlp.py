@@ -31,7 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from google.protobuf import json_format
@@ -62,15 +62,13 @@ from scr.jsontext import check_json_text
 from scr.ledger.routes import unavailable_routes
 from scr.log.commit import Outcome, utc_now
 from scr.route.price_file import live_prices
+from scr.runtime import Runtime
 from scr.schema import InvalidEvent
 from scr.security.keys import Principal, Role
 from scr.store.protocol import Transaction
 from scr.store.records import ENTRY_TIME_FORMAT
 from scr.store.spans import EMITTED_SPAN_RETENTION_S, PendingSpans, SpanRow
 from scr.store.sqlite import SqliteStore
-
-if TYPE_CHECKING:
-    from scr.server import Runtime
 
 log = logging.getLogger("scr.capture.otlp")
 
