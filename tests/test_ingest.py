@@ -288,12 +288,14 @@ def test_cloudevents_single_and_batch(serve: Any) -> None:
     assert stored(client, reader, "evt_ce1") and stored(client, reader, "evt_ce2")
 
 
-def test_unsupported_content_type_is_400(serve: Any) -> None:
+def test_unsupported_content_type_is_415(serve: Any) -> None:
     client = serve()
     response = client.post(
         "/v1/events", content=b"a,b", headers={**client.key(), "content-type": "text/csv"}
     )
-    assert response.status_code == 400
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert healthy(client)
 
 
 def test_auth_can_be_turned_off_for_local_trials(serve: Any) -> None:

@@ -248,7 +248,8 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 
     max_body_bytes: Annotated[
         int,
-        Meta(ge=MIN_MAX_BODY_BYTES, le=MAX_MAX_BODY_BYTES, description="largest request body (413 above)"),
+        Meta(ge=MIN_MAX_BODY_BYTES, le=MAX_MAX_BODY_BYTES,
+             description="largest request body, as sent and once inflated from gzip (413 above)"),
     ] = DEFAULT_MAX_BODY_BYTES
     max_batch_events: Annotated[
         int, Meta(ge=1, le=MAX_BATCH_EVENTS, description="most events in one POST (413 above)")

@@ -148,17 +148,21 @@ def _operations() -> list[Operation]:
             },
             {
                 **KEYED,
-                400: "malformed body, or the single event is invalid",
+                400: "malformed body (not UTF-8, nested over 128 levels, broken gzip), or the single "
+                     "event is invalid (a key repeated in one object among the reasons)",
                 403: "the key's role may not ingest, or the single event is another tenant's",
                 409: "the single event's id is in the ledger with a different body",
-                413: "body over `server.max_body_bytes` (default 16 MiB), a batch over "
+                413: "body (as sent or inflated) over `server.max_body_bytes` (default 16 MiB), a batch over "
                      "`server.max_batch_events` (default 10,000) events, or the single event "
                      f"over {MAX_EVENT_BYTES // KIB} KiB",
                 415: "not application/json, application/cloudevents+json or "
-                     "application/cloudevents-batch+json",
+                     "application/cloudevents-batch+json, a charset other than utf-8, or an "
+                     "encoding other than gzip",
                 503: "the ledger could not commit, or the bus did not store the events; nothing "
                      "of this request was acknowledged",
             },
+            (Parameter("content-encoding", "header", Literal["gzip", "x-gzip", "identity"],
+                       "`gzip` for a compressed body"),),
             request={
                 JSON: {"oneOf": [_ref("Event"), {"type": "array", "items": _ref("Event")}]},
                 "application/cloudevents+json": CloudEvent,

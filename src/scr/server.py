@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scr import __version__
-from scr.bus.instance import BusInstance, bus_instance
+from scr.bus.instance import bus_instance
 from scr.bus.routes import cluster_routes
 from scr.canon import Canon
 from scr.canon.routes import canon_routes
@@ -39,24 +38,24 @@ from scr.errors import (
     UnsupportedMediaType,
 )
 from scr.httpio import JSONResponse, read_body
+from scr.jsontext import check_json_text
 from scr.ledger import install as install_ledger
-from scr.log.commit import Committed, Committer, Outcome, Submission
+from scr.log.commit import Committed, Committer
 from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
 from scr.route.control import (
     DELIVERY_STATUSES,
-    Destinations,
     LocalDestinations,
     RemoteDestinations,
     ReplayRequest,
 )
 from scr.route.price_file import live_prices
 from scr.route.worker import DestinationWorker
+from scr.runtime import Runtime
 from scr.schema import json_schema
 from scr.security.auth import Authenticator
-from scr.security.keys import Principal
 from scr.serve.status import ProcessesCollector, not_running, read_status
-from scr.store import Store, open_store
+from scr.store import open_store
 from scr.store.postgres import partition_of
 
 log = logging.getLogger("scr.server")
@@ -66,46 +65,6 @@ DEFAULT_LIST_ROWS = 100
 MAX_QUERY_BODY_BYTES = 1024 * 1024
 READY_PROBE_TIMEOUT_S = 2.0
 
-
-
-@dataclass
-class Runtime:
-    """Everything one running scr process holds."""
-
-    config: Config
-    data_dir: Path
-    store: Store
-    committer: Committer
-    tail: LedgerTail
-    auth: Authenticator
-    metrics: Metrics
-    destinations: Destinations  # what the API asks of them, wherever they run
-    # the destinations' workers when they run in this process (else empty: the reader
-    # processes run them)
-    workers: dict[str, DestinationWorker] = field(default_factory=dict)
-    bus: BusInstance | None = None  # set with `bus:` (scale-out): events go through JetStream
-    # Run after the committer has stopped, in order (the ledger's checkpoint thread).
-    on_shutdown: list[Callable[[], None]] = field(default_factory=list)
-    # Run once the committer runs, and before it stops (background tasks that write).
-    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-    async def append_events(self, submissions: Sequence[Submission]) -> list[tuple[Outcome, int]]:
-        """Commit validated events; with a bus, ``202`` follows JetStream's ack and the
-        partition's owner appends them (the ledger seq is then not known yet: 0)."""
-        if self.bus is not None:
-            return [(outcome, 0) for outcome in await self.bus.bus.publish(submissions)]
-        return await self.committer.append_events(submissions)
-
-    def principal(self, request: Request, permission: str) -> Principal:
-        principal = self.auth.principal(request.headers.get("authorization"))
-        principal.require(permission)
-        return principal
-
-    def tenant(self, request: Request, permission: str) -> str:
-        """The tenant a request may act on: the key's own, or ``?tenant=`` for a caller
-        that spans tenants (after checking ``permission``)."""
-        return self.principal(request, permission).scope(request.query_params.get("tenant"))
 
 
 def _runtime(request: Request) -> Runtime:
@@ -251,6 +210,7 @@ async def replay_deliveries(request: Request) -> Response:
     runtime = _runtime(request)
     tenant = runtime.tenant(request, "admin")
     body = await read_body(request, MAX_QUERY_BODY_BYTES)
+    check_json_text(body)
     try:
         ask = msgspec.json.decode(body, type=ReplayRequest)
     except msgspec.DecodeError as error:

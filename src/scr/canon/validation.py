@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from scr.errors import BadRequest, Detail
+from scr.jsontext import check_json_text
 
 T = TypeVar("T")
 _PATH = re.compile(r" - at `(\$[^`]*)`$")
@@ -42,7 +43,8 @@ def validated(kind: type[T], value: Any, what: str) -> T:
 
 
 def decode_json(kind: type[T], body: bytes, what: str) -> T:
-    """A JSON body decoded and validated as ``kind``."""
+    """A JSON body decoded and validated as ``kind`` (its text checked first: UTF-8, depth)."""
+    check_json_text(body)
     try:
         return msgspec.json.decode(body, type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from importlib import resources
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
@@ -40,8 +40,10 @@ from starlette.routing import Route
 from scr.capture.ingest import Item, commit, media_type, validate
 from scr.errors import BadRequest, Detail, Forbidden, ScrError, Unauthorized, UnsupportedMediaType
 from scr.httpio import JSONResponse, read_body
+from scr.jsontext import check_json_text
 from scr.route.price_file import live_prices
 from scr.route.prices import PriceTable
+from scr.runtime import Runtime
 from scr.schema import (
     InvalidEvent,
     Name,
@@ -56,9 +58,6 @@ from scr.schema import (
 from scr.sdk.event import build_event
 from scr.security.keys import KEY_PREFIX, MAX_KEY_LENGTH, Principal
 from scr.security.ratelimit import RateLimiter
-
-if TYPE_CHECKING:
-    from scr.server import Runtime
 
 SCRIPT_PATH = "/v1/sdk/scr.js"
 BEACON_PATH = "/v1/browser/events"
@@ -211,6 +210,7 @@ class BeaconEndpoint:
                     f"send the session as text/plain or application/json, not {kind[:60]}"
                 )
             body = await read_body(request, MAX_BEACON_BYTES)
+            check_json_text(body)
             try:
                 session = _beacon.decode(body)
             except msgspec.ValidationError as error:

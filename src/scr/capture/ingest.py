@@ -1,9 +1,11 @@
 """Capture: from a ``POST /v1/events`` body to validated submissions and per-event results.
 
 Bodies are plain JSON (one event or an array) or CloudEvents 1.0 structured mode (one
-CloudEvent or a batch) carrying the event as ``data``. The body's size is bounded before it
-is read; each event's size is bounded before it is decoded. Every event is judged on its
-own: in a batch, a bad event is rejected and the others go on to commit.
+CloudEvent or a batch) carrying the event as ``data``, in UTF-8, optionally gzip-encoded.
+The body's size is bounded before it is read (and inflated); its text is checked
+(``scr.jsontext``: UTF-8, nesting depth) before it is decoded; each event's size is bounded
+before it is decoded, and an event that repeats a key is refused. Every event is judged on
+its own: in a batch, a bad event is rejected and the others go on to commit.
 """
 
 from __future__ import annotations
@@ -19,8 +21,17 @@ from starlette.responses import Response
 
 from scr.capture.pricing import count_unpriced
 from scr.config import ServerConfig
-from scr.errors import BadRequest, Conflict, Detail, Forbidden, PayloadTooLarge, ScrError
-from scr.httpio import JSONResponse, read_body
+from scr.errors import (
+    BadRequest,
+    Conflict,
+    Detail,
+    Forbidden,
+    PayloadTooLarge,
+    ScrError,
+    UnsupportedMediaType,
+)
+from scr.httpio import JSONResponse, read_decoded_body
+from scr.jsontext import check_json_text, duplicate_key
 from scr.log.commit import Outcome, Submission
 from scr.metrics import Metrics
 from scr.route.price_file import PriceSource
@@ -31,6 +42,8 @@ from scr.security.keys import Principal
 JSON = "application/json"
 CLOUDEVENT = "application/cloudevents+json"
 CLOUDEVENT_BATCH = "application/cloudevents-batch+json"
+PLAIN_JSON_TYPES = (JSON, "application/x-json", "text/json")
+EVENT_MEDIA_TYPES = (*PLAIN_JSON_TYPES, CLOUDEVENT, CLOUDEVENT_BATCH)
 DIGEST_BYTES = 16
 
 
@@ -76,17 +89,39 @@ def media_type(content_type: str | None) -> str:
     return (content_type or JSON).split(";", 1)[0].strip().lower()
 
 
+def events_media_type(content_type: str | None) -> str:
+    """The media type of a ``POST /v1/events`` body (JSON when none is given); 415 for any
+    other type, or a charset other than UTF-8 (the only one JSON is exchanged in, RFC 8259)."""
+    kind = media_type(content_type)
+    if kind not in EVENT_MEDIA_TYPES:
+        raise _unsupported(kind)
+    for parameter in (content_type or "").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset != "utf-8":
+            raise UnsupportedMediaType(
+                f"charset '{charset[:40]}' is not supported; JSON is read as UTF-8 "
+                "(send charset=utf-8, or no charset)"
+            )
+    return kind
+
+
+def _unsupported(kind: str) -> UnsupportedMediaType:
+    return UnsupportedMediaType(
+        f"unsupported content type '{kind[:60]}'; send {JSON}, {CLOUDEVENT} or {CLOUDEVENT_BATCH}"
+    )
+
+
 def split_body(body: bytes, kind: str, max_events: int) -> tuple[bool, list[Item], str]:
     """Split a body into its events: (is batch, items, source name)."""
+    if kind not in EVENT_MEDIA_TYPES:
+        raise _unsupported(kind)
+    check_json_text(body)
     if kind == CLOUDEVENT:
         return False, [_cloudevent_item(0, body)], "cloudevents"
     if kind == CLOUDEVENT_BATCH:
         raws = _decode_list(body, max_events)
         return True, [_cloudevent_item(i, bytes(r)) for i, r in enumerate(raws)], "cloudevents"
-    if kind not in (JSON, "application/x-json", "text/json"):
-        raise BadRequest(
-            f"unsupported content type '{kind}'; send {JSON}, {CLOUDEVENT} or {CLOUDEVENT_BATCH}"
-        )
     stripped = body.lstrip()
     if stripped[:1] == b"[":
         raws = _decode_list(body, max_events)
@@ -152,7 +187,13 @@ def validate(items: list[Item], principal: Principal, is_batch: bool, source: st
                     continue
                 result["event_id"] = event.event_id
                 tenant = event.user.organization_id
-                if not principal.may_write_for(tenant):
+                repeated = duplicate_key(item.raw)
+                if repeated is not None:  # the decoder kept its last value: refuse, never guess
+                    problem = Problem(
+                        "duplicate_key", repeated,
+                        "this key appears more than once in its object; send each key once",
+                    )
+                elif not principal.may_write_for(tenant):
                     problem = Problem(
                         "forbidden_tenant", "$.user.organization_id",
                         f"this key may not write events for organization '{tenant}'",
@@ -241,10 +282,9 @@ async def ingest_request(
     metrics: Metrics, prices: PriceSource | None,
 ) -> Response:
     """``POST /v1/events``, from the bounded body to the answer (edges and the writer alike)."""
-    body = await read_body(request, limits.max_body_bytes)
-    is_batch, items, source = split_body(
-        body, media_type(request.headers.get("content-type")), limits.max_batch_events
-    )
+    kind = events_media_type(request.headers.get("content-type"))
+    body = await read_decoded_body(request, limits.max_body_bytes)
+    is_batch, items, source = split_body(body, kind, limits.max_batch_events)
     batch = validate(items, principal, is_batch, source)
     status, content = await commit(batch, appender, metrics, prices)
     return JSONResponse(content, status_code=status)

@@ -28,11 +28,10 @@ import base64
 import contextlib
 import logging
 import time
-import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from google.protobuf import json_format
@@ -57,20 +56,19 @@ from scr.capture.genai import (
     session_key,
 )
 from scr.capture.ingest import Item, count_outcomes, media_type, validate
-from scr.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from scr.httpio import read_body
+from scr.errors import BadRequest, UnsupportedMediaType
+from scr.httpio import read_decoded_body
+from scr.jsontext import check_json_text
 from scr.ledger.routes import unavailable_routes
 from scr.log.commit import Outcome, utc_now
 from scr.route.price_file import live_prices
+from scr.runtime import Runtime
 from scr.schema import InvalidEvent
 from scr.security.keys import Principal, Role
 from scr.store.protocol import Transaction
 from scr.store.records import ENTRY_TIME_FORMAT
 from scr.store.spans import EMITTED_SPAN_RETENTION_S, PendingSpans, SpanRow
 from scr.store.sqlite import SqliteStore
-
-if TYPE_CHECKING:
-    from scr.server import Runtime
 
 log = logging.getLogger("scr.capture.otlp")
 
@@ -83,7 +81,6 @@ PRUNE_EVERY_S = 600.0
 MAX_OPEN_SESSIONS = 100_000
 MAX_ATTRIBUTES_PER_SPAN = 512
 MAX_REPORTED_PROBLEMS = 5
-GZIP_WBITS = 16 + zlib.MAX_WBITS
 _SCALARS = ("string_value", "bool_value", "int_value", "double_value")
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
@@ -92,25 +89,6 @@ _span_decoder = msgspec.msgpack.Decoder(GenAISpan)
 
 
 # ----- decoding -------------------------------------------------------------------------------
-
-
-def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """The body without its content encoding (identity or gzip), at most ``limit`` bytes."""
-    name = (encoding or "identity").strip().lower()
-    if name == "identity":
-        return body
-    if name != "gzip":
-        raise UnsupportedMediaType(f"content encoding '{name[:40]}' is not supported; use gzip or none")
-    inflater = zlib.decompressobj(GZIP_WBITS)
-    try:
-        plain = inflater.decompress(body, limit + 1)
-    except zlib.error as error:
-        raise BadRequest(f"malformed gzip body: {error}") from None
-    if len(plain) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"the decompressed body is over the limit of {limit} bytes")
-    if not inflater.eof or inflater.unused_data:
-        raise BadRequest("malformed gzip body: truncated, or data after its end")
-    return plain
 
 
 def decode_export(body: bytes, kind: str) -> ExportTraceServiceRequest:
@@ -122,6 +100,7 @@ def decode_export(body: bytes, kind: str) -> ExportTraceServiceRequest:
         except DecodeError as error:
             raise BadRequest(f"malformed protobuf: {error}") from None
         return request
+    check_json_text(body)
     try:
         document = msgspec.json.decode(body)
     except msgspec.DecodeError as error:
@@ -390,8 +369,7 @@ def otlp_routes(runtime: Runtime) -> list[Route]:
         kind = media_type(request.headers.get("content-type"))
         if kind not in (PROTOBUF, JSON):
             raise UnsupportedMediaType(f"send OTLP traces as {PROTOBUF} or {JSON}, not {kind[:60]}")
-        limit = runtime.config.server.max_body_bytes
-        body = decompress(await read_body(request, limit), request.headers.get("content-encoding"), limit)
+        body = await read_decoded_body(request, runtime.config.server.max_body_bytes)
         spans, problems = read_spans(decode_export(body, kind))
         runtime.metrics.otlp_spans.labels("rejected").inc(len(problems))
         _stored, ignored = await sessions.ingest(tenant, principal.actor, spans) if spans else (0, 0)

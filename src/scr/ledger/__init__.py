@@ -7,18 +7,15 @@ routes. ``scr.ledger.cli`` holds ``scr ledger verify | audit | export``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.routing import Route
 
 from scr.ledger.routes import ledger_routes, unavailable_routes
 from scr.ledger.service import LedgerService
+from scr.runtime import Runtime
 from scr.store.sqlite import SqliteStore
 
 CHECKPOINTER_STOP_S = 10.0
 
-if TYPE_CHECKING:
-    from scr.server import Runtime
 
 
 def install(runtime: Runtime) -> list[Route]:

@@ -8,7 +8,6 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from scr.errors import BadRequest, NotFound, Unavailable
 from scr.ledger.checkpoints import (
@@ -24,12 +23,10 @@ from scr.ledger.tiles import create_schema, open_database, tree_sizes
 from scr.ledger.upkeep import TreeKeeper
 from scr.log.commit import Committed
 from scr.log.merkle import ProofError
+from scr.runtime import Runtime
 from scr.store.protocol import Transaction
 from scr.store.records import StoredEntry
 from scr.store.sqlite import SqliteStore, SqliteWriter
-
-if TYPE_CHECKING:
-    from scr.server import Runtime
 
 log = logging.getLogger("scr.ledger")
 
