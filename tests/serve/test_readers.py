@@ -106,14 +106,14 @@ def test_sigkill_of_a_reader_mid_stream_loses_no_delivery(
         server.stop()
 
 
-def test_a_frozen_reader_does_not_slow_ingest(tmp_path: Path, hook: Receiver) -> None:
+def test_a_frozen_reader_does_not_slow_ingest(tmp_path: Path, store_at: StoreAt, hook: Receiver) -> None:
     """SIGSTOP the reader: batches are still acknowledged, and once it runs again it
     delivers what it missed; meanwhile /v1/destinations answers 503, never hangs."""
-    data = tmp_path / "data"
+    data, uri = store_at.data, store_at.uri
     config = write_config(tmp_path, hook)
-    key = create_key(data)
-    admin = create_key(data, role="admin")
-    server = ServerProcess(data, config).start()
+    key = create_key(data, store=uri)
+    admin = create_key(data, role="admin", store=uri)
+    server = ServerProcess(data, config, uri).start()
     reader_pid = child(server, READER)["pid"]
     try:
         os.kill(reader_pid, signal.SIGSTOP)
@@ -200,10 +200,10 @@ def test_sigkill_of_the_writer_mid_stream_loses_nothing(
         server.stop()
 
 
-def test_with_the_writer_gone_edges_answer_503_at_once_and_recover(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    key = create_key(data)
-    server = ServerProcess(data).start()
+def test_with_the_writer_gone_edges_answer_503_at_once_and_recover(store_at: StoreAt) -> None:
+    data, uri = store_at.data, store_at.uri
+    key = create_key(data, store=uri)
+    server = ServerProcess(data, store=uri).start()
     assert server.proc is not None
     supervisor = server.proc.pid
     try:

@@ -55,7 +55,9 @@ def decode_json(kind: type[T], body: bytes, what: str) -> T:
 def decode_exact(body: bytes, what: str) -> Any:
     """A JSON body as plain values for ``validated``, every number with a fraction or an
     exponent read as an exact ``Decimal``: money keeps its digits, and a decimal string its
-    spelling, until the money rule (``scr.money``) has seen them."""
+    spelling, until the money rule (``scr.money``) has seen them. The text is checked first
+    (UTF-8, depth), as ``decode_json`` does."""
+    check_json_text(body)
     try:
         return _exact.decode(body)
     except msgspec.DecodeError as error:
