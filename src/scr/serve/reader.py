@@ -60,12 +60,17 @@ class Follower:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                message = await asyncio.wait_for(loop.sock_recv(self.wake, MAX_DATAGRAM_BYTES), QUIET_CHECK_S)
-                head = decode_seq(message)
-            except TimeoutError:
-                head = await asyncio.to_thread(self.store.last_seq)
-            if head > self.tail.head_seq:
-                await self._read_up_to(head)
+                try:
+                    message = await asyncio.wait_for(loop.sock_recv(self.wake, MAX_DATAGRAM_BYTES),
+                                                     QUIET_CHECK_S)
+                    head = decode_seq(message)
+                except TimeoutError:
+                    head = await asyncio.to_thread(self.store.last_seq)
+                if head > self.tail.head_seq:
+                    await self._read_up_to(head)
+            except Exception as error:  # the store is unreachable: the next round tries again
+                log.warning("cannot read the ledger's new entries: %s", error)
+                await asyncio.sleep(QUIET_CHECK_S)
 
     async def _read_up_to(self, head: int) -> None:
         while self.tail.head_seq < head:

@@ -7,8 +7,11 @@ and reported in the log and the status file, never restarted in a tight loop. A 
 fails its very first start (a bad store address, a port taken) ends ``scr serve`` with its
 exit code: that is a start-up error, not a crash.
 
-The supervisor waits on a selector (signals through a wake-up pipe, readiness pipes of the
-children): it never polls.
+Children are forked from the supervisor, which has imported every module once: a child is
+ready in a fraction of a second, and a restart does not wait for an interpreter to start.
+While it supervises, the supervisor waits on a selector (signals through a wake-up pipe,
+the children's readiness pipes): it never polls; only the drain looks every few ms whether
+the children have ended.
 """
 
 from __future__ import annotations
