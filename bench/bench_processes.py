@@ -35,6 +35,7 @@ class TreeWatch:
     def __init__(self) -> None:
         self.root: psutil.Process | None = None
         self.cpu_s: dict[int, float] = {}
+        self.titles: dict[int, str] = {}
         self.rss_peak = 0
         self.rss_last = 0
         self.started = 0.0
@@ -61,6 +62,8 @@ class TreeWatch:
                 try:
                     times = proc.cpu_times()
                     self.cpu_s[proc.pid] = times.user + times.system
+                    if proc.pid not in self.titles:
+                        self.titles[proc.pid] = " ".join(proc.cmdline()).strip() or proc.name()
                     rss += proc.memory_info().rss
                 except psutil.NoSuchProcess:
                     continue
@@ -72,8 +75,14 @@ class TreeWatch:
         self._stop.set()
         self._thread.join()
         elapsed = time.perf_counter() - self.started
+        by_title: dict[str, float] = {}
+        for pid, seconds in self.cpu_s.items():
+            title = self.titles.get(pid, str(pid))
+            title = title if title.startswith("scr:") else "scr serve (one process)"
+            by_title[title] = by_title.get(title, 0.0) + seconds
         return {
             "cores_busy": round(sum(self.cpu_s.values()) / elapsed, 2),
+            "cores_busy_by_process": {t: round(c / elapsed, 2) for t, c in sorted(by_title.items())},
             "processes": len(self.cpu_s),
             "rss_peak_mib": round(self.rss_peak / 2**20),
             "rss_last_mib": round(self.rss_last / 2**20),

@@ -31,7 +31,6 @@ DEFAULT_URL = "http://127.0.0.1:8787"
 DEFAULT_DATA = Path(".scr-data")
 SEND_BATCH_EVENTS = 1000
 SEND_TIMEOUT_S = 60.0
-LISTEN_BACKLOG = 2048  # connections the kernel queues while an HTTP process (re)starts
 
 app = typer.Typer(help="scr: the Session Completion Runtime.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -101,13 +100,12 @@ def serve(
 ) -> None:
     """Run the server on the embedded store in DATA, or on a PostgreSQL --store."""
     import logging
-    import socket
     import tempfile
 
     from scr.http_server import reserve_file_descriptors
     from scr.serve import child, edge, reader, writer  # noqa: F401  (imported once; the children fork)
     from scr.serve.readers import reader_processes
-    from scr.serve.supervisor import Child, ChildArgs, Supervisor, prepare_run_dir
+    from scr.serve.supervisor import Child, ChildArgs, Supervisor, listening_sockets, prepare_run_dir
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _load(config)
@@ -119,8 +117,9 @@ def serve(
         _print_config_error(error)
         raise typer.Exit(2) from None
     store_uri = store or settings.store
+    edges = settings.server.workers or os.cpu_count() or 1
     try:
-        listener = socket.create_server((host, port), backlog=LISTEN_BACKLOG)
+        listeners = listening_sockets(host, port, edges)
     except OSError as error:
         err.print(f"[red]error:[/red] cannot listen on {host}:{port}: {error.strerror}")
         raise typer.Exit(2) from None
@@ -132,13 +131,13 @@ def serve(
         drain_timeout_s=settings.server.drain_timeout_s,
         socket_dir=tempfile.mkdtemp(prefix="scr-"),  # short: a Unix socket path has 107 bytes
     )
-    edges = settings.server.workers or os.cpu_count() or 1
-    children = [Child("scr: writer", "writer"), *(Child(f"scr: edge {n}", "edge") for n in range(edges))]
+    children = [Child("scr: writer", "writer"),
+                *(Child(f"scr: edge {n}", "edge", listener) for n, listener in enumerate(listeners))]
     if settings.bus is None:  # in a cluster, destinations follow partition ownership (edge)
         children += [Child(f"scr: reader {name}", "reader") for name in reader_processes(settings)]
     auth = "on" if settings.validation.require_authentication else "OFF"
     supervisor = Supervisor(
-        children=children, listener=listener, run_dir=prepare_run_dir(data),
+        children=children, run_dir=prepare_run_dir(data),
         drain_timeout_s=settings.server.drain_timeout_s, base_args=child_args,
         on_ready=[f"scr serving on http://{host}:{port} ({_where(store_uri, data)}, auth: {auth})"],
     )

@@ -1,11 +1,11 @@
 """The supervisor: starts an instance's processes, restarts one that dies, drains on SIGTERM.
 
-It holds the listening socket, so a child that restarts takes over the same socket and
-connections wait in its backlog meanwhile. A child that dies is started again at once; one
-that keeps dying soon after its start is backed off (doubling up to ``RESTART_BACKOFF_MAX_S``)
-and reported in the log and the status file, never restarted in a tight loop. A child that
-fails its very first start (a bad store address, a port taken) ends ``scr serve`` with its
-exit code: that is a start-up error, not a crash.
+It holds the listening sockets (one per edge, SO_REUSEPORT), so an edge that restarts takes
+over the same socket and connections wait in its backlog meanwhile. A child that dies is
+started again at once; one that keeps dying soon after its start is backed off (doubling up
+to ``RESTART_BACKOFF_MAX_S``) and reported in the log and the status file, never restarted
+in a tight loop. A child that fails its very first start (a store it cannot open, say) ends
+``scr serve`` with its exit code: that is a start-up error, not a crash.
 
 Children are forked from the supervisor, which has imported every module once: a child is
 ready in a fraction of a second, and a restart does not wait for an interpreter to start.
@@ -45,6 +45,7 @@ RESTART_BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 10.0  # a child that ran this long is not "crashing": its next restart is at once
 KILL_WAIT_S = 5.0  # after SIGKILL, how long to wait for the kernel to reap
 DRAIN_POLL_S = 0.02  # how often the drain looks whether a child has ended
+LISTEN_BACKLOG = 2048  # connections the kernel queues for an edge while it (re)starts
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a child gets when its parent dies
 
 
@@ -104,6 +105,7 @@ class Child:
 
     title: str
     role: str
+    listener: socket.socket | None = None  # an edge's own listening socket (SO_REUSEPORT)
     proc: Forked | None = None
     ready_pipe: int = -1  # read end of the pipe the child writes READY_MESSAGE to
     state: str = "starting"
@@ -124,7 +126,6 @@ class Supervisor:
     """Runs ``children`` until SIGTERM or SIGINT, then drains them."""
 
     children: list[Child]
-    listener: socket.socket
     run_dir: Path
     drain_timeout_s: float
     base_args: ChildArgs
@@ -245,7 +246,8 @@ class Supervisor:
         ready_read, ready_write = os.pipe()
         args = msgspec.structs.replace(
             self.base_args, role=child.role, title=child.title,
-            listen_fd=self.listener.fileno(), ready_fd=ready_write,
+            listen_fd=child.listener.fileno() if child.listener is not None else -1,
+            ready_fd=ready_write,
         )
         if child.proc is not None:
             child.restarts += 1
@@ -273,6 +275,8 @@ class Supervisor:
             for other in self.children:
                 if other.ready_pipe >= 0:
                     os.close(other.ready_pipe)
+                if other.listener is not None and other.listener.fileno() != args.listen_fd:
+                    other.listener.close()  # each edge accepts on its own socket only
             os.environ[RUN_DIR_ENV] = str(self.run_dir)
             os.environ[METRICS_DIR_ENV] = str(self.run_dir / "metrics")
             from scr.serve.child import run_child
@@ -335,6 +339,33 @@ def _forget_metrics_of(pid: int, run_dir: Path) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(pid, str(run_dir / "metrics"))  # type: ignore[no-untyped-call]
+
+
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` sockets listening on one address with SO_REUSEPORT, one per edge: the kernel
+    spreads new connections over them (on a single shared socket one process took nearly
+    every connection), and the supervisor keeps each open while its edge restarts, so
+    connections wait in its backlog instead of being refused."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # bound without SO_REUSEPORT first: a port another server (another scr serve, too)
+        # holds is an error, never a port silently shared with it
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            bound = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(bound)
+            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            bound.bind((host, port))
+            bound.listen(LISTEN_BACKLOG)
+    except OSError:
+        for bound in sockets:
+            bound.close()
+        raise
+    return sockets
 
 
 def prepare_run_dir(data_dir: Path) -> Path:
