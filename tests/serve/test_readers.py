@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from test_crash import stream
 
 from conftest import StoreAt
-from serve.test_supervisor import EDGES, WRITER, child
+from serve.test_supervisor import EDGES, WRITER, Stream, assert_in_the_ledger, child, kill_and_see_it_restart
 from support import Receiver, ServerProcess, create_key, make_event, post_acknowledged, wait_for
 
 RESTART_WITHIN_S = 1.0
@@ -81,28 +79,17 @@ def test_sigkill_of_a_reader_mid_stream_loses_no_delivery(
     config = write_config(tmp_path, hook)
     key = create_key(data, store=uri)
     server = ServerProcess(data, config, uri).start()
-    acknowledged: list[str] = []
-    stop = threading.Event()
-    sender = threading.Thread(target=stream, args=(server.url, key, acknowledged, stop))
+    load = Stream(server, key)
     try:
-        sender.start()
         wait_for(lambda: len(hook.event_ids()) >= 1000, timeout_s=30, what="deliveries under way")
-        victim = child(server, READER)["pid"]
-        os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
-        wait_for(lambda: child(server, READER)["pid"] not in (0, victim), timeout_s=RESTART_WITHIN_S,
-                 what="the reader started again")
-        assert time.monotonic() - killed_at <= RESTART_WITHIN_S
+        kill_and_see_it_restart(server, READER)
         time.sleep(1.0)  # the stream goes on past the restart
-        stop.set()
-        sender.join(timeout=20)
-        assert sender.is_alive() is False
-        wanted = set(acknowledged)
+        wanted = set(load.stop())
         wait_for(lambda: wanted <= hook.event_ids() and wanted <= archived(data),
                  timeout_s=DELIVERY_TIMEOUT_S, what="every acknowledged event at both destinations")
         assert child(server, READER)["restarts"] == 1
     finally:
-        stop.set()
+        load.stop()
         server.stop()
 
 
@@ -170,33 +157,22 @@ def test_sigkill_of_the_writer_mid_stream_loses_nothing(
     config = write_config(tmp_path, hook)
     key = create_key(data, store=uri)
     server = ServerProcess(data, config, uri).start()
-    acknowledged: list[str] = []
-    stop = threading.Event()
-    sender = threading.Thread(target=stream, args=(server.url, key, acknowledged, stop))
+    load = Stream(server, key)
     try:
-        sender.start()
-        wait_for(lambda: len(acknowledged) >= 1000, timeout_s=30, what="a stream under way")
-        victim = child(server, WRITER)["pid"]
-        os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
-        wait_for(lambda: child(server, WRITER)["pid"] not in (0, victim), timeout_s=RESTART_WITHIN_S,
-                 what="the writer started again")
-        assert time.monotonic() - killed_at <= RESTART_WITHIN_S
+        wait_for(lambda: len(load.acknowledged) >= 1000, timeout_s=30, what="a stream under way")
+        kill_and_see_it_restart(server, WRITER)
         wait_for(lambda: httpx.get(f"{server.url}/readyz").status_code == 200, timeout_s=30,
                  what="ready again")
-        acknowledged_then = len(acknowledged)
-        wait_for(lambda: len(acknowledged) > acknowledged_then, timeout_s=30, what="acknowledged again")
-        stop.set()
-        sender.join(timeout=30)
-        reader = create_key(data, role="read", store=uri)
-        with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {reader}"}) as client:
-            for event_id in acknowledged:
-                assert client.get(f"/v1/events/{event_id}").status_code == 200, event_id
+        acknowledged_then = len(load.acknowledged)
+        wait_for(lambda: len(load.acknowledged) > acknowledged_then, timeout_s=30,
+                 what="acknowledged again")
+        acknowledged = load.stop()
+        assert_in_the_ledger(server, acknowledged, uri)
         wanted = set(acknowledged)
         wait_for(lambda: wanted <= hook.event_ids() and wanted <= archived(data),
                  timeout_s=DELIVERY_TIMEOUT_S, what="every acknowledged event at both destinations")
     finally:
-        stop.set()
+        load.stop()
         server.stop()
 
 

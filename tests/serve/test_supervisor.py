@@ -47,6 +47,39 @@ def counter(url: str, name: str) -> float:
     raise AssertionError(f"{name} is not in /metrics")
 
 
+class Stream:
+    """Batches posted on a thread of their own until ``stop``; the ids acknowledged so far."""
+
+    def __init__(self, server: ServerProcess, key: str) -> None:
+        self.acknowledged: list[str] = []
+        self._stop = threading.Event()
+        self._sender = threading.Thread(target=stream, args=(server.url, key, self.acknowledged, self._stop))
+        self._sender.start()
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._sender.join(timeout=30)
+        assert not self._sender.is_alive(), "the stream did not stop"
+        return self.acknowledged
+
+
+def kill_and_see_it_restart(server: ServerProcess, title: str) -> None:
+    """SIGKILL the child; a new one is started within ``RESTART_WITHIN_S``."""
+    victim = child(server, title)["pid"]
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: child(server, title)["pid"] not in (0, victim), timeout_s=RESTART_WITHIN_S,
+             what=f"{title} started again")
+    assert time.monotonic() - killed_at <= RESTART_WITHIN_S
+
+
+def assert_in_the_ledger(server: ServerProcess, event_ids: list[str], uri: str | None) -> None:
+    reader = create_key(server.data, role="read", store=uri)
+    with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {reader}"}) as client:
+        for event_id in event_ids:
+            assert client.get(f"/v1/events/{event_id}").status_code == 200, event_id
+
+
 def test_every_process_has_its_title(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data").start()
     try:
@@ -68,32 +101,20 @@ def test_sigkill_of_the_edge_mid_stream_loses_nothing(tmp_path: Path, store_at: 
     data, uri = store_at.data, store_at.uri
     key = create_key(data, store=uri)
     server = ServerProcess(data, store=uri).start()
-    acknowledged: list[str] = []
-    stop = threading.Event()
-    sender = threading.Thread(target=stream, args=(server.url, key, acknowledged, stop))
+    load = Stream(server, key)
     try:
-        sender.start()
-        wait_for(lambda: len(acknowledged) >= 1000, timeout_s=30, what="a stream under way")
+        wait_for(lambda: len(load.acknowledged) >= 1000, timeout_s=30, what="a stream under way")
         before = counter(server.url, "scr_events_accepted_total")
-        victim = child(server, EDGE)["pid"]
-        os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
-        wait_for(lambda: child(server, EDGE)["pid"] not in (0, victim), timeout_s=RESTART_WITHIN_S,
-                 what="the edge started again")
-        assert time.monotonic() - killed_at <= RESTART_WITHIN_S
+        kill_and_see_it_restart(server, EDGE)
         wait_for(lambda: child(server, EDGE)["state"] == "running", timeout_s=20, what="ready again")
-        stop.set()
-        sender.join(timeout=20)
+        acknowledged = load.stop()
         assert child(server, EDGE)["restarts"] == 1
         assert child(server, EDGE)["last_exit"] == "killed by SIGKILL"
         assert counter(server.url, "scr_events_accepted_total") >= before
         assert acknowledged
-        reader = create_key(data, role="read", store=uri)
-        with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {reader}"}) as client:
-            for event_id in acknowledged:
-                assert client.get(f"/v1/events/{event_id}").status_code == 200, event_id
+        assert_in_the_ledger(server, acknowledged, uri)
     finally:
-        stop.set()
+        load.stop()
         server.stop()
 
 
@@ -126,12 +147,9 @@ def test_sigterm_mid_stream_drains_and_loses_nothing(tmp_path: Path, store_at: S
     config.write_text(f"session_completion_runtime:\n  server: {{drain_timeout_s: {drain_timeout_s}}}\n")
     key = create_key(data, store=uri)
     server = ServerProcess(data, config, uri).start()
-    acknowledged: list[str] = []
-    stop = threading.Event()
-    sender = threading.Thread(target=stream, args=(server.url, key, acknowledged, stop))
-    sender.start()
+    load = Stream(server, key)
     try:
-        wait_for(lambda: len(acknowledged) >= 1000, timeout_s=30, what="a stream under way")
+        wait_for(lambda: len(load.acknowledged) >= 1000, timeout_s=30, what="a stream under way")
         assert server.proc is not None
         children = [p["pid"] for p in processes(server)]
         server.proc.send_signal(signal.SIGTERM)
@@ -139,17 +157,12 @@ def test_sigterm_mid_stream_drains_and_loses_nothing(tmp_path: Path, store_at: S
         assert server.proc.wait(timeout=drain_timeout_s + 5) == 0
         assert time.monotonic() - asked_at <= drain_timeout_s + 1
         assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "a child outlived it"
-        stop.set()
-        sender.join(timeout=20)
     finally:
-        stop.set()
+        acknowledged = load.stop()
         server.stop()
     server = ServerProcess(data, store=uri).start()
     try:
-        reader = create_key(data, role="read", store=uri)
-        with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {reader}"}) as client:
-            for event_id in acknowledged:
-                assert client.get(f"/v1/events/{event_id}").status_code == 200, event_id
+        assert_in_the_ledger(server, acknowledged, uri)
     finally:
         server.stop()
 

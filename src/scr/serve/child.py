@@ -9,12 +9,17 @@ import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import uvicorn
 from setproctitle import setproctitle
 
 from scr.config import Config, default_config, load_config, with_bus
+from scr.errors import ConfigError
 from scr.serve.supervisor import READY_MESSAGE, ChildArgs
+
+log = logging.getLogger("scr.serve")
+T = TypeVar("T")
 
 ROLES = ("writer", "edge", "reader")
 EXIT_START_ERROR = 2  # as `scr serve` always answered a bad config or store
@@ -54,6 +59,27 @@ def load_settings(args: ChildArgs) -> Config:
     """The config ``scr serve`` was given (the supervisor checked it before any child ran)."""
     settings = load_config(args.config) if args.config else default_config()
     return with_bus(settings, args.bus) if args.bus else settings
+
+
+def prepared(args: ChildArgs, build: Callable[[Config, str | None], T]) -> tuple[Config, T] | None:
+    """The config and what ``build`` makes of it and the store's address; None (logged) on a
+    start-up error: a config that cannot be read, or a store that cannot be opened."""
+    import psycopg
+    import psycopg_pool
+
+    from scr.store.postgres import redact
+
+    try:
+        settings = load_settings(args)
+    except ConfigError as error:
+        log.error("config error: %s", error.message)
+        return None
+    store_uri = args.store or settings.store
+    try:
+        return settings, build(settings, store_uri)
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+        log.error("cannot open the store %s: %s", redact(store_uri) if store_uri else args.data, error)
+        return None
 
 
 def calm_the_collector() -> None:

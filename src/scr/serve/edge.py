@@ -10,7 +10,6 @@ that is gone is a ``503`` in the standard body at once, and the edge recovers by
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,19 +22,17 @@ from starlette.routing import Route
 
 from scr.capture.ingest import ingest_request
 from scr.config import Config
-from scr.errors import BadRequest, ConfigError, Unavailable
+from scr.errors import BadRequest, Unavailable
 from scr.http_server import bounded_server
 from scr.httpio import read_body
 from scr.metrics import Metrics
 from scr.route.price_file import live_prices
 from scr.security.auth import Authenticator
 from scr.serve.appends import AppendClient
-from scr.serve.child import EXIT_START_ERROR, calm_the_collector, load_settings, serve_and_tell
+from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared, serve_and_tell
 from scr.serve.readers import appends_path, writer_http_path
 from scr.serve.supervisor import ChildArgs
 from scr.serve.writer import CLIENT_HEADER
-
-log = logging.getLogger("scr.serve.edge")
 
 WRITER_ANSWER_TIMEOUT_S = 300.0  # the slowest call passed on: a replay or an export
 # hop-by-hop headers, and those the HTTP layer sets again for the body it sends
@@ -110,22 +107,11 @@ def edge_app(settings: Config, data_dir: Path, socket_dir: Path, store_uri: str 
 
 def run_edge(args: ChildArgs) -> int:
     """Serve HTTP until SIGTERM; tell the supervisor once requests are answered."""
-    import psycopg
-    import psycopg_pool
-
-    from scr.store.postgres import redact
-
-    try:
-        settings = load_settings(args)
-    except ConfigError as error:
-        log.error("config error: %s", error.message)
+    ready = prepared(args, lambda settings, store_uri: edge_app(
+        settings, Path(args.data), Path(args.socket_dir), store_uri))
+    if ready is None:
         return EXIT_START_ERROR
-    store_uri = args.store or settings.store
-    try:
-        application = edge_app(settings, Path(args.data), Path(args.socket_dir), store_uri)
-    except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
-        log.error("cannot open the store %s: %s", redact(store_uri) if store_uri else args.data, error)
-        return EXIT_START_ERROR
+    settings, application = ready
     calm_the_collector()
     server = bounded_server(application, settings.server, log_level=args.log_level)
     serve_and_tell(server, args.ready_fd, [socket.socket(fileno=args.listen_fd)])

@@ -30,7 +30,7 @@ from scr.log.tail import LedgerTail, from_store
 from scr.metrics import Metrics
 from scr.route.control import LocalDestinations, ReplayRequest
 from scr.route.worker import DestinationWorker
-from scr.serve.child import EXIT_START_ERROR, calm_the_collector, load_settings, serve_and_tell
+from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared, serve_and_tell
 from scr.serve.readers import bind_unix, control_path, decode_seq, notify_path, writes_path
 from scr.serve.supervisor import ChildArgs
 from scr.serve.writes import RecordingStore, RemoteCommitter
@@ -82,21 +82,14 @@ class Follower:
 
 def run_reader(args: ChildArgs) -> int:
     """Run this process's destinations until SIGTERM, then record what was delivered."""
-    import psycopg
-    import psycopg_pool
-
-    from scr.store.postgres import redact
-
     process = args.title.removeprefix("scr: reader ")
-    settings = load_settings(args)
     socket_dir = Path(args.socket_dir)
     data_dir = Path(args.data)
-    store_uri = args.store or settings.store
-    try:
-        store = open_store(data_dir, store_uri, settings.cluster.partitions, settings.store_pool)
-    except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
-        log.error("cannot open the store %s: %s", redact(store_uri) if store_uri else args.data, error)
+    ready = prepared(args, lambda settings, store_uri: open_store(
+        data_dir, store_uri, settings.cluster.partitions, settings.store_pool))
+    if ready is None:
         return EXIT_START_ERROR
+    settings, store = ready
     metrics = Metrics()
     tail = LedgerTail(store)
     # the destinations read the store and write through the one writer (scr.serve.writes)

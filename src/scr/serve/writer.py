@@ -9,20 +9,18 @@ other request over its private HTTP socket ``writer.http``; the readers send the
 
 from __future__ import annotations
 
-import logging
 import socket
 from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scr.errors import ConfigError
+from scr.config import Config
 from scr.serve.appends import AppendService
-from scr.serve.child import EXIT_START_ERROR, calm_the_collector, load_settings, serve_and_tell
+from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared, serve_and_tell
 from scr.serve.readers import ReaderSet, appends_path, bind_unix, writer_http_path
 from scr.serve.supervisor import ChildArgs
-
-log = logging.getLogger("scr.serve.writer")
 
 CLIENT_HEADER = b"x-scr-client"  # the public client's address, set by the edge that took it
 
@@ -49,29 +47,22 @@ class ForwardedClient:
 
 def run_writer(args: ChildArgs) -> int:
     """Commit and answer the edges until SIGTERM, then drain what is queued."""
-    import psycopg
-    import psycopg_pool
-
     from scr.server import create_app
-    from scr.store.postgres import redact
 
-    try:
-        settings = load_settings(args)
-    except ConfigError as error:
-        log.error("config error: %s", error.message)
-        return EXIT_START_ERROR
     socket_dir = Path(args.socket_dir)
-    store_uri = args.store or settings.store
-    # destinations run in reader processes, but in a cluster, where each runs on the owner
-    # of its partition and moves with it
-    readers = None
-    if settings.bus is None and settings.routing.destinations:
-        readers = ReaderSet(settings, socket_dir)
-    try:
-        application = create_app(settings, Path(args.data), store_uri, args.url, readers)
-    except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
-        log.error("cannot open the store %s: %s", redact(store_uri) if store_uri else args.data, error)
+
+    def build(settings: Config, store_uri: str | None) -> Starlette:
+        # destinations run in reader processes, but in a cluster, where each runs on the
+        # owner of its partition and moves with it
+        readers = None
+        if settings.bus is None and settings.routing.destinations:
+            readers = ReaderSet(settings, socket_dir)
+        return create_app(settings, Path(args.data), store_uri, args.url, readers)
+
+    ready = prepared(args, build)
+    if ready is None:
         return EXIT_START_ERROR
+    _, application = ready
     runtime = application.state.runtime
     appends = AppendService(runtime, appends_path(socket_dir))
     runtime.on_start.append(appends.start)
