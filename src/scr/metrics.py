@@ -117,21 +117,16 @@ class Metrics:
             "duplicates, same webhook-id)", ["destination"], registry=r,
         )
 
-    def render(self, *more: Collector) -> bytes:
-        """The exposition of this process, or of the whole set under ``scr serve``; ``more``
-        adds collectors of the caller's."""
+    def render(self, *whole_set: Collector) -> bytes:
+        """The exposition of this process; under ``scr serve``, of the whole set of processes,
+        with ``whole_set``'s collectors (what the supervisor says of its children) added."""
         metrics_dir = os.environ.get(METRICS_DIR_ENV)
         if not metrics_dir:
-            registry = self.registry
-        else:
-            from prometheus_client import multiprocess
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
 
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
-        for collector in more:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+        for collector in whole_set:
             registry.register(collector)
-        try:
-            return generate_latest(registry)
-        finally:
-            for collector in more:
-                registry.unregister(collector)
+        return generate_latest(registry)

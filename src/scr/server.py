@@ -262,8 +262,7 @@ async def metrics(request: Request) -> Response:
     await runtime.destinations.refresh_gauges()
     if runtime.bus is not None:
         await runtime.bus.partition_lag()  # sets the owned partitions' lag gauges
-    more = [ProcessesCollector()] if read_status() is not None else []
-    return Response(runtime.metrics.render(*more), media_type="text/plain; version=0.0.4")
+    return Response(runtime.metrics.render(ProcessesCollector()), media_type="text/plain; version=0.0.4")
 
 
 async def openapi(request: Request) -> Response:

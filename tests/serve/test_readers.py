@@ -22,11 +22,15 @@ READER = "scr: reader destinations"
 DELIVERY_TIMEOUT_S = 60.0
 
 
-def write_config(tmp_path: Path, hook: Receiver) -> Path:
+BATCHED = "batch_size: 500, batch_wait_ms: 20"
+
+
+def write_config(tmp_path: Path, hook: Receiver, hook_options: str = BATCHED) -> Path:
+    """A webhook to ``hook`` and a file destination, ``archive.jsonl`` in the data folder."""
     config = tmp_path / "scr.yaml"
     config.write_text(
         "session_completion_runtime:\n  routing:\n    destinations:\n"
-        f'      - {{name: hook, endpoint: "{hook.url}", batch_size: 500, batch_wait_ms: 20}}\n'
+        f'      - {{name: hook, endpoint: "{hook.url}", {hook_options}}}\n'
         "      - {name: archive, type: file, path: archive.jsonl, transform: audit_v1}\n"
     )
     return config
@@ -48,12 +52,7 @@ def hook() -> Iterator[Receiver]:
 
 
 def test_each_reader_process_has_its_title_and_destinations(tmp_path: Path, hook: Receiver) -> None:
-    config = tmp_path / "scr.yaml"
-    config.write_text(
-        "session_completion_runtime:\n  routing:\n    destinations:\n"
-        f'      - {{name: hook, endpoint: "{hook.url}", process: webhooks}}\n'
-        "      - {name: archive, type: file, path: archive.jsonl}\n"
-    )
+    config = write_config(tmp_path, hook, "process: webhooks")
     data = tmp_path / "data"
     server = ServerProcess(data, config).start()
     try:

@@ -13,7 +13,6 @@ destination resumes from its durable cursor (at least once, as after a crash).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -58,14 +57,12 @@ Op = SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts
 
 
 class WriteRequest(msgspec.Struct, array_like=True):
-    id: int
     durable: bool
     size: int
     ops: list[Op]
 
 
 class WriteAnswer(msgspec.Struct, array_like=True):
-    id: int
     results: list[int | None]
     error: str | None = None
 
@@ -143,7 +140,6 @@ class RemoteCommitter:
 
     def __init__(self, path: Path) -> None:
         self._calls = FrameClient(path, "the writer")
-        self._ids = itertools.count(1)
         self._answer = msgspec.msgpack.Decoder(WriteAnswer).decode
 
     async def run(self, write: Callable[[Any], T], size: int = 1, durable: bool = True) -> T:
@@ -151,7 +147,7 @@ class RemoteCommitter:
         result = write(tx)
         if not tx.ops:
             return result
-        request = WriteRequest(next(self._ids), durable, size, tx.ops)
+        request = WriteRequest(durable, size, tx.ops)
         answer = self._answer(await self._calls.call(msgspec.msgpack.encode(request)))
         if answer.error is not None:
             raise Unavailable(f"the writer could not commit: {answer.error}")
@@ -188,7 +184,7 @@ class WriteService:
 
         try:
             results = await self.committer.run(write, size=request.size, durable=request.durable)
-            answer = WriteAnswer(request.id, results)
+            answer = WriteAnswer(results)
         except Exception as error:  # the reader learns of it as of a failed commit
-            answer = WriteAnswer(request.id, [], f"{type(error).__name__}: {error}")
+            answer = WriteAnswer([], f"{type(error).__name__}: {error}")
         return msgspec.msgpack.encode(answer)
