@@ -132,9 +132,8 @@ def serve(
         socket_dir=tempfile.mkdtemp(prefix="scr-"),  # short: a Unix socket path has 107 bytes
     )
     children = [Child("scr: writer", "writer"),
-                *(Child(f"scr: edge {n}", "edge", listener) for n, listener in enumerate(listeners))]
-    if settings.bus is None:  # in a cluster, destinations follow partition ownership (edge)
-        children += [Child(f"scr: reader {name}", "reader") for name in reader_processes(settings)]
+                *(Child(f"scr: edge {n}", "edge", listener) for n, listener in enumerate(listeners)),
+                *(Child(f"scr: reader {name}", "reader") for name in reader_processes(settings))]
     auth = "on" if settings.validation.require_authentication else "OFF"
     supervisor = Supervisor(
         children=children, run_dir=prepare_run_dir(data),

@@ -27,7 +27,7 @@ from scr.canon.store_ledger import StoreLedger
 from scr.capture.browser import browser_routes
 from scr.capture.ingest import DIGEST_BYTES, ingest_request
 from scr.capture.otlp import otlp_routes
-from scr.config import Config
+from scr.config import Config, DestinationConfig
 from scr.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -49,6 +49,7 @@ from scr.route.control import (
     RemoteDestinations,
     ReplayRequest,
 )
+from scr.route.placement import Placement
 from scr.route.price_file import live_prices
 from scr.route.worker import DestinationWorker
 from scr.runtime import Runtime
@@ -56,7 +57,6 @@ from scr.schema import json_schema
 from scr.security.auth import Authenticator
 from scr.serve.status import ProcessesCollector, not_running, read_status
 from scr.store import open_store
-from scr.store.postgres import partition_of
 
 log = logging.getLogger("scr.server")
 
@@ -376,44 +376,16 @@ def _authorize(runtime: Runtime) -> Callable[[Request, str], Awaitable[str]]:
     return authorize
 
 
-def _place_destinations(runtime: Runtime) -> Callable[[set[int]], Awaitable[None]]:
-    """Run each destination while this instance owns its home partition, and only then.
+def _placement(runtime: Runtime) -> Placement:
+    """This process's destinations, each run while the instance owns its home partition."""
+    config = runtime.config
 
-    Called after every ownership poll: a destination whose start failed (the store was
-    unreachable) is started at the next one. Its durable cursor carries over: the new owner
-    delivers again what the old one sent but had not recorded (at least once, same
-    webhook-ids); those entries are counted.
-    """
-    partitions = runtime.config.cluster.partitions
+    def build(destination: DestinationConfig) -> DestinationWorker:
+        return DestinationWorker(destination, runtime.store, runtime.committer, runtime.tail,
+                                 runtime.metrics, runtime.data_dir)
 
-    async def place(owned: set[int]) -> None:
-        for config in runtime.config.routing.destinations:
-            home = partition_of(config.name, partitions)
-            worker = runtime.workers[config.name]
-            if home not in owned:
-                if worker.running:
-                    await worker.stop()
-                continue
-            if worker.running:
-                continue
-            # built in a thread: it reads the destination's state from the store
-            worker = await asyncio.to_thread(
-                DestinationWorker, config, runtime.store, runtime.committer, runtime.tail,
-                runtime.metrics, runtime.data_dir,
-            )
-            try:
-                await worker.start()
-            except BaseException:
-                await worker.sink.close()
-                raise
-            runtime.workers[config.name] = worker
-            if worker.cursor:  # it ran elsewhere before: what lies past it may be resent
-                inherited = max(0, await asyncio.to_thread(runtime.store.last_seq) - worker.cursor)
-                runtime.metrics.failover_redeliveries.labels(config.name).inc(inherited)
-                log.info("destination %s taken over at cursor %d (%d entries may be resent)",
-                         config.name, worker.cursor, inherited)
-
-    return place
+    return Placement(list(config.routing.destinations), config.cluster.partitions,
+                     runtime.workers, build, runtime.store, runtime.metrics)
 
 
 def api_app(routes: Sequence[BaseRoute], lifespan: Any = None) -> Starlette:
@@ -474,8 +446,10 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
 
         def on_commit(committed: list[Committed]) -> None:
             runtime.metrics.commit_groups.inc()
-            loop.call_soon_threadsafe(runtime.tail.extend, committed)
-            if readers is not None and committed:
+            if readers is None:
+                loop.call_soon_threadsafe(runtime.tail.extend, committed)
+            elif committed:  # the readers keep the entries; here only the head is needed
+                loop.call_soon_threadsafe(runtime.tail.follow, committed[-1].seq)
                 readers.notify(committed[-1].seq)
 
         runtime.committer.commit_hooks.append(on_commit)
@@ -483,8 +457,12 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
         if readers is not None:
             await readers.start(runtime.store, runtime.committer)
         if runtime.bus is not None and runtime.bus.clustered:
-            # each destination runs on the owner of its home partition only
-            runtime.bus.on_owned.append(_place_destinations(runtime))
+            # each destination runs on the owner of its home partition only (scr.route.placement)
+            if readers is not None:
+                runtime.bus.on_owned.append(readers.place)
+                runtime.bus.on_head.append(readers.notify)
+            else:
+                runtime.bus.on_owned.append(_placement(runtime).follow)
         else:
             for worker in runtime.workers.values():
                 await worker.start()

@@ -1,5 +1,5 @@
-"""Several ``scr serve`` over one PostgreSQL and one JetStream: a cluster, killed mid-stream,
-and cut off from PostgreSQL mid-stream.
+"""Several ``scr serve`` over one PostgreSQL and one JetStream: a cluster, killed mid-stream
+(a whole instance, or one process of it), and cut off from PostgreSQL mid-stream.
 
 Real servers: PostgreSQL from pgserver, nats-server with JetStream, ``scr serve`` processes,
 and an HTTP receiver, all on 127.0.0.1.
@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from serve.test_supervisor import WRITER, child, kill_and_see_it_restart, title_of
 
 from scr.bus.ownership import OWNERSHIP_LOCKS
 from scr.security.auth import KEY_CACHE_TTL_S
@@ -46,6 +47,7 @@ PG_CUT_S = KEY_CACHE_TTL_S + 2.0
 NOT_READY_LIMIT_S = 10.0
 READY_AGAIN_LIMIT_S = 30.0
 PROBE_TIMEOUT_S = 5.0
+READER = "scr: reader destinations"  # where the destination runs (its default process)
 
 
 def cluster_config(path: Path, nats: NatsServer, hook: Receiver) -> Path:
@@ -297,3 +299,28 @@ def test_a_cluster_cut_off_from_postgresql_is_not_ready_then_recovers(
               f"partitions shared after {shared_s:.2f} s; {during_cut} events acknowledged during "
               f"the cut, {len(wanted)} in all; {repeated} deliveries repeated, {counted:.0f} counted")
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("process", [READER, WRITER])
+def test_a_process_of_the_destinations_owner_killed_mid_stream_loses_nothing(
+    tmp_path: Path, postgres_uri: str, nats_server: NatsServer, process: str
+) -> None:
+    """The destination runs in a reader process of its home partition's owner, as on a single
+    instance. SIGKILL that reader, or that instance's writer (whose ownership session dies
+    with it): the supervisor starts it again, and every acknowledged event is appended once
+    and delivered, with every repeat counted."""
+    with cluster(tmp_path, postgres_uri, nats_server, 2) as running:
+        home = partition_of("hook", PARTITIONS)
+        view = cluster_view(running.servers[0].url, running.admin)
+        owner_url = next(i["url"] for i in view["instances"] if home in i["partitions"])
+        owner = next(s for s in running.servers if s.url == owner_url)
+        assert title_of(child(owner, READER)["pid"]) == READER  # the destination's process
+        running.sender.start()
+        running.acknowledge_more(1500)
+        kill_and_see_it_restart(owner, process)
+        wait_for(lambda: child(owner, process)["state"] == "running", timeout_s=20,
+                 what=f"{process} running again")
+        running.wait_shared()
+        finish_and_check(running, postgres_uri, [s.url for s in running.servers])
+        assert child(owner, process)["restarts"] == 1

@@ -103,6 +103,8 @@ class BusInstance:
         # Called after every ownership poll with the partitions owned now (destinations
         # follow ownership): level-triggered, so what failed at one poll is tried at the next.
         self.on_owned: list[Callable[[set[int]], Any]] = []
+        # Called with the ledger's head each time the follower reads it (other instances append).
+        self.on_head: list[Callable[[int], None]] = []
         # A cluster's shared store and this process's tail: the tail follows the other writers.
         self.ledger: tuple[Store, LedgerTail] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -123,10 +125,14 @@ class BusInstance:
             self._follower = asyncio.create_task(self._follow_ledger(*self.ledger), name="scr-follow")
 
     async def _follow_ledger(self, store: Store, tail: LedgerTail) -> None:
-        """Wake this instance's consumers (destinations) for entries other instances commit."""
+        """Wake this instance's destinations (here or in its readers) for entries other
+        instances commit."""
         while True:
             try:
-                tail.follow(await asyncio.to_thread(store.last_seq))
+                head = await asyncio.to_thread(store.last_seq)
+                tail.follow(head)
+                for callback in self.on_head:
+                    callback(head)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the store is down: the committer reports it
@@ -212,6 +218,12 @@ def instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+def shares_partitions(config: Config, store_uri: str | None) -> bool:
+    """Whether this instance shares the partitions with others: a bus over a shared
+    (PostgreSQL) store. Alone (SQLite), it owns them all and runs every destination."""
+    return config.bus is not None and bool(store_uri)
+
+
 def bus_instance(
     config: Config, committer: Committer, metrics: Metrics, store: Store, tail: LedgerTail,
     url: str, digest_bytes: int, store_uri: str | None,
@@ -233,6 +245,6 @@ def bus_instance(
         else SoleOwner(config.cluster.partitions, name, shown)
     )
     instance = BusInstance(bus, ownership, committer, metrics, config, digest_bytes)
-    if store_uri:
+    if shares_partitions(config, store_uri):
         instance.ledger = (store, tail)
     return instance

@@ -19,7 +19,7 @@ from scr.schema import Event
 from scr.store.protocol import Store
 from scr.store.records import StoredEntry
 
-TAIL_ENTRIES = 50_000
+TAIL_ENTRIES = 20_000  # about a second of batch ingest; a consumer further behind reads the store
 
 
 class _EventEntry(msgspec.Struct, gc=False):

@@ -76,6 +76,9 @@ class RemoteDestinations(Destinations, Protocol):
     def notify(self, head_seq: int) -> None:
         """Tell the workers the ledger now reaches ``head_seq`` (from the committer's thread)."""
 
+    def place(self, owned: set[int]) -> None:
+        """In a cluster: this instance owns ``owned`` now (``scr.route.placement``)."""
+
     async def close(self) -> None: ...
 
 

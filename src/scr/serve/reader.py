@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import cast
 
@@ -23,12 +24,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scr.errors import ScrError
+from scr.bus.instance import shares_partitions
+from scr.config import ClusterConfig, DestinationConfig
+from scr.errors import NotFound, ScrError
 from scr.httpio import JSONResponse, read_body
 from scr.log.commit import Committer
 from scr.log.tail import LedgerTail, from_store
 from scr.metrics import Metrics
 from scr.route.control import LocalDestinations, ReplayRequest
+from scr.route.placement import Placement
 from scr.route.worker import DestinationWorker
 from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared, serve_and_tell
 from scr.serve.readers import bind_unix, control_path, decode_seq, notify_path, writes_path
@@ -38,10 +42,39 @@ from scr.store import Store, open_store
 
 log = logging.getLogger("scr.serve.reader")
 
+LEASE_POLLS = 3  # a cluster reader's lease on its partitions, in ownership polls
+MIN_LEASE_S = 1.0
 QUIET_CHECK_S = 1.0  # with no wake-up for this long, look at the ledger's head anyway
 FETCH_ENTRIES = 1000  # entries read from the store at a time
 MAX_CONTROL_BODY_BYTES = 1024 * 1024
 MAX_DATAGRAM_BYTES = 64
+
+
+class OwnedLease:
+    """In a cluster, the partitions the writer last said this instance owns, trusted for
+    ``lease_s``: a reader that hears nothing more (the writer died, or lost the store and so
+    its partitions) stops its destinations rather than deliver for partitions another
+    instance may have taken. The writer says it after every ownership poll, so the lease is
+    three polls long (at least a second)."""
+
+    def __init__(self, placement: Placement, cluster: ClusterConfig) -> None:
+        self.placement = placement
+        self.lease_s = max(MIN_LEASE_S, LEASE_POLLS * cluster.ownership_poll_ms / 1000)
+        self.expires = 0.0
+
+    async def grant(self, owned: set[int]) -> None:
+        self.expires = time.monotonic() + self.lease_s
+        await self.placement.follow(owned)
+
+    async def watch(self) -> None:
+        """Stop every destination once the lease runs out."""
+        while True:
+            await asyncio.sleep(self.lease_s / 2)
+            if time.monotonic() > self.expires:
+                try:
+                    await self.placement.follow(set())
+                except Exception as error:  # a sink that fails to close: try again
+                    log.warning("cannot stop the destinations of a lapsed lease: %s", error)
 
 
 class ReplayCall(msgspec.Struct, forbid_unknown_fields=True):
@@ -81,7 +114,8 @@ class Follower:
 
 
 def run_reader(args: ChildArgs) -> int:
-    """Run this process's destinations until SIGTERM, then record what was delivered."""
+    """Run this process's destinations until SIGTERM, then record what was delivered; in a
+    cluster, only those whose home partition the instance owns (``OwnedLease``)."""
     process = args.title.removeprefix("scr: reader ")
     socket_dir = Path(args.socket_dir)
     data_dir = Path(args.data)
@@ -96,23 +130,32 @@ def run_reader(args: ChildArgs) -> int:
     remote = RemoteCommitter(writes_path(socket_dir))
     committer = cast(Committer, remote)
     writing_store = cast(Store, RecordingStore(store))
-    workers = {
-        d.name: DestinationWorker(d, writing_store, committer, tail, metrics, data_dir)
-        for d in settings.routing.destinations if d.process == process
-    }
+    mine = [d for d in settings.routing.destinations if d.process == process]
+
+    def build(destination: DestinationConfig) -> DestinationWorker:
+        return DestinationWorker(destination, writing_store, committer, tail, metrics, data_dir)
+
+    workers = {d.name: build(d) for d in mine}
     destinations = LocalDestinations(workers, writing_store, committer, metrics)
+    lease = None  # in a cluster, the destinations follow the instance's partitions
+    if shares_partitions(settings, args.store or settings.store):
+        lease = OwnedLease(Placement(mine, settings.cluster.partitions, workers, build, store, metrics),
+                           settings.cluster)
     wake = bind_unix(socket.SOCK_DGRAM, notify_path(socket_dir, process))
     wake.setblocking(False)
     control = bind_unix(socket.SOCK_STREAM, control_path(socket_dir, process))
-    follower_task: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[None]] = []
 
     async def start() -> None:
-        for worker in workers.values():
-            await worker.start()
-        follower_task.append(asyncio.ensure_future(Follower(store, tail, wake).run()))
+        if lease is None:
+            for worker in workers.values():
+                await worker.start()
+        else:
+            tasks.append(asyncio.ensure_future(lease.watch()))
+        tasks.append(asyncio.ensure_future(Follower(store, tail, wake).run()))
 
     async def stop() -> None:
-        for task in follower_task:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -125,14 +168,14 @@ def run_reader(args: ChildArgs) -> int:
 
     calm_the_collector()
     server = uvicorn.Server(uvicorn.Config(
-        _control_app(destinations), log_level=args.log_level, access_log=False,
+        _control_app(destinations, lease), log_level=args.log_level, access_log=False,
         loop="uvloop", http="httptools", timeout_graceful_shutdown=int(args.drain_timeout_s),
     ))
     serve_and_tell(server, args.ready_fd, [control], before=start, after=stop)
     return 0 if server.started else 1
 
 
-def _control_app(destinations: LocalDestinations) -> Starlette:
+def _control_app(destinations: LocalDestinations, lease: OwnedLease | None) -> Starlette:
     """What the edge asks of this process's destinations (``scr.serve.readers``)."""
 
     async def views(request: Request) -> Response:
@@ -144,6 +187,13 @@ def _control_app(destinations: LocalDestinations) -> Starlette:
     async def replay(request: Request) -> Response:
         call = msgspec.json.decode(await read_body(request, MAX_CONTROL_BODY_BYTES), type=ReplayCall)
         return JSONResponse({"requeued": await destinations.replay(call.tenant, call.request)})
+
+    async def owned(request: Request) -> Response:
+        partitions = msgspec.json.decode(await read_body(request, MAX_CONTROL_BODY_BYTES), type=list[int])
+        if lease is None:
+            raise NotFound("this reader's destinations do not follow partitions (no cluster)")
+        await lease.grant(set(partitions))
+        return JSONResponse({})
 
     async def gauges(request: Request) -> Response:
         await destinations.refresh_gauges()
@@ -158,6 +208,7 @@ def _control_app(destinations: LocalDestinations) -> Starlette:
             Route("/destinations", views, methods=["GET"]),
             Route("/destinations/{name}/enable", enable, methods=["POST"]),
             Route("/replay", replay, methods=["POST"]),
+            Route("/owned", owned, methods=["POST"]),
             Route("/gauges", gauges, methods=["POST"]),
         ],
         exception_handlers={ScrError: error},

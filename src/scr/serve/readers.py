@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from pathlib import Path
@@ -28,6 +29,8 @@ from scr.log.commit import Committer
 from scr.route.control import DestinationView, ReplayRequest
 from scr.serve.writes import WriteService
 from scr.store.protocol import Store
+
+log = logging.getLogger("scr.serve")
 
 CONTROL_TIMEOUT_S = 5.0  # a reader that does not answer a question by then is reported
 REPLAY_TIMEOUT_S = 60.0  # a replay of 100,000 events is the slowest control call
@@ -98,6 +101,7 @@ class ReaderSet:
         self._notifier.setblocking(False)
         self._writes_at = writes_path(socket_dir)
         self._writes: WriteService | None = None
+        self._placing: set[asyncio.Task[None]] = set()
 
     async def start(self, store: Store, committer: Committer) -> None:
         self._writes = WriteService(store, committer, self._writes_at)
@@ -112,6 +116,21 @@ class ReaderSet:
             # restarting or full: the reader catches up from the store on its own
             with contextlib.suppress(OSError):
                 self._notifier.sendto(message, path)
+
+    def place(self, owned: set[int]) -> None:
+        """Tell each reader the partitions this instance owns now, without waiting: a reader
+        that does not hear it again within its lease stops its destinations (``scr.serve.reader``)."""
+        body = msgspec.json.encode(sorted(owned))
+        for process in self.processes:
+            task = asyncio.ensure_future(self._tell_owned(process, body))
+            self._placing.add(task)
+            task.add_done_callback(self._placing.discard)
+
+    async def _tell_owned(self, process: str, body: bytes) -> None:
+        try:
+            await self._call(process, "POST", "/owned", body)
+        except ScrError as error:  # restarting: the next poll tells it again
+            log.debug("cluster: could not tell %s its partitions: %s", process, error)
 
     async def views(self) -> list[DestinationView]:
         answers = await asyncio.gather(*(self._call(p, "GET", "/destinations") for p in self.processes))
@@ -137,6 +156,8 @@ class ReaderSet:
                              return_exceptions=True)
 
     async def close(self) -> None:
+        for task in list(self._placing):
+            task.cancel()
         if self._writes is not None:
             await self._writes.close()
         for client in self._clients.values():

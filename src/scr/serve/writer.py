@@ -52,10 +52,10 @@ def run_writer(args: ChildArgs) -> int:
     socket_dir = Path(args.socket_dir)
 
     def build(settings: Config, store_uri: str | None) -> Starlette:
-        # destinations run in reader processes, but in a cluster, where each runs on the
-        # owner of its partition and moves with it
+        # destinations run in reader processes (in a cluster, those of the partitions this
+        # instance owns: the writer tells them after each ownership poll)
         readers = None
-        if settings.bus is None and settings.routing.destinations:
+        if settings.routing.destinations:
             readers = ReaderSet(settings, socket_dir)
         return create_app(settings, Path(args.data), store_uri, args.url, readers)
 

@@ -42,8 +42,13 @@ log = logging.getLogger("scr.store.sqlite")
 
 DATABASE_FILE = "scr.db"
 BUSY_TIMEOUT_MS = 10_000
-READ_CACHE_KIB = 65_536
-WRITE_CACHE_KIB = 262_144
+# Page caches per connection: the writer's holds the hot index pages of the commit path;
+# every process has reader connections (one per thread), and the WAL checkpoint and the
+# ledger's trees a side connection each. All of them come out of the 1 GiB an instance may
+# hold (bench/bench_memory.py); the writer's was 256 MiB and the readers' 64.
+WRITE_CACHE_KIB = 65_536
+READ_CACHE_KIB = 16_384
+SIDE_CACHE_KIB = 8_192
 # Keeps each IN (...) query under SQLite's bound-parameter limit.
 MAX_QUERY_PARAMS = 900
 WAL_CHECKPOINT_S = 1.0
@@ -148,7 +153,7 @@ class SqliteWriter:
     """
 
     def __init__(self, store: SqliteStore) -> None:
-        self.conn = store._open(write=True)
+        self.conn = store._open(WRITE_CACHE_KIB)
         # WAL checkpoints run on their own thread, off the commit path (see _checkpoint_wal).
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         self.conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
@@ -239,7 +244,7 @@ class SqliteWriter:
         adding the database file's writes and fsync to that request's latency. A PASSIVE
         checkpoint from another connection never blocks the writer.
         """
-        conn = self._store._open(write=True)
+        conn = self._store._open(SIDE_CACHE_KIB)
         try:
             while not self._stopping.wait(WAL_CHECKPOINT_S):
                 try:
@@ -286,18 +291,17 @@ class SqliteStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DATABASE_FILE
         self._local = threading.local()
-        with self._open(write=True) as conn:
+        with self._open(SIDE_CACHE_KIB) as conn:
             conn.executescript(SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def _open(self, write: bool) -> sqlite3.Connection:
+    def _open(self, cache_kib: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         # FULL: a committed group survives power loss, not only a process crash.
         conn.execute("PRAGMA synchronous = FULL")
-        cache = WRITE_CACHE_KIB if write else READ_CACHE_KIB
-        conn.execute(f"PRAGMA cache_size = -{cache}")
+        conn.execute(f"PRAGMA cache_size = -{cache_kib}")
         return conn
 
     def writer(self) -> SqliteWriter:
@@ -306,12 +310,12 @@ class SqliteStore:
 
     def connection(self) -> sqlite3.Connection:
         """A new connection to the database file (for the ledger's trees; close it)."""
-        return self._open(write=True)
+        return self._open(SIDE_CACHE_KIB)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._open(write=False)
+            conn = self._open(READ_CACHE_KIB)
             self._local.conn = conn
         return conn
 
