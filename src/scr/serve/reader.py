@@ -30,6 +30,7 @@ from scr.log.tail import LedgerTail, from_store
 from scr.metrics import Metrics
 from scr.route.control import LocalDestinations, ReplayRequest
 from scr.route.worker import DestinationWorker
+from scr.security.audit import Acting
 from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared, serve_and_tell
 from scr.serve.readers import bind_unix, control_path, decode_seq, notify_path, writes_path
 from scr.serve.supervisor import ChildArgs
@@ -45,7 +46,7 @@ MAX_DATAGRAM_BYTES = 64
 
 
 class ReplayCall(msgspec.Struct, forbid_unknown_fields=True):
-    tenant: str
+    acting: Acting
     request: ReplayRequest
 
 
@@ -139,11 +140,12 @@ def _control_app(destinations: LocalDestinations) -> Starlette:
         return JSONResponse(await destinations.views())
 
     async def enable(request: Request) -> Response:
-        return JSONResponse({"requeued": await destinations.enable(request.path_params["name"])})
+        acting = msgspec.json.decode(await read_body(request, MAX_CONTROL_BODY_BYTES), type=Acting)
+        return JSONResponse({"requeued": await destinations.enable(request.path_params["name"], acting)})
 
     async def replay(request: Request) -> Response:
         call = msgspec.json.decode(await read_body(request, MAX_CONTROL_BODY_BYTES), type=ReplayCall)
-        return JSONResponse({"requeued": await destinations.replay(call.tenant, call.request)})
+        return JSONResponse({"requeued": await destinations.replay(call.acting, call.request)})
 
     async def gauges(request: Request) -> Response:
         await destinations.refresh_gauges()
