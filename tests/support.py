@@ -205,11 +205,13 @@ def create_key(data: Path, tenant: str = "org_acme", role: str = "ingest", store
 
 @dataclass(frozen=True)
 class ServerTls:
-    """The PEM files ``scr serve --tls-cert/--tls-key`` is given, and the CA that signed them."""
+    """The PEM files of a server's certificate and key, and the CA that signed them; given as
+    ``scr serve --tls-cert/--tls-key`` (``flags``), or already named in the config."""
 
     cert: Path
     key: Path
     ca: Path
+    flags: bool = True
 
     def client_context(self) -> ssl.SSLContext:
         """What a client that trusts ``ca`` verifies the server with."""
@@ -237,7 +239,7 @@ class ServerProcess:
             args += ["--config", str(self.config)]
         if self.store is not None:
             args += ["--store", self.store]
-        if self.tls is not None:
+        if self.tls is not None and self.tls.flags:
             args += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
         self.data.mkdir(parents=True, exist_ok=True)
         log = open(self.data.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115

@@ -3,6 +3,7 @@ with a CA and a server certificate for 127.0.0.1 that the test makes itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import ipaddress
 import ssl
@@ -114,8 +115,8 @@ def test_the_config_keys_serve_https_too(tmp_path: Path, tls_files: ServerTls) -
         "session_completion_runtime:\n  server:\n"
         f"    tls_cert: {tls_files.cert}\n    tls_key: {tls_files.key}\n"
     )
-    server = ServerProcess(tmp_path / "data", config)
-    server.url, server.verify = f"https://{LOOPBACK}:{server.port}", tls_files.client_context()
+    server = ServerProcess(tmp_path / "data", config, tls=dataclasses.replace(tls_files, flags=False))
+    assert server.url.startswith("https://")
     server.start()
     try:
         assert httpx.get(f"{server.url}/readyz", verify=server.verify).status_code == 200
