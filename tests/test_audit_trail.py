@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,11 @@ import pytest
 
 from conftest import config_text, issue_key
 from scr.log.commit import Committer
+from scr.log.entry import Kind
+from scr.security.audit import append_admin_action
 from scr.security.auth import revoke_key
 from scr.store import open_store
+from scr.store.protocol import Transaction
 from support import Receiver, ServerProcess, create_key, make_event, wait_for
 
 pytestmark = pytest.mark.every_store
@@ -46,16 +51,23 @@ class Tenant:
         return answer
 
 
-def revoke(client: Any, key: str) -> None:
-    """``scr keys revoke`` on the client's store."""
+@contextlib.contextmanager
+def writer_of(client: Any) -> Iterator[Committer]:
+    """A committer on the client's store, as the CLI opens one beside a running server."""
     store = open_store(client.data, client.store_uri)
     committer = Committer(store, buffer_size=1)
     committer.start()
     try:
-        revoke_key(committer, key_id(key))
+        yield committer
     finally:
         committer.close()
         store.close()
+
+
+def revoke(client: Any, key: str) -> None:
+    """``scr keys revoke`` on the client's store."""
+    with writer_of(client) as committer:
+        revoke_key(committer, key_id(key))
 
 
 def hook_config(url: str) -> str:
@@ -105,10 +117,13 @@ def test_every_admin_action_is_an_entry_naming_the_acting_key(serve: Any, receiv
     assert replayed_nothing["details"]["requeued"] == 0
     assert replayed_nothing["details"]["from"] == "2000-01-01T00:00:00Z"
     assert revoked["key_id"] is None and revoked["details"] == {"key_id": key_id(acme.keys["read"])}
-    # an auditor sees the same trail; no key's secret is in it
+    # an auditor sees the same trail; no key's secret is in it, nor in any entry of the ledger
     assert acme.audit(client, "auditor").json() == answer.json()
+    with writer_of(client) as committer:
+        ledger = b"".join(e.entry for e in committer.store.tenant_entries_after("org_acme", 0))
+    assert b"KEY_REVOKED" in ledger
     for key in acme.keys.values():
-        assert secret(key) not in answer.text
+        assert secret(key) not in answer.text and secret(key).encode() not in ledger
 
 
 def test_only_admin_and_auditor_keys_read_the_trail(serve: Any) -> None:
@@ -182,6 +197,31 @@ def test_a_refused_admin_action_leaves_no_entry(serve: Any, receivers: Any) -> N
     ]
     assert [r.status_code for r in refused] == [404, 400, 400, 400, 403, 404, 403]
     assert acme.audit(client).json()["entries"] == before
+
+
+def test_the_hook_commits_with_the_action_or_not_at_all(serve: Any) -> None:
+    """``append_admin_action`` inside an action's write: a write that fails leaves no entry."""
+    client = serve()
+    acme = Tenant(client, "org_acme")
+    before = acme.audit(client).json()["entries"]
+
+    def failing(tx: Transaction) -> None:
+        append_admin_action(committer, tx, "org_acme", Kind.ERASURE, {"erasure_id": "er_1"},
+                            key_id="0badc0de")
+        raise RuntimeError("the action failed after its entry was written")
+
+    def succeeding(tx: Transaction) -> None:
+        append_admin_action(committer, tx, "org_acme", Kind.ERASURE, {"erasure_id": "er_2"},
+                            key_id="0badc0de", ref="er_2")
+
+    with writer_of(client) as committer:
+        with pytest.raises(RuntimeError, match="the action failed"):
+            committer.run_sync(failing)
+        assert acme.audit(client).json()["entries"] == before
+        committer.run_sync(succeeding)
+    (added,) = acme.audit(client).json()["entries"][len(before):]
+    assert (added["kind"], added["key_id"]) == ("ERASURE", "0badc0de")
+    assert added["details"] == {"erasure_id": "er_2"}
 
 
 def test_replay_and_enable_in_reader_processes_are_ledgered(
