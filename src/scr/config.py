@@ -291,7 +291,7 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     tls_cert: Annotated[
         str | None,
         Meta(description="PEM file of the server's certificate (and its chain): the edges serve HTTPS; "
-             "set with `tls_key` (`scr serve --tls-cert`)"),
+             "set with `tls_key` (`scr serve --tls-cert`); relative to the working directory"),
     ] = None
     tls_key: Annotated[
         str | None,
