@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -202,17 +203,33 @@ def create_key(data: Path, tenant: str = "org_acme", role: str = "ingest", store
         .stdout.strip().splitlines()[-1]
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """The PEM files of a server's certificate and key, and the CA that signed them; given as
+    ``scr serve --tls-cert/--tls-key`` (``flags``), or already named in the config."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    flags: bool = True
+
+    def client_context(self) -> ssl.SSLContext:
+        """What a client that trusts ``ca`` verifies the server with."""
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
 class ServerProcess:
     """A real ``scr serve`` process on a free port, stopped (or killed) by the test."""
 
     def __init__(
         self, data: Path, config: Path | None = None, store: str | None = None,
-        preexec_fn: Callable[[], None] | None = None,
+        preexec_fn: Callable[[], None] | None = None, tls: ServerTls | None = None,
     ) -> None:
-        self.data, self.config, self.store = data, config, store
+        self.data, self.config, self.store, self.tls = data, config, store, tls
         self.preexec_fn = preexec_fn  # run in the child before exec (e.g. to set its rlimits)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | bool = tls.client_context() if tls else True
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServerProcess:
@@ -222,6 +239,8 @@ class ServerProcess:
             args += ["--config", str(self.config)]
         if self.store is not None:
             args += ["--store", self.store]
+        if self.tls is not None and self.tls.flags:
+            args += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
         self.data.mkdir(parents=True, exist_ok=True)
         log = open(self.data.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -232,7 +251,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"scr serve exited with {self.proc.returncode}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=1, verify=self.verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

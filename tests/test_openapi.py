@@ -327,6 +327,7 @@ def test_each_success_answer_conforms_on_seeded_data(
     ok("/v1/destinations/{name}/enable", "post", path_parameters={"name": "archive"})
     ok("/v1/deliveries", "get", query={"destination": "archive"})
     ok("/v1/deliveries/replay", "post", body={"destination": "archive", "event_ids": ["evt_seed"]})
+    ok("/v1/audit", "get", query={"from": "2000-01-01T00:00:00Z"})
     ok("/v1/ledger/checkpoint", "get")
     size = int(ok("/v1/ledger/checkpoint", "post").text.splitlines()[1])  # C2SP: origin, size, root
     ok("/v1/ledger/public-key", "get")

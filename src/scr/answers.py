@@ -9,7 +9,7 @@ handler adds without declaring it here fails the API conformance tests
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct, field
 
@@ -144,6 +144,24 @@ class Deliveries(Answer):
 class Requeued(Answer):
     destination: str
     requeued: Count
+
+
+# ----- the admin audit trail ----------------------------------------------------------------
+
+
+class AuditEntry(Answer):
+    """One admin action, as its ledger entry records it."""
+
+    index: Annotated[int, Meta(ge=0, description="the entry's leaf index in the tenant's tree")]
+    ts: Time
+    kind: Annotated[str, Meta(description="KEY_CREATED, KEY_REVOKED, DELIVERIES_REPLAYED, "
+                              "DESTINATION_ENABLED, ERASURE, ...")]
+    key_id: Annotated[str | None, Meta(description="the acting key's id; null: the operator's CLI")]
+    details: Annotated[dict[str, Any], Meta(description="what was done (never a secret)")]
+
+
+class AuditTrail(Answer):
+    entries: list[AuditEntry]
 
 
 # ----- ledger proofs -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from setproctitle import setproctitle
 
 from scr.canon.cli import app as canon_app
-from scr.config import Config, default_config, load_config, with_bus
+from scr.config import Config, default_config, load_config, with_bus, with_tls
 from scr.errors import ConfigError, ScrError
 from scr.ledger.cli import app as ledger_app
 from scr.route.prices_cli import app as prices_app
@@ -97,12 +97,19 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="Serve HTTPS with this PEM certificate (and chain); with --tls-key."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="The PEM private key of --tls-cert."),
+    ] = None,
 ) -> None:
     """Run the server on the embedded store in DATA, or on a PostgreSQL --store."""
     import logging
     import tempfile
 
-    from scr.http_server import reserve_file_descriptors
+    from scr.http_server import check_tls, reserve_file_descriptors
     from scr.serve import child, edge, reader, writer  # noqa: F401  (imported once; the children fork)
     from scr.serve.readers import reader_processes
     from scr.serve.supervisor import Child, ChildArgs, Supervisor, listening_sockets, prepare_run_dir
@@ -111,12 +118,16 @@ def serve(
     settings = _load(config)
     if bus is not None:
         settings = _with_bus(settings, bus)
-    try:  # before the store is opened: a limit the process cannot serve is a start-up error
+    cert, key = (str(path.absolute()) if path else None for path in (tls_cert, tls_key))
+    try:  # before the store is opened: a limit or TLS files it cannot serve are start-up errors
+        settings = with_tls(settings, cert, key)
+        check_tls(settings.server)
         reserve_file_descriptors(settings.server)
     except ConfigError as error:
         _print_config_error(error)
         raise typer.Exit(2) from None
     store_uri = store or settings.store
+    scheme = "https" if settings.server.tls_cert else "http"
     edges = settings.server.workers or os.cpu_count() or 1
     try:
         listeners = listening_sockets(host, port, edges)
@@ -127,9 +138,10 @@ def serve(
     setproctitle("scr: supervisor")
     child_args = ChildArgs(
         role="", title="", config=str(config) if config else None, data=str(data), store=store,
-        bus=bus, url=f"http://{host}:{port}", listen_fd=-1, ready_fd=-1, log_level=log_level,
+        bus=bus, url=f"{scheme}://{host}:{port}", listen_fd=-1, ready_fd=-1, log_level=log_level,
         drain_timeout_s=settings.server.drain_timeout_s,
         socket_dir=tempfile.mkdtemp(prefix="scr-"),  # short: a Unix socket path has 107 bytes
+        tls_cert=cert, tls_key=key,
     )
     children = [Child("scr: writer", "writer"),
                 *(Child(f"scr: edge {n}", "edge", listener) for n, listener in enumerate(listeners)),
@@ -138,7 +150,7 @@ def serve(
     supervisor = Supervisor(
         children=children, run_dir=prepare_run_dir(data),
         drain_timeout_s=settings.server.drain_timeout_s, base_args=child_args,
-        on_ready=[f"scr serving on http://{host}:{port} ({_where(store_uri, data)}, auth: {auth})"],
+        on_ready=[f"scr serving on {scheme}://{host}:{port} ({_where(store_uri, data)}, auth: {auth})"],
     )
     code = supervisor.run()
     if code:

@@ -288,6 +288,18 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
             "it is answered 503 with `Connection: close`)",
         ),
     ] = DEFAULT_MAX_CONNECTIONS
+    tls_cert: Annotated[
+        str | None,
+        Meta(description="PEM file of the server's certificate (and its chain): the edges serve HTTPS; "
+             "set with `tls_key` (`scr serve --tls-cert`); relative to the working directory"),
+    ] = None
+    tls_key: Annotated[
+        str | None,
+        Meta(description="PEM file of the private key of `tls_cert` (`scr serve --tls-key`)"),
+    ] = None
+
+    def __post_init__(self) -> None:
+        _enforce("server", _server_rules(msgspec.to_builtins(self)))
 
 
 class LedgerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -678,6 +690,15 @@ def _routing_rules(values: Mapping[str, Any]) -> list[Detail]:
     return problems
 
 
+def _server_rules(values: Mapping[str, Any]) -> list[Detail]:
+    cert, key = values["tls_cert"], values["tls_key"]
+    if cert is not None and key is None:
+        return [Detail("tls_key", "`tls_cert` needs `tls_key` (the certificate's private key)")]
+    if key is not None and cert is None:
+        return [Detail("tls_cert", "`tls_key` needs `tls_cert` (the certificate it belongs to)")]
+    return []
+
+
 def _store_pool_rules(values: Mapping[str, Any]) -> list[Detail]:
     low, high = values["min_connections"], values["max_connections"]
     if isinstance(low, int) and isinstance(high, int) and low > high:
@@ -689,6 +710,7 @@ _RULES: dict[type[Struct], Rule] = {
     DestinationConfig: _destination_rules,
     RoutingConfig: _routing_rules,
     StorePoolConfig: _store_pool_rules,
+    ServerConfig: _server_rules,
 }
 
 
@@ -1202,6 +1224,16 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+
+def with_tls(config: Config, cert: str | None, key: str | None) -> Config:
+    """``config`` with ``scr serve --tls-cert/--tls-key`` over ``server.tls_cert`` and
+    ``server.tls_key`` (a flag given wins over its key; the pair is checked like the keys)."""
+    if cert is None and key is None:
+        return config
+    server = msgspec.structs.replace(config.server, tls_cert=cert or config.server.tls_cert,
+                                     tls_key=key or config.server.tls_key)
+    return msgspec.structs.replace(config, server=server)
 
 
 def with_bus(config: Config, uri: str) -> Config:

@@ -24,6 +24,10 @@ message complete): no byte is parsed twice, and a deadline timer is armed only f
 body that spans more than one read, so a request that arrives whole costs no timer at all.
 It relies on ``HttpToolsProtocol``'s callbacks, stable across uvicorn releases (the version
 is pinned in constraints.txt).
+
+With ``server.tls_cert`` and ``server.tls_key`` the edges serve HTTPS (uvicorn's own TLS, the
+standard library's ``ssl``); ``check_tls`` loads the pair once in the supervisor, so a missing,
+unreadable or mismatched file is a start-up error before any child serves.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import ssl
 import time
 from typing import ClassVar, cast
 
@@ -71,8 +76,36 @@ def bounded_server(app: ASGIApp, limits: ServerConfig, *, log_level: str = "info
         # scr has no WebSocket route: an Upgrade request is plain HTTP, and no connection
         # leaves the bounded protocol for one without these deadlines.
         ws="none",
+        ssl_certfile=limits.tls_cert, ssl_keyfile=limits.tls_key,
     )
     return uvicorn.Server(config)
+
+
+def check_tls(limits: ServerConfig) -> None:
+    """Load ``server.tls_cert`` and ``server.tls_key`` as the edges will; a ``ConfigError``
+    naming the key when a file cannot be read or the two are not a certificate and its key."""
+    if limits.tls_cert is None or limits.tls_key is None:
+        return
+    for name, path in (("tls_cert", limits.tls_cert), ("tls_key", limits.tls_key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(f"cannot read server.{name} {path}: {reason}",
+                              [Detail(f"{SERVER_KEY}.{name}", f"{path}: {reason}")]) from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:  # an encrypted key is refused, never prompted for on the terminal
+        context.load_cert_chain(limits.tls_cert, limits.tls_key, password=_no_password)
+    except (ssl.SSLError, ValueError) as error:
+        message = (f"{limits.tls_cert} and {limits.tls_key} are not a PEM certificate and its "
+                   f"unencrypted private key: {error}")
+        raise ConfigError(f"server.tls_cert/tls_key: {message}",
+                          [Detail(f"{SERVER_KEY}.tls_key", message)]) from None
+
+
+def _no_password() -> bytes:
+    raise ValueError("the private key is encrypted; give it unencrypted (file mode 0600)")
 
 
 def reserve_file_descriptors(limits: ServerConfig) -> None:

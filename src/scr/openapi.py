@@ -267,9 +267,10 @@ def _operations() -> list[Operation]:
         Operation(
             "/v1/destinations/{name}/enable", "post", "enableDestination", "route",
             "Re-enable a destination disabled by a 410", "admin",
-            {200: _json(answers.Enabled, "enabled; `requeued` deliveries go out again")},
-            _merge(KEYED, {404: "no destination of that name"}),
-            (Parameter("name", "path", DestinationName, "the destination's name", required=True),),
+            {200: _json(answers.Enabled, "enabled (and ledgered); `requeued` deliveries go out again")},
+            _merge(KEYED, SPANNING, {404: "no destination of that name"}),
+            (Parameter("name", "path", DestinationName, "the destination's name", required=True),
+             TENANT),
         ),
         Operation(
             "/v1/deliveries", "get", "listDeliveries", "route",
@@ -295,6 +296,15 @@ def _operations() -> list[Operation]:
             }),
             (TENANT,),
             request={JSON: ReplayRequest},
+        ),
+        Operation(
+            "/v1/audit", "get", "listAuditEntries", "audit",
+            "The tenant's admin actions (keys, replay, enable, ...), each naming the acting key, "
+            "in ledger order", "audit",
+            {200: _json(answers.AuditTrail, "the admin entries committed in [from, to)")},
+            _merge(KEYED, SPANNING, {400: "`from` or `to` is not an RFC 3339 time with a zone"}),
+            (Parameter("from", "query", str, "RFC 3339: entries committed at or after it"),
+             Parameter("to", "query", str, "RFC 3339: entries committed before it"), TENANT),
         ),
         # ----- ledger proofs
         *_ledger_operations(),
@@ -564,7 +574,7 @@ def document() -> dict[str, Any]:
             ),
         },
         "tags": [{"name": name} for name in
-                 ("capture", "events", "route", "ledger", "canon", "cluster", "operate")],
+                 ("capture", "events", "route", "ledger", "audit", "canon", "cluster", "operate")],
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer",

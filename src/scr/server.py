@@ -54,6 +54,8 @@ from scr.route.price_file import live_prices
 from scr.route.worker import DestinationWorker
 from scr.runtime import Runtime
 from scr.schema import json_schema
+from scr.security.audit import Acting
+from scr.security.audit_api import get_audit
 from scr.security.auth import Authenticator
 from scr.serve.status import ProcessesCollector, not_running, read_status
 from scr.store import open_store
@@ -134,12 +136,18 @@ def _known_destination(runtime: Runtime, name: str) -> None:
         raise NotFound(f"no destination '{name}'")
 
 
+def _acting(runtime: Runtime, request: Request, permission: str) -> Acting:
+    """Who does an admin action: the key's tenant (or ``?tenant=``) and the key's id."""
+    principal = runtime.principal(request, permission)
+    return Acting(principal.scope(request.query_params.get("tenant")), principal.key_id)
+
+
 async def enable_destination(request: Request) -> Response:
     runtime = _runtime(request)
-    runtime.principal(request, "admin")
+    acting = _acting(runtime, request, "admin")
     name = request.path_params["name"]
     _known_destination(runtime, name)
-    requeued = await runtime.destinations.enable(name)
+    requeued = await runtime.destinations.enable(name, acting)
     return JSONResponse({"name": name, "state": "active", "requeued": requeued})
 
 
@@ -208,7 +216,7 @@ def _limit(request: Request) -> int:
 
 async def replay_deliveries(request: Request) -> Response:
     runtime = _runtime(request)
-    tenant = runtime.tenant(request, "admin")
+    acting = _acting(runtime, request, "admin")
     body = await read_body(request, MAX_QUERY_BODY_BYTES)
     check_json_text(body)
     try:
@@ -217,7 +225,7 @@ async def replay_deliveries(request: Request) -> Response:
         raise BadRequest(f"invalid replay request: {error}") from None
     _known_destination(runtime, ask.destination)
     ask.check()
-    count = await runtime.destinations.replay(tenant, ask)
+    count = await runtime.destinations.replay(acting, ask)
     return JSONResponse({"destination": ask.destination, "requeued": count})
 
 
@@ -347,6 +355,7 @@ ROUTES: list[tuple[str, Handler, list[str]]] = [
     ("/v1/destinations/{name}/enable", enable_destination, ["POST"]),
     ("/v1/deliveries", list_deliveries, ["GET"]),
     ("/v1/deliveries/replay", replay_deliveries, ["POST"]),
+    ("/v1/audit", get_audit, ["GET"]),
     ("/v1/schema", schema, ["GET"]),
     ("/healthz", healthz, ["GET"]),
     ("/readyz", readyz, ["GET"]),

@@ -35,6 +35,9 @@ class Kind(str, Enum):
     KEY_CREATED = "KEY_CREATED"
     KEY_REVOKED = "KEY_REVOKED"
     CONFIG_CHANGED = "CONFIG_CHANGED"
+    # Admin actions through the API (scr.security.audit): the acting key is the entry's actor.
+    DELIVERIES_REPLAYED = "DELIVERIES_REPLAYED"
+    DESTINATION_ENABLED = "DESTINATION_ENABLED"
     # An event id seen again with another body after its 202 (the bus); never merged.
     EVENT_CONFLICT = "EVENT_CONFLICT"
 

@@ -17,6 +17,7 @@ from scr.log.commit import Committer
 from scr.metrics import Metrics
 from scr.route.replay import requeue
 from scr.route.worker import DestinationWorker
+from scr.security.audit import Acting
 from scr.store.protocol import Store
 
 DELIVERY_STATUSES = ("pending", "retrying", "delivered", "dead")
@@ -59,9 +60,11 @@ class Destinations(Protocol):
 
     async def views(self) -> list[DestinationView]: ...
 
-    async def enable(self, name: str) -> int: ...
+    async def enable(self, name: str, acting: Acting) -> int:
+        """Re-enable ``name``; ledgered for ``acting`` in the same write."""
 
-    async def replay(self, tenant: str, ask: ReplayRequest) -> int: ...
+    async def replay(self, acting: Acting, ask: ReplayRequest) -> int:
+        """Requeue what ``ask`` names of ``acting``'s tenant; ledgered in the same write."""
 
     async def refresh_gauges(self) -> None:
         """Bring the lag and oldest-pending gauges up to date before ``/metrics`` renders."""
@@ -116,12 +119,12 @@ class LocalDestinations:
     async def views(self) -> list[DestinationView]:
         return [view_of(worker) for worker in self.workers.values()]
 
-    async def enable(self, name: str) -> int:
-        return await self.worker(name).enable()
+    async def enable(self, name: str, acting: Acting) -> int:
+        return await self.worker(name).enable(acting)
 
-    async def replay(self, tenant: str, ask: ReplayRequest) -> int:
+    async def replay(self, acting: Acting, ask: ReplayRequest) -> int:
         worker = self.worker(ask.destination)
-        count = await requeue(self.store, self.committer, worker, tenant, ask.event_ids,
+        count = await requeue(self.store, self.committer, worker, acting, ask.event_ids,
                               ask.from_, ask.to, ask.status, MAX_REPLAY_EVENTS)
         worker.wake()
         return count

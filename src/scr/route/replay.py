@@ -10,6 +10,7 @@ from scr.log.entry import Kind
 from scr.log.tail import from_store
 from scr.route.signing import webhook_id
 from scr.route.worker import DestinationWorker, now_ms
+from scr.security.audit import Acting, append_admin_action
 from scr.store.protocol import Store, Transaction
 from scr.store.records import DeliveryRow, StoredEntry
 
@@ -45,19 +46,23 @@ def _entries(
 
 
 async def requeue(
-    store: Store, committer: Committer, worker: DestinationWorker, tenant: str,
+    store: Store, committer: Committer, worker: DestinationWorker, acting: Acting,
     event_ids: list[str] | None, start: str | None, end: str | None, status: str | None,
     cap: int,
 ) -> int:
-    """Requeue entries for ``worker``'s destination; returns how many."""
+    """Requeue entries of ``acting``'s tenant for ``worker``'s destination, and ledger the
+    replay (even of nothing) in the same write; returns how many."""
     entries = await asyncio.to_thread(
-        _entries, store, worker, tenant, event_ids, start, end, status, cap
+        _entries, store, worker, acting.tenant, event_ids, start, end, status, cap
     )
-    if not entries:
-        return 0
+    details = {
+        "destination": worker.name, "requeued": len(entries),
+        "event_id_count": len(event_ids) if event_ids is not None else None,
+        "from": start, "to": end, "status": status,
+    }
     existing = await asyncio.to_thread(
         store.delivery_rows_for, worker.name, [e.seq for e in entries]
-    )
+    ) if entries else {}
     stamp, due = utc_now(), now_ms()
     rows = []
     for stored in entries:
@@ -73,7 +78,10 @@ async def requeue(
         ))
 
     def write(tx: Transaction) -> None:
-        store.upsert_deliveries(tx, rows)
+        if rows:
+            store.upsert_deliveries(tx, rows)
+        append_admin_action(committer, tx, acting.tenant, Kind.DELIVERIES_REPLAYED, details,
+                            key_id=acting.key_id, ref=worker.name)
 
-    await committer.run(write, size=len(rows))
+    await committer.run(write, size=len(rows) + 1)
     return len(rows)

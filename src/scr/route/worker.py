@@ -38,6 +38,7 @@ from scr.route.selection import passes_filter, sampled_in
 from scr.route.signing import batch_webhook_id, sign, webhook_id
 from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
 from scr.route.transforms import EntryRef, resolve_transform
+from scr.security.audit import Acting, append_admin_action
 from scr.store.protocol import Store, Transaction
 from scr.store.records import AttemptRow, DeliveryRow, session_key
 from scr.tasks import stop_task
@@ -148,11 +149,15 @@ class DestinationWorker:
             await asyncio.wait({self._last_write})  # its failure is _written's to report
         await self.sink.close()
 
-    async def enable(self) -> int:
-        """Re-enable after a 410; open deliveries become due now."""
+    async def enable(self, acting: Acting) -> int:
+        """Re-enable after a 410; open deliveries become due now. Ledgered for ``acting``."""
         def write(tx: Transaction) -> int:
             self.store.set_destination_state(tx, self.name, "active", "", utc_now())
-            return self.store.make_due(tx, self.name, now_ms())
+            requeued = self.store.make_due(tx, self.name, now_ms())
+            append_admin_action(self.committer, tx, acting.tenant, Kind.DESTINATION_ENABLED,
+                                {"destination": self.name, "was": self.state}, key_id=acting.key_id,
+                                ref=self.name)
+            return requeued
 
         requeued = await self.committer.run(write)
         self.state, self.reason = "active", ""

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from scr.errors import NotFound, Unauthorized
 from scr.log.commit import Committer, utc_now
 from scr.log.entry import Kind
+from scr.security.audit import append_admin_action
 from scr.security.keys import (
     ANONYMOUS,
     KeyGrant,
@@ -111,9 +112,8 @@ def create_key(
         created: dict[str, object] = {"key_id": grant.key_id, "role": role.value, "label": label}
         if allowed:
             created["origins"] = sorted(allowed)
-        committer.append_entry(
-            tx, tenant, Kind.KEY_CREATED, created, actor="cli", source="cli", ref=grant.key_id,
-        )
+        append_admin_action(committer, tx, tenant, Kind.KEY_CREATED, created, key_id=None,
+                            ref=grant.key_id)
 
     committer.run_sync(write)
     return grant
@@ -127,9 +127,8 @@ def revoke_key(committer: Committer, key_id: str) -> str:
         tenant = committer.store.revoke_key(tx, key_id, utc_now())
         if tenant is None:
             raise NotFound(f"no active key {key_id!r} (unknown, or revoked already)")
-        committer.append_entry(
-            tx, tenant, Kind.KEY_REVOKED, {"key_id": key_id}, actor="cli", source="cli", ref=key_id,
-        )
+        append_admin_action(committer, tx, tenant, Kind.KEY_REVOKED, {"key_id": key_id}, key_id=None,
+                            ref=key_id)
         return tenant
 
     return committer.run_sync(write)

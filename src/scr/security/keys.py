@@ -17,6 +17,7 @@ from scr.errors import BadRequest, Forbidden, Unauthorized
 from scr.schema import ID_PATTERN
 
 KEY_PREFIX = "scr_"
+KEY_ACTOR_PREFIX = "key:"  # a key as the actor of the ledger entries it causes
 KEY_ID_BYTES = 4
 KEY_SECRET_BYTES = 32
 MAX_KEY_LENGTH = 128
@@ -39,9 +40,9 @@ class Role(str, Enum):
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.INGEST: frozenset({"ingest", "decide"}),
     Role.READ: frozenset({"read", "ledger"}),
-    Role.ADMIN: frozenset({"ingest", "read", "ledger", "admin", "decide", "cluster"}),
+    Role.ADMIN: frozenset({"ingest", "read", "ledger", "admin", "audit", "decide", "cluster"}),
     Role.PLATFORM: frozenset({"ingest", "any_tenant", "cluster"}),
-    Role.AUDITOR: frozenset({"ledger"}),
+    Role.AUDITOR: frozenset({"ledger", "audit"}),
     Role.PUBLISHABLE: frozenset({"beacon"}),
 }
 
@@ -58,7 +59,7 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        return f"key:{self.key_id}"
+        return f"{KEY_ACTOR_PREFIX}{self.key_id}"
 
     def can(self, permission: str) -> bool:
         return self.role is None or permission in PERMISSIONS[self.role]

@@ -14,7 +14,7 @@ from typing import TypeVar
 import uvicorn
 from setproctitle import setproctitle
 
-from scr.config import Config, default_config, load_config, with_bus
+from scr.config import Config, default_config, load_config, with_bus, with_tls
 from scr.errors import ConfigError
 from scr.serve.supervisor import READY_MESSAGE, ChildArgs
 
@@ -58,6 +58,7 @@ def run_child(args: ChildArgs) -> int:
 def load_settings(args: ChildArgs) -> Config:
     """The config ``scr serve`` was given (the supervisor checked it before any child ran)."""
     settings = load_config(args.config) if args.config else default_config()
+    settings = with_tls(settings, args.tls_cert, args.tls_key)
     return with_bus(settings, args.bus) if args.bus else settings
 
 

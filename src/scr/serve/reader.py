@@ -34,6 +34,7 @@ from scr.metrics import Metrics
 from scr.route.control import LocalDestinations, ReplayRequest
 from scr.route.placement import Placement
 from scr.route.worker import DestinationWorker
+from scr.security.audit import Acting
 from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared, serve_and_tell
 from scr.serve.readers import bind_unix, control_path, decode_seq, notify_path, writes_path
 from scr.serve.supervisor import ChildArgs
@@ -78,7 +79,7 @@ class OwnedLease:
 
 
 class ReplayCall(msgspec.Struct, forbid_unknown_fields=True):
-    tenant: str
+    acting: Acting
     request: ReplayRequest
 
 
@@ -182,11 +183,12 @@ def _control_app(destinations: LocalDestinations, lease: OwnedLease | None) -> S
         return JSONResponse(await destinations.views())
 
     async def enable(request: Request) -> Response:
-        return JSONResponse({"requeued": await destinations.enable(request.path_params["name"])})
+        acting = msgspec.json.decode(await read_body(request, MAX_CONTROL_BODY_BYTES), type=Acting)
+        return JSONResponse({"requeued": await destinations.enable(request.path_params["name"], acting)})
 
     async def replay(request: Request) -> Response:
         call = msgspec.json.decode(await read_body(request, MAX_CONTROL_BODY_BYTES), type=ReplayCall)
-        return JSONResponse({"requeued": await destinations.replay(call.tenant, call.request)})
+        return JSONResponse({"requeued": await destinations.replay(call.acting, call.request)})
 
     async def owned(request: Request) -> Response:
         partitions = msgspec.json.decode(await read_body(request, MAX_CONTROL_BODY_BYTES), type=list[int])

@@ -27,6 +27,7 @@ from scr.config import Config
 from scr.errors import BadRequest, Conflict, NotFound, ScrError, Unavailable
 from scr.log.commit import Committer
 from scr.route.control import DestinationView, ReplayRequest
+from scr.security.audit import Acting
 from scr.serve.writes import WriteService
 from scr.store.protocol import Store
 
@@ -137,13 +138,14 @@ class ReaderSet:
         by_name = {view.name: view for answer in answers for view in _views.decode(answer)}
         return [by_name[name] for name in self.process_of if name in by_name]
 
-    async def enable(self, name: str) -> int:
-        answer = await self._call(self.process_of[name], "POST", f"/destinations/{name}/enable")
+    async def enable(self, name: str, acting: Acting) -> int:
+        answer = await self._call(self.process_of[name], "POST", f"/destinations/{name}/enable",
+                                  msgspec.json.encode(acting))
         requeued: int = msgspec.json.decode(answer)["requeued"]
         return requeued
 
-    async def replay(self, tenant: str, ask: ReplayRequest) -> int:
-        body = msgspec.json.encode({"tenant": tenant, "request": ask})
+    async def replay(self, acting: Acting, ask: ReplayRequest) -> int:
+        body = msgspec.json.encode({"acting": acting, "request": ask})
         answer = await self._call(self.process_of[ask.destination], "POST", "/replay", body,
                                   REPLAY_TIMEOUT_S)
         requeued: int = msgspec.json.decode(answer)["requeued"]

@@ -64,6 +64,8 @@ class ChildArgs(msgspec.Struct, frozen=True):
     log_level: str
     drain_timeout_s: float
     socket_dir: str  # 0700 folder of the readers' Unix sockets
+    tls_cert: str | None = None  # `scr serve --tls-cert/--tls-key` (over the config's)
+    tls_key: str | None = None
 
 
 class Forked:

@@ -21,6 +21,7 @@ import msgspec
 
 from scr.errors import Unavailable
 from scr.log.commit import Committer
+from scr.log.entry import Kind
 from scr.serve.frames import FrameClient, FrameServer
 from scr.store.protocol import Store, Transaction
 from scr.store.records import AttemptRow, DeliveryRow
@@ -53,7 +54,18 @@ class InsertAttempts(msgspec.Struct, tag=True, array_like=True):
     rows: list[AttemptRow]
 
 
-Op = SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts
+class AppendEntry(msgspec.Struct, tag=True, array_like=True):
+    """A non-event ledger entry (an admin action's record) in the same write as the action."""
+
+    tenant: str
+    kind: str
+    payload: Any
+    actor: str
+    source: str
+    ref: str
+
+
+Op = SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts | AppendEntry
 
 
 class WriteRequest(msgspec.Struct, array_like=True):
@@ -67,9 +79,12 @@ class WriteAnswer(msgspec.Struct, array_like=True):
     error: str | None = None
 
 
-def apply(store: Store, tx: Transaction, op: Op) -> int | None:
+def apply(committer: Committer, tx: Transaction, op: Op) -> int | None:
     """Carry out one recorded operation in the writer's transaction."""
-    if isinstance(op, SetCursor):
+    store = committer.store
+    if isinstance(op, AppendEntry):
+        committer.append_entry(tx, op.tenant, op.kind, op.payload, op.actor, op.source, op.ref)
+    elif isinstance(op, SetCursor):
         store.set_cursor(tx, op.destination, op.seq)
     elif isinstance(op, SetState):
         store.set_destination_state(tx, op.destination, op.state, op.reason, op.now)
@@ -142,6 +157,12 @@ class RemoteCommitter:
         self._calls = FrameClient(path, "the writer")
         self._answer = msgspec.msgpack.Decoder(WriteAnswer).decode
 
+    def append_entry(self, tx: RecordingTx, tenant: str, kind: Kind | str, payload: Any,
+                     actor: str, source: str, ref: str) -> None:
+        """Record a ledger entry for the writer to append in the same transaction."""
+        tx.record(AppendEntry(tenant, kind.value if isinstance(kind, Kind) else kind, payload,
+                              actor, source, ref))
+
     async def run(self, write: Callable[[Any], T], size: int = 1, durable: bool = True) -> T:
         tx = RecordingTx()
         result = write(tx)
@@ -180,7 +201,7 @@ class WriteService:
         request = self._decode(body)
 
         def write(tx: Transaction) -> list[int | None]:
-            return [apply(self.store, tx, op) for op in request.ops]
+            return [apply(self.committer, tx, op) for op in request.ops]
 
         try:
             results = await self.committer.run(write, size=request.size, durable=request.durable)
