@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 import msgspec
 
@@ -32,16 +33,31 @@ class _EventEntry(msgspec.Struct, gc=False):
     kind: str
     payload: Event
     provenance: Provenance
+    seal: Any = None  # sealed personal fields (scr.privacy)
+
+
+class Opening(Protocol):
+    """Opens sealed events (``scr.privacy.opening.EventOpener``)."""
+
+    def open(self, event: Event, seal: Any) -> Event:
+        """The event with its personal fields (as ledgered when its subject was erased)."""
+
+    def open_json(self, tenant: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """A stored entry's event JSON, as the API shows it."""
 
 
 _event_entry = msgspec.json.Decoder(_EventEntry)
 
 
-def from_store(row: StoredEntry) -> Committed:
-    """A stored row as a consumer sees it."""
+def from_store(row: StoredEntry, opener: Opening | None = None) -> Committed:
+    """A stored row as a consumer sees it (a sealed event opened by ``opener``; without one
+    it stays as ledgered, without its personal fields)."""
     event = None
     if row.kind == Kind.SESSION_COMPLETION.value:
-        event = _event_entry.decode(row.entry).payload
+        decoded = _event_entry.decode(row.entry)
+        event = decoded.payload
+        if decoded.seal is not None and opener is not None:
+            event = opener.open(event, decoded.seal)
     return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, event)
 
 
@@ -57,6 +73,7 @@ class LedgerTail:
 
     def __init__(self, store: Store, capacity: int = TAIL_ENTRIES) -> None:
         self.store = store
+        self.opener: Opening | None = None  # set when encryption is on (scr.privacy)
         self._entries: deque[Committed] = deque(maxlen=capacity)
         self.head_seq = store.last_seq()
         self._changed = asyncio.Event()
@@ -102,4 +119,4 @@ class LedgerTail:
             # seqs are dense in the tail, so the position is the offset from the first
             return [entries[i] for i in range(start, min(start + limit, len(entries)))]
         rows = await asyncio.to_thread(self.store.entries_after, after_seq, limit)
-        return [from_store(row) for row in rows]
+        return [from_store(row, self.opener) for row in rows]
