@@ -44,6 +44,7 @@ from scr.log.commit import Committed, Committer
 from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
 from scr.privacy.opening import EventOpener
+from scr.privacy.routes import subject_routes
 from scr.privacy.sealer import Sealer
 from scr.privacy.setup import open_subjects
 from scr.route.control import (
@@ -445,6 +446,7 @@ def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None,
             )
     destinations = readers or LocalDestinations(workers, store, committer, metrics_)
     runtime = Runtime(config, data_dir, store, committer, tail, auth, metrics_, destinations, workers)
+    runtime.subjects = subjects
     runtime.bus = bus_instance(
         config, committer, metrics_, store, tail, url, DIGEST_BYTES, store_uri
     )
@@ -511,6 +513,7 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
     routes += install_ledger(runtime)
     routes += browser_routes(runtime)
     routes += otlp_routes(runtime)
+    routes += subject_routes(runtime)
     routes += canon_routes(_canon_for(runtime), _authorize(runtime))
     routes += cluster_routes(
         runtime.bus, runtime.principal, config.cluster.partitions,

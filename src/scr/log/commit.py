@@ -115,6 +115,9 @@ class Sealing(Protocol):
     def settle(self, committed: bool) -> None:
         """The group commit ended, committed or not."""
 
+    def forget(self, tenant: str, subject: str) -> None:
+        """The subject's keys were destroyed: seal its next event under a new one."""
+
 
 def utc_now() -> str:
     """Now as RFC 3339 UTC with microseconds (entry times sort as text)."""

@@ -45,6 +45,9 @@ class Opening(Protocol):
     def open_json(self, tenant: str, entry: dict[str, Any]) -> dict[str, Any]:
         """A stored entry's event JSON, as the API shows it."""
 
+    def forget(self, tenant: str, subject: str) -> None:
+        """Drop the subject's keys (it was erased)."""
+
 
 _event_entry = msgspec.json.Decoder(_EventEntry)
 
@@ -101,6 +104,13 @@ class LedgerTail:
             self.head_seq = head_seq
             self._changed.set()
             self._changed = asyncio.Event()
+
+    def forget(self, tenant: str, subject: str) -> None:
+        """A subject was erased: drop every entry held (they may hold its fields opened;
+        consumers read them again from the store) and its keys."""
+        self._entries.clear()
+        if self.opener is not None:
+            self.opener.forget(tenant, subject)
 
     async def wait_beyond(self, seq: int, timeout_s: float | None = None) -> bool:
         """Wait until an entry after ``seq`` is committed; False on timeout."""

@@ -41,6 +41,9 @@ class EventOpener:
         values = self.values(event.user.organization_id, event.event_id, seal)
         return event if values is None else restored(event, values)
 
+    def forget(self, tenant: str, subject: str) -> None:
+        self.keys.forget(tenant, subject)
+
     def open_json(self, tenant: str, entry: dict[str, Any]) -> dict[str, Any]:
         """A stored entry's event as the API shows it."""
         payload: dict[str, Any] = entry["payload"]

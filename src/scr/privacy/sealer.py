@@ -30,3 +30,6 @@ class Sealer:
 
     def settle(self, committed: bool) -> None:
         self.ring.settle(committed)
+
+    def forget(self, tenant: str, subject: str) -> None:
+        self.ring.forget(tenant, subject)

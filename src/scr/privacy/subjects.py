@@ -139,6 +139,10 @@ class Opener:
         self._keys[(tenant, subject, generation)] = (now, key)
         return key
 
+    def forget(self, tenant: str, subject: str) -> None:
+        for cached in [k for k in self._keys if k[0] == tenant and k[1] == subject]:
+            del self._keys[cached]
+
 
 def _context(tenant: str, subject: str) -> bytes:
     return f"scr data key\0{tenant}\0{subject}".encode()

@@ -80,6 +80,11 @@ class OwnedLease:
                     log.warning("cannot stop the destinations of a lapsed lease: %s", error)
 
 
+class ForgetCall(msgspec.Struct, forbid_unknown_fields=True):
+    tenant: str
+    subject: str
+
+
 class ReplayCall(msgspec.Struct, forbid_unknown_fields=True):
     tenant: str
     request: ReplayRequest
@@ -172,7 +177,7 @@ def run_reader(args: ChildArgs) -> int:
 
     calm_the_collector()
     server = uvicorn.Server(uvicorn.Config(
-        _control_app(destinations, lease), log_level=args.log_level, access_log=False,
+        _control_app(destinations, lease, tail), log_level=args.log_level, access_log=False,
         loop="uvloop", http="httptools", timeout_graceful_shutdown=int(args.drain_timeout_s),
     ))
     serve_and_tell(server, args.ready_fd, [control], before=start, after=stop)
@@ -189,7 +194,7 @@ def _open(data_dir: Path, settings: Config, store_uri: str | None) -> tuple[Stor
         raise
 
 
-def _control_app(destinations: LocalDestinations, lease: OwnedLease | None) -> Starlette:
+def _control_app(destinations: LocalDestinations, lease: OwnedLease | None, tail: LedgerTail) -> Starlette:
     """What the edge asks of this process's destinations (``scr.serve.readers``)."""
 
     async def views(request: Request) -> Response:
@@ -209,6 +214,11 @@ def _control_app(destinations: LocalDestinations, lease: OwnedLease | None) -> S
         await lease.grant(set(partitions))
         return JSONResponse({})
 
+    async def forget(request: Request) -> Response:
+        call = msgspec.json.decode(await read_body(request, MAX_CONTROL_BODY_BYTES), type=ForgetCall)
+        tail.forget(call.tenant, call.subject)
+        return JSONResponse({})
+
     async def gauges(request: Request) -> Response:
         await destinations.refresh_gauges()
         return JSONResponse({})
@@ -223,6 +233,7 @@ def _control_app(destinations: LocalDestinations, lease: OwnedLease | None) -> S
             Route("/destinations/{name}/enable", enable, methods=["POST"]),
             Route("/replay", replay, methods=["POST"]),
             Route("/owned", owned, methods=["POST"]),
+            Route("/forget", forget, methods=["POST"]),
             Route("/gauges", gauges, methods=["POST"]),
         ],
         exception_handlers={ScrError: error},

@@ -542,6 +542,13 @@ class PostgresStore:
         )
         return cursor.rowcount
 
+    def scrub(self) -> bool:
+        """Vacuum the subjects' keys: the row versions an erasure replaced are removed (the
+        server's own WAL and backups are the operator's to age out)."""
+        with self._pool.connection() as conn:
+            conn.execute("VACUUM subject_keys")
+        return True
+
     def add_subject_entries(self, tx: Transaction, rows: Sequence[tuple[str, str, int]]) -> None:
         with _conn(tx).cursor() as cursor:
             cursor.executemany("INSERT INTO subject_entries VALUES (%s, %s, %s)", rows)

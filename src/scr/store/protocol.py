@@ -203,6 +203,10 @@ class Store(Protocol):
     def erase_subject_keys(self, tx: Transaction, tenant: str, subject: str, erased_at: str) -> int:
         """Destroy every stored data key of the subject; how many there were."""
 
+    def scrub(self) -> bool:
+        """Remove older copies of what the writer overwrote (an erased key) from the store's
+        files; False if it could not now."""
+
     def add_subject_entries(self, tx: Transaction, rows: Sequence[tuple[str, str, int]]) -> None:
         """Record (tenant, subject, seq) of sealed events."""
 

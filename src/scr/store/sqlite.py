@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,7 @@ SIDE_CACHE_KIB = 8_192
 # Keeps each IN (...) query under SQLite's bound-parameter limit.
 MAX_QUERY_PARAMS = 900
 WAL_CHECKPOINT_S = 1.0
+SCRUB_TRIES, SCRUB_PAUSE_S = 50, 0.1  # an erasure's WAL truncation waits up to 5 s for readers
 # A checkpoint round is repeated (at most CATCH_UP_ROUNDS times) until the writer has added no
 # more than TRAILING_FRAMES pages during it; the writer copies those itself.
 CATCH_UP_ROUNDS = 4
@@ -166,6 +168,9 @@ class SqliteWriter:
 
     def __init__(self, store: SqliteStore) -> None:
         self.conn = store._open(WRITE_CACHE_KIB)
+        # what the writer deletes or overwrites is zeroed in the file (an erased subject's
+        # wrapped data key, scr.privacy), not left in free pages
+        self.conn.execute("PRAGMA secure_delete = ON")
         # WAL checkpoints run on their own thread, off the commit path (see _checkpoint_wal).
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         self.conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
@@ -741,6 +746,20 @@ class SqliteStore:
             (erased_at, tenant, subject),
         )
         return cursor.rowcount
+
+    def scrub(self) -> bool:
+        """Copy the WAL into the database and empty it, so that no older copy of an
+        overwritten page (an erased key) stays in a file; False if readers kept it busy."""
+        conn = self._open(SIDE_CACHE_KIB)
+        try:
+            for _ in range(SCRUB_TRIES):
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return True
+                time.sleep(SCRUB_PAUSE_S)
+            return False
+        finally:
+            conn.close()
 
     def add_subject_entries(self, tx: Transaction, rows: Sequence[tuple[str, str, int]]) -> None:
         _conn(tx).executemany("INSERT INTO subject_entries VALUES (?, ?, ?)", rows)
