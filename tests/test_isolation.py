@@ -10,12 +10,14 @@ import binascii
 import contextlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import config_text, issue_key
 from scr.log.commit import Committer
+from scr.privacy.master import write_master_key
 from scr.security.auth import create_key
 from scr.security.keys import Role
 from scr.store import open_store
@@ -32,6 +34,7 @@ OTHER_TENANTS_LOOKUPS = {
     ("/v1/events/{event_id}", "get"), ("/v1/sessions/{session_id}", "get"),
     ("/v1/canon/why-not/{trace_id}", "get"), ("/v1/canon/promote", "post"),
     ("/v1/ledger/proof/inclusion", "get"),
+    ("/v1/subjects/{user_id}", "delete"), ("/v1/subjects/{user_id}/export", "get"),
 }
 CONFIG = config_text(f"      - {{name: {DESTINATION}, type: file, path: archive.jsonl, transform: audit_v1}}")
 
@@ -154,6 +157,7 @@ def _path(template: str, other: Tenant) -> str:
     return (template.replace("{event_id}", other.event_ids[0])
             .replace("{session_id}", other.session_id)
             .replace("{trace_id}", other.trace_ids[0])
+            .replace("{user_id}", other.user_id)
             .replace("{name}", DESTINATION))
 
 
@@ -197,8 +201,11 @@ def _readable(text: str) -> str:
     return "\n".join(found)
 
 
-def test_no_answer_reveals_the_other_tenants_data(serve: Any) -> None:
-    client = serve(CONFIG)
+def test_no_answer_reveals_the_other_tenants_data(serve: Any, tmp_path: Path) -> None:
+    key_file = tmp_path / "master.key"  # encryption on: the subjects' routes answer
+    write_master_key(key_file)
+    security = f"session_completion_runtime:\n  security: {{master_key_file: {key_file}}}\n"
+    client = serve(CONFIG.replace("session_completion_runtime:\n", security))
     alpha, beta = _seed(client, "org_alpha"), _seed(client, "org_beta")
     wait_for(lambda: (client.data / "archive.jsonl").exists(), what="the archive destination")
     operations = [

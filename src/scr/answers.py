@@ -101,6 +101,31 @@ class SessionEvents(Answer):
     events: list[StoredEvent]
 
 
+class Erased(Answer):
+    erasure_id: Annotated[str, Meta(description="the ERASURE entry's id (the same on every call)")]
+    events: Annotated[Count, Meta(description="the subject's events whose personal fields are now erased")]
+
+
+class ExportedEvent(Answer):
+    event: Annotated[dict[str, Any], Meta(
+        description="the event with its personal fields; an erased one has them null and "
+        '`"erased": true`')]
+    leaf_index: Annotated[int, Meta(ge=0, description="its index in the tenant's tree")]
+    leaf: Annotated[str, Meta(description="base64 of the leaf's exact stored bytes")]
+    salt: Annotated[str | None, Meta(
+        description="base64 of the salt of the leaf's commitment to the personal fields (null "
+        "once erased)")]
+    inclusion_proof: Annotated[list[str], Meta(description="base64 hashes, leaf to root")]
+
+
+class SubjectExport(Answer):
+    user_id: str
+    tenant: str
+    public_key: Annotated[str, Meta(description="the C2SP verifier key the checkpoint is signed with")]
+    checkpoint: Annotated[str, Meta(description="a signed checkpoint issued for the export")]
+    events: list[ExportedEvent]
+
+
 # ----- route ---------------------------------------------------------------------------------
 
 

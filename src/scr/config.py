@@ -565,6 +565,17 @@ class RoutingConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
         _enforce("routing", _routing_rules(msgspec.to_builtins(self)))
 
 
+class SecurityConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Encryption of personal data at rest (``scr.privacy``)."""
+
+    master_key_file: Annotated[
+        Annotated[str, Meta(min_length=1, max_length=4096)] | None,
+        Meta(description="file holding the master key (32 random bytes in base64) that wraps each "
+             "subject's data key; set: personal fields are stored encrypted (the environment "
+             "variable SCR_MASTER_KEY_FILE takes precedence)"),
+    ] = None
+
+
 class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Everything under ``session_completion_runtime``."""
 
@@ -604,6 +615,9 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     store_pool: Annotated[
         StorePoolConfig, Meta(description="connections and timeouts of the PostgreSQL store")
     ] = msgspec.field(default_factory=StorePoolConfig)
+    security: Annotated[
+        SecurityConfig, Meta(description="encryption of personal data at rest")
+    ] = msgspec.field(default_factory=SecurityConfig)
 
 
 class _ConfigFile(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -257,6 +257,35 @@ def _operations() -> list[Operation]:
             (Parameter("session_id", "path", PathSegment, "the events' `session.session_id`",
                        required=True), TENANT),
         ),
+        # ----- privacy
+        Operation(
+            "/v1/subjects/{user_id}", "delete", "eraseSubject", "privacy",
+            "Erase a user: destroy its data keys and ledger an ERASURE entry (idempotent)", "admin",
+            {202: _json(answers.Erased, "erased (now, or by an earlier call: the same answer)")},
+            _merge(KEYED, SPANNING, {
+                400: "user_id over 256 characters",
+                404: "no event of this user is stored encrypted in the tenant",
+                409: "encryption at rest is off (no master key), or the user is under a legal hold "
+                     "(details name the hold)",
+            }),
+            (Parameter("user_id", "path", PathSegment, "the events' `user.user_id`", required=True),
+             TENANT),
+        ),
+        Operation(
+            "/v1/subjects/{user_id}/export", "get", "exportSubject", "privacy",
+            "Every event of a user, each with its leaf, salt and inclusion proof against a "
+            "checkpoint issued for the export (`scr ledger verify --export` checks it offline)",
+            "admin",
+            {200: _json(answers.SubjectExport, "the export")},
+            _merge(KEYED, SPANNING, {
+                400: "user_id over 256 characters",
+                404: "no event of this user is stored encrypted in the tenant",
+                409: "encryption at rest is off (no master key)",
+                503: "the store keeps no Merkle trees (PostgreSQL), or " + UNAVAILABLE,
+            }),
+            (Parameter("user_id", "path", PathSegment, "the events' `user.user_id`", required=True),
+             TENANT),
+        ),
         # ----- route
         Operation(
             "/v1/destinations", "get", "listDestinations", "route",
@@ -574,7 +603,7 @@ def document() -> dict[str, Any]:
             ),
         },
         "tags": [{"name": name} for name in
-                 ("capture", "events", "route", "ledger", "audit", "canon", "cluster", "operate")],
+                 ("capture", "events", "privacy", "route", "ledger", "audit", "canon", "cluster", "operate")],
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer",

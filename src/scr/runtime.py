@@ -17,6 +17,7 @@ from scr.config import Config
 from scr.log.commit import Committer, Outcome, Submission
 from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
+from scr.privacy.subjects import Subjects
 from scr.route.control import Destinations
 from scr.route.worker import DestinationWorker
 from scr.security.auth import Authenticator
@@ -39,6 +40,7 @@ class Runtime:
     # the destinations' workers when they run in this process (else empty: the reader
     # processes run them)
     workers: dict[str, DestinationWorker] = field(default_factory=dict)
+    subjects: Subjects | None = None  # set when encryption is on (scr.privacy)
     bus: BusInstance | None = None  # set with `bus:` (scale-out): events go through JetStream
     # Run after the committer has stopped, in order (the ledger's checkpoint thread).
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)

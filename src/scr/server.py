@@ -43,6 +43,10 @@ from scr.ledger import install as install_ledger
 from scr.log.commit import Committed, Committer
 from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
+from scr.privacy.opening import EventOpener
+from scr.privacy.routes import subject_routes
+from scr.privacy.sealer import Sealer
+from scr.privacy.setup import open_subjects
 from scr.route.control import (
     DELIVERY_STATUSES,
     LocalDestinations,
@@ -59,6 +63,7 @@ from scr.security.audit_api import get_audit
 from scr.security.auth import Authenticator
 from scr.serve.status import ProcessesCollector, not_running, read_status
 from scr.store import open_store
+from scr.store.records import StoredEntry
 
 log = logging.getLogger("scr.server")
 
@@ -103,8 +108,16 @@ async def get_event(request: Request) -> Response:
     stored = await asyncio.to_thread(runtime.store.find_event, tenant, event_id)
     if stored is None:
         raise NotFound(f"no event '{event_id}'")
-    entry = msgspec.json.decode(stored.entry)
-    return JSONResponse({"event": entry["payload"], "ledger": _ledger_view(stored)})
+    return JSONResponse({"event": _event_json(runtime, stored), "ledger": _ledger_view(stored)})
+
+
+def _event_json(runtime: Runtime, stored: StoredEntry) -> dict[str, Any]:
+    """A stored event as the API shows it: sealed personal fields opened (``scr.privacy``)."""
+    entry: dict[str, Any] = msgspec.json.decode(stored.entry)
+    if entry.get("seal") is not None and runtime.tail.opener is not None:
+        return runtime.tail.opener.open_json(stored.tenant, entry)
+    payload: dict[str, Any] = entry["payload"]
+    return payload
 
 
 async def get_session(request: Request) -> Response:
@@ -114,7 +127,7 @@ async def get_session(request: Request) -> Response:
     rows = await asyncio.to_thread(runtime.store.session_entries, tenant, session_id)
     events = []
     for row in rows:
-        payload = msgspec.json.decode(row.entry)["payload"]
+        payload = _event_json(runtime, row)
         if payload["session"]["session_id"] == session_id:  # the key is a hash: check exactly
             events.append({"event": payload, "ledger": _ledger_view(row)})
     if not events:
@@ -425,6 +438,14 @@ def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None,
     committer = Committer(
         store, config.capture.buffer_size, config.validation.deduplication_window_sec
     )
+    try:
+        subjects = open_subjects(config, store)
+    except BaseException:
+        store.close()
+        raise
+    if subjects is not None:  # personal fields are sealed in, and opened on the way out
+        committer.sealer = Sealer(subjects)
+        tail.opener = EventOpener(subjects)
     auth = Authenticator(store, config.validation.require_authentication)
     workers: dict[str, DestinationWorker] = {}
     if readers is None:
@@ -434,6 +455,7 @@ def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None,
             )
     destinations = readers or LocalDestinations(workers, store, committer, metrics_)
     runtime = Runtime(config, data_dir, store, committer, tail, auth, metrics_, destinations, workers)
+    runtime.subjects = subjects
     runtime.bus = bus_instance(
         config, committer, metrics_, store, tail, url, DIGEST_BYTES, store_uri
     )
@@ -500,6 +522,7 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
     routes += install_ledger(runtime)
     routes += browser_routes(runtime)
     routes += otlp_routes(runtime)
+    routes += subject_routes(runtime)
     routes += canon_routes(_canon_for(runtime), _authorize(runtime))
     routes += cluster_routes(
         runtime.bus, runtime.principal, config.cluster.partitions,

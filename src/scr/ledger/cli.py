@@ -19,6 +19,7 @@ from scr.ledger.report import EXIT_TAMPERED, EXIT_UNVERIFIABLE, EXIT_VERIFIED, R
 from scr.ledger.sources import DataSource, HttpSource, LedgerSource, SourceError
 from scr.ledger.verify import verify_data
 from scr.log.checkpoint import CheckpointError
+from scr.privacy.export import verify_export
 
 DEFAULT_URL = "http://127.0.0.1:8787"
 MAX_LISTED_FINDINGS = 50
@@ -78,24 +79,30 @@ def verify(
         str | None,
         typer.Option("--store", help="A PostgreSQL store (postgresql://…): check every tenant's chain."),
     ] = None,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="A subject's export (GET /v1/subjects/{user_id}/export).")
+    ] = None,
     verifier_key: VerifierKeyOption = None,
 ) -> None:
-    """Re-check every entry hash, the chain, the trees and every checkpoint (or one bundle)."""
-    if [data, bundle, store].count(None) != 2:
-        typer.echo("give exactly one of --data DIR, --bundle FILE or --store URI", err=True)
+    """Re-check every entry hash, the chain, the trees and every checkpoint (or one bundle,
+    or one subject's export)."""
+    if [data, bundle, store, export].count(None) != 3:
+        typer.echo("give exactly one of --data DIR, --bundle FILE, --export FILE or --store URI", err=True)
         raise typer.Exit(EXIT_UNVERIFIABLE)
     key = _verifier_key(verifier_key)
     if store is not None:
         report = _verify_store(store)
         _print_report(report, _redacted(store))
-    elif bundle is not None:
+    elif bundle is not None or export is not None:
+        document = bundle or export
+        assert document is not None
         try:
-            raw = bundle.read_bytes()
+            raw = document.read_bytes()
         except OSError as error:
-            typer.echo(f"cannot read {bundle}: {error}", err=True)
+            typer.echo(f"cannot read {document}: {error}", err=True)
             raise typer.Exit(EXIT_UNVERIFIABLE) from None
-        report = verify_bundle(raw, key)
-        _print_report(report, str(bundle))
+        report = verify_bundle(raw, key) if bundle is not None else verify_export(raw, key)
+        _print_report(report, str(document))
     else:
         assert data is not None
         report = verify_data(data, key)

@@ -85,6 +85,10 @@ class LedgerService:
 
     # ----- answers ------------------------------------------------------------------------------
 
+    def verifier_key(self) -> str:
+        """The public key this instance signs checkpoints with."""
+        return self.signer.verifier_key()
+
     async def newest_checkpoint(self, tenant: str) -> StoredCheckpoint:
         """The tenant's newest checkpoint, issuing the first one if there is none yet."""
         await self._ensure_rhythm()

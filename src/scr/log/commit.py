@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -101,6 +101,24 @@ class _Pending:
     key_order: list[EventKey] = field(default_factory=list)
 
 
+class Sealing(Protocol):
+    """Seals events' personal fields in the writer's transaction (``scr.privacy.sealer``)."""
+
+    def seal(self, tx: Transaction, event: Event) -> tuple[bytes, Any, str]:
+        """(the event's stored payload bytes, its seal, its subject); may store a new key in ``tx``."""
+
+    def mark(self) -> int: ...
+
+    def restore(self, mark: int) -> None:
+        """Forget what was sealed since ``mark`` (its write was rolled back)."""
+
+    def settle(self, committed: bool) -> None:
+        """The group commit ended, committed or not."""
+
+    def forget(self, tenant: str, subject: str) -> None:
+        """The subject's keys were destroyed: seal its next event under a new one."""
+
+
 def utc_now() -> str:
     """Now as RFC 3339 UTC with microseconds (entry times sort as text)."""
     return datetime.now(UTC).strftime(ENTRY_TIME_FORMAT)
@@ -120,6 +138,7 @@ class Committer:
         self.recent = RecentKeys(dedup_window_s)
         self.append_hooks: list[AppendHook] = []
         self.commit_hooks: list[CommitHook] = []
+        self.sealer: Sealing | None = None  # set when encryption is on (scr.privacy)
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="scr-committer", daemon=True)
         self._tx: Transaction | None = None
@@ -234,6 +253,7 @@ class Committer:
         seqs = iter(self.store.reserve_seqs(tx, len(fresh)))
         outcomes: list[tuple[Outcome, int]] = []
         rows: list[NewEntry] = []
+        subjects: list[tuple[str, str, int]] = []
         ts = utc_now()
         for key, sub in zip(keys, submissions, strict=True):
             hit = known.get(key)
@@ -241,20 +261,27 @@ class Committer:
                 same = hit.payload_digest == sub.digest
                 outcomes.append((Outcome.DUPLICATE if same else Outcome.CONFLICT, hit.seq))
                 continue
-            hit = self._append_one(sub, next(seqs), ts, rows)
+            hit = self._append_one(tx, sub, next(seqs), ts, rows, subjects)
             known[key] = pending_keys[key] = hit
             self._pending.key_order.append(key)
             outcomes.append((Outcome.ACCEPTED, hit.seq))
         self.store.append(tx, rows)
+        if subjects:
+            self.store.add_subject_entries(tx, subjects)
         return outcomes
 
-    def _append_one(self, sub: Submission, seq: int, ts: str, rows: list[NewEntry]) -> Hit:
+    def _append_one(self, tx: Transaction, sub: Submission, seq: int, ts: str,
+                    rows: list[NewEntry], subjects: list[tuple[str, str, int]]) -> Hit:
         event = sub.event
         tenant = event.user.organization_id
         count, previous = self._head(tenant)
+        payload, seal = sub.payload, None
+        if self.sealer is not None:
+            payload, seal, subject = self.sealer.seal(tx, event)
+            subjects.append((tenant, subject, seq))
         entry = LedgerEntry(
             seq, ts, sub.actor, tenant, SESSION_COMPLETION,
-            msgspec.Raw(sub.payload), Provenance(sub.source, event.event_id, sub.actor),
+            msgspec.Raw(payload), Provenance(sub.source, event.event_id, sub.actor), seal,
         )
         stored = entry_bytes(entry)
         digest = chain_hash(previous, stored)
@@ -317,6 +344,8 @@ class Committer:
             tx.commit()
         except Exception as error:  # the store or an append hook failed: nothing is committed
             log.error("commit failed: %s", error)
+            if self.sealer is not None:
+                self.sealer.settle(committed=False)
             self.healthy, self.last_error = False, str(error)
             tx.rollback()
             self._pending = _Pending()
@@ -326,6 +355,8 @@ class Committer:
                 work.done(None, failure)
             return
         self.healthy, self.last_error = True, ""
+        if self.sealer is not None:
+            self.sealer.settle(committed=True)
         self.groups += 1
         self._heads.update(self._pending.heads)
         self.recent.add(self._pending.keys)
@@ -337,13 +368,16 @@ class Committer:
             for commit_hook in self.commit_hooks:
                 commit_hook(committed)
 
-    def _mark(self) -> tuple[dict[str, tuple[int, bytes]], int, int]:
+    def _mark(self) -> tuple[dict[str, tuple[int, bytes]], int, int, int]:
         p = self._pending
-        return (dict(p.heads), len(p.committed), len(p.key_order))
+        sealed = self.sealer.mark() if self.sealer is not None else 0
+        return (dict(p.heads), len(p.committed), len(p.key_order), sealed)
 
-    def _restore(self, mark: tuple[dict[str, tuple[int, bytes]], int, int]) -> None:
+    def _restore(self, mark: tuple[dict[str, tuple[int, bytes]], int, int, int]) -> None:
         """Forget what a failed write added to the open transaction's state."""
-        heads, committed, keys = mark
+        heads, committed, keys, sealed = mark
+        if self.sealer is not None:
+            self.sealer.restore(sealed)
         p = self._pending
         p.heads = heads
         del p.committed[committed:]

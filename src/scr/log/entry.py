@@ -50,8 +50,13 @@ class Provenance(msgspec.Struct, frozen=True, gc=False):
     author: str
 
 
-class LedgerEntry(msgspec.Struct, frozen=True, gc=False):
-    """One appended fact. ``id`` is the global ledger sequence number (from 1)."""
+class LedgerEntry(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One appended fact. ``id`` is the global ledger sequence number (from 1).
+
+    ``seal`` (the sealed personal fields of an event, ``scr.privacy.sealing``) is there only
+    when encryption is on; an entry without it has the same bytes as before it existed, so
+    every leaf ever written keeps its hash.
+    """
 
     id: int
     ts: str
@@ -60,6 +65,7 @@ class LedgerEntry(msgspec.Struct, frozen=True, gc=False):
     kind: str
     payload: Any
     provenance: Provenance
+    seal: Any = None
 
 
 def entry_bytes(entry: LedgerEntry) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 import msgspec
 
@@ -32,16 +33,34 @@ class _EventEntry(msgspec.Struct, gc=False):
     kind: str
     payload: Event
     provenance: Provenance
+    seal: Any = None  # sealed personal fields (scr.privacy)
+
+
+class Opening(Protocol):
+    """Opens sealed events (``scr.privacy.opening.EventOpener``)."""
+
+    def open(self, event: Event, seal: Any) -> Event:
+        """The event with its personal fields (as ledgered when its subject was erased)."""
+
+    def open_json(self, tenant: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """A stored entry's event JSON, as the API shows it."""
+
+    def forget(self, tenant: str, subject: str) -> None:
+        """Drop the subject's keys (it was erased)."""
 
 
 _event_entry = msgspec.json.Decoder(_EventEntry)
 
 
-def from_store(row: StoredEntry) -> Committed:
-    """A stored row as a consumer sees it."""
+def from_store(row: StoredEntry, opener: Opening | None = None) -> Committed:
+    """A stored row as a consumer sees it (a sealed event opened by ``opener``; without one
+    it stays as ledgered, without its personal fields)."""
     event = None
     if row.kind == Kind.SESSION_COMPLETION.value:
-        event = _event_entry.decode(row.entry).payload
+        decoded = _event_entry.decode(row.entry)
+        event = decoded.payload
+        if decoded.seal is not None and opener is not None:
+            event = opener.open(event, decoded.seal)
     return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, event)
 
 
@@ -57,6 +76,7 @@ class LedgerTail:
 
     def __init__(self, store: Store, capacity: int = TAIL_ENTRIES) -> None:
         self.store = store
+        self.opener: Opening | None = None  # set when encryption is on (scr.privacy)
         self._entries: deque[Committed] = deque(maxlen=capacity)
         self.head_seq = store.last_seq()
         self._changed = asyncio.Event()
@@ -85,6 +105,13 @@ class LedgerTail:
             self._changed.set()
             self._changed = asyncio.Event()
 
+    def forget(self, tenant: str, subject: str) -> None:
+        """A subject was erased: drop every entry held (they may hold its fields opened;
+        consumers read them again from the store) and its keys."""
+        self._entries.clear()
+        if self.opener is not None:
+            self.opener.forget(tenant, subject)
+
     async def wait_beyond(self, seq: int, timeout_s: float | None = None) -> bool:
         """Wait until an entry after ``seq`` is committed; False on timeout."""
         while self.head_seq <= seq:
@@ -102,4 +129,4 @@ class LedgerTail:
             # seqs are dense in the tail, so the position is the offset from the first
             return [entries[i] for i in range(start, min(start + limit, len(entries)))]
         rows = await asyncio.to_thread(self.store.entries_after, after_seq, limit)
-        return [from_store(row) for row in rows]
+        return [from_store(row, self.opener) for row in rows]

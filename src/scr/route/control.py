@@ -69,6 +69,9 @@ class Destinations(Protocol):
     async def refresh_gauges(self) -> None:
         """Bring the lag and oldest-pending gauges up to date before ``/metrics`` renders."""
 
+    async def forget(self, tenant: str, subject: str) -> None:
+        """A subject was erased: drop what the workers hold of it in memory (``scr.privacy``)."""
+
 
 class RemoteDestinations(Destinations, Protocol):
     """Destinations whose workers run in other processes of this instance."""
@@ -128,6 +131,9 @@ class LocalDestinations:
                               ask.from_, ask.to, ask.status, MAX_REPLAY_EVENTS)
         worker.wake()
         return count
+
+    async def forget(self, tenant: str, subject: str) -> None:
+        """Nothing here: the workers read this process's tail, which the caller clears."""
 
     async def refresh_gauges(self) -> None:
         for worker in self.workers.values():

@@ -41,7 +41,8 @@ def _entries(
     return [
         e for e in entries
         if (e.seq in rows and rows[e.seq].status == "delivered")
-        or (e.seq not in rows and e.seq <= worker.cursor and worker.chooses(from_store(e)))
+        or (e.seq not in rows and e.seq <= worker.cursor
+            and worker.chooses(from_store(e, worker.tail.opener)))
     ]
 
 
@@ -66,7 +67,7 @@ async def requeue(
     stamp, due = utc_now(), now_ms()
     rows = []
     for stored in entries:
-        entry = from_store(stored)
+        entry = from_store(stored, worker.tail.opener)
         assert entry.event is not None
         previous = existing.get(stored.seq)
         hook = previous.webhook_id if previous else webhook_id(worker.name, entry.event.event_id)

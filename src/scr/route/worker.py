@@ -543,7 +543,7 @@ class DestinationWorker:
             if stored is None:
                 continue
             delivery = groups.setdefault(row.webhook_id, Delivery(row.webhook_id, [], []))
-            delivery.entries.append(from_store(stored))
+            delivery.entries.append(from_store(stored, self.tail.opener))
             delivery.attempts.append(row.attempts)
         deliveries = list(groups.values())
         attempts = await asyncio.gather(*(self._send(d) for d in deliveries))

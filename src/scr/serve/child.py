@@ -64,7 +64,8 @@ def load_settings(args: ChildArgs) -> Config:
 
 def prepared(args: ChildArgs, build: Callable[[Config, str | None], T]) -> tuple[Config, T] | None:
     """The config and what ``build`` makes of it and the store's address; None (logged) on a
-    start-up error: a config that cannot be read, or a store that cannot be opened."""
+    start-up error: a config that cannot be read, a store that cannot be opened, or a master
+    key that does not fit it."""
     import psycopg
     import psycopg_pool
 
@@ -78,6 +79,9 @@ def prepared(args: ChildArgs, build: Callable[[Config, str | None], T]) -> tuple
     store_uri = args.store or settings.store
     try:
         return settings, build(settings, store_uri)
+    except ConfigError as error:  # the master key, say (scr.privacy.setup)
+        log.error("config error: %s", error.message)
+        return None
     except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
         log.error("cannot open the store %s: %s", redact(store_uri) if store_uri else args.data, error)
         return None

@@ -25,12 +25,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scr.bus.instance import shares_partitions
-from scr.config import ClusterConfig, DestinationConfig
+from scr.config import ClusterConfig, Config, DestinationConfig
 from scr.errors import NotFound, ScrError
 from scr.httpio import JSONResponse, read_body
 from scr.log.commit import Committer
 from scr.log.tail import LedgerTail, from_store
 from scr.metrics import Metrics
+from scr.privacy.opening import EventOpener
+from scr.privacy.setup import open_subjects
+from scr.privacy.subjects import Subjects
 from scr.route.control import LocalDestinations, ReplayRequest
 from scr.route.placement import Placement
 from scr.route.worker import DestinationWorker
@@ -78,6 +81,11 @@ class OwnedLease:
                     log.warning("cannot stop the destinations of a lapsed lease: %s", error)
 
 
+class ForgetCall(msgspec.Struct, forbid_unknown_fields=True):
+    tenant: str
+    subject: str
+
+
 class ReplayCall(msgspec.Struct, forbid_unknown_fields=True):
     acting: Acting
     request: ReplayRequest
@@ -111,7 +119,7 @@ class Follower:
             rows = await asyncio.to_thread(self.store.entries_after, self.tail.head_seq, FETCH_ENTRIES)
             if not rows:
                 return
-            self.tail.extend([from_store(row) for row in rows])
+            self.tail.extend([from_store(row, self.tail.opener) for row in rows])
 
 
 def run_reader(args: ChildArgs) -> int:
@@ -120,13 +128,14 @@ def run_reader(args: ChildArgs) -> int:
     process = args.title.removeprefix("scr: reader ")
     socket_dir = Path(args.socket_dir)
     data_dir = Path(args.data)
-    ready = prepared(args, lambda settings, store_uri: open_store(
-        data_dir, store_uri, settings.cluster.partitions, settings.store_pool))
+    ready = prepared(args, lambda settings, store_uri: _open(data_dir, settings, store_uri))
     if ready is None:
         return EXIT_START_ERROR
-    settings, store = ready
+    settings, (store, subjects) = ready
     metrics = Metrics()
     tail = LedgerTail(store)
+    if subjects is not None:  # the destinations receive sealed fields opened
+        tail.opener = EventOpener(subjects)
     # the destinations read the store and write through the one writer (scr.serve.writes)
     remote = RemoteCommitter(writes_path(socket_dir))
     committer = cast(Committer, remote)
@@ -169,14 +178,24 @@ def run_reader(args: ChildArgs) -> int:
 
     calm_the_collector()
     server = uvicorn.Server(uvicorn.Config(
-        _control_app(destinations, lease), log_level=args.log_level, access_log=False,
+        _control_app(destinations, lease, tail), log_level=args.log_level, access_log=False,
         loop="uvloop", http="httptools", timeout_graceful_shutdown=int(args.drain_timeout_s),
     ))
     serve_and_tell(server, args.ready_fd, [control], before=start, after=stop)
     return 0 if server.started else 1
 
 
-def _control_app(destinations: LocalDestinations, lease: OwnedLease | None) -> Starlette:
+def _open(data_dir: Path, settings: Config, store_uri: str | None) -> tuple[Store, Subjects | None]:
+    """The store, and its subjects when encryption is on (the master key checked)."""
+    store = open_store(data_dir, store_uri, settings.cluster.partitions, settings.store_pool)
+    try:
+        return store, open_subjects(settings, store)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _control_app(destinations: LocalDestinations, lease: OwnedLease | None, tail: LedgerTail) -> Starlette:
     """What the edge asks of this process's destinations (``scr.serve.readers``)."""
 
     async def views(request: Request) -> Response:
@@ -197,6 +216,11 @@ def _control_app(destinations: LocalDestinations, lease: OwnedLease | None) -> S
         await lease.grant(set(partitions))
         return JSONResponse({})
 
+    async def forget(request: Request) -> Response:
+        call = msgspec.json.decode(await read_body(request, MAX_CONTROL_BODY_BYTES), type=ForgetCall)
+        tail.forget(call.tenant, call.subject)
+        return JSONResponse({})
+
     async def gauges(request: Request) -> Response:
         await destinations.refresh_gauges()
         return JSONResponse({})
@@ -211,6 +235,7 @@ def _control_app(destinations: LocalDestinations, lease: OwnedLease | None) -> S
             Route("/destinations/{name}/enable", enable, methods=["POST"]),
             Route("/replay", replay, methods=["POST"]),
             Route("/owned", owned, methods=["POST"]),
+            Route("/forget", forget, methods=["POST"]),
             Route("/gauges", gauges, methods=["POST"]),
         ],
         exception_handlers={ScrError: error},

@@ -151,6 +151,13 @@ class ReaderSet:
         requeued: int = msgspec.json.decode(answer)["requeued"]
         return requeued
 
+    async def forget(self, tenant: str, subject: str) -> None:
+        """Each reader drops its tail and the subject's keys; one that does not answer is
+        restarting, and starts with neither."""
+        body = msgspec.json.encode({"tenant": tenant, "subject": subject})
+        await asyncio.gather(*(self._call(p, "POST", "/forget", body) for p in self.processes),
+                             return_exceptions=True)
+
     async def refresh_gauges(self) -> None:
         """Each reader sets its gauges; one that does not answer keeps its last ones (its
         ``scr_process_up`` tells why), and ``/metrics`` still answers."""

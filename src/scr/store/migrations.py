@@ -107,6 +107,20 @@ CREATE INDEX attempts_destination ON attempts (destination, id);
 """
 
 
+PRIVACY = """
+CREATE TABLE privacy (name text PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE subject_keys (
+    tenant text NOT NULL, subject text NOT NULL, generation integer NOT NULL,
+    wrapped bytea, created_at timestamptz NOT NULL DEFAULT now(), erased_at text,
+    PRIMARY KEY (tenant, subject, generation)
+);
+CREATE TABLE subject_entries (
+    tenant text NOT NULL, subject text NOT NULL, seq bigint NOT NULL,
+    PRIMARY KEY (tenant, subject, seq)
+);
+"""
+
+
 def _vector_if_available(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
     """pgvector for the embedding index, where the server has it (pgserver ships it); a
     server without it still runs every other part of scr."""
@@ -128,6 +142,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "backend_pid integer NOT NULL, partitions integer[] NOT NULL DEFAULT '{}', "
         "started_at timestamptz NOT NULL, heartbeat_at timestamptz NOT NULL)"
     )),
+    # the privacy issue (scr.privacy): the master key's check value, subjects' data keys
+    Migration(6, "privacy: subject keys and the sealed events of each subject", _sql(PRIVACY)),
 )
 
 

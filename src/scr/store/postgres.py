@@ -506,6 +506,61 @@ class PostgresStore:
                 for d, w, seqs, a, st, e, lat, r, ts in rows]
 
 
+    # ----- privacy (scr.privacy) ------------------------------------------------------------
+
+    def privacy_value(self, name: str) -> bytes | None:
+        rows = self._read("SELECT value FROM privacy WHERE name = %s", (name,))
+        return bytes(rows[0][0]) if rows else None
+
+    def set_privacy_values(self, values: dict[str, bytes]) -> None:
+        """Record values not yet recorded (a value once written is kept)."""
+        with self._pool.connection() as conn, conn.transaction():
+            for name, value in values.items():
+                conn.execute("INSERT INTO privacy VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                             (name, value))
+
+    def subject_keys(
+        self, tenant: str, subject: str, tx: Transaction | None = None
+    ) -> dict[int, bytes | None]:
+        sql = "SELECT generation, wrapped FROM subject_keys WHERE tenant = %s AND subject = %s"
+        rows = (_conn(tx).execute(sql, (tenant, subject)).fetchall() if tx is not None
+                else self._read(sql, (tenant, subject)))
+        return {g: None if w is None else bytes(w) for g, w in rows}
+
+    def add_subject_key(self, tx: Transaction, tenant: str, subject: str, generation: int,
+                        wrapped: bytes) -> None:
+        _conn(tx).execute(
+            "INSERT INTO subject_keys (tenant, subject, generation, wrapped) VALUES (%s, %s, %s, %s)",
+            (tenant, subject, generation, wrapped),
+        )
+
+    def erase_subject_keys(self, tx: Transaction, tenant: str, subject: str, erased_at: str) -> int:
+        cursor = _conn(tx).execute(
+            "UPDATE subject_keys SET wrapped = NULL, erased_at = %s "
+            "WHERE tenant = %s AND subject = %s AND wrapped IS NOT NULL",
+            (erased_at, tenant, subject),
+        )
+        return cursor.rowcount
+
+    def scrub(self) -> bool:
+        """Vacuum the subjects' keys: the row versions an erasure replaced are removed (the
+        server's own WAL and backups are the operator's to age out)."""
+        with self._pool.connection() as conn:
+            conn.execute("VACUUM subject_keys")
+        return True
+
+    def add_subject_entries(self, tx: Transaction, rows: Sequence[tuple[str, str, int]]) -> None:
+        with _conn(tx).cursor() as cursor:
+            cursor.executemany("INSERT INTO subject_entries VALUES (%s, %s, %s)", rows)
+
+    def subject_entries(self, tenant: str, subject: str) -> list[int]:
+        rows = self._read(
+            "SELECT seq FROM subject_entries WHERE tenant = %s AND subject = %s ORDER BY seq",
+            (tenant, subject),
+        )
+        return [int(seq) for (seq,) in rows]
+
+
 def _entry(row: Sequence[Any]) -> StoredEntry:
     seq, tenant, tenant_seq, kind, ts, event_id, entry, digest = row
     return StoredEntry(int(seq), tenant, int(tenant_seq), kind, ts, event_id, bytes(entry), bytes(digest))

@@ -183,3 +183,32 @@ class Store(Protocol):
 
     def recent_attempts(self, destination: str | None, limit: int) -> list[AttemptRow]:
         """The newest attempts, newest first."""
+
+    # ----- privacy (scr.privacy) ------------------------------------------------------------
+
+    def privacy_value(self, name: str) -> bytes | None:
+        """A value of the privacy set-up (the master key's check value, the wrapped hash key)."""
+
+    def set_privacy_values(self, values: dict[str, bytes]) -> None:
+        """Record those of ``values`` not recorded yet, in a transaction of their own."""
+
+    def subject_keys(
+        self, tenant: str, subject: str, tx: Transaction | None = None
+    ) -> dict[int, bytes | None]:
+        """A subject's wrapped data keys by generation (None: erased); in ``tx`` when given."""
+
+    def add_subject_key(self, tx: Transaction, tenant: str, subject: str, generation: int,
+                        wrapped: bytes) -> None: ...
+
+    def erase_subject_keys(self, tx: Transaction, tenant: str, subject: str, erased_at: str) -> int:
+        """Destroy every stored data key of the subject; how many there were."""
+
+    def scrub(self) -> bool:
+        """Remove older copies of what the writer overwrote (an erased key) from the store's
+        files; False if it could not now."""
+
+    def add_subject_entries(self, tx: Transaction, rows: Sequence[tuple[str, str, int]]) -> None:
+        """Record (tenant, subject, seq) of sealed events."""
+
+    def subject_entries(self, tenant: str, subject: str) -> list[int]:
+        """The seqs of a subject's sealed events, in order."""

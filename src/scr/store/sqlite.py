@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,7 @@ SIDE_CACHE_KIB = 8_192
 # Keeps each IN (...) query under SQLite's bound-parameter limit.
 MAX_QUERY_PARAMS = 900
 WAL_CHECKPOINT_S = 1.0
+SCRUB_TRIES, SCRUB_PAUSE_S = 50, 0.1  # an erasure's WAL truncation waits up to 5 s for readers
 # A checkpoint round is repeated (at most CATCH_UP_ROUNDS times) until the writer has added no
 # more than TRAILING_FRAMES pages during it; the writer copies those itself.
 CATCH_UP_ROUNDS = 4
@@ -130,6 +132,18 @@ CREATE TABLE IF NOT EXISTS attempts (
     ts TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_destination ON attempts (destination, id);
+-- Privacy (scr.privacy): the master key's check value and the wrapped hash key; the
+-- subjects' wrapped data keys (NULL once erased); the sealed events of each subject.
+CREATE TABLE IF NOT EXISTS privacy (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subject_keys (
+    tenant TEXT NOT NULL, subject TEXT NOT NULL, generation INTEGER NOT NULL,
+    wrapped BLOB, created_at TEXT NOT NULL, erased_at TEXT,
+    PRIMARY KEY (tenant, subject, generation)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subject_entries (
+    tenant TEXT NOT NULL, subject TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (tenant, subject, seq)
+) WITHOUT ROWID;
 """
 
 
@@ -154,6 +168,9 @@ class SqliteWriter:
 
     def __init__(self, store: SqliteStore) -> None:
         self.conn = store._open(WRITE_CACHE_KIB)
+        # what the writer deletes or overwrites is zeroed in the file (an erased subject's
+        # wrapped data key, scr.privacy), not left in free pages
+        self.conn.execute("PRAGMA secure_delete = ON")
         # WAL checkpoints run on their own thread, off the commit path (see _checkpoint_wal).
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         self.conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
@@ -685,6 +702,74 @@ class SqliteStore:
         ).fetchall()
         return [AttemptRow(d, w, unpack_seqs(s), a, st, e, lat, r, ts)
                 for d, w, s, a, st, e, lat, r, ts in rows]
+
+
+    # ----- privacy (scr.privacy) ------------------------------------------------------------
+
+    def privacy_value(self, name: str) -> bytes | None:
+        row = self._reader().execute("SELECT value FROM privacy WHERE name = ?", (name,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_privacy_values(self, values: dict[str, bytes]) -> None:
+        """Record values not yet recorded (a value once written is kept), in a transaction
+        of their own (at start-up, before the writer runs)."""
+        conn = self._open(SIDE_CACHE_KIB)
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT OR IGNORE INTO privacy VALUES (?, ?)", list(values.items()))
+        finally:
+            conn.close()
+
+    def subject_keys(
+        self, tenant: str, subject: str, tx: Transaction | None = None
+    ) -> dict[int, bytes | None]:
+        conn = _conn(tx) if tx is not None else self._reader()
+        rows = conn.execute(
+            "SELECT generation, wrapped FROM subject_keys WHERE tenant = ? AND subject = ?",
+            (tenant, subject),
+        ).fetchall()
+        return {g: None if w is None else bytes(w) for g, w in rows}
+
+    def add_subject_key(self, tx: Transaction, tenant: str, subject: str, generation: int,
+                        wrapped: bytes) -> None:
+        _conn(tx).execute(
+            "INSERT INTO subject_keys (tenant, subject, generation, wrapped, created_at) "
+            "VALUES (?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+            (tenant, subject, generation, wrapped),
+        )
+
+    def erase_subject_keys(self, tx: Transaction, tenant: str, subject: str, erased_at: str) -> int:
+        cursor = _conn(tx).execute(
+            "UPDATE subject_keys SET wrapped = NULL, erased_at = ? "
+            "WHERE tenant = ? AND subject = ? AND wrapped IS NOT NULL",
+            (erased_at, tenant, subject),
+        )
+        return cursor.rowcount
+
+    def scrub(self) -> bool:
+        """Copy the WAL into the database and empty it, so that no older copy of an
+        overwritten page (an erased key) stays in a file; False if readers kept it busy."""
+        conn = self._open(SIDE_CACHE_KIB)
+        try:
+            for _ in range(SCRUB_TRIES):
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return True
+                time.sleep(SCRUB_PAUSE_S)
+            return False
+        finally:
+            conn.close()
+
+    def add_subject_entries(self, tx: Transaction, rows: Sequence[tuple[str, str, int]]) -> None:
+        _conn(tx).executemany("INSERT INTO subject_entries VALUES (?, ?, ?)", rows)
+
+    def subject_entries(self, tenant: str, subject: str) -> list[int]:
+        rows = self._reader().execute(
+            "SELECT seq FROM subject_entries WHERE tenant = ? AND subject = ? ORDER BY seq",
+            (tenant, subject),
+        ).fetchall()
+        return [seq for (seq,) in rows]
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:

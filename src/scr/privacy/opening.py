@@ -1,0 +1,65 @@
+"""Opening sealed events on the way out: reads, deliveries, replays and exports.
+
+An event whose subject was erased has no key left: the API shows it with its personal
+fields ``null`` and ``"erased": true``, and destinations receive it as ledgered (the user id
+is the subject's keyed hash, the other personal fields are gone).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from scr.privacy.sealing import (
+    FINAL_MESSAGE,
+    SOURCE_IP,
+    TAG_PREFIX,
+    USER_ID,
+    Seal,
+    erased,
+    open_seal,
+    restored,
+)
+from scr.privacy.subjects import Opener, Subjects
+from scr.schema import Event
+
+
+class EventOpener:
+    """Opens sealed events with the subjects' keys (``scr.log.tail.Opening``)."""
+
+    def __init__(self, subjects: Subjects) -> None:
+        self.keys = Opener(subjects)
+
+    def values(self, tenant: str, event_id: str, seal: Any) -> dict[str, str] | None:
+        """The sealed fields in plaintext; None when the subject was erased."""
+        sealed = msgspec.convert(seal, Seal)
+        key = self.keys.key(tenant, sealed.subject, sealed.g)
+        return None if key is None else open_seal(sealed, event_id, key)
+
+    def open(self, event: Event, seal: Any) -> Event:
+        values = self.values(event.user.organization_id, event.event_id, seal)
+        return event if values is None else restored(event, values)
+
+    def forget(self, tenant: str, subject: str) -> None:
+        self.keys.forget(tenant, subject)
+
+    def open_json(self, tenant: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """A stored entry's event as the API shows it."""
+        payload: dict[str, Any] = entry["payload"]
+        seal = entry.get("seal")
+        if seal is None:
+            return payload
+        values = self.values(tenant, payload["event_id"], seal)
+        if values is None:
+            return erased(payload)
+        payload["user"]["user_id"] = values[USER_ID]
+        if FINAL_MESSAGE in values:
+            payload["outcome"]["final_message"] = values[FINAL_MESSAGE]
+        metadata = payload.setdefault("metadata", {})
+        if SOURCE_IP in values:
+            metadata["source_ip"] = values[SOURCE_IP]
+        for path, value in values.items():
+            if path.startswith(TAG_PREFIX):
+                metadata["custom_tags"][path.removeprefix(TAG_PREFIX)] = value
+        return payload

@@ -1,0 +1,148 @@
+"""The subjects' keys: a keyed hash names each subject, a data key per subject seals its data.
+
+A subject is a tenant's user. Its name in the ledger, the store and every lookup is
+``HMAC-SHA256(hash key, tenant, user_id)`` (16 bytes in hex), never the user id: the hash
+key is random, made once per data folder or database and kept wrapped by the master key, so
+the names stay the same when the master key is rotated.
+
+Each subject has a random 256-bit data key per *generation*, wrapped by the master key and
+bound to the tenant and subject. Erasure destroys the stored key (its row keeps the
+generation and the time); events of the same user that come later get a new generation.
+
+``Subjects.open`` checks the master key against the check value stored with the data on
+its first start (``MasterKeyError`` if another key is configured). The writer seals with a
+``KeyRing`` (keys made in a group commit are forgotten if the group fails); every other
+process opens sealed fields with an ``Opener``, whose keys are trusted for ``OPEN_TTL_S``:
+an erasure reaches them within that time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+
+from scr.privacy.master import MasterKey, MasterKeyError
+from scr.store.protocol import Store, Transaction
+
+DATA_KEY_BYTES = 32
+SUBJECT_BYTES = 16
+CHECK_VALUE = "master_check"
+HASH_KEY = "subject_hash_key"
+OPEN_TTL_S = 1.0  # how long a reading process trusts a data key it loaded (erasure's reach)
+MAX_CACHED_KEYS = 100_000  # per process; past it the cache starts over
+
+
+class Subjects:
+    """The subjects of one store, under one master key."""
+
+    def __init__(self, store: Store, master: MasterKey, hash_key: bytes) -> None:
+        self.store, self.master = store, master
+        self._hash_key = hash_key
+
+    @classmethod
+    def open(cls, store: Store, master: MasterKey) -> Subjects:
+        """Check ``master`` against the data (set it up on a first start)."""
+        check, wrapped = store.privacy_value(CHECK_VALUE), store.privacy_value(HASH_KEY)
+        if check is None or wrapped is None:
+            hash_key = os.urandom(DATA_KEY_BYTES)
+            store.set_privacy_values({CHECK_VALUE: master.check_value,
+                                      HASH_KEY: master.wrap(hash_key, HASH_KEY.encode())})
+            # two processes may start at once: whichever wrote first is what counts
+            check, wrapped = store.privacy_value(CHECK_VALUE), store.privacy_value(HASH_KEY)
+            assert check is not None and wrapped is not None
+        if not hmac.compare_digest(check, master.check_value):
+            raise MasterKeyError("the configured master key is not the one this data was written "
+                                 "with (its check value differs)")
+        return cls(store, master, master.unwrap(wrapped, HASH_KEY.encode()))
+
+    def subject_of(self, tenant: str, user_id: str) -> str:
+        """The subject's keyed hash (the tenant's length first: no two pairs give one text)."""
+        text = f"{len(tenant)}:{tenant}{user_id}".encode()
+        return hmac.digest(self._hash_key, text, "sha256")[:SUBJECT_BYTES].hex()
+
+    def unwrap(self, tenant: str, subject: str, wrapped: bytes) -> bytes:
+        return self.master.unwrap(wrapped, _context(tenant, subject))
+
+    def wrap(self, tenant: str, subject: str, key: bytes) -> bytes:
+        return self.master.wrap(key, _context(tenant, subject))
+
+
+class KeyRing:
+    """The writer's data keys for sealing: the newest generation of each subject."""
+
+    def __init__(self, subjects: Subjects) -> None:
+        self.subjects = subjects
+        self._keys: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self._made: list[tuple[str, str]] = []  # made in the open group commit
+
+    def key_for(self, tx: Transaction, tenant: str, subject: str) -> tuple[int, bytes]:
+        """(generation, data key) to seal with; a subject's first (or first after erasure)
+        event makes a new key, stored in ``tx``."""
+        found = self._keys.get((tenant, subject))
+        if found is not None:
+            return found
+        store = self.subjects.store
+        generations = store.subject_keys(tenant, subject, tx)
+        newest = max(generations, default=0)
+        wrapped = generations.get(newest)
+        if wrapped is not None:
+            found = (newest, self.subjects.unwrap(tenant, subject, wrapped))
+        else:  # none yet, or the newest was erased
+            key = os.urandom(DATA_KEY_BYTES)
+            store.add_subject_key(tx, tenant, subject, newest + 1,
+                                  self.subjects.wrap(tenant, subject, key))
+            found = (newest + 1, key)
+            self._made.append((tenant, subject))
+        if len(self._keys) >= MAX_CACHED_KEYS:
+            self._keys = {k: self._keys[k] for k in self._made}
+        self._keys[(tenant, subject)] = found
+        return found
+
+    def mark(self) -> int:
+        return len(self._made)
+
+    def restore(self, mark: int) -> None:
+        """Forget the keys made since ``mark`` (their write was rolled back)."""
+        for made in self._made[mark:]:
+            self._keys.pop(made, None)
+        del self._made[mark:]
+
+    def settle(self, committed: bool) -> None:
+        """The group commit ended: keep its new keys only if it committed."""
+        if not committed:
+            self.restore(0)
+        self._made.clear()
+
+    def forget(self, tenant: str, subject: str) -> None:
+        """The subject was erased: its next event makes a new key."""
+        self._keys.pop((tenant, subject), None)
+
+
+class Opener:
+    """Data keys for opening sealed fields, loaded from the store and trusted briefly."""
+
+    def __init__(self, subjects: Subjects) -> None:
+        self.subjects = subjects
+        self._keys: dict[tuple[str, str, int], tuple[float, bytes | None]] = {}
+
+    def key(self, tenant: str, subject: str, generation: int) -> bytes | None:
+        """The data key of that generation; None when it was erased (or never existed)."""
+        now = time.monotonic()
+        found = self._keys.get((tenant, subject, generation))
+        if found is not None and now - found[0] < OPEN_TTL_S:
+            return found[1]
+        wrapped = self.subjects.store.subject_keys(tenant, subject).get(generation)
+        key = None if wrapped is None else self.subjects.unwrap(tenant, subject, wrapped)
+        if len(self._keys) >= MAX_CACHED_KEYS:
+            self._keys.clear()
+        self._keys[(tenant, subject, generation)] = (now, key)
+        return key
+
+    def forget(self, tenant: str, subject: str) -> None:
+        for cached in [k for k in self._keys if k[0] == tenant and k[1] == subject]:
+            del self._keys[cached]
+
+
+def _context(tenant: str, subject: str) -> bytes:
+    return f"scr data key\0{tenant}\0{subject}".encode()
