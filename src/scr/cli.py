@@ -21,6 +21,7 @@ from scr.canon.cli import app as canon_app
 from scr.config import Config, default_config, load_config, with_bus, with_tls
 from scr.errors import ConfigError, ScrError
 from scr.ledger.cli import app as ledger_app
+from scr.privacy.cli import create_master, rotate_master
 from scr.route.prices_cli import app as prices_app
 from scr.schema import json_schema
 
@@ -180,6 +181,10 @@ def keys_create(
         print(f"accepted from {', '.join(sorted(grant.origins))}")
     print("store it now: it is not shown again")
     print(grant.key)
+
+
+keys_app.command("create-master")(create_master)
+keys_app.command("rotate-master")(rotate_master)
 
 
 @keys_app.command("revoke")

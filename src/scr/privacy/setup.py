@@ -37,6 +37,6 @@ def open_subjects(config: Config, store: Store) -> Subjects | None:
             )
         return None
     try:
-        return Subjects.open(store, read_master_key(path))
+        return Subjects.open(store, read_master_key(path), path)
     except MasterKeyError as error:
         raise ConfigError(str(error)) from None

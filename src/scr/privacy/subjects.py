@@ -21,8 +21,9 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from pathlib import Path
 
-from scr.privacy.master import MasterKey, MasterKeyError
+from scr.privacy.master import MasterKey, MasterKeyError, read_master_key
 from scr.store.protocol import Store, Transaction
 
 DATA_KEY_BYTES = 32
@@ -34,15 +35,21 @@ MAX_CACHED_KEYS = 100_000  # per process; past it the cache starts over
 
 
 class Subjects:
-    """The subjects of one store, under one master key."""
+    """The subjects of one store, under one master key.
 
-    def __init__(self, store: Store, master: MasterKey, hash_key: bytes) -> None:
-        self.store, self.master = store, master
+    After a rotation (``scr keys rotate-master``) the store's keys are wrapped by the new
+    master key, which the rotation put in the key file first: a process that finds a key it
+    cannot open, or is about to wrap a new one, takes the new key from ``path`` once the
+    data names it (its check value), so running processes follow without a restart.
+    """
+
+    def __init__(self, store: Store, master: MasterKey, hash_key: bytes, path: Path | None = None) -> None:
+        self.store, self.master, self.path = store, master, path
         self._hash_key = hash_key
 
     @classmethod
-    def open(cls, store: Store, master: MasterKey) -> Subjects:
-        """Check ``master`` against the data (set it up on a first start)."""
+    def open(cls, store: Store, master: MasterKey, path: Path | None = None) -> Subjects:
+        """Check ``master`` (read from ``path``) against the data (set it up on a first start)."""
         check, wrapped = store.privacy_value(CHECK_VALUE), store.privacy_value(HASH_KEY)
         if check is None or wrapped is None:
             hash_key = os.urandom(DATA_KEY_BYTES)
@@ -54,7 +61,7 @@ class Subjects:
         if not hmac.compare_digest(check, master.check_value):
             raise MasterKeyError("the configured master key is not the one this data was written "
                                  "with (its check value differs)")
-        return cls(store, master, master.unwrap(wrapped, HASH_KEY.encode()))
+        return cls(store, master, master.unwrap(wrapped, HASH_KEY.encode()), path)
 
     def subject_of(self, tenant: str, user_id: str) -> str:
         """The subject's keyed hash (the tenant's length first: no two pairs give one text)."""
@@ -62,10 +69,46 @@ class Subjects:
         return hmac.digest(self._hash_key, text, "sha256")[:SUBJECT_BYTES].hex()
 
     def unwrap(self, tenant: str, subject: str, wrapped: bytes) -> bytes:
-        return self.master.unwrap(wrapped, _context(tenant, subject))
+        try:
+            return self.master.unwrap(wrapped, _context(tenant, subject))
+        except MasterKeyError:
+            if not self.follow_rotation():
+                raise
+            return self.master.unwrap(wrapped, _context(tenant, subject))
 
     def wrap(self, tenant: str, subject: str, key: bytes) -> bytes:
+        """``key`` wrapped by the master key the data names now (never a rotated-out one)."""
+        check = self.store.privacy_value(CHECK_VALUE)
+        if check != self.master.check_value and not self.follow_rotation():
+            raise MasterKeyError("the master key was rotated, and the key file does not hold the new one")
         return self.master.wrap(key, _context(tenant, subject))
+
+    def follow_rotation(self) -> bool:
+        """Take the master key in ``path`` if the data now names it (it was rotated)."""
+        if self.path is None:
+            return False
+        try:
+            master = read_master_key(self.path)
+        except MasterKeyError:
+            return False
+        check = self.store.privacy_value(CHECK_VALUE)
+        if check is None or master.check_value == self.master.check_value:
+            return False
+        if not hmac.compare_digest(check, master.check_value):
+            return False
+        self.master = master
+        return True
+
+    def rotate(self, tx: Transaction, new: MasterKey) -> int:
+        """Wrap every live data key and the hash key by ``new`` in ``tx``; how many data keys.
+        The caller has put ``new`` in the key file first."""
+        def rewrap(tenant: str, subject: str, wrapped: bytes) -> bytes:
+            context = _context(tenant, subject)
+            return new.wrap(self.master.unwrap(wrapped, context), context)
+
+        return self.store.rewrap_subject_keys(tx, rewrap, {
+            CHECK_VALUE: new.check_value, HASH_KEY: new.wrap(self._hash_key, HASH_KEY.encode()),
+        })
 
 
 class KeyRing:

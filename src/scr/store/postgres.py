@@ -28,7 +28,7 @@ from scr.config import StorePoolConfig
 from scr.errors import Unavailable
 from scr.store.migrations import migrate
 from scr.store.paging import delivery_filter, tenant_pages
-from scr.store.protocol import Transaction
+from scr.store.protocol import Rewrap, Transaction
 from scr.store.records import (
     ENTRY_TIME_FORMAT,
     AttemptRow,
@@ -518,6 +518,21 @@ class PostgresStore:
             for name, value in values.items():
                 conn.execute("INSERT INTO privacy VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
                              (name, value))
+
+    def rewrap_subject_keys(self, tx: Transaction, rewrap: Rewrap, values: dict[str, bytes]) -> int:
+        conn = _conn(tx)
+        rows = conn.execute("SELECT tenant, subject, generation, wrapped FROM subject_keys "
+                            "WHERE wrapped IS NOT NULL FOR UPDATE").fetchall()
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "UPDATE subject_keys SET wrapped = %s WHERE tenant = %s AND subject = %s "
+                "AND generation = %s",
+                [(rewrap(t, s, bytes(w)), t, s, g) for t, s, g, w in rows],
+            )
+        for name, value in values.items():
+            conn.execute("INSERT INTO privacy VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
+                         "SET value = excluded.value", (name, value))
+        return len(rows)
 
     def subject_keys(
         self, tenant: str, subject: str, tx: Transaction | None = None

@@ -12,7 +12,7 @@ any thread; they see committed state only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 from scr.store.records import (
@@ -24,6 +24,9 @@ from scr.store.records import (
     NewEntry,
     StoredEntry,
 )
+
+# A data key wrapped anew: (tenant, subject, wrapped under the old master key) -> wrapped under the new.
+Rewrap = Callable[[str, str, bytes], bytes]
 
 
 class Transaction(Protocol):
@@ -191,6 +194,10 @@ class Store(Protocol):
 
     def set_privacy_values(self, values: dict[str, bytes]) -> None:
         """Record those of ``values`` not recorded yet, in a transaction of their own."""
+
+    def rewrap_subject_keys(self, tx: Transaction, rewrap: Rewrap, values: dict[str, bytes]) -> int:
+        """Wrap every live data key anew (``rewrap(tenant, subject, wrapped)``) and replace the
+        privacy ``values`` (the master key's rotation); how many keys."""
 
     def subject_keys(
         self, tenant: str, subject: str, tx: Transaction | None = None

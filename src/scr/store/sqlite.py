@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scr.store.paging import delivery_filter, tenant_pages
-from scr.store.protocol import Transaction
+from scr.store.protocol import Rewrap, Transaction
 from scr.store.records import (
     ENTRY_TIME_FORMAT,
     AttemptRow,
@@ -720,6 +720,17 @@ class SqliteStore:
                 conn.executemany("INSERT OR IGNORE INTO privacy VALUES (?, ?)", list(values.items()))
         finally:
             conn.close()
+
+    def rewrap_subject_keys(self, tx: Transaction, rewrap: Rewrap, values: dict[str, bytes]) -> int:
+        conn = _conn(tx)
+        rows = conn.execute("SELECT tenant, subject, generation, wrapped FROM subject_keys "
+                            "WHERE wrapped IS NOT NULL").fetchall()
+        conn.executemany(
+            "UPDATE subject_keys SET wrapped = ? WHERE tenant = ? AND subject = ? AND generation = ?",
+            [(rewrap(t, s, bytes(w)), t, s, g) for t, s, g, w in rows],
+        )
+        conn.executemany("INSERT OR REPLACE INTO privacy VALUES (?, ?)", list(values.items()))
+        return len(rows)
 
     def subject_keys(
         self, tenant: str, subject: str, tx: Transaction | None = None
