@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# A master key for local trials (README, Privacy): production keeps it apart from the data.
 run: $(STAMP)
+	@mkdir -p $(DATA) && test -f $(DATA)/master.key || $(BIN)/scr keys create-master $(DATA)/master.key
 	@$(BIN)/scr keys create --data $(DATA) --tenant org_acme --role ingest --label make-run
-	$(BIN)/scr serve --config $(CONFIG) --data $(DATA) --host $(HOST) --port $(PORT)
+	SCR_MASTER_KEY_FILE=$(DATA)/master.key $(BIN)/scr serve --config $(CONFIG) --data $(DATA) --host $(HOST) --port $(PORT)
 
 test: lint unit
 
