@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from scr.privacy.master import MasterKey, MasterKeyError, read_master_key, write_master_key
 from scr.privacy.sealing import (
@@ -27,6 +28,7 @@ from scr.schema import canonical_bytes, decode_event
 from support import make_event
 
 KEY = bytes(range(32))
+CIPHER = AESGCM(KEY)
 OTHER_KEY = bytes(range(1, 33))
 PERSONAL = {
     "user.user_id": "alice@example.com",
@@ -46,7 +48,7 @@ def an_event(event_id: str = "evt_1") -> object:
 
 def test_a_sealed_event_holds_no_personal_field_and_opens_to_the_original() -> None:
     event = an_event()
-    ledgered, sealed = seal(event, KEY, "ab" * 16, 1)
+    ledgered, sealed = seal(event, CIPHER, KEY, "ab" * 16, 1)
     stored = canonical_bytes({"payload": ledgered, "seal": sealed})
     for value in [*PERSONAL.values(), "billing-escalations", "T-99"]:
         assert value.encode() not in stored
@@ -59,7 +61,7 @@ def test_a_sealed_event_holds_no_personal_field_and_opens_to_the_original() -> N
 
 
 def test_each_field_is_bound_to_its_event_and_path() -> None:
-    _, sealed = seal(an_event("evt_1"), KEY, "ab" * 16, 1)
+    _, sealed = seal(an_event("evt_1"), CIPHER, KEY, "ab" * 16, 1)
     with pytest.raises(TamperedSeal, match="evt_2"):
         open_seal(sealed, "evt_2", KEY)  # the whole seal moved to another event
     fields = dict(sealed.fields)
@@ -72,7 +74,7 @@ def test_each_field_is_bound_to_its_event_and_path() -> None:
 
 
 def test_a_flipped_bit_fails_the_tag_and_a_dropped_field_fails_the_commitment() -> None:
-    _, sealed = seal(an_event(), KEY, "ab" * 16, 1)
+    _, sealed = seal(an_event(), CIPHER, KEY, "ab" * 16, 1)
     raw = bytearray(base64.b64decode(sealed.fields["user.user_id"]))
     raw[-20] ^= 1
     fields = {**sealed.fields, "user.user_id": base64.b64encode(bytes(raw)).decode()}
@@ -85,7 +87,7 @@ def test_a_flipped_bit_fails_the_tag_and_a_dropped_field_fails_the_commitment() 
 
 def test_the_commitment_checks_with_the_plaintext_and_its_salt() -> None:
     event = an_event()
-    _, sealed = seal(event, KEY, "ab" * 16, 1)
+    _, sealed = seal(event, CIPHER, KEY, "ab" * 16, 1)
     the_salt = salt(KEY, "evt_1")
     assert commitment(the_salt, personal_values(event)) == sealed.commitment
     wrong = {**personal_values(event), "user.user_id": "bob@example.com"}
@@ -94,7 +96,7 @@ def test_the_commitment_checks_with_the_plaintext_and_its_salt() -> None:
 
 
 def test_an_erased_event_shows_its_personal_fields_null() -> None:
-    ledgered, _ = seal(an_event(), KEY, "ab" * 16, 1)
+    ledgered, _ = seal(an_event(), CIPHER, KEY, "ab" * 16, 1)
     shown = erased(msgspec.to_builtins(ledgered))
     assert shown["erased"] is True
     assert shown["user"]["user_id"] is None and shown["outcome"]["final_message"] is None

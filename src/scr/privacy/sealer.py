@@ -18,8 +18,8 @@ class Sealer:
     def seal(self, tx: Transaction, event: Event) -> tuple[bytes, Seal, str]:
         tenant = event.user.organization_id
         subject = self.subjects.subject_of(tenant, event.user.user_id)
-        generation, key = self.ring.key_for(tx, tenant, subject)
-        ledgered, sealed = seal(event, key, subject, generation)
+        key = self.ring.key_for(tx, tenant, subject)
+        ledgered, sealed = seal(event, key.cipher, key.key, subject, key.generation)
         return canonical_bytes(ledgered), sealed, subject
 
     def mark(self) -> int:

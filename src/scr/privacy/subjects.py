@@ -22,6 +22,9 @@ import hmac
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from scr.privacy.master import MasterKey, MasterKeyError, read_master_key
 from scr.store.protocol import Store, Transaction
@@ -76,9 +79,9 @@ class Subjects:
                 raise
             return self.master.unwrap(wrapped, _context(tenant, subject))
 
-    def wrap(self, tenant: str, subject: str, key: bytes) -> bytes:
-        """``key`` wrapped by the master key the data names now (never a rotated-out one)."""
-        check = self.store.privacy_value(CHECK_VALUE)
+    def wrap(self, tx: Transaction, tenant: str, subject: str, key: bytes) -> bytes:
+        """``key`` wrapped by the master key the data names in ``tx`` (never a rotated-out one)."""
+        check = self.store.privacy_value(CHECK_VALUE, tx)
         if check != self.master.check_value and not self.follow_rotation():
             raise MasterKeyError("the master key was rotated, and the key file does not hold the new one")
         return self.master.wrap(key, _context(tenant, subject))
@@ -111,17 +114,23 @@ class Subjects:
         })
 
 
+class SealingKey(NamedTuple):
+    generation: int
+    key: bytes
+    cipher: AESGCM  # AESGCM(key), made once per subject
+
+
 class KeyRing:
     """The writer's data keys for sealing: the newest generation of each subject."""
 
     def __init__(self, subjects: Subjects) -> None:
         self.subjects = subjects
-        self._keys: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self._keys: dict[tuple[str, str], SealingKey] = {}
         self._made: list[tuple[str, str]] = []  # made in the open group commit
 
-    def key_for(self, tx: Transaction, tenant: str, subject: str) -> tuple[int, bytes]:
-        """(generation, data key) to seal with; a subject's first (or first after erasure)
-        event makes a new key, stored in ``tx``."""
+    def key_for(self, tx: Transaction, tenant: str, subject: str) -> SealingKey:
+        """The key to seal with; a subject's first (or first after erasure) event makes a new
+        key, stored in ``tx``."""
         found = self._keys.get((tenant, subject))
         if found is not None:
             return found
@@ -130,12 +139,13 @@ class KeyRing:
         newest = max(generations, default=0)
         wrapped = generations.get(newest)
         if wrapped is not None:
-            found = (newest, self.subjects.unwrap(tenant, subject, wrapped))
+            key = self.subjects.unwrap(tenant, subject, wrapped)
+            found = SealingKey(newest, key, AESGCM(key))
         else:  # none yet, or the newest was erased
             key = os.urandom(DATA_KEY_BYTES)
             store.add_subject_key(tx, tenant, subject, newest + 1,
-                                  self.subjects.wrap(tenant, subject, key))
-            found = (newest + 1, key)
+                                  self.subjects.wrap(tx, tenant, subject, key))
+            found = SealingKey(newest + 1, key, AESGCM(key))
             self._made.append((tenant, subject))
         if len(self._keys) >= MAX_CACHED_KEYS:
             self._keys = {k: self._keys[k] for k in self._made}

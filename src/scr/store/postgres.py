@@ -508,8 +508,12 @@ class PostgresStore:
 
     # ----- privacy (scr.privacy) ------------------------------------------------------------
 
-    def privacy_value(self, name: str) -> bytes | None:
-        rows = self._read("SELECT value FROM privacy WHERE name = %s", (name,))
+    def privacy_value(self, name: str, tx: Transaction | None = None) -> bytes | None:
+        if tx is not None:  # held until the writer commits: a rotation waits for it
+            rows = _conn(tx).execute("SELECT value FROM privacy WHERE name = %s FOR SHARE",
+                                     (name,)).fetchall()
+        else:
+            rows = self._read("SELECT value FROM privacy WHERE name = %s", (name,))
         return bytes(rows[0][0]) if rows else None
 
     def set_privacy_values(self, values: dict[str, bytes]) -> None:
@@ -521,6 +525,11 @@ class PostgresStore:
 
     def rewrap_subject_keys(self, tx: Transaction, rewrap: Rewrap, values: dict[str, bytes]) -> int:
         conn = _conn(tx)
+        # the privacy values first: a writer making a key holds them (FOR SHARE) until it
+        # commits, so every key made under the old master key is committed, and seen below
+        for name, value in values.items():
+            conn.execute("INSERT INTO privacy VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
+                         "SET value = excluded.value", (name, value))
         rows = conn.execute("SELECT tenant, subject, generation, wrapped FROM subject_keys "
                             "WHERE wrapped IS NOT NULL FOR UPDATE").fetchall()
         with conn.cursor() as cursor:
@@ -529,9 +538,6 @@ class PostgresStore:
                 "AND generation = %s",
                 [(rewrap(t, s, bytes(w)), t, s, g) for t, s, g, w in rows],
             )
-        for name, value in values.items():
-            conn.execute("INSERT INTO privacy VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
-                         "SET value = excluded.value", (name, value))
         return len(rows)
 
     def subject_keys(

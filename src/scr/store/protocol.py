@@ -189,8 +189,9 @@ class Store(Protocol):
 
     # ----- privacy (scr.privacy) ------------------------------------------------------------
 
-    def privacy_value(self, name: str) -> bytes | None:
-        """A value of the privacy set-up (the master key's check value, the wrapped hash key)."""
+    def privacy_value(self, name: str, tx: Transaction | None = None) -> bytes | None:
+        """A value of the privacy set-up (the master key's check value, the wrapped hash key);
+        in ``tx``, held until it commits (a rotation waits)."""
 
     def set_privacy_values(self, values: dict[str, bytes]) -> None:
         """Record those of ``values`` not recorded yet, in a transaction of their own."""

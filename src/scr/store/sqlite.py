@@ -706,8 +706,9 @@ class SqliteStore:
 
     # ----- privacy (scr.privacy) ------------------------------------------------------------
 
-    def privacy_value(self, name: str) -> bytes | None:
-        row = self._reader().execute("SELECT value FROM privacy WHERE name = ?", (name,)).fetchone()
+    def privacy_value(self, name: str, tx: Transaction | None = None) -> bytes | None:
+        conn = _conn(tx) if tx is not None else self._reader()
+        row = conn.execute("SELECT value FROM privacy WHERE name = ?", (name,)).fetchone()
         return bytes(row[0]) if row else None
 
     def set_privacy_values(self, values: dict[str, bytes]) -> None:
@@ -723,13 +724,13 @@ class SqliteStore:
 
     def rewrap_subject_keys(self, tx: Transaction, rewrap: Rewrap, values: dict[str, bytes]) -> int:
         conn = _conn(tx)
+        conn.executemany("INSERT OR REPLACE INTO privacy VALUES (?, ?)", list(values.items()))
         rows = conn.execute("SELECT tenant, subject, generation, wrapped FROM subject_keys "
                             "WHERE wrapped IS NOT NULL").fetchall()
         conn.executemany(
             "UPDATE subject_keys SET wrapped = ? WHERE tenant = ? AND subject = ? AND generation = ?",
             [(rewrap(t, s, bytes(w)), t, s, g) for t, s, g, w in rows],
         )
-        conn.executemany("INSERT OR REPLACE INTO privacy VALUES (?, ?)", list(values.items()))
         return len(rows)
 
     def subject_keys(
