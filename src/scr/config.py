@@ -484,6 +484,12 @@ class DestinationConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only
         Annotated[int, Meta(ge=1)] | None,
         Meta(description="informational, reported by GET /v1/destinations"),
     ] = None
+    personal_fields: Annotated[
+        bool,
+        Meta(description="false: deliver events without their personal fields (user id as its "
+             "keyed hash when encryption is on, else `redacted`; no source IP, final message or "
+             "tag values)"),
+    ] = True
     secret: Annotated[
         Secret | list[Secret] | None,
         Meta(

@@ -188,3 +188,27 @@ def test_scr_serve_delivers_sealed_events_opened_and_refuses_a_wrong_key(
     assert refused.returncode == 2
     assert "not the one this data was written with" in refused.stdout + refused.stderr
     assert other.read_text().strip() not in refused.stdout + refused.stderr
+
+
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_a_destination_can_opt_out_of_personal_fields(
+    serve: Callable[..., Client], key_file: Path, receivers: Callable[..., Receiver], encrypted: bool
+) -> None:
+    whole, withheld = receivers(), receivers()
+    destinations = (f'      - {{name: whole, endpoint: "{whole.url}"}}\n'
+                    f'      - {{name: withheld, endpoint: "{withheld.url}", personal_fields: false}}')
+    config = (sealed_config(key_file, destinations) if encrypted
+              else "session_completion_runtime:\n  routing:\n    destinations:\n" + destinations + "\n")
+    client = serve(config)
+    assert client.post("/v1/events", json=[personal_event("evt_1")], headers=client.key()).status_code == 202
+    wait_for(lambda: whole.event_ids() == {"evt_1"} and withheld.event_ids() == {"evt_1"}, what="both")
+    (full,), (bare,) = whole.events(), withheld.events()
+    assert full["user"]["user_id"] == USER and full["outcome"]["final_message"] == MESSAGE
+    text = withheld.received[0].body.decode()
+    for plaintext in PLAINTEXTS:
+        assert plaintext not in text, plaintext
+    assert bare["usage"] == full["usage"] and bare["metadata"]["custom_tags"] == {"queue": ""}
+    if encrypted:  # the subject's keyed hash, as the ledger names it
+        assert bare["user"]["user_id"].startswith("subject:") and len(bare["user"]["user_id"]) == 40
+    else:
+        assert bare["user"]["user_id"] == "redacted"

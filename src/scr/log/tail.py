@@ -48,6 +48,9 @@ class Opening(Protocol):
     def forget(self, tenant: str, subject: str) -> None:
         """Drop the subject's keys (it was erased)."""
 
+    def subject_of(self, tenant: str, user_id: str) -> str:
+        """The user's keyed hash."""
+
 
 _event_entry = msgspec.json.Decoder(_EventEntry)
 

@@ -44,6 +44,9 @@ class EventOpener:
     def forget(self, tenant: str, subject: str) -> None:
         self.keys.forget(tenant, subject)
 
+    def subject_of(self, tenant: str, user_id: str) -> str:
+        return self.keys.subjects.subject_of(tenant, user_id)
+
     def open_json(self, tenant: str, entry: dict[str, Any]) -> dict[str, Any]:
         """A stored entry's event as the API shows it."""
         payload: dict[str, Any] = entry["payload"]

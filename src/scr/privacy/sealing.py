@@ -79,6 +79,19 @@ def redacted(event: Event, subject: str) -> Event:
     )
 
 
+REDACTED_USER = "redacted"  # a user id withheld where no keyed hash names the subject
+
+
+def without_personal(event: Event, subject: str | None) -> Event:
+    """The event for a destination that opts out of personal fields: as the ledger holds it
+    when sealed (``subject`` the keyed hash), else with the user id ``redacted``."""
+    withheld = redacted(event, subject or "")
+    if subject is None:
+        user = msgspec.structs.replace(withheld.user, user_id=REDACTED_USER)
+        return msgspec.structs.replace(withheld, user=user)
+    return withheld
+
+
 def restored(event: Event, values: dict[str, str]) -> Event:
     """A redacted event with its personal fields put back."""
     replace = msgspec.structs.replace

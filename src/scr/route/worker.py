@@ -32,12 +32,14 @@ from scr.log.commit import Committed, Committer, utc_now
 from scr.log.entry import Kind
 from scr.log.tail import LedgerTail, from_store
 from scr.metrics import Metrics
+from scr.privacy.sealing import SUBJECT_PREFIX, without_personal
 from scr.route.price_file import live_prices
 from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
 from scr.route.selection import passes_filter, sampled_in
 from scr.route.signing import batch_webhook_id, sign, webhook_id
 from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
 from scr.route.transforms import EntryRef, resolve_transform
+from scr.schema import Event
 from scr.security.audit import Acting, append_admin_action
 from scr.store.protocol import Store, Transaction
 from scr.store.records import AttemptRow, DeliveryRow, session_key
@@ -256,6 +258,18 @@ class DestinationWorker:
     def _update_gauges(self) -> None:
         self.metrics.lag_entries.labels(self.name).set(self.lag)
 
+    def _shown(self, event: Event | None) -> Event | None:
+        """The event as this destination may see it (``personal_fields: false``: without them)."""
+        if event is None or self.config.personal_fields:
+            return event
+        user_id, opener = event.user.user_id, self.tail.opener
+        subject = None
+        if user_id.startswith(SUBJECT_PREFIX):  # as ledgered already (its subject erased)
+            subject = user_id.removeprefix(SUBJECT_PREFIX)
+        elif opener is not None:
+            subject = opener.subject_of(event.tenant, user_id)
+        return without_personal(event, subject)
+
     def chooses(self, entry: Committed) -> bool:
         """Whether this destination's filter and sampling pick the entry (deterministic)."""
         return self._skip_reason(entry) is None
@@ -371,7 +385,7 @@ class DestinationWorker:
     async def _send(self, delivery: Delivery) -> Attempt:
         if not delivery.outputs:
             delivery.outputs = [
-                _encode(self.transform(e.event, EntryRef(e.seq, e.tenant_seq, e.entry_hash)))  # type: ignore[arg-type]
+                _encode(self.transform(self._shown(e.event), EntryRef(e.seq, e.tenant_seq, e.entry_hash)))  # type: ignore[arg-type]
                 for e in delivery.entries
             ]
         if self.events_per_delivery > 1:
