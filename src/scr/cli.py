@@ -103,7 +103,7 @@ def serve(
     import tempfile
 
     from scr.http_server import reserve_file_descriptors
-    from scr.serve import child, edge, reader, writer  # noqa: F401  (imported once; the children fork)
+    from scr.serve import child, edge, reader, usage, writer  # noqa: F401  (imported once; the children fork)
     from scr.serve.readers import reader_processes
     from scr.serve.supervisor import Child, ChildArgs, Supervisor, listening_sockets, prepare_run_dir
 
@@ -135,6 +135,7 @@ def serve(
                 *(Child(f"scr: edge {n}", "edge", listener) for n, listener in enumerate(listeners))]
     if settings.bus is None:  # in a cluster, destinations follow partition ownership (edge)
         children += [Child(f"scr: reader {name}", "reader") for name in reader_processes(settings)]
+        children.append(Child("scr: usage", "usage"))
     auth = "on" if settings.validation.require_authentication else "OFF"
     supervisor = Supervisor(
         children=children, run_dir=prepare_run_dir(data),

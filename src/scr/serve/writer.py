@@ -52,10 +52,10 @@ def run_writer(args: ChildArgs) -> int:
     socket_dir = Path(args.socket_dir)
 
     def build(settings: Config, store_uri: str | None) -> Starlette:
-        # destinations run in reader processes, but in a cluster, where each runs on the
-        # owner of its partition and moves with it
+        # destinations and usage run in reader processes, but in a cluster, where each
+        # destination runs on the owner of its partition and moves with it
         readers = None
-        if settings.bus is None and settings.routing.destinations:
+        if settings.bus is None:
             readers = ReaderSet(settings, socket_dir)
         return create_app(settings, Path(args.data), store_uri, args.url, readers)
 

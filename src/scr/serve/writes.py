@@ -23,7 +23,7 @@ from scr.errors import Unavailable
 from scr.log.commit import Committer
 from scr.serve.frames import FrameClient, FrameServer
 from scr.store.protocol import Store, Transaction
-from scr.store.records import AttemptRow, DeliveryRow
+from scr.store.records import AttemptRow, DeliveryRow, UsageRow
 
 T = TypeVar("T")
 
@@ -53,7 +53,15 @@ class InsertAttempts(msgspec.Struct, tag=True, array_like=True):
     rows: list[AttemptRow]
 
 
-Op = SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts
+class AddUsage(msgspec.Struct, tag=True, array_like=True):
+    """The usage reader's aggregates of a group, and its cursor moved past the group."""
+
+    rows: list[UsageRow]
+    after_seq: int
+    seq: int
+
+
+Op = SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts | AddUsage
 
 
 class WriteRequest(msgspec.Struct, array_like=True):
@@ -77,6 +85,8 @@ def apply(store: Store, tx: Transaction, op: Op) -> int | None:
         store.upsert_deliveries(tx, op.rows)
     elif isinstance(op, MakeDue):
         return store.make_due(tx, op.destination, op.now_ms)
+    elif isinstance(op, AddUsage):
+        return int(store.add_usage(tx, op.rows, op.after_seq, op.seq))
     else:
         store.insert_attempts(tx, op.rows)
     return None

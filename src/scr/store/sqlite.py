@@ -21,10 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from scr.store import usage
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Transaction
 from scr.store.records import (
     ENTRY_TIME_FORMAT,
+    USAGE_CURSOR,
     AttemptRow,
     DeliveryRow,
     EventKey,
@@ -32,6 +34,7 @@ from scr.store.records import (
     KeyRecord,
     NewEntry,
     StoredEntry,
+    UsageRow,
     event_key,
     pack_seqs,
     session_key,
@@ -152,6 +155,7 @@ class SqliteWriter:
         # WAL checkpoints run on their own thread, off the commit path (see _checkpoint_wal).
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         self.conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+        usage.prepare_sqlite_writer(self.conn)
         self._store = store
         self._synchronous_full = True  # as the store opens the connection
         self._data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
@@ -288,6 +292,7 @@ class SqliteStore:
         self._local = threading.local()
         with self._open(write=True) as conn:
             conn.executescript(SCHEMA)
+            conn.executescript(usage.SQLITE_SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _open(self, write: bool) -> sqlite3.Connection:
@@ -522,6 +527,23 @@ class SqliteStore:
         ).fetchall()
         return [_entry(row) for row in rows]
 
+    def first_session_entries(
+        self, tenant: str, session_ids: Sequence[str], before_seq: int
+    ) -> list[StoredEntry]:
+        """By 64-bit session key; callers check the session id itself (as for session_entries)."""
+        keys = sorted({session_key(tenant, session_id) for session_id in session_ids})
+        found: list[StoredEntry] = []
+        for part in _chunks(keys):
+            marks = ",".join("?" * len(part))
+            rows = self._reader().execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN (SELECT MIN(seq) FROM ledger "
+                f"WHERE session_key IN ({marks}) AND seq < ? AND tenant = ? "
+                f"AND kind = 'SESSION_COMPLETION' GROUP BY session_key)",
+                (*part, before_seq, tenant),
+            ).fetchall()
+            found += [_entry(row) for row in rows]
+        return found
+
     def entry_time(self, seq: int) -> float | None:
         """When the entry at ``seq`` (or the next one) was committed, as a Unix time."""
         row = self._reader().execute(
@@ -591,6 +613,26 @@ class SqliteStore:
             "seq = MAX(seq, excluded.seq)",
             (destination, seq),
         )
+
+    # ----- usage aggregates (scr.store.usage) ------------------------------------------------
+
+    def add_usage(self, tx: Transaction, rows: Sequence[UsageRow], after_seq: int, seq: int) -> bool:
+        conn = _conn(tx)
+        ensure, move = usage.cursor_statements("?")
+        conn.execute(ensure, (USAGE_CURSOR,))
+        if conn.execute(move, (seq, USAGE_CURSOR, after_seq)).rowcount != 1:
+            return False
+        conn.executemany(usage.SQLITE_UPSERT, usage.as_values(rows))
+        return True
+
+    def usage_rows(self, tenant: str | None, from_minute: int, to_minute: int) -> list[UsageRow]:
+        params: tuple[object, ...] = (from_minute, to_minute)
+        where = "minute >= ? AND minute < ?"
+        if tenant is not None:
+            where, params = f"tenant = ? AND {where}", (tenant, *params)
+        sql = f"{usage.SELECT_ROWS} WHERE {where} ORDER BY minute"
+        rows = self._reader().execute(sql, params).fetchall()
+        return [usage.from_values(row) for row in rows]
 
     def destination_state(self, destination: str) -> tuple[str, str]:
         row = self._reader().execute(

@@ -1,0 +1,132 @@
+"""The usage aggregates' table (``usage_minutes``) in both backends, and how a group adds to it.
+
+One row per (tenant, minute, model, user_id, session_type, status, tier, provider): what the
+usage reader (``scr.usage``) counted there. A group's rows are added with one upsert each, in
+the same transaction that moves the reader's cursor, so every event is counted exactly once.
+
+Money is exact in both backends: PostgreSQL keeps it as ``numeric``; SQLite keeps a decimal
+string and adds it with ``usage_add_money``, a function registered on the writer's
+connection (SQLite's own arithmetic is floating point). SQLite's integer ``+`` turns into a
+float when it overflows 64 bits, so counters are added by ``usage_add_count``, which fails
+the transaction instead (SQLite cannot hold a Python integer past 64 bits).
+"""
+
+from __future__ import annotations
+
+import decimal
+import sqlite3
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from scr.store.records import (
+    USAGE_COLUMNS,
+    USAGE_COUNT_COLUMNS,
+    USAGE_KEY_COLUMNS,
+    USAGE_MONEY_COLUMNS,
+    UsageRow,
+)
+
+# Exact decimal addition: more digits than any sum of amounts under 10**9 USD with 18
+# decimals can need; a result that would round raises instead.
+_EXACT = decimal.Context(prec=80, traps=[decimal.Inexact, decimal.Overflow])
+
+SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage_minutes (
+    tenant TEXT NOT NULL, minute INTEGER NOT NULL, model TEXT NOT NULL, user_id TEXT NOT NULL,
+    session_type TEXT NOT NULL, status TEXT NOT NULL, tier TEXT NOT NULL, provider TEXT NOT NULL,
+    events INTEGER NOT NULL, sessions INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL, total_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL, cache_write_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
+    unpriced_events INTEGER NOT NULL, errors INTEGER NOT NULL,
+    cost_usd TEXT NOT NULL, estimated_cost_usd TEXT NOT NULL,
+    PRIMARY KEY (tenant, minute, model, user_id, session_type, status, tier, provider)
+) WITHOUT ROWID;
+"""
+
+POSTGRES_SCHEMA = """
+CREATE TABLE usage_minutes (
+    tenant text NOT NULL, minute bigint NOT NULL, model text NOT NULL, user_id text NOT NULL,
+    session_type text NOT NULL, status text NOT NULL, tier text NOT NULL, provider text NOT NULL,
+    events numeric NOT NULL, sessions numeric NOT NULL, input_tokens numeric NOT NULL,
+    output_tokens numeric NOT NULL, total_tokens numeric NOT NULL,
+    cache_read_tokens numeric NOT NULL, cache_write_tokens numeric NOT NULL,
+    reasoning_tokens numeric NOT NULL, duration_ms numeric NOT NULL,
+    unpriced_events numeric NOT NULL, errors numeric NOT NULL,
+    cost_usd numeric NOT NULL, estimated_cost_usd numeric NOT NULL,
+    PRIMARY KEY (tenant, minute, model, user_id, session_type, status, tier, provider)
+)
+"""
+
+_KEYS = ", ".join(USAGE_KEY_COLUMNS)
+_COLUMNS = ", ".join(USAGE_COLUMNS)
+
+
+def _add_money(stored: str, added: str) -> str:
+    return format(_EXACT.add(Decimal(stored), Decimal(added)), "f")
+
+
+def _add_count(stored: int, added: int) -> int:
+    return stored + added
+
+
+def _sqlite_upsert() -> str:
+    sums = [f"{c} = usage_add_count({c}, excluded.{c})" for c in USAGE_COUNT_COLUMNS]
+    sums += [f"{c} = usage_add_money({c}, excluded.{c})" for c in USAGE_MONEY_COLUMNS]
+    marks = ", ".join("?" * len(USAGE_COLUMNS))
+    return (f"INSERT INTO usage_minutes ({_COLUMNS}) VALUES ({marks}) "
+            f"ON CONFLICT ({_KEYS}) DO UPDATE SET {', '.join(sums)}")
+
+
+def _postgres_upsert() -> str:
+    sums = [f"{c} = usage_minutes.{c} + excluded.{c}"
+            for c in USAGE_COUNT_COLUMNS + USAGE_MONEY_COLUMNS]
+    marks = ", ".join(["%s"] * len(USAGE_COLUMNS))
+    return (f"INSERT INTO usage_minutes ({_COLUMNS}) VALUES ({marks}) "
+            f"ON CONFLICT ({_KEYS}) DO UPDATE SET {', '.join(sums)}")
+
+
+SQLITE_UPSERT = _sqlite_upsert()
+POSTGRES_UPSERT = _postgres_upsert()
+
+
+def prepare_sqlite_writer(conn: sqlite3.Connection) -> None:
+    """Register the exact additions the upsert uses on the writer's connection."""
+    conn.create_function("usage_add_money", 2, _add_money, deterministic=True)
+    conn.create_function("usage_add_count", 2, _add_count, deterministic=True)
+
+
+def as_values(rows: Sequence[UsageRow], money: type[str] | type[Decimal] = str) -> list[tuple[Any, ...]]:
+    """The rows as parameter tuples (money as ``money``: text for SQLite, Decimal for PostgreSQL)."""
+    values: list[tuple[Any, ...]] = []
+    for row in rows:
+        *rest, cost, estimated = msgspec.structs.astuple(row)
+        values.append((*rest, money(cost), money(estimated)))
+    return values
+
+
+def from_values(values: Sequence[Any]) -> UsageRow:
+    """A stored row back as a ``UsageRow`` (numbers as int, money as plain decimal text)."""
+    *keys_and_counts, cost, estimated = values
+    keys = keys_and_counts[: len(USAGE_KEY_COLUMNS)]
+    counts = [int(v) for v in keys_and_counts[len(USAGE_KEY_COLUMNS):]]
+    keys[1] = int(keys[1])
+    return UsageRow(*keys, *counts, _plain(cost), _plain(estimated))  # type: ignore[call-arg]
+
+
+def _plain(amount: Any) -> str:
+    return format(Decimal(amount), "f") if not isinstance(amount, str) else amount
+
+
+SELECT_ROWS = f"SELECT {_COLUMNS} FROM usage_minutes"
+
+
+def cursor_statements(mark: str) -> tuple[str, str]:
+    """The compare-and-set of the usage cursor: (make sure the row exists, move it on)."""
+    return (
+        f"INSERT INTO cursors VALUES ({mark}, 0) ON CONFLICT (destination) DO NOTHING",
+        f"UPDATE cursors SET seq = {mark} WHERE destination = {mark} AND seq = {mark}",
+    )

@@ -1,0 +1,145 @@
+"""``GET /v1/usage``: a tenant's aggregates summed into windows and groups.
+
+The parameters are checked first, each error naming its parameter; then the minute rows of
+the range are read once, in minute order, and each is added to its window (found by
+bisection over the window starts) and group. Money is summed as integers of its smallest
+unit and written as decimal strings; empty windows are omitted.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from scr.errors import BadRequest, Detail
+from scr.store.protocol import Store
+from scr.store.records import UsageRow
+from scr.usage.aggregate import COST_PLACES, ESTIMATE_PLACES, scaled, unscaled
+from scr.usage.windows import WINDOWS, boundaries, utc_minute, window_start
+
+GROUP_KEYS = ("model", "user_id", "session_type", "status", "tier", "provider")
+MAX_RANGE_DAYS = 400
+DEFAULT_WINDOW = "day"
+DEFAULT_TZ = "UTC"
+# The counters of a row, in the order the answer lists them (money last).
+COUNTERS = ("events", "sessions", "input_tokens", "output_tokens", "total_tokens",
+            "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "unpriced_events",
+            "errors")
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
+_decode_time = msgspec.json.Decoder(AwareTime).decode
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """A checked ``GET /v1/usage`` request."""
+
+    start: datetime
+    end: datetime
+    window: str
+    tz: ZoneInfo
+    group_by: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> UsageQuery:
+        """The query of these parameters; ``BadRequest`` naming the first wrong one."""
+        window = params.get("window", DEFAULT_WINDOW)
+        if window not in WINDOWS:
+            raise _bad("window", f"must be one of {', '.join(WINDOWS)}")
+        tz = _zone(params.get("tz", DEFAULT_TZ))
+        group_by = tuple(dict.fromkeys(k for k in params.get("group_by", "").split(",") if k))
+        unknown = [k for k in group_by if k not in GROUP_KEYS]
+        if unknown:
+            raise _bad("group_by", f"unknown key {unknown[0]!r}; keys: {', '.join(GROUP_KEYS)}")
+        start, end = (_time(params, name, window, tz) for name in ("from", "to"))
+        if end <= start:
+            raise _bad("to", "must be after from")
+        if end - start > timedelta(days=MAX_RANGE_DAYS):
+            raise _bad("to", f"a range may span at most {MAX_RANGE_DAYS} days of minute data")
+        return cls(start, end, window, tz, group_by)
+
+    def answer(self, store: Store, tenant: str) -> dict[str, Any]:
+        """The answer body: rows by window and group, and the totals."""
+        starts = boundaries(self.start, self.end, self.window, self.tz)
+        start_minutes = [utc_minute(s) for s in starts]
+        sums: dict[tuple[Any, ...], list[int]] = {}
+        totals = [0] * (len(COUNTERS) + 2)
+        for row in store.usage_rows(tenant, start_minutes[0], start_minutes[-1]):
+            window = bisect_right(start_minutes, row.minute) - 1
+            key = (window, *(getattr(row, name) for name in self.group_by))
+            counters = sums.get(key)
+            if counters is None:
+                counters = sums[key] = [0] * (len(COUNTERS) + 2)
+            _add(counters, row)
+        rows = []
+        for key in sorted(sums):
+            counters = sums[key]
+            for n, value in enumerate(counters):
+                totals[n] += value
+            grouped = {name: _group_value(name, value)
+                       for name, value in zip(self.group_by, key[1:], strict=True)}
+            rows.append({"window_start": _text(starts[key[0]]), **grouped, **_counters(counters)})
+        return {
+            "from": _text(self.start), "to": _text(self.end), "window": self.window,
+            "tz": self.tz.key, "group_by": list(self.group_by), "rows": rows,
+            "totals": _counters(totals),
+        }
+
+
+def _add(counters: list[int], row: UsageRow) -> None:
+    for n, name in enumerate(COUNTERS):
+        counters[n] += getattr(row, name)
+    counters[-2] += scaled(Decimal(row.cost_usd), COST_PLACES)
+    counters[-1] += scaled(Decimal(row.estimated_cost_usd), ESTIMATE_PLACES)
+
+
+def _counters(counters: list[int]) -> dict[str, Any]:
+    answer: dict[str, Any] = dict(zip(COUNTERS, counters[: len(COUNTERS)], strict=True))
+    answer["cost_usd"] = unscaled(counters[-2], COST_PLACES)
+    answer["estimated_cost_usd"] = _plain(unscaled(counters[-1], ESTIMATE_PLACES))
+    return answer
+
+
+def _plain(amount: str) -> str:
+    """A decimal string without trailing zeros after the point ("0.015000" → "0.015")."""
+    return amount.rstrip("0").rstrip(".") if "." in amount else amount
+
+
+def _group_value(name: str, value: str) -> str | None:
+    return None if name == "provider" and value == "" else value
+
+
+def _text(instant: datetime) -> str:
+    """RFC 3339 in the query's zone (UTC as ``Z``)."""
+    return instant.isoformat().replace("+00:00", "Z")
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # ValueError: not a zone key at all
+        raise _bad("tz", f"unknown IANA time zone {name!r}") from None
+
+
+def _time(params: Mapping[str, str], name: str, window: str, tz: ZoneInfo) -> datetime:
+    text = params.get(name)
+    if not text:
+        raise _bad(name, "required: an RFC 3339 time with an offset")
+    try:
+        instant = _decode_time(msgspec.json.encode(text))
+    except msgspec.ValidationError:
+        raise _bad(name, f"{text!r} is not an RFC 3339 time with an offset") from None
+    local = instant.astimezone(tz)
+    if window_start(local, window, tz) != local:
+        raise _bad(name, f"must be the start of a {window} in {tz.key}")
+    return local
+
+
+def _bad(parameter: str, message: str) -> BadRequest:
+    return BadRequest(f"{parameter}: {message}", [Detail(parameter, message)])
