@@ -1,0 +1,144 @@
+"""``GET /v1/usage`` over the usage reader's aggregates: equal to a full recount of the
+ledger, exact with huge numbers, windows across DST changes, every bad parameter a 400."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Client
+from scr.route.price_file import install_prices
+from scr.runtime import Runtime
+from support import make_event
+from usage import recount as reference
+
+pytestmark = pytest.mark.every_store
+
+MODELS = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "a-model-nobody-prices"]
+STATUSES = ["success", "success", "error", "timeout", "user_terminated"]
+TENANT = "org_acme"
+
+
+def varied_events(count: int, seed: int, tenant: str = TENANT) -> list[dict[str, Any]]:
+    """Events over a few days of November 2026 (a month, weeks, days and hours apart), with
+    sessions that repeat, unknown models, missing providers and 18-decimal estimates."""
+    pick = random.Random(seed)
+    events = []
+    for n in range(count):
+        inputs, outputs = pick.randrange(0, 50_000), pick.randrange(0, 5_000)
+        changes: dict[str, Any] = {
+            "timestamp": f"2026-11-{pick.randrange(20, 30):02d}T{pick.randrange(24):02d}:"
+                         f"{pick.randrange(60):02d}:{pick.randrange(60):02d}Z",
+            "user.organization_id": tenant,
+            "user.user_id": f"user_{pick.randrange(5)}",
+            "user.tier": pick.choice(["free", "pro", "enterprise"]),
+            "session.session_id": f"sess_{pick.randrange(count // 2)}",
+            "session.session_type": pick.choice(["chat", "api", "autonomous"]),
+            "usage.model": pick.choice(MODELS),
+            "usage.input_tokens": inputs,
+            "usage.output_tokens": outputs,
+            "usage.total_tokens": inputs + outputs,
+            "usage.cache_read_tokens": pick.randrange(0, inputs + 1),
+            "usage.reasoning_tokens": pick.randrange(0, outputs + 1),
+            "usage.estimated_cost_usd": f"0.{pick.randrange(10**18):018d}",
+            "outcome.status": pick.choice(STATUSES),
+        }
+        if pick.random() < 0.3:
+            changes["usage.provider"] = None
+        events.append(make_event(f"evt_{seed}_{n}", **changes))
+    for event in events:
+        if event["usage"]["provider"] is None:
+            del event["usage"]["provider"]
+    return events
+
+
+def post(client: Client, events: list[dict[str, Any]], tenant: str = TENANT) -> None:
+    answer = client.post("/v1/events", json=events, headers=client.key(tenant))
+    assert answer.status_code == 202, answer.text
+
+
+def runtime_of(client: Client) -> Runtime:
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    return runtime
+
+
+def usage(client: Client, headers: dict[str, str], **params: str) -> Any:
+    answer = client.get("/v1/usage", params=params, headers=headers)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+@pytest.mark.parametrize(("window", "tz", "group_by", "start", "end"), [
+    ("day", "UTC", ["model"], "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+    ("hour", "Asia/Kolkata", ["user_id", "status"], "2026-11-20T00:00:00+05:30", "2026-12-01T00:00:00+05:30"),
+    ("week", "America/New_York", ["session_type", "tier", "provider"], "2026-11-16T00:00:00-05:00",
+     "2026-11-30T00:00:00-05:00"),
+    ("month", "Europe/Paris", [], "2026-11-01T00:00:00+01:00", "2026-12-01T00:00:00+01:00"),
+])
+def test_usage_equals_a_full_recount_of_the_ledger(
+    serve: Any, monkeypatch: pytest.MonkeyPatch, window: str, tz: str, group_by: list[str], start: str,
+    end: str,
+) -> None:
+    client = serve()
+    events = varied_events(300, seed=7)
+    post(client, events[:120])
+    post(client, varied_events(40, seed=8, tenant="org_other"), tenant="org_other")
+    monkeypatch.setattr("scr.usage.reader.FETCH_ENTRIES", 17)  # many rounds, sessions across them
+    reader = count_to_head(client)
+    post(client, events[120:])  # a second pass from the durable cursor
+    reader = count_to_head(client)
+    assert reader.cursor == runtime_of(client).store.last_seq()
+    answer = usage(client, client.key(TENANT, "read"), window=window, tz=tz, group_by=",".join(group_by),
+                   **{"from": start, "to": end})
+    assert answer["window"] == window and answer["tz"] == tz and answer["group_by"] == group_by
+    expected = reference.recount(runtime_of(client), TENANT, window, tz, group_by)
+    assert reference.as_compared(answer, group_by) == expected
+    assert answer["totals"]["events"] == len(events)
+    assert 0 < answer["totals"]["sessions"] < len(events)  # sessions repeat
+    assert 0 < answer["totals"]["unpriced_events"] < len(events)
+
+
+def count_to_head(client: Client) -> Any:
+    return reference.count_to_head(runtime_of(client))
+
+
+def test_sums_stay_exact_with_huge_token_counts_and_12_decimal_prices(
+    serve: Any, data_dir: Path, tmp_path: Path
+) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        '{"version": "exact-12", "currency": "USD", "unit": "per 1M tokens", "models": '
+        '{"big-model": {"input": "2.500000000001", "output": "9.999999999999", '
+        '"cached_input": "0.000000000001"}}}'
+    )
+    install_prices(prices, data_dir)  # in force before the first event
+    client = serve()
+    tera = 10**12
+    events = [
+        make_event(f"evt_big_{n}", **{
+            "usage.model": "big-model", "usage.input_tokens": tera, "usage.output_tokens": tera - n,
+            "usage.total_tokens": 2 * tera - n, "usage.cache_read_tokens": n,
+            "usage.estimated_cost_usd": "999999999.999999999999999999",
+        })
+        for n in range(3)
+    ]
+    post(client, events)
+    count_to_head(client)
+    answer = usage(client, client.key(TENANT, "read"), **{"from": "2026-11-01T00:00:00Z",
+                                                            "to": "2026-12-01T00:00:00Z"})
+    totals = answer["totals"]
+    assert totals["total_tokens"] == 3 * 2 * tera - 3
+    # by hand: per event (cached·0.000000000001 + (10^12 − cached)·2.500000000001
+    # + (10^12 − n)·9.999999999999) / 10^6, each rounded half-even to 10 places
+    per_event = [
+        ((Decimal(n) * Decimal("0.000000000001") + (tera - n) * Decimal("2.500000000001")
+          + (tera - n) * Decimal("9.999999999999")) / 10**6).quantize(Decimal("1E-10"))
+        for n in range(3)
+    ]
+    assert Decimal(totals["cost_usd"]) == sum(per_event)
+    assert totals["cost_usd"] == "37499999.9999625000"
+    assert totals["estimated_cost_usd"] == "2999999999.999999999999999997"
