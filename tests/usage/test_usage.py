@@ -142,3 +142,97 @@ def test_sums_stay_exact_with_huge_token_counts_and_12_decimal_prices(
     assert Decimal(totals["cost_usd"]) == sum(per_event)
     assert totals["cost_usd"] == "37499999.9999625000"
     assert totals["estimated_cost_usd"] == "2999999999.999999999999999997"
+
+
+def test_day_and_hour_windows_follow_dst_changes(serve: Any) -> None:
+    """New York: 8 March 2026 has 23 hours, 1 November 25 (its 01:00 comes twice)."""
+    client = serve()
+    times = {
+        "evt_mar_7_late": "2026-03-08T04:30:00Z",  # 23:30 EST, 7 March
+        "evt_mar_8_early": "2026-03-08T05:00:00Z",  # 00:00 EST, 8 March
+        "evt_mar_8_late": "2026-03-09T03:30:00Z",  # 23:30 EDT, 8 March
+        "evt_mar_9": "2026-03-09T04:00:00Z",  # 00:00 EDT, 9 March
+        "evt_nov_1_first_1am": "2026-11-01T05:10:00Z",  # 01:10 EDT
+        "evt_nov_1_second_1am": "2026-11-01T06:10:00Z",  # 01:10 EST
+        "evt_nov_1_late": "2026-11-02T04:59:00Z",  # 23:59 EST, 1 November
+    }
+    post(client, [make_event(event_id, timestamp=at, **{"session.session_id": event_id})
+                  for event_id, at in times.items()])
+    count_to_head(client)
+    reader = client.key(TENANT, "read")
+    days = usage(client, reader, window="day", tz="America/New_York",
+                 **{"from": "2026-03-07T00:00:00-05:00", "to": "2026-03-10T00:00:00-04:00"})
+    assert [(r["window_start"], r["events"]) for r in days["rows"]] == [
+        ("2026-03-07T00:00:00-05:00", 1), ("2026-03-08T00:00:00-05:00", 2),
+        ("2026-03-09T00:00:00-04:00", 1),
+    ]
+    hours = usage(client, reader, window="hour", tz="America/New_York",
+                  **{"from": "2026-11-01T00:00:00-04:00", "to": "2026-11-02T00:00:00-05:00"})
+    assert [(r["window_start"], r["events"]) for r in hours["rows"]] == [
+        ("2026-11-01T01:00:00-04:00", 1), ("2026-11-01T01:00:00-05:00", 1),
+        ("2026-11-01T23:00:00-05:00", 1),
+    ]
+    weeks = usage(client, reader, window="week", tz="America/New_York",
+                  **{"from": "2026-10-26T00:00:00-04:00", "to": "2026-11-02T00:00:00-05:00"})
+    assert [(r["window_start"], r["events"]) for r in weeks["rows"]] == [("2026-10-26T00:00:00-04:00", 3)]
+    assert weeks["totals"]["events"] == 3
+
+
+BAD_PARAMETERS = [
+    ({"window": "fortnight"}, "window"),
+    ({"tz": "Mars/Olympus_Mons"}, "tz"),
+    ({"tz": "../../etc/passwd"}, "tz"),
+    ({"group_by": "model,colour"}, "group_by"),
+    ({"from": None}, "from"),
+    ({"to": None}, "to"),
+    ({"from": "yesterday"}, "from"),
+    ({"from": "2026-11-01T00:00:00"}, "from"),  # no offset
+    ({"from": "2026-11-01T10:00:00Z"}, "from"),  # not the start of a day
+    ({"to": "2026-11-02T00:30:00Z"}, "to"),
+    ({"window": "week", "from": "2026-11-01T00:00:00Z", "to": "2026-11-09T00:00:00Z"}, "from"),  # a Sunday
+    ({"window": "month", "to": "2026-11-15T00:00:00Z"}, "to"),
+    ({"tz": "America/New_York"}, "from"),  # UTC midnight is not New York's
+    ({"to": "2026-11-01T00:00:00Z"}, "to"),  # empty range
+    ({"to": "2026-10-01T00:00:00Z"}, "to"),  # backwards
+    ({"from": "2025-01-01T00:00:00Z", "to": "2026-02-06T00:00:00Z"}, "to"),  # 401 days
+]
+
+
+@pytest.mark.parametrize(("changes", "parameter"), BAD_PARAMETERS)
+def test_a_bad_parameter_is_400_naming_it(serve: Any, changes: dict[str, str | None], parameter: str) -> None:
+    client = serve()
+    params: dict[str, str | None] = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z",
+                                     "window": "day", **changes}
+    answer = client.get("/v1/usage", params={k: v for k, v in params.items() if v is not None},
+                        headers=client.key(TENANT, "read"))
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "bad_request"
+    assert [d["path"] for d in error["details"]] == [parameter]
+    assert error["message"].startswith(f"{parameter}: ")
+    assert client.get("/healthz").status_code == 200
+
+
+def test_400_days_is_the_longest_range(serve: Any) -> None:
+    client = serve()
+    answer = usage(client, client.key(TENANT, "read"),
+                   **{"from": "2025-01-01T00:00:00Z", "to": "2026-02-05T00:00:00Z"})
+    assert answer["rows"] == [] and answer["totals"]["events"] == 0
+
+
+def test_each_key_sees_its_own_tenant_only(serve: Any) -> None:
+    client = serve()
+    post(client, varied_events(20, seed=3))
+    post(client, varied_events(30, seed=4, tenant="org_other"), tenant="org_other")
+    count_to_head(client)
+    month = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z", "window": "month"}
+    mine = usage(client, client.key(TENANT, "read"), **month, tenant="org_other")  # ignored
+    assert mine["totals"]["events"] == 20
+    assert usage(client, client.key("org_other", "admin"), **month)["totals"]["events"] == 30
+    platform = client.key("org_acme", "platform")
+    assert usage(client, platform, **month, tenant="org_other")["totals"]["events"] == 30
+    spans = client.get("/v1/usage", params=month, headers=platform)
+    assert spans.status_code == 400 and "tenant" in spans.json()["error"]["message"]
+    assert client.get("/v1/usage", params=month, headers=client.key(TENANT, "ingest")).status_code == 403
+    assert client.get("/v1/usage", params=month).status_code == 401
+    assert client.get("/v1/usage", params=month, headers={"authorization": "Bearer nope"}).status_code == 401

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from scr.errors import BadRequest, Detail
 from scr.httpio import JSONResponse
 from scr.runtime import Runtime
 from scr.usage.query import UsageQuery
@@ -18,9 +19,14 @@ def usage_routes(runtime: Runtime) -> list[Route]:
 
     async def get_usage(request: Request) -> Response:
         principal = runtime.auth.principal(request.headers.get("authorization"))
-        if not principal.can("any_tenant"):  # a platform key reads any tenant's usage
+        if principal.can("any_tenant"):  # a platform key names the tenant it reads
+            tenant = request.query_params.get("tenant") or ""
+            if not tenant:
+                raise BadRequest("tenant: a platform key names the tenant with ?tenant=",
+                                 [Detail("tenant", "required for a platform key")])
+        else:
             principal.require("read")
-        tenant = principal.scope(request.query_params.get("tenant"))
+            tenant = principal.scope(request.query_params.get("tenant"))
         query = UsageQuery.parse(request.query_params)
         return JSONResponse(await asyncio.to_thread(query.answer, runtime.store, tenant))
 
