@@ -8,6 +8,7 @@ import decimal
 from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,6 +17,7 @@ from scr.metrics import Metrics
 from scr.route.price_file import live_prices
 from scr.route.transforms import EntryRef, billing_transform
 from scr.runtime import Runtime
+from scr.store.protocol import Store
 from scr.store.records import UsageRow
 from scr.usage.reader import UsageReader
 
@@ -50,17 +52,18 @@ def window_of(instant: datetime, window: str, tz: ZoneInfo) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=tz)
 
 
-def recount(runtime: Runtime, tenant: str, window: str, tz: str, group_by: list[str]) -> dict[str, Any]:
+def recount(store: Store, data_dir: Path, tenant: str, window: str, tz: str, group_by: list[str]
+            ) -> dict[str, Any]:
     """What ``GET /v1/usage`` must answer (rows and totals, windows and money as compared
     values), from every ledger entry of ``tenant``: billing_v1's own cost, a session counted
     at its first event."""
     zone = ZoneInfo(tz)
-    billing = billing_transform(live_prices(runtime.data_dir))
+    billing = billing_transform(live_prices(data_dir))
     seen_sessions: set[str] = set()
     rows: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(_zeros)
     totals = _zeros()
     with decimal.localcontext(EXACT):
-        for stored in runtime.store.entries_after(0, 10**9):
+        for stored in store.entries_after(0, 10**9):
             _count(stored, tenant, window, zone, group_by, billing, seen_sessions, rows, totals)
     return {"rows": dict(rows), "totals": totals}
 

@@ -95,7 +95,8 @@ def test_usage_equals_a_full_recount_of_the_ledger(
     answer = usage(client, client.key(TENANT, "read"), window=window, tz=tz, group_by=",".join(group_by),
                    **{"from": start, "to": end})
     assert answer["window"] == window and answer["tz"] == tz and answer["group_by"] == group_by
-    expected = reference.recount(runtime_of(client), TENANT, window, tz, group_by)
+    runtime = runtime_of(client)
+    expected = reference.recount(runtime.store, runtime.data_dir, TENANT, window, tz, group_by)
     assert reference.as_compared(answer, group_by) == expected
     assert answer["totals"]["events"] == len(events)
     assert 0 < answer["totals"]["sessions"] < len(events)  # sessions repeat
