@@ -45,6 +45,7 @@ class UsageQuery:
     window: str
     tz: ZoneInfo
     group_by: tuple[str, ...]
+    starts: tuple[datetime, ...]  # the window starts from ``start`` to ``end``
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> UsageQuery:
@@ -62,11 +63,15 @@ class UsageQuery:
             raise _bad("to", "must be after from")
         if end - start > timedelta(days=MAX_RANGE_DAYS):
             raise _bad("to", f"a range may span at most {MAX_RANGE_DAYS} days of minute data")
-        return cls(start, end, window, tz, group_by)
+        try:
+            starts = tuple(boundaries(start, end, window, tz))
+        except OverflowError:
+            raise _bad("to", "out of range") from None
+        return cls(start, end, window, tz, group_by, starts)
 
     def answer(self, store: Store, tenant: str) -> dict[str, Any]:
         """The answer body: rows by window and group, and the totals."""
-        starts = boundaries(self.start, self.end, self.window, self.tz)
+        starts = self.starts
         start_minutes = [utc_minute(s) for s in starts]
         sums: dict[tuple[Any, ...], list[int]] = {}
         totals = [0] * (len(COUNTERS) + 2)
@@ -133,10 +138,13 @@ def _time(params: Mapping[str, str], name: str, window: str, tz: ZoneInfo) -> da
         raise _bad(name, "required: an RFC 3339 time with an offset")
     try:
         instant = _decode_time(msgspec.json.encode(text))
+        local = instant.astimezone(tz)
+        on_boundary = window_start(local, window, tz) == local
     except msgspec.ValidationError:
         raise _bad(name, f"{text!r} is not an RFC 3339 time with an offset") from None
-    local = instant.astimezone(tz)
-    if window_start(local, window, tz) != local:
+    except OverflowError:  # the first or last days of the calendar, shifted out of it
+        raise _bad(name, f"{text!r} is out of range") from None
+    if not on_boundary:
         raise _bad(name, f"must be the start of a {window} in {tz.key}")
     return local
 
