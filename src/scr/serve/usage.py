@@ -65,7 +65,10 @@ async def _follow(store: Store, data_dir: Path, writer_at: Path, wake: socket.so
         def record(tx: RecordingTx) -> int:
             return tx.record(AddUsage(rows, after_seq, seq))
 
-        return bool(await remote.run(record, size=max(1, len(rows))))
+        # not durable: the rows and the cursor commit together, so a group lost with the
+        # page cache is counted again from the older cursor (the next durable commit's
+        # fsync covers it otherwise, as for the destinations' cursors)
+        return bool(await remote.run(record, durable=False))
 
     reader = UsageReader(store, live_prices(data_dir), write, Metrics())
     await asyncio.to_thread(reader.load)

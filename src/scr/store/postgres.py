@@ -42,6 +42,7 @@ from scr.store.records import (
     NewEntry,
     StoredEntry,
     UsageRow,
+    UsageSum,
 )
 
 log = logging.getLogger("scr.store.postgres")
@@ -425,14 +426,13 @@ class PostgresStore:
             cur.executemany(usage.POSTGRES_UPSERT, usage.as_values(rows, Decimal))
         return True
 
-    def usage_rows(self, tenant: str | None, from_minute: int, to_minute: int) -> list[UsageRow]:
-        params: tuple[object, ...] = (from_minute, to_minute)
-        where = "minute >= %s AND minute < %s"
-        if tenant is not None:
-            where, params = f"tenant = %s AND {where}", (tenant, *params)
-        sql = f"{usage.SELECT_ROWS} WHERE {where} ORDER BY minute"
+    def usage_sums(self, tenant: str | None, from_minute: int, to_minute: int, bucket_minutes: int,
+                   keys: Sequence[str]) -> list[UsageSum]:
+        sql = usage.sums_query(keys, "%s", "postgres", tenant is not None)
+        params = (from_minute, bucket_minutes, *([tenant] if tenant is not None else []),
+                  from_minute, to_minute)
         rows = self._read(sql, params)
-        return [usage.from_values(row) for row in rows]
+        return [usage.as_sum(row, len(keys)) for row in rows]
 
     def cursor(self, destination: str) -> int | None:
         rows = self._read("SELECT seq FROM cursors WHERE destination = %s", (destination,))

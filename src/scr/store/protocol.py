@@ -24,6 +24,7 @@ from scr.store.records import (
     NewEntry,
     StoredEntry,
     UsageRow,
+    UsageSum,
 )
 
 
@@ -159,8 +160,10 @@ class Store(Protocol):
         its (tenant, minute, group key) aggregate, exactly; False (nothing added) when the
         cursor is not at ``after_seq`` (another usage reader got there first)."""
 
-    def usage_rows(self, tenant: str | None, from_minute: int, to_minute: int) -> list[UsageRow]:
-        """The aggregates of a tenant (every tenant: None) with from <= minute < to, by minute."""
+    def usage_sums(self, tenant: str | None, from_minute: int, to_minute: int, bucket_minutes: int,
+                   keys: Sequence[str]) -> list[UsageSum]:
+        """The aggregates of a tenant (every tenant: None) with from <= minute < to, summed by
+        tenant, bucket of ``bucket_minutes`` counted from ``from_minute``, and ``keys``."""
 
     # ----- destinations: cursors, deliveries, attempts ----------------------------------------
 

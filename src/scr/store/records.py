@@ -154,6 +154,19 @@ class UsageRow(msgspec.Struct, array_like=True, gc=False):
     estimated_cost_usd: str
 
 
+class UsageSum(NamedTuple):
+    """The usage rows of one tenant, time bucket and group summed by the store: ``bucket`` is
+    (minute − from) // bucket minutes, ``keys`` the values of the grouped columns, ``counts``
+    the integer counters in ``USAGE_COUNT_COLUMNS`` order, money as exact decimal text."""
+
+    tenant: str
+    bucket: int
+    keys: tuple[str, ...]
+    counts: tuple[int, ...]
+    cost_usd: str
+    estimated_cost_usd: str
+
+
 # The key columns of a UsageRow, then its integer counters, then its money (decimal strings).
 USAGE_KEY_COLUMNS = ("tenant", "minute", "model", "user_id", "session_type", "status", "tier",
                      "provider")

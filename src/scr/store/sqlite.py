@@ -35,6 +35,7 @@ from scr.store.records import (
     NewEntry,
     StoredEntry,
     UsageRow,
+    UsageSum,
     event_key,
     pack_seqs,
     session_key,
@@ -303,6 +304,7 @@ class SqliteStore:
         conn.execute("PRAGMA synchronous = FULL")
         cache = WRITE_CACHE_KIB if write else READ_CACHE_KIB
         conn.execute(f"PRAGMA cache_size = -{cache}")
+        usage.prepare_sqlite_reader(conn)
         return conn
 
     def writer(self) -> SqliteWriter:
@@ -625,14 +627,13 @@ class SqliteStore:
         conn.executemany(usage.SQLITE_UPSERT, usage.as_values(rows))
         return True
 
-    def usage_rows(self, tenant: str | None, from_minute: int, to_minute: int) -> list[UsageRow]:
-        params: tuple[object, ...] = (from_minute, to_minute)
-        where = "minute >= ? AND minute < ?"
-        if tenant is not None:
-            where, params = f"tenant = ? AND {where}", (tenant, *params)
-        sql = f"{usage.SELECT_ROWS} WHERE {where} ORDER BY minute"
+    def usage_sums(self, tenant: str | None, from_minute: int, to_minute: int, bucket_minutes: int,
+                   keys: Sequence[str]) -> list[UsageSum]:
+        sql = usage.sums_query(keys, "?", "sqlite", tenant is not None)
+        params = (from_minute, bucket_minutes, *([tenant] if tenant is not None else []),
+                  from_minute, to_minute)
         rows = self._reader().execute(sql, params).fetchall()
-        return [usage.from_values(row) for row in rows]
+        return [usage.as_sum(row, len(keys)) for row in rows]
 
     def destination_state(self, destination: str) -> tuple[str, str]:
         row = self._reader().execute(

@@ -27,6 +27,7 @@ from scr.store.records import (
     USAGE_KEY_COLUMNS,
     USAGE_MONEY_COLUMNS,
     UsageRow,
+    UsageSum,
 )
 
 # Exact decimal addition: more digits than any sum of amounts under 10**9 USD with 18
@@ -108,20 +109,50 @@ def as_values(rows: Sequence[UsageRow], money: type[str] | type[Decimal] = str) 
     return values
 
 
-def from_values(values: Sequence[Any]) -> UsageRow:
-    """A stored row back as a ``UsageRow`` (numbers as int, money as plain decimal text)."""
-    *keys_and_counts, cost, estimated = values
-    keys = keys_and_counts[: len(USAGE_KEY_COLUMNS)]
-    counts = [int(v) for v in keys_and_counts[len(USAGE_KEY_COLUMNS):]]
-    keys[1] = int(keys[1])
-    return UsageRow(*keys, *counts, _plain(cost), _plain(estimated))  # type: ignore[call-arg]
-
-
 def _plain(amount: Any) -> str:
     return format(Decimal(amount), "f") if not isinstance(amount, str) else amount
 
 
-SELECT_ROWS = f"SELECT {_COLUMNS} FROM usage_minutes"
+class MoneySum:
+    """SQLite aggregate ``usage_money_sum(text)``: the exact sum of decimal strings."""
+
+    def __init__(self) -> None:
+        self.total = Decimal(0)
+
+    def step(self, amount: str) -> None:
+        self.total = _EXACT.add(self.total, Decimal(amount))
+
+    def finalize(self) -> str:
+        return format(self.total, "f")
+
+
+def prepare_sqlite_reader(conn: sqlite3.Connection) -> None:
+    """Register the exact money sum that ``sums_query`` uses."""
+    conn.create_aggregate("usage_money_sum", 1, MoneySum)  # type: ignore[arg-type]  # typeshed: ints only
+
+
+def sums_query(keys: Sequence[str], mark: str, dialect: str, tenant: bool) -> str:
+    """Rows summed by tenant, bucket and the ``keys`` columns (parameters: from minute,
+    bucket minutes, [tenant], from minute, to minute). Both minutes are known integers, and
+    the bucket is counted from ``from``, so it is never negative (SQLite's ``/`` truncates)."""
+    unknown = set(keys) - set(USAGE_KEY_COLUMNS)
+    if unknown:
+        raise ValueError(f"not usage key columns: {sorted(unknown)}")
+    money = "usage_money_sum({})" if dialect == "sqlite" else "SUM({})"
+    number = mark if dialect == "sqlite" else f"{mark}::bigint"  # integer division, not numeric
+    columns = ["tenant", f"(minute - {number}) / {number}", *keys]
+    sums = [f"SUM({c})" for c in USAGE_COUNT_COLUMNS] + [money.format(c) for c in USAGE_MONEY_COLUMNS]
+    where = f"{'tenant = ' + mark + ' AND ' if tenant else ''}minute >= {mark} AND minute < {mark}"
+    group = ", ".join(str(n) for n in range(1, len(columns) + 1))
+    return f"SELECT {', '.join(columns + sums)} FROM usage_minutes WHERE {where} GROUP BY {group}"
+
+
+def as_sum(values: Sequence[Any], key_count: int) -> UsageSum:
+    """A row of ``sums_query`` as a ``UsageSum``."""
+    tenant, bucket, *rest = values
+    keys, counts, money = rest[:key_count], rest[key_count:-2], rest[-2:]
+    return UsageSum(tenant, int(bucket), tuple(keys), tuple(int(c) for c in counts),
+                    _plain(money[0]), _plain(money[1]))
 
 
 def cursor_statements(mark: str) -> tuple[str, str]:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import reduce
+from math import gcd
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,7 +22,7 @@ import msgspec
 
 from scr.errors import BadRequest, Detail
 from scr.store.protocol import Store
-from scr.store.records import UsageRow
+from scr.store.records import USAGE_COUNT_COLUMNS, UsageSum
 from scr.usage.aggregate import COST_PLACES, ESTIMATE_PLACES, scaled, unscaled
 from scr.usage.windows import WINDOWS, boundaries, utc_minute, window_start
 
@@ -32,6 +34,7 @@ DEFAULT_TZ = "UTC"
 COUNTERS = ("events", "sessions", "input_tokens", "output_tokens", "total_tokens",
             "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "unpriced_events",
             "errors")
+_COUNT_POSITIONS = [USAGE_COUNT_COLUMNS.index(name) for name in COUNTERS]
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 _decode_time = msgspec.json.Decoder(AwareTime).decode
 
@@ -73,15 +76,18 @@ class UsageQuery:
         """The answer body: rows by window and group, and the totals."""
         starts = self.starts
         start_minutes = [utc_minute(s) for s in starts]
+        first = start_minutes[0]
+        # buckets that never straddle a window: every window start is a multiple of it
+        bucket = reduce(gcd, (m - first for m in start_minutes[1:]))
         sums: dict[tuple[Any, ...], list[int]] = {}
-        totals = [0] * (len(COUNTERS) + 2)
-        for row in store.usage_rows(tenant, start_minutes[0], start_minutes[-1]):
-            window = bisect_right(start_minutes, row.minute) - 1
-            key = (window, *(getattr(row, name) for name in self.group_by))
-            counters = sums.get(key)
+        for found in store.usage_sums(tenant, first, start_minutes[-1], bucket, self.group_by):
+            window = bisect_right(start_minutes, first + found.bucket * bucket) - 1
+            place: tuple[Any, ...] = (window, *found.keys)
+            counters = sums.get(place)
             if counters is None:
-                counters = sums[key] = [0] * (len(COUNTERS) + 2)
-            _add(counters, row)
+                counters = sums[place] = [0] * (len(COUNTERS) + 2)
+            _add(counters, found)
+        totals = [0] * (len(COUNTERS) + 2)
         rows = []
         for key in sorted(sums):
             counters = sums[key]
@@ -97,11 +103,11 @@ class UsageQuery:
         }
 
 
-def _add(counters: list[int], row: UsageRow) -> None:
-    for n, name in enumerate(COUNTERS):
-        counters[n] += getattr(row, name)
-    counters[-2] += scaled(Decimal(row.cost_usd), COST_PLACES)
-    counters[-1] += scaled(Decimal(row.estimated_cost_usd), ESTIMATE_PLACES)
+def _add(counters: list[int], found: UsageSum) -> None:
+    for n, position in enumerate(_COUNT_POSITIONS):
+        counters[n] += found.counts[position]
+    counters[-2] += scaled(Decimal(found.cost_usd), COST_PLACES)
+    counters[-1] += scaled(Decimal(found.estimated_cost_usd), ESTIMATE_PLACES)
 
 
 def _counters(counters: list[int]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from decimal import Decimal
 from scr.metrics import Metrics
 from scr.route.price_file import PriceSource
 from scr.store.protocol import Store
-from scr.store.records import USAGE_CURSOR, StoredEntry, UsageRow
+from scr.store.records import USAGE_COUNT_COLUMNS, USAGE_CURSOR, StoredEntry, UsageRow
 from scr.usage.aggregate import COST_PLACES, count_group, count_sessions, scaled
 
 FETCH_ENTRIES = 1000  # ledger entries counted and written per round
@@ -42,8 +42,14 @@ class UsageReader:
     def load(self) -> None:
         """Read the cursor, then the totals for the gauges (blocking: call in a thread)."""
         self.cursor = self.store.cursor(USAGE_CURSOR) or 0
-        self._totals = {}
-        self._add_to_totals(self.store.usage_rows(None, *ALL_MINUTES))
+        first, end = ALL_MINUTES
+        self._totals = {
+            (found.tenant, found.keys[0]): [scaled(Decimal(found.cost_usd), COST_PLACES),
+                                            found.counts[USAGE_COUNT_COLUMNS.index("total_tokens")]]
+            for found in self.store.usage_sums(None, first, end, end - first, ["model"])
+        }
+        for (tenant, model), (cost, tokens) in self._totals.items():
+            self._set_gauges(tenant, model, cost, tokens)
 
     async def catch_up(self, head: int) -> None:
         """Count every entry up to ``head`` (the ledger's newest seq)."""
@@ -74,6 +80,8 @@ class UsageReader:
             totals[1] += row.total_tokens
             touched.add(key)
         for key in touched:
-            cost, tokens = self._totals[key]
-            self.metrics.usage_cost.labels(*key).set(cost / 10**COST_PLACES)
-            self.metrics.usage_tokens.labels(*key).set(tokens)
+            self._set_gauges(*key, *self._totals[key])
+
+    def _set_gauges(self, tenant: str, model: str, cost: int, tokens: int) -> None:
+        self.metrics.usage_cost.labels(tenant, model).set(cost / 10**COST_PLACES)
+        self.metrics.usage_tokens.labels(tenant, model).set(tokens)
