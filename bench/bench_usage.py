@@ -1,8 +1,9 @@
 """Usage benchmark (usage issue): the aggregator's CPU per event, and ``GET /v1/usage``'s p99.
 
 (a) A SQLite ledger of ``SCR_BENCH_USAGE_EVENTS`` events (1,000-event batches committed by the
-in-process app: 200 users, 5 models, a session per event, over one day) is counted by the
-usage reader in rounds of 1,000, as ``scr: usage`` does: CPU time per event of counting
+in-process app: 200 users, 5 models, a session per event, timestamps advancing as at 20k
+events/s) is counted by the usage reader in its rounds (``FETCH_ENTRIES``), as ``scr: usage``
+does: CPU time per event of counting
 (decode of the few fields, billing_v1's cost, the group's sums), of the session lookup, and
 of the write (one upsert per distinct key and the cursor, in the writer's transaction; here
 the in-process committer, so the write's CPU is on its thread and counted as wall time).
@@ -20,7 +21,7 @@ import os
 import random
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +38,18 @@ from scr.security.keys import Role
 from scr.server import create_app
 from scr.store.records import UsageRow
 from scr.usage import aggregate
-from scr.usage.reader import UsageReader
+from scr.usage.reader import FETCH_ENTRIES, UsageReader
 
 EVENTS = int(os.environ.get("SCR_BENCH_USAGE_EVENTS", "50000"))
 ROWS = int(os.environ.get("SCR_BENCH_USAGE_ROWS", "200000"))
 QUERIES = int(os.environ.get("SCR_BENCH_USAGE_QUERIES", "50"))
 BATCH_EVENTS = 1000
-ROUND_ENTRIES = 1000
 USERS = 200
 MODELS = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-pro", "gpt-5"]
 MINUTES_PER_DAY = 1440
 DAYS_PER_MONTH = 30
+FIRST_EVENT_AT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+INGEST_PER_S = 20_000  # the events' timestamps advance as at this ingest rate
 FIRST_MINUTE = int(datetime(2025, 11, 10, tzinfo=UTC).timestamp()) // 60  # a Monday
 
 
@@ -59,7 +61,8 @@ def batch(number: int, pick: random.Random) -> list[dict[str, Any]]:
         event["session"]["session_id"] = f"sess_{number}_{n}"
         event["user"]["user_id"] = f"user_{pick.randrange(USERS)}"
         event["usage"]["model"] = pick.choice(MODELS)
-        event["timestamp"] = f"2026-11-25T{pick.randrange(24):02d}:{pick.randrange(60):02d}:00Z"
+        at = FIRST_EVENT_AT + timedelta(seconds=(number * BATCH_EVENTS + n) / INGEST_PER_S)
+        event["timestamp"] = at.isoformat().replace("+00:00", "Z")
         events.append(event)
     return events
 
@@ -85,7 +88,7 @@ def count_events(runtime: Runtime) -> dict[str, Any]:
     async def run() -> None:
         nonlocal counting, sessions, rows_written
         while True:
-            entries = store.entries_after(reader.cursor, ROUND_ENTRIES)
+            entries = store.entries_after(reader.cursor, FETCH_ENTRIES)
             if not entries:
                 return
             started = time.thread_time()
@@ -105,6 +108,7 @@ def count_events(runtime: Runtime) -> dict[str, Any]:
     return {
         "events": EVENTS,
         "rows_written": rows_written,
+        "rows_per_event": round(rows_written / EVENTS, 3),
         "count_us_per_event": round(counting * per_event, 2),
         "sessions_us_per_event": round(sessions * per_event, 2),
         "write_wall_us_per_event": round(sum(written) * per_event, 2),

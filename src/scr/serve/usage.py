@@ -21,7 +21,7 @@ from scr.metrics import Metrics
 from scr.route.price_file import live_prices
 from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared
 from scr.serve.reader import MAX_DATAGRAM_BYTES, QUIET_CHECK_S
-from scr.serve.readers import bind_unix, decode_seq, usage_notify_path, writes_path
+from scr.serve.readers import bind_unix, usage_notify_path, writes_path
 from scr.serve.supervisor import READY_MESSAGE, ChildArgs
 from scr.serve.writes import AddUsage, RecordingTx, RemoteCommitter
 from scr.store import Store, open_store
@@ -31,6 +31,7 @@ from scr.usage.reader import UsageReader
 log = logging.getLogger("scr.serve.usage")
 
 USAGE_NICENESS = 10
+ROUND_INTERVAL_S = 0.5  # the usage aggregates trail the ledger by about this much
 TITLE = "scr: usage"
 
 
@@ -88,12 +89,19 @@ async def _wake_and_count(reader: UsageReader, store: Store, wake: socket.socket
     loop = asyncio.get_running_loop()
     while True:
         try:
-            try:
-                message = await asyncio.wait_for(loop.sock_recv(wake, MAX_DATAGRAM_BYTES), QUIET_CHECK_S)
-                head = decode_seq(message)
-            except TimeoutError:
-                head = await asyncio.to_thread(store.last_seq)
-            await reader.catch_up(head)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(loop.sock_recv(wake, MAX_DATAGRAM_BYTES), QUIET_CHECK_S)
+            # a round covers ROUND_INTERVAL_S of commits: fewer, larger rounds write fewer rows
+            await asyncio.sleep(ROUND_INTERVAL_S)
+            _drain(wake)
+            await reader.catch_up(await asyncio.to_thread(store.last_seq))
         except Exception as error:  # the store or the writer is unreachable: try again
             log.warning("cannot count the ledger's new entries: %s", error)
             await asyncio.sleep(QUIET_CHECK_S)
+
+
+def _drain(wake: socket.socket) -> None:
+    """Forget the wake-ups that came meanwhile (the ledger's head is read from the store)."""
+    with contextlib.suppress(BlockingIOError):
+        while wake.recv(MAX_DATAGRAM_BYTES):
+            pass
