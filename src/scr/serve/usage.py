@@ -3,8 +3,12 @@
 Like a destinations' reader process, it is woken by the writer's datagram after each commit
 (on ``usage.aggregates.notify`` in the socket folder: no destination process can have that
 name), looks at the ledger's head itself when it hears nothing for ``QUIET_CHECK_S``, and
-sends its writes to the one writer (``scr.serve.writes``). It runs at nice
-``USAGE_NICENESS``, so on a busy machine it gives way to ingest; it catches up afterwards.
+sends its writes to the one writer (``scr.serve.writes``). Once woken it waits
+``ROUND_INTERVAL_S`` and counts everything committed meanwhile in one round: under load a
+round holds thousands of events, and the events of a minute that share a key become one row
+(measured: 0.1 row per event at 20k events/s), which keeps the writer's share small. It
+runs at nice ``USAGE_NICENESS``, so on a busy machine it gives way to ingest; it catches up
+afterwards.
 """
 
 from __future__ import annotations

@@ -34,33 +34,19 @@ from scr.store.records import (
 # decimals can need; a result that would round raises instead.
 _EXACT = decimal.Context(prec=80, traps=[decimal.Inexact, decimal.Overflow])
 
-SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage_minutes (
-    tenant TEXT NOT NULL, minute INTEGER NOT NULL, model TEXT NOT NULL, user_id TEXT NOT NULL,
-    session_type TEXT NOT NULL, status TEXT NOT NULL, tier TEXT NOT NULL, provider TEXT NOT NULL,
-    events INTEGER NOT NULL, sessions INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL, total_tokens INTEGER NOT NULL,
-    cache_read_tokens INTEGER NOT NULL, cache_write_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
-    unpriced_events INTEGER NOT NULL, errors INTEGER NOT NULL,
-    cost_usd TEXT NOT NULL, estimated_cost_usd TEXT NOT NULL,
-    PRIMARY KEY (tenant, minute, model, user_id, session_type, status, tier, provider)
-) WITHOUT ROWID;
-"""
+def _create_table(integer: str, text: str, counter: str, money: str, suffix: str = "") -> str:
+    """``CREATE TABLE usage_minutes`` in a dialect's types (one column list for both)."""
+    types = {"minute": integer, **dict.fromkeys(USAGE_COUNT_COLUMNS, counter),
+             **dict.fromkeys(USAGE_MONEY_COLUMNS, money)}
+    columns = ", ".join(f"{name} {types.get(name, text)} NOT NULL" for name in USAGE_COLUMNS)
+    return (f"CREATE TABLE IF NOT EXISTS usage_minutes ({columns}, "
+            f"PRIMARY KEY ({', '.join(USAGE_KEY_COLUMNS)})){suffix}")
 
-POSTGRES_SCHEMA = """
-CREATE TABLE usage_minutes (
-    tenant text NOT NULL, minute bigint NOT NULL, model text NOT NULL, user_id text NOT NULL,
-    session_type text NOT NULL, status text NOT NULL, tier text NOT NULL, provider text NOT NULL,
-    events numeric NOT NULL, sessions numeric NOT NULL, input_tokens numeric NOT NULL,
-    output_tokens numeric NOT NULL, total_tokens numeric NOT NULL,
-    cache_read_tokens numeric NOT NULL, cache_write_tokens numeric NOT NULL,
-    reasoning_tokens numeric NOT NULL, duration_ms numeric NOT NULL,
-    unpriced_events numeric NOT NULL, errors numeric NOT NULL,
-    cost_usd numeric NOT NULL, estimated_cost_usd numeric NOT NULL,
-    PRIMARY KEY (tenant, minute, model, user_id, session_type, status, tier, provider)
-)
-"""
+
+# SQLite: integers of 64 bits (usage_add_count fails past them), money as decimal text
+SQLITE_SCHEMA = _create_table("INTEGER", "TEXT", "INTEGER", "TEXT", " WITHOUT ROWID") + ";"
+# PostgreSQL: numeric counters and money, exact at any size
+POSTGRES_SCHEMA = _create_table("bigint", "text", "numeric", "numeric")
 
 _KEYS = ", ".join(USAGE_KEY_COLUMNS)
 _COLUMNS = ", ".join(USAGE_COLUMNS)
