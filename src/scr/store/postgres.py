@@ -423,12 +423,14 @@ class PostgresStore:
         if conn.execute(move, (seq, USAGE_CURSOR, after_seq)).rowcount != 1:
             return False
         with conn.cursor() as cur:
-            cur.executemany(usage.POSTGRES_UPSERT, usage.as_values(rows, Decimal))
+            cur.executemany(usage.MINUTES.upsert("postgres"), usage.as_values(rows, Decimal))
+            cur.executemany(usage.QUARTERS.upsert("postgres"), usage.rolled_up(rows, Decimal))
         return True
 
     def usage_sums(self, tenant: str | None, from_minute: int, to_minute: int, bucket_minutes: int,
                    keys: Sequence[str]) -> list[UsageSum]:
-        sql = usage.sums_query(keys, "%s", "postgres", tenant is not None)
+        table = usage.table_for(keys, from_minute, bucket_minutes)
+        sql = usage.sums_query(table, keys, "%s", "postgres", tenant is not None)
         params = (from_minute, bucket_minutes, *([tenant] if tenant is not None else []),
                   from_minute, to_minute)
         rows = self._read(sql, params)

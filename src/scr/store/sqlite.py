@@ -636,12 +636,14 @@ class SqliteStore:
         conn.execute(ensure, (USAGE_CURSOR,))
         if conn.execute(move, (seq, USAGE_CURSOR, after_seq)).rowcount != 1:
             return False
-        conn.executemany(usage.SQLITE_UPSERT, usage.as_values(rows))
+        conn.executemany(usage.MINUTES.upsert("sqlite"), usage.as_values(rows))
+        conn.executemany(usage.QUARTERS.upsert("sqlite"), usage.rolled_up(rows))
         return True
 
     def usage_sums(self, tenant: str | None, from_minute: int, to_minute: int, bucket_minutes: int,
                    keys: Sequence[str]) -> list[UsageSum]:
-        sql = usage.sums_query(keys, "?", "sqlite", tenant is not None)
+        table = usage.table_for(keys, from_minute, bucket_minutes)
+        sql = usage.sums_query(table, keys, "?", "sqlite", tenant is not None)
         params = (from_minute, bucket_minutes, *([tenant] if tenant is not None else []),
                   from_minute, to_minute)
         rows = self._reader().execute(sql, params).fetchall()

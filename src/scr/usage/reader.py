@@ -27,7 +27,7 @@ from scr.usage.aggregate import COST_PLACES, count_group, count_sessions, scaled
 # event (the events of a minute that share a key become one row): at 20k events/s a
 # round of half a second is 10,000 events.
 FETCH_ENTRIES = 10_000
-ALL_MINUTES = (0, 2**62)  # every minute the aggregates can hold
+ALL_MINUTES = (0, 15 * 2**58)  # every minute the aggregates hold, in whole quarter hours
 
 # write(rows, after_seq, seq): the rows and the cursor's move, in one transaction; whether
 # the store took it (False: the cursor was not at after_seq)
