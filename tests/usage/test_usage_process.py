@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from support import ServerProcess, create_key, wait_for
 from usage import recount as reference
 
 COUNTED_WITHIN_S = 60.0
+MAX_NICENESS = 19
 MONTH = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z", "window": "day",
          "group_by": "model,user_id"}
 
@@ -37,6 +39,9 @@ def test_sigkill_of_the_usage_process_mid_stream_counts_every_event_once(
     load = Stream(server, key)
     try:
         assert child(server, USAGE)["state"] == "running"
+        assert server.proc is not None  # it gives way to ingest: nice 10 below its supervisor
+        niceness = os.getpriority(os.PRIO_PROCESS, child(server, USAGE)["pid"])
+        assert niceness == min(MAX_NICENESS, os.getpriority(os.PRIO_PROCESS, server.proc.pid) + 10)
         wait_for(lambda: usage_of(server, reader)["totals"]["events"] >= 1000, timeout_s=30,
                  what="usage counted under way")
         kill_and_see_it_restart(server, USAGE)
