@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
+from store import test_store
 
 from scr.log.commit import Committer
 from scr.store import Store
 from scr.store.records import USAGE_COUNT_COLUMNS, USAGE_CURSOR, UsageRow
 
 MINUTE = 29_000_000
-
-
-@pytest.fixture
-def committer(store: Store) -> Iterator[Committer]:
-    running = Committer(store, buffer_size=10)
-    running.start()
-    yield running
-    running.close()
+committer = test_store.committer  # the store tests' fixture: a running Committer
 
 
 def row(tokens: int, cost: str, estimated: str, minute: int = MINUTE, model: str = "gpt-4o") -> UsageRow:
