@@ -135,7 +135,7 @@ def serve(
                 *(Child(f"scr: edge {n}", "edge", listener) for n, listener in enumerate(listeners))]
     if settings.bus is None:  # in a cluster, destinations follow partition ownership (edge)
         children += [Child(f"scr: reader {name}", "reader") for name in reader_processes(settings)]
-        children.append(Child("scr: usage", "usage"))
+        children.append(Child(usage.TITLE, "usage"))
     auth = "on" if settings.validation.require_authentication else "OFF"
     supervisor = Supervisor(
         children=children, run_dir=prepare_run_dir(data),

@@ -1,9 +1,11 @@
 """``GET /v1/usage``: a tenant's aggregates summed into windows and groups.
 
-The parameters are checked first, each error naming its parameter; then the minute rows of
-the range are read once, in minute order, and each is added to its window (found by
-bisection over the window starts) and group. Money is summed as integers of its smallest
-unit and written as decimal strings; empty windows are omitted.
+The parameters are checked first, each error naming its parameter (and the window starts
+computed, in local time); then the store sums the aggregates by group and by buckets that
+never straddle a window (the greatest common divisor of the windows' lengths in minutes: an
+hour, a day in UTC), and each bucket is added to its window, found by bisection over the
+window starts. Money is summed as integers of its smallest unit and written as decimal
+strings; empty windows are omitted.
 """
 
 from __future__ import annotations
