@@ -339,6 +339,8 @@ def test_each_success_answer_conforms_on_seeded_data(
     ok("/v1/canon/promote", "post", body={"item_id": seeded["item_id"]})
     ok("/v1/canon/why-not/{trace_id}", "get", path_parameters={"trace_id": seeded["trace_id"]})
     ok("/v1/canon/observations", "post", 201, body={"action": "deploy", "outcome": "success"})
+    ok("/v1/usage", "get", query={"from": "2026-11-25T00:00:00Z", "to": "2026-11-26T00:00:00Z",
+                                  "window": "hour", "tz": "Europe/Paris", "group_by": "model,provider"})
     ok("/v1/cluster", "get")
     ok("/v1/conflicts", "get")
     ok("/v1/otlp/v1/traces", "post", body={"resourceSpans": []})

@@ -276,6 +276,53 @@ class Conflicts(Answer):
     conflicts: list[ConflictView]
 
 
+# ----- usage ---------------------------------------------------------------------------------
+
+UsdAmount = Annotated[str, Meta(pattern=r"^-?[0-9]+(\.[0-9]+)?$", description="exact decimal USD")]
+
+
+class UsageCounters(Answer):
+    """What a window and group (or the whole range) counted."""
+
+    events: Count
+    sessions: Annotated[int, Meta(ge=0, description="sessions whose first event is here")]
+    input_tokens: Count
+    output_tokens: Count
+    total_tokens: Count
+    cache_read_tokens: Count
+    cache_write_tokens: Count
+    reasoning_tokens: Count
+    unpriced_events: Count
+    errors: Annotated[int, Meta(ge=0, description="events whose outcome.status is not success")]
+    cost_usd: UsdAmount
+    estimated_cost_usd: UsdAmount
+
+
+class UsageWindowRow(UsageCounters):
+    """One window and group: its start (RFC 3339 in the query's zone) and the group's keys
+    (only those named in ``group_by``)."""
+
+    window_start: str
+    model: str | None = None
+    user_id: str | None = None
+    session_type: str | None = None
+    status: str | None = None
+    tier: str | None = None
+    provider: str | None = None
+
+
+class UsageReport(Answer):
+    """``GET /v1/usage``: non-empty windows by group, oldest first, and the totals."""
+
+    from_: str = field(name="from")
+    to: str
+    window: Literal["hour", "day", "week", "month"]
+    tz: str
+    group_by: list[str]
+    rows: list[UsageWindowRow]
+    totals: UsageCounters
+
+
 # ----- OpenTelemetry -------------------------------------------------------------------------
 
 

@@ -111,7 +111,7 @@ def serve(
     import tempfile
 
     from scr.http_server import check_tls, reserve_file_descriptors
-    from scr.serve import child, edge, reader, writer  # noqa: F401  (imported once; the children fork)
+    from scr.serve import child, edge, reader, usage, writer  # noqa: F401  (imported once; the children fork)
     from scr.serve.readers import reader_processes
     from scr.serve.supervisor import Child, ChildArgs, Supervisor, listening_sockets, prepare_run_dir
 
@@ -147,6 +147,8 @@ def serve(
     children = [Child("scr: writer", "writer"),
                 *(Child(f"scr: edge {n}", "edge", listener) for n, listener in enumerate(listeners)),
                 *(Child(f"scr: reader {name}", "reader") for name in reader_processes(settings))]
+    if settings.bus is None:  # usage counts a single instance's ledger (not yet a cluster's)
+        children.append(Child(usage.TITLE, "usage"))
     auth = "on" if settings.validation.require_authentication else "OFF"
     supervisor = Supervisor(
         children=children, run_dir=prepare_run_dir(data),

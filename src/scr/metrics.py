@@ -79,6 +79,20 @@ class Metrics:
             multiprocess_mode="livemax",
         )
 
+        # ----- usage (the usage reader, scr.usage) -----
+        self.usage_cost = Gauge(
+            "scr_usage_cost_usd", "Cost of the ledger's events (billing_v1 cost_usd) counted so far",
+            ["tenant", "model"], registry=r, multiprocess_mode="livesum",
+        )
+        self.usage_tokens = Gauge(
+            "scr_usage_tokens", "Tokens (total_tokens) of the ledger's events counted so far",
+            ["tenant", "model"], registry=r, multiprocess_mode="livesum",
+        )
+        self.usage_lag = Gauge(
+            "scr_usage_lag_entries", "Ledger entries the usage reader has not counted yet",
+            registry=r, multiprocess_mode="livesum",
+        )
+
         # ----- the bus and the cluster (scale-out) -----
         self.bus_connected = Gauge(
             "scr_bus_connected", "1 while this instance is connected to NATS JetStream", registry=r,

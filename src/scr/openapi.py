@@ -40,6 +40,9 @@ from scr.route.control import DELIVERY_STATUSES, ReplayRequest
 from scr.schema import MAX_EVENT_BYTES, Event, EventId, TenantId, with_money_schema
 from scr.security.keys import PERMISSIONS
 from scr.server import MAX_LIST_ROWS, MAX_QUERY_BODY_BYTES
+from scr.usage.query import GROUP_KEYS, AwareTime
+from scr.usage.query import MAX_RANGE_DAYS as MAX_USAGE_DAYS
+from scr.usage.windows import WINDOWS
 
 REF_TEMPLATE = "#/components/schemas/{name}"
 JSON = "application/json"
@@ -335,6 +338,29 @@ def _operations() -> list[Operation]:
             (Parameter("from", "query", str, "RFC 3339: entries committed at or after it"),
              Parameter("to", "query", str, "RFC 3339: entries committed before it"), TENANT),
         ),
+        # ----- usage
+        Operation(
+            "/v1/usage", "get", "getUsage", "usage",
+            "Exact usage by window (hour, day, week, month of a time zone) and group, and the "
+            "totals; a `platform` key reads a tenant named with `tenant=`", "read",
+            {200: _json(answers.UsageReport, "the non-empty windows and the totals")},
+            _merge(KEYED, {400: "a parameter is missing or wrong (its name is the detail's path): "
+                                "an unknown window, time zone or group key, `from`/`to` not on a "
+                                "window boundary in `tz`, `to` not after `from`, or a range over "
+                                f"{MAX_USAGE_DAYS} days; or a `platform` key named no `tenant`"}),
+            (Parameter("from", "query", AwareTime, "start, inclusive: RFC 3339, a window start "
+                       "in `tz`", required=True),
+             Parameter("to", "query", AwareTime, "end, exclusive: RFC 3339, a window start in "
+                       f"`tz`, at most {MAX_USAGE_DAYS} days after `from`", required=True),
+             Parameter("window", "query", Literal[WINDOWS], "the window (default `day`); weeks "
+                       "start on Monday"),
+             Parameter("tz", "query", str, "an IANA time zone (default `UTC`); windows start at "
+                       "its local midnight or hour"),
+             Parameter("group_by", "query", str, "comma-separated keys among "
+                       + ", ".join(f"`{k}`" for k in GROUP_KEYS)),
+             Parameter("tenant", "query", TenantId, "the tenant, for a `platform` key (required "
+                       "then); a tenant's own key ignores it")),
+        ),
         # ----- ledger proofs
         *_ledger_operations(),
         # ----- canon
@@ -603,7 +629,8 @@ def document() -> dict[str, Any]:
             ),
         },
         "tags": [{"name": name} for name in
-                 ("capture", "events", "privacy", "route", "ledger", "audit", "canon", "cluster", "operate")],
+                 ("capture", "events", "privacy", "route", "usage", "ledger", "audit", "canon", "cluster",
+                  "operate")],
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer",

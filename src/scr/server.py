@@ -64,6 +64,7 @@ from scr.security.auth import Authenticator
 from scr.serve.status import ProcessesCollector, not_running, read_status
 from scr.store import open_store
 from scr.store.records import StoredEntry
+from scr.usage.routes import usage_routes
 
 log = logging.getLogger("scr.server")
 
@@ -523,6 +524,7 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
     routes += browser_routes(runtime)
     routes += otlp_routes(runtime)
     routes += subject_routes(runtime)
+    routes += usage_routes(runtime)
     routes += canon_routes(_canon_for(runtime), _authorize(runtime))
     routes += cluster_routes(
         runtime.bus, runtime.principal, config.cluster.partitions,

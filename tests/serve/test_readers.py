@@ -14,7 +14,15 @@ import httpx
 import pytest
 
 from conftest import StoreAt
-from serve.test_supervisor import EDGES, WRITER, Stream, assert_in_the_ledger, child, kill_and_see_it_restart
+from serve.test_supervisor import (
+    EDGES,
+    USAGE,
+    WRITER,
+    Stream,
+    assert_in_the_ledger,
+    child,
+    kill_and_see_it_restart,
+)
 from support import Receiver, ServerProcess, create_key, make_event, post_acknowledged, wait_for
 
 RESTART_WITHIN_S = 1.0
@@ -57,7 +65,7 @@ def test_each_reader_process_has_its_title_and_destinations(tmp_path: Path, hook
     server = ServerProcess(data, config).start()
     try:
         titles = [p["title"] for p in httpx.get(f"{server.url}/healthz").json()["processes"]]
-        assert titles == [WRITER, *EDGES, "scr: reader webhooks", "scr: reader destinations"]
+        assert titles == [WRITER, *EDGES, "scr: reader webhooks", "scr: reader destinations", USAGE]
         reader = create_key(data, role="read")
         listed = httpx.get(f"{server.url}/v1/destinations",
                            headers={"authorization": f"Bearer {reader}"}).json()["destinations"]

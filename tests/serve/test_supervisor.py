@@ -22,6 +22,7 @@ RESTART_WITHIN_S = 1.0  # the issue's bound from SIGKILL to the new process
 EDGE = "scr: edge 0"
 WRITER = "scr: writer"
 EDGES = [f"scr: edge {n}" for n in range(os.cpu_count() or 1)]  # server.workers' default
+USAGE = "scr: usage"
 
 
 def processes(server: ServerProcess) -> list[dict[str, Any]]:
@@ -85,12 +86,12 @@ def test_every_process_has_its_title(tmp_path: Path) -> None:
     try:
         assert server.proc is not None
         assert title_of(server.proc.pid) == "scr: supervisor"
-        for title in [WRITER, *EDGES]:
+        for title in [WRITER, *EDGES, USAGE]:
             process = child(server, title)
             assert process["state"] == "running"
             assert title_of(process["pid"]) == title
         health = httpx.get(f"{server.url}/healthz").json()
-        assert [p["title"] for p in health["processes"]] == [WRITER, *EDGES]
+        assert [p["title"] for p in health["processes"]] == [WRITER, *EDGES, USAGE]
     finally:
         server.stop()
 

@@ -21,7 +21,7 @@ from scr.serve.supervisor import READY_MESSAGE, ChildArgs
 log = logging.getLogger("scr.serve")
 T = TypeVar("T")
 
-ROLES = ("writer", "edge", "reader")
+ROLES = ("writer", "edge", "reader", "usage")
 EXIT_START_ERROR = 2  # as `scr serve` always answered a bad config or store
 GC_THRESHOLDS = (50_000, 50, 1000)  # allocations before a young collection; older ratios
 READY_POLL_S = 0.01  # how often the start-up watcher looks whether uvicorn is serving
@@ -51,6 +51,10 @@ def run_child(args: ChildArgs) -> int:
         from scr.serve.reader import run_reader
 
         return run_reader(args)
+    if args.role == "usage":
+        from scr.serve.usage import run_usage
+
+        return run_usage(args)
     print(f"unknown role {args.role!r}; one of {', '.join(ROLES)}", file=sys.stderr)
     return 2
 

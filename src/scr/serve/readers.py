@@ -71,6 +71,11 @@ def notify_path(socket_dir: Path, process: str) -> Path:
     return socket_dir / f"{process}.notify"
 
 
+def usage_notify_path(socket_dir: Path) -> Path:
+    """The usage process's wake-up socket (a name no destinations' process can have)."""
+    return socket_dir / "usage.aggregates.notify"
+
+
 def reader_processes(config: Config) -> list[str]:
     """The reader processes the config asks for, in the order of its destinations."""
     return list(dict.fromkeys(d.process for d in config.routing.destinations))
@@ -85,7 +90,8 @@ def decode_seq(message: bytes) -> int:
 
 
 class ReaderSet:
-    """The destinations of this instance, run by its reader processes."""
+    """The destinations of this instance, run by its reader processes, and the usage
+    process (``scr.serve.usage``), which each commit wakes too."""
 
     def __init__(self, config: Config, socket_dir: Path) -> None:
         self.process_of = {d.name: d.process for d in config.routing.destinations}
@@ -98,6 +104,7 @@ class ReaderSet:
             for process in self.processes
         }
         self._notify_to = [str(notify_path(socket_dir, p)) for p in self.processes]
+        self._notify_to.append(str(usage_notify_path(socket_dir)))
         self._notifier = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notifier.setblocking(False)
         self._writes_at = writes_path(socket_dir)

@@ -52,7 +52,7 @@ PR_SET_PDEATHSIG = 1  # prctl option: the signal a child gets when its parent di
 class ChildArgs(msgspec.Struct, frozen=True):
     """What a child needs to start, handed over in its environment."""
 
-    role: str  # "edge" | "reader"
+    role: str  # "writer" | "edge" | "reader" | "usage"
     title: str
     config: str | None
     data: str

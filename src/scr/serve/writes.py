@@ -24,7 +24,7 @@ from scr.log.commit import Committer
 from scr.log.entry import Kind
 from scr.serve.frames import FrameClient, FrameServer
 from scr.store.protocol import Store, Transaction
-from scr.store.records import AttemptRow, DeliveryRow
+from scr.store.records import AttemptRow, DeliveryRow, UsageRow
 
 T = TypeVar("T")
 
@@ -65,7 +65,15 @@ class AppendEntry(msgspec.Struct, tag=True, array_like=True):
     ref: str
 
 
-Op = SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts | AppendEntry
+class AddUsage(msgspec.Struct, tag=True, array_like=True):
+    """The usage reader's aggregates of a group, and its cursor moved past the group."""
+
+    rows: list[UsageRow]
+    after_seq: int
+    seq: int
+
+
+Op = SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts | AppendEntry | AddUsage
 
 
 class WriteRequest(msgspec.Struct, array_like=True):
@@ -92,6 +100,8 @@ def apply(committer: Committer, tx: Transaction, op: Op) -> int | None:
         store.upsert_deliveries(tx, op.rows)
     elif isinstance(op, MakeDue):
         return store.make_due(tx, op.destination, op.now_ms)
+    elif isinstance(op, AddUsage):
+        return int(store.add_usage(tx, op.rows, op.after_seq, op.seq))
     else:
         store.insert_attempts(tx, op.rows)
     return None

@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 
+from scr.store.usage import POSTGRES_SCHEMA as USAGE_SCHEMA
+
 # pg_advisory_xact_lock key of schema changes: the ASCII of "scrmigr" (any constant works,
 # it only has to differ from the store's other locks).
 MIGRATION_LOCK = 0x7363726D696772
@@ -142,6 +144,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "backend_pid integer NOT NULL, partitions integer[] NOT NULL DEFAULT '{}', "
         "started_at timestamptz NOT NULL, heartbeat_at timestamptz NOT NULL)"
     )),
+    # the usage issue: per-minute aggregates of the usage reader (scr.store.usage)
+    Migration(5, "usage aggregates by minute", _sql(USAGE_SCHEMA)),
     # the privacy issue (scr.privacy): the master key's check value, subjects' data keys
     Migration(6, "privacy: subject keys and the sealed events of each subject", _sql(PRIVACY)),
 )

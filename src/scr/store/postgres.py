@@ -19,6 +19,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -26,11 +27,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from scr.config import StorePoolConfig
 from scr.errors import Unavailable
+from scr.store import usage
 from scr.store.migrations import migrate
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
 from scr.store.records import (
     ENTRY_TIME_FORMAT,
+    USAGE_CURSOR,
     AttemptRow,
     DeliveryRow,
     EventKey,
@@ -38,6 +41,8 @@ from scr.store.records import (
     KeyRecord,
     NewEntry,
     StoredEntry,
+    UsageRow,
+    UsageSum,
 )
 
 log = logging.getLogger("scr.store.postgres")
@@ -349,6 +354,16 @@ class PostgresStore:
             (tenant, session_id),
         ))
 
+    def first_session_entries(
+        self, tenant: str, session_ids: Sequence[str], before_seq: int
+    ) -> list[StoredEntry]:
+        return _entries(self._read(
+            f"SELECT DISTINCT ON (session_id) {_ENTRY_COLUMNS} FROM ledger WHERE tenant = %s "
+            "AND session_id = ANY(%s) AND seq < %s AND kind = 'SESSION_COMPLETION' "
+            "ORDER BY session_id, seq",
+            (tenant, list(set(session_ids)), before_seq),
+        ))
+
     def entry_time(self, seq: int) -> float | None:
         rows = self._read("SELECT ts FROM ledger WHERE seq >= %s ORDER BY seq LIMIT 1", (seq,))
         if not rows:
@@ -398,6 +413,28 @@ class PostgresStore:
         return frozenset(row[0] for row in rows)
 
     # ----- destinations ---------------------------------------------------------------------
+
+    # ----- usage aggregates (scr.store.usage) ------------------------------------------------
+
+    def add_usage(self, tx: Transaction, rows: Sequence[UsageRow], after_seq: int, seq: int) -> bool:
+        conn = _conn(tx)
+        ensure, move = usage.cursor_statements("%s")
+        conn.execute(ensure, (USAGE_CURSOR,))
+        if conn.execute(move, (seq, USAGE_CURSOR, after_seq)).rowcount != 1:
+            return False
+        with conn.cursor() as cur:
+            cur.executemany(usage.MINUTES.upsert("postgres"), usage.as_values(rows, Decimal))
+            cur.executemany(usage.QUARTERS.upsert("postgres"), usage.rolled_up(rows, Decimal))
+        return True
+
+    def usage_sums(self, tenant: str | None, from_minute: int, to_minute: int, bucket_minutes: int,
+                   keys: Sequence[str]) -> list[UsageSum]:
+        table = usage.table_for(keys, from_minute, bucket_minutes)
+        sql = usage.sums_query(table, keys, "%s", "postgres", tenant is not None)
+        params = (from_minute, bucket_minutes, *([tenant] if tenant is not None else []),
+                  from_minute, to_minute)
+        rows = self._read(sql, params)
+        return [usage.as_sum(row, len(keys)) for row in rows]
 
     def cursor(self, destination: str) -> int | None:
         rows = self._read("SELECT seq FROM cursors WHERE destination = %s", (destination,))

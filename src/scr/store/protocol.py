@@ -23,6 +23,8 @@ from scr.store.records import (
     KeyRecord,
     NewEntry,
     StoredEntry,
+    UsageRow,
+    UsageSum,
 )
 
 # A data key wrapped anew: (tenant, subject, wrapped under the old master key) -> wrapped under the new.
@@ -122,6 +124,12 @@ class Store(Protocol):
     def session_entries(self, tenant: str, session_id: str) -> list[StoredEntry]:
         """A tenant's entries of one session, in order (callers check the session id)."""
 
+    def first_session_entries(
+        self, tenant: str, session_ids: Sequence[str], before_seq: int
+    ) -> list[StoredEntry]:
+        """For each of these sessions with a SESSION_COMPLETION entry before ``before_seq``,
+        its first such entry (callers check the session id, as for ``session_entries``)."""
+
     def entry_time(self, seq: int) -> float | None:
         """When the entry at ``seq`` (or the next one) was committed, as a Unix time."""
 
@@ -147,6 +155,18 @@ class Store(Protocol):
 
     def find_key_origins(self, key_id: str) -> frozenset[str]:
         """A key's web origins (empty for keys that are not publishable)."""
+
+    # ----- usage aggregates (scr.usage) ------------------------------------------------------
+
+    def add_usage(self, tx: Transaction, rows: Sequence[UsageRow], after_seq: int, seq: int) -> bool:
+        """Move the usage cursor from ``after_seq`` to ``seq`` and add each row's counters to
+        its (tenant, minute, group key) aggregate, exactly; False (nothing added) when the
+        cursor is not at ``after_seq`` (another usage reader got there first)."""
+
+    def usage_sums(self, tenant: str | None, from_minute: int, to_minute: int, bucket_minutes: int,
+                   keys: Sequence[str]) -> list[UsageSum]:
+        """The aggregates of a tenant (every tenant: None) with from <= minute < to, summed by
+        tenant, bucket of ``bucket_minutes`` counted from ``from_minute``, and ``keys``."""
 
     # ----- destinations: cursors, deliveries, attempts ----------------------------------------
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import msgspec
+
 ENTRY_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # entry times as scr.log.commit.utc_now writes them
 
 # The dedup key of an event: (tenant, event_id), unique in the ledger.
@@ -117,3 +119,59 @@ def pack_seqs(seqs: Sequence[int]) -> bytes:
 
 def unpack_seqs(blob: bytes) -> list[int]:
     return list(struct.unpack(f"<{len(blob) // 8}q", blob))
+
+
+# The usage aggregator's cursor in the cursors table: no destination can take this name
+# (destination names are lower-case letters, digits, '_' and '-').
+USAGE_CURSOR = "usage:aggregates"
+
+
+class UsageRow(msgspec.Struct, array_like=True, gc=False):
+    """The usage of one tenant in one minute for one group key (``scr.usage``): counts and
+    tokens are integers, money is an exact decimal string. ``minute`` is Unix time // 60;
+    ``provider`` is ``""`` when the events named none."""
+
+    tenant: str
+    minute: int
+    model: str
+    user_id: str
+    session_type: str
+    status: str
+    tier: str
+    provider: str
+    events: int
+    sessions: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    duration_ms: int
+    unpriced_events: int
+    errors: int
+    cost_usd: str
+    estimated_cost_usd: str
+
+
+class UsageSum(NamedTuple):
+    """The usage rows of one tenant, time bucket and group summed by the store: ``bucket`` is
+    (minute − from) // bucket minutes, ``keys`` the values of the grouped columns, ``counts``
+    the integer counters in ``USAGE_COUNT_COLUMNS`` order, money as exact decimal text."""
+
+    tenant: str
+    bucket: int
+    keys: tuple[str, ...]
+    counts: tuple[int, ...]
+    cost_usd: str
+    estimated_cost_usd: str
+
+
+# The key columns of a UsageRow, then its integer counters, then its money (decimal strings).
+USAGE_KEY_COLUMNS = ("tenant", "minute", "model", "user_id", "session_type", "status", "tier",
+                     "provider")
+USAGE_COUNT_COLUMNS = ("events", "sessions", "input_tokens", "output_tokens", "total_tokens",
+                       "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
+                       "duration_ms", "unpriced_events", "errors")
+USAGE_MONEY_COLUMNS = ("cost_usd", "estimated_cost_usd")
+USAGE_COLUMNS = USAGE_KEY_COLUMNS + USAGE_COUNT_COLUMNS + USAGE_MONEY_COLUMNS

@@ -1,0 +1,192 @@
+"""The usage aggregates' tables (``usage_minutes``, ``usage_quarters``) in both backends.
+
+One row per (tenant, minute, model, user_id, session_type, status, tier, provider): what the
+usage reader (``scr.usage``) counted there. A group's rows are added with one upsert each, in
+the same transaction that moves the reader's cursor, so every event is counted exactly once;
+the same rows summed by quarter hour without user_id go to ``usage_quarters`` (``rolled_up``),
+which answers the queries that do not group by user (``table_for``).
+
+Money is exact in both backends: PostgreSQL keeps it as ``numeric``; SQLite keeps a decimal
+string and adds it with ``usage_add_money``, a function registered on the writer's
+connection (SQLite's own arithmetic is floating point). SQLite's integer ``+`` turns into a
+float when it overflows 64 bits, so counters are added by ``usage_add_count``, which fails
+the transaction instead (SQLite cannot hold a Python integer past 64 bits).
+"""
+
+from __future__ import annotations
+
+import decimal
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from scr.store.records import (
+    USAGE_COUNT_COLUMNS,
+    USAGE_KEY_COLUMNS,
+    USAGE_MONEY_COLUMNS,
+    UsageRow,
+    UsageSum,
+)
+
+# Exact decimal addition: more digits than any sum of amounts under 10**9 USD with 18
+# decimals can need; a result that would round raises instead.
+_EXACT = decimal.Context(prec=80, traps=[decimal.Inexact, decimal.Overflow])
+
+ROLLUP_MINUTES = 15  # every time zone's offset today is a multiple of a quarter hour
+
+
+@dataclass(frozen=True)
+class UsageTable:
+    """One table of aggregates: its name and key columns (the counters and money follow)."""
+
+    name: str
+    keys: tuple[str, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.keys + USAGE_COUNT_COLUMNS + USAGE_MONEY_COLUMNS
+
+    def create(self, integer: str, text: str, counter: str, money: str, suffix: str = "") -> str:
+        """``CREATE TABLE`` in a dialect's types (one column list for both stores)."""
+        types = {"minute": integer, **dict.fromkeys(USAGE_COUNT_COLUMNS, counter),
+                 **dict.fromkeys(USAGE_MONEY_COLUMNS, money)}
+        columns = ", ".join(f"{name} {types.get(name, text)} NOT NULL" for name in self.columns)
+        return (f"CREATE TABLE IF NOT EXISTS {self.name} ({columns}, "
+                f"PRIMARY KEY ({', '.join(self.keys)})){suffix}")
+
+    def upsert(self, dialect: str) -> str:
+        """Insert a row, or add its counters and money to the stored one."""
+        if dialect == "sqlite":
+            sums = [f"{c} = usage_add_count({c}, excluded.{c})" for c in USAGE_COUNT_COLUMNS]
+            sums += [f"{c} = usage_add_money({c}, excluded.{c})" for c in USAGE_MONEY_COLUMNS]
+            mark = "?"
+        else:
+            sums = [f"{c} = {self.name}.{c} + excluded.{c}"
+                    for c in USAGE_COUNT_COLUMNS + USAGE_MONEY_COLUMNS]
+            mark = "%s"
+        marks = ", ".join([mark] * len(self.columns))
+        return (f"INSERT INTO {self.name} ({', '.join(self.columns)}) VALUES ({marks}) "
+                f"ON CONFLICT ({', '.join(self.keys)}) DO UPDATE SET {', '.join(sums)}")
+
+
+# What the reader counted, by minute; and the same by quarter hour without user_id, which
+# answers every query not grouped by user (a month by day reads ~100 times fewer rows).
+MINUTES = UsageTable("usage_minutes", USAGE_KEY_COLUMNS)
+QUARTERS = UsageTable("usage_quarters", tuple(c for c in USAGE_KEY_COLUMNS if c != "user_id"))
+TABLES = (MINUTES, QUARTERS)
+
+# SQLite: integers of 64 bits (usage_add_count fails past them), money as decimal text
+SQLITE_SCHEMA = "".join(t.create("INTEGER", "TEXT", "INTEGER", "TEXT", " WITHOUT ROWID;\n")
+                        for t in TABLES)
+# PostgreSQL: numeric counters and money, exact at any size
+POSTGRES_SCHEMA = ";\n".join(t.create("bigint", "text", "numeric", "numeric") for t in TABLES)
+
+
+def _add_money(stored: str, added: str) -> str:
+    return format(_EXACT.add(Decimal(stored), Decimal(added)), "f")
+
+
+def _add_count(stored: int, added: int) -> int:
+    return stored + added
+
+
+def table_for(keys: Sequence[str], from_minute: int, bucket_minutes: int) -> UsageTable:
+    """The quarter-hour table when it can answer (no user_id, buckets of whole quarters)."""
+    if "user_id" in keys or from_minute % ROLLUP_MINUTES or bucket_minutes % ROLLUP_MINUTES:
+        return MINUTES
+    return QUARTERS
+
+
+def rolled_up(rows: Sequence[UsageRow], money: type[str] | type[Decimal] = str) -> list[tuple[Any, ...]]:
+    """The quarter-hour rows of these minute rows, as parameter tuples (money as ``money``)."""
+    user = USAGE_KEY_COLUMNS.index("user_id")
+    merged: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        values = msgspec.structs.astuple(row)
+        keys = list(values[: len(USAGE_KEY_COLUMNS)])
+        keys[1] -= keys[1] % ROLLUP_MINUTES
+        del keys[user]
+        key = tuple(keys)
+        counts = values[len(USAGE_KEY_COLUMNS):-2]
+        moneys = [Decimal(v) for v in values[-2:]]
+        found = merged.get(key)
+        if found is None:
+            merged[key] = [*counts, *moneys]
+        else:
+            for n, value in enumerate((*counts, *moneys)):
+                found[n] = _EXACT.add(found[n], value) if n >= len(counts) else found[n] + value
+    return [(*key, *found[:-2], *(money(_plain(v)) for v in found[-2:]))
+            for key, found in merged.items()]
+
+
+def prepare_sqlite_writer(conn: sqlite3.Connection) -> None:
+    """Register the exact additions the upsert uses on the writer's connection."""
+    conn.create_function("usage_add_money", 2, _add_money, deterministic=True)
+    conn.create_function("usage_add_count", 2, _add_count, deterministic=True)
+
+
+def as_values(rows: Sequence[UsageRow], money: type[str] | type[Decimal] = str) -> list[tuple[Any, ...]]:
+    """The rows as parameter tuples (money as ``money``: text for SQLite, Decimal for PostgreSQL)."""
+    values: list[tuple[Any, ...]] = []
+    for row in rows:
+        *rest, cost, estimated = msgspec.structs.astuple(row)
+        values.append((*rest, money(cost), money(estimated)))
+    return values
+
+
+def _plain(amount: Any) -> str:
+    return format(Decimal(amount), "f") if not isinstance(amount, str) else amount
+
+
+class MoneySum:
+    """SQLite aggregate ``usage_money_sum(text)``: the exact sum of decimal strings."""
+
+    def __init__(self) -> None:
+        self.total = Decimal(0)
+
+    def step(self, amount: str) -> None:
+        self.total = _EXACT.add(self.total, Decimal(amount))
+
+    def finalize(self) -> str:
+        return format(self.total, "f")
+
+
+def prepare_sqlite_reader(conn: sqlite3.Connection) -> None:
+    """Register the exact money sum that ``sums_query`` uses."""
+    conn.create_aggregate("usage_money_sum", 1, MoneySum)  # type: ignore[arg-type]  # typeshed: ints only
+
+
+def sums_query(table: UsageTable, keys: Sequence[str], mark: str, dialect: str, tenant: bool) -> str:
+    """Rows summed by tenant, bucket and the ``keys`` columns (parameters: from minute,
+    bucket minutes, [tenant], from minute, to minute). Both minutes are known integers, and
+    the bucket is counted from ``from``, so it is never negative (SQLite's ``/`` truncates)."""
+    unknown = set(keys) - set(table.keys)
+    if unknown:
+        raise ValueError(f"not usage key columns: {sorted(unknown)}")
+    money = "usage_money_sum({})" if dialect == "sqlite" else "SUM({})"
+    number = mark if dialect == "sqlite" else f"{mark}::bigint"  # integer division, not numeric
+    columns = ["tenant", f"(minute - {number}) / {number}", *keys]
+    sums = [f"SUM({c})" for c in USAGE_COUNT_COLUMNS] + [money.format(c) for c in USAGE_MONEY_COLUMNS]
+    where = f"{'tenant = ' + mark + ' AND ' if tenant else ''}minute >= {mark} AND minute < {mark}"
+    group = ", ".join(str(n) for n in range(1, len(columns) + 1))
+    return f"SELECT {', '.join(columns + sums)} FROM {table.name} WHERE {where} GROUP BY {group}"
+
+
+def as_sum(values: Sequence[Any], key_count: int) -> UsageSum:
+    """A row of ``sums_query`` as a ``UsageSum``."""
+    tenant, bucket, *rest = values
+    keys, counts, money = rest[:key_count], rest[key_count:-2], rest[-2:]
+    return UsageSum(tenant, int(bucket), tuple(keys), tuple(int(c) for c in counts),
+                    _plain(money[0]), _plain(money[1]))
+
+
+def cursor_statements(mark: str) -> tuple[str, str]:
+    """The compare-and-set of the usage cursor: (make sure the row exists, move it on)."""
+    return (
+        f"INSERT INTO cursors VALUES ({mark}, 0) ON CONFLICT (destination) DO NOTHING",
+        f"UPDATE cursors SET seq = {mark} WHERE destination = {mark} AND seq = {mark}",
+    )

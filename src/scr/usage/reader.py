@@ -1,0 +1,90 @@
+"""The usage reader: follows the ledger from its durable cursor and keeps the aggregates.
+
+Each round reads up to ``FETCH_ENTRIES`` entries past the cursor, adds them up in memory
+(``scr.usage.aggregate``) and writes one row per distinct key with the cursor moved past the
+round, in one transaction. The cursor moves by compare-and-set (``Store.add_usage``): a write
+of a reader killed mid-round that the writer still commits is counted once, and the next
+reader, seeing its own write refused, reads the cursor again. So a SIGKILL never counts an
+event twice or never.
+
+The gauges (cost and tokens by tenant and model) are running totals: loaded from the
+aggregates at start, then advanced by each round the store accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+
+from scr.metrics import Metrics
+from scr.route.price_file import PriceSource
+from scr.store.protocol import Store
+from scr.store.records import USAGE_COUNT_COLUMNS, USAGE_CURSOR, StoredEntry, UsageRow
+from scr.usage.aggregate import COST_PLACES, count_group, count_sessions, scaled
+
+# Ledger entries counted and written per round at most. Large rounds write fewer rows per
+# event (the events of a minute that share a key become one row): at 20k events/s a
+# round of half a second is 10,000 events.
+FETCH_ENTRIES = 10_000
+ALL_MINUTES = (0, 15 * 2**58)  # every minute the aggregates hold, in whole quarter hours
+
+# write(rows, after_seq, seq): the rows and the cursor's move, in one transaction; whether
+# the store took it (False: the cursor was not at after_seq)
+WriteUsage = Callable[[list[UsageRow], int, int], Awaitable[bool]]
+
+
+class UsageReader:
+    """The aggregates' writer: one instance per store at a time (``scr: usage``)."""
+
+    def __init__(self, store: Store, prices: PriceSource, write: WriteUsage, metrics: Metrics) -> None:
+        self.store, self.prices, self.write, self.metrics = store, prices, write, metrics
+        self.cursor = 0
+        self._totals: dict[tuple[str, str], list[int]] = {}  # (tenant, model) → [cost, tokens]
+
+    def load(self) -> None:
+        """Read the cursor, then the totals for the gauges (blocking: call in a thread)."""
+        self.cursor = self.store.cursor(USAGE_CURSOR) or 0
+        first, end = ALL_MINUTES
+        self._totals = {
+            (found.tenant, found.keys[0]): [scaled(Decimal(found.cost_usd), COST_PLACES),
+                                            found.counts[USAGE_COUNT_COLUMNS.index("total_tokens")]]
+            for found in self.store.usage_sums(None, first, end, end - first, ["model"])
+        }
+        for (tenant, model), (cost, tokens) in self._totals.items():
+            self._set_gauges(tenant, model, cost, tokens)
+
+    async def catch_up(self, head: int) -> None:
+        """Count every entry up to ``head`` (the ledger's newest seq)."""
+        while self.cursor < head:
+            entries = await asyncio.to_thread(self.store.entries_after, self.cursor, FETCH_ENTRIES)
+            if not entries:
+                break
+            rows = await asyncio.to_thread(self.count, entries)
+            if await self.write(rows, self.cursor, entries[-1].seq):
+                self.cursor = entries[-1].seq
+                self._add_to_totals(rows)
+            else:  # another reader moved the cursor (a killed predecessor's last write)
+                await asyncio.to_thread(self.load)
+        self.metrics.usage_lag.set(max(0, head - self.cursor))
+
+    def count(self, entries: list[StoredEntry]) -> list[UsageRow]:
+        """The aggregate rows of a round of entries."""
+        group = count_group(entries, self.prices.current())
+        count_sessions(group, entries[0].seq, self.store)
+        return group.rows()
+
+    def _add_to_totals(self, rows: list[UsageRow]) -> None:
+        touched: set[tuple[str, str]] = set()
+        for row in rows:
+            key = (row.tenant, row.model)
+            totals = self._totals.setdefault(key, [0, 0])
+            totals[0] += scaled(Decimal(row.cost_usd), COST_PLACES)
+            totals[1] += row.total_tokens
+            touched.add(key)
+        for key in touched:
+            self._set_gauges(*key, *self._totals[key])
+
+    def _set_gauges(self, tenant: str, model: str, cost: int, tokens: int) -> None:
+        self.metrics.usage_cost.labels(tenant, model).set(cost / 10**COST_PLACES)
+        self.metrics.usage_tokens.labels(tenant, model).set(tokens)
