@@ -23,6 +23,10 @@ from scr.privacy.sealing import (
 )
 from scr.privacy.subjects import Opener, Subjects
 from scr.schema import Event
+from scr.store.protocol import Store
+
+ERASED_PREFIX = "erased:"  # how usage names an erased subject (DESIGN.md, "Privacy")
+ERASED_NAME_CHARS = 12
 
 
 class EventOpener:
@@ -46,6 +50,18 @@ class EventOpener:
 
     def subject_of(self, tenant: str, user_id: str) -> str:
         return self.keys.subjects.subject_of(tenant, user_id)
+
+    def user_of(self, store: Store, tenant: str, subject: str) -> str:
+        """The user id a subject's keyed hash stands for, read from its newest sealed event;
+        ``erased:<hash prefix>`` once its keys are destroyed."""
+        seqs = store.subject_entries(tenant, subject)
+        found = store.entries_by_seq(seqs[-1:]).get(seqs[-1]) if seqs else None
+        if found is not None:
+            entry = msgspec.json.decode(found.entry)
+            values = self.values(tenant, entry["payload"]["event_id"], entry["seal"])
+            if values is not None:
+                return values[USER_ID]
+        return ERASED_PREFIX + subject[:ERASED_NAME_CHARS]
 
     def open_json(self, tenant: str, entry: dict[str, Any]) -> dict[str, Any]:
         """A stored entry's event as the API shows it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -10,7 +11,10 @@ from starlette.routing import Route
 
 from scr.errors import BadRequest, Detail
 from scr.httpio import JSONResponse
+from scr.privacy.opening import EventOpener
+from scr.privacy.sealing import SUBJECT_PREFIX
 from scr.runtime import Runtime
+from scr.store.protocol import Store
 from scr.usage.query import UsageQuery
 
 
@@ -28,6 +32,21 @@ def usage_routes(runtime: Runtime) -> list[Route]:
             principal.require("read")
             tenant = principal.scope(request.query_params.get("tenant"))
         query = UsageQuery.parse(request.query_params)
-        return JSONResponse(await asyncio.to_thread(query.answer, runtime.store, tenant))
+        answer = await asyncio.to_thread(query.answer, runtime.store, tenant)
+        if "user_id" in query.group_by and isinstance(runtime.tail.opener, EventOpener):
+            await asyncio.to_thread(_name_users, answer["rows"], runtime.store, runtime.tail.opener, tenant)
+        return JSONResponse(answer)
 
     return [Route("/v1/usage", get_usage, methods=["GET"])]
+
+
+def _name_users(rows: list[dict[str, Any]], store: Store, opener: EventOpener, tenant: str) -> None:
+    """With encryption on, usage is kept by subject (``subject:<keyed hash>``, never the user
+    id): each row shows the user id it stands for, or ``erased:<hash prefix>``."""
+    names: dict[str, str] = {}
+    for row in rows:
+        value = row.get("user_id")
+        if isinstance(value, str) and value.startswith(SUBJECT_PREFIX):
+            if value not in names:
+                names[value] = opener.user_of(store, tenant, value.removeprefix(SUBJECT_PREFIX))
+            row["user_id"] = names[value]
