@@ -119,31 +119,44 @@ def verify_bundle(raw: bytes, verifier_key: str | None = None) -> Report:
     if bundle.format != BUNDLE_FORMAT:
         report.unverifiable = f"unknown bundle format {bundle.format!r} (expected {BUNDLE_FORMAT})"
         return report
-    try:
-        key = VerifierKey.parse(verifier_key or bundle.public_key)
-    except CheckpointError as error:
-        report.unverifiable = f"unusable verifier key: {error}"
+    checkpoint = signed_checkpoint(report, "bundle", bundle.tenant, bundle.checkpoint,
+                                   bundle.public_key, verifier_key)
+    if checkpoint is None:
         return report
-    if verifier_key is None:
-        report.notes.append("checked with the key inside the bundle; pass --verifier-key to check it "
-                            "against a key obtained independently")
-    elif VerifierKey.parse(verifier_key).public_key != _bundle_key(bundle):
-        report.notes.append("the bundle names another public key than the one given")
-    try:
-        checkpoint = verify_note(bundle.checkpoint, key, origin_for(key.name, bundle.tenant))
-    except CheckpointError as error:
-        report.found(f"the bundle's checkpoint is rejected: {error}", bundle.tenant)
-        return report
-    report.checkpoints = 1
     for entry in bundle.entries:
         _check_entry(bundle, entry, checkpoint, report)
         report.entries += 1
     return report
 
 
-def _bundle_key(bundle: Bundle) -> bytes | None:
+def signed_checkpoint(
+    report: Report, what: str, tenant: str, note: str, key_inside: str, verifier_key: str | None,
+) -> Checkpoint | None:
+    """A document's checkpoint (a bundle's, an export's), verified with ``verifier_key``
+    (obtained independently) or else the key the document carries; None when it cannot be
+    (the report says why)."""
     try:
-        return VerifierKey.parse(bundle.public_key).public_key
+        key = VerifierKey.parse(verifier_key or key_inside)
+    except CheckpointError as error:
+        report.unverifiable = f"unusable verifier key: {error}"
+        return None
+    if verifier_key is None:
+        report.notes.append(f"checked with the key inside the {what}; pass --verifier-key to check it "
+                            "against a key obtained independently")
+    elif key.public_key != _public_key(key_inside):
+        report.notes.append(f"the {what} names another public key than the one given")
+    try:
+        checkpoint = verify_note(note, key, origin_for(key.name, tenant))
+    except CheckpointError as error:
+        report.found(f"the {what}'s checkpoint is rejected: {error}", tenant)
+        return None
+    report.checkpoints = 1
+    return checkpoint
+
+
+def _public_key(text: str) -> bytes | None:
+    try:
+        return VerifierKey.parse(text).public_key
     except CheckpointError:
         return None
 

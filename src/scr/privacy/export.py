@@ -23,10 +23,10 @@ from typing import Any, Protocol
 import msgspec
 
 from scr.errors import NotFound
+from scr.ledger.bundle import signed_checkpoint
 from scr.ledger.checkpoints import StoredCheckpoint
 from scr.ledger.leaves import check_leaf
 from scr.ledger.report import Report
-from scr.log.checkpoint import CheckpointError, VerifierKey, origin_for, verify_note
 from scr.log.entry import LedgerEntry
 from scr.privacy.opening import EventOpener
 from scr.privacy.sealing import Seal, commitment, personal_values, redacted, salt
@@ -92,22 +92,13 @@ def verify_export(raw: bytes, verifier_key: str | None = None) -> Report:
     report = Report()
     try:
         export = msgspec.json.decode(raw, type=SubjectExport)
-        key = VerifierKey.parse(verifier_key or export.public_key)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         report.unverifiable = f"not a subject export: {error}"
         return report
-    except CheckpointError as error:
-        report.unverifiable = f"unusable verifier key: {error}"
+    checkpoint = signed_checkpoint(report, "export", export.tenant, export.checkpoint,
+                                   export.public_key, verifier_key)
+    if checkpoint is None:
         return report
-    if verifier_key is None:
-        report.notes.append("checked with the key inside the export; pass --verifier-key to check "
-                            "it against a key obtained independently")
-    try:
-        checkpoint = verify_note(export.checkpoint, key, origin_for(key.name, export.tenant))
-    except CheckpointError as error:
-        report.found(f"the export's checkpoint is rejected: {error}", export.tenant)
-        return report
-    report.checkpoints = 1
     for item in export.events:
         event_id = str(item.event.get("event_id"))
         stored = check_leaf(report, export.tenant, item.leaf_index, event_id, item.leaf,
