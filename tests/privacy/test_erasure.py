@@ -13,6 +13,8 @@ import pytest
 
 from conftest import Client, config_text
 from privacy.test_encryption import MESSAGE, USER, key_file, personal_event, sealed_config  # noqa: F401
+from scr.errors import Conflict
+from scr.privacy.erasure import refuse_held
 from support import Receiver, run_scr, wait_for
 
 pytestmark = pytest.mark.every_store
@@ -115,3 +117,12 @@ def test_a_replay_after_erasure_delivers_no_personal_field(
     again = hook.received[-1].body.decode()
     assert USER not in again and MESSAGE not in again
     assert json.loads(again)["user"]["user_id"].startswith("subject:")
+
+
+def test_a_legal_hold_refuses_the_erasure_naming_the_hold() -> None:
+    """The hook the retention issue's holds plug into (``scr.privacy.erasure.HoldsOn``)."""
+    with pytest.raises(Conflict) as refused:
+        refuse_held(lambda tenant, subject: ["hold_7"] if subject == "ab12" else [], "org_acme", "ab12")
+    assert refused.value.status == 409
+    assert [(d.path, d.message) for d in refused.value.details] == [("legal_hold", "hold_7")]
+    refuse_held(lambda tenant, subject: [], "org_acme", "ab12")  # no hold: no refusal

@@ -4,13 +4,18 @@ checked offline by ``scr ledger verify --export``."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 
+from starlette.testclient import TestClient
+
 from conftest import Client
 from privacy.test_encryption import MESSAGE, USER, key_file, personal_event, sealed_config  # noqa: F401
+from scr.ledger.audit import audit
 from scr.ledger.report import EXIT_TAMPERED, EXIT_VERIFIED
-from support import run_scr
+from scr.ledger.sources import HttpSource
+from support import make_event, run_scr
 
 OTHER = "bob.builder@example.com"
 
@@ -84,3 +89,16 @@ def test_an_export_is_refused_clearly(
     assert client.get("/v1/subjects/nobody/export", headers=admin).status_code == 404
     other_tenant = client.key(tenant="org_other", role="admin")
     assert client.get(f"/v1/subjects/{USER}/export", headers=other_tenant).status_code == 404
+
+
+def test_an_audit_checks_sealed_leaves_as_it_checks_the_others(
+    serve: Callable[..., Client], key_file: Path  # noqa: F811
+) -> None:
+    client = serve(sealed_config(key_file))
+    assert client.post("/v1/events", json=[make_event("evt_plain")], headers=client.key()).status_code == 202
+    sealed = [personal_event(f"evt_{n}") for n in range(20)]
+    assert client.post("/v1/events", json=sealed, headers=client.key()).status_code == 202
+    auditor = TestClient(client.app, headers=client.key(role="auditor"))
+    outcome = audit(HttpSource(auditor), None, samples=100, rng=random.Random(7))
+    assert outcome.report.exit_code == 0, outcome.report
+    assert outcome.report.entries >= 21  # every leaf, sealed or not, proven in the tree
