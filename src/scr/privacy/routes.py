@@ -1,4 +1,4 @@
-"""The subjects' HTTP routes: ``DELETE /v1/subjects/{user_id}`` (erasure)."""
+"""The subjects' HTTP routes: erasure (``DELETE /v1/subjects/{user_id}``) and export."""
 
 from __future__ import annotations
 

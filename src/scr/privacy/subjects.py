@@ -147,8 +147,8 @@ class KeyRing:
                                   self.subjects.wrap(tx, tenant, subject, key))
             found = SealingKey(newest + 1, key, AESGCM(key))
             self._made.append((tenant, subject))
-        if len(self._keys) >= MAX_CACHED_KEYS:
-            self._keys = {k: self._keys[k] for k in self._made}
+        if len(self._keys) >= MAX_CACHED_KEYS:  # start over, keeping this group's new keys
+            self._keys = {k: self._keys[k] for k in self._made if k in self._keys}
         self._keys[(tenant, subject)] = found
         return found
 
