@@ -14,7 +14,17 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta, Struct, field
 
 from scr.canon.model import CanonItem
-from scr.schema import Event
+from scr.schema import (
+    Event,
+    EventId,
+    EventTime,
+    OutcomeStatus,
+    Session,
+    TagKey,
+    TenantId,
+    Tier,
+    Usage,
+)
 
 Count = Annotated[int, Meta(ge=0)]
 Seq = Annotated[int, Meta(ge=0, description="a ledger position")]
@@ -89,8 +99,42 @@ class LedgerPosition(Answer):
     hash: Annotated[HexDigest, Meta(description="the chain hash of the entry, hex")]
 
 
+class ErasedUser(Answer):
+    user_id: None
+    organization_id: TenantId
+    tier: Tier
+
+
+class ErasedOutcome(Answer):
+    status: OutcomeStatus
+    final_message: None = None
+    error_code: str | None = None
+
+
+class ErasedMetadata(Answer):
+    client_version: str | None = None
+    source_ip: None = None
+    custom_tags: dict[TagKey, None] = field(default_factory=dict)
+
+
+class ErasedEvent(Answer):
+    """An event whose subject was erased (``DELETE /v1/subjects/{user_id}``): its personal
+    fields are null, the rest as it was committed."""
+
+    event_type: Literal["session.completed"]
+    event_id: EventId
+    timestamp: EventTime
+    session: Session
+    user: ErasedUser
+    usage: Usage
+    outcome: ErasedOutcome
+    metadata: ErasedMetadata
+    erased: Literal[True]
+
+
 class StoredEvent(Answer):
-    """An event as committed, with where it sits in the ledger."""
+    """An event as committed, with where it sits in the ledger (an ``ErasedEvent`` once its
+    subject was erased: the OpenAPI document says either)."""
 
     event: Event
     ledger: LedgerPosition

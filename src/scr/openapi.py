@@ -608,7 +608,7 @@ def _operation(op: Operation, schemas: _Schemas) -> dict[str, Any]:
 def document() -> dict[str, Any]:
     """The OpenAPI document served at ``/openapi.json``."""
     schemas = _Schemas()
-    for kind in (answers.Error, Event, CloudEvent):  # operations name these by `_ref`
+    for kind in (answers.Error, Event, CloudEvent, answers.ErasedEvent):  # named by `_ref`
         schemas.of(kind)
     paths: dict[str, dict[str, Any]] = {}
     for op in _operations():
@@ -616,6 +616,10 @@ def document() -> dict[str, Any]:
     rendered_paths, components = schemas.render(paths)
     # CloudEvent keeps `data` as raw bytes to decode it later: it carries an Event.
     components["CloudEvent"]["properties"]["data"] = _ref("Event")
+    # A stored event reads back erased once its subject is (scr.privacy): either shape.
+    either = {"anyOf": [_ref("Event"), _ref("ErasedEvent")]}
+    components["StoredEvent"]["properties"]["event"] = either
+    components["ExportedEvent"]["properties"]["event"] = either
     return {
         "openapi": "3.1.0",
         "info": {

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from jsonschema import Draft202012Validator
 
 from conftest import Client, config_text
 from privacy.test_encryption import MESSAGE, USER, key_file, personal_event, sealed_config  # noqa: F401
@@ -126,3 +127,18 @@ def test_a_legal_hold_refuses_the_erasure_naming_the_hold() -> None:
     assert refused.value.status == 409
     assert [(d.path, d.message) for d in refused.value.details] == [("legal_hold", "hold_7")]
     refuse_held(lambda tenant, subject: [], "org_acme", "ab12")  # no hold: no refusal
+
+
+def test_an_erased_event_is_answered_as_the_openapi_document_says(
+    serve: Callable[..., Client], key_file: Path  # noqa: F811
+) -> None:
+    client = serve(sealed_config(key_file))
+    reader = client.key(role="read")
+    assert client.post("/v1/events", json=[personal_event("evt_1")], headers=client.key()).status_code == 202
+    document = client.get("/openapi.json").json()
+    stored = Draft202012Validator({"$ref": "#/components/schemas/StoredEvent", **document})
+    stored.validate(client.get("/v1/events/evt_1", headers=reader).json())
+    assert client.delete(f"/v1/subjects/{USER}", headers=client.key(role="admin")).status_code == 202
+    erased = client.get("/v1/events/evt_1", headers=reader).json()
+    assert erased["event"]["erased"] is True
+    stored.validate(erased)
