@@ -21,9 +21,9 @@ import json
 import os
 import re
 import types
-from decimal import Decimal
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias, Union, get_args, get_origin
 
