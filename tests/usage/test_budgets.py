@@ -146,6 +146,26 @@ def test_the_write_ledgers_an_alert_identity_once(serve: Any, receivers: Any, da
     assert [key_of(a) for a in ledgered_alerts(runtime.store, "org_acme")] == [key_of(a) for a in alerts]
 
 
+def test_a_failed_alert_delivery_is_retried_with_the_same_webhook_id(
+    serve: Any, receivers: Any, data_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "prices.json").write_text(PRICES)
+    install_prices(tmp_path / "prices.json", data_dir)
+    hook: Receiver = receivers(script=[503])
+    client: Client = serve(budgets_config(
+        hook.url, f'{{tenant: org_acme, period: month, limit_usd: "{ACME_LIMIT}", alert_at: [1], '
+                  f'destinations: [alerts]}}'))
+    post(client, events_on("25", 5, "org_acme"))
+    reference.count_to_head(runtime_of(client))
+    wait_for(lambda: len(hook.received) == 2, what="a failed attempt, then its retry")
+    first, retry = hook.received
+    assert first.headers["webhook-id"] == retry.headers["webhook-id"] and first.body == retry.body
+    assert signed(retry) and retry.json()["data"]["threshold"] == 1
+    reader = client.key(role="read")
+    wait_for(lambda: client.get("/v1/deliveries?status=delivered", headers=reader).json()["deliveries"],
+             what="the alert's delivery recorded as delivered")
+
+
 @pytest.mark.parametrize(("budget", "path", "message"), [
     ("{tenant: org_acme, period: week, limit_usd: 5, destinations: [alerts]}",
      "budgets[0].period", "period must be one of day, month"),

@@ -30,6 +30,7 @@ from scr.usage.windows import next_start, utc_minute, window_start
 ALERT_TYPE = "budget.threshold_crossed"
 USAGE_ACTOR = "scr: usage"  # the actor and source of BUDGET_ALERT entries
 USAGE_SOURCE = "usage"
+DATA_FIELDS = ("tenant", "period", "period_start", "threshold", "spent_usd", "limit_usd")
 _UTC = ZoneInfo("UTC")
 # Wide enough for any limit times any share (12 + 18 digits by 18 decimals): never rounds.
 _EXACT = Context(prec=80, traps=[Inexact])
@@ -59,8 +60,11 @@ def key_of(payload: dict[str, Any]) -> str:
 
 
 def alert_body(payload: dict[str, Any]) -> bytes:
-    """The delivered document of a BUDGET_ALERT payload (the threshold as a JSON number)."""
-    data = {**payload["data"], "threshold": Decimal(payload["data"]["threshold"])}
+    """The delivered document of a BUDGET_ALERT payload (the threshold as a JSON number), its
+    keys in one order whether the payload was just appended or read back from the ledger."""
+    given = payload["data"]
+    data = {name: given[name] for name in DATA_FIELDS}
+    data["threshold"] = Decimal(given["threshold"])
     return _encode_body({"type": payload["type"], "timestamp": payload["timestamp"], "data": data})
 
 
