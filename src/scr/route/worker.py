@@ -10,6 +10,8 @@ A slow or dead destination holds back only its own cursor. Delivery is at least 
 crash the last chunk may be sent again, with the same ``webhook-id``. A file destination
 delivers each chunk it reads as one delivery: one append and one fsync, and its cursor
 recorded after that fsync (so a crash in between writes the chunk again, never loses it).
+A BUDGET_ALERT entry (``scr.usage.budgets``) goes only to the destinations it names, whatever
+their filter and sampling: alone in its request, untransformed, signed like any delivery.
 """
 
 from __future__ import annotations
