@@ -38,10 +38,11 @@ PRICES = ('{"version": "exact-12", "currency": "USD", "unit": "per 1M tokens", "
           '"cached_input": "0.000000000001"}, '
           '"gpt-4o": {"input": "1", "output": "1", "cached_input": "1"}}}')
 INPUT_TOKENS = 10**8
-# 80% of it is 4 events exactly, 100% 5 events exactly; a float would blur the last digit
+# 80% of it is 4 events exactly, 100% 5 events exactly
 ACME_LIMIT = "1250.0000000005"
-# a ten-billionth more: 5 events are 80% of it, and never 100%
-BETA_LIMIT = "1250.0000000006"
+# 10^-18 more (written as a YAML number): 5 events are 80% of it, never 100%; read or
+# compared as a float, it would be ACME_LIMIT, and 5 events would reach it
+BETA_LIMIT = "1250.000000000500000001"
 
 
 def budgets_config(url: str, *budgets: str) -> str:
@@ -112,7 +113,7 @@ def test_crossing_80_and_100_percent_delivers_two_signed_alerts_once_per_day(
     assert b'"threshold":0.8' in hook.received[0].body and b'"threshold":1.0' in hook.received[1].body
     assert second["data"]["spent_usd"] == "1250.0000000005" and second["data"]["threshold"] == 1.0
 
-    # a new day alerts again; the other tenant's limit, a ten-billionth higher, only at 80%
+    # a new day alerts again; the other tenant's limit, 10^-18 higher, only at 80%
     post(client, events_on("26", 5, "org_acme"))
     post(client, events_on("25", 5, "org_beta"), tenant="org_beta")
     reference.count_to_head(runtime_of(client))
