@@ -23,9 +23,10 @@ from scr.route.price_file import install_prices
 from scr.route.signing import verify
 from scr.serve.writes import AddUsage, add_usage
 from scr.store.protocol import Store
+from scr.store.sqlite import DATABASE_FILE
 from scr.store.records import USAGE_CURSOR
 from scr.usage.budgets import key_of
-from support import Receiver, ServerProcess, create_key, make_event, wait_for
+from support import Receiver, ServerProcess, create_key, make_event, run_scr, wait_for
 from usage import recount as reference
 from usage.test_usage import post, runtime_of
 
@@ -203,6 +204,20 @@ def test_a_duplicate_budget_and_an_exact_limit() -> None:
         "destinations: [alerts]}"))
     (budget,) = exact.usage.budgets
     assert budget.limit == Decimal("0.100000000000000001") and budget.alert_at == ["0.8", "1.0"]
+
+
+def test_scr_serve_refuses_a_budget_naming_an_unknown_destination(tmp_path: Path) -> None:
+    config = tmp_path / "scr.yaml"
+    config.write_text(budgets_config(
+        "http://127.0.0.1:9/hook", "{tenant: org_acme, period: day, limit_usd: 5, destinations: [nope]}"))
+    checked = run_scr("config", "check", str(config), check=False)
+    assert checked.returncode == 1
+    assert "line 7" in checked.stderr and "budget destination `nope` is not in routing.destinations" \
+        in checked.stderr
+    served = run_scr("serve", "--data", str(tmp_path / "data"), "--config", str(config), "--port", "0",
+                     check=False)
+    assert served.returncode != 0 and "budget destination `nope`" in served.stderr
+    assert not (tmp_path / "data" / DATABASE_FILE).exists()  # refused before anything is written
 
 
 # ----- scr serve: SIGKILL of the usage process mid-stream -------------------------------------
