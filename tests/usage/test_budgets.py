@@ -23,8 +23,8 @@ from scr.route.price_file import install_prices
 from scr.route.signing import verify
 from scr.serve.writes import AddUsage, add_usage
 from scr.store.protocol import Store
-from scr.store.sqlite import DATABASE_FILE
 from scr.store.records import USAGE_CURSOR
+from scr.store.sqlite import DATABASE_FILE
 from scr.usage.budgets import key_of
 from support import Receiver, ServerProcess, create_key, make_event, run_scr, wait_for
 from usage import recount as reference
