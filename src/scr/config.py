@@ -23,6 +23,7 @@ import re
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias, Union, get_args, get_origin
 
@@ -31,7 +32,7 @@ import yaml
 from msgspec import Meta, Struct
 
 from scr.errors import ConfigError, Detail
-from scr.schema import OutcomeStatus, SessionType, Tier
+from scr.schema import OutcomeStatus, SessionType, TenantId, Tier
 
 TOP_LEVEL_KEY = "session_completion_runtime"
 
@@ -39,6 +40,9 @@ DEFAULT_BUFFER_SIZE = 10_000
 MAX_BUFFER_SIZE = 1_000_000
 DEFAULT_FLUSH_INTERVAL_MS = 100
 MAX_WAIT_MS = 60_000
+# A budget alerts at most at this many shares of its limit, each at most MAX_BUDGET_SHARE.
+MAX_BUDGET_THRESHOLDS = 16
+MAX_BUDGET_SHARE = Decimal(10)
 DEFAULT_DEDUPLICATION_WINDOW_S = 300
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 MIN_MAX_BODY_BYTES = 1024
@@ -136,6 +140,13 @@ class _FromEnvironment:
 FROM_ENVIRONMENT = _FromEnvironment()
 
 
+class _ExactDecimal:
+    """Marks a decimal read from the YAML text itself: ``12.5`` never passes through a float."""
+
+
+EXACT_DECIMAL = _ExactDecimal()
+
+
 def _expects(text: str) -> Meta:
     """What a value must look like, in words, for error messages (the field's meaning is its description)."""
     return Meta(extra={"expects": text})
@@ -164,6 +175,11 @@ StoreUri = Annotated[
     Meta(pattern=r"^postgres(ql)?://"),
     _expects("a postgresql:// URI (libpq form)"),
     FROM_ENVIRONMENT,  # it may carry a password: "${NAME}" reads it from the environment
+]
+# A plain decimal: digits, an optional fraction; no sign, no exponent (money and ratios).
+DECIMAL_PATTERN = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,18})?$"
+ExactDecimal = Annotated[
+    str, Meta(pattern=DECIMAL_PATTERN), _expects("a decimal such as 250 or 0.8"), EXACT_DECIMAL
 ]
 KeyName = Annotated[
     str,
@@ -582,6 +598,44 @@ class SecurityConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     ] = None
 
 
+class BudgetConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A tenant's spending limit per period, and the share of it that raises an alert."""
+
+    tenant: Annotated[TenantId, Meta(description="the tenant (`user.organization_id`) whose cost counts")]
+    period: Annotated[
+        Literal["day", "month"], Meta(description="the UTC day or month of the events' `timestamp`")
+    ]
+    limit_usd: Annotated[ExactDecimal, Meta(description="the period's limit in USD (read exactly)")]
+    alert_at: Annotated[
+        list[ExactDecimal],
+        Meta(min_length=1, max_length=MAX_BUDGET_THRESHOLDS,
+             description="shares of the limit that raise an alert once per period (1.0: the limit)"),
+    ] = msgspec.field(default_factory=lambda: ["0.8", "1.0"])
+    destinations: Annotated[
+        list[DestinationName],
+        Meta(min_length=1, description="the destinations (`routing.destinations` names) alerted"),
+    ]
+
+    @property
+    def limit(self) -> Decimal:
+        return Decimal(self.limit_usd)
+
+    @property
+    def thresholds(self) -> list[Decimal]:
+        return [Decimal(share) for share in self.alert_at]
+
+
+class UsageConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Budgets over the usage aggregates."""
+
+    budgets: Annotated[
+        list[BudgetConfig], Meta(description="alerts when a tenant's cost crosses a share of a limit")
+    ] = []
+
+    def __post_init__(self) -> None:
+        _enforce("usage", _usage_rules(msgspec.to_builtins(self)))
+
+
 class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Everything under ``session_completion_runtime``."""
 
@@ -624,6 +678,12 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     security: Annotated[
         SecurityConfig, Meta(description="encryption of personal data at rest")
     ] = msgspec.field(default_factory=SecurityConfig)
+    usage: Annotated[UsageConfig, Meta(description="budgets over the usage aggregates")] = msgspec.field(
+        default_factory=UsageConfig
+    )
+
+    def __post_init__(self) -> None:
+        _enforce("usage", _budget_destination_rules(msgspec.to_builtins(self)))
 
 
 class _ConfigFile(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -710,6 +770,71 @@ def _routing_rules(values: Mapping[str, Any]) -> list[Detail]:
     return problems
 
 
+def _budget_rules(values: Mapping[str, Any]) -> list[Detail]:
+    problems: list[Detail] = []
+    limit = values["limit_usd"]
+    if isinstance(limit, str) and Decimal(limit) == 0:
+        problems.append(Detail("limit_usd", "limit_usd must be more than 0"))
+    shares = values["alert_at"]
+    for key in ("alert_at", "destinations"):
+        if values[key] == []:
+            problems.append(Detail(key, f"{key} must list at least one item"))
+    if isinstance(shares, list) and len(shares) > MAX_BUDGET_THRESHOLDS:
+        problems.append(Detail("alert_at", f"alert_at lists at most {MAX_BUDGET_THRESHOLDS} shares"))
+    seen: set[Decimal] = set()
+    for index, share in enumerate(shares if isinstance(shares, list) else []):
+        if not isinstance(share, str):
+            continue
+        amount = Decimal(share)
+        if not 0 < amount <= MAX_BUDGET_SHARE:
+            problems.append(Detail(f"alert_at[{index}]", f"alert_at[{index}] must be more than 0 and at "
+                                   f"most {MAX_BUDGET_SHARE}, got {share}"))
+        elif amount in seen:
+            problems.append(Detail(f"alert_at[{index}]", f"alert_at[{index}] ({share}) is listed twice"))
+        seen.add(amount)
+    return problems
+
+
+def _usage_rules(values: Mapping[str, Any]) -> list[Detail]:
+    problems: list[Detail] = []
+    budgets = values["budgets"]
+    first_index: dict[tuple[str, str], int] = {}
+    for index, budget in enumerate(budgets if isinstance(budgets, list) else []):
+        if not isinstance(budget, Mapping):
+            continue
+        key = (budget.get("tenant"), budget.get("period"))
+        if not all(isinstance(part, str) for part in key):
+            continue
+        if key in first_index:
+            problems.append(Detail(
+                f"budgets[{index}].period",
+                f"tenant `{key[0]}` already has a {key[1]} budget: budgets[{first_index[key]}]",
+            ))
+        else:
+            first_index[key] = index  # type: ignore[index]
+    return problems
+
+
+def _budget_destination_rules(values: Mapping[str, Any]) -> list[Detail]:
+    """Every budget names configured destinations (a rule across two sections)."""
+    routing, usage = values["routing"], values["usage"]
+    if not isinstance(routing, Mapping) or not isinstance(usage, Mapping):
+        return []
+    destinations = routing["destinations"] if isinstance(routing["destinations"], list) else []
+    known = {d.get("name") for d in destinations if isinstance(d, Mapping)}
+    budgets = usage["budgets"] if isinstance(usage["budgets"], list) else []
+    problems: list[Detail] = []
+    for index, budget in enumerate(budgets):
+        named = budget.get("destinations") if isinstance(budget, Mapping) else None
+        for position, name in enumerate(named if isinstance(named, list) else []):
+            if isinstance(name, str) and name not in known:
+                problems.append(Detail(
+                    f"usage.budgets[{index}].destinations[{position}]",
+                    f"budget destination `{name}` is not in routing.destinations",
+                ))
+    return problems
+
+
 def _server_rules(values: Mapping[str, Any]) -> list[Detail]:
     cert, key = values["tls_cert"], values["tls_key"]
     if cert is not None and key is None:
@@ -731,6 +856,9 @@ _RULES: dict[type[Struct], Rule] = {
     RoutingConfig: _routing_rules,
     StorePoolConfig: _store_pool_rules,
     ServerConfig: _server_rules,
+    BudgetConfig: _budget_rules,
+    UsageConfig: _usage_rules,
+    Config: _budget_destination_rules,
 }
 
 
@@ -965,6 +1093,8 @@ class _Checker:
             problem = getattr(error, "problem", None) or str(error)
             self.error(node, path, f"{label}: cannot read this value: {problem}")
             return INVALID
+        if any(EXACT_DECIMAL in _markers(option) for option in options) and node.tag != _STR_TAG:
+            value = node.value  # the number as written: YAML would read 12.5 as a float
         secret = any(FROM_ENVIRONMENT in _markers(option) for option in options)
         # A secret's value is never echoed in a message.
         got = "" if secret else f", got {self._shown(node)}"

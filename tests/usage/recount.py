@@ -17,6 +17,7 @@ from scr.metrics import Metrics
 from scr.route.price_file import live_prices
 from scr.route.transforms import EntryRef, billing_transform
 from scr.runtime import Runtime
+from scr.serve.writes import AddUsage, add_usage
 from scr.store.protocol import Store
 from scr.store.records import UsageRow
 from scr.usage.reader import UsageReader
@@ -30,10 +31,12 @@ def count_to_head(runtime: Runtime) -> UsageReader:
     """Run the usage reader over the whole ledger, writing through the runtime's committer."""
     store = runtime.store
 
-    async def write(rows: list[UsageRow], after_seq: int, seq: int) -> bool:
-        return await runtime.committer.run(lambda tx: store.add_usage(tx, rows, after_seq, seq))
+    async def write(rows: list[UsageRow], after_seq: int, seq: int, alerts: list[dict[str, Any]]) -> bool:
+        operation = AddUsage(rows, after_seq, seq, alerts)
+        return bool(await runtime.committer.run(lambda tx: add_usage(runtime.committer, tx, operation)))
 
-    reader = UsageReader(store, live_prices(runtime.data_dir), write, Metrics())
+    reader = UsageReader(store, live_prices(runtime.data_dir), write, Metrics(),
+                         runtime.config.usage.budgets)
     reader.load()
     asyncio.run(reader.catch_up(store.last_seq()))
     return reader

@@ -41,6 +41,8 @@ class Kind(str, Enum):
     DESTINATION_ENABLED = "DESTINATION_ENABLED"
     # An event id seen again with another body after its 202 (the bus); never merged.
     EVENT_CONFLICT = "EVENT_CONFLICT"
+    # A tenant's cost crossed a share of its budget (scr.usage.budgets); delivered as such.
+    BUDGET_ALERT = "BUDGET_ALERT"
 
 
 class Provenance(msgspec.Struct, frozen=True, gc=False):

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import msgspec
 
 from scr.log.commit import Committed
-from scr.log.entry import Kind, Provenance
+from scr.log.entry import Kind, Provenance, decode_entry
 from scr.schema import Event
 from scr.store.protocol import Store
 from scr.store.records import StoredEntry
@@ -64,11 +64,17 @@ def from_store(row: StoredEntry, opener: Opening | None = None) -> Committed:
         event = decoded.payload
         if decoded.seal is not None and opener is not None:
             event = opener.open(event, decoded.seal)
+    elif row.kind == Kind.BUDGET_ALERT.value:  # delivered like an event: its payload is the message
+        return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, None,
+                         decode_entry(row.entry).payload)
     return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, event)
 
 
 def _slim(entry: Committed) -> Committed:
-    """The entry without its payload object and stored bytes (neither is read from the tail)."""
+    """The entry without its payload object and stored bytes (neither is read from the tail,
+    but for a budget alert's payload: the message its destinations deliver)."""
+    if entry.kind == Kind.BUDGET_ALERT.value:
+        return msgspec.structs.replace(entry, stored=b"")
     if entry.payload is None and not entry.stored:
         return entry
     return msgspec.structs.replace(entry, payload=None, stored=b"")

@@ -10,6 +10,8 @@ A slow or dead destination holds back only its own cursor. Delivery is at least 
 crash the last chunk may be sent again, with the same ``webhook-id``. A file destination
 delivers each chunk it reads as one delivery: one append and one fsync, and its cursor
 recorded after that fsync (so a crash in between writes the chunk again, never loses it).
+A BUDGET_ALERT entry (``scr.usage.budgets``) goes only to the destinations it names, whatever
+their filter and sampling: alone in its request, untransformed, signed like any delivery.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from scr.security.audit import Acting, append_admin_action
 from scr.store.protocol import Store, Transaction
 from scr.store.records import AttemptRow, DeliveryRow, session_key
 from scr.tasks import stop_task
+from scr.usage.budgets import alert_body, key_of
 
 log = logging.getLogger("scr.route")
 
@@ -277,6 +280,8 @@ class DestinationWorker:
     def _skip_reason(self, entry: Committed) -> str | None:
         """Why the destination skips an entry: not an event, filtered, sampled; None: it is sent."""
         event = entry.event
+        if _is_alert(entry):  # a budget alert goes to the destinations it names, as it is
+            return None if self.name in entry.payload["destinations"] else "not_an_event"
         if entry.kind != Kind.SESSION_COMPLETION.value or event is None:
             return "not_an_event"
         if not passes_filter(self.config.filter, event):
@@ -341,17 +346,25 @@ class DestinationWorker:
             self._resync = True
 
     def session_of(self, entry: Committed) -> int:
+        if _is_alert(entry):
+            return session_key(entry.tenant, _delivery_key(entry))
         assert entry.event is not None
         return session_key(entry.tenant, entry.event.session.session_id)
 
-    def _group(self, entries: Sequence[Committed]) -> list[Delivery]:
+    def _group(self, chosen: Sequence[Committed]) -> list[Delivery]:
+        """The deliveries of chosen entries: events one by one or in batches, each budget
+        alert alone (its webhook-id derived from its identity, stable forever)."""
+        alerts = [
+            Delivery(webhook_id(self.name, _delivery_key(e)), [e], [0]) for e in chosen if _is_alert(e)
+        ]
+        entries = [e for e in chosen if not _is_alert(e)] if alerts else chosen
         size = self.events_per_delivery
         if size == 1:
-            return [
+            return alerts + [
                 Delivery(webhook_id(self.name, e.event.event_id), [e], [0])  # type: ignore[union-attr]
                 for e in entries
             ]
-        return [
+        return alerts + [
             Delivery(
                 batch_webhook_id(self.name, part[0].seq, part[-1].seq), list(part), [0] * len(part)
             )
@@ -383,12 +396,14 @@ class DestinationWorker:
         return [results[i] for i in range(len(deliveries))]
 
     async def _send(self, delivery: Delivery) -> Attempt:
+        alone = _is_alert(delivery.entries[0])
         if not delivery.outputs:
             delivery.outputs = [
+                alert_body(e.payload) if alone else
                 _encode(self.transform(self._shown(e.event), EntryRef(e.seq, e.tenant_seq, e.entry_hash)))  # type: ignore[arg-type]
                 for e in delivery.entries
             ]
-        if self.events_per_delivery > 1:
+        if self.events_per_delivery > 1 and not alone:
             body = b"[" + b",".join(delivery.outputs) + b"]"
         else:
             body = delivery.outputs[0]
@@ -426,9 +441,8 @@ class DestinationWorker:
             attempt_rows.append(self._attempt_row(delivery, attempt, number, stamp))
             rows.extend(self._outcome_rows(delivery, attempt, number, stamp, recorded=False))
         for entry in parked:
-            assert entry.event is not None
             rows.append(self._row(
-                entry, webhook_id(self.name, entry.event.event_id), "pending", 0, now_ms(),
+                entry, webhook_id(self.name, _delivery_key(entry)), "pending", 0, now_ms(),
                 None, "waiting for an earlier delivery of the same session", stamp,
             ))
             self._open(self.session_of(entry))
@@ -487,9 +501,8 @@ class DestinationWorker:
         self, entry: Committed, hook: str, status: str, attempts: int, due: int,
         last_status: int | None, error: str, stamp: str,
     ) -> DeliveryRow:
-        assert entry.event is not None
         return DeliveryRow(
-            self.name, entry.seq, entry.tenant, entry.event.event_id, self.session_of(entry),
+            self.name, entry.seq, entry.tenant, _delivery_key(entry), self.session_of(entry),
             hook, status, attempts, due, last_status, error, stamp,
         )
 
@@ -579,6 +592,18 @@ class DestinationWorker:
 
 # Marks a delivery held back behind an earlier failure of its session.
 _NOT_SENT: Any = Attempt(None, None, 0.0, "not sent: an earlier delivery of the session failed", None)
+
+
+def _is_alert(entry: Committed) -> bool:
+    return entry.kind == Kind.BUDGET_ALERT.value
+
+
+def _delivery_key(entry: Committed) -> str:
+    """What a delivery row names: the event id, or a budget alert's identity."""
+    if _is_alert(entry):
+        return key_of(entry.payload)
+    assert entry.event is not None
+    return entry.event.event_id
 
 
 def _describe(attempt: Attempt) -> str:

@@ -25,6 +25,7 @@ from scr.log.entry import Kind
 from scr.serve.frames import FrameClient, FrameServer
 from scr.store.protocol import Store, Transaction
 from scr.store.records import AttemptRow, DeliveryRow, UsageRow
+from scr.usage.budgets import USAGE_ACTOR, USAGE_SOURCE, key_of, sent_keys
 
 T = TypeVar("T")
 
@@ -66,11 +67,13 @@ class AppendEntry(msgspec.Struct, tag=True, array_like=True):
 
 
 class AddUsage(msgspec.Struct, tag=True, array_like=True):
-    """The usage reader's aggregates of a group, and its cursor moved past the group."""
+    """The usage reader's aggregates of a group, its cursor moved past the group, and the
+    budget alerts the group raised (BUDGET_ALERT payloads, ``scr.usage.budgets``)."""
 
     rows: list[UsageRow]
     after_seq: int
     seq: int
+    alerts: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 Op = SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts | AppendEntry | AddUsage
@@ -101,10 +104,32 @@ def apply(committer: Committer, tx: Transaction, op: Op) -> int | None:
     elif isinstance(op, MakeDue):
         return store.make_due(tx, op.destination, op.now_ms)
     elif isinstance(op, AddUsage):
-        return int(store.add_usage(tx, op.rows, op.after_seq, op.seq))
+        return add_usage(committer, tx, op)
     else:
         store.insert_attempts(tx, op.rows)
     return None
+
+
+def add_usage(committer: Committer, tx: Transaction, op: AddUsage) -> int:
+    """The rows and cursor of a usage round, then its alerts not ledgered yet (1: taken).
+
+    The cursor's compare-and-set admits each round once; the identity check keeps an alert
+    that an earlier round already ledgered (before a restart or a replay) from coming again.
+    """
+    store = committer.store
+    if not store.add_usage(tx, op.rows, op.after_seq, op.seq):
+        return 0
+    ledgered: dict[str, set[str]] = {}
+    for alert in op.alerts:
+        tenant = alert["data"]["tenant"]
+        if tenant not in ledgered:
+            ledgered[tenant] = sent_keys(store.tenant_entries_of_kinds(tenant, [Kind.BUDGET_ALERT.value], 0))
+        key = key_of(alert)
+        if key in ledgered[tenant]:
+            continue
+        ledgered[tenant].add(key)
+        committer.append_entry(tx, tenant, Kind.BUDGET_ALERT, alert, USAGE_ACTOR, USAGE_SOURCE, key)
+    return 1
 
 
 # ----- the reader's side ---------------------------------------------------------------------

@@ -7,6 +7,9 @@ of a reader killed mid-round that the writer still commits is counted once, and 
 reader, seeing its own write refused, reads the cursor again. So a SIGKILL never counts an
 event twice or never.
 
+Budgets (``scr.usage.budgets``): each round's alerts go in the same write as its rows and
+cursor, so a round the store refused raised none, and one it took raised each once.
+
 The gauges (cost and tokens by tenant and model) are running totals: loaded from the
 aggregates at start, then advanced by each round the store accepted.
 """
@@ -14,14 +17,19 @@ aggregates at start, then advanced by each round the store accepted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
+from typing import Any
 
+from scr.config import BudgetConfig
+from scr.log.commit import utc_now
+from scr.log.entry import Kind
 from scr.metrics import Metrics
 from scr.route.price_file import PriceSource
 from scr.store.protocol import Store
 from scr.store.records import USAGE_COUNT_COLUMNS, USAGE_CURSOR, StoredEntry, UsageRow
 from scr.usage.aggregate import COST_PLACES, count_group, count_sessions, scaled
+from scr.usage.budgets import crossings, key_of, sent_keys
 
 # Ledger entries counted and written per round at most. Large rounds write fewer rows per
 # event (the events of a minute that share a key become one row): at 20k events/s a
@@ -29,22 +37,29 @@ from scr.usage.aggregate import COST_PLACES, count_group, count_sessions, scaled
 FETCH_ENTRIES = 10_000
 ALL_MINUTES = (0, 15 * 2**58)  # every minute the aggregates hold, in whole quarter hours
 
-# write(rows, after_seq, seq): the rows and the cursor's move, in one transaction; whether
-# the store took it (False: the cursor was not at after_seq)
-WriteUsage = Callable[[list[UsageRow], int, int], Awaitable[bool]]
+# write(rows, after_seq, seq, alerts): the rows, the cursor's move and the BUDGET_ALERT
+# entries, in one transaction; whether the store took it (False: the cursor was not at after_seq)
+WriteUsage = Callable[[list[UsageRow], int, int, list[dict[str, Any]]], Awaitable[bool]]
 
 
 class UsageReader:
     """The aggregates' writer: one instance per store at a time (``scr: usage``)."""
 
-    def __init__(self, store: Store, prices: PriceSource, write: WriteUsage, metrics: Metrics) -> None:
+    def __init__(self, store: Store, prices: PriceSource, write: WriteUsage, metrics: Metrics,
+                 budgets: Sequence[BudgetConfig] = ()) -> None:
         self.store, self.prices, self.write, self.metrics = store, prices, write, metrics
+        self.budgets = list(budgets)
+        self.sent: set[str] = set()  # identities of the BUDGET_ALERT entries ledgered
         self.cursor = 0
         self._totals: dict[tuple[str, str], list[int]] = {}  # (tenant, model) → [cost, tokens]
 
     def load(self) -> None:
         """Read the cursor, then the totals for the gauges (blocking: call in a thread)."""
         self.cursor = self.store.cursor(USAGE_CURSOR) or 0
+        self.sent = set().union(*(
+            sent_keys(self.store.tenant_entries_of_kinds(tenant, [Kind.BUDGET_ALERT.value], 0))
+            for tenant in {budget.tenant for budget in self.budgets}
+        ))
         first, end = ALL_MINUTES
         self._totals = {
             (found.tenant, found.keys[0]): [scaled(Decimal(found.cost_usd), COST_PLACES),
@@ -61,8 +76,10 @@ class UsageReader:
             if not entries:
                 break
             rows = await asyncio.to_thread(self.count, entries)
-            if await self.write(rows, self.cursor, entries[-1].seq):
+            alerts = await asyncio.to_thread(self.alerts, rows)
+            if await self.write(rows, self.cursor, entries[-1].seq, alerts):
                 self.cursor = entries[-1].seq
+                self.sent.update(key_of(alert) for alert in alerts)
                 self._add_to_totals(rows)
             else:  # another reader moved the cursor (a killed predecessor's last write)
                 await asyncio.to_thread(self.load)
@@ -73,6 +90,16 @@ class UsageReader:
         group = count_group(entries, self.prices.current())
         count_sessions(group, entries[0].seq, self.store)
         return group.rows()
+
+    def alerts(self, rows: list[UsageRow]) -> list[dict[str, Any]]:
+        """The budget alerts a round's rows raise (blocking: reads the committed aggregates)."""
+        if not self.budgets:
+            return []
+        return crossings(self.budgets, rows, self._spent, self.sent, utc_now())
+
+    def _spent(self, tenant: str, from_minute: int, to_minute: int) -> Decimal:
+        sums = self.store.usage_sums(tenant, from_minute, to_minute, to_minute - from_minute, [])
+        return sum((Decimal(found.cost_usd) for found in sums), Decimal(0))
 
     def _add_to_totals(self, rows: list[UsageRow]) -> None:
         touched: set[tuple[str, str]] = set()
