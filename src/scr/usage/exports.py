@@ -121,7 +121,8 @@ def _openai_costs(body: bytes, problems: list[Detail]) -> Iterator[Charge]:
             if result.amount.currency.lower() != "usd":
                 problems.append(Detail(f"line {line}", f"currency {result.amount.currency!r} is not usd"))
             elif not result.line_item:  # asked without group_by=line_item: no model to compare
-                problems.append(Detail(f"line {line}", "line_item is missing: export with group_by=line_item"))
+                problems.append(Detail(f"line {line}",
+                                       "line_item is missing: export with group_by=line_item"))
             else:
                 # a line item is "<model>, <input|output|...>"
                 model = result.line_item.split(",", 1)[0].strip()

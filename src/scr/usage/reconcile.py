@@ -60,7 +60,8 @@ class Side:
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "cost_usd": cost}
 
 
-def reconcile(charges: Sequence[Charge], store: Store, tenant: str, destinations: Sequence[str]) -> dict[str, Any]:
+def reconcile(charges: Sequence[Charge], store: Store, tenant: str,
+              destinations: Sequence[str]) -> dict[str, Any]:
     """The answer of ``POST /v1/usage/reconcile`` for these charges of ``tenant``."""
     providers = {c.provider.casefold() for c in charges}
     theirs: dict[tuple[date, str], Side] = {}
