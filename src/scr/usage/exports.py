@@ -23,6 +23,8 @@ from scr.errors import BadRequest, Detail
 FORMATS = ("openai-costs", "openai-usage", "anthropic-cost", "focus")
 _T = TypeVar("_T")
 MAX_DETAILS = 100  # a broken file of a million lines answers with its first hundred problems
+MAX_AMOUNT_DIGITS = 15  # before the point: up to 10^15 USD
+MAX_AMOUNT_PLACES = 18  # after it: scr.money's own bound
 ANTHROPIC_MINOR_UNITS = 2  # the cost report's amounts are in cents ("123.45" is $1.2345)
 FOCUS_COLUMNS = ("ChargePeriodStart", "BilledCost", "ConsumedQuantity", "ConsumedUnit", "SkuId",
                  "ProviderName")
@@ -118,7 +120,10 @@ def _openai_costs(body: bytes, problems: list[Detail]) -> Iterator[Charge]:
             result = _result(raw, _CostResult, line, problems)
             if result is None:
                 continue
-            if result.amount.currency.lower() != "usd":
+            wrong = _out_of_range(result.amount.value, "amount.value")
+            if wrong:
+                problems.append(Detail(f"line {line}", wrong))
+            elif result.amount.currency.lower() != "usd":
                 problems.append(Detail(f"line {line}", f"currency {result.amount.currency!r} is not usd"))
             elif not result.line_item:  # asked without group_by=line_item: no model to compare
                 problems.append(Detail(f"line {line}",
@@ -161,7 +166,10 @@ def _anthropic_cost(body: bytes, problems: list[Detail]) -> Iterator[Charge]:
             result = _result(raw, _AnthropicResult, line, problems)
             if result is None:
                 continue
-            if result.currency.upper() != "USD":
+            wrong = _out_of_range(result.amount, "amount")
+            if wrong:
+                problems.append(Detail(f"line {line}", wrong))
+            elif result.currency.upper() != "USD":
                 problems.append(Detail(f"line {line}", f"currency {result.currency!r} is not USD"))
             elif not result.model:
                 problems.append(Detail(f"line {line}", "model is missing: export with group_by=description"))
@@ -192,14 +200,15 @@ class _Lines:
     searched for after the previous one, so the whole file is scanned once)."""
 
     def __init__(self, body: bytes) -> None:
-        self.body, self.offset, self.line = body, 0, 1
+        self.body, self.counted, self.after, self.line = body, 0, 0, 1
 
     def of(self, raw: msgspec.Raw) -> int:
-        found = self.body.find(bytes(raw), self.offset)
+        text = bytes(raw)
+        found = self.body.find(text, self.after)
         if found < 0:  # cannot happen for a Raw of this body; keep the last line known
             return self.line
-        self.line += self.body.count(b"\n", self.offset, found)
-        self.offset = found
+        self.line += self.body.count(b"\n", self.counted, found)
+        self.counted, self.after = found, found + len(text)
         return self.line
 
 
@@ -275,9 +284,23 @@ def _decimal(text: str, column: str) -> Decimal:
         amount = Decimal(text.strip())
     except InvalidOperation:
         raise ValueError(f"{column} {text!r} is not a decimal number") from None
-    if not amount.is_finite():
-        raise ValueError(f"{column} {text!r} is not a finite number")
+    return _checked(amount, column)
+
+
+def _checked(amount: Decimal, name: str) -> Decimal:
+    """The amount; ``ValueError`` when it is out of range (``_out_of_range``)."""
+    problem = _out_of_range(amount, name)
+    if problem:
+        raise ValueError(problem)
     return amount
+
+
+def _out_of_range(amount: Decimal, name: str) -> str | None:
+    """What is wrong with an amount no export can mean (no 1e999999 reaches a sum)."""
+    if amount.is_finite() and amount.adjusted() < MAX_AMOUNT_DIGITS and _places(amount) <= MAX_AMOUNT_PLACES:
+        return None
+    return (f"{name} {amount} is out of range (at most {MAX_AMOUNT_DIGITS} digits before the "
+            f"point and {MAX_AMOUNT_PLACES} after)")
 
 
 def _places(amount: Decimal) -> int:

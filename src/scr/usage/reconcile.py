@@ -14,10 +14,11 @@ many were delivered, are dead, or still pending (``Store.delivery_rows_for`` and
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, Inexact, Overflow
 from typing import Any
 
 import msgspec
@@ -35,6 +36,8 @@ _EVENTS = USAGE_COUNT_COLUMNS.index("events")
 _INPUT = USAGE_COUNT_COLUMNS.index("input_tokens")
 _OUTPUT = USAGE_COUNT_COLUMNS.index("output_tokens")
 _SESSION_COMPLETION = Kind.SESSION_COMPLETION.value
+# Exact sums: more digits than any export's amounts can need; a sum that would round raises.
+_EXACT = decimal.Context(prec=80, traps=[Inexact, Overflow])
 
 
 @dataclass(slots=True)
@@ -52,7 +55,7 @@ class Side:
         if charge.cost_usd is None:
             self.cost_usd = None
         elif self.cost_usd is not None:
-            self.cost_usd += charge.cost_usd
+            self.cost_usd = _EXACT.add(self.cost_usd, charge.cost_usd)
         self.places = max(self.places, charge.places)
 
     def answer(self) -> dict[str, Any]:
@@ -122,7 +125,7 @@ def _ours(store: Store, tenant: str, providers: set[str], first: date, end: date
             side = sides[key] = Side()
         side.input_tokens = (side.input_tokens or 0) + found.counts[_INPUT]
         side.output_tokens = (side.output_tokens or 0) + found.counts[_OUTPUT]
-        side.cost_usd = (side.cost_usd or Decimal(0)) + Decimal(found.cost_usd)
+        side.cost_usd = _EXACT.add(side.cost_usd or Decimal(0), Decimal(found.cost_usd))
         events += found.counts[_EVENTS]
     return sides, events
 
@@ -141,14 +144,14 @@ def _explain(ours: Side | None, theirs: Side | None) -> str | None:
         return None
     assert ours.cost_usd is not None  # the ledger's side always has a cost
     unit = Decimal(1).scaleb(-theirs.places)  # one unit of the last decimal the export wrote
-    return "rounding" if abs(theirs.cost_usd - ours.cost_usd) < unit else "price_mismatch"
+    return "rounding" if abs(_EXACT.subtract(theirs.cost_usd, ours.cost_usd)) < unit else "price_mismatch"
 
 
 def _delta(ours: Side, theirs: Side) -> dict[str, Any]:
     """provider − ours, field by field (``None`` where the export does not say)."""
     cost = None
     if theirs.cost_usd is not None and ours.cost_usd is not None:
-        cost = format(theirs.cost_usd - ours.cost_usd, "f")
+        cost = format(_EXACT.subtract(theirs.cost_usd, ours.cost_usd), "f")
     return {"input_tokens": _minus(theirs.input_tokens, ours.input_tokens),
             "output_tokens": _minus(theirs.output_tokens, ours.output_tokens), "cost_usd": cost}
 
