@@ -4,6 +4,7 @@ to match, each explanation comes from a crafted difference, a bad file is refuse
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,17 @@ def test_cli_exit_codes_offline(serve: Any, data_dir: Path, tmp_path: Path) -> N
     assert run(tmp_path / "absent.csv").exit_code == 2
     alone = runner.invoke(app, ["usage", "reconcile", "--export", str(bad), "--format", "focus"])
     assert alone.exit_code == 2
+
+
+def test_the_readme_example_reconciles_the_example_event(serve: Any, data_dir: Path, tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("cat > focus.csv <<'CSV'\n", 1)[1].split("CSV\n", 1)[0]
+    filled(serve(), [make_event("evt_readme")])  # the README's example event
+    export = tmp_path / "focus.csv"
+    export.write_text(example)
+    result = CliRunner().invoke(app, ["usage", "reconcile", "--export", str(export), "--format", "focus",
+                                      "--data", str(data_dir), "--tenant", TENANT])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer == {"period": {"from": "2026-11-25T00:00:00Z", "to": "2026-11-26T00:00:00Z"},
+                      "matched": 1, "differences": [], "delivery": {"committed": 1, "destinations": {}}}
