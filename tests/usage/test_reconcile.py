@@ -16,7 +16,7 @@ from scr.cli import app
 from scr.route.price_file import install_prices
 from scr.runtime import Runtime
 from scr.usage.routes import MAX_EXPORT_BYTES
-from support import make_event
+from support import Receiver, make_event, wait_for
 from usage import recount
 
 SAMPLES = Path(__file__).parent / "exports"
@@ -202,13 +202,24 @@ def test_bad_requests_are_refused_and_the_service_stays_up(serve: Any) -> None:
     assert post_export(client, sample, "focus").json()["differences"] == []
 
 
-def test_the_delivery_section_counts_what_each_destination_holds(serve: Any) -> None:
-    # a destination nobody listens on: every compared event is still pending there
-    hook = '      - {name: hook, endpoint: "http://127.0.0.1:9/hook", transform: raw_v1}'
-    client = filled(serve(config_text(hook)))
-    body = post_export(client, (SAMPLES / "focus.csv").read_bytes(), "focus").json()
-    assert body["delivery"] == {"committed": 4,
-                                "destinations": {"hook": {"delivered": 0, "dead": 0, "pending": 4}}}
+def test_the_delivery_section_counts_what_each_destination_holds(serve: Any, receivers: Any) -> None:
+    # one receiver that takes everything, one port nobody listens on without retries (dead at
+    # the first refusal), one nobody listens on with a minute between attempts (pending)
+    hook: Receiver = receivers()
+    closed = "http://127.0.0.1:9/hook"
+    client = filled(serve(config_text(
+        f'      - {{name: taken, endpoint: "{hook.url}", transform: raw_v1}}\n'
+        f'      - {{name: refused, endpoint: "{closed}", transform: raw_v1, retry_attempts: 0}}\n'
+        f'      - {{name: waiting, endpoint: "{closed}", transform: raw_v1, retry_attempts: 10, '
+        f'backoff_base_ms: 60000, backoff_max_ms: 60000}}')))
+    sample = (SAMPLES / "focus.csv").read_bytes()
+    expected = {"committed": 4, "destinations": {
+        "taken": {"delivered": 4, "dead": 0, "pending": 0},
+        "refused": {"delivered": 0, "dead": 4, "pending": 0},
+        "waiting": {"delivered": 0, "dead": 0, "pending": 4},
+    }}
+    wait_for(lambda: post_export(client, sample, "focus").json()["delivery"] == expected,
+             what="every delivery settled")
 
 
 def test_cli_exit_codes_offline(serve: Any, data_dir: Path, tmp_path: Path) -> None:
