@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -16,7 +17,7 @@ from scr.cli import app
 from scr.route.price_file import install_prices
 from scr.runtime import Runtime
 from scr.usage.routes import MAX_EXPORT_BYTES
-from support import Receiver, make_event, wait_for
+from support import Receiver, ServerProcess, create_key, make_event, run_scr, wait_for
 from usage import recount
 
 SAMPLES = Path(__file__).parent / "exports"
@@ -262,3 +263,32 @@ def test_the_readme_example_reconciles_the_example_event(serve: Any, data_dir: P
     answer = json.loads(result.stdout)
     assert answer == {"period": {"from": "2026-11-25T00:00:00Z", "to": "2026-11-26T00:00:00Z"},
                       "matched": 1, "differences": [], "delivery": {"committed": 1, "destinations": {}}}
+
+
+def test_cli_asks_a_running_server_with_url_and_key(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ingest, admin = create_key(data), create_key(data, role="admin")
+    server = ServerProcess(data).start()
+    try:
+        posted = httpx.post(f"{server.url}/v1/events", json=LEDGER,
+                            headers={"authorization": f"Bearer {ingest}"})
+        assert posted.status_code == 202, posted.text
+
+        def reconciled(export: Path, key: str = admin) -> Any:
+            return run_scr("usage", "reconcile", "--export", str(export), "--format", "focus",
+                           "--url", server.url, "--key", key, check=False)
+
+        # the usage process counts within a round or two; until then the ledger side is short
+        agreed = wait_for(lambda: (r := reconciled(SAMPLES / "focus.csv")).returncode == 0 and r,
+                          timeout_s=60, what="the usage process to count the events")
+        assert json.loads(agreed.stdout)["matched"] == 3
+        differs = tmp_path / "differs.csv"
+        differs.write_text(focus("2026-11-21T00:00:00Z,0.05,USD,100000,Input Tokens,OpenAI,x,gpt-4o-mini"))
+        assert reconciled(differs).returncode == 1
+        bad = tmp_path / "bad.csv"
+        bad.write_text(focus("2026-11-21T00:00:00Z,lots,USD,1,Input Tokens,OpenAI,x,gpt-4o-mini"))
+        refused = reconciled(bad)
+        assert refused.returncode == 2 and "line 2: BilledCost" in refused.stderr
+        assert reconciled(SAMPLES / "focus.csv", ingest).returncode == 2  # 403: not an admin key
+    finally:
+        server.stop()

@@ -87,10 +87,21 @@ def _remote(body: bytes, form: str, url: str, key: str | None) -> dict[str, Any]
     except httpx.HTTPError as error:
         _fail(f"cannot reach {url}: {error}")
     if response.status_code != httpx.codes.OK:
-        typer.echo(f"the server answered {response.status_code}: {response.text}", err=True)
+        _print_answered(response)
         raise typer.Exit(EXIT_INVALID)
     answer: dict[str, Any] = response.json()
     return answer
+
+
+def _print_answered(response: httpx.Response) -> None:
+    """The server's error, its details one a line (as ``_print_error`` prints them)."""
+    try:
+        error = response.json()["error"]
+        typer.echo(f"error: the server answered {response.status_code}: {error['message']}", err=True)
+        for detail in error.get("details") or []:
+            typer.echo(f"  {detail['path']}: {detail['message']}", err=True)
+    except (ValueError, KeyError, TypeError):  # not scr's error body (a proxy's page)
+        typer.echo(f"error: the server answered {response.status_code}: {response.text[:500]}", err=True)
 
 
 def _print_error(error: ScrError) -> None:
