@@ -108,91 +108,63 @@ class _AnthropicPage(msgspec.Struct):
     data: list[_AnthropicBucket]
 
 
-def _openai_costs(body: bytes, problems: list[Detail]) -> Iterator[Charge]:
-    page = _page(body, _Page, problems)
-    if page is None:
-        return
-    lines = _Lines(body)
-    for bucket in page.data:
-        day = datetime.fromtimestamp(bucket.start_time, UTC).date()
-        for raw in bucket.results:
-            line = lines.of(raw)
-            result = _result(raw, _CostResult, line, problems)
-            if result is None:
-                continue
-            wrong = _out_of_range(result.amount.value, "amount.value")
-            if wrong:
-                problems.append(Detail(f"line {line}", wrong))
-            elif result.amount.currency.lower() != "usd":
-                problems.append(Detail(f"line {line}", f"currency {result.amount.currency!r} is not usd"))
-            elif not result.line_item:  # asked without group_by=line_item: no model to compare
-                problems.append(Detail(f"line {line}",
-                                       "line_item is missing: export with group_by=line_item"))
-            else:
-                # a line item is "<model>, <input|output|...>"
-                model = result.line_item.split(",", 1)[0].strip()
-                yield Charge(day, model, "openai", None, None, result.amount.value,
-                             _places(result.amount.value))
+# (day, the raw results of that day's bucket) of a page
+Buckets = list[tuple[date, list[msgspec.Raw]]]
 
 
-def _openai_usage(body: bytes, problems: list[Detail]) -> Iterator[Charge]:
-    page = _page(body, _Page, problems)
-    if page is None:
-        return
-    lines = _Lines(body)
-    for bucket in page.data:
-        day = datetime.fromtimestamp(bucket.start_time, UTC).date()
-        for raw in bucket.results:
-            line = lines.of(raw)
-            result = _result(raw, _UsageResult, line, problems)
-            if result is None:
-                continue
-            if not result.model:
-                problems.append(Detail(f"line {line}", "model is missing: export with group_by=model"))
-            else:
-                yield Charge(day, result.model, "openai", result.input_tokens, result.output_tokens,
-                             None, 0)
-
-
-def _anthropic_cost(body: bytes, problems: list[Detail]) -> Iterator[Charge]:
-    page = _page(body, _AnthropicPage, problems)
-    if page is None:
-        return
-    lines = _Lines(body)
-    for bucket in page.data:
-        day = bucket.starting_at.astimezone(UTC).date()
-        for raw in bucket.results:
-            line = lines.of(raw)
-            result = _result(raw, _AnthropicResult, line, problems)
-            if result is None:
-                continue
-            wrong = _out_of_range(result.amount, "amount")
-            if wrong:
-                problems.append(Detail(f"line {line}", wrong))
-            elif result.currency.upper() != "USD":
-                problems.append(Detail(f"line {line}", f"currency {result.currency!r} is not USD"))
-            elif not result.model:
-                problems.append(Detail(f"line {line}", "model is missing: export with group_by=description"))
-            else:
-                usd = result.amount.scaleb(-ANTHROPIC_MINOR_UNITS)
-                yield Charge(day, result.model, "anthropic", None, None, usd,
-                             _places(result.amount) + ANTHROPIC_MINOR_UNITS)
-
-
-def _page(body: bytes, kind: type[_T], problems: list[Detail]) -> _T | None:
+def _json_charges(body: bytes, problems: list[Detail], buckets: Callable[[bytes], Buckets],
+                  kind: type[_T], charge: Callable[[date, _T], Charge]) -> Iterator[Charge]:
+    """The charges of a JSON page of buckets: each result decoded as ``kind`` and turned into
+    a charge on its own, so every bad result is reported with its line."""
     try:
-        return msgspec.json.decode(body, type=kind)
+        days = buckets(body)
     except msgspec.DecodeError as error:
         problems.append(Detail(f"line {_line_of_error(body, str(error))}", str(error)))
-        return None
+        return
+    lines = _Lines(body)
+    for day, results in days:
+        for raw in results:
+            line = lines.of(raw)
+            try:
+                yield charge(day, msgspec.json.decode(raw, type=kind))
+            except (msgspec.DecodeError, ValueError) as error:
+                problems.append(Detail(f"line {line}", str(error)))
 
 
-def _result(raw: msgspec.Raw, kind: type[_T], line: int, problems: list[Detail]) -> _T | None:
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except msgspec.DecodeError as error:
-        problems.append(Detail(f"line {line}", str(error)))
-        return None
+def _openai_buckets(body: bytes) -> Buckets:
+    page = msgspec.json.decode(body, type=_Page)
+    return [(datetime.fromtimestamp(b.start_time, UTC).date(), b.results) for b in page.data]
+
+
+def _anthropic_buckets(body: bytes) -> Buckets:
+    page = msgspec.json.decode(body, type=_AnthropicPage)
+    return [(b.starting_at.astimezone(UTC).date(), b.results) for b in page.data]
+
+
+def _openai_cost(day: date, result: _CostResult) -> Charge:
+    value = _checked(result.amount.value, "amount.value")
+    if result.amount.currency.lower() != "usd":
+        raise ValueError(f"currency {result.amount.currency!r} is not usd")
+    if not result.line_item:  # asked without group_by=line_item: no model to compare
+        raise ValueError("line_item is missing: export with group_by=line_item")
+    model = result.line_item.split(",", 1)[0].strip()  # "<model>, <input|output|...>"
+    return Charge(day, model, "openai", None, None, value, _places(value))
+
+
+def _openai_usage(day: date, result: _UsageResult) -> Charge:
+    if not result.model:
+        raise ValueError("model is missing: export with group_by=model")
+    return Charge(day, result.model, "openai", result.input_tokens, result.output_tokens, None, 0)
+
+
+def _anthropic_cost(day: date, result: _AnthropicResult) -> Charge:
+    cents = _checked(result.amount, "amount")
+    if result.currency.upper() != "USD":
+        raise ValueError(f"currency {result.currency!r} is not USD")
+    if not result.model:
+        raise ValueError("model is missing: export with group_by=description")
+    return Charge(day, result.model, "anthropic", None, None, cents.scaleb(-ANTHROPIC_MINOR_UNITS),
+                  _places(cents) + ANTHROPIC_MINOR_UNITS)
 
 
 class _Lines:
@@ -310,8 +282,11 @@ def _places(amount: Decimal) -> int:
 
 
 _READERS: dict[str, Callable[[bytes, list[Detail]], Iterator[Charge]]] = {
-    "openai-costs": _openai_costs,
-    "openai-usage": _openai_usage,
-    "anthropic-cost": _anthropic_cost,
+    "openai-costs": lambda body, problems: _json_charges(
+        body, problems, _openai_buckets, _CostResult, _openai_cost),
+    "openai-usage": lambda body, problems: _json_charges(
+        body, problems, _openai_buckets, _UsageResult, _openai_usage),
+    "anthropic-cost": lambda body, problems: _json_charges(
+        body, problems, _anthropic_buckets, _AnthropicResult, _anthropic_cost),
     "focus": _focus,
 }
