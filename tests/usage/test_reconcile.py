@@ -131,6 +131,23 @@ def test_rounding_within_the_exports_precision_and_missing_at_provider(serve: An
                          ("2026-11-20", "o3"): "missing_in_ledger"}
 
 
+@pytest.mark.parametrize(("rows", "explanation", "delta"), [
+    # 0.03 in the ledger; three amounts written to the cent may each be (almost) a cent off
+    (("0.01,USD,4000,Input Tokens", "0.03,USD,2000,Output Tokens", "0.00,USD,2,Requests"), "rounding",
+     "0.0100000000"),
+    # two cannot be two cents off
+    (("0.05,USD,4000,Input Tokens", "0.00,USD,2000,Output Tokens"), "price_mismatch", "0.0200000000"),
+])
+def test_the_precision_is_one_unit_of_each_amount_written(
+    serve: Any, rows: tuple[str, ...], explanation: str, delta: str
+) -> None:
+    client = filled(serve())
+    export = focus(*(f"2026-11-20T00:00:00Z,{row},OpenAI,x,gpt-4o" for row in rows))
+    body = post_export(client, export, "focus").json()
+    assert [(d["model"], d["explanation"], d["delta"]["cost_usd"]) for d in body["differences"]] == [
+        ("gpt-4o", explanation, delta)]
+
+
 def test_money_is_exact_with_12_decimal_prices(serve: Any, data_dir: Path, tmp_path: Path) -> None:
     prices = tmp_path / "prices.json"
     prices.write_text(

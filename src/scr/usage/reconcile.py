@@ -5,7 +5,8 @@ provider; cost as ``billing_v1`` priced each event), restricted to the export's 
 (``usage.provider``, compared case-insensitively). Each (day, model) that does not agree
 exactly is a difference with the first explanation that applies: ``missing_in_ledger``,
 ``missing_at_provider``, ``token_mismatch``, ``price_mismatch``, ``rounding`` (the costs
-differ by less than one unit of the last decimal the export wrote). A field the export does
+differ by less than the export's precision: one unit of the last decimal of each amount it
+wrote for the pair). A field the export does
 not carry (OpenAI's costs have no tokens, its usage no money) is ``null`` and not compared.
 
 The delivery section counts the events compared (``committed``) and, per destination, how
@@ -47,7 +48,9 @@ class Side:
     input_tokens: int | None = 0
     output_tokens: int | None = 0
     cost_usd: Decimal | None = Decimal(0)
-    places: int = 0  # the decimals the export wrote (the provider's precision)
+    # the provider's precision: one unit of the last decimal of each amount the export wrote
+    # (each may be rounded or cut by up to that much), summed over the pair's lines
+    precision: Decimal = Decimal(0)
 
     def add(self, charge: Charge) -> None:
         self.input_tokens = _plus(self.input_tokens, charge.input_tokens)
@@ -56,7 +59,7 @@ class Side:
             self.cost_usd = None
         elif self.cost_usd is not None:
             self.cost_usd = _EXACT.add(self.cost_usd, charge.cost_usd)
-        self.places = max(self.places, charge.places)
+        self.precision = _EXACT.add(self.precision, Decimal(1).scaleb(-charge.places))
 
     def answer(self) -> dict[str, Any]:
         cost = None if self.cost_usd is None else format(self.cost_usd, "f")
@@ -143,8 +146,8 @@ def _explain(ours: Side | None, theirs: Side | None) -> str | None:
     if theirs.cost_usd is None or ours.cost_usd == theirs.cost_usd:
         return None
     assert ours.cost_usd is not None  # the ledger's side always has a cost
-    unit = Decimal(1).scaleb(-theirs.places)  # one unit of the last decimal the export wrote
-    return "rounding" if abs(_EXACT.subtract(theirs.cost_usd, ours.cost_usd)) < unit else "price_mismatch"
+    within = abs(_EXACT.subtract(theirs.cost_usd, ours.cost_usd)) < theirs.precision
+    return "rounding" if within else "price_mismatch"
 
 
 def _delta(ours: Side, theirs: Side) -> dict[str, Any]:
