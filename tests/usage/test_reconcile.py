@@ -20,6 +20,8 @@ from scr.usage.routes import MAX_EXPORT_BYTES
 from support import Receiver, ServerProcess, create_key, make_event, run_scr, wait_for
 from usage import recount
 
+pytestmark = pytest.mark.every_store  # the serve tests run on SQLite and on PostgreSQL
+
 SAMPLES = Path(__file__).parent / "exports"
 TENANT = "org_acme"
 CSV_HEADER = ("ChargePeriodStart,BilledCost,BillingCurrency,ConsumedQuantity,ConsumedUnit,ProviderName,"
@@ -240,13 +242,18 @@ def test_the_delivery_section_counts_what_each_destination_holds(serve: Any, rec
              what="every delivery settled")
 
 
-def test_cli_exit_codes_offline(serve: Any, data_dir: Path, tmp_path: Path) -> None:
+def offline(data_dir: Path, store_uri: str | None) -> list[str]:
+    """The CLI's arguments naming the test's store (the data folder's SQLite, or PostgreSQL)."""
+    return ["--data", str(data_dir), "--tenant", TENANT, *(["--store", store_uri] if store_uri else [])]
+
+
+def test_cli_exit_codes_offline(serve: Any, data_dir: Path, tmp_path: Path, store_uri: str | None) -> None:
     filled(serve())
     runner = CliRunner()
 
-    def run(export: Path, form: str = "focus", *more: str) -> Any:
+    def run(export: Path, form: str = "focus") -> Any:
         return runner.invoke(app, ["usage", "reconcile", "--export", str(export), "--format", form,
-                                   "--data", str(data_dir), "--tenant", TENANT, *more])
+                                   *offline(data_dir, store_uri)])
 
     agreed = run(SAMPLES / "focus.csv")
     assert agreed.exit_code == 0, agreed.output
@@ -268,14 +275,16 @@ def test_cli_exit_codes_offline(serve: Any, data_dir: Path, tmp_path: Path) -> N
     assert alone.exit_code == 2
 
 
-def test_the_readme_example_reconciles_the_example_event(serve: Any, data_dir: Path, tmp_path: Path) -> None:
+def test_the_readme_example_reconciles_the_example_event(
+    serve: Any, data_dir: Path, tmp_path: Path, store_uri: str | None
+) -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     example = readme.split("cat > focus.csv <<'CSV'\n", 1)[1].split("CSV\n", 1)[0]
     filled(serve(), [make_event("evt_readme")])  # the README's example event
     export = tmp_path / "focus.csv"
     export.write_text(example)
     result = CliRunner().invoke(app, ["usage", "reconcile", "--export", str(export), "--format", "focus",
-                                      "--data", str(data_dir), "--tenant", TENANT])
+                                      *offline(data_dir, store_uri)])
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert answer == {"period": {"from": "2026-11-25T00:00:00Z", "to": "2026-11-26T00:00:00Z"},
