@@ -214,6 +214,9 @@ def test_bad_requests_are_refused_and_the_service_stays_up(serve: Any) -> None:
     client = filled(serve())
     sample = (SAMPLES / "focus.csv").read_bytes()
     assert post_export(client, sample, "xlsx").status_code == 400
+    empty = post_export(client, CSV_HEADER, "focus")
+    assert empty.status_code == 400 and empty.json()["error"]["details"] == [
+        {"path": "line 1", "message": "no charges"}]
     assert post_export(client, sample, "focus", media="image/png").status_code == 415
     assert post_export(client, sample, "focus", role="read").status_code == 403
     assert client.post("/v1/usage/reconcile?format=focus", content=sample).status_code == 401

@@ -62,6 +62,8 @@ def read_export(body: bytes, form: str) -> list[Charge]:
         shown = problems[:MAX_DETAILS]
         raise BadExport(f"the {form} export has {len(problems)} bad line(s); the first: "
                         f"{shown[0].path}: {shown[0].message}", shown)
+    if not charges:  # no day and no provider: nothing to compare the ledger with
+        raise BadExport(f"the {form} export holds no charges", [Detail("line 1", "no charges")])
     return charges
 
 
