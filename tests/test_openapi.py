@@ -341,6 +341,9 @@ def test_each_success_answer_conforms_on_seeded_data(
     ok("/v1/canon/observations", "post", 201, body={"action": "deploy", "outcome": "success"})
     ok("/v1/usage", "get", query={"from": "2026-11-25T00:00:00Z", "to": "2026-11-26T00:00:00Z",
                                   "window": "hour", "tz": "Europe/Paris", "group_by": "model,provider"})
+    ok("/v1/usage/reconcile", "post", query={"format": "focus"}, media_type="text/plain",
+       body="ChargePeriodStart,BilledCost,ConsumedQuantity,ConsumedUnit,SkuId,ProviderName,x_Model\n"
+            "2026-11-25T00:00:00Z,0.006,1200,Input Tokens,gpt-4o,openai,gpt-4o\n")
     ok("/v1/cluster", "get")
     ok("/v1/conflicts", "get")
     ok("/v1/otlp/v1/traces", "post", body={"resourceSpans": []})

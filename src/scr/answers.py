@@ -367,6 +367,58 @@ class UsageReport(Answer):
     totals: UsageCounters
 
 
+class ReconcileCounts(Answer):
+    """One side of a (day, model), or provider − ours; ``null`` where the export does not say
+    (OpenAI's costs carry no tokens, its usage no money)."""
+
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: UsdAmount | None
+
+
+class ReconcileDifference(Answer):
+    """A (day, model) where the ledger and the export do not agree exactly."""
+
+    day: Annotated[str, Meta(description="the UTC day, YYYY-MM-DD")]
+    model: str
+    ours: ReconcileCounts
+    provider: ReconcileCounts
+    delta: Annotated[ReconcileCounts, Meta(description="provider − ours")]
+    explanation: Literal["missing_in_ledger", "missing_at_provider", "token_mismatch",
+                         "price_mismatch", "rounding"]
+
+
+class ReconcilePeriod(Answer):
+    """The UTC days the export covers: ``from`` inclusive, ``to`` exclusive (RFC 3339)."""
+
+    from_: str = field(name="from")
+    to: str
+
+
+class DestinationDelivery(Answer):
+    """What became of the compared events at one destination."""
+
+    delivered: Count
+    dead: Count
+    pending: Count
+
+
+class ReconcileDelivery(Answer):
+    """The compared events (``committed``) and their deliveries, by destination."""
+
+    committed: Count
+    destinations: dict[str, DestinationDelivery]
+
+
+class Reconciliation(Answer):
+    """``POST /v1/usage/reconcile``: the export compared per (day, model) with the ledger."""
+
+    period: ReconcilePeriod
+    matched: Annotated[int, Meta(ge=0, description="(day, model) pairs that agree exactly")]
+    differences: list[ReconcileDifference]
+    delivery: ReconcileDelivery
+
+
 # ----- OpenTelemetry -------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from scr.ledger.cli import app as ledger_app
 from scr.privacy.cli import create_master, rotate_master
 from scr.route.prices_cli import app as prices_app
 from scr.schema import json_schema
+from scr.usage.cli import app as usage_app
 
 if TYPE_CHECKING:
     from scr.log.commit import Committer
@@ -43,6 +44,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(canon_app, name="canon")
 app.add_typer(prices_app, name="prices")
+app.add_typer(usage_app, name="usage")
 err = Console(stderr=True)
 
 DataOption = Annotated[Path, typer.Option("--data", help="The data folder (SQLite database).")]

@@ -40,8 +40,10 @@ from scr.route.control import DELIVERY_STATUSES, ReplayRequest
 from scr.schema import MAX_EVENT_BYTES, Event, EventId, TenantId, with_money_schema
 from scr.security.keys import PERMISSIONS
 from scr.server import MAX_LIST_ROWS, MAX_QUERY_BODY_BYTES
+from scr.usage.exports import FORMATS
 from scr.usage.query import GROUP_KEYS, AwareTime
 from scr.usage.query import MAX_RANGE_DAYS as MAX_USAGE_DAYS
+from scr.usage.routes import EXPORT_MEDIA_TYPES, MAX_EXPORT_BYTES
 from scr.usage.windows import WINDOWS
 
 REF_TEMPLATE = "#/components/schemas/{name}"
@@ -360,6 +362,21 @@ def _operations() -> list[Operation]:
                        + ", ".join(f"`{k}`" for k in GROUP_KEYS)),
              Parameter("tenant", "query", TenantId, "the tenant, for a `platform` key (required "
                        "then); a tenant's own key ignores it")),
+        ),
+        Operation(
+            "/v1/usage/reconcile", "post", "reconcileUsage", "usage",
+            "Compare a provider's export (the body) with the ledger per (day, model); every "
+            "difference explained", "admin",
+            {200: _json(answers.Reconciliation, "matched pairs, explained differences, deliveries")},
+            _merge(KEYED, SPANNING, {
+                400: "an unknown `format`, or a bad export: one detail per bad line (`line N`)",
+                413: f"body over {MAX_EXPORT_BYTES // MIB} MiB (as sent or inflated)",
+                415: "a content type other than " + ", ".join(EXPORT_MEDIA_TYPES)
+                     + ", or an encoding other than gzip",
+            }),
+            (Parameter("format", "query", Literal[FORMATS], "the export's format", required=True),
+             TENANT),
+            request={JSON: {"type": "object"}, TEXT: {"type": "string"}},
         ),
         # ----- ledger proofs
         *_ledger_operations(),

@@ -1,4 +1,5 @@
-"""``GET /v1/usage`` (roles read and admin; a platform key names the tenant with ``tenant=``)."""
+"""``GET /v1/usage`` (roles read and admin; a platform key names the tenant with ``tenant=``) and
+``POST /v1/usage/reconcile?format=`` (admin: the body is a provider's export)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scr.errors import BadRequest, Detail
-from scr.httpio import JSONResponse
+from scr.errors import BadRequest, Detail, UnsupportedMediaType
+from scr.httpio import JSONResponse, read_decoded_body
 from scr.privacy.opening import EventOpener
 from scr.privacy.sealing import SUBJECT_PREFIX
 from scr.runtime import Runtime
 from scr.store.protocol import Store
+from scr.usage.exports import read_export
 from scr.usage.query import UsageQuery
+from scr.usage.reconcile import reconcile
+
+MAX_EXPORT_BYTES = 32 * 1024 * 1024  # a month of 50 models by line item is well under 1 MiB
+# the media types an export may be sent as (none given: read by ``format=``)
+EXPORT_MEDIA_TYPES = ("application/json", "text/csv", "text/plain", "application/octet-stream")
 
 
 def usage_routes(runtime: Runtime) -> list[Route]:
@@ -37,7 +44,21 @@ def usage_routes(runtime: Runtime) -> list[Route]:
             await asyncio.to_thread(_name_users, answer["rows"], runtime.store, runtime.tail.opener, tenant)
         return JSONResponse(answer)
 
-    return [Route("/v1/usage", get_usage, methods=["GET"])]
+    async def post_reconcile(request: Request) -> Response:
+        principal = runtime.principal(request, "admin")
+        tenant = principal.scope(request.query_params.get("tenant"))
+        media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if media and media not in EXPORT_MEDIA_TYPES:
+            raise UnsupportedMediaType(f"content type '{media[:40]}' is not an export: send "
+                                       f"{', '.join(EXPORT_MEDIA_TYPES)}")
+        body = await read_decoded_body(request, MAX_EXPORT_BYTES)
+        charges = read_export(body, request.query_params.get("format", ""))
+        answer = await asyncio.to_thread(reconcile, charges, runtime.store, tenant,
+                                         runtime.destinations.names())
+        return JSONResponse(answer)
+
+    return [Route("/v1/usage", get_usage, methods=["GET"]),
+            Route("/v1/usage/reconcile", post_reconcile, methods=["POST"])]
 
 
 def _name_users(rows: list[dict[str, Any]], store: Store, opener: EventOpener, tenant: str) -> None:
