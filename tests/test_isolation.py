@@ -36,6 +36,7 @@ OTHER_TENANTS_LOOKUPS = {
     ("/v1/ledger/proof/inclusion", "get"),
     ("/v1/subjects/{user_id}", "delete"), ("/v1/subjects/{user_id}/export", "get"),
 }
+RECONCILE_EXPORT = Path(__file__).parent / "usage" / "exports" / "openai-costs.json"
 CONFIG = config_text(f"      - {{name: {DESTINATION}, type: file, path: archive.jsonl, transform: audit_v1}}")
 
 
@@ -149,6 +150,7 @@ def _body(path: str, method: str, other: Tenant) -> Any:
                             "provenance": {"source": "test", "ref": "probe", "author": "probe"}},
         "/v1/canon/promote": {"item_id": other.item_id},
         "/v1/canon/observations": {"action": "deploy", "outcome": "success"},
+        "/v1/usage/reconcile": json.loads(RECONCILE_EXPORT.read_text()),
     }
     return bodies.get(path, {})
 
@@ -171,6 +173,7 @@ def _query(path: str, role: str, caller: Tenant, other: Tenant) -> dict[str, Any
         "/v1/ledger/checkpoints": {"since": 0},
         "/v1/deliveries": {"destination": DESTINATION},
         "/v1/conflicts": {"after": 0},
+        "/v1/usage/reconcile": {"format": "openai-costs"},
         "/v1/usage": {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z",
                       "group_by": "user_id,model"},
     }
