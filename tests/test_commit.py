@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scr.errors import Unavailable
-from scr.log.commit import Committed, Committer, Outcome, RecentKeys, Submission
+from scr.log.commit import Committed, Committer, Outcome, RecentKeys, Submission, key_hash
 from scr.log.entry import GENESIS_HASH, Kind, chain_hash
 from scr.schema import canonical_bytes, decode_event
 from scr.store.protocol import Store, Transaction
@@ -83,19 +83,20 @@ def test_dedup_is_exact_with_or_without_the_front_window(store: Store, window_s:
 def test_recent_keys_answer_their_hits_and_leave_by_group_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RecentKeys, "MAX_KEYS", 4)
     recent = RecentKeys(window_s=300)
-    first = {("org_a", "evt_1"): Hit(1, b"d1" * 8), ("org_a", "evt_2"): Hit(2, b"d2" * 8)}
-    recent.add(first)
-    assert recent.get(("org_a", "evt_1")) == Hit(1, b"d1" * 8)
-    assert recent.get(("org_b", "evt_1")) is None  # another tenant's event of the same id
-    assert recent.get(("org_a", "evt_")) is None
-    recent.add({("org_a", f"evt_{n}"): Hit(n, b"dd" * 8) for n in (3, 4, 5)})
+    recent.add([(key_hash(("org_a", "evt_1")), Hit(1, b"d1" * 8)),
+                (key_hash(("org_a", "evt_2")), Hit(2, b"d2" * 8))])
+    assert recent.get(key_hash(("org_a", "evt_1"))) == Hit(1, b"d1" * 8)
+    assert recent.get(key_hash(("org_b", "evt_1"))) is None  # another tenant's event of the same id
+    assert recent.get(key_hash(("org_a", "evt_"))) is None
+    recent.add([(key_hash(("org_a", f"evt_{n}")), Hit(n, b"dd" * 8)) for n in (3, 4, 5)])
     # five keys, over the cap of four: the oldest group (two keys) leaves whole
     assert len(recent) == 3
-    assert recent.get(("org_a", "evt_1")) is None and recent.get(("org_a", "evt_2")) is None
-    assert recent.get(("org_a", "evt_5")) == Hit(5, b"dd" * 8)
+    assert recent.get(key_hash(("org_a", "evt_1"))) is None
+    assert recent.get(key_hash(("org_a", "evt_2"))) is None
+    assert recent.get(key_hash(("org_a", "evt_5"))) == Hit(5, b"dd" * 8)
     # a tenant and event id that run into each other are still two keys
-    recent.add({("org_a1", "x"): Hit(9, b"x" * 16)})
-    assert recent.get(("org_a", "1x")) is None
+    recent.add([(key_hash(("org_a1", "x")), Hit(9, b"x" * 16))])
+    assert recent.get(key_hash(("org_a", "1x"))) is None
 
 
 def test_a_64_bit_key_collision_keeps_dedup_exact(sqlite_store: SqliteStore) -> None:

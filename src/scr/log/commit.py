@@ -98,7 +98,8 @@ class _Pending:
     committed: list[Committed] = field(default_factory=list)
     heads: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     keys: dict[EventKey, Hit] = field(default_factory=dict)
-    key_order: list[EventKey] = field(default_factory=list)
+    # the keys appended, in order, each with its hash for the recent keys (hashed once)
+    key_order: list[tuple[EventKey, bytes]] = field(default_factory=list)
 
 
 class Sealing(Protocol):
@@ -246,7 +247,8 @@ class Committer:
     ) -> list[tuple[Outcome, int]]:
         keys = [(s.event.user.organization_id, s.event.event_id) for s in submissions]
         pending_keys = self._pending.keys
-        known = {k: hit for k in keys if (hit := pending_keys.get(k) or self.recent.get(k))}
+        hashes = {k: key_hash(k) for k in keys}
+        known = {k: hit for k in keys if (hit := pending_keys.get(k) or self.recent.get(hashes[k]))}
         known.update(self.store.find_events(tx, [k for k in keys if k not in known]))
         # the first of each new key in the batch gets a seq; later copies are its duplicates
         fresh = {k: None for k in keys if k not in known}
@@ -263,7 +265,7 @@ class Committer:
                 continue
             hit = self._append_one(tx, sub, next(seqs), ts, rows, subjects)
             known[key] = pending_keys[key] = hit
-            self._pending.key_order.append(key)
+            self._pending.key_order.append((key, hashes[key]))
             outcomes.append((Outcome.ACCEPTED, hit.seq))
         self.store.append(tx, rows)
         if subjects:
@@ -359,7 +361,7 @@ class Committer:
             self.sealer.settle(committed=True)
         self.groups += 1
         self._heads.update(self._pending.heads)
-        self.recent.add(self._pending.keys)
+        self.recent.add([(hashed, self._pending.keys[key]) for key, hashed in self._pending.key_order])
         committed = self._pending.committed
         self._pending = _Pending()
         for work, (result, failed) in zip(group, results, strict=True):
@@ -381,7 +383,7 @@ class Committer:
         p = self._pending
         p.heads = heads
         del p.committed[committed:]
-        for key in p.key_order[keys:]:
+        for key, _ in p.key_order[keys:]:
             del p.keys[key]
         del p.key_order[keys:]
 
@@ -410,19 +412,20 @@ class RecentKeys:
     def __len__(self) -> int:
         return len(self._hits)
 
-    def get(self, key: EventKey) -> Hit | None:
-        packed = self._hits.get(_key_hash(key))
+    def get(self, hashed: bytes) -> Hit | None:
+        """The hit of a key by its ``key_hash``."""
+        packed = self._hits.get(hashed)
         if packed is None:
             return None
         return Hit(int.from_bytes(packed[:SEQ_BYTES], "big"), packed[SEQ_BYTES:])
 
-    def add(self, keys: dict[EventKey, Hit]) -> None:
-        if self.window_s <= 0 or not keys:
+    def add(self, hits: Sequence[tuple[bytes, Hit]]) -> None:
+        """A committed group's keys, by their ``key_hash``."""
+        if self.window_s <= 0 or not hits:
             return
         now = time.monotonic()
         group = []
-        for key, hit in keys.items():
-            hashed = _key_hash(key)
+        for hashed, hit in hits:
             self._hits[hashed] = hit.seq.to_bytes(SEQ_BYTES, "big") + hit.payload_digest
             group.append(hashed)
         self._groups.append((now, group))
@@ -432,7 +435,7 @@ class RecentKeys:
                 self._hits.pop(hashed, None)
 
 
-def _key_hash(key: EventKey) -> bytes:
+def key_hash(key: EventKey) -> bytes:
     tenant, event_id = key
     # the tenant's length first: no two (tenant, event_id) pairs give one text
     return hashlib.blake2b(f"{len(tenant)}:{tenant}{event_id}".encode(),
