@@ -33,14 +33,15 @@ class _EventEntry(msgspec.Struct, gc=False):
     kind: str
     payload: Event
     provenance: Provenance
-    seal: Any = None  # sealed personal fields (scr.privacy)
+    seal: msgspec.Raw = msgspec.Raw()  # sealed personal fields (scr.privacy), as stored
 
 
 class Opening(Protocol):
     """Opens sealed events (``scr.privacy.opening.EventOpener``)."""
 
-    def open(self, event: Event, seal: Any) -> Event:
-        """The event with its personal fields (as ledgered when its subject was erased)."""
+    def open(self, event: Event, seal: msgspec.Raw) -> Event:
+        """The event with its personal fields, from the entry's ``seal`` as stored (as
+        ledgered when its subject was erased)."""
 
     def open_json(self, tenant: str, entry: dict[str, Any]) -> dict[str, Any]:
         """A stored entry's event JSON, as the API shows it."""
@@ -62,7 +63,7 @@ def from_store(row: StoredEntry, opener: Opening | None = None) -> Committed:
     if row.kind == Kind.SESSION_COMPLETION.value:
         decoded = _event_entry.decode(row.entry)
         event = decoded.payload
-        if decoded.seal is not None and opener is not None:
+        if decoded.seal and opener is not None:
             event = opener.open(event, decoded.seal)
     elif row.kind == Kind.BUDGET_ALERT.value:  # delivered like an event: its payload is the message
         return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, None,

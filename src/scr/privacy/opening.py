@@ -29,20 +29,22 @@ ERASED_PREFIX = "erased:"  # how usage names an erased subject (DESIGN.md, "Priv
 ERASED_NAME_CHARS = 12
 
 
+_seal = msgspec.json.Decoder(Seal)
+
+
 class EventOpener:
     """Opens sealed events with the subjects' keys (``scr.log.tail.Opening``)."""
 
     def __init__(self, subjects: Subjects) -> None:
         self.keys = Opener(subjects)
 
-    def values(self, tenant: str, event_id: str, seal: Any) -> dict[str, str] | None:
+    def values(self, tenant: str, event_id: str, sealed: Seal) -> dict[str, str] | None:
         """The sealed fields in plaintext; None when the subject was erased."""
-        sealed = msgspec.convert(seal, Seal)
         key = self.keys.key(tenant, sealed.subject, sealed.g)
         return None if key is None else open_seal(sealed, event_id, key)
 
-    def open(self, event: Event, seal: Any) -> Event:
-        values = self.values(event.user.organization_id, event.event_id, seal)
+    def open(self, event: Event, seal: msgspec.Raw) -> Event:
+        values = self.values(event.user.organization_id, event.event_id, _seal.decode(seal))
         return event if values is None else restored(event, values)
 
     def forget(self, tenant: str, subject: str) -> None:
@@ -58,7 +60,7 @@ class EventOpener:
         found = store.entries_by_seq(seqs[-1:]).get(seqs[-1]) if seqs else None
         if found is not None:
             entry = msgspec.json.decode(found.entry)
-            values = self.values(tenant, entry["payload"]["event_id"], entry["seal"])
+            values = self.values(tenant, entry["payload"]["event_id"], msgspec.convert(entry["seal"], Seal))
             if values is not None:
                 return values[USER_ID]
         return ERASED_PREFIX + subject[:ERASED_NAME_CHARS]
@@ -69,7 +71,7 @@ class EventOpener:
         seal = entry.get("seal")
         if seal is None:
             return payload
-        values = self.values(tenant, payload["event_id"], seal)
+        values = self.values(tenant, payload["event_id"], msgspec.convert(seal, Seal))
         if values is None:
             return erased(payload)
         payload["user"]["user_id"] = values[USER_ID]
