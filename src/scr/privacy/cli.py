@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from scr.privacy.master import MasterKeyError, read_master_key, write_master_key
+from scr.privacy.master import MasterKeyError, read_master_key, write_key_file, write_master_key
 from scr.privacy.setup import MASTER_KEY_ENV, master_key_file
 
 KeyFileArgument = Annotated[Path, typer.Argument(help="Where to write the new key (never overwritten).")]
@@ -39,11 +39,7 @@ def install_new_key(current: Path, new: Path) -> Path:
         temporary = current.with_name(current.name + ".new")
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(new.read_bytes())
-            file.flush()
-            os.fsync(file.fileno())
+        write_key_file(temporary, new.read_bytes())
         os.replace(temporary, current)
     except BaseException:
         os.replace(backup, current)

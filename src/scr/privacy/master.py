@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MASTER_KEY_BYTES = 32
 NONCE_BYTES = 12
+KEY_FILE_MODE = 0o600
 MAX_KEY_FILE_BYTES = 1024  # a key file is 45 bytes; anything far larger is not one
 _WRAP_INFO = b"scr master key: wraps data keys v1"
 _CHECK_INFO = b"scr master key: check value v1"
@@ -88,9 +89,13 @@ def read_master_key(path: Path) -> MasterKey:
 
 def write_master_key(path: Path) -> None:
     """A new random master key in ``path`` (0600); an existing file is never overwritten."""
-    secret = base64.b64encode(os.urandom(MASTER_KEY_BYTES)) + b"\n"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    write_key_file(path, base64.b64encode(os.urandom(MASTER_KEY_BYTES)) + b"\n")
+
+
+def write_key_file(path: Path, content: bytes) -> None:
+    """A new file only its owner reads (0600), synced to disk; ``FileExistsError`` if there is one."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
     with os.fdopen(descriptor, "wb") as file:
-        file.write(secret)
+        file.write(content)
         file.flush()
         os.fsync(file.fileno())
