@@ -12,7 +12,13 @@ the in-process committer, so the write's CPU is on its thread and counted as wal
 client, in-process), over ``SCR_BENCH_USAGE_ROWS`` synthetic minute rows (and their quarter
 hours, which this query reads) written straight into the store: p50 and p99 of
 ``SCR_BENCH_USAGE_QUERIES`` calls.
-Runs in well under a minute on the 2-core machine.
+
+(c) What the aggregator costs ingest: the same 1,000-event batches (as in (a): 200 users, 5
+models) sent to ``scr serve`` with three batched destinations, once with ``scr: usage``
+paused (SIGSTOP: it takes no CPU) and once running, alternated ``SCR_BENCH_USAGE_PAIRS``
+times; events/s each way, and how long after the last batch the aggregates hold every event
+(``GET /v1/usage``'s totals), which shows whether the aggregator keeps up.
+Runs in about a minute and a half on the 2-core machine.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
+import psutil
 from starlette.testclient import TestClient
 
-from bench.ingest import TEMPLATE, percentile
+from bench.ingest import TEMPLATE, percentile, post_all, scr_and_receivers
 from scr.config import default_config
 from scr.metrics import Metrics
 from scr.route.price_file import live_prices
@@ -45,6 +53,9 @@ EVENTS = int(os.environ.get("SCR_BENCH_USAGE_EVENTS", "50000"))
 # a million minute rows: ~10M events at the 0.1 row per event measured in (a)
 ROWS = int(os.environ.get("SCR_BENCH_USAGE_ROWS", "1000000"))
 QUERIES = int(os.environ.get("SCR_BENCH_USAGE_QUERIES", "50"))
+INGEST_BATCHES = int(os.environ.get("SCR_BENCH_USAGE_BATCHES", "150"))
+PAIRS = int(os.environ.get("SCR_BENCH_USAGE_PAIRS", "2"))
+CATCH_UP_TIMEOUT_S = 120
 BATCH_EVENTS = 1000
 USERS = 200
 MODELS = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-pro", "gpt-5"]
@@ -74,7 +85,8 @@ def count_events(runtime: Runtime) -> dict[str, Any]:
     store = runtime.store
     written: list[float] = []
 
-    async def write(rows: list[UsageRow], after_seq: int, seq: int) -> bool:
+    async def write(rows: list[UsageRow], after_seq: int, seq: int,
+                    alerts: list[dict[str, Any]]) -> bool:  # no budgets here: no alerts
         started = time.perf_counter()
         accepted = await runtime.committer.run(lambda tx: store.add_usage(tx, rows, after_seq, seq),
                                                durable=False)
@@ -102,7 +114,7 @@ def count_events(runtime: Runtime) -> dict[str, Any]:
             counting += counted - started
             sessions += sessions_done - counted
             rows_written += len(rows)
-            assert await reader.write(rows, reader.cursor, entries[-1].seq)
+            assert await reader.write(rows, reader.cursor, entries[-1].seq, [])
             reader.cursor = entries[-1].seq
 
     asyncio.run(run())
@@ -149,6 +161,55 @@ def query_month(client: TestClient, key: str) -> dict[str, Any]:
             "p99_ms": round(percentile(took, 0.99) * 1000, 1)}
 
 
+def ingest_cost(pick: random.Random) -> dict[str, Any]:
+    """(c): ingest's events/s with ``scr: usage`` paused and running, alternated."""
+    bodies = [msgspec.json.encode(batch(number, pick)) for number in range(INGEST_BATCHES)]
+    runs: dict[str, list[dict[str, Any]]] = {"usage_paused": [], "usage_running": []}
+    with tempfile.TemporaryDirectory(prefix="scr-bench-usage-ingest-") as tmp:
+        for pair in range(PAIRS):
+            for mode in runs:
+                folder = Path(tmp) / f"{mode}-{pair}"
+                folder.mkdir()
+                runs[mode].append(_ingest_once(bodies, folder, paused=mode == "usage_paused"))
+    rates = {mode: [run["events_per_s"] for run in done] for mode, done in runs.items()}
+    best = {mode: max(values) for mode, values in rates.items()}
+    return {
+        **runs,
+        "events_per_s_range": {mode: [min(values), max(values)] for mode, values in rates.items()},
+        "cost_of_usage_share": round(1 - best["usage_running"] / best["usage_paused"], 3),
+    }
+
+
+def _ingest_once(bodies: list[bytes], folder: Path, paused: bool) -> dict[str, Any]:
+    with scr_and_receivers(folder, "usage", BATCH_EVENTS) as setup:
+        usage = next(child for child in psutil.Process(setup.server_pid).children(recursive=True)
+                     if "scr: usage" in " ".join(child.cmdline()))
+        if paused:
+            usage.suspend()
+        try:
+            sent = asyncio.run(post_all(f"{setup.url}/v1/events", bodies, setup.headers))
+        finally:
+            usage.resume()
+        sent_at = time.perf_counter()
+        _wait_counted(setup.url, setup.headers, len(bodies) * BATCH_EVENTS)
+        return {"events_per_s": sent["events_per_s"],
+                "aggregates_complete_after_s": round(time.perf_counter() - sent_at, 2)}
+
+
+def _wait_counted(url: str, headers: dict[str, str], events: int) -> None:
+    """Until ``GET /v1/usage`` counts every event sent (the batches' day)."""
+    day = FIRST_EVENT_AT.replace(hour=0)
+    params = {"from": day.isoformat().replace("+00:00", "Z"), "window": "day",
+              "to": (day + timedelta(days=1)).isoformat().replace("+00:00", "Z")}
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"{url}/v1/usage", params=params, headers=headers, timeout=10)
+        if answer.json()["totals"]["events"] >= events:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"the usage aggregates did not count {events} events in {CATCH_UP_TIMEOUT_S} s")
+
+
 def main() -> dict[str, Any]:
     pick = random.Random(16)
     with tempfile.TemporaryDirectory(prefix="scr-bench-usage-") as folder:
@@ -166,7 +227,8 @@ def main() -> dict[str, Any]:
             last = runtime.store.last_seq()
             asyncio.run(_write_rows(runtime, rows, last))
             query = query_month(client, key)
-    return {"aggregator": aggregator, "get_usage_month_by_day_and_model": query}
+    return {"aggregator": aggregator, "get_usage_month_by_day_and_model": query,
+            "ingest_with_usage": ingest_cost(pick)}
 
 
 async def _write_rows(runtime: Runtime, rows: list[UsageRow], cursor: int) -> None:
