@@ -19,7 +19,7 @@ from scr.route.transforms import EntryRef, billing_transform
 from scr.runtime import Runtime
 from scr.serve.writes import AddUsage, add_usage
 from scr.store.protocol import Store
-from scr.store.records import UsageRow
+from scr.store.records import DurationRow, UsageRow
 from scr.usage.reader import UsageReader
 
 EXACT = decimal.Context(prec=100, traps=[decimal.Inexact])
@@ -31,8 +31,9 @@ def count_to_head(runtime: Runtime) -> UsageReader:
     """Run the usage reader over the whole ledger, writing through the runtime's committer."""
     store = runtime.store
 
-    async def write(rows: list[UsageRow], after_seq: int, seq: int, alerts: list[dict[str, Any]]) -> bool:
-        operation = AddUsage(rows, after_seq, seq, alerts)
+    async def write(rows: list[UsageRow], after_seq: int, seq: int, alerts: list[dict[str, Any]],
+                    durations: list[DurationRow]) -> bool:
+        operation = AddUsage(rows, after_seq, seq, alerts, durations)
         return bool(await runtime.committer.run(lambda tx: add_usage(runtime.committer, tx, operation)))
 
     reader = UsageReader(store, live_prices(runtime.data_dir), write, Metrics(),
