@@ -373,15 +373,15 @@ class UserCounters(Answer):
     sessions: Annotated[int, Meta(ge=0, description="sessions whose first event is in the range")]
     events: Count
     errors: Annotated[int, Meta(ge=0, description="events whose outcome.status is not success")]
-    success_rate: Annotated[float | None, Meta(ge=0, le=1, description=(
-        "(events − errors) / events, rounded half-even to 4 decimals; null without events"))]
+    success_rate: Annotated[float, Meta(ge=0, le=1, description=(
+        "(events − errors) / events, rounded half-even to 4 decimals; null without events"))] | None
     total_tokens: Count
     cost_usd: UsdAmount
     cost_per_session_usd: Annotated[UsdAmount | None, Meta(description=(
         "cost_usd / sessions, rounded half-even to 10 decimals; null without sessions"))]
-    median_duration_ms: Annotated[int | None, Meta(ge=0, description=(
+    median_duration_ms: Annotated[int, Meta(ge=0, description=(
         "the lower median of the sessions' session.duration_ms (each session once, from its "
-        "first event), within 1%; null without sessions"))]
+        "first event), within 1%; null without sessions"))] | None
 
 
 class UserUsage(UserCounters):

@@ -12,10 +12,12 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from privacy.test_encryption import USER, personal_event, sealed_config
 
 from conftest import Client
+from scr.answers import UsersReport
 from scr.privacy.master import write_master_key
 from scr.usage.durations import bucket_of, median_ms
 from support import make_event
@@ -48,6 +50,7 @@ def random_duration(pick: random.Random) -> int:
 def users_of(client: Client, headers: dict[str, str], **params: str) -> Any:
     answer = client.get("/v1/usage/users", params={**MONTH, **params}, headers=headers)
     assert answer.status_code == 200, answer.text
+    msgspec.json.decode(answer.content, type=UsersReport)  # the documented shape, no more
     return answer.json()
 
 
