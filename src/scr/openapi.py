@@ -107,6 +107,9 @@ TENANT = Parameter(
     "The tenant to act on, for a caller that spans tenants (a `platform` key, or authentication "
     "turned off); a tenant's own key always acts on its tenant and ignores it.",
 )
+# the usage reads: a `platform` key must name the tenant (GET /v1/usage and /v1/usage/users)
+PLATFORM_TENANT = Parameter("tenant", "query", TenantId, "the tenant, for a `platform` key "
+                            "(required then); a tenant's own key ignores it")
 UNAVAILABLE = (
     "the store cannot be read or the ledger cannot commit now (nothing of the request was stored); "
     "retry later"
@@ -364,8 +367,7 @@ def _operations() -> list[Operation]:
                        "its local midnight or hour"),
              Parameter("group_by", "query", str, "comma-separated keys among "
                        + ", ".join(f"`{k}`" for k in GROUP_KEYS)),
-             Parameter("tenant", "query", TenantId, "the tenant, for a `platform` key (required "
-                       "then); a tenant's own key ignores it")),
+             PLATFORM_TENANT),
         ),
         Operation(
             "/v1/usage/users", "get", "getUsageByUser", "usage",
@@ -386,8 +388,7 @@ def _operations() -> list[Operation]:
                        "highest first (default `cost_usd`); ties by user id"),
              Parameter("limit", "query", UsersLimit, f"how many users to list, 1 to {MAX_USERS_LIMIT} "
                        f"(default {DEFAULT_USERS_LIMIT})"),
-             Parameter("tenant", "query", TenantId, "the tenant, for a `platform` key (required "
-                       "then); a tenant's own key ignores it")),
+             PLATFORM_TENANT),
         ),
         Operation(
             "/v1/usage/reconcile", "post", "reconcileUsage", "usage",

@@ -22,7 +22,7 @@ from scr.privacy.master import write_master_key
 from scr.usage.durations import bucket_of, median_ms
 from support import make_event
 from usage import recount as reference
-from usage.test_usage import count_to_head, post, runtime_of, varied_events
+from usage.test_usage import assert_400_naming, count_to_head, post, runtime_of, varied_events
 
 pytestmark = pytest.mark.every_store
 
@@ -252,16 +252,7 @@ BAD_PARAMETERS = [
 
 @pytest.mark.parametrize(("changes", "parameter"), BAD_PARAMETERS)
 def test_a_bad_parameter_is_400_naming_it(serve: Any, changes: dict[str, str | None], parameter: str) -> None:
-    client = serve()
-    params: dict[str, str | None] = {**MONTH, **changes}
-    answer = client.get("/v1/usage/users", params={k: v for k, v in params.items() if v is not None},
-                        headers=client.key(TENANT, "read"))
-    assert answer.status_code == 400, answer.text
-    error = answer.json()["error"]
-    assert error["code"] == "bad_request"
-    assert [d["path"] for d in error["details"]] == [parameter]
-    assert error["message"].startswith(f"{parameter}: ")
-    assert client.get("/healthz").status_code == 200
+    assert_400_naming(serve(), "/v1/usage/users", {**MONTH, **changes}, parameter)
 
 
 def test_hour_starts_of_any_zone_and_400_days_are_accepted(serve: Any) -> None:
