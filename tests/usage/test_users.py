@@ -245,8 +245,8 @@ BAD_PARAMETERS = [
     ({"to": "2026-11-01T00:00:00Z"}, "to"),  # empty range
     ({"to": "2026-10-01T00:00:00Z"}, "to"),  # backwards
     ({"from": "2025-01-01T00:00:00Z", "to": "2026-02-06T00:00:00Z"}, "to"),  # 401 days
-    ({"from": "1890-01-01T00:00:00+00:19:32", "to": "1890-01-02T00:00:00+00:19:32",
-      "tz": "Europe/Amsterdam"}, "from"),  # local mean time: not a quarter hour in UTC
+    # Amsterdam's local mean time (+00:19:32): a local hour start, not a quarter hour in UTC
+    ({"from": "1890-01-01T00:40:28Z", "to": "1890-01-01T01:40:28Z", "tz": "Europe/Amsterdam"}, "from"),
 ]
 
 
