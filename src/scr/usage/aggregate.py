@@ -35,12 +35,12 @@ from scr.route.prices import PriceTable
 from scr.schema import Usage
 from scr.store.protocol import Store
 from scr.store.records import DurationRow, StoredEntry, UsageRow
+from scr.store.usage import ROLLUP_MINUTES
 from scr.usage.durations import bucket_of
 
 COST_PLACES = 10  # billing_v1's cost_usd: 10 decimal places
 ESTIMATE_PLACES = 18  # scr.money: an amount has at most 18 decimals
 SECONDS_PER_MINUTE = 60
-QUARTER_MINUTES = 15  # durations are kept by quarter hour: every zone's offset is a multiple
 _SESSION_COMPLETION = Kind.SESSION_COMPLETION.value
 
 
@@ -126,7 +126,7 @@ class GroupUsage:
         """A session first seen at an event of ``key``: counted there, its duration kept."""
         self.counters[key][SESSIONS] += 1
         tenant, minute, user_id = key[0], key[1], key[3]
-        place = (tenant, minute - minute % QUARTER_MINUTES, user_id, bucket_of(duration_ms))
+        place = (tenant, minute - minute % ROLLUP_MINUTES, user_id, bucket_of(duration_ms))
         self.durations[place] = self.durations.get(place, 0) + 1
 
 

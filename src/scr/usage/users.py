@@ -22,7 +22,8 @@ from zoneinfo import ZoneInfo
 
 from scr.store.protocol import Store
 from scr.store.records import USAGE_COUNT_COLUMNS
-from scr.usage.aggregate import COST_PLACES, QUARTER_MINUTES, SECONDS_PER_MINUTE, scaled, unscaled
+from scr.store.usage import ROLLUP_MINUTES
+from scr.usage.aggregate import COST_PLACES, SECONDS_PER_MINUTE, scaled, unscaled
 from scr.usage.durations import median_ms
 from scr.usage.query import bad_parameter, parse_range, time_text, zone_of
 from scr.usage.windows import utc_minute
@@ -33,7 +34,7 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
 RANGE_WINDOW = "hour"  # from and to are local hour starts (so any day, week or month start)
 RATE_PLACES = 4  # success_rate: 0.9875
-QUARTER_SECONDS = QUARTER_MINUTES * SECONDS_PER_MINUTE
+QUARTER_SECONDS = ROLLUP_MINUTES * SECONDS_PER_MINUTE  # the histograms' quarter hours
 # the counters a user's line shows, as (name in the answer, column of the aggregates)
 COUNTED = ("sessions", "events", "errors", "total_tokens")
 _POSITIONS = [USAGE_COUNT_COLUMNS.index(name) for name in COUNTED]
