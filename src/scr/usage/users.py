@@ -35,7 +35,7 @@ MAX_LIMIT = 1000
 RANGE_WINDOW = "hour"  # from and to are local hour starts (so any day, week or month start)
 RATE_PLACES = 4  # success_rate: 0.9875
 QUARTER_SECONDS = ROLLUP_MINUTES * SECONDS_PER_MINUTE  # the histograms' quarter hours
-# the counters a user's line shows, as (name in the answer, column of the aggregates)
+# the counters a user's line shows, each summed from the aggregates' column of that name
 COUNTED = ("sessions", "events", "errors", "total_tokens")
 _POSITIONS = [USAGE_COUNT_COLUMNS.index(name) for name in COUNTED]
 
