@@ -176,6 +176,8 @@ def _query(path: str, role: str, caller: Tenant, other: Tenant) -> dict[str, Any
         "/v1/usage/reconcile": {"format": "openai-costs"},
         "/v1/usage": {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z",
                       "group_by": "user_id,model"},
+        "/v1/usage/users": {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z",
+                            "limit": 1000},
     }
     query.update(extra.get(path, {}))
     if path == "/v1/browser/events":

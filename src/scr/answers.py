@@ -367,6 +367,47 @@ class UsageReport(Answer):
     totals: UsageCounters
 
 
+class UserCounters(Answer):
+    """What ``GET /v1/usage/users`` counts for a user (or for all of them: the totals)."""
+
+    sessions: Annotated[int, Meta(ge=0, description="sessions whose first event is in the range")]
+    events: Count
+    errors: Annotated[int, Meta(ge=0, description="events whose outcome.status is not success")]
+    success_rate: Annotated[float, Meta(ge=0, le=1, description=(
+        "(events − errors) / events, rounded half-even to 4 decimals; null without events"))] | None
+    total_tokens: Count
+    cost_usd: UsdAmount
+    cost_per_session_usd: Annotated[UsdAmount | None, Meta(description=(
+        "cost_usd / sessions, rounded half-even to 10 decimals; null without sessions"))]
+    median_duration_ms: Annotated[int, Meta(ge=0, description=(
+        "the lower median of the sessions' session.duration_ms (each session once, from its "
+        "first event), within 1%; null without sessions"))] | None
+
+
+class UserUsage(UserCounters):
+    """One user of the top list (with encryption on: the user id, or ``erased:<hash prefix>``)."""
+
+    user_id: str
+
+
+class UserTotals(UserCounters):
+    """Every user of the range, not only the listed ones."""
+
+    users: Annotated[int, Meta(ge=0, description="users with events or sessions in the range")]
+
+
+class UsersReport(Answer):
+    """``GET /v1/usage/users``: the top users by ``order_by`` (ties by user id), and the totals."""
+
+    from_: str = field(name="from")
+    to: str
+    tz: str
+    order_by: Literal["cost_usd", "sessions", "events", "total_tokens", "errors"]
+    limit: Annotated[int, Meta(ge=1)]
+    users: list[UserUsage]
+    totals: UserTotals
+
+
 class ReconcileCounts(Answer):
     """One side of a (day, model), or provider − ours; ``null`` where the export does not say
     (OpenAI's costs carry no tokens, its usage no money)."""

@@ -44,6 +44,9 @@ from scr.usage.exports import FORMATS
 from scr.usage.query import GROUP_KEYS, AwareTime
 from scr.usage.query import MAX_RANGE_DAYS as MAX_USAGE_DAYS
 from scr.usage.routes import EXPORT_MEDIA_TYPES, MAX_EXPORT_BYTES
+from scr.usage.users import DEFAULT_LIMIT as DEFAULT_USERS_LIMIT
+from scr.usage.users import MAX_LIMIT as MAX_USERS_LIMIT
+from scr.usage.users import ORDERS as USER_ORDERS
 from scr.usage.windows import WINDOWS
 
 REF_TEMPLATE = "#/components/schemas/{name}"
@@ -60,6 +63,7 @@ PathSegment = Annotated[
 TreeSize = Annotated[int, Meta(ge=0, le=MAX_TREE_SIZE)]
 ListLimit = Annotated[int, Meta(ge=1, le=MAX_LIST_ROWS)]
 LedgerSeq = Annotated[int, Meta(ge=0, le=MAX_SEQ)]
+UsersLimit = Annotated[int, Meta(ge=1, le=MAX_USERS_LIMIT)]
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,9 @@ TENANT = Parameter(
     "The tenant to act on, for a caller that spans tenants (a `platform` key, or authentication "
     "turned off); a tenant's own key always acts on its tenant and ignores it.",
 )
+# the usage reads: a `platform` key must name the tenant (GET /v1/usage and /v1/usage/users)
+PLATFORM_TENANT = Parameter("tenant", "query", TenantId, "the tenant, for a `platform` key "
+                            "(required then); a tenant's own key ignores it")
 UNAVAILABLE = (
     "the store cannot be read or the ledger cannot commit now (nothing of the request was stored); "
     "retry later"
@@ -360,8 +367,28 @@ def _operations() -> list[Operation]:
                        "its local midnight or hour"),
              Parameter("group_by", "query", str, "comma-separated keys among "
                        + ", ".join(f"`{k}`" for k in GROUP_KEYS)),
-             Parameter("tenant", "query", TenantId, "the tenant, for a `platform` key (required "
-                       "then); a tenant's own key ignores it")),
+             PLATFORM_TENANT),
+        ),
+        Operation(
+            "/v1/usage/users", "get", "getUsageByUser", "usage",
+            "Per-user analytics over a range: sessions, events, success rate, cost per session, "
+            "median session duration; the top users by `order_by`, and the totals", "read",
+            {200: _json(answers.UsersReport, "the top users and the totals of every user")},
+            _merge(KEYED, {400: "a parameter is wrong (its name is the detail's path): an unknown "
+                                "time zone or `order_by`, a `limit` not from 1 to "
+                                f"{MAX_USERS_LIMIT}, `from`/`to` not an hour start in `tz`, `to` "
+                                f"not after `from`, or a range over {MAX_USAGE_DAYS} days; or a "
+                                "`platform` key named no `tenant`"}),
+            (Parameter("from", "query", AwareTime, "start, inclusive: RFC 3339, an hour start "
+                       "in `tz`", required=True),
+             Parameter("to", "query", AwareTime, "end, exclusive: RFC 3339, an hour start in "
+                       f"`tz`, at most {MAX_USAGE_DAYS} days after `from`", required=True),
+             Parameter("tz", "query", str, "an IANA time zone (default `UTC`)"),
+             Parameter("order_by", "query", Literal[USER_ORDERS], "what ranks the users, "
+                       "highest first (default `cost_usd`); ties by user id"),
+             Parameter("limit", "query", UsersLimit, f"how many users to list, 1 to {MAX_USERS_LIMIT} "
+                       f"(default {DEFAULT_USERS_LIMIT})"),
+             PLATFORM_TENANT),
         ),
         Operation(
             "/v1/usage/reconcile", "post", "reconcileUsage", "usage",

@@ -19,7 +19,7 @@ from scr.route.transforms import EntryRef, billing_transform
 from scr.runtime import Runtime
 from scr.serve.writes import AddUsage, add_usage
 from scr.store.protocol import Store
-from scr.store.records import UsageRow
+from scr.store.records import DurationRow, UsageRow
 from scr.usage.reader import UsageReader
 
 EXACT = decimal.Context(prec=100, traps=[decimal.Inexact])
@@ -31,8 +31,9 @@ def count_to_head(runtime: Runtime) -> UsageReader:
     """Run the usage reader over the whole ledger, writing through the runtime's committer."""
     store = runtime.store
 
-    async def write(rows: list[UsageRow], after_seq: int, seq: int, alerts: list[dict[str, Any]]) -> bool:
-        operation = AddUsage(rows, after_seq, seq, alerts)
+    async def write(rows: list[UsageRow], after_seq: int, seq: int, alerts: list[dict[str, Any]],
+                    durations: list[DurationRow]) -> bool:
+        operation = AddUsage(rows, after_seq, seq, alerts, durations)
         return bool(await runtime.committer.run(lambda tx: add_usage(runtime.committer, tx, operation)))
 
     reader = UsageReader(store, live_prices(runtime.data_dir), write, Metrics(),
@@ -121,3 +122,35 @@ def as_compared(answer: dict[str, Any], group_by: list[str]) -> dict[str, Any]:
         for row in answer["rows"]
     }
     return {"rows": rows, "totals": counters(answer["totals"])}
+
+
+def recount_users(store: Store, data_dir: Path, tenant: str, start: datetime, end: datetime
+                  ) -> dict[str, dict[str, Any]]:
+    """What ``GET /v1/usage/users`` must count per user in [start, end), from every ledger
+    entry of ``tenant``: each session once, at its first event (its user, time and
+    ``duration_ms``), cost as billing_v1's own. Durations are the exact list, unsorted."""
+    billing = billing_transform(live_prices(data_dir))
+    seen_sessions: set[str] = set()
+    users: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"sessions": 0, "events": 0, "errors": 0, "total_tokens": 0,
+                 "cost_usd": Decimal(0), "durations": []})
+    with decimal.localcontext(EXACT):
+        for stored in store.entries_after(0, 10**9):
+            entry = from_store(stored)
+            if entry.event is None or stored.tenant != tenant:
+                continue
+            event = entry.event
+            first = event.session.session_id not in seen_sessions
+            seen_sessions.add(event.session.session_id)
+            if not start <= event.timestamp < end:
+                continue
+            counted = users[event.user.user_id]
+            billed = billing(event, EntryRef(stored.seq, stored.tenant_seq, stored.hash))
+            counted["events"] += 1
+            counted["errors"] += event.outcome.status != "success"
+            counted["total_tokens"] += event.usage.total_tokens
+            counted["cost_usd"] += Decimal(billed["cost_usd"] or 0)
+            if first:
+                counted["sessions"] += 1
+                counted["durations"].append(event.session.duration_ms)
+    return dict(users)

@@ -245,6 +245,28 @@ def test_the_delivery_section_counts_what_each_destination_holds(serve: Any, rec
              what="every delivery settled")
 
 
+def test_the_delivery_section_counts_only_the_events_compared(serve: Any, receivers: Any) -> None:
+    """The events the aggregates hold: not another day's or provider's, nor one committed
+    after the usage reader's last round (it is in no ``committed`` count yet)."""
+    hook: Receiver = receivers()
+    client = filled(serve(config_text(
+        f'      - {{name: taken, endpoint: "{hook.url}", transform: raw_v1}}\n'
+        f'      - {{name: waiting, endpoint: "http://127.0.0.1:9/hook", transform: raw_v1, '
+        f'retry_attempts: 10, backoff_base_ms: 60000, backoff_max_ms: 60000}}')),
+        [*LEDGER, event(5, "25", "openai", "gpt-4o", 10, 10),
+         event(6, "20", "google", "gemini-2.5-pro", 10, 10)])
+    later = [event(7, "20", "openai", "gpt-4o", 10, 10),
+             event(8, "21", "anthropic", "claude-sonnet-4-5", 1, 1)]
+    assert client.post("/v1/events", json=later, headers=client.key(TENANT)).status_code == 202
+    sample = (SAMPLES / "focus.csv").read_bytes()
+    expected = {"committed": 4, "destinations": {
+        "taken": {"delivered": 4, "dead": 0, "pending": 0},
+        "waiting": {"delivered": 0, "dead": 0, "pending": 4},
+    }}
+    wait_for(lambda: len(hook.received) == 8, what="every event at the receiver")
+    assert post_export(client, sample, "focus").json()["delivery"] == expected
+
+
 def offline(data_dir: Path, store_uri: str | None) -> list[str]:
     """The CLI's arguments naming the test's store (the data folder's SQLite, or PostgreSQL)."""
     return ["--data", str(data_dir), "--tenant", TENANT, *(["--store", store_uri] if store_uri else [])]

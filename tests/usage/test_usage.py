@@ -201,10 +201,14 @@ BAD_PARAMETERS = [
 
 @pytest.mark.parametrize(("changes", "parameter"), BAD_PARAMETERS)
 def test_a_bad_parameter_is_400_naming_it(serve: Any, changes: dict[str, str | None], parameter: str) -> None:
-    client = serve()
-    params: dict[str, str | None] = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z",
-                                     "window": "day", **changes}
-    answer = client.get("/v1/usage", params={k: v for k, v in params.items() if v is not None},
+    assert_400_naming(serve(), "/v1/usage", {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z",
+                                             "window": "day", **changes}, parameter)
+
+
+def assert_400_naming(client: Client, path: str, params: dict[str, str | None], parameter: str) -> None:
+    """GET ``path`` with ``params`` (None: left out) is a 400 naming ``parameter``; the
+    service stays up."""
+    answer = client.get(path, params={k: v for k, v in params.items() if v is not None},
                         headers=client.key(TENANT, "read"))
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]

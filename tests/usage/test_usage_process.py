@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from serve.test_supervisor import USAGE, Stream, child, kill_and_see_it_restart
 
 from conftest import StoreAt
+from scr.usage.durations import bucket_of
+from scr.usage.windows import utc_minute
 from support import ServerProcess, create_key, wait_for
 from usage import recount as reference
 
@@ -65,6 +69,13 @@ def test_sigkill_of_the_usage_process_mid_stream_counts_every_event_once(
     store = store_at.open()
     try:
         expected = reference.recount(store, data, "org_acme", "day", "UTC", ["model", "user_id"])
+        start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+        by_user = reference.recount_users(store, data, "org_acme", start, end)
+        histograms = Counter({(user_id, bucket): sessions for user_id, bucket, sessions
+                              in store.usage_durations("org_acme", utc_minute(start), utc_minute(end))})
     finally:
         store.close()
     assert reference.as_compared(answer, ["model", "user_id"]) == expected
+    # each session's duration in its user's histogram once, across the kill
+    assert histograms == Counter((user_id, bucket_of(duration)) for user_id, counted in by_user.items()
+                                 for duration in counted["durations"])

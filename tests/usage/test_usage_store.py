@@ -6,7 +6,7 @@ from store import test_store
 
 from scr.log.commit import Committer
 from scr.store import Store
-from scr.store.records import USAGE_COUNT_COLUMNS, USAGE_CURSOR, UsageRow
+from scr.store.records import USAGE_COUNT_COLUMNS, USAGE_CURSOR, DurationRow, UsageRow
 
 MINUTE = 29_000_000
 committer = test_store.committer  # the store tests' fixture: a running Committer
@@ -42,3 +42,18 @@ def test_sums_by_bucket_and_key_across_rows(store: Store, committer: Committer) 
     assert store.usage_sums("org_other", MINUTE, MINUTE + 4, 4, []) == []
     [whole] = store.usage_sums(None, MINUTE, MINUTE + 4, 4, [])
     assert (whole.tenant, whole.counts[0], whole.estimated_cost_usd) == ("org_acme", 8, "0.8")
+
+
+def test_duration_histograms_add_up_and_a_stale_write_adds_none(store: Store, committer: Committer) -> None:
+    quarter = MINUTE - MINUTE % 15
+    first = [DurationRow("org_acme", quarter, "user_1", 7, 2),
+             DurationRow("org_acme", quarter, "user_2", 7, 1)]
+    later = [DurationRow("org_acme", quarter + 15, "user_1", 7, 3),
+             DurationRow("org_acme", quarter, "user_1", 9, 1)]
+    assert committer.run_sync(lambda tx: store.add_usage(tx, [], 0, 5, first))
+    assert committer.run_sync(lambda tx: store.add_usage(tx, [], 5, 9, later))
+    assert not committer.run_sync(lambda tx: store.add_usage(tx, [], 5, 9, later))  # refused whole
+    assert sorted(store.usage_durations("org_acme", quarter, quarter + 30)) == [
+        ("user_1", 7, 5), ("user_1", 9, 1), ("user_2", 7, 1)]
+    assert sorted(store.usage_durations("org_acme", quarter + 15, quarter + 30)) == [("user_1", 7, 3)]
+    assert store.usage_durations("org_other", quarter, quarter + 30) == []

@@ -31,7 +31,7 @@ from scr.serve.readers import bind_unix, usage_notify_path, writes_path
 from scr.serve.supervisor import READY_MESSAGE, ChildArgs
 from scr.serve.writes import AddUsage, RecordingTx, RemoteCommitter
 from scr.store import Store, open_store
-from scr.store.records import UsageRow
+from scr.store.records import DurationRow, UsageRow
 from scr.usage.reader import UsageReader
 
 log = logging.getLogger("scr.serve.usage")
@@ -70,9 +70,10 @@ async def _follow(store: Store, data_dir: Path, writer_at: Path, wake: socket.so
         loop.add_signal_handler(signum, stop.set)
     remote = RemoteCommitter(writer_at)
 
-    async def write(rows: list[UsageRow], after_seq: int, seq: int, alerts: list[dict[str, Any]]) -> bool:
+    async def write(rows: list[UsageRow], after_seq: int, seq: int, alerts: list[dict[str, Any]],
+                    durations: list[DurationRow]) -> bool:
         def record(tx: RecordingTx) -> int:
-            return tx.record(AddUsage(rows, after_seq, seq, alerts))
+            return tx.record(AddUsage(rows, after_seq, seq, alerts, durations))
 
         # not durable: the rows and the cursor commit together, so a group lost with the
         # page cache is counted again from the older cursor (the next durable commit's

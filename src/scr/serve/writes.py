@@ -24,7 +24,7 @@ from scr.log.commit import Committer
 from scr.log.entry import Kind
 from scr.serve.frames import FrameClient, FrameServer
 from scr.store.protocol import Store, Transaction
-from scr.store.records import AttemptRow, DeliveryRow, UsageRow
+from scr.store.records import AttemptRow, DeliveryRow, DurationRow, UsageRow
 from scr.usage.budgets import USAGE_ACTOR, USAGE_SOURCE, key_of, sent_keys
 
 T = TypeVar("T")
@@ -68,12 +68,14 @@ class AppendEntry(msgspec.Struct, tag=True, array_like=True):
 
 class AddUsage(msgspec.Struct, tag=True, array_like=True):
     """The usage reader's aggregates of a group, its cursor moved past the group, and the
-    budget alerts the group raised (BUDGET_ALERT payloads, ``scr.usage.budgets``)."""
+    budget alerts the group raised (BUDGET_ALERT payloads, ``scr.usage.budgets``), and its
+    histograms of session durations (``scr.usage.durations``)."""
 
     rows: list[UsageRow]
     after_seq: int
     seq: int
     alerts: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    durations: list[DurationRow] = msgspec.field(default_factory=list)
 
 
 Op = SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts | AppendEntry | AddUsage
@@ -117,7 +119,7 @@ def add_usage(committer: Committer, tx: Transaction, op: AddUsage) -> int:
     that an earlier round already ledgered (before a restart or a replay) from coming again.
     """
     store = committer.store
-    if not store.add_usage(tx, op.rows, op.after_seq, op.seq):
+    if not store.add_usage(tx, op.rows, op.after_seq, op.seq, op.durations):
         return 0
     ledgered: dict[str, set[str]] = {}
     for alert in op.alerts:

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from scr.store.usage import POSTGRES_DURATIONS_SCHEMA as DURATIONS_SCHEMA
 from scr.store.usage import POSTGRES_SCHEMA as USAGE_SCHEMA
 
 # pg_advisory_xact_lock key of schema changes: the ASCII of "scrmigr" (any constant works,
@@ -148,6 +149,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "usage aggregates by minute", _sql(USAGE_SCHEMA)),
     # the privacy issue (scr.privacy): the master key's check value, subjects' data keys
     Migration(6, "privacy: subject keys and the sealed events of each subject", _sql(PRIVACY)),
+    # the usage issue, analytics: session durations by user and quarter hour (median durations)
+    Migration(7, "usage: histograms of session durations", _sql(DURATIONS_SCHEMA)),
 )
 
 

@@ -36,6 +36,7 @@ from scr.store.records import (
     USAGE_CURSOR,
     AttemptRow,
     DeliveryRow,
+    DurationRow,
     EventKey,
     Hit,
     KeyRecord,
@@ -416,7 +417,8 @@ class PostgresStore:
 
     # ----- usage aggregates (scr.store.usage) ------------------------------------------------
 
-    def add_usage(self, tx: Transaction, rows: Sequence[UsageRow], after_seq: int, seq: int) -> bool:
+    def add_usage(self, tx: Transaction, rows: Sequence[UsageRow], after_seq: int, seq: int,
+                  durations: Sequence[DurationRow] = ()) -> bool:
         conn = _conn(tx)
         ensure, move = usage.cursor_statements("%s")
         conn.execute(ensure, (USAGE_CURSOR,))
@@ -425,6 +427,7 @@ class PostgresStore:
         with conn.cursor() as cur:
             cur.executemany(usage.MINUTES.upsert("postgres"), usage.as_values(rows, Decimal))
             cur.executemany(usage.QUARTERS.upsert("postgres"), usage.rolled_up(rows, Decimal))
+            cur.executemany(usage.durations_upsert("postgres"), usage.durations_values(durations))
         return True
 
     def usage_sums(self, tenant: str | None, from_minute: int, to_minute: int, bucket_minutes: int,
@@ -435,6 +438,10 @@ class PostgresStore:
                   from_minute, to_minute)
         rows = self._read(sql, params)
         return [usage.as_sum(row, len(keys)) for row in rows]
+
+    def usage_durations(self, tenant: str, from_minute: int, to_minute: int) -> list[tuple[str, int, int]]:
+        rows = self._read(usage.durations_query("%s"), (tenant, from_minute, to_minute))
+        return [(user_id, int(bucket), int(sessions)) for user_id, bucket, sessions in rows]
 
     def cursor(self, destination: str) -> int | None:
         rows = self._read("SELECT seq FROM cursors WHERE destination = %s", (destination,))

@@ -18,6 +18,7 @@ from typing import Protocol
 from scr.store.records import (
     AttemptRow,
     DeliveryRow,
+    DurationRow,
     EventKey,
     Hit,
     KeyRecord,
@@ -158,15 +159,21 @@ class Store(Protocol):
 
     # ----- usage aggregates (scr.usage) ------------------------------------------------------
 
-    def add_usage(self, tx: Transaction, rows: Sequence[UsageRow], after_seq: int, seq: int) -> bool:
+    def add_usage(self, tx: Transaction, rows: Sequence[UsageRow], after_seq: int, seq: int,
+                  durations: Sequence[DurationRow] = ()) -> bool:
         """Move the usage cursor from ``after_seq`` to ``seq`` and add each row's counters to
-        its (tenant, minute, group key) aggregate, exactly; False (nothing added) when the
-        cursor is not at ``after_seq`` (another usage reader got there first)."""
+        its (tenant, minute, group key) aggregate and each duration row's sessions to its
+        histogram bucket, exactly; False (nothing added) when the cursor is not at
+        ``after_seq`` (another usage reader got there first)."""
 
     def usage_sums(self, tenant: str | None, from_minute: int, to_minute: int, bucket_minutes: int,
                    keys: Sequence[str]) -> list[UsageSum]:
         """The aggregates of a tenant (every tenant: None) with from <= minute < to, summed by
         tenant, bucket of ``bucket_minutes`` counted from ``from_minute``, and ``keys``."""
+
+    def usage_durations(self, tenant: str, from_minute: int, to_minute: int) -> list[tuple[str, int, int]]:
+        """A tenant's session-duration histograms of the quarter hours from <= minute < to,
+        summed by user: (user_id, bucket, sessions) rows (``scr.usage.durations``)."""
 
     # ----- destinations: cursors, deliveries, attempts ----------------------------------------
 

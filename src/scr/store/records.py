@@ -154,6 +154,18 @@ class UsageRow(msgspec.Struct, array_like=True, gc=False):
     estimated_cost_usd: str
 
 
+class DurationRow(msgspec.Struct, array_like=True, gc=False):
+    """Sessions of one user in one quarter hour whose duration falls in one histogram bucket
+    (``scr.usage.durations``): a session counts once, at its first event, like ``sessions``.
+    ``minute`` is the quarter hour's first minute (Unix time // 60)."""
+
+    tenant: str
+    minute: int
+    user_id: str
+    bucket: int
+    sessions: int
+
+
 class UsageSum(NamedTuple):
     """The usage rows of one tenant, time bucket and group summed by the store: ``bucket`` is
     (minute − from) // bucket minutes, ``keys`` the values of the grouped columns, ``counts``

@@ -30,6 +30,7 @@ from scr.store.records import (
     USAGE_CURSOR,
     AttemptRow,
     DeliveryRow,
+    DurationRow,
     EventKey,
     Hit,
     KeyRecord,
@@ -651,7 +652,8 @@ class SqliteStore:
 
     # ----- usage aggregates (scr.store.usage) ------------------------------------------------
 
-    def add_usage(self, tx: Transaction, rows: Sequence[UsageRow], after_seq: int, seq: int) -> bool:
+    def add_usage(self, tx: Transaction, rows: Sequence[UsageRow], after_seq: int, seq: int,
+                  durations: Sequence[DurationRow] = ()) -> bool:
         conn = _conn(tx)
         ensure, move = usage.cursor_statements("?")
         conn.execute(ensure, (USAGE_CURSOR,))
@@ -659,6 +661,7 @@ class SqliteStore:
             return False
         conn.executemany(usage.MINUTES.upsert("sqlite"), usage.as_values(rows))
         conn.executemany(usage.QUARTERS.upsert("sqlite"), usage.rolled_up(rows))
+        conn.executemany(usage.durations_upsert("sqlite"), usage.durations_values(durations))
         return True
 
     def usage_sums(self, tenant: str | None, from_minute: int, to_minute: int, bucket_minutes: int,
@@ -669,6 +672,10 @@ class SqliteStore:
                   from_minute, to_minute)
         rows = self._reader().execute(sql, params).fetchall()
         return [usage.as_sum(row, len(keys)) for row in rows]
+
+    def usage_durations(self, tenant: str, from_minute: int, to_minute: int) -> list[tuple[str, int, int]]:
+        rows = self._reader().execute(usage.durations_query("?"), (tenant, from_minute, to_minute))
+        return [(user_id, int(bucket), int(sessions)) for user_id, bucket, sessions in rows]
 
     def destination_state(self, destination: str) -> tuple[str, str]:
         row = self._reader().execute(

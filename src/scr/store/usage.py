@@ -4,7 +4,9 @@ One row per (tenant, minute, model, user_id, session_type, status, tier, provide
 usage reader (``scr.usage``) counted there. A group's rows are added with one upsert each, in
 the same transaction that moves the reader's cursor, so every event is counted exactly once;
 the same rows summed by quarter hour without user_id go to ``usage_quarters`` (``rolled_up``),
-which answers the queries that do not group by user (``table_for``).
+which answers the queries that do not group by user (``table_for``). Session durations are
+kept apart, as histograms by (tenant, quarter hour, user_id) in ``usage_durations`` (one row
+per non-empty bucket, ``scr.usage.durations``), written in the same transaction.
 
 Money is exact in both backends: PostgreSQL keeps it as ``numeric``; SQLite keeps a decimal
 string and adds it with ``usage_add_money``, a function registered on the writer's
@@ -28,6 +30,7 @@ from scr.store.records import (
     USAGE_COUNT_COLUMNS,
     USAGE_KEY_COLUMNS,
     USAGE_MONEY_COLUMNS,
+    DurationRow,
     UsageRow,
     UsageSum,
 )
@@ -84,6 +87,13 @@ SQLITE_SCHEMA = "".join(t.create("INTEGER", "TEXT", "INTEGER", "TEXT", " WITHOUT
                         for t in TABLES)
 # PostgreSQL: numeric counters and money, exact at any size
 POSTGRES_SCHEMA = ";\n".join(t.create("bigint", "text", "numeric", "numeric") for t in TABLES)
+
+# Session durations: sessions by (tenant, quarter hour, user_id, histogram bucket)
+_DURATIONS = ("CREATE TABLE IF NOT EXISTS usage_durations (tenant text NOT NULL, minute {integer} "
+              "NOT NULL, user_id text NOT NULL, bucket integer NOT NULL, sessions {integer} NOT NULL, "
+              "PRIMARY KEY (tenant, minute, user_id, bucket)){suffix}")
+SQLITE_SCHEMA += _DURATIONS.format(integer="INTEGER", suffix=" WITHOUT ROWID;\n")
+POSTGRES_DURATIONS_SCHEMA = _DURATIONS.format(integer="bigint", suffix="")
 
 
 def _add_money(stored: str, added: str) -> str:
@@ -158,6 +168,25 @@ class MoneySum:
 def prepare_sqlite_reader(conn: sqlite3.Connection) -> None:
     """Register the exact money sum that ``sums_query`` uses."""
     conn.create_aggregate("usage_money_sum", 1, MoneySum)  # type: ignore[arg-type]  # typeshed: ints only
+
+
+def durations_upsert(dialect: str) -> str:
+    """Insert a histogram row, or add its sessions to the stored one."""
+    mark, add = ("?", "usage_add_count(sessions, excluded.sessions)") if dialect == "sqlite" else (
+        "%s", "usage_durations.sessions + excluded.sessions")
+    return (f"INSERT INTO usage_durations VALUES ({', '.join([mark] * 5)}) "
+            f"ON CONFLICT (tenant, minute, user_id, bucket) DO UPDATE SET sessions = {add}")
+
+
+def durations_values(rows: Sequence[DurationRow]) -> list[tuple[Any, ...]]:
+    return [msgspec.structs.astuple(row) for row in rows]
+
+
+def durations_query(mark: str) -> str:
+    """Sessions by user and bucket of a tenant in quarter hours from <= minute < to
+    (parameters: tenant, from minute, to minute)."""
+    return ("SELECT user_id, bucket, SUM(sessions) FROM usage_durations WHERE tenant = "
+            f"{mark} AND minute >= {mark} AND minute < {mark} GROUP BY user_id, bucket")
 
 
 def sums_query(table: UsageTable, keys: Sequence[str], mark: str, dialect: str, tenant: bool) -> str:

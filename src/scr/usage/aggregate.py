@@ -15,6 +15,10 @@ Sessions: an event counts as a session when it is the first SESSION_COMPLETION e
 in the window and group of its first event, so ``sessions`` adds up exactly over minutes,
 windows and groups, and no row per session is kept: the ledger's own session index answers
 "was this session seen before?" once per group, for the group's new session ids.
+
+Durations: each counted session adds its first event's ``session.duration_ms`` to a
+histogram of its user and quarter hour (``scr.usage.durations``), so a median is by session,
+over the same sessions as ``sessions``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from scr.log.entry import Kind
 from scr.route.prices import PriceTable
 from scr.schema import Usage
 from scr.store.protocol import Store
-from scr.store.records import StoredEntry, UsageRow
+from scr.store.records import DurationRow, StoredEntry, UsageRow
+from scr.store.usage import ROLLUP_MINUTES
+from scr.usage.durations import bucket_of
 
 COST_PLACES = 10  # billing_v1's cost_usd: 10 decimal places
 ESTIMATE_PLACES = 18  # scr.money: an amount has at most 18 decimals
@@ -101,8 +107,10 @@ class GroupUsage:
     """The usage of one group of ledger entries, by key, and its new session candidates."""
 
     counters: dict[UsageKey, list[int]] = field(default_factory=dict)
-    # per tenant: session id -> the key of its first event in this group
-    first_in_group: dict[str, dict[str, UsageKey]] = field(default_factory=dict)
+    # per tenant: session id -> the key and duration of its first event in this group
+    first_in_group: dict[str, dict[str, tuple[UsageKey, int]]] = field(default_factory=dict)
+    # (tenant, quarter's first minute, user_id, bucket) -> sessions
+    durations: dict[tuple[str, int, str, int], int] = field(default_factory=dict)
 
     def rows(self) -> list[UsageRow]:
         return [
@@ -110,6 +118,16 @@ class GroupUsage:
                      unscaled(c[ESTIMATE], ESTIMATE_PLACES))
             for key, c in self.counters.items()
         ]
+
+    def duration_rows(self) -> list[DurationRow]:
+        return [DurationRow(*key, sessions) for key, sessions in self.durations.items()]
+
+    def count_session(self, key: UsageKey, duration_ms: int) -> None:
+        """A session first seen at an event of ``key``: counted there, its duration kept."""
+        self.counters[key][SESSIONS] += 1
+        tenant, minute, user_id = key[0], key[1], key[3]
+        place = (tenant, minute - minute % ROLLUP_MINUTES, user_id, bucket_of(duration_ms))
+        self.durations[place] = self.durations.get(place, 0) + 1
 
 
 def count_group(entries: Sequence[StoredEntry], prices: PriceTable) -> GroupUsage:
@@ -150,7 +168,7 @@ def count_group(entries: Sequence[StoredEntry], prices: PriceTable) -> GroupUsag
         if firsts is None:
             firsts = first_in_group[row.tenant] = {}
         if session.session_id not in firsts:
-            firsts[session.session_id] = key
+            firsts[session.session_id] = (key, session.duration_ms)
     return group
 
 
@@ -174,9 +192,9 @@ def count_sessions(group: GroupUsage, first_seq: int, store: Store) -> None:
                        and _session_id(e) == session_id
                        for e in store.session_entries(tenant, session_id))
             }
-        for session_id, key in firsts.items():
+        for session_id, (key, duration_ms) in firsts.items():
             if session_id not in seen_before:
-                group.counters[key][SESSIONS] += 1
+                group.count_session(key, duration_ms)
 
 
 def _session_id(entry: StoredEntry) -> str:

@@ -57,21 +57,17 @@ class UsageQuery:
         """The query of these parameters; ``BadRequest`` naming the first wrong one."""
         window = params.get("window", DEFAULT_WINDOW)
         if window not in WINDOWS:
-            raise _bad("window", f"must be one of {', '.join(WINDOWS)}")
-        tz = _zone(params.get("tz", DEFAULT_TZ))
+            raise bad_parameter("window", f"must be one of {', '.join(WINDOWS)}")
+        tz = zone_of(params)
         group_by = tuple(dict.fromkeys(k for k in params.get("group_by", "").split(",") if k))
         unknown = [k for k in group_by if k not in GROUP_KEYS]
         if unknown:
-            raise _bad("group_by", f"unknown key {unknown[0]!r}; keys: {', '.join(GROUP_KEYS)}")
-        start, end = (_time(params, name, window, tz) for name in ("from", "to"))
-        if end <= start:
-            raise _bad("to", "must be after from")
-        if end - start > timedelta(days=MAX_RANGE_DAYS):
-            raise _bad("to", f"a range may span at most {MAX_RANGE_DAYS} days of minute data")
+            raise bad_parameter("group_by", f"unknown key {unknown[0]!r}; keys: {', '.join(GROUP_KEYS)}")
+        start, end = parse_range(params, window, tz)
         try:
             starts = tuple(boundaries(start, end, window, tz))
         except OverflowError:
-            raise _bad("to", "out of range") from None
+            raise bad_parameter("to", "out of range") from None
         return cls(start, end, window, tz, group_by, starts)
 
     def answer(self, store: Store, tenant: str) -> dict[str, Any]:
@@ -97,12 +93,28 @@ class UsageQuery:
                 totals[n] += value
             grouped = {name: _group_value(name, value)
                        for name, value in zip(self.group_by, key[1:], strict=True)}
-            rows.append({"window_start": _text(starts[key[0]]), **grouped, **_counters(counters)})
+            rows.append({"window_start": time_text(starts[key[0]]), **grouped, **_counters(counters)})
         return {
-            "from": _text(self.start), "to": _text(self.end), "window": self.window,
+            "from": time_text(self.start), "to": time_text(self.end), "window": self.window,
             "tz": self.tz.key, "group_by": list(self.group_by), "rows": rows,
             "totals": _counters(totals),
         }
+
+
+def parse_range(params: Mapping[str, str], window: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """``from`` and ``to``: window starts in ``tz``, ``to`` after ``from``, at most
+    ``MAX_RANGE_DAYS`` apart (``BadRequest`` naming the wrong one)."""
+    start, end = (_time(params, name, window, tz) for name in ("from", "to"))
+    if end <= start:
+        raise bad_parameter("to", "must be after from")
+    if end - start > timedelta(days=MAX_RANGE_DAYS):
+        raise bad_parameter("to", f"a range may span at most {MAX_RANGE_DAYS} days of minute data")
+    return start, end
+
+
+def zone_of(params: Mapping[str, str]) -> ZoneInfo:
+    """The ``tz`` parameter's zone (default UTC)."""
+    return _zone(params.get("tz", DEFAULT_TZ))
 
 
 def _add(counters: list[int], found: UsageSum) -> None:
@@ -128,7 +140,7 @@ def _group_value(name: str, value: str) -> str | None:
     return None if name == "provider" and value == "" else value
 
 
-def _text(instant: datetime) -> str:
+def time_text(instant: datetime) -> str:
     """RFC 3339 in the query's zone (UTC as ``Z``)."""
     return instant.isoformat().replace("+00:00", "Z")
 
@@ -137,25 +149,25 @@ def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # ValueError: not a zone key at all
-        raise _bad("tz", f"unknown IANA time zone {name!r}") from None
+        raise bad_parameter("tz", f"unknown IANA time zone {name!r}") from None
 
 
 def _time(params: Mapping[str, str], name: str, window: str, tz: ZoneInfo) -> datetime:
     text = params.get(name)
     if not text:
-        raise _bad(name, "required: an RFC 3339 time with an offset")
+        raise bad_parameter(name, "required: an RFC 3339 time with an offset")
     try:
         instant = _decode_time(msgspec.json.encode(text))
         local = instant.astimezone(tz)
         on_boundary = window_start(local, window, tz) == local
     except msgspec.ValidationError:
-        raise _bad(name, f"{text!r} is not an RFC 3339 time with an offset") from None
+        raise bad_parameter(name, f"{text!r} is not an RFC 3339 time with an offset") from None
     except OverflowError:  # the first or last days of the calendar, shifted out of it
-        raise _bad(name, f"{text!r} is out of range") from None
+        raise bad_parameter(name, f"{text!r} is out of range") from None
     if not on_boundary:
-        raise _bad(name, f"must be the start of a {window} in {tz.key}")
+        raise bad_parameter(name, f"must be the start of a {window} in {tz.key}")
     return local
 
 
-def _bad(parameter: str, message: str) -> BadRequest:
+def bad_parameter(parameter: str, message: str) -> BadRequest:
     return BadRequest(f"{parameter}: {message}", [Detail(parameter, message)])

@@ -7,6 +7,8 @@ of a reader killed mid-round that the writer still commits is counted once, and 
 reader, seeing its own write refused, reads the cursor again. So a SIGKILL never counts an
 event twice or never.
 
+The histograms of session durations (``scr.usage.durations``) go in that same write.
+
 Budgets (``scr.usage.budgets``): each round's alerts go in the same write as its rows and
 cursor, so a round the store refused raised none, and one it took raised each once.
 
@@ -27,7 +29,7 @@ from scr.log.entry import Kind
 from scr.metrics import Metrics
 from scr.route.price_file import PriceSource
 from scr.store.protocol import Store
-from scr.store.records import USAGE_COUNT_COLUMNS, USAGE_CURSOR, StoredEntry, UsageRow
+from scr.store.records import USAGE_COUNT_COLUMNS, USAGE_CURSOR, DurationRow, StoredEntry, UsageRow
 from scr.usage.aggregate import COST_PLACES, count_group, count_sessions, scaled
 from scr.usage.budgets import crossings, key_of, sent_keys
 
@@ -37,9 +39,11 @@ from scr.usage.budgets import crossings, key_of, sent_keys
 FETCH_ENTRIES = 10_000
 ALL_MINUTES = (0, 15 * 2**58)  # every minute the aggregates hold, in whole quarter hours
 
-# write(rows, after_seq, seq, alerts): the rows, the cursor's move and the BUDGET_ALERT
-# entries, in one transaction; whether the store took it (False: the cursor was not at after_seq)
-WriteUsage = Callable[[list[UsageRow], int, int, list[dict[str, Any]]], Awaitable[bool]]
+# write(rows, after_seq, seq, alerts, durations): the rows, the cursor's move, the BUDGET_ALERT
+# entries and the duration histograms, in one transaction; whether the store took it (False:
+# the cursor was not at after_seq)
+WriteUsage = Callable[[list[UsageRow], int, int, list[dict[str, Any]], list[DurationRow]],
+                      Awaitable[bool]]
 
 
 class UsageReader:
@@ -75,9 +79,9 @@ class UsageReader:
             entries = await asyncio.to_thread(self.store.entries_after, self.cursor, FETCH_ENTRIES)
             if not entries:
                 break
-            rows = await asyncio.to_thread(self.count, entries)
+            rows, durations = await asyncio.to_thread(self.count, entries)
             alerts = await asyncio.to_thread(self.alerts, rows)
-            if await self.write(rows, self.cursor, entries[-1].seq, alerts):
+            if await self.write(rows, self.cursor, entries[-1].seq, alerts, durations):
                 self.cursor = entries[-1].seq
                 self.sent.update(key_of(alert) for alert in alerts)
                 self._add_to_totals(rows)
@@ -85,11 +89,11 @@ class UsageReader:
                 await asyncio.to_thread(self.load)
         self.metrics.usage_lag.set(max(0, head - self.cursor))
 
-    def count(self, entries: list[StoredEntry]) -> list[UsageRow]:
-        """The aggregate rows of a round of entries."""
+    def count(self, entries: list[StoredEntry]) -> tuple[list[UsageRow], list[DurationRow]]:
+        """The aggregate rows and the duration histograms of a round of entries."""
         group = count_group(entries, self.prices.current())
         count_sessions(group, entries[0].seq, self.store)
-        return group.rows()
+        return group.rows(), group.duration_rows()
 
     def alerts(self, rows: list[UsageRow]) -> list[dict[str, Any]]:
         """The budget alerts a round's rows raise (blocking: reads the committed aggregates)."""

@@ -9,8 +9,12 @@ differ by less than the export's precision: one unit of the last decimal of each
 wrote for the pair). A field the export does
 not carry (OpenAI's costs have no tokens, its usage no money) is ``null`` and not compared.
 
-The delivery section counts the events compared (``committed``) and, per destination, how
-many were delivered, are dead, or still pending (``Store.delivery_rows_for`` and the cursor).
+The delivery section counts the events compared (``committed``: those the aggregates hold,
+up to the usage reader's cursor) and, per destination, how many are dead or still pending,
+the rest being delivered. It never scans the ledger: only the destination's delivery rows
+that are not delivered (``Store.list_deliveries``: an entry delivered at once has no row)
+and the entries past its cursor (pending) are read and checked, so it costs what is
+undelivered, not what the month holds.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import msgspec
 
 from scr.log.entry import Kind
 from scr.store.protocol import Store
-from scr.store.records import USAGE_COUNT_COLUMNS
+from scr.store.records import USAGE_COUNT_COLUMNS, USAGE_CURSOR, StoredEntry
 from scr.usage.exports import Charge
 
 MINUTES_PER_DAY = 24 * 60
@@ -37,6 +41,10 @@ _EVENTS = USAGE_COUNT_COLUMNS.index("events")
 _INPUT = USAGE_COUNT_COLUMNS.index("input_tokens")
 _OUTPUT = USAGE_COUNT_COLUMNS.index("output_tokens")
 _SESSION_COMPLETION = Kind.SESSION_COMPLETION.value
+# The aggregates and the usage cursor are read apart: read again while the cursor moved.
+CONSISTENT_READ_TRIES = 5
+UNDELIVERED = ("dead", "pending", "retrying")  # the delivery rows' statuses that are not done
+ALL_ROWS = 2**62  # list_deliveries' limit, when every matching row is wanted
 # Exact sums: more digits than any export's amounts can need; a sum that would round raises.
 _EXACT = decimal.Context(prec=80, traps=[Inexact, Overflow])
 
@@ -79,7 +87,11 @@ def reconcile(charges: Sequence[Charge], store: Store, tenant: str,
     days = [day for day, _ in theirs]
     first = min(days) if days else datetime.now(UTC).date()
     end = (max(days) if days else first) + timedelta(days=1)
-    ours, committed = _ours(store, tenant, providers, first, end)
+    for _ in range(CONSISTENT_READ_TRIES):  # the cursor the aggregates were read at
+        counted_to = store.cursor(USAGE_CURSOR) or 0
+        ours, committed = _ours(store, tenant, providers, first, end)
+        if (store.cursor(USAGE_CURSOR) or 0) == counted_to:
+            break
     matched, differences = 0, []
     for key in sorted(theirs.keys() | ours.keys()):
         explanation = _explain(ours.get(key), theirs.get(key))
@@ -91,13 +103,13 @@ def reconcile(charges: Sequence[Charge], store: Store, tenant: str,
             "day": key[0].isoformat(), "model": key[1], "ours": mine.answer(),
             "provider": provider.answer(), "delta": _delta(mine, provider), "explanation": explanation,
         })
-    seqs = _event_seqs(store, tenant, providers, first, end)
+    compared = _Compared(providers, _utc(first), _utc(end), counted_to)
     return {
         "period": {"from": _midnight(first), "to": _midnight(end)},
         "matched": matched,
         "differences": differences,
-        "delivery": {"committed": committed,
-                     "destinations": {name: _delivered(store, name, seqs) for name in destinations}},
+        "delivery": {"committed": committed, "destinations": {
+            name: _delivered(store, tenant, name, compared, committed) for name in destinations}},
     }
 
 
@@ -178,33 +190,47 @@ class _Entry(msgspec.Struct):
 _decode_entry = msgspec.json.Decoder(_Entry).decode
 
 
-def _event_seqs(store: Store, tenant: str, providers: set[str], first: date, end: date) -> list[int]:
-    """The seqs of the tenant's events of these providers in [first, end) (UTC days)."""
-    low, high = _utc(first), _utc(end)
-    seqs = []
-    for entry in store.tenant_entries_after(tenant, 0):
-        if entry.kind != _SESSION_COMPLETION:
-            continue
+@dataclass(frozen=True, slots=True)
+class _Compared:
+    """Which entries the comparison counted: events of these providers in [low, high), up
+    to the usage reader's cursor when the aggregates were read."""
+
+    providers: set[str]
+    low: datetime
+    high: datetime
+    counted_to: int
+
+    def holds(self, entry: StoredEntry) -> bool:
+        if entry.seq > self.counted_to or entry.kind != _SESSION_COMPLETION:
+            return False
         event = _decode_entry(entry.entry).payload
-        if low <= event.timestamp < high and (event.usage.provider or "").casefold() in providers:
-            seqs.append(entry.seq)
-    return seqs
+        return (self.low <= event.timestamp < self.high
+                and (event.usage.provider or "").casefold() in self.providers)
 
 
-def _delivered(store: Store, destination: str, seqs: list[int]) -> dict[str, int]:
-    """delivered / dead / pending of these seqs at one destination. An entry without a
-    delivery row was delivered at once when the cursor passed it, else it is still pending."""
+def _delivered(store: Store, tenant: str, destination: str, compared: _Compared,
+               committed: int) -> dict[str, int]:
+    """delivered / dead / pending of the compared events at one destination. An entry
+    without a delivery row was delivered at once when the cursor passed it, else it is
+    still pending; so only the rows not delivered and the entries past the cursor are read."""
     cursor = store.cursor(destination) or 0
-    rows = store.delivery_rows_for(destination, seqs)
+    status_of = {row.seq: row.status for status in UNDELIVERED
+                 for row in store.list_deliveries(tenant, destination, status, ALL_ROWS)
+                 if row.seq <= compared.counted_to}
+    entries = store.entries_by_seq(sorted(status_of))
+    past = [] if cursor >= compared.counted_to else [
+        entry for entry in store.tenant_entries_after(tenant, cursor) if entry.seq <= compared.counted_to]
+    rows = store.delivery_rows_for(destination, [entry.seq for entry in past])
+    for entry in past:  # not reached by the cursor: pending, unless its row says otherwise
+        row = rows.get(entry.seq)
+        status_of[entry.seq] = "pending" if row is None else row.status
+        entries[entry.seq] = entry
     counts = {"delivered": 0, "dead": 0, "pending": 0}
-    for seq in seqs:
-        row = rows.get(seq)
-        if row is None:
-            counts["delivered" if seq <= cursor else "pending"] += 1
-        elif row.status in ("delivered", "dead"):
-            counts[row.status] += 1
-        else:  # pending or retrying
-            counts["pending"] += 1
+    for seq, entry in entries.items():
+        status = status_of[seq]
+        if status != "delivered" and compared.holds(entry):
+            counts["dead" if status == "dead" else "pending"] += 1
+    counts["delivered"] = committed - counts["dead"] - counts["pending"]
     return counts
 
 

@@ -1,5 +1,6 @@
-"""``GET /v1/usage`` (roles read and admin; a platform key names the tenant with ``tenant=``) and
-``POST /v1/usage/reconcile?format=`` (admin: the body is a provider's export)."""
+"""``GET /v1/usage`` and ``GET /v1/usage/users`` (roles read and admin; a platform key names the
+tenant with ``tenant=``) and ``POST /v1/usage/reconcile?format=`` (admin: the body is a
+provider's export)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from scr.store.protocol import Store
 from scr.usage.exports import read_export
 from scr.usage.query import UsageQuery
 from scr.usage.reconcile import reconcile
+from scr.usage.users import UsersQuery
 
 MAX_EXPORT_BYTES = 32 * 1024 * 1024  # a month of 50 models by line item is well under 1 MiB
 # the media types an export may be sent as (none given: read by ``format=``)
@@ -28,20 +30,34 @@ EXPORT_MEDIA_TYPES = ("application/json", "text/csv", "text/plain", "application
 def usage_routes(runtime: Runtime) -> list[Route]:
     """The usage API over the aggregates the usage reader keeps in the store."""
 
-    async def get_usage(request: Request) -> Response:
+    def reading_tenant(request: Request) -> str:
         principal = runtime.auth.principal(request.headers.get("authorization"))
         if principal.can("any_tenant"):  # a platform key names the tenant it reads
             tenant = request.query_params.get("tenant") or ""
             if not tenant:
                 raise BadRequest("tenant: a platform key names the tenant with ?tenant=",
                                  [Detail("tenant", "required for a platform key")])
-        else:
-            principal.require("read")
-            tenant = principal.scope(request.query_params.get("tenant"))
+            return tenant
+        principal.require("read")
+        return principal.scope(request.query_params.get("tenant"))
+
+    async def name_users(rows: list[dict[str, Any]], tenant: str) -> None:
+        if isinstance(runtime.tail.opener, EventOpener):
+            await asyncio.to_thread(_name_users, rows, runtime.store, runtime.tail.opener, tenant)
+
+    async def get_usage(request: Request) -> Response:
+        tenant = reading_tenant(request)
         query = UsageQuery.parse(request.query_params)
         answer = await asyncio.to_thread(query.answer, runtime.store, tenant)
-        if "user_id" in query.group_by and isinstance(runtime.tail.opener, EventOpener):
-            await asyncio.to_thread(_name_users, answer["rows"], runtime.store, runtime.tail.opener, tenant)
+        if "user_id" in query.group_by:
+            await name_users(answer["rows"], tenant)
+        return JSONResponse(answer)
+
+    async def get_users(request: Request) -> Response:
+        tenant = reading_tenant(request)
+        query = UsersQuery.parse(request.query_params)
+        answer = await asyncio.to_thread(query.answer, runtime.store, tenant)
+        await name_users(answer["users"], tenant)
         return JSONResponse(answer)
 
     async def post_reconcile(request: Request) -> Response:
@@ -58,6 +74,7 @@ def usage_routes(runtime: Runtime) -> list[Route]:
         return JSONResponse(answer)
 
     return [Route("/v1/usage", get_usage, methods=["GET"]),
+            Route("/v1/usage/users", get_users, methods=["GET"]),
             Route("/v1/usage/reconcile", post_reconcile, methods=["POST"])]
 
 
