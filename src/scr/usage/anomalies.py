@@ -11,7 +11,7 @@ distance for a small tenant as for a large one):
 - A newer tenant (cold start, from its ``MIN_OWN_WINDOWS``-th active window): the POOLED
   baseline. Each established tenant's value at the same window, less its own weekly level,
   gives the shape of that window across tenants; the new tenant's level is the median of its
-  own windows against that shape. So a tenant is covered on its first day.
+  last ``LEVEL_WINDOWS`` windows against that shape. So a tenant is covered on its first day.
 - The band is expected ± max(``BAND_MADS`` · 1.4826 · MAD, floor): the MAD of the seasonal
   samples' deviations (pooled: of the tenants' deviations from the shape), the floor the
   Poisson noise of the window's expected event count plus ``RELATIVE_FLOOR``, so a flat
@@ -38,7 +38,7 @@ MINUTES_PER_WEEK = 7 * 1440
 
 OWN_WEEKS = 2  # weeks of a tenant's own history before its own seasonal baseline is used
 MAX_WEEKS = 4  # past weeks in the seasonal median
-LEVEL_WINDOWS = 4  # recent windows in the level term
+LEVEL_WINDOWS = 8  # recent windows in the level term (a 3-window spike is outvoted)
 MIN_OWN_WINDOWS = 3  # active windows a new tenant needs before the pooled baseline judges it
 MIN_POOL_TENANTS = 3  # established tenants the pooled baseline needs
 BAND_MADS = 5.0  # the band's half-width in robust standard deviations
@@ -138,22 +138,30 @@ def judge(series: Series, at: int, metric: str) -> list[Verdict]:
 
 def _judge_amount(series: Series, tenant: str, at: int, metric: str) -> Verdict | None:
     counts = series.counts[tenant]
+    expected_events = _usual_events(series, tenant, at)
+    if max(counts[at].events, expected_events) < MIN_EVENTS:
+        return None
     if series.established(tenant, at):
-        estimate = _seasonal(series, tenant, metric, at)
-        expected_events = math.exp(_seasonal(series, tenant, "events", at)[0])
+        estimate: tuple[float, float] | None = _seasonal(series, tenant, metric, at)
     else:
         estimate = _pooled(series, tenant, metric, at)
-        events_estimate = _pooled(series, tenant, "events", at)
-        if estimate is None or events_estimate is None:
-            return None
-        expected_events = math.exp(events_estimate[0])
-    if max(counts[at].events, expected_events) < MIN_EVENTS:
+    if estimate is None:
         return None
     centre, spread = estimate
     floor = RELATIVE_FLOOR + POISSON_SIGMAS / math.sqrt(max(expected_events, 1.0))
     width = max(BAND_MADS * MAD_TO_SIGMA * spread, floor)
     return Verdict(tenant, metric, at, _value(counts[at], metric), math.exp(centre),
                    math.exp(centre - width), math.exp(centre + width))
+
+
+def _usual_events(series: Series, tenant: str, at: int) -> float:
+    """The events usual in window ``at``: the median of the same window in past weeks, or for
+    a new tenant of its recent windows (counts, not logs: an empty window is 0, not -inf)."""
+    counts, week = series.counts[tenant], series.week
+    past = [counts[at - w * week].events for w in range(1, MAX_WEEKS + 1) if at - w * week >= 0]
+    if not series.established(tenant, at):
+        past = [c.events for c in counts[max(0, at - LEVEL_WINDOWS):at]]
+    return float(median(past)) if past else 0.0
 
 
 def _seasonal(series: Series, tenant: str, metric: str, at: int) -> tuple[float, float]:
@@ -185,7 +193,7 @@ def _pooled(series: Series, tenant: str, metric: str, at: int) -> tuple[float, f
         return None
     logs = series.logs(tenant, metric)
     own = []
-    for index in range(max(first, at - series.week), at):
+    for index in range(max(first, at - LEVEL_WINDOWS), at):
         past = series.shape(metric, index)
         if past is not None:
             own.append(logs[index] - past[0])
