@@ -217,12 +217,15 @@ def score(detector: Callable[[Series, int, str], list[Verdict]], series: Series,
         "recall": round(len(found) / len(labels), 3),
         "delay_windows_median": median(delays) if delays else None,
         "delay_windows_max": max(delays) if delays else None,
-        "recall_by_kind": {
-            kind: round(sum(1 for lb in found if lb.kind == kind) / max(1, sum(1 for lb in labels if lb.kind == kind)), 3)
-            for kind in sorted({lb.kind for lb in labels})
-        },
+        "recall_by_kind": {kind: _share_found(kind, found, labels)
+                           for kind in sorted({lb.kind for lb in labels})},
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _share_found(kind: str, found: dict[Label, int], labels: list[Label]) -> float:
+    labelled = sum(1 for lb in labels if lb.kind == kind)
+    return round(sum(1 for lb in found if lb.kind == kind) / max(1, labelled), 3)
 
 
 def main() -> dict[str, Any]:

@@ -698,9 +698,9 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     security: Annotated[
         SecurityConfig, Meta(description="encryption of personal data at rest")
     ] = msgspec.field(default_factory=SecurityConfig)
-    usage: Annotated[UsageConfig, Meta(description="budgets and anomalies over the usage aggregates")] = msgspec.field(
-        default_factory=UsageConfig
-    )
+    usage: Annotated[
+        UsageConfig, Meta(description="budgets and anomalies over the usage aggregates")
+    ] = msgspec.field(default_factory=UsageConfig)
 
     def __post_init__(self) -> None:
         _enforce("usage", _budget_destination_rules(msgspec.to_builtins(self)))
@@ -842,7 +842,8 @@ def _budget_destination_rules(values: Mapping[str, Any]) -> list[Detail]:
         return []
     destinations = routing["destinations"] if isinstance(routing["destinations"], list) else []
     known = {d.get("name") for d in destinations if isinstance(d, Mapping)}
-    budgets = usage.get("budgets") if isinstance(usage.get("budgets"), list) else []
+    budgets = usage.get("budgets")
+    budgets = budgets if isinstance(budgets, list) else []
     alerting = [(f"usage.budgets[{index}]", "budget", budget) for index, budget in enumerate(budgets)]
     alerting.append(("usage.anomalies", "anomaly", usage.get("anomalies")))
     problems: list[Detail] = []

@@ -128,13 +128,14 @@ def _alert(store: Store, config: AnomalyConfig, verdict: Verdict, start: int, no
 def breakdown(store: Store, tenant: str, metric: str, start: int, size: int) -> list[dict[str, str]]:
     """The models and users whose share of the window's metric moved most from their share
     of the week before (for the error rate: of the errors)."""
-    rows = []
+    rows: list[dict[str, str]] = []
     usual_from = start - MINUTES_PER_WEEK
     for dimension in ("model", "user_id"):
         window = _by_key(store.usage_sums(tenant, start, start + size, size, [dimension]), metric)
         usual = _by_key(store.usage_sums(tenant, usual_from, start, start - usual_from, [dimension]), metric)
-        rows.extend({"dimension": dimension, "key": str(found["key"]), "value": _decimal(float(found["value"])),
-                     "share": str(found["share"]), "usual_share": str(found["usual_share"])}
+        rows.extend({"dimension": dimension, "key": str(found["key"]),
+                     "value": _decimal(float(found["value"])), "share": str(found["share"]),
+                     "usual_share": str(found["usual_share"])}
                     for found in contributors(window, usual))
     return rows
 
