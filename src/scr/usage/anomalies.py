@@ -158,7 +158,8 @@ def _usual_events(series: Series, tenant: str, at: int) -> float:
     """The events usual in window ``at``: the median of the same window in past weeks, or for
     a new tenant of its recent windows (counts, not logs: an empty window is 0, not -inf)."""
     counts, week = series.counts[tenant], series.week
-    past = [counts[at - w * week].events for w in range(1, MAX_WEEKS + 1) if at - w * week >= 0]
+    first = series.first_active(tenant) or 0
+    past = [counts[at - w * week].events for w in range(1, MAX_WEEKS + 1) if at - w * week >= first]
     if not series.established(tenant, at):
         past = [c.events for c in counts[max(0, at - LEVEL_WINDOWS):at]]
     return float(median(past)) if past else 0.0
@@ -167,9 +168,10 @@ def _usual_events(series: Series, tenant: str, at: int) -> float:
 def _seasonal(series: Series, tenant: str, metric: str, at: int) -> tuple[float, float]:
     """(expected log value, MAD) from the same window of past weeks and the level term."""
     logs, week = series.logs(tenant, metric), series.week
+    first = series.first_active(tenant) or 0  # established: it has one
 
     def samples(index: int) -> list[float]:
-        return [logs[index - w * week] for w in range(1, MAX_WEEKS + 1) if index - w * week >= 0]
+        return [logs[index - w * week] for w in range(1, MAX_WEEKS + 1) if index - w * week >= first]
 
     here = samples(at)
     deviations = [abs(v - median(here)) for v in here]
@@ -249,15 +251,18 @@ def _busy(counts: Sequence[Counts], at: int, week: int) -> bool:
     return bool(past) and sum(c.events for c in past) >= MIN_EVENTS * len(past)
 
 
-def contributors(window: Mapping[str, float], usual: Mapping[str, float]) -> list[dict[str, float | str]]:
-    """The ``BREAKDOWN_TOP`` keys (models or users) whose share of the window's value differs
-    most from their usual share: ``{"key", "value", "share", "usual_share"}``."""
+def contributors(window: Mapping[str, float], usual: Mapping[str, float], usual_windows: int
+                 ) -> list[dict[str, float | str]]:
+    """The ``BREAKDOWN_TOP`` keys (models or users) that moved the window's value most from
+    their usual amount per window (``usual`` sums ``usual_windows`` windows):
+    ``{"key", "value", "share", "usual_share"}``."""
     total, usual_total = sum(window.values()), sum(usual.values())
     rows = []
     for key in set(window) | set(usual):
         share = window.get(key, 0.0) / total if total else 0.0
         usual_share = usual.get(key, 0.0) / usual_total if usual_total else 0.0
-        rows.append((abs(share - usual_share), key, window.get(key, 0.0), share, usual_share))
+        moved = abs(window.get(key, 0.0) - usual.get(key, 0.0) / usual_windows)
+        rows.append((moved, key, window.get(key, 0.0), share, usual_share))
     rows.sort(key=lambda row: (-row[0], row[1]))
     return [{"key": key, "value": value, "share": round(share, 4), "usual_share": round(usual_share, 4)}
             for _, key, value, share, usual_share in rows[:BREAKDOWN_TOP]]

@@ -136,7 +136,7 @@ def breakdown(store: Store, tenant: str, metric: str, start: int, size: int) -> 
         rows.extend({"dimension": dimension, "key": str(found["key"]),
                      "value": _decimal(float(found["value"])), "share": str(found["share"]),
                      "usual_share": str(found["usual_share"])}
-                    for found in contributors(window, usual))
+                    for found in contributors(window, usual, MINUTES_PER_WEEK // size))
     return rows
 
 
