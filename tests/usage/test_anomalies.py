@@ -8,7 +8,6 @@ import asyncio
 import base64
 import random
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,7 +21,7 @@ from scr.route.signing import verify
 from scr.serve.writes import AddUsage, add_usage
 from scr.store.protocol import Store
 from scr.store.records import USAGE_CURSOR
-from scr.usage.anomalies import MIN_EVENTS, Counts, Series, contributors, judge
+from scr.usage.anomalies import METRICS, MIN_EVENTS, Counts, Series, contributors, judge
 from scr.usage.judging import key_of
 from support import Receiver, make_event, wait_for
 from usage import recount as reference
@@ -32,6 +31,7 @@ pytestmark = pytest.mark.every_store
 
 SECRET = "whsec_" + base64.b64encode(b"a" * 32).decode()
 WEEK = 168
+HOOK = "http://127.0.0.1:9/hook"  # never called: the config is only parsed
 
 
 # ----- the detector on crafted series --------------------------------------------------------
@@ -62,10 +62,9 @@ def test_a_spike_fires_and_flat_noise_does_not() -> None:
     calm = anomalous(Series(WEEK, counts), at, "total_tokens")
     assert calm == {"busy": False}
     assert not any(anomalous(Series(WEEK, counts), hour, metric).get("busy")
-                   for hour in range(2 * WEEK, hours) for metric in ("total_tokens", "cost_usd", "error_rate"))
-    spiked = dict(counts)
-    spiked["busy"] = [*counts["busy"][:at], counts["busy"][at]._replace(total_tokens=counts["busy"][at].total_tokens * 5),
-                      *counts["busy"][at + 1:]]
+                   for hour in range(2 * WEEK, hours) for metric in METRICS)
+    busy = counts["busy"]
+    spiked = {"busy": [*busy[:at], busy[at]._replace(total_tokens=busy[at].total_tokens * 5), *busy[at + 1:]]}
     (verdict,) = judge(Series(WEEK, spiked), at, "total_tokens")
     assert verdict.anomalous and verdict.value > verdict.high
     assert verdict.low < counts["busy"][at].total_tokens < verdict.high  # the usual value was inside
@@ -228,7 +227,7 @@ def test_late_events_for_a_judged_window_are_not_judged_again(serve: Any, receiv
     (", color: red", "anomalies.color", "color"),
 ])
 def test_bad_anomaly_configs_are_refused_naming_key_and_line(extra: str, path: str, message: str) -> None:
-    text = anomalies_config("http://127.0.0.1:9/hook").replace("metrics: [total_tokens, error_rate], window: day, ", "")
+    text = anomalies_config(HOOK).replace("metrics: [total_tokens, error_rate], window: day, ", "")
     with pytest.raises(ConfigError) as refused:
         parse_config(text.replace("destinations: [alerts]}", "destinations: [alerts]" + extra + "}"))
     (detail,) = refused.value.details
@@ -236,14 +235,14 @@ def test_bad_anomaly_configs_are_refused_naming_key_and_line(extra: str, path: s
     assert "line 6:" in detail.message and message in detail.message  # the line of `anomalies:`
 
 
-def test_an_anomaly_destination_must_be_configured(tmp_path: Path) -> None:
-    text = anomalies_config("http://127.0.0.1:9/hook").replace("destinations: [alerts]}", "destinations: [nope]}")
+def test_an_anomaly_destination_must_be_configured() -> None:
+    text = anomalies_config(HOOK).replace("destinations: [alerts]}", "destinations: [nope]}")
     with pytest.raises(ConfigError) as refused:
         parse_config(text)
     (detail,) = refused.value.details
     assert detail.path == "session_completion_runtime.usage.anomalies.destinations[0]"
     assert "anomaly destination `nope` is not in routing.destinations" in detail.message
-    defaults = parse_config(anomalies_config("http://127.0.0.1:9/hook").replace(
+    defaults = parse_config(anomalies_config(HOOK).replace(
         "metrics: [total_tokens, error_rate], window: day, ", ""))
     assert defaults.usage.anomalies is not None
     assert defaults.usage.anomalies.metrics == ["cost_usd", "total_tokens", "error_rate"]
