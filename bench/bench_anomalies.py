@@ -191,7 +191,7 @@ def rolling_z(series: Series, at: int, metric: str) -> list[Verdict]:
 
 
 def score(detector: Callable[[Series, int, str], list[Verdict]], series: Series, labels: list[Label],
-          judged_from: int, end: int) -> dict[str, Any]:
+          judged_from: int, end: int, new: set[str]) -> dict[str, Any]:
     by_key: dict[tuple[str, str], list[Label]] = {}
     for label in labels:
         by_key.setdefault((label.tenant, label.metric), []).append(label)
@@ -215,6 +215,8 @@ def score(detector: Callable[[Series, int, str], list[Verdict]], series: Series,
         "alarms": true + false, "false_alarms": false,
         "precision": round(true / (true + false), 3) if true + false else None,
         "recall": round(len(found) / len(labels), 3),
+        "recall_new_tenants": round(sum(1 for lb in found if lb.tenant in new)
+                                    / max(1, sum(1 for lb in labels if lb.tenant in new)), 3),
         "delay_windows_median": median(delays) if delays else None,
         "delay_windows_max": max(delays) if delays else None,
         "recall_by_kind": {kind: _share_found(kind, found, labels)
@@ -236,8 +238,8 @@ def main() -> dict[str, Any]:
         "seed": SEED, "tenants": len(counts), "windows": hours, "judged_windows": hours - judged_from,
         "labelled_anomalies": len(labels),
         "labelled_on_new_tenants": sum(1 for lb in labels if lb.tenant in new_names),
-        "detector": score(judge, Series(WEEK, counts), labels, judged_from, hours),
-        "rolling_z_score": score(rolling_z, Series(WEEK, counts), labels, judged_from, hours),
+        "detector": score(judge, Series(WEEK, counts), labels, judged_from, hours, new_names),
+        "rolling_z_score": score(rolling_z, Series(WEEK, counts), labels, judged_from, hours, new_names),
     }
 
 
