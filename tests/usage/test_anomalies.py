@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
+from serve.test_supervisor import USAGE, Stream, child, kill_and_see_it_restart
 
-from conftest import Client, config_text
+from conftest import Client, StoreAt, config_text
 from scr.config import parse_config
 from scr.errors import ConfigError
 from scr.log.entry import Kind, decode_entry
@@ -22,8 +25,8 @@ from scr.serve.writes import AddUsage, add_usage
 from scr.store.protocol import Store
 from scr.store.records import USAGE_CURSOR
 from scr.usage.anomalies import METRICS, MIN_EVENTS, Counts, Series, contributors, judge
-from scr.usage.judging import key_of
-from support import Receiver, make_event, wait_for
+from scr.usage.judging import anomaly_key, key_of
+from support import Receiver, ServerProcess, create_key, make_event, wait_for
 from usage import recount as reference
 from usage.test_usage import post, runtime_of
 
@@ -247,3 +250,70 @@ def test_an_anomaly_destination_must_be_configured() -> None:
     assert defaults.usage.anomalies is not None
     assert defaults.usage.anomalies.metrics == ["cost_usd", "total_tokens", "error_rate"]
     assert defaults.usage.anomalies.window == "hour"
+
+
+# ----- scr serve: SIGKILL of the usage process mid-stream, the real clock ---------------------------
+
+
+def test_sigkill_of_the_usage_process_mid_stream_raises_each_anomaly_once(
+    tmp_path: Path, store_at: StoreAt
+) -> None:
+    data, uri = store_at.data, store_at.uri
+    data.mkdir(parents=True)
+    hook = Receiver()
+    config = tmp_path / "scr.yaml"
+    config.write_text(anomalies_config(hook.url))
+    key = create_key(data, store=uri)
+    platform = create_key(data, tenant="org_ops", role="platform", store=uri)
+    reader = create_key(data, tenant="org_spiky", role="read", store=uri)
+    today = datetime.now(UTC).date()
+    spike_day = today - timedelta(days=2)  # closed long ago by the real clock (the day after too)
+    server = ServerProcess(data, config=config, store=uri).start()
+    try:
+        # the spiky tenant's history and spike first, in one batch: judged once counted
+        spiky = []
+        for back in range(DAYS + 2, 2, -1):
+            spiky += day_events(str(today - timedelta(days=back)), 30 + back % 3)
+        spiky += day_events(str(spike_day), 30) + day_events(str(spike_day), 60, user="u_spiker",
+                                                             model="o1", tokens=5000)
+        for event in spiky:
+            event["user"]["organization_id"] = "org_spiky"
+        answer = httpx.post(f"{server.url}/v1/events", json=spiky, timeout=30,
+                            headers={"authorization": f"Bearer {platform}"})
+        assert answer.status_code == 202, answer.text
+        spike_key = anomaly_key("org_spiky", "total_tokens", f"{spike_day}T00:00:00Z")
+
+        def listed() -> list[dict[str, Any]]:
+            found = httpx.get(f"{server.url}/v1/anomalies", headers={"authorization": f"Bearer {reader}"})
+            assert found.status_code == 200, found.text
+            anomalies: list[dict[str, Any]] = found.json()["anomalies"]
+            return anomalies
+
+        wait_for(lambda: any(a["window_start"] == f"{spike_day}T00:00:00Z" for a in listed()),
+                 timeout_s=60, what="the spike judged")
+        load = Stream(server, key)
+        try:
+            wait_for(lambda: len(load.acknowledged) > 0, timeout_s=30, what="the stream under way")
+            kill_and_see_it_restart(server, USAGE)
+            acknowledged = load.stop()
+        finally:
+            load.stop()
+        store = store_at.open()
+        try:
+            wait_for(lambda: store.cursor(USAGE_CURSOR) == store.last_seq(), timeout_s=60,
+                     what="every event counted after the restart")
+            wait_for(lambda: store.cursor("alerts") == store.last_seq(), timeout_s=30,
+                     what="every anomaly delivered")
+            anomalies = ledgered(store, "org_spiky")
+        finally:
+            store.close()
+        assert acknowledged and child(server, USAGE)["last_exit"] == "killed by SIGKILL"
+    finally:
+        server.stop()
+        hook.close()
+    keys = [key_of(a) for a in anomalies]
+    assert spike_key in keys and len(keys) == len(set(keys))
+    delivered = [msgspec.json.decode(r.body) for r in hook.received]
+    assert sorted(key_of(d) for d in delivered) == sorted(keys)  # each once
+    assert len({r.headers["webhook-id"] for r in hook.received}) == len(keys)
+    assert all(signed(request) for request in hook.received)
