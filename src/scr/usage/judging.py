@@ -17,7 +17,6 @@ aggregates keep them; ``GET /v1/anomalies`` shows the user ids they stand for.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -25,7 +24,6 @@ from typing import Any
 import msgspec
 
 from scr.config import AnomalyConfig
-from scr.log.entry import decode_entry
 from scr.store.protocol import Store
 from scr.store.records import USAGE_COUNT_COLUMNS, UsageSum
 from scr.usage.anomalies import (
@@ -65,11 +63,6 @@ def alert_body(payload: dict[str, Any]) -> bytes:
     given = payload["data"]
     return _encode_body({"type": payload["type"], "timestamp": payload["timestamp"],
                          "data": {name: given[name] for name in DATA_FIELDS}})
-
-
-def sent_keys(entries: Iterable[Any]) -> set[str]:
-    """The identities of stored ANOMALY entries."""
-    return {key_of(decode_entry(stored.entry).payload) for stored in entries}
 
 
 def windows_due(mark: int | None, now_s: float, window: str) -> list[int]:
