@@ -20,6 +20,7 @@ from conftest import Client, StoreAt, config_text
 from scr.config import parse_config
 from scr.errors import ConfigError
 from scr.log.entry import Kind, decode_entry
+from scr.privacy.master import write_master_key
 from scr.route.signing import verify
 from scr.serve.writes import AddUsage, add_usage
 from scr.store.protocol import Store
@@ -206,6 +207,26 @@ def test_a_spike_is_ledgered_and_delivered_once_signed(serve: Any, receivers: An
     naive = client.get("/v1/anomalies", headers=reader, params={"from": "2026-11-01T00:00:00"})
     assert naive.status_code == 400 and naive.json()["error"]["details"][0]["path"] == "from"
     assert client.get("/healthz").status_code == 200
+
+
+def test_with_encryption_on_the_ledger_names_subjects_and_the_api_user_ids(
+    serve: Any, receivers: Any, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "master.key"
+    write_master_key(key_file)
+    hook: Receiver = receivers()
+    client: Client = serve(anomalies_config(hook.url) + f"  security:\n    master_key_file: {key_file}\n")
+    runtime = runtime_of(client)
+    post(client, history_and_spike())
+    reference.count_to_head(runtime, clock=lambda: JUDGE_AT)
+    (anomaly,) = ledgered(runtime.store)
+    ledgered_users = [row["key"] for row in anomaly["data"]["breakdown"] if row["dimension"] == "user_id"]
+    assert all(user.startswith("subject:") for user in ledgered_users)  # never a user id in the ledger
+    answer = client.get("/v1/anomalies", headers=client.key(role="admin"))
+    assert answer.status_code == 200, answer.text
+    (listed,) = answer.json()["anomalies"]
+    users = [row["key"] for row in listed["breakdown"] if row["dimension"] == "user_id"]
+    assert users[0] == "u_spiker" and set(users) == {"u_spiker", "u_usual"}
 
 
 def test_late_events_for_a_judged_window_are_not_judged_again(serve: Any, receivers: Any) -> None:
