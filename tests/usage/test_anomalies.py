@@ -312,6 +312,9 @@ def test_sigkill_of_the_usage_process_mid_stream_raises_each_anomaly_once(
 
         wait_for(lambda: any(a["window_start"] == f"{spike_day}T00:00:00Z" for a in listed()),
                  timeout_s=60, what="the spike judged")
+        counter = 'scr_usage_anomalies_raised_total{metric="total_tokens",tenant="org_spiky"}'
+        wait_for(lambda: counter in httpx.get(f"{server.url}/metrics").text, timeout_s=30,
+                 what="the anomalies raised counted in /metrics")
         load = Stream(server, key)
         try:
             wait_for(lambda: len(load.acknowledged) > 0, timeout_s=30, what="the stream under way")
