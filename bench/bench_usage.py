@@ -45,7 +45,7 @@ from scr.runtime import Runtime
 from scr.security.auth import create_key
 from scr.security.keys import Role
 from scr.server import create_app
-from scr.store.records import UsageRow
+from scr.store.records import DurationRow, UsageRow
 from scr.usage import aggregate
 from scr.usage.reader import FETCH_ENTRIES, UsageReader
 
@@ -85,11 +85,11 @@ def count_events(runtime: Runtime) -> dict[str, Any]:
     store = runtime.store
     written: list[float] = []
 
-    async def write(rows: list[UsageRow], after_seq: int, seq: int,
-                    alerts: list[dict[str, Any]]) -> bool:  # no budgets here: no alerts
+    async def write(rows: list[UsageRow], after_seq: int, seq: int, alerts: list[dict[str, Any]],
+                    durations: list[DurationRow], judged: int) -> bool:  # no budgets or anomalies here
         started = time.perf_counter()
-        accepted = await runtime.committer.run(lambda tx: store.add_usage(tx, rows, after_seq, seq),
-                                               durable=False)
+        accepted = await runtime.committer.run(
+            lambda tx: store.add_usage(tx, rows, after_seq, seq, durations), durable=False)
         written.append(time.perf_counter() - started)
         return accepted
 
@@ -109,12 +109,12 @@ def count_events(runtime: Runtime) -> dict[str, Any]:
             group = aggregate.count_group(entries, prices)
             counted = time.thread_time()
             aggregate.count_sessions(group, entries[0].seq, store)
-            rows = group.rows()
+            rows, durations = group.rows(), group.duration_rows()
             sessions_done = time.thread_time()
             counting += counted - started
             sessions += sessions_done - counted
             rows_written += len(rows)
-            assert await reader.write(rows, reader.cursor, entries[-1].seq, [])
+            assert await reader.write(rows, reader.cursor, entries[-1].seq, [], durations, 0)
             reader.cursor = entries[-1].seq
 
     asyncio.run(run())

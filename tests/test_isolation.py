@@ -174,6 +174,7 @@ def _query(path: str, role: str, caller: Tenant, other: Tenant) -> dict[str, Any
         "/v1/deliveries": {"destination": DESTINATION},
         "/v1/conflicts": {"after": 0},
         "/v1/usage/reconcile": {"format": "openai-costs"},
+        "/v1/anomalies": {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
         "/v1/usage": {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z",
                       "group_by": "user_id,model"},
         "/v1/usage/users": {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z",

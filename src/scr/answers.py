@@ -342,6 +342,36 @@ class UsageCounters(Answer):
     estimated_cost_usd: UsdAmount
 
 
+class AnomalyContributor(Answer):
+    """A model or user of an anomaly's window: its part of the metric (errors for the error
+    rate), its share of the window and its usual share (of the week before), as decimal text."""
+
+    dimension: Literal["model", "user_id"]
+    key: str
+    value: str
+    share: str
+    usual_share: str
+
+
+class Anomaly(Answer):
+    """A tenant's metric in a closed window outside its band (decimal text: never a float)."""
+
+    id: str
+    metric: Literal["cost_usd", "total_tokens", "error_rate"]
+    window_start: str
+    value: str
+    expected: str
+    low: str
+    high: str
+    breakdown: list[AnomalyContributor]
+
+
+class AnomalyList(Answer):
+    """``GET /v1/anomalies``: the tenant's anomalies whose window starts in [from, to)."""
+
+    anomalies: list[Anomaly]
+
+
 class UsageWindowRow(UsageCounters):
     """One window and group: its start (RFC 3339 in the query's zone) and the group's keys
     (only those named in ``group_by``)."""

@@ -625,12 +625,32 @@ class BudgetConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
         return [Decimal(share) for share in self.alert_at]
 
 
+class AnomalyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Anomaly detection over the usage aggregates: which metrics, per which window, alerted where."""
+
+    metrics: Annotated[
+        list[Literal["cost_usd", "total_tokens", "error_rate"]],
+        Meta(min_length=1, description="the metrics judged per tenant and closed window"),
+    ] = msgspec.field(default_factory=lambda: ["cost_usd", "total_tokens", "error_rate"])
+    window: Annotated[
+        Literal["hour", "day"], Meta(description="the UTC window judged once it has closed")
+    ] = "hour"
+    destinations: Annotated[
+        list[DestinationName],
+        Meta(min_length=1, description="the destinations (`routing.destinations` names) alerted"),
+    ]
+
+
 class UsageConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Budgets over the usage aggregates."""
+    """Budgets and anomaly detection over the usage aggregates."""
 
     budgets: Annotated[
         list[BudgetConfig], Meta(description="alerts when a tenant's cost crosses a share of a limit")
     ] = []
+    anomalies: Annotated[
+        AnomalyConfig | None,
+        Meta(description="alerts when a tenant's cost, tokens or error rate leaves its usual band"),
+    ] = None
 
     def __post_init__(self) -> None:
         _enforce("usage", _usage_rules(msgspec.to_builtins(self)))
@@ -678,9 +698,9 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     security: Annotated[
         SecurityConfig, Meta(description="encryption of personal data at rest")
     ] = msgspec.field(default_factory=SecurityConfig)
-    usage: Annotated[UsageConfig, Meta(description="budgets over the usage aggregates")] = msgspec.field(
-        default_factory=UsageConfig
-    )
+    usage: Annotated[
+        UsageConfig, Meta(description="budgets and anomalies over the usage aggregates")
+    ] = msgspec.field(default_factory=UsageConfig)
 
     def __post_init__(self) -> None:
         _enforce("usage", _budget_destination_rules(msgspec.to_builtins(self)))
@@ -822,16 +842,29 @@ def _budget_destination_rules(values: Mapping[str, Any]) -> list[Detail]:
         return []
     destinations = routing["destinations"] if isinstance(routing["destinations"], list) else []
     known = {d.get("name") for d in destinations if isinstance(d, Mapping)}
-    budgets = usage["budgets"] if isinstance(usage["budgets"], list) else []
+    budgets = usage.get("budgets")
+    budgets = budgets if isinstance(budgets, list) else []
+    alerting = [(f"usage.budgets[{index}]", "budget", budget) for index, budget in enumerate(budgets)]
+    alerting.append(("usage.anomalies", "anomaly", usage.get("anomalies")))
     problems: list[Detail] = []
-    for index, budget in enumerate(budgets):
-        named = budget.get("destinations") if isinstance(budget, Mapping) else None
+    for path, what, section in alerting:
+        named = section.get("destinations") if isinstance(section, Mapping) else None
         for position, name in enumerate(named if isinstance(named, list) else []):
             if isinstance(name, str) and name not in known:
                 problems.append(Detail(
-                    f"usage.budgets[{index}].destinations[{position}]",
-                    f"budget destination `{name}` is not in routing.destinations",
+                    f"{path}.destinations[{position}]",
+                    f"{what} destination `{name}` is not in routing.destinations",
                 ))
+    return problems
+
+
+def _anomaly_rules(values: Mapping[str, Any]) -> list[Detail]:
+    problems = [Detail(key, f"{key} must list at least one item")
+                for key in ("metrics", "destinations") if values[key] == []]
+    metrics = values["metrics"]
+    for index, metric in enumerate(metrics if isinstance(metrics, list) else []):
+        if metric in metrics[:index]:
+            problems.append(Detail(f"metrics[{index}]", f"metrics[{index}] ({metric}) is listed twice"))
     return problems
 
 
@@ -857,6 +890,7 @@ _RULES: dict[type[Struct], Rule] = {
     StorePoolConfig: _store_pool_rules,
     ServerConfig: _server_rules,
     BudgetConfig: _budget_rules,
+    AnomalyConfig: _anomaly_rules,
     UsageConfig: _usage_rules,
     Config: _budget_destination_rules,
 }

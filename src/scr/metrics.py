@@ -88,6 +88,10 @@ class Metrics:
             "scr_usage_tokens", "Tokens (total_tokens) of the ledger's events counted so far",
             ["tenant", "model"], registry=r, multiprocess_mode="livesum",
         )
+        self.anomalies_raised = Counter(
+            "scr_usage_anomalies_raised", "Anomalies the usage reader raised (ANOMALY entries written)",
+            ["tenant", "metric"], registry=r,
+        )
         self.usage_lag = Gauge(
             "scr_usage_lag_entries", "Ledger entries the usage reader has not counted yet",
             registry=r, multiprocess_mode="livesum",

@@ -391,6 +391,19 @@ def _operations() -> list[Operation]:
              PLATFORM_TENANT),
         ),
         Operation(
+            "/v1/anomalies", "get", "listAnomalies", "usage",
+            "The tenant's anomalies (cost, tokens or error rate of a closed window outside its "
+            "band), each explained by model and user; a `platform` key reads a tenant named "
+            "with `tenant=`", "read",
+            {200: _json(answers.AnomalyList, "the anomalies whose window starts in [from, to)")},
+            _merge(KEYED, {400: "`from` or `to` is not an RFC 3339 time with a zone, or a "
+                                "`platform` key named no `tenant`"}),
+            (Parameter("from", "query", str, "RFC 3339: windows starting at or after it"),
+             Parameter("to", "query", str, "RFC 3339: windows starting before it"),
+             Parameter("tenant", "query", TenantId, "the tenant, for a `platform` key (required "
+                       "then); a tenant's own key ignores it")),
+        ),
+        Operation(
             "/v1/usage/reconcile", "post", "reconcileUsage", "usage",
             "Compare a provider's export (the body) with the ledger per (day, model); every "
             "difference explained", "admin",

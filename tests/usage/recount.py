@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -27,17 +29,19 @@ COUNTS = ("events", "sessions", "input_tokens", "output_tokens", "total_tokens",
           "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "unpriced_events", "errors")
 
 
-def count_to_head(runtime: Runtime) -> UsageReader:
-    """Run the usage reader over the whole ledger, writing through the runtime's committer."""
+def count_to_head(runtime: Runtime, clock: Callable[[], float] | None = None) -> UsageReader:
+    """Run the usage reader over the whole ledger, writing through the runtime's committer
+    (``clock``: the reader's, which judges closed windows for anomalies)."""
     store = runtime.store
 
     async def write(rows: list[UsageRow], after_seq: int, seq: int, alerts: list[dict[str, Any]],
-                    durations: list[DurationRow]) -> bool:
-        operation = AddUsage(rows, after_seq, seq, alerts, durations)
+                    durations: list[DurationRow], judged: int) -> bool:
+        operation = AddUsage(rows, after_seq, seq, alerts, durations, judged)
         return bool(await runtime.committer.run(lambda tx: add_usage(runtime.committer, tx, operation)))
 
     reader = UsageReader(store, live_prices(runtime.data_dir), write, Metrics(),
-                         runtime.config.usage.budgets)
+                         runtime.config.usage.budgets, runtime.config.usage.anomalies,
+                         clock or time.time)
     reader.load()
     asyncio.run(reader.catch_up(store.last_seq()))
     return reader

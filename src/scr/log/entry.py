@@ -43,6 +43,8 @@ class Kind(str, Enum):
     EVENT_CONFLICT = "EVENT_CONFLICT"
     # A tenant's cost crossed a share of its budget (scr.usage.budgets); delivered as such.
     BUDGET_ALERT = "BUDGET_ALERT"
+    # A tenant's cost, tokens or error rate in a closed window left its band (scr.usage.anomalies).
+    ANOMALY = "ANOMALY"
 
 
 class Provenance(msgspec.Struct, frozen=True, gc=False):

@@ -54,6 +54,8 @@ class Opening(Protocol):
 
 
 _event_entry = msgspec.json.Decoder(_EventEntry)
+# the usage reader's alerts (budget alerts, anomalies): their payload is what is delivered
+_ALERT_KINDS = frozenset((Kind.BUDGET_ALERT.value, Kind.ANOMALY.value))
 
 
 def from_store(row: StoredEntry, opener: Opening | None = None) -> Committed:
@@ -65,7 +67,7 @@ def from_store(row: StoredEntry, opener: Opening | None = None) -> Committed:
         event = decoded.payload
         if decoded.seal and opener is not None:
             event = opener.open(event, decoded.seal)
-    elif row.kind == Kind.BUDGET_ALERT.value:  # delivered like an event: its payload is the message
+    elif row.kind in _ALERT_KINDS:  # delivered like an event: its payload is the message
         return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, None,
                          decode_entry(row.entry).payload)
     return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, event)
@@ -74,7 +76,7 @@ def from_store(row: StoredEntry, opener: Opening | None = None) -> Committed:
 def _slim(entry: Committed) -> Committed:
     """The entry without its payload object and stored bytes (neither is read from the tail,
     but for a budget alert's payload: the message its destinations deliver)."""
-    if entry.kind == Kind.BUDGET_ALERT.value:
+    if entry.kind in _ALERT_KINDS:
         return msgspec.structs.replace(entry, stored=b"")
     if entry.payload is None and not entry.stored:
         return entry

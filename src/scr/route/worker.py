@@ -10,7 +10,7 @@ A slow or dead destination holds back only its own cursor. Delivery is at least 
 crash the last chunk may be sent again, with the same ``webhook-id``. A file destination
 delivers each chunk it reads as one delivery: one append and one fsync, and its cursor
 recorded after that fsync (so a crash in between writes the chunk again, never loses it).
-A BUDGET_ALERT entry (``scr.usage.budgets``) goes only to the destinations it names, whatever
+A BUDGET_ALERT or ANOMALY entry (``scr.usage.alerts``) goes only to the destinations it names, whatever
 their filter and sampling: alone in its request, untransformed, signed like any delivery.
 """
 
@@ -46,7 +46,8 @@ from scr.security.audit import Acting, append_admin_action
 from scr.store.protocol import Store, Transaction
 from scr.store.records import AttemptRow, DeliveryRow, session_key
 from scr.tasks import stop_task
-from scr.usage.budgets import alert_body, key_of
+from scr.usage.alerts import KIND_VALUES as ALERT_KINDS
+from scr.usage.alerts import alert_body, key_of
 
 log = logging.getLogger("scr.route")
 
@@ -595,7 +596,7 @@ _NOT_SENT: Any = Attempt(None, None, 0.0, "not sent: an earlier delivery of the 
 
 
 def _is_alert(entry: Committed) -> bool:
-    return entry.kind == Kind.BUDGET_ALERT.value
+    return entry.kind in ALERT_KINDS
 
 
 def _delivery_key(entry: Committed) -> str:

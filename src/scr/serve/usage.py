@@ -22,7 +22,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from scr.config import BudgetConfig
+from scr.config import UsageConfig
 from scr.metrics import Metrics
 from scr.route.price_file import live_prices
 from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared
@@ -55,7 +55,7 @@ def run_usage(args: ChildArgs) -> int:
     calm_the_collector()
     try:
         asyncio.run(_follow(store, data_dir, writes_path(socket_dir), wake, args.ready_fd,
-                            settings.usage.budgets))
+                            settings.usage))
     finally:
         store.close()
         wake.close()
@@ -63,7 +63,7 @@ def run_usage(args: ChildArgs) -> int:
 
 
 async def _follow(store: Store, data_dir: Path, writer_at: Path, wake: socket.socket, ready_fd: int,
-                  budgets: list[BudgetConfig]) -> None:
+                  usage: UsageConfig) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -71,16 +71,16 @@ async def _follow(store: Store, data_dir: Path, writer_at: Path, wake: socket.so
     remote = RemoteCommitter(writer_at)
 
     async def write(rows: list[UsageRow], after_seq: int, seq: int, alerts: list[dict[str, Any]],
-                    durations: list[DurationRow]) -> bool:
+                    durations: list[DurationRow], judged: int) -> bool:
         def record(tx: RecordingTx) -> int:
-            return tx.record(AddUsage(rows, after_seq, seq, alerts, durations))
+            return tx.record(AddUsage(rows, after_seq, seq, alerts, durations, judged))
 
         # not durable: the rows and the cursor commit together, so a group lost with the
         # page cache is counted again from the older cursor (the next durable commit's
         # fsync covers it otherwise, as for the destinations' cursors)
         return bool(await remote.run(record, durable=False))
 
-    reader = UsageReader(store, live_prices(data_dir), write, Metrics(), budgets)
+    reader = UsageReader(store, live_prices(data_dir), write, Metrics(), usage.budgets, usage.anomalies)
     await asyncio.to_thread(reader.load)
     os.write(ready_fd, READY_MESSAGE)
     os.close(ready_fd)

@@ -25,7 +25,9 @@ from scr.log.entry import Kind
 from scr.serve.frames import FrameClient, FrameServer
 from scr.store.protocol import Store, Transaction
 from scr.store.records import AttemptRow, DeliveryRow, DurationRow, UsageRow
-from scr.usage.budgets import USAGE_ACTOR, USAGE_SOURCE, key_of, sent_keys
+from scr.usage.alerts import key_of, kind_of, sent_keys
+from scr.usage.budgets import USAGE_ACTOR, USAGE_SOURCE
+from scr.usage.judging import ANOMALY_MARK
 
 T = TypeVar("T")
 
@@ -68,14 +70,16 @@ class AppendEntry(msgspec.Struct, tag=True, array_like=True):
 
 class AddUsage(msgspec.Struct, tag=True, array_like=True):
     """The usage reader's aggregates of a group, its cursor moved past the group, and the
-    budget alerts the group raised (BUDGET_ALERT payloads, ``scr.usage.budgets``), and its
-    histograms of session durations (``scr.usage.durations``)."""
+    alerts the group raised (BUDGET_ALERT and ANOMALY payloads, ``scr.usage.alerts``), its
+    histograms of session durations (``scr.usage.durations``); ``judged``: the anomaly judge's
+    mark moved there (0: not moved)."""
 
     rows: list[UsageRow]
     after_seq: int
     seq: int
     alerts: list[dict[str, Any]] = msgspec.field(default_factory=list)
     durations: list[DurationRow] = msgspec.field(default_factory=list)
+    judged: int = 0
 
 
 Op = SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts | AppendEntry | AddUsage
@@ -121,16 +125,18 @@ def add_usage(committer: Committer, tx: Transaction, op: AddUsage) -> int:
     store = committer.store
     if not store.add_usage(tx, op.rows, op.after_seq, op.seq, op.durations):
         return 0
-    ledgered: dict[str, set[str]] = {}
+    ledgered: dict[tuple[str, Kind], set[str]] = {}
     for alert in op.alerts:
-        tenant = alert["data"]["tenant"]
-        if tenant not in ledgered:
-            ledgered[tenant] = sent_keys(store.tenant_entries_of_kinds(tenant, [Kind.BUDGET_ALERT.value], 0))
+        tenant, kind = alert["data"]["tenant"], kind_of(alert)
+        if (tenant, kind) not in ledgered:
+            ledgered[tenant, kind] = sent_keys(store.tenant_entries_of_kinds(tenant, [kind.value], 0))
         key = key_of(alert)
-        if key in ledgered[tenant]:
+        if key in ledgered[tenant, kind]:
             continue
-        ledgered[tenant].add(key)
-        committer.append_entry(tx, tenant, Kind.BUDGET_ALERT, alert, USAGE_ACTOR, USAGE_SOURCE, key)
+        ledgered[tenant, kind].add(key)
+        committer.append_entry(tx, tenant, kind, alert, USAGE_ACTOR, USAGE_SOURCE, key)
+    if op.judged:
+        store.set_cursor(tx, ANOMALY_MARK, op.judged)
     return 1
 
 

@@ -14,7 +14,7 @@ delivered as a JSON number.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, localcontext
 from typing import Any
@@ -23,7 +23,6 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from scr.config import BudgetConfig
-from scr.log.entry import decode_entry
 from scr.store.records import UsageRow
 from scr.usage.windows import next_start, utc_minute, window_start
 
@@ -66,11 +65,6 @@ def alert_body(payload: dict[str, Any]) -> bytes:
     data = {name: given[name] for name in DATA_FIELDS}
     data["threshold"] = Decimal(given["threshold"])
     return _encode_body({"type": payload["type"], "timestamp": payload["timestamp"], "data": data})
-
-
-def sent_keys(entries: Iterable[Any]) -> set[str]:
-    """The identities of stored BUDGET_ALERT entries."""
-    return {key_of(decode_entry(stored.entry).payload) for stored in entries}
 
 
 def crossings(

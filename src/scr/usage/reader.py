@@ -12,6 +12,10 @@ The histograms of session durations (``scr.usage.durations``) go in that same wr
 Budgets (``scr.usage.budgets``): each round's alerts go in the same write as its rows and
 cursor, so a round the store refused raised none, and one it took raised each once.
 
+Anomalies (``scr.usage.judging``): once a round reached the ledger's head, the windows closed
+by the reader's clock since the judged mark are judged, and their ANOMALY entries go in one
+write with the mark's move (and an empty round of rows), checked the same way.
+
 The gauges (cost and tokens by tenant and model) are running totals: loaded from the
 aggregates at start, then advanced by each round the store accepted.
 """
@@ -19,11 +23,12 @@ aggregates at start, then advanced by each round the store accepted.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from scr.config import BudgetConfig
+from scr.config import AnomalyConfig, BudgetConfig
 from scr.log.commit import utc_now
 from scr.log.entry import Kind
 from scr.metrics import Metrics
@@ -31,7 +36,10 @@ from scr.route.price_file import PriceSource
 from scr.store.protocol import Store
 from scr.store.records import USAGE_COUNT_COLUMNS, USAGE_CURSOR, DurationRow, StoredEntry, UsageRow
 from scr.usage.aggregate import COST_PLACES, count_group, count_sessions, scaled
-from scr.usage.budgets import crossings, key_of, sent_keys
+from scr.usage.alerts import key_of, sent_keys
+from scr.usage.anomalies import WINDOW_MINUTES
+from scr.usage.budgets import crossings
+from scr.usage.judging import ANOMALY_MARK, judge_windows, windows_due
 
 # Ledger entries counted and written per round at most. Large rounds write fewer rows per
 # event (the events of a minute that share a key become one row): at 20k events/s a
@@ -39,10 +47,10 @@ from scr.usage.budgets import crossings, key_of, sent_keys
 FETCH_ENTRIES = 10_000
 ALL_MINUTES = (0, 15 * 2**58)  # every minute the aggregates hold, in whole quarter hours
 
-# write(rows, after_seq, seq, alerts, durations): the rows, the cursor's move, the BUDGET_ALERT
-# entries and the duration histograms, in one transaction; whether the store took it (False:
-# the cursor was not at after_seq)
-WriteUsage = Callable[[list[UsageRow], int, int, list[dict[str, Any]], list[DurationRow]],
+# write(rows, after_seq, seq, alerts, durations, judged): the rows, the cursor's move, the
+# BUDGET_ALERT and ANOMALY entries, the duration histograms and the judged mark's move (0: none),
+# in one transaction; whether the store took it (False: the cursor was not at after_seq)
+WriteUsage = Callable[[list[UsageRow], int, int, list[dict[str, Any]], list[DurationRow], int],
                       Awaitable[bool]]
 
 
@@ -50,9 +58,11 @@ class UsageReader:
     """The aggregates' writer: one instance per store at a time (``scr: usage``)."""
 
     def __init__(self, store: Store, prices: PriceSource, write: WriteUsage, metrics: Metrics,
-                 budgets: Sequence[BudgetConfig] = ()) -> None:
+                 budgets: Sequence[BudgetConfig] = (), anomalies: AnomalyConfig | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store, self.prices, self.write, self.metrics = store, prices, write, metrics
         self.budgets = list(budgets)
+        self.anomalies, self.clock = anomalies, clock  # clock: Unix time (a test's own)
         self.sent: set[str] = set()  # identities of the BUDGET_ALERT entries ledgered
         self.cursor = 0
         self._totals: dict[tuple[str, str], list[int]] = {}  # (tenant, model) → [cost, tokens]
@@ -81,13 +91,32 @@ class UsageReader:
                 break
             rows, durations = await asyncio.to_thread(self.count, entries)
             alerts = await asyncio.to_thread(self.alerts, rows)
-            if await self.write(rows, self.cursor, entries[-1].seq, alerts, durations):
+            if await self.write(rows, self.cursor, entries[-1].seq, alerts, durations, 0):
                 self.cursor = entries[-1].seq
                 self.sent.update(key_of(alert) for alert in alerts)
                 self._add_to_totals(rows)
             else:  # another reader moved the cursor (a killed predecessor's last write)
                 await asyncio.to_thread(self.load)
         self.metrics.usage_lag.set(max(0, head - self.cursor))
+        if self.anomalies is not None and self.cursor >= head:
+            await self.judge()
+
+    async def judge(self) -> None:
+        """Judge the windows closed since the judged mark, in one write with the mark's move."""
+        assert self.anomalies is not None
+        mark = await asyncio.to_thread(self.store.cursor, ANOMALY_MARK)
+        if mark is None and not self.cursor:
+            return  # nothing counted yet: no window to judge, and the mark waits for data
+        starts = windows_due(mark, self.clock(), self.anomalies.window)
+        if not starts:
+            return
+        raised = await asyncio.to_thread(judge_windows, self.store, self.anomalies, starts, utc_now())
+        if await self.write([], self.cursor, self.cursor, raised, [],
+                            starts[-1] + WINDOW_MINUTES[self.anomalies.window]):
+            for alert in raised:
+                self.metrics.anomalies_raised.labels(alert["data"]["tenant"], alert["data"]["metric"]).inc()
+        else:
+            await asyncio.to_thread(self.load)
 
     def count(self, entries: list[StoredEntry]) -> tuple[list[UsageRow], list[DurationRow]]:
         """The aggregate rows and the duration histograms of a round of entries."""
