@@ -31,6 +31,10 @@ class Metrics:
         self.rejected = Counter(
             "scr_events_rejected", "Events rejected, by reason", ["reason"], registry=r
         )
+        self.tenant_events = Counter(
+            "scr_tenant_events", "Events by tenant and outcome (accepted, duplicate, rejected)",
+            ["tenant", "outcome"], registry=r,
+        )
         self.beacons_limited = Counter(
             "scr_beacons_rate_limited", "Browser beacons refused over their key's rate limit",
             registry=r,
@@ -134,13 +138,18 @@ class Metrics:
     def render(self, *whole_set: Collector) -> bytes:
         """The exposition of this process; under ``scr serve``, of the whole set of processes,
         with ``whole_set``'s collectors (what the supervisor says of its children) added."""
+        return generate_latest(self.whole_set(*whole_set))
+
+    def whole_set(self, *collectors: Collector) -> CollectorRegistry:
+        """This process's registry; under ``scr serve``, the sum over every process of the set
+        (any process can read it, e.g. an edge answering the dashboard), plus ``collectors``."""
         metrics_dir = os.environ.get(METRICS_DIR_ENV)
         if not metrics_dir:
-            return generate_latest(self.registry)
+            return self.registry
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
-        for collector in whole_set:
+        for collector in collectors:
             registry.register(collector)
-        return generate_latest(registry)
+        return registry
