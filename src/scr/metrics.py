@@ -9,13 +9,30 @@ counter goes back when a child restarts; its gauges leave with it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+# Per-tenant counts read by the dashboard's live stream (scr.dashboard.live) with a tenant's
+# key; /metrics needs none, so it does not show them (no tenant learns another's name).
+NOT_EXPORTED = frozenset({"scr_tenant_events"})
+
+
+class _Exported(Collector):
+    """The families of ``source`` but those in ``NOT_EXPORTED``."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        return (family for family in self.source.collect() if family.name not in NOT_EXPORTED)
 
 
 class Metrics:
@@ -137,8 +154,11 @@ class Metrics:
 
     def render(self, *whole_set: Collector) -> bytes:
         """The exposition of this process; under ``scr serve``, of the whole set of processes,
-        with ``whole_set``'s collectors (what the supervisor says of its children) added."""
-        return generate_latest(self.whole_set(*whole_set))
+        with ``whole_set``'s collectors (what the supervisor says of its children) added;
+        never the families that name tenants to a caller without a key (``NOT_EXPORTED``)."""
+        exported = CollectorRegistry(auto_describe=False)
+        exported.register(_Exported(self.whole_set(*whole_set)))
+        return generate_latest(exported)
 
     def whole_set(self, *collectors: Collector) -> CollectorRegistry:
         """This process's registry; under ``scr serve``, the sum over every process of the set
