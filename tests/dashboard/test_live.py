@@ -121,7 +121,8 @@ def _stream(http: httpx.Client, headers: dict[str, str]) -> Iterator[tuple[httpx
         first: dict[str, Any] = {}
         if answer.status_code == 200:
             text = ""
-            for chunk in answer.iter_text():
+            chunks = answer.iter_text()  # kept while the stream is held: closing it ends the stream
+            for chunk in chunks:
                 text += chunk
                 if "\n\n" in text:
                     break
