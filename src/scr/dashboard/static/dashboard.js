@@ -173,7 +173,8 @@
   // C2SP signed note: text up to the last blank line; lines "— <name> <base64(key id ‖ sig)>".
   // Verified here with WebCrypto's Ed25519 (Chromium 137+), against GET /v1/ledger/public-key.
   async function verifyCheckpoint(note, verifierKey) {
-    const [name, keyIdHex, keyB64] = verifierKey.trim().split("+");
+    const [name, keyIdHex, ...rest] = verifierKey.trim().split("+"); // base64 may hold '+'
+    const keyB64 = rest.join("+");
     const raw = fromBase64(keyB64);
     if (raw[0] !== 1 || raw.length !== 33) return "the public key is not an Ed25519 key";
     const split = note.lastIndexOf("\n\n");
@@ -183,7 +184,12 @@
     const blob = fromBase64(line.split(" ")[2]);
     const keyId = [...blob.slice(0, 4)].map((b) => b.toString(16).padStart(2, "0")).join("");
     if (keyId !== keyIdHex) return "the signature's key id is not the server's key";
-    const publicKey = await crypto.subtle.importKey("raw", raw.slice(1), {name: "Ed25519"}, false, ["verify"]);
+    let publicKey;
+    try {
+      publicKey = await crypto.subtle.importKey("raw", raw.slice(1), {name: "Ed25519"}, false, ["verify"]);
+    } catch (error) {
+      return `this browser has no Ed25519 in WebCrypto (${error.message})`;
+    }
     return await crypto.subtle.verify("Ed25519", publicKey, blob.slice(4), text) ? null : "the signature does not verify";
   }
 
@@ -196,7 +202,7 @@
     try {
       problem = await verifyCheckpoint(note, verifierKey);
     } catch (error) {
-      problem = `this browser cannot check Ed25519 (${error.message})`;
+      problem = `the checkpoint or the key cannot be read (${error.message})`;
     }
     const lines = note.split("\n");
     $("checkpoint-check").className = problem ? "bad" : "ok";
@@ -277,6 +283,7 @@
       $("signout").hidden = false;
       $("signin").hidden = true;
       charts.push(new uPlot({width: Math.max(320, $("chart-rate").clientWidth || 900), height: 180,
+        scales: {x: {time: true, range: (u, min, max) => [max - LIVE_POINTS, max]}},
         series: [{}, {label: "events/s", stroke: "#0969da", width: 2}], axes: [{}, {size: 60}]},
         ratePoints, $("chart-rate")));
       follow();
