@@ -143,6 +143,7 @@
     }
     if (!found.length) $("anomalies").append(Object.assign(document.createElement("li"),
       {textContent: "none in this range", className: "note"}));
+    performance.mark("usage-drawn");
   }
 
   // ----- budgets, checkpoint -------------------------------------------------------------
