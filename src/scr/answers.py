@@ -384,6 +384,17 @@ class Budgets(Answer):
     budgets: list[BudgetView]
 
 
+class LiveEvent(Answer):
+    """One Server-Sent Event of ``GET /v1/dashboard/live``, as a client parses it."""
+
+    event: Literal["numbers"]
+    data: Annotated[str, Meta(
+        description='a JSON object: {"tenant", "ts", "accepted", "duplicate", "rejected", '
+                    '"events_per_s", "acceptance_rate", "destinations": [{"name", "lag", "dead"}]}',
+        extra_json_schema={"contentMediaType": "application/json"},
+    )]
+
+
 class ReconcileCounts(Answer):
     """One side of a (day, model), or provider − ours; ``null`` where the export does not say
     (OpenAI's costs carry no tokens, its usage no money)."""

@@ -379,7 +379,7 @@ def _operations() -> list[Operation]:
             "acceptance rate, and each destination's lag and the tenant's dead letters",
             "read",
             {200: Body("the stream; it ends after `events` updates",
-                       {"text/event-stream": {"type": "string"}},
+                       {"text/event-stream": answers.LiveEvent},
                        {"cache-control": "no-store"})},
             _merge(KEYED, SPANNING, {
                 400: f"`events` is not an integer from 1 to {MAX_STREAM_EVENTS}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from conftest import config_text
 from scr.dashboard.live import LIVE_PATH, MAX_LIVE_STREAMS, MAX_STREAM_EVENTS
-from support import ServerProcess, create_key, make_event, wait_for
+from support import ServerProcess, create_key, make_event, run_scr, wait_for
 
 RECEIVE_TIMEOUT_S = 30.0
 ALPHA_EVENTS, BETA_EVENTS = 3, 5  # distinct, so each tenant's count is recognisable
@@ -114,20 +115,26 @@ def one_edge(tmp_path: Path) -> Iterator[ServerProcess]:
     server.stop()
 
 
+@dataclass
+class Held:
+    answer: httpx.Response
+    first: dict[str, Any]
+    chunks: Iterator[str]  # the rest of the stream
+
+
 @contextlib.contextmanager
-def _stream(http: httpx.Client, headers: dict[str, str]) -> Iterator[tuple[httpx.Response, dict[str, Any]]]:
+def _stream(http: httpx.Client, headers: dict[str, str]) -> Iterator[Held]:
     """A live stream held open, with its first update read."""
     with http.stream("GET", LIVE_PATH, headers=headers) as answer:
-        first: dict[str, Any] = {}
+        held = Held(answer, {}, answer.iter_text())  # closing ``chunks`` would end the stream
         if answer.status_code == 200:
             text = ""
-            chunks = answer.iter_text()  # kept while the stream is held: closing it ends the stream
-            for chunk in chunks:
+            for chunk in held.chunks:
                 text += chunk
                 if "\n\n" in text:
                     break
-            (first,) = _updates(text)
-        yield answer, first
+            (held.first,) = _updates(text)
+        yield held
 
 
 def test_an_edge_streams_bounded_numbers_and_frees_a_stream_whose_client_left(
@@ -143,17 +150,30 @@ def test_an_edge_streams_bounded_numbers_and_frees_a_stream_whose_client_left(
             clients = [held.enter_context(httpx.Client(base_url=one_edge.url, timeout=RECEIVE_TIMEOUT_S))
                        for _ in range(MAX_LIVE_STREAMS)]
             streams = [held.enter_context(_stream(other, read)) for other in clients]
-            assert [answer.status_code for answer, _ in streams] == [200] * MAX_LIVE_STREAMS
-            assert streams[0][1]["accepted"] == ALPHA_EVENTS
-            with _stream(http, read) as (refused, _):
-                assert refused.status_code == 503
-                refused.read()
-                assert refused.json()["error"]["code"] == "unavailable"
+            assert [held.answer.status_code for held in streams] == [200] * MAX_LIVE_STREAMS
+            assert streams[0].first["accepted"] == ALPHA_EVENTS
+            with _stream(http, read) as refused:
+                assert refused.answer.status_code == 503
+                refused.answer.read()
+                assert refused.answer.json()["error"]["code"] == "unavailable"
 
         # every client left: the edge notices and takes new streams again; it stayed up
         def streams_again() -> bool:
-            with _stream(http, read) as (answer, first):
-                return answer.status_code == 200 and first["accepted"] == ALPHA_EVENTS
+            with _stream(http, read) as held:
+                return held.answer.status_code == 200 and held.first["accepted"] == ALPHA_EVENTS
 
         wait_for(streams_again, RECEIVE_TIMEOUT_S, "a stream once the others left")
         assert http.get("/healthz").status_code == 200
+
+
+def test_a_stream_ends_once_its_key_is_revoked(one_edge: ServerProcess) -> None:
+    made = run_scr("keys", "create", "--data", str(one_edge.data), "--tenant", "org_alpha", "--role", "read")
+    key_id = made.stdout.split("created key ", 1)[1].split()[0]
+    read = {"authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
+    with httpx.Client(base_url=one_edge.url, timeout=RECEIVE_TIMEOUT_S) as http:
+        with _stream(http, read) as held:
+            assert held.answer.status_code == 200 and held.first["tenant"] == "org_alpha"
+            run_scr("keys", "revoke", key_id, "--data", str(one_edge.data))
+            rest = "".join(held.chunks)  # returns once the server ends the stream
+        assert len(_updates(rest)) < MAX_STREAM_EVENTS
+        assert http.get(LIVE_PATH, headers=read).status_code == 401

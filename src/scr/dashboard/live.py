@@ -7,7 +7,8 @@ the whole set of processes, ``Metrics.whole_set``), each destination's lag from 
 the tenant's dead letters from the store. Each process serves at most ``MAX_LIVE_STREAMS``
 streams at once (``503`` past it); a client that goes away ends its stream (Starlette's
 ``StreamingResponse`` listens for the disconnect), and every stream ends after ``events``
-updates, so a page reconnects now and then and nothing is held forever.
+updates, or at the first update after its key is revoked, so a page reconnects now and then
+and nothing is held forever.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from scr.errors import BadRequest, Detail, Unavailable
+from scr.errors import BadRequest, Detail, ScrError, Unavailable
 from scr.metrics import Metrics
 from scr.security.auth import Authenticator
 from scr.store.protocol import Store
@@ -127,8 +128,15 @@ def live_handler(auth: Authenticator, source: LiveSource,
         except BaseException:
             slots.give_back()
             raise
+        def key_still_good() -> bool:  # a key revoked mid-stream ends it (the page then sees 401)
+            try:
+                auth.principal(request.headers.get("authorization"))
+            except ScrError:
+                return False
+            return True
+
         return StreamingResponse(
-            _updates(source, tenant, events, first, slots), media_type="text/event-stream",
+            _updates(source, tenant, events, first, slots, key_still_good), media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
 
@@ -141,6 +149,7 @@ _encode = msgspec.json.Encoder().encode
 async def _updates(
     source: LiveSource, tenant: str, events: int,
     first: tuple[dict[str, int], dict[str, int], dict[str, int]], slots: StreamSlots,
+    key_still_good: Callable[[], bool],
 ) -> AsyncIterator[bytes]:
     """``events`` updates, one per ``LIVE_INTERVAL_S``; the slot is given back however it ends
     (the client gone: Starlette cancels this generator)."""
@@ -149,6 +158,8 @@ async def _updates(
         for sent in range(events):
             if sent:
                 await asyncio.sleep(LIVE_INTERVAL_S)
+                if not key_still_good():
+                    return
                 reading = await source.read(tenant)
             numbers = _numbers(tenant, reading, previous)
             previous = (numbers.ts, numbers.accepted)
