@@ -27,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from scr.config import default_config
+from scr.dashboard.live import LIVE_PATH
 from scr.log.commit import Committer
 from scr.openapi import document
 from scr.security.auth import create_key
@@ -272,7 +273,10 @@ def _credentials(operation: Any, api: Api) -> dict[str, Any]:
     raw = operation.definition.raw
     if {"publishableKey": []} in raw.get("security", []):
         return {"query": {"key": api.keys["publishable"]}, "headers": {"origin": ORIGIN}}
-    return {"headers": api.headers(raw["x-roles"][0])} if "x-roles" in raw else {}
+    credentials: dict[str, Any] = {"headers": api.headers(raw["x-roles"][0])} if "x-roles" in raw else {}
+    if operation.path == LIVE_PATH:  # one update, so the stream ends at once
+        credentials["query"] = {"events": 1}
+    return credentials
 
 
 OPERATIONS = [f"{method.upper()} {path}" for path, method, _ in _operations(document())]
@@ -352,7 +356,10 @@ def test_each_success_answer_conforms_on_seeded_data(
         "end_time": "2026-11-25T10:00:00Z", "model": "gpt-4o",
     })
     ok("/v1/browser/events", "options", 204)
-    for path in ("/v1/sdk/scr.js", "/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/schema"):
+    ok("/v1/budgets", "get")
+    ok(LIVE_PATH, "get", query={"events": 1})
+    ok("/dashboard/{name}", "get", path_parameters={"name": "dashboard.js"})
+    for path in ("/", "/v1/sdk/scr.js", "/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/schema"):
         ok(path, "get")
 
 

@@ -438,6 +438,34 @@ class UsersReport(Answer):
     totals: UserTotals
 
 
+class BudgetView(Answer):
+    """One of the tenant's budgets (``usage.budgets``) and the exact cost of its current period."""
+
+    period: Literal["day", "month"]
+    limit_usd: UsdAmount
+    alert_at: list[float]
+    period_start: Annotated[str, Meta(description="the current UTC period's start, RFC 3339")]
+    period_end: Annotated[str, Meta(description="its end (exclusive), RFC 3339")]
+    spent_usd: Annotated[UsdAmount, Meta(description="the period's `cost_usd` counted so far")]
+
+
+class Budgets(Answer):
+    """``GET /v1/budgets``: the key's tenant's budgets (none configured: an empty list)."""
+
+    budgets: list[BudgetView]
+
+
+class LiveEvent(Answer):
+    """One Server-Sent Event of ``GET /v1/dashboard/live``, as a client parses it."""
+
+    event: Literal["numbers"]
+    data: Annotated[str, Meta(
+        description='a JSON object: {"tenant", "ts", "accepted", "duplicate", "rejected", '
+                    '"events_per_s", "acceptance_rate", "destinations": [{"name", "lag", "dead"}]}',
+        extra_json_schema={"contentMediaType": "application/json"},
+    )]
+
+
 class ReconcileCounts(Answer):
     """One side of a (day, model), or provider − ours; ``null`` where the export does not say
     (OpenAI's costs carry no tokens, its usage no money)."""

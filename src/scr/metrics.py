@@ -9,13 +9,30 @@ counter goes back when a child restarts; its gauges leave with it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+# Per-tenant counts read by the dashboard's live stream (scr.dashboard.live) with a tenant's
+# key; /metrics needs none, so it does not show them (no tenant learns another's name).
+NOT_EXPORTED = frozenset({"scr_tenant_events"})
+
+
+class _Exported(Collector):
+    """The families of ``source`` but those in ``NOT_EXPORTED``."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        return (family for family in self.source.collect() if family.name not in NOT_EXPORTED)
 
 
 class Metrics:
@@ -30,6 +47,10 @@ class Metrics:
         )
         self.rejected = Counter(
             "scr_events_rejected", "Events rejected, by reason", ["reason"], registry=r
+        )
+        self.tenant_events = Counter(
+            "scr_tenant_events", "Events by tenant and outcome (accepted, duplicate, rejected)",
+            ["tenant", "outcome"], registry=r,
         )
         self.beacons_limited = Counter(
             "scr_beacons_rate_limited", "Browser beacons refused over their key's rate limit",
@@ -137,14 +158,22 @@ class Metrics:
 
     def render(self, *whole_set: Collector) -> bytes:
         """The exposition of this process; under ``scr serve``, of the whole set of processes,
-        with ``whole_set``'s collectors (what the supervisor says of its children) added."""
+        with ``whole_set``'s collectors (what the supervisor says of its children) added;
+        never the families that name tenants to a caller without a key (``NOT_EXPORTED``)."""
+        exported = CollectorRegistry(auto_describe=False)
+        exported.register(_Exported(self.whole_set(*whole_set)))
+        return generate_latest(exported)
+
+    def whole_set(self, *collectors: Collector) -> CollectorRegistry:
+        """This process's registry; under ``scr serve``, the sum over every process of the set
+        (any process can read it, e.g. an edge answering the dashboard), plus ``collectors``."""
         metrics_dir = os.environ.get(METRICS_DIR_ENV)
         if not metrics_dir:
-            return generate_latest(self.registry)
+            return self.registry
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
-        for collector in whole_set:
+        for collector in collectors:
             registry.register(collector)
-        return generate_latest(registry)
+        return registry

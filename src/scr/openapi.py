@@ -35,6 +35,8 @@ from scr.canon.routes import MAX_BODY_BYTES as MAX_CANON_BODY_BYTES
 from scr.capture.browser import MAX_BEACON_BYTES, BeaconSession
 from scr.capture.ingest import CloudEvent
 from scr.config import DestinationName
+from scr.dashboard.live import LIVE_PATH, MAX_LIVE_STREAMS, MAX_STREAM_EVENTS
+from scr.dashboard.routes import STATIC_CACHE_S, STATIC_FILES
 from scr.ledger.routes import MAX_TREE_SIZE
 from scr.route.control import DELIVERY_STATUSES, ReplayRequest
 from scr.schema import MAX_EVENT_BYTES, Event, EventId, TenantId, with_money_schema
@@ -404,6 +406,30 @@ def _operations() -> list[Operation]:
                        "then); a tenant's own key ignores it")),
         ),
         Operation(
+            "/v1/budgets", "get", "getBudgets", "usage",
+            "The tenant's budgets and the exact cost spent in each one's current UTC period",
+            "read",
+            {200: _json(answers.Budgets, "the budgets of the key's tenant (maybe none)")},
+            _merge(KEYED, SPANNING), (TENANT,),
+        ),
+        Operation(
+            LIVE_PATH, "get", "getDashboardLive", "usage",
+            "The tenant's live numbers as Server-Sent Events (`event: numbers`, `data:` a JSON "
+            "object), one a second: accepted, duplicate and rejected events, events/s, the "
+            "acceptance rate, and each destination's lag and the tenant's dead letters",
+            "read",
+            {200: Body("the stream; it ends after `events` updates",
+                       {"text/event-stream": answers.LiveEvent},
+                       {"cache-control": "no-store"})},
+            _merge(KEYED, SPANNING, {
+                400: f"`events` is not an integer from 1 to {MAX_STREAM_EVENTS}",
+                503: f"{MAX_LIVE_STREAMS} streams are open on this HTTP process already",
+            }),
+            (Parameter("events", "query", Annotated[int, Meta(ge=1, le=MAX_STREAM_EVENTS)],
+                       f"how many updates to send before the stream ends (default {MAX_STREAM_EVENTS})"),
+             TENANT),
+        ),
+        Operation(
             "/v1/usage/reconcile", "post", "reconcileUsage", "usage",
             "Compare a provider's export (the body) with the ledger per (day, model); every "
             "difference explained", "admin",
@@ -486,6 +512,22 @@ def _operations() -> list[Operation]:
              TENANT),
         ),
         # ----- operate
+        Operation(
+            "/", "get", "dashboard", "operate",
+            "The dashboard page (HTML); a read key is typed into it, kept in memory only", None,
+            {200: Body("the page", {"text/html": {"type": "string"}},
+                       {"content-security-policy": "the page runs only its own files"})},
+            {},
+        ),
+        Operation(
+            "/dashboard/{name}", "get", "dashboardFile", "operate",
+            "A file of the dashboard page (its script and style, uPlot and uPlot's licence)", None,
+            {200: Body("the file", {media.split(";")[0]: {"type": "string"}
+                                    for media in set(STATIC_FILES.values())},
+                       {"cache-control": f"public, max-age={STATIC_CACHE_S}"})},
+            {404: "no such file"},
+            (Parameter("name", "path", Literal[tuple(STATIC_FILES)], "the file's name", required=True),),
+        ),
         Operation(
             "/healthz", "get", "healthz", "operate", "Liveness", None,
             {200: _json(answers.Health, "the process answers")}, {},

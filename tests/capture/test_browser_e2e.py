@@ -1,46 +1,25 @@
 """End to end in headless Chromium: a page on another origin loads scr.js from a real
 ``scr serve``, runs a chat session, is closed, and the completion is in the ledger.
 
-The browser is Debian's ``chromium`` driven by Playwright; nothing downloads a browser. On a
-machine without it the tests are skipped with the reason, unless ``SCR_REQUIRE_BROWSER=1``
-(as CI sets), where a missing browser fails them: a skip is never reported as a pass there.
+The browser is Debian's ``chromium`` driven by Playwright (``tests/browser.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from threading import Thread
 from typing import Any
 
 import httpx
 import pytest
 
+from browser import BROWSER_TIMEOUT_MS, chromium, require_browser
 from support import ServerProcess, create_key, run_scr, wait_for
 
-CHROMIUM = Path(os.environ.get("SCR_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-BROWSER_TIMEOUT_MS = 30_000
 ARRIVAL_TIMEOUT_S = 15.0
-
-
-def _require_browser() -> None:
-    if CHROMIUM.exists():
-        return
-    reason = (
-        f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium) to run "
-        "the browser beacon test; SCR_REQUIRE_BROWSER=1 makes a missing browser a failure"
-    )
-    if os.environ.get("SCR_REQUIRE_BROWSER") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 class PageServer:
@@ -97,9 +76,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
+    require_browser()
     data = tmp_path_factory.mktemp("browser") / "data"
     scr = ServerProcess(data).start()
     page_server = PageServer(f"{scr.url}/v1/sdk/scr.js")
@@ -108,14 +85,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                        "--role", "publishable", "--origin", page_server.origin)
         key = made.stdout.strip().splitlines()[-1]
         read = {"authorization": f"Bearer {create_key(data, 'org_web', 'read')}"}
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=BROWSER_TIMEOUT_MS
-            )
-            try:
-                yield Site(scr, page_server, key, read, browser)
-            finally:
-                browser.close()
+        with chromium() as browser:
+            yield Site(scr, page_server, key, read, browser)
     finally:
         page_server.close()
         scr.stop()

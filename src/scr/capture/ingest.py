@@ -83,6 +83,7 @@ class Batch:
     submissions: list[Submission] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)  # result index of each submission
     statuses: list[int] = field(default_factory=list)  # the status a single event answers
+    tenant: str | None = None  # the key's tenant, which its rejected events count against
 
 
 def media_type(content_type: str | None) -> str:
@@ -165,7 +166,7 @@ def _cloudevent_item(index: int, raw: bytes) -> Item:
 
 def validate(items: list[Item], principal: Principal, is_batch: bool, source: str) -> Batch:
     """Decode and check each event; keep what may be committed."""
-    batch = Batch(is_batch, source)
+    batch = Batch(is_batch, source, tenant=principal.tenant)
     for item in items:
         result: dict[str, Any] = {"index": item.index, "event_id": None, "status": "rejected"}
         batch.results.append(result)
@@ -301,12 +302,30 @@ async def commit(
         outcomes = await appender.append_events(batch.submissions)
         settle(batch, outcomes)
         count_outcomes(metrics, outcomes)
+        count_tenants(metrics, batch.submissions, outcomes)
         table = prices.current() if prices is not None else default_prices()
         count_unpriced(metrics.unpriced_model, table, batch.submissions, outcomes)
+    rejected = 0
     for result in batch.results:
         if result["status"] == "rejected":
             metrics.rejected.labels(result["errors"][0]["code"]).inc()
+            rejected += 1
+    if rejected and batch.tenant is not None:  # a key that spans tenants: whose is unknown
+        metrics.tenant_events.labels(batch.tenant, "rejected").inc(rejected)
     return answer(batch)
+
+
+def count_tenants(
+    metrics: Metrics, submissions: list[Submission], outcomes: list[tuple[Outcome, int]]
+) -> None:
+    """Count accepted and duplicate events by tenant (the dashboard's live numbers)."""
+    counted: dict[tuple[str, str], int] = {}
+    for submission, (outcome, _) in zip(submissions, outcomes, strict=True):
+        if outcome in (Outcome.ACCEPTED, Outcome.DUPLICATE):
+            key = (submission.event.user.organization_id, outcome.value)
+            counted[key] = counted.get(key, 0) + 1
+    for (tenant, outcome_name), count in counted.items():
+        metrics.tenant_events.labels(tenant, outcome_name).inc(count)
 
 
 def count_outcomes(metrics: Metrics, outcomes: list[tuple[Outcome, int]]) -> None:

@@ -22,6 +22,8 @@ from starlette.routing import Route
 
 from scr.capture.ingest import ingest_request
 from scr.config import Config
+from scr.dashboard.live import LiveSource
+from scr.dashboard.routes import live_route
 from scr.errors import BadRequest, Unavailable
 from scr.http_server import bounded_server
 from scr.httpio import read_body
@@ -99,8 +101,11 @@ def edge_app(settings: Config, data_dir: Path, socket_dir: Path, store_uri: str 
             await proxy.client.aclose()
             store.close()
 
+    # the live stream is answered here: the proxy below waits for whole answers
+    live = LiveSource(metrics, store, lambda: [d.name for d in settings.routing.destinations])
     return api_app([
         Route("/v1/events", post_events, methods=["POST"]),
+        live_route(live, auth),
         Route("/{path:path}", proxy.forward, methods=METHODS),
     ], lifespan)
 
