@@ -13,7 +13,7 @@ from typing import Any
 BENCHMARKS = [
     "bench.ingest", "bench.bench_store", "bench.bench_ledger", "bench.bench_proofs", "bench.bench_decide",
     "bench.bench_sdk", "bench.bench_cluster", "bench.bench_file_destinations", "bench.bench_processes",
-    "bench.bench_memory", "bench.bench_privacy", "bench.bench_usage",
+    "bench.bench_memory", "bench.bench_privacy", "bench.bench_usage", "bench.bench_native",
 ]
 RESULTS = Path(__file__).parent / "results"
 
