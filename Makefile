@@ -8,9 +8,10 @@ CONFIG ?= examples/scr.yaml
 HOST ?= 127.0.0.1
 PORT ?= 8787
 
-.PHONY: run test lint unit bench clean
+.PHONY: run test lint native unit bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+# pip builds the native core (native/, scr._core) when cargo is there; scr runs without it.
+$(STAMP): pyproject.toml constraints.txt setup.py native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
@@ -21,7 +22,16 @@ run: $(STAMP)
 	@$(BIN)/scr keys create --data $(DATA) --tenant org_acme --role ingest --label make-run
 	SCR_MASTER_KEY_FILE=$(DATA)/master.key $(BIN)/scr serve --config $(CONFIG) --data $(DATA) --host $(HOST) --port $(PORT)
 
-test: lint unit
+test: lint native unit
+
+# The native core's own checks; skipped, saying so, where there is no cargo (scr then runs
+# its pure-Python reference, slower).
+native:
+	@if command -v cargo >/dev/null 2>&1; then \
+		cd native && cargo fmt --check && cargo clippy --release --all-targets --features python -- -D warnings && cargo test; \
+	else \
+		echo "native: cargo not found: skipping cargo fmt, clippy and test (scr runs its pure-Python reference)"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -112,6 +112,7 @@ def serve(
     import logging
     import tempfile
 
+    from scr import native
     from scr.http_server import check_tls, reserve_file_descriptors
     from scr.serve import child, edge, reader, usage, writer  # noqa: F401  (imported once; the children fork)
     from scr.serve.readers import reader_processes
@@ -152,10 +153,15 @@ def serve(
     if settings.bus is None:  # usage counts a single instance's ledger (not yet a cluster's)
         children.append(Child(usage.TITLE, "usage"))
     auth = "on" if settings.validation.require_authentication else "OFF"
+    if native.WHY_OFF:
+        logging.getLogger("scr.serve").warning(
+            "%s: %s; every event costs more CPU", native.STATUS, native.WHY_OFF
+        )
     supervisor = Supervisor(
         children=children, run_dir=prepare_run_dir(data),
         drain_timeout_s=settings.server.drain_timeout_s, base_args=child_args,
-        on_ready=[f"scr serving on {scheme}://{host}:{port} ({_where(store_uri, data)}, auth: {auth})"],
+        on_ready=[f"scr serving on {scheme}://{host}:{port} "
+                  f"({_where(store_uri, data)}, auth: {auth}, {native.STATUS})"],
     )
     code = supervisor.run()
     if code:

@@ -22,12 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
 from scr.errors import Unavailable
 from scr.log.entry import GENESIS_HASH, Kind, LedgerEntry, Provenance, chain_hash, entry_bytes
+from scr.native import chain_hashes
 from scr.schema import Event
 from scr.store.protocol import Store, Transaction
 from scr.store.records import ENTRY_TIME_FORMAT, EventKey, Hit, NewEntry
@@ -100,6 +101,15 @@ class _Pending:
     keys: dict[EventKey, Hit] = field(default_factory=dict)
     # the keys appended, in order, each with its hash for the recent keys (hashed once)
     key_order: list[tuple[EventKey, bytes]] = field(default_factory=list)
+
+
+class _NewEvent(NamedTuple):
+    """An accepted event's entry within the open write, before it is chained."""
+
+    submission: Submission
+    tenant: str
+    seq: int
+    stored: bytes
 
 
 class Sealing(Protocol):
@@ -254,7 +264,7 @@ class Committer:
         fresh = {k: None for k in keys if k not in known}
         seqs = iter(self.store.reserve_seqs(tx, len(fresh)))
         outcomes: list[tuple[Outcome, int]] = []
-        rows: list[NewEntry] = []
+        appended: list[_NewEvent] = []
         subjects: list[tuple[str, str, int]] = []
         ts = utc_now()
         for key, sub in zip(keys, submissions, strict=True):
@@ -263,20 +273,20 @@ class Committer:
                 same = hit.payload_digest == sub.digest
                 outcomes.append((Outcome.DUPLICATE if same else Outcome.CONFLICT, hit.seq))
                 continue
-            hit = self._append_one(tx, sub, next(seqs), ts, rows, subjects)
-            known[key] = pending_keys[key] = hit
+            seq = next(seqs)
+            appended.append(self._new_event(tx, sub, key[0], seq, ts, subjects))
+            known[key] = pending_keys[key] = Hit(seq, sub.digest)
             self._pending.key_order.append((key, hashes[key]))
-            outcomes.append((Outcome.ACCEPTED, hit.seq))
-        self.store.append(tx, rows)
+            outcomes.append((Outcome.ACCEPTED, seq))
+        self.store.append(tx, self._chain(appended, ts))
         if subjects:
             self.store.add_subject_entries(tx, subjects)
         return outcomes
 
-    def _append_one(self, tx: Transaction, sub: Submission, seq: int, ts: str,
-                    rows: list[NewEntry], subjects: list[tuple[str, str, int]]) -> Hit:
+    def _new_event(self, tx: Transaction, sub: Submission, tenant: str, seq: int, ts: str,
+                   subjects: list[tuple[str, str, int]]) -> _NewEvent:
+        """A new event's entry as stored (its personal fields sealed when encryption is on)."""
         event = sub.event
-        tenant = event.user.organization_id
-        count, previous = self._head(tenant)
         payload, seal = sub.payload, None
         if self.sealer is not None:
             payload, seal, subject = self.sealer.seal(tx, event)
@@ -285,17 +295,39 @@ class Committer:
             seq, ts, sub.actor, tenant, SESSION_COMPLETION,
             msgspec.Raw(payload), Provenance(sub.source, event.event_id, sub.actor), seal,
         )
-        stored = entry_bytes(entry)
-        digest = chain_hash(previous, stored)
-        rows.append(NewEntry(
-            seq, tenant, count, SESSION_COMPLETION, ts, event.event_id,
-            event.session.session_id, sub.digest, stored, digest,
-        ))
-        self._pending.heads[tenant] = (count + 1, digest)
-        self._pending.committed.append(Committed(
-            seq, tenant, count, SESSION_COMPLETION, digest, event, None, stored
-        ))
-        return Hit(seq, sub.digest)
+        return _NewEvent(sub, tenant, seq, entry_bytes(entry))
+
+    def _chain(self, appended: list[_NewEvent], ts: str) -> list[NewEntry]:
+        """The rows of a group's new events, chained onto their tenants' heads (all hashed
+        in one call: ``scr.native.chain_hashes``)."""
+        slots: dict[str, int] = {}
+        heads: list[bytes] = []
+        counts: list[int] = []
+        tenants: list[int] = []
+        for new in appended:
+            slot = slots.get(new.tenant)
+            if slot is None:
+                slot = slots[new.tenant] = len(heads)
+                count, previous = self._head(new.tenant)
+                heads.append(previous)
+                counts.append(count)
+            tenants.append(slot)
+        digests = chain_hashes(heads, tenants, [new.stored for new in appended])
+        pending = self._pending
+        rows: list[NewEntry] = []
+        for new, slot, digest in zip(appended, tenants, digests, strict=True):
+            event, tenant, seq = new.submission.event, new.tenant, new.seq
+            count = counts[slot]
+            counts[slot] = count + 1
+            rows.append(NewEntry(
+                seq, tenant, count, SESSION_COMPLETION, ts, event.event_id,
+                event.session.session_id, new.submission.digest, new.stored, digest,
+            ))
+            pending.heads[tenant] = (count + 1, digest)
+            pending.committed.append(Committed(
+                seq, tenant, count, SESSION_COMPLETION, digest, event, None, new.stored
+            ))
+        return rows
 
     def _loop(self) -> None:
         tx = self._tx

@@ -9,6 +9,7 @@ chain hash of an entry is ``SHA-256(previous hash of the same tenant ‖ stored 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
@@ -81,6 +82,27 @@ def entry_bytes(entry: LedgerEntry) -> bytes:
 def chain_hash(previous: bytes, stored: bytes) -> bytes:
     """The chain hash of an entry whose stored bytes are ``stored``."""
     return hashlib.sha256(previous + stored).digest()
+
+
+def chain_hashes(heads: Sequence[bytes], tenants: Sequence[int], stored: Sequence[bytes]) -> list[bytes]:
+    """The chain hashes of a group of entries, in ledger order (the reference of
+    ``scr.native.chain_hashes``).
+
+    Entry ``i`` belongs to the tenant whose head before the group is ``heads[tenants[i]]``;
+    each entry becomes its tenant's head, so a tenant's entries chain in order.
+    """
+    if len(tenants) != len(stored):
+        raise ValueError(
+            f"chain_hashes needs one tenant per entry: {len(tenants)} tenants for {len(stored)} entries"
+        )
+    latest = list(heads)
+    hashes = []
+    for entry, (head, stored_bytes) in enumerate(zip(tenants, stored, strict=True)):
+        if not 0 <= head < len(latest):
+            raise ValueError(f"entry {entry} follows head {head}, but there are {len(latest)} heads")
+        latest[head] = digest = chain_hash(latest[head], stored_bytes)
+        hashes.append(digest)
+    return hashes
 
 
 _entry_decoder = msgspec.json.Decoder(LedgerEntry)

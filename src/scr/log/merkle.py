@@ -37,6 +37,11 @@ def leaf_hash(data: bytes) -> bytes:
     return hashlib.sha256(LEAF_PREFIX + data).digest()
 
 
+def leaf_hashes(entries: Sequence[bytes]) -> list[bytes]:
+    """The leaf hash of each entry, in order (the reference of ``scr.native.leaf_hashes``)."""
+    return [leaf_hash(stored) for stored in entries]
+
+
 def node_hash(left: bytes, right: bytes) -> bytes:
     """The RFC 6962 hash of an interior node from its two children."""
     return hashlib.sha256(NODE_PREFIX + left + right).digest()

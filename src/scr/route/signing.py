@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import secrets as random_source
 import time
+from collections.abc import Sequence
 
 SIGNATURE_VERSION = "v1"
 SECRET_PREFIX = "whsec_"
@@ -38,6 +39,11 @@ def _message_id(*parts: str) -> str:
 def webhook_id(destination: str, event_id: str) -> str:
     """The ``webhook-id`` of one event's delivery to ``destination`` (stable forever)."""
     return _message_id(destination, event_id)
+
+
+def webhook_ids(destination: str, event_ids: Sequence[str]) -> list[str]:
+    """The ``webhook-id`` of each event's delivery (the reference of ``scr.native.webhook_ids``)."""
+    return [_message_id(destination, event_id) for event_id in event_ids]
 
 
 def batch_webhook_id(destination: str, first_seq: int, last_seq: int) -> str:

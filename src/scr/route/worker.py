@@ -34,11 +34,12 @@ from scr.log.commit import Committed, Committer, utc_now
 from scr.log.entry import Kind
 from scr.log.tail import LedgerTail, from_store
 from scr.metrics import Metrics
+from scr.native import batch_webhook_id, sign, webhook_ids
 from scr.privacy.sealing import SUBJECT_PREFIX, without_personal
 from scr.route.price_file import live_prices
 from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
 from scr.route.selection import passes_filter, sampled_in
-from scr.route.signing import batch_webhook_id, sign, webhook_id
+from scr.route.signing import webhook_id
 from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
 from scr.route.transforms import EntryRef, resolve_transform
 from scr.schema import Event
@@ -361,9 +362,9 @@ class DestinationWorker:
         entries = [e for e in chosen if not _is_alert(e)] if alerts else chosen
         size = self.events_per_delivery
         if size == 1:
+            hook_ids = webhook_ids(self.name, [e.event.event_id for e in entries])  # type: ignore[union-attr]
             return alerts + [
-                Delivery(webhook_id(self.name, e.event.event_id), [e], [0])  # type: ignore[union-attr]
-                for e in entries
+                Delivery(hook_id, [e], [0]) for hook_id, e in zip(hook_ids, entries, strict=True)
             ]
         return alerts + [
             Delivery(

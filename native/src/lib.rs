@@ -1,0 +1,13 @@
+//! scr's native per-event core, the extension module `scr._core`.
+//!
+//! Pure functions live in their own modules (`ledger`, `webhooks`) and are tested in Rust;
+//! the `python` feature (turned on by setuptools-rust) adds the PyO3 bindings, which cross
+//! the boundary once per batch and release the GIL while they hash. Every function gives
+//! byte for byte what its Python reference gives (`scr.native` names the references).
+#![forbid(unsafe_code)]
+
+pub mod ledger;
+pub mod webhooks;
+
+#[cfg(feature = "python")]
+mod python;
