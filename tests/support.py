@@ -186,10 +186,16 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 10.0, what: str = 
 SCR = [sys.executable, "-m", "scr"]
 
 
+WIDE_TERMINAL_COLUMNS = "400"
+
+
 def run_scr(*args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    """Run the ``scr`` CLI as a user would."""
+    """Run the ``scr`` CLI as a user would, on a wide terminal: without one, rich wraps its
+    messages at 80 columns, and a long temporary path would split a word a test looks for."""
+    env = dict(kwargs.pop("env", None) or os.environ)
+    env["COLUMNS"] = WIDE_TERMINAL_COLUMNS
     result = subprocess.run(
-        [*SCR, *args], capture_output=True, text=True, timeout=60, check=False, **kwargs
+        [*SCR, *args], capture_output=True, text=True, timeout=60, check=False, env=env, **kwargs
     )
     if check and result.returncode != 0:
         raise AssertionError(f"scr {' '.join(args)} failed: {result.stdout}\n{result.stderr}")

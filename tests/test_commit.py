@@ -243,5 +243,6 @@ def test_the_wal_starts_over_while_writes_never_pause(
     appended = written * len(json.dumps(payload))
     assert written > 200  # enough commits for several checkpoint rounds
     # a WAL that never starts over holds every frame: more bytes than the entries themselves
-    # (measured: 90 MB for 28 MB of entries; 3-7 MB once it starts over)
-    assert largest_wal < appended / 3, (largest_wal, appended)
+    # (measured: 90 MB for 28 MB of entries; 3-7 MB once it starts over, and a third of the
+    # entries' bytes with the checkpointer starved of CPU by a busy machine)
+    assert largest_wal < appended, (largest_wal, appended)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 import scr
 from capture.openai_server import OpenAIServer
 from support import ServerProcess, create_key
+
+CAPTURED_WITHIN_S = 10
 
 
 @dataclass
@@ -38,16 +41,26 @@ class LiveServer:
         return event
 
     def session(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's stored events; none while the server has not seen the session."""
         answer = httpx.get(f"{self.url}/v1/sessions/{session_id}",
                            headers={"authorization": f"Bearer {self.read_key}"}, timeout=10)
+        if answer.status_code == 404:
+            return []
         answer.raise_for_status()
         events: list[dict[str, Any]] = answer.json()["events"]
         return events
 
     def only_event(self, client: scr.Client, session_id: str) -> dict[str, Any]:
-        """After ``client`` has sent everything: the one event of a session."""
-        assert client.flush(timeout_s=10)
-        events = self.session(session_id)
+        """The one event of a session, once ``client`` has sent it. A gateway's middleware
+        captures after the answer's last byte went out, so the caller may see the answer
+        before the event is in the client's queue: flushed and looked for until it is there."""
+        deadline = time.monotonic() + CAPTURED_WITHIN_S
+        while True:
+            assert client.flush(timeout_s=CAPTURED_WITHIN_S)
+            events = self.session(session_id)
+            if events or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert len(events) == 1, events
         event: dict[str, Any] = events[0]["event"]
         return event

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import expect
 
 from browser import BROWSER_TIMEOUT_MS, chromium
-from scr.testing.usage import month_of_usage, write_usage
+from scr.testing.usage import month_of_usage, write_anomaly, write_usage
 from scr.usage.windows import utc_minute
 from support import ServerProcess, create_key, make_event
 
@@ -68,6 +68,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     this_hour = utc_minute(datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
     write_usage(data, [row for tenant, models in MODELS.items()
                        for row in month_of_usage(tenant, models, this_hour)])
+    write_anomaly(data, "org_alpha", "cost_usd", this_hour - 5 * 60, "9.5000000000", "0.0030000000")
     config = folder / "scr.yaml"
     config.write_text(CONFIG)
     keys = {tenant: create_key(data, tenant, "read") for tenant in MODELS}
@@ -98,7 +99,10 @@ def test_a_key_shows_its_tenants_charts_and_numbers_and_no_other(dashboard: Dash
         assert page.locator("#chart-cost canvas").count() == 1
         assert page.locator("#chart-tokens canvas").count() == 1
         assert "Verified in this browser (WebCrypto Ed25519)" in page.inner_text("#checkpoint-check")
-        assert "none in this range" in page.inner_text("#anomalies")  # no /v1/anomalies here yet
+        if tenant == "org_alpha":  # its anomaly is listed (and marked on the cost chart)
+            assert "cost_usd: 9.5000000000 (expected 0.0030000000)" in page.inner_text("#anomalies")
+        else:
+            assert "none in this range" in page.inner_text("#anomalies")
         if tenant == "org_alpha":
             assert "75.00" in page.inner_text("#budgets")
             ARTIFACTS.mkdir(exist_ok=True)

@@ -1,16 +1,22 @@
 """A month of usage aggregates written straight into a data folder's store, as the usage
 process writes them (``Store.add_usage``): counting a month of real events would take far
-longer than a test or a benchmark may."""
+longer than a test or a benchmark may. And an ANOMALY entry as the usage process ledgers it
+(its judge needs weeks of counted history first)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from scr.log.commit import Committer
+from scr.log.commit import Committer, utc_now
+from scr.log.entry import Kind
 from scr.store import open_store
 from scr.store.records import UsageRow
+from scr.usage.budgets import USAGE_ACTOR, USAGE_SOURCE
+from scr.usage.judging import ALERT_TYPE, anomaly_key
 
 MINUTES_PER_HOUR = 60
 HOURS_PER_MONTH = 30 * 24
@@ -43,3 +49,28 @@ def write_usage(data: Path, rows: Sequence[UsageRow], store_uri: str | None = No
     finally:
         committer.close()
         store.close()
+
+
+def write_anomaly(data: Path, tenant: str, metric: str, window_start_minute: int, value: str,
+                  expected: str) -> str:
+    """Ledger an ANOMALY entry of ``tenant`` in the store of ``data`` (no server may run on
+    it), shaped as the usage process's; its id."""
+    window_start = datetime.fromtimestamp(window_start_minute * 60, UTC).isoformat().replace("+00:00", "Z")
+    key = anomaly_key(tenant, metric, window_start)
+    anomaly_id = "anom_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    payload = {
+        "type": ALERT_TYPE, "timestamp": utc_now(),
+        "data": {"id": anomaly_id, "metric": metric, "window_start": window_start, "value": value,
+                 "expected": expected, "low": "0", "high": expected, "breakdown": [], "tenant": tenant},
+        "destinations": [],
+    }
+    store = open_store(data)
+    committer = Committer(store, buffer_size=1)
+    committer.start()
+    try:
+        committer.run_sync(lambda tx: committer.append_entry(
+            tx, tenant, Kind.ANOMALY, payload, USAGE_ACTOR, USAGE_SOURCE, key))
+    finally:
+        committer.close()
+        store.close()
+    return anomaly_id

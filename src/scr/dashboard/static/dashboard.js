@@ -230,6 +230,14 @@
     if (rateChart) rateChart.setData(ratePoints);
   }
 
+  // The last LIVE_POINTS seconds, ending at the newest reading (now, before the first one).
+  // From the data, not uPlot's max: uPlot widens a one-point time scale by a thousand days.
+  function liveRange() {
+    const times = ratePoints[0];
+    const end = times.length ? times[times.length - 1] : Date.now() / 1000;
+    return [end - LIVE_POINTS, end];
+  }
+
   async function follow() {
     const controller = new AbortController();
     live = controller;
@@ -278,7 +286,7 @@
       $("signout").hidden = false;
       $("signin").hidden = true;
       charts.push(new uPlot({width: Math.max(320, $("chart-rate").clientWidth || 900), height: 180,
-        scales: {x: {time: true, range: (u, min, max) => [max - LIVE_POINTS, max]}},
+        scales: {x: {time: true, range: liveRange}},
         series: [{}, {label: "events/s", stroke: "#0969da", width: 2}], axes: [{}, {size: 60}]},
         ratePoints, $("chart-rate")));
       follow();
