@@ -159,8 +159,8 @@ def _count(runtime: Runtime) -> None:
     """The usage reader over the whole ledger, writing through the in-process committer."""
 
     async def write(rows: list[UsageRow], after_seq: int, seq: int, alerts: list[dict[str, Any]],
-                    durations: list[DurationRow]) -> bool:
-        operation = AddUsage(rows, after_seq, seq, alerts, durations)
+                    durations: list[DurationRow], judged: int) -> bool:
+        operation = AddUsage(rows, after_seq, seq, alerts, durations, judged)
         return bool(await runtime.committer.run(lambda tx: add_usage(runtime.committer, tx, operation),
                                                 durable=False))
 
