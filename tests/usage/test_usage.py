@@ -75,6 +75,7 @@ def usage(client: Client, headers: dict[str, str], **params: str) -> Any:
 @pytest.mark.parametrize(("window", "tz", "group_by", "start", "end"), [
     ("day", "UTC", ["model"], "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"),
     ("hour", "Asia/Kolkata", ["user_id", "status"], "2026-11-20T00:00:00+05:30", "2026-12-01T00:00:00+05:30"),
+    ("day", "Asia/Kolkata", ["model"], "2026-11-20T00:00:00+05:30", "2026-12-01T00:00:00+05:30"),  # quarters
     ("week", "America/New_York", ["session_type", "tier", "provider"], "2026-11-16T00:00:00-05:00",
      "2026-11-30T00:00:00-05:00"),
     ("month", "Europe/Paris", [], "2026-11-01T00:00:00+01:00", "2026-12-01T00:00:00+01:00"),

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from scr.store.usage import HOURS, POSTGRES_HOURS_SCHEMA, fill_rollup
 from scr.store.usage import POSTGRES_DURATIONS_SCHEMA as DURATIONS_SCHEMA
 from scr.store.usage import POSTGRES_SCHEMA as USAGE_SCHEMA
 
@@ -151,6 +152,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "privacy: subject keys and the sealed events of each subject", _sql(PRIVACY)),
     # the usage issue, analytics: session durations by user and quarter hour (median durations)
     Migration(7, "usage: histograms of session durations", _sql(DURATIONS_SCHEMA)),
+    # the usage issue: the aggregates by hour, filled from the quarter hours already counted
+    Migration(8, "usage aggregates by hour",
+              _sql(f"{POSTGRES_HOURS_SCHEMA};\n{fill_rollup(HOURS, 'postgres')}")),
 )
 
 

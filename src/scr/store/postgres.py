@@ -426,7 +426,8 @@ class PostgresStore:
             return False
         with conn.cursor() as cur:
             cur.executemany(usage.MINUTES.upsert("postgres"), usage.as_values(rows, Decimal))
-            cur.executemany(usage.QUARTERS.upsert("postgres"), usage.rolled_up(rows, Decimal))
+            for table, rolled in usage.rollup_values(rows, Decimal):
+                cur.executemany(table.upsert("postgres"), rolled)
             cur.executemany(usage.durations_upsert("postgres"), usage.durations_values(durations))
         return True
 

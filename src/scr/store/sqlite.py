@@ -317,6 +317,7 @@ class SqliteStore:
         with self._open(SIDE_CACHE_KIB) as conn:
             conn.executescript(SCHEMA)
             conn.executescript(usage.SQLITE_SCHEMA)
+            usage.add_sqlite_hours(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _open(self, cache_kib: int) -> sqlite3.Connection:
@@ -660,7 +661,8 @@ class SqliteStore:
         if conn.execute(move, (seq, USAGE_CURSOR, after_seq)).rowcount != 1:
             return False
         conn.executemany(usage.MINUTES.upsert("sqlite"), usage.as_values(rows))
-        conn.executemany(usage.QUARTERS.upsert("sqlite"), usage.rolled_up(rows))
+        for table, rolled in usage.rollup_values(rows):
+            conn.executemany(table.upsert("sqlite"), rolled)
         conn.executemany(usage.durations_upsert("sqlite"), usage.durations_values(durations))
         return True
 
