@@ -5,9 +5,7 @@ longer than a test or a benchmark may. And an ANOMALY entry as the usage process
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from scr.log.entry import Kind
 from scr.store import open_store
 from scr.store.records import UsageRow
 from scr.usage.budgets import USAGE_ACTOR, USAGE_SOURCE
-from scr.usage.judging import ALERT_TYPE, anomaly_key
+from scr.usage.judging import ALERT_TYPE, anomaly_id, anomaly_key, window_text
 
 MINUTES_PER_HOUR = 60
 HOURS_PER_MONTH = 30 * 24
@@ -55,12 +53,11 @@ def write_anomaly(data: Path, tenant: str, metric: str, window_start_minute: int
                   expected: str) -> str:
     """Ledger an ANOMALY entry of ``tenant`` in the store of ``data`` (no server may run on
     it), shaped as the usage process's; its id."""
-    window_start = datetime.fromtimestamp(window_start_minute * 60, UTC).isoformat().replace("+00:00", "Z")
+    window_start = window_text(window_start_minute)
     key = anomaly_key(tenant, metric, window_start)
-    anomaly_id = "anom_" + hashlib.sha256(key.encode()).hexdigest()[:24]
     payload = {
         "type": ALERT_TYPE, "timestamp": utc_now(),
-        "data": {"id": anomaly_id, "metric": metric, "window_start": window_start, "value": value,
+        "data": {"id": anomaly_id(key), "metric": metric, "window_start": window_start, "value": value,
                  "expected": expected, "low": "0", "high": expected, "breakdown": [], "tenant": tenant},
         "destinations": [],
     }
@@ -73,4 +70,4 @@ def write_anomaly(data: Path, tenant: str, metric: str, window_start_minute: int
     finally:
         committer.close()
         store.close()
-    return anomaly_id
+    return anomaly_id(key)

@@ -53,6 +53,16 @@ def anomaly_key(tenant: str, metric: str, window_start: str) -> str:
     return f"{tenant}/anomaly/{metric}/{window_start}"
 
 
+def anomaly_id(key: str) -> str:
+    """The id ``GET /v1/anomalies`` shows for the anomaly of ``key``."""
+    return "anom_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def window_text(start_minute: int) -> str:
+    """A window's start (Unix minutes) as RFC 3339 UTC text."""
+    return datetime.fromtimestamp(start_minute * 60, UTC).isoformat().replace("+00:00", "Z")
+
+
 def key_of(payload: dict[str, Any]) -> str:
     data = payload["data"]
     return anomaly_key(data["tenant"], data["metric"], data["window_start"])
@@ -101,12 +111,12 @@ def _counts(found: UsageSum) -> Counts:
 
 
 def _alert(store: Store, config: AnomalyConfig, verdict: Verdict, start: int, now: str) -> dict[str, Any]:
-    window_start = datetime.fromtimestamp(start * 60, UTC).isoformat().replace("+00:00", "Z")
+    window_start = window_text(start)
     key = anomaly_key(verdict.tenant, verdict.metric, window_start)
     return {
         "type": ALERT_TYPE, "timestamp": now,
         "data": {
-            "id": "anom_" + hashlib.sha256(key.encode()).hexdigest()[:24],
+            "id": anomaly_id(key),
             "metric": verdict.metric, "window_start": window_start,
             "value": _decimal(verdict.value), "expected": _decimal(verdict.expected),
             "low": _decimal(verdict.low), "high": _decimal(verdict.high),
