@@ -113,6 +113,11 @@ class Metrics:
             "scr_usage_anomalies_raised", "Anomalies the usage reader raised (ANOMALY entries written)",
             ["tenant", "metric"], registry=r,
         )
+        self.budget_used = Gauge(
+            "scr_usage_budget_used_ratio",
+            "Cost spent in a budget's current UTC period over its limit (1: the limit reached)",
+            ["tenant", "period"], registry=r, multiprocess_mode="livemax",
+        )
         self.usage_lag = Gauge(
             "scr_usage_lag_entries", "Ledger entries the usage reader has not counted yet",
             registry=r, multiprocess_mode="livesum",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,14 @@ from scr.store.protocol import Store
 from scr.store.records import USAGE_CURSOR
 from scr.store.sqlite import DATABASE_FILE
 from scr.usage.budgets import key_of
+from scr.usage.reader import BUDGET_GAUGES_EVERY_S, UsageReader
 from support import Receiver, ServerProcess, create_key, make_event, run_scr, wait_for
 from usage import recount as reference
 from usage.test_usage import post, runtime_of
 
 pytestmark = pytest.mark.every_store
 
+DAY_S = 24 * 3600
 SECRET = "whsec_" + base64.b64encode(b"b" * 32).decode()
 # 10^8 input tokens at 2.500000000001 per million: 250.0000000001 USD an event, exactly
 PRICES = ('{"version": "exact-12", "currency": "USD", "unit": "per 1M tokens", "models": '
@@ -126,6 +129,34 @@ def test_crossing_80_and_100_percent_delivers_two_signed_alerts_once_per_day(
                                 ("org_beta", "2026-11-01T00:00:00Z", 0.8)]
     beta = ledgered_alerts(store, "org_beta")[0]["data"]
     assert Decimal(beta["spent_usd"]) == 5 * Decimal("250.0000000001") < Decimal(BETA_LIMIT)
+
+
+def test_the_budget_use_gauge_shows_the_current_period(serve: Any, receivers: Any, data_dir: Path,
+                                                        tmp_path: Path) -> None:
+    (tmp_path / "prices.json").write_text(PRICES)
+    install_prices(tmp_path / "prices.json", data_dir)
+    client: Client = serve(budgets_config(
+        receivers().url,
+        f'{{tenant: org_acme, period: day, limit_usd: "{ACME_LIMIT}", destinations: [alerts]}}',
+        "{tenant: org_acme, period: month, limit_usd: 5000, destinations: [alerts]}",
+    ))
+    post(client, events_on("25", 4, "org_acme"))
+    post(client, events_on("24", 2, "org_acme", first=4))
+    on_the_25th = datetime(2026, 11, 25, 12, tzinfo=UTC).timestamp()
+    reader = reference.count_to_head(runtime_of(client), clock=lambda: on_the_25th)
+    month = float(6 * Decimal("250.0000000001") / 5000)  # the 24th and the 25th
+    assert budget_use(reader) == {("org_acme", "day"): 0.8, ("org_acme", "month"): month}
+    # a new day without traffic: once the gauges are due again, the day's use is 0
+    reader.clock = lambda: on_the_25th + DAY_S + BUDGET_GAUGES_EVERY_S
+    asyncio.run(reader.catch_up(runtime_of(client).store.last_seq()))
+    assert budget_use(reader) == {("org_acme", "day"): 0.0, ("org_acme", "month"): month}
+
+
+def budget_use(reader: UsageReader) -> dict[tuple[str, str], float]:
+    """The reader's ``scr_usage_budget_used_ratio`` samples, by (tenant, period)."""
+    return {(sample.labels["tenant"], sample.labels["period"]): sample.value
+            for family in reader.metrics.registry.collect() if family.name == "scr_usage_budget_used_ratio"
+            for sample in family.samples}
 
 
 def test_the_write_ledgers_an_alert_identity_once(serve: Any, receivers: Any, data_dir: Path,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from decimal import Decimal
 from importlib import resources
 from typing import Any
 
@@ -24,8 +23,7 @@ from scr.httpio import JSONResponse
 from scr.runtime import Runtime
 from scr.security.auth import Authenticator
 from scr.store.protocol import Store
-from scr.usage.budgets import period_of
-from scr.usage.windows import utc_minute
+from scr.usage.budgets import spent_now
 
 PAGE = "index.html"
 # What /dashboard/{name} serves: each file of the page, by name, with its media type.
@@ -74,10 +72,7 @@ def budget_views(budgets: list[BudgetConfig], store: Store, tenant: str,
     for budget in budgets:
         if budget.tenant != tenant:
             continue
-        start, end = period_of(utc_minute(now), budget.period)
-        from_minute, to_minute = utc_minute(start), utc_minute(end)
-        sums = store.usage_sums(tenant, from_minute, to_minute, to_minute - from_minute, [])
-        spent = sum((Decimal(found.cost_usd) for found in sums), Decimal(0))
+        start, end, spent = spent_now(store, budget, now)
         views.append({
             "period": budget.period, "limit_usd": budget.limit_usd,
             "alert_at": [float(share) for share in budget.thresholds],

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from scr.config import BudgetConfig
+from scr.store.protocol import Store
 from scr.store.records import UsageRow
 from scr.usage.windows import next_start, utc_minute, window_start
 
@@ -44,6 +45,18 @@ def period_of(minute: int, period: str) -> tuple[datetime, datetime]:
     """The UTC day or month holding ``minute`` (Unix time // 60): its start and end."""
     start = window_start(datetime.fromtimestamp(minute * 60, UTC), period, _UTC)
     return start, next_start(start, period, _UTC)
+
+
+def spent(store: Store, tenant: str, from_minute: int, to_minute: int) -> Decimal:
+    """A tenant's exact committed cost in the minutes [from, to) (a ``SpentBefore``)."""
+    sums = store.usage_sums(tenant, from_minute, to_minute, to_minute - from_minute, [])
+    return sum((Decimal(found.cost_usd) for found in sums), Decimal(0))
+
+
+def spent_now(store: Store, budget: BudgetConfig, now: datetime) -> tuple[datetime, datetime, Decimal]:
+    """The budget's current UTC period (start, end) and the exact cost spent in it."""
+    start, end = period_of(utc_minute(now), budget.period)
+    return start, end, spent(store, budget.tenant, utc_minute(start), utc_minute(end))
 
 
 def alert_key(tenant: str, period: str, period_start: str, threshold: str) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -38,13 +39,14 @@ from scr.store.records import USAGE_COUNT_COLUMNS, USAGE_CURSOR, DurationRow, St
 from scr.usage.aggregate import COST_PLACES, count_group, count_sessions, scaled
 from scr.usage.alerts import key_of, sent_keys
 from scr.usage.anomalies import WINDOW_MINUTES
-from scr.usage.budgets import crossings
+from scr.usage.budgets import crossings, spent, spent_now
 from scr.usage.judging import ANOMALY_MARK, judge_windows, windows_due
 
 # Ledger entries counted and written per round at most. Large rounds write fewer rows per
 # event (the events of a minute that share a key become one row): at 20k events/s a
 # round of half a second is 10,000 events.
 FETCH_ENTRIES = 10_000
+BUDGET_GAUGES_EVERY_S = 60.0  # the budgets' use is read again at least this often when idle
 ALL_MINUTES = (0, 15 * 2**58)  # every minute the aggregates hold, in whole quarter hours
 
 # write(rows, after_seq, seq, alerts, durations, judged): the rows, the cursor's move, the
@@ -66,6 +68,7 @@ class UsageReader:
         self.sent: set[str] = set()  # identities of the BUDGET_ALERT entries ledgered
         self.cursor = 0
         self._totals: dict[tuple[str, str], list[int]] = {}  # (tenant, model) → [cost, tokens]
+        self._budgets_shown_at: float | None = None  # the clock when the budget gauges were set
 
     def load(self) -> None:
         """Read the cursor, then the totals for the gauges (blocking: call in a thread)."""
@@ -85,6 +88,7 @@ class UsageReader:
 
     async def catch_up(self, head: int) -> None:
         """Count every entry up to ``head`` (the ledger's newest seq)."""
+        started_at = self.cursor
         while self.cursor < head:
             entries = await asyncio.to_thread(self.store.entries_after, self.cursor, FETCH_ENTRIES)
             if not entries:
@@ -98,6 +102,8 @@ class UsageReader:
             else:  # another reader moved the cursor (a killed predecessor's last write)
                 await asyncio.to_thread(self.load)
         self.metrics.usage_lag.set(max(0, head - self.cursor))
+        if self._budgets_due(self.cursor != started_at):
+            await asyncio.to_thread(self.show_budgets)
         if self.anomalies is not None and self.cursor >= head:
             await self.judge()
 
@@ -131,8 +137,22 @@ class UsageReader:
         return crossings(self.budgets, rows, self._spent, self.sent, utc_now())
 
     def _spent(self, tenant: str, from_minute: int, to_minute: int) -> Decimal:
-        sums = self.store.usage_sums(tenant, from_minute, to_minute, to_minute - from_minute, [])
-        return sum((Decimal(found.cost_usd) for found in sums), Decimal(0))
+        return spent(self.store, tenant, from_minute, to_minute)
+
+    def show_budgets(self) -> None:
+        """Set each budget's use of its current period (blocking: reads the aggregates)."""
+        now = self.clock()
+        for budget in self.budgets:
+            _, _, amount = spent_now(self.store, budget, datetime.fromtimestamp(now, UTC))
+            self.metrics.budget_used.labels(budget.tenant, budget.period).set(float(amount / budget.limit))
+        self._budgets_shown_at = now
+
+    def _budgets_due(self, counted: bool) -> bool:
+        """Whether to read the budgets' use again: something was counted, or a while passed
+        (a new period starts with nothing spent, with or without traffic)."""
+        shown_at = self._budgets_shown_at
+        return bool(self.budgets) and (counted or shown_at is None
+                                       or self.clock() - shown_at >= BUDGET_GAUGES_EVERY_S)
 
     def _add_to_totals(self, rows: list[UsageRow]) -> None:
         touched: set[tuple[str, str]] = set()
