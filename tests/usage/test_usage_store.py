@@ -98,18 +98,13 @@ def test_hours_quarters_and_minutes_answer_alike(store: Store, committer: Commit
     assert {bucket: _by_model(sums) for bucket, sums in answers.items()} == dict.fromkeys(answers, expected)
 
 
-def test_a_store_from_before_the_hours_fills_them_from_its_quarters(store_at: StoreAt) -> None:
+def test_a_store_from_before_the_hours_fills_them_from_its_quarters(
+    store: Store, committer: Committer, store_at: StoreAt,
+) -> None:
     rows = _an_hour_of_rows()
     hour = rows[0].minute
-    opened = store_at.open()
-    writer = Committer(opened, buffer_size=100)
-    writer.start()
-    try:
-        assert writer.run_sync(lambda tx: opened.add_usage(tx, rows, 0, 1))
-    finally:
-        writer.close()
-    expected = opened.usage_sums("org_acme", hour, hour + 120, 60, ["model"])
-    opened.close()
+    assert committer.run_sync(lambda tx: store.add_usage(tx, rows, 0, 1))
+    expected = store.usage_sums("org_acme", hour, hour + 120, 60, ["model"])
     _forget_the_hours(store_at)
     reopened = store_at.open()
     try:

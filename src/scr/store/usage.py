@@ -5,7 +5,7 @@ One row per (tenant, minute, model, user_id, session_type, status, tier, provide
 usage reader (``scr.usage``) counted there. A group's rows are added with one upsert each, in
 the same transaction that moves the reader's cursor, so every event is counted exactly once;
 the same rows summed without user_id by quarter hour go to ``usage_quarters`` and by hour to
-``usage_hours`` (``rolled_up``), which answer the queries that do not group by user: the
+``usage_hours`` (``rollup_values``), which answer the queries that do not group by user: the
 coarsest table whose periods the query's buckets are made of (``table_for``). Session durations are
 kept apart, as histograms by (tenant, quarter hour, user_id) in ``usage_durations`` (one row
 per non-empty bucket, ``scr.usage.durations``), written in the same transaction.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import decimal
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -88,7 +88,6 @@ _NO_USER = tuple(c for c in USAGE_KEY_COLUMNS if c != "user_id")
 QUARTERS = UsageTable("usage_quarters", _NO_USER, ROLLUP_MINUTES)
 HOURS = UsageTable("usage_hours", _NO_USER, HOUR_MINUTES)
 ROLLUPS = (QUARTERS, HOURS)
-TABLES = (MINUTES, *ROLLUPS)
 
 # SQLite: integers of 64 bits (usage_add_count fails past them), money as decimal text
 SQLITE_SCHEMA = "".join(t.create("INTEGER", "TEXT", "INTEGER", "TEXT", " WITHOUT ROWID;\n")
@@ -136,32 +135,43 @@ def fill_rollup(table: UsageTable, dialect: str) -> str:
 
 def rollup_values(rows: Sequence[UsageRow], money: type[str] | type[Decimal] = str
                   ) -> list[tuple[UsageTable, list[tuple[Any, ...]]]]:
-    """Each roll-up table with its rows of these minute rows (money as ``money``)."""
-    return [(table, rolled_up(rows, table.minutes, money)) for table in ROLLUPS]
+    """Each roll-up table with its rows of these minute rows, as parameter tuples (money as
+    ``money``): the minute rows summed by quarter hour once, and those quarters by hour."""
+    tables = []
+    items: Iterable[tuple[tuple[Any, ...], list[Any]]] = _summable(rows)
+    for table in ROLLUPS:  # finest first: each sums the one before
+        merged = _merged(items, table.minutes)
+        tables.append((table, [(*key, *sums[:-2], *(money(_plain(v)) for v in sums[-2:]))
+                               for key, sums in merged.items()]))
+        items = merged.items()
+    return tables
 
 
-def rolled_up(rows: Sequence[UsageRow], minutes: int, money: type[str] | type[Decimal] = str
-              ) -> list[tuple[Any, ...]]:
-    """These minute rows summed without user_id by periods of ``minutes``, as parameter
-    tuples (money as ``money``)."""
+def _summable(rows: Sequence[UsageRow]) -> Iterator[tuple[tuple[Any, ...], list[Any]]]:
+    """Each minute row as (its keys without user_id, [its counters, its money as Decimal])."""
     user = USAGE_KEY_COLUMNS.index("user_id")
-    merged: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
         values = msgspec.structs.astuple(row)
         keys = list(values[: len(USAGE_KEY_COLUMNS)])
-        keys[1] -= keys[1] % minutes
         del keys[user]
-        key = tuple(keys)
-        counts = values[len(USAGE_KEY_COLUMNS):-2]
-        moneys = [Decimal(v) for v in values[-2:]]
+        yield tuple(keys), [*values[len(USAGE_KEY_COLUMNS):-2], *(Decimal(v) for v in values[-2:])]
+
+
+def _merged(items: Iterable[tuple[tuple[Any, ...], list[Any]]], minutes: int
+            ) -> dict[tuple[Any, ...], list[Any]]:
+    """The items summed by their keys, with ``minute`` (the second key) down to a multiple of
+    ``minutes``; counters added as integers, money exactly."""
+    merged: dict[tuple[Any, ...], list[Any]] = {}
+    counters = len(USAGE_COUNT_COLUMNS)
+    for keys, sums in items:
+        key = (keys[0], keys[1] - keys[1] % minutes, *keys[2:])
         found = merged.get(key)
         if found is None:
-            merged[key] = [*counts, *moneys]
+            merged[key] = list(sums)
         else:
-            for n, value in enumerate((*counts, *moneys)):
-                found[n] = _EXACT.add(found[n], value) if n >= len(counts) else found[n] + value
-    return [(*key, *found[:-2], *(money(_plain(v)) for v in found[-2:]))
-            for key, found in merged.items()]
+            for n, value in enumerate(sums):
+                found[n] = _EXACT.add(found[n], value) if n >= counters else found[n] + value
+    return merged
 
 
 def add_sqlite_hours(conn: sqlite3.Connection) -> None:

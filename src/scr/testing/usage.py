@@ -5,16 +5,19 @@ longer than a test or a benchmark may. And an ANOMALY entry as the usage process
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
 from scr.log.commit import Committer, utc_now
 from scr.log.entry import Kind
-from scr.store import open_store
+from scr.store import Transaction, open_store
 from scr.store.records import UsageRow
 from scr.usage.budgets import USAGE_ACTOR, USAGE_SOURCE
 from scr.usage.judging import ALERT_TYPE, anomaly_id, anomaly_key, window_text
+
+T = TypeVar("T")
 
 MINUTES_PER_HOUR = 60
 HOURS_PER_MONTH = 30 * 24
@@ -39,14 +42,8 @@ def month_of_usage(tenant: str, models: Sequence[str], last_hour_minute: int,
 
 def write_usage(data: Path, rows: Sequence[UsageRow], store_uri: str | None = None) -> None:
     """Add ``rows`` to the aggregates of the store in ``data`` (no server may run on it)."""
-    store = open_store(data, store_uri)
-    committer = Committer(store, buffer_size=1)
-    committer.start()
-    try:
-        assert committer.run_sync(lambda tx: store.add_usage(tx, rows, 0, 0)), "the usage cursor moved"
-    finally:
-        committer.close()
-        store.close()
+    taken = _write(data, store_uri, lambda committer, tx: committer.store.add_usage(tx, rows, 0, 0))
+    assert taken, "the usage cursor moved"
 
 
 def write_anomaly(data: Path, tenant: str, metric: str, window_start_minute: int, value: str,
@@ -61,13 +58,19 @@ def write_anomaly(data: Path, tenant: str, metric: str, window_start_minute: int
                  "expected": expected, "low": "0", "high": expected, "breakdown": [], "tenant": tenant},
         "destinations": [],
     }
-    store = open_store(data)
+    _write(data, None, lambda committer, tx: committer.append_entry(
+        tx, tenant, Kind.ANOMALY, payload, USAGE_ACTOR, USAGE_SOURCE, key))
+    return anomaly_id(key)
+
+
+def _write(data: Path, store_uri: str | None, change: Callable[[Committer, Transaction], T]) -> T:
+    """Run ``change`` in a write transaction of the store in ``data`` (with the committer
+    that runs it), then close the store."""
+    store = open_store(data, store_uri)
     committer = Committer(store, buffer_size=1)
     committer.start()
     try:
-        committer.run_sync(lambda tx: committer.append_entry(
-            tx, tenant, Kind.ANOMALY, payload, USAGE_ACTOR, USAGE_SOURCE, key))
+        return committer.run_sync(lambda tx: change(committer, tx))
     finally:
         committer.close()
         store.close()
-    return anomaly_id(key)
