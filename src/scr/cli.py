@@ -19,6 +19,7 @@ from setproctitle import setproctitle
 
 from scr.canon.cli import app as canon_app
 from scr.config import Config, default_config, load_config, with_bus, with_tls
+from scr.enrich.cli import app as enrich_app
 from scr.errors import ConfigError, ScrError
 from scr.ledger.cli import app as ledger_app
 from scr.privacy.cli import create_master, rotate_master
@@ -45,6 +46,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(canon_app, name="canon")
 app.add_typer(prices_app, name="prices")
 app.add_typer(usage_app, name="usage")
+app.add_typer(enrich_app, name="enrich")
 err = Console(stderr=True)
 
 DataOption = Annotated[Path, typer.Option("--data", help="The data folder (SQLite database).")]
@@ -114,7 +116,7 @@ def serve(
 
     from scr import native
     from scr.http_server import check_tls, reserve_file_descriptors
-    from scr.serve import child, edge, reader, usage, writer  # noqa: F401  (imported once; the children fork)
+    from scr.serve import child, edge, enrich, reader, usage, writer  # noqa: F401  (imported once; the children fork)
     from scr.serve.readers import reader_processes
     from scr.serve.supervisor import Child, ChildArgs, Supervisor, listening_sockets, prepare_run_dir
 
@@ -152,6 +154,8 @@ def serve(
                 *(Child(f"scr: reader {name}", "reader") for name in reader_processes(settings))]
     if settings.bus is None:  # usage counts a single instance's ledger (not yet a cluster's)
         children.append(Child(usage.TITLE, "usage"))
+        if settings.enrichment is not None:  # the enricher follows one instance's ledger too
+            children.append(Child(enrich.TITLE, "enrich"))
     auth = "on" if settings.validation.require_authentication else "OFF"
     if native.WHY_OFF:
         logging.getLogger("scr.serve").warning(

@@ -656,6 +656,63 @@ class UsageConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True)
         _enforce("usage", _usage_rules(msgspec.to_builtins(self)))
 
 
+EnrichField = Literal["content.user_request", "content.summary", "content.tool_outputs",
+                      "outcome.final_message"]
+LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+class EmbedderConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The model that turns a session's text into a vector."""
+
+    kind: Annotated[
+        Literal["local", "openai"],
+        Meta(description="`local`: all-MiniLM-L6-v2 on this machine's CPU (installed with scr, "
+             "offline); `openai`: an OpenAI-compatible `/v1/embeddings` endpoint"),
+    ] = "local"
+    model: Annotated[
+        Annotated[str, Meta(min_length=1, max_length=256)] | None,
+        Meta(description=f"the model's name (`local`: {LOCAL_EMBEDDING_MODEL}, the default; "
+             "`openai`: required)"),
+    ] = None
+    url: Annotated[
+        Endpoint | None,
+        Meta(description="`openai`: the base URL (`/embeddings` is appended), e.g. `https://api.openai.com/v1`"),
+    ] = None
+    api_key_env: Annotated[
+        Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")] | None,
+        Meta(description="`openai`: the environment variable holding the key (sent as a Bearer token)"),
+    ] = None
+
+
+class EnrichmentIndexConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How similar sessions are searched."""
+
+    exact_below: Annotated[
+        int,
+        Meta(ge=0, le=1_000_000, description="a search filter that keeps fewer vectors than this "
+             "is answered by exact search (and says `\"exact\": true`)"),
+    ] = 2_000
+
+
+class EnrichmentConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Embeddings of sessions and similar-session search (off when absent)."""
+
+    embedder: Annotated[EmbedderConfig, Meta(description="the embedding model")] = msgspec.field(
+        default_factory=EmbedderConfig
+    )
+    fields: Annotated[
+        list[EnrichField],
+        Meta(min_length=1, description="the event fields whose text is embedded (joined); an "
+             "event with none of them gets no vector"),
+    ] = msgspec.field(default_factory=lambda: list(get_args(EnrichField)))
+    index: Annotated[EnrichmentIndexConfig, Meta(description="the search")] = msgspec.field(
+        default_factory=EnrichmentIndexConfig
+    )
+
+    def __post_init__(self) -> None:
+        _enforce("enrichment", _enrichment_rules(msgspec.to_builtins(self)))
+
+
 class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Everything under ``session_completion_runtime``."""
 
@@ -701,6 +758,10 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     usage: Annotated[
         UsageConfig, Meta(description="budgets and anomalies over the usage aggregates")
     ] = msgspec.field(default_factory=UsageConfig)
+    enrichment: Annotated[
+        EnrichmentConfig | None,
+        Meta(description="embeddings of sessions' text and similar-session search; off when absent"),
+    ] = None
 
     def __post_init__(self) -> None:
         _enforce("usage", _budget_destination_rules(msgspec.to_builtins(self)))
@@ -835,6 +896,14 @@ def _usage_rules(values: Mapping[str, Any]) -> list[Detail]:
     return problems
 
 
+def _enrichment_rules(values: Mapping[str, Any]) -> list[Detail]:
+    embedder = values["embedder"]
+    if not isinstance(embedder, Mapping) or embedder.get("kind") != "openai":
+        return []
+    return [Detail(f"embedder.{key}", f"an `openai` embedder needs `{key}`")
+            for key in ("model", "url") if embedder.get(key) is None]
+
+
 def _budget_destination_rules(values: Mapping[str, Any]) -> list[Detail]:
     """Every budget names configured destinations (a rule across two sections)."""
     routing, usage = values["routing"], values["usage"]
@@ -892,6 +961,7 @@ _RULES: dict[type[Struct], Rule] = {
     BudgetConfig: _budget_rules,
     AnomalyConfig: _anomaly_rules,
     UsageConfig: _usage_rules,
+    EnrichmentConfig: _enrichment_rules,
     Config: _budget_destination_rules,
 }
 

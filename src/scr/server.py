@@ -29,6 +29,7 @@ from scr.capture.ingest import DIGEST_BYTES, ingest_request
 from scr.capture.otlp import otlp_routes
 from scr.config import Config, DestinationConfig
 from scr.dashboard.routes import dashboard_routes
+from scr.enrich.routes import enrichment_routes
 from scr.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -526,6 +527,7 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
     routes += otlp_routes(runtime)
     routes += subject_routes(runtime)
     routes += usage_routes(runtime)
+    routes += enrichment_routes(runtime)
     routes += dashboard_routes(runtime)
     routes += canon_routes(_canon_for(runtime), _authorize(runtime))
     routes += cluster_routes(

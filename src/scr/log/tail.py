@@ -54,6 +54,11 @@ class Opening(Protocol):
 
 
 _event_entry = msgspec.json.Decoder(_EventEntry)
+
+
+def event_entry(entry: bytes) -> _EventEntry:
+    """A SESSION_COMPLETION entry's stored bytes, decoded (its event as ledgered)."""
+    return _event_entry.decode(entry)
 # the usage reader's alerts (budget alerts, anomalies): their payload is what is delivered
 _ALERT_KINDS = frozenset((Kind.BUDGET_ALERT.value, Kind.ANOMALY.value))
 

@@ -128,7 +128,7 @@ def run_reader(args: ChildArgs) -> int:
     process = args.title.removeprefix("scr: reader ")
     socket_dir = Path(args.socket_dir)
     data_dir = Path(args.data)
-    ready = prepared(args, lambda settings, store_uri: _open(data_dir, settings, store_uri))
+    ready = prepared(args, lambda settings, store_uri: open_with_subjects(data_dir, settings, store_uri))
     if ready is None:
         return EXIT_START_ERROR
     settings, (store, subjects) = ready
@@ -185,7 +185,8 @@ def run_reader(args: ChildArgs) -> int:
     return 0 if server.started else 1
 
 
-def _open(data_dir: Path, settings: Config, store_uri: str | None) -> tuple[Store, Subjects | None]:
+def open_with_subjects(data_dir: Path, settings: Config,
+                       store_uri: str | None) -> tuple[Store, Subjects | None]:
     """The store, and its subjects when encryption is on (the master key checked)."""
     store = open_store(data_dir, store_uri, settings.cluster.partitions, settings.store_pool)
     try:

@@ -76,6 +76,11 @@ def usage_notify_path(socket_dir: Path) -> Path:
     return socket_dir / "usage.aggregates.notify"
 
 
+def enrich_notify_path(socket_dir: Path) -> Path:
+    """The enricher's wake-up socket (a name no destinations' process can have)."""
+    return socket_dir / "enrich.vectors.notify"
+
+
 def reader_processes(config: Config) -> list[str]:
     """The reader processes the config asks for, in the order of its destinations."""
     return list(dict.fromkeys(d.process for d in config.routing.destinations))
@@ -91,7 +96,8 @@ def decode_seq(message: bytes) -> int:
 
 class ReaderSet:
     """The destinations of this instance, run by its reader processes, and the usage
-    process (``scr.serve.usage``), which each commit wakes too."""
+    process (``scr.serve.usage``) and the enricher (``scr.serve.enrich``), which each commit
+    wakes too."""
 
     def __init__(self, config: Config, socket_dir: Path) -> None:
         self.process_of = {d.name: d.process for d in config.routing.destinations}
@@ -105,6 +111,8 @@ class ReaderSet:
         }
         self._notify_to = [str(notify_path(socket_dir, p)) for p in self.processes]
         self._notify_to.append(str(usage_notify_path(socket_dir)))
+        if config.enrichment is not None:
+            self._notify_to.append(str(enrich_notify_path(socket_dir)))
         self._notifier = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notifier.setblocking(False)
         self._writes_at = writes_path(socket_dir)

@@ -102,14 +102,14 @@ async def _wake_and_count(reader: UsageReader, store: Store, wake: socket.socket
                 await asyncio.wait_for(loop.sock_recv(wake, MAX_DATAGRAM_BYTES), QUIET_CHECK_S)
             # a round covers ROUND_INTERVAL_S of commits: fewer, larger rounds write fewer rows
             await asyncio.sleep(ROUND_INTERVAL_S)
-            _drain(wake)
+            drain(wake)
             await reader.catch_up(await asyncio.to_thread(store.last_seq))
         except Exception as error:  # the store or the writer is unreachable: try again
             log.warning("cannot count the ledger's new entries: %s", error)
             await asyncio.sleep(QUIET_CHECK_S)
 
 
-def _drain(wake: socket.socket) -> None:
+def drain(wake: socket.socket) -> None:
     """Forget the wake-ups that came meanwhile (the ledger's head is read from the store)."""
     with contextlib.suppress(BlockingIOError):
         while wake.recv(MAX_DATAGRAM_BYTES):

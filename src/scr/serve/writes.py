@@ -24,7 +24,7 @@ from scr.log.commit import Committer
 from scr.log.entry import Kind
 from scr.serve.frames import FrameClient, FrameServer
 from scr.store.protocol import Store, Transaction
-from scr.store.records import AttemptRow, DeliveryRow, DurationRow, UsageRow
+from scr.store.records import AttemptRow, DeliveryRow, DurationRow, UsageRow, VectorRow
 from scr.usage.alerts import key_of, kind_of, sent_keys
 from scr.usage.budgets import USAGE_ACTOR, USAGE_SOURCE
 from scr.usage.judging import ANOMALY_MARK
@@ -82,7 +82,24 @@ class AddUsage(msgspec.Struct, tag=True, array_like=True):
     judged: int = 0
 
 
-Op = SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts | AppendEntry | AddUsage
+class AddVectors(msgspec.Struct, tag=True, array_like=True):
+    """The enricher's vectors of a round and its cursor's move (``backfill``: the backfill's
+    cursor), by compare-and-set (``scr.store.vectors``)."""
+
+    rows: list[VectorRow]
+    after_seq: int
+    seq: int
+    backfill: bool = False
+
+
+class StartEnrichment(msgspec.Struct, tag=True, array_like=True):
+    """Enrichment turned on: its cursor and the backfill's end at the ledger's head."""
+
+    head: int
+
+
+Op = (SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts | AppendEntry | AddUsage
+      | AddVectors | StartEnrichment)
 
 
 class WriteRequest(msgspec.Struct, array_like=True):
@@ -111,6 +128,11 @@ def apply(committer: Committer, tx: Transaction, op: Op) -> int | None:
         return store.make_due(tx, op.destination, op.now_ms)
     elif isinstance(op, AddUsage):
         return add_usage(committer, tx, op)
+    elif isinstance(op, AddVectors):
+        add = store.vectors.add_backfill if op.backfill else store.vectors.add
+        return int(add(tx, op.rows, op.after_seq, op.seq))
+    elif isinstance(op, StartEnrichment):
+        store.vectors.start(tx, op.head)
     else:
         store.insert_attempts(tx, op.rows)
     return None

@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from scr.config import StorePoolConfig
 from scr.errors import Unavailable
-from scr.store import usage
+from scr.store import usage, vectors
 from scr.store.migrations import migrate
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
@@ -182,6 +182,7 @@ class PostgresStore:
             # a connection cut while idle in the pool is replaced, not handed to a reader
             check=ConnectionPool.check_connection,
         )
+        self.vectors = vectors.PostgresVectors(self._read, _conn, self._pool.connection)
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self.uri)!r})"

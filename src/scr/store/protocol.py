@@ -27,6 +27,7 @@ from scr.store.records import (
     UsageRow,
     UsageSum,
 )
+from scr.store.vectors import VectorTable
 
 # A data key wrapped anew: (tenant, subject, wrapped under the old master key) -> wrapped under the new.
 Rewrap = Callable[[str, str, bytes], bytes]
@@ -63,6 +64,10 @@ class Transaction(Protocol):
 
 class Store(Protocol):
     """A durable ledger with its dedup index, keys and destination state."""
+
+    @property
+    def vectors(self) -> VectorTable:
+        """The enricher's session vectors (``scr.enrich``)."""
 
     def writer(self) -> Transaction:
         """The connection of the one writer (opened once, by the committer)."""

@@ -187,3 +187,35 @@ USAGE_COUNT_COLUMNS = ("events", "sessions", "input_tokens", "output_tokens", "t
                        "duration_ms", "unpriced_events", "errors")
 USAGE_MONEY_COLUMNS = ("cost_usd", "estimated_cost_usd")
 USAGE_COLUMNS = USAGE_KEY_COLUMNS + USAGE_COUNT_COLUMNS + USAGE_MONEY_COLUMNS
+
+
+# The enricher's cursor and the ledger position it started from when first turned on
+# (``scr.enrich``): names no destination can take, like the usage cursor's.
+ENRICH_CURSOR = "enrich:vectors"
+ENRICH_START = "enrich:start"
+BACKFILL_CURSOR = "enrich:backfill"
+
+
+class VectorRow(msgspec.Struct, array_like=True, gc=False):
+    """One event's embedding (``scr.enrich``) with what a search filters on.
+
+    ``key`` is the store's (0 before it is stored; never reused after a deletion, so an
+    index can name vectors by it); ``vector`` is float32, little-endian, L2-normalised;
+    ``user_key`` is the event's ``user.user_id`` as ledgered (the subject's keyed hash when
+    personal fields are sealed); ``at_ms`` the event's ``timestamp`` in Unix milliseconds.
+    """
+
+    key: int
+    tenant: str
+    session_id: str
+    event_id: str
+    seq: int
+    source_fields: list[str]
+    model: str
+    dimensions: int
+    vector: bytes
+    event_model: str
+    status: str
+    session_type: str
+    user_key: str
+    at_ms: int

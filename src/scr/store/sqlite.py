@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scr.store import usage
+from scr.store import usage, vectors
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
 from scr.store.records import (
@@ -314,9 +314,11 @@ class SqliteStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DATABASE_FILE
         self._local = threading.local()
+        self.vectors = vectors.SqliteVectors(self._reader, _conn)
         with self._open(SIDE_CACHE_KIB) as conn:
             conn.executescript(SCHEMA)
             conn.executescript(usage.SQLITE_SCHEMA)
+            conn.executescript(vectors.SQLITE_SCHEMA)
             usage.add_sqlite_hours(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

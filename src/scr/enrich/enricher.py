@@ -1,0 +1,170 @@
+"""The enricher: follows the ledger from its durable cursor and embeds each event's text.
+
+Each round reads up to ``FETCH_ENTRIES`` entries past the cursor, embeds the configured
+fields of the events that have text (``scr.enrich.texts``; an event without text costs a
+decode) and stores their vectors with the cursor moved past the round, in one transaction
+(compare-and-set, ``VectorTable.add``): a round of an enricher killed before its write is
+embedded again, one the store took is never taken twice, so the index (which follows the
+store's rows by key) gets each vector once.
+
+An embedder that fails (``EmbedderError``) leaves the cursor where it is: the enricher
+records the error (``GET /v1/enrichment``'s ``last_error``), waits (doubling from
+``RETRY_FIRST_S`` to ``RETRY_MAX_S``) and tries the same entries again; the lag grows
+meanwhile and the error clears once a round succeeds.
+
+A store that holds vectors of another model than the embedder's is never mixed into: the
+enricher reports it and embeds nothing until ``scr enrich rebuild``.
+
+The backfill (``backfill``) embeds what the ledger held before enrichment was turned on,
+from its own cursor up to the enricher's start, by the same rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from scr.enrich.embedders import Embedder, EmbedderError
+from scr.enrich.texts import text_of, vector_row
+from scr.log.entry import Kind
+from scr.log.tail import Opening, event_entry
+from scr.store.protocol import Store
+from scr.store.records import BACKFILL_CURSOR, ENRICH_CURSOR, ENRICH_START, StoredEntry, VectorRow
+
+log = logging.getLogger("scr.enrich")
+
+FETCH_ENTRIES = 2_000  # ledger entries per round
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+
+
+class EnrichWrites(Protocol):
+    """How the enricher's results reach the store (through the writer, or directly)."""
+
+    async def start(self, head: int) -> None:
+        """Turned on: the cursor and the backfill's end at ``head`` (if not set before)."""
+
+    async def add(self, rows: list[VectorRow], after_seq: int, seq: int, backfill: bool) -> bool:
+        """The rows and the cursor's move (False: the cursor was not at ``after_seq``)."""
+
+    async def report(self, error: str | None) -> None:
+        """The embedder's last error (None: it recovered)."""
+
+
+def mixed_model(store: Store, embedder: Embedder) -> str | None:
+    """Why the embedder's vectors would mix with the stored ones, or None."""
+    for model, dimensions in store.vectors.models():
+        if model != embedder.model or dimensions != embedder.dimensions:
+            return (f"the index holds vectors of model {model} ({dimensions} dimensions) and the "
+                    f"embedder is {embedder.model} ({embedder.dimensions}): run `scr enrich rebuild`")
+    return None
+
+
+def embed_entries(entries: Sequence[StoredEntry], embedder: Embedder, fields: Sequence[str],
+                  opener: Opening | None) -> list[VectorRow]:
+    """The vectors of the events among ``entries`` that have text (blocking)."""
+    found = []
+    for stored in entries:
+        if stored.kind != Kind.SESSION_COMPLETION.value:
+            continue
+        decoded = event_entry(stored.entry)
+        event, ledgered_user = decoded.payload, decoded.payload.user.user_id
+        if decoded.seal and opener is not None:
+            event = opener.open(event, decoded.seal)
+        text, sources = text_of(event, fields)
+        if text:
+            found.append((stored.seq, ledgered_user, event, sources, text))
+    if not found:
+        return []
+    vectors = embedder.embed([text for *_, text in found])
+    return [vector_row(seq, user, event, sources, embedder.model, vector)
+            for (seq, user, event, sources, _), vector in zip(found, vectors, strict=True)]
+
+
+@dataclass
+class Enricher:
+    """The vectors' writer: one per store at a time (``scr: enrich``)."""
+
+    store: Store
+    embedder: Embedder
+    fields: Sequence[str]
+    writes: EnrichWrites
+    opener: Opening | None = None
+    on_stored: Callable[[list[VectorRow]], None] = lambda rows: None  # e.g. the index follows
+    cursor: int = 0
+    last_error: str | None = None
+    _retry_s: float = field(default=0.0, repr=False)
+
+    async def load(self, head: int) -> None:
+        """Read the cursor; when enrichment is new, start at ``head``."""
+        cursor = await asyncio.to_thread(self.store.cursor, ENRICH_CURSOR)
+        if cursor is None:
+            await self.writes.start(head)
+            cursor = await asyncio.to_thread(self.store.cursor, ENRICH_CURSOR)
+        self.cursor = cursor or 0
+
+    async def catch_up(self, head: int) -> None:
+        """Embed every entry up to ``head``; back off and keep the place if the embedder fails."""
+        mixed = await asyncio.to_thread(mixed_model, self.store, self.embedder)
+        if mixed is not None:
+            await self._failed(mixed, wait=False)
+            return
+        while self.cursor < head:
+            entries = await asyncio.to_thread(self.store.entries_after, self.cursor, FETCH_ENTRIES)
+            if not entries:
+                break
+            try:
+                rows = await asyncio.to_thread(
+                    embed_entries, entries, self.embedder, self.fields, self.opener)
+            except EmbedderError as error:
+                await self._failed(str(error))
+                return
+            if await self.writes.add(rows, self.cursor, entries[-1].seq, False):
+                self.cursor = entries[-1].seq
+                self.on_stored(rows)
+            else:  # another enricher moved the cursor, or a rebuild reset it
+                cursor = await asyncio.to_thread(self.store.cursor, ENRICH_CURSOR)
+                self.cursor = cursor or 0
+        await self._recovered()
+
+    async def _failed(self, error: str, wait: bool = True) -> None:
+        if error != self.last_error:
+            log.warning("enrichment stopped: %s", error)
+            self.last_error = error
+            await self.writes.report(error)
+        if wait:
+            self._retry_s = min(RETRY_MAX_S, self._retry_s * 2 or RETRY_FIRST_S)
+            await asyncio.sleep(self._retry_s)
+
+    async def _recovered(self) -> None:
+        self._retry_s = 0.0
+        if self.last_error is not None:
+            self.last_error = None
+            await self.writes.report(None)
+
+
+async def backfill(store: Store, embedder: Embedder, fields: Sequence[str], writes: EnrichWrites,
+                   opener: Opening | None, progress: Callable[[int, int], None]) -> int:
+    """Embed the entries from the backfill's cursor up to the enricher's start; each round
+    moves the cursor (a later run resumes there). ``progress(done_seq, end_seq)``; returns
+    the vectors stored."""
+    if (mixed := mixed_model(store, embedder)) is not None:
+        raise EmbedderError(mixed)
+    end = store.cursor(ENRICH_START)
+    if end is None:
+        await writes.start(store.last_seq())
+        end = store.cursor(ENRICH_START) or 0
+    stored = 0
+    while (done := store.cursor(BACKFILL_CURSOR) or 0) < end:
+        entries = [e for e in store.entries_after(done, FETCH_ENTRIES) if e.seq <= end]
+        if not entries:
+            break
+        rows = await asyncio.to_thread(embed_entries, entries, embedder, fields, opener)
+        if await writes.add(rows, done, entries[-1].seq, True):
+            stored += len(rows)
+        progress(entries[-1].seq, end)
+    progress(end, end)
+    return stored

@@ -1,0 +1,143 @@
+"""``GET /v1/sessions/{session_id}/similar``, ``POST /v1/search`` and ``GET /v1/enrichment``
+(roles read and admin, the key's tenant in every query): ``scr.enrich.search`` over the
+vectors the enricher stored. Answered ``404`` with enrichment off."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+import numpy as np
+from msgspec import Meta
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from scr.canon.validation import decode_json
+from scr.config import EnrichmentConfig
+from scr.enrich.embedders import Embedder, EmbedderError, open_embedder
+from scr.enrich.neighbours import IndexedNeighbours, Neighbours, PgvectorNeighbours
+from scr.enrich.search import DEFAULT_K, MAX_K, similar
+from scr.enrich.status import enrichment_status
+from scr.errors import BadRequest, Detail, NotFound, Unavailable
+from scr.httpio import JSONResponse, read_body
+from scr.runtime import Runtime
+from scr.store.sqlite import SqliteStore
+from scr.store.vectors import VectorFilter
+
+MAX_SEARCH_BODY_BYTES = 64 * 1024
+MAX_TEXT_BYTES = 32 * 1024  # as a content field (DESIGN.md, "Content for enrichment")
+
+
+class SearchFilter(msgspec.Struct, forbid_unknown_fields=True):
+    model: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    status: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    session_type: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    user_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    from_: Annotated[datetime, Meta(tz=True)] | None = msgspec.field(default=None, name="from")
+    to: Annotated[datetime, Meta(tz=True)] | None = None
+
+
+class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    text: Annotated[str, Meta(min_length=1)]
+    k: Annotated[int, Meta(ge=1, le=MAX_K)] = DEFAULT_K
+    filter: SearchFilter = msgspec.field(default_factory=SearchFilter)
+
+
+class Enrichment:
+    """What an edge needs to search: the embedder (loaded at the first text search) and the
+    store's nearest-neighbour lookups."""
+
+    def __init__(self, runtime: Runtime, config: EnrichmentConfig) -> None:
+        self.runtime, self.config = runtime, config
+        store = runtime.store
+        self.neighbours: Neighbours = (IndexedNeighbours(store, runtime.data_dir)
+                                       if isinstance(store, SqliteStore) else PgvectorNeighbours(store))
+        self._embedder: Embedder | None = None
+        self._loading = threading.Lock()
+
+    def embedder(self) -> Embedder:
+        with self._loading:
+            if self._embedder is None:
+                embedder = self.config.embedder
+                self._embedder = open_embedder(embedder.kind, embedder.model, embedder.url,
+                                               embedder.api_key_env)
+            return self._embedder
+
+    def embed(self, text: str) -> np.ndarray:
+        try:
+            vector: np.ndarray = self.embedder().embed([text])[0]
+        except (EmbedderError, ValueError) as error:
+            raise Unavailable(f"the embedder cannot embed the text now: {error}") from None
+        return vector
+
+    def user_key(self, tenant: str, user_id: str) -> str:
+        """A user id as the vectors hold it (the keyed hash when personal data is sealed)."""
+        opener = self.runtime.tail.opener
+        return opener.subject_of(tenant, user_id) if opener is not None else user_id
+
+
+def parse_k(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_K
+    if not text.isdigit() or not 1 <= int(text) <= MAX_K:
+        raise BadRequest(f"k must be a whole number from 1 to {MAX_K}", [Detail("k", f"got {text!r}")])
+    return int(text)
+
+
+def _milliseconds(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def enrichment_routes(runtime: Runtime) -> list[Route]:
+    config = runtime.config.enrichment
+    enrichment = Enrichment(runtime, config) if config is not None else None
+
+    def enabled() -> Enrichment:
+        if enrichment is None:
+            raise NotFound("enrichment is off: add `enrichment:` to the config to turn it on")
+        return enrichment
+
+    async def similar_sessions(request: Request) -> Response:
+        tenant = runtime.tenant(request, "read")
+        k = parse_k(request.query_params.get("k"))
+        service, session_id = enabled(), request.path_params["session_id"]
+        own = await asyncio.to_thread(runtime.store.vectors.of_session, tenant, session_id)
+        if own is None:
+            raise NotFound(f"no session {session_id!r} with an embedded text for this tenant")
+        vector = np.frombuffer(own.vector, dtype="<f4")
+        answer = await asyncio.to_thread(similar, runtime.store, service.neighbours, tenant, vector, k,
+                                         VectorFilter(), session_id, service.config.index.exact_below)
+        return JSONResponse(answer.as_json())
+
+    async def search(request: Request) -> Response:
+        tenant = runtime.tenant(request, "read")
+        service = enabled()
+        ask = decode_json(SearchRequest, await read_body(request, MAX_SEARCH_BODY_BYTES), "search")
+        if len(ask.text.encode()) > MAX_TEXT_BYTES:
+            raise BadRequest(f"text is over {MAX_TEXT_BYTES} UTF-8 bytes", [Detail("text", "too long")])
+        wanted = ask.filter
+        keep = VectorFilter(
+            model=wanted.model, status=wanted.status, session_type=wanted.session_type,
+            user_key=None if wanted.user_id is None else service.user_key(tenant, wanted.user_id),
+            from_ms=_milliseconds(wanted.from_), to_ms=_milliseconds(wanted.to),
+        )
+        vector = await asyncio.to_thread(service.embed, ask.text)
+        answer = await asyncio.to_thread(similar, runtime.store, service.neighbours, tenant, vector,
+                                         ask.k, keep, None, service.config.index.exact_below)
+        return JSONResponse(answer.as_json())
+
+    async def status(request: Request) -> Response:
+        tenant = runtime.tenant(request, "read")
+        service = enabled()
+        return JSONResponse(await asyncio.to_thread(enrichment_status, runtime.store,
+                                                    service.config.embedder, tenant))
+
+    return [
+        Route("/v1/sessions/{session_id}/similar", similar_sessions, methods=["GET"]),
+        Route("/v1/search", search, methods=["POST"]),
+        Route("/v1/enrichment", status, methods=["GET"]),
+    ]

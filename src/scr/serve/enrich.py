@@ -1,0 +1,156 @@
+"""The enricher's process (``scr: enrich``): runs the enricher (``scr.enrich.enricher``).
+
+Like the usage process, it is woken by the writer's datagram after each commit (on
+``enrich.vectors.notify`` in the socket folder), looks at the ledger's head itself when it
+hears nothing for ``QUIET_CHECK_S``, and sends its writes to the one writer. It runs at nice
+``ENRICH_NICENESS``, below ingest and the other readers: embedding is the heaviest work of
+an instance, and it is never on the way of an acknowledgement; it catches up afterwards.
+On the SQLite store it keeps the tenants' indexes and saves them beside the database at
+most every ``SAVE_EVERY_S`` (and when it stops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from scr.config import EnrichmentConfig
+from scr.enrich.embedders import Embedder, open_embedder
+from scr.enrich.enricher import Enricher
+from scr.enrich.neighbours import IndexedNeighbours
+from scr.enrich.status import STATE_NAME
+from scr.log.commit import utc_now
+from scr.log.tail import Opening
+from scr.privacy.opening import EventOpener
+from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared
+from scr.serve.reader import MAX_DATAGRAM_BYTES, QUIET_CHECK_S, open_with_subjects
+from scr.serve.readers import bind_unix, enrich_notify_path, writes_path
+from scr.serve.supervisor import READY_MESSAGE, ChildArgs
+from scr.serve.usage import drain
+from scr.serve.writes import AddVectors, RecordingTx, RemoteCommitter, SetState, StartEnrichment
+from scr.store import Store
+from scr.store.records import VectorRow
+from scr.store.sqlite import SqliteStore
+
+log = logging.getLogger("scr.serve.enrich")
+
+ENRICH_NICENESS = 15
+SAVE_EVERY_S = 10.0
+TITLE = "scr: enrich"
+
+
+class RemoteWrites:
+    """The enricher's writes, through the one writer (``scr.serve.writes``)."""
+
+    def __init__(self, writer_at: Path) -> None:
+        self.remote = RemoteCommitter(writer_at)
+
+    async def _one(self, op: AddVectors | StartEnrichment | SetState, durable: bool) -> int | None:
+        def record(tx: RecordingTx) -> int:
+            return tx.record(op)
+
+        result: int | None = await self.remote.run(record, durable=durable)
+        return result
+
+    async def start(self, head: int) -> None:
+        await self._one(StartEnrichment(head), durable=True)
+
+    async def add(self, rows: list[VectorRow], after_seq: int, seq: int, backfill: bool) -> bool:
+        # not durable: the rows and the cursor commit together, so a round lost with the page
+        # cache is embedded again from the older cursor (as the usage rounds)
+        return bool(await self._one(AddVectors(rows, after_seq, seq, backfill), durable=False))
+
+    async def report(self, error: str | None) -> None:
+        state = "active" if error is None else "failing"
+        await self._one(SetState(STATE_NAME, state, error or "", utc_now()), durable=False)
+
+
+def run_enrich(args: ChildArgs) -> int:
+    """Keep the vectors at the ledger's head until SIGTERM."""
+    os.nice(ENRICH_NICENESS)
+    socket_dir, data_dir = Path(args.socket_dir), Path(args.data)
+    ready = prepared(args, lambda settings, store_uri: open_with_subjects(data_dir, settings, store_uri))
+    if ready is None:
+        return EXIT_START_ERROR
+    settings, (store, subjects) = ready
+    assert settings.enrichment is not None  # the supervisor starts this process only then
+    try:
+        embedder = embedder_of(settings.enrichment)
+        if not isinstance(store, SqliteStore):
+            store.vectors.ensure()  # type: ignore[attr-defined]
+    except (ValueError, RuntimeError) as error:
+        log.error("enrichment cannot start: %s", error)
+        store.close()
+        return EXIT_START_ERROR
+    wake = bind_unix(socket.SOCK_DGRAM, enrich_notify_path(socket_dir))
+    wake.setblocking(False)
+    calm_the_collector()
+    opener = EventOpener(subjects) if subjects is not None else None
+    try:
+        asyncio.run(_follow(store, data_dir, embedder, settings.enrichment, opener,
+                            writes_path(socket_dir), wake, args.ready_fd))
+    finally:
+        store.close()
+        wake.close()
+    return 0
+
+
+def embedder_of(config: EnrichmentConfig) -> Embedder:
+    embedder = config.embedder
+    return open_embedder(embedder.kind, embedder.model, embedder.url, embedder.api_key_env)
+
+
+async def _follow(store: Store, data_dir: Path, embedder: Embedder, config: EnrichmentConfig,
+                  opener: Opening | None, writer_at: Path, wake: socket.socket, ready_fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    writes = RemoteWrites(writer_at)
+    indexes = IndexedNeighbours(store, data_dir) if isinstance(store, SqliteStore) else None
+
+    def follow_index(rows: list[VectorRow]) -> None:
+        if indexes is not None:
+            for tenant in {row.tenant for row in rows}:
+                indexes.fresh(tenant)
+
+    enricher = Enricher(store, embedder, config.fields, writes, opener,
+                        on_stored=follow_index)
+    await enricher.load(await asyncio.to_thread(store.last_seq))
+    os.write(ready_fd, READY_MESSAGE)
+    os.close(ready_fd)
+    follower = asyncio.ensure_future(_wake_and_embed(enricher, store, indexes, wake))
+    try:
+        await stop.wait()
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        if indexes is not None:
+            await asyncio.to_thread(indexes.save_changed)
+        await writes.remote.close()
+
+
+async def _wake_and_embed(enricher: Enricher, store: Store, indexes: IndexedNeighbours | None,
+                          wake: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    saved_at = time.monotonic()
+    while True:
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(loop.sock_recv(wake, MAX_DATAGRAM_BYTES), QUIET_CHECK_S)
+            drain(wake)
+            await enricher.catch_up(await asyncio.to_thread(store.last_seq))
+            if indexes is not None and time.monotonic() - saved_at >= SAVE_EVERY_S:
+                await asyncio.to_thread(indexes.save_changed)
+                saved_at = time.monotonic()
+        except Exception as error:  # the store or the writer is unreachable: try again
+            log.warning("cannot embed the ledger's new entries: %s", error)
+            await asyncio.sleep(QUIET_CHECK_S)
+
