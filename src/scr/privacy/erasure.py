@@ -1,4 +1,5 @@
-"""Erasing a subject: its data keys destroyed and an ERASURE entry, in one transaction.
+"""Erasing a subject: its data keys destroyed, its session vectors (``scr.enrich``) deleted
+and an ERASURE entry, in one transaction.
 
 The subject's sealed fields stay in the ledger as ciphertext nobody can open, so every leaf
 hash, proof and checkpoint stays valid. The ERASURE entry is a leaf of the tenant's tree:
@@ -82,6 +83,7 @@ def erase(
             raise NotFound("no events of this user are stored encrypted here")
         return done
     store.erase_subject_keys(tx, tenant, subject, utc_now())
+    store.vectors.delete_subject(tx, tenant, subject)  # a vector is personal data too
     erased = Erasure(
         erasure_id=f"era_{secrets.token_hex(12)}", subject=subject, generations=live,
         leaves=sorted(index for index, g in leaves.values() if g in live), key_id=key_id,

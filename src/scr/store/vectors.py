@@ -187,15 +187,14 @@ class SqliteVectors:
                          [(*row_values(row), row.tenant, row.user_key) for row in rows])
 
     def add(self, tx: Any, rows: Sequence[VectorRow], after_seq: int, seq: int) -> bool:
-        conn = self._conn_of(tx)
-        if not self._move(conn, ENRICH_CURSOR, after_seq, seq):
-            return False
-        self._insert(conn, rows)
-        return True
+        return self._add(tx, ENRICH_CURSOR, rows, after_seq, seq)
 
     def add_backfill(self, tx: Any, rows: Sequence[VectorRow], after_seq: int, seq: int) -> bool:
+        return self._add(tx, BACKFILL_CURSOR, rows, after_seq, seq)
+
+    def _add(self, tx: Any, cursor: str, rows: Sequence[VectorRow], after_seq: int, seq: int) -> bool:
         conn = self._conn_of(tx)
-        if not self._move(conn, BACKFILL_CURSOR, after_seq, seq):
+        if not self._move(conn, cursor, after_seq, seq):
             return False
         self._insert(conn, rows)
         return True
@@ -263,7 +262,7 @@ VECTORS_SCHEMA_LOCK = 0x73637276656374
 
 def vector_text(vector: Any) -> str:
     """pgvector's text form of a float32 vector."""
-    return "[" + ",".join(f"{value:.8g}" for value in vector.tolist()) + "]"
+    return "[" + ",".join(f"{value:.9g}" for value in vector.tolist()) + "]"  # 9 digits: exact for float32
 
 
 def vector_bytes(text: str) -> bytes:
@@ -316,20 +315,21 @@ class PostgresVectors:
             cur.executemany(_insert("%s", "%s::vector"), values)
 
     def add(self, tx: Any, rows: Sequence[VectorRow], after_seq: int, seq: int) -> bool:
-        conn = self._conn_of(tx)
-        if not self._move(conn, ENRICH_CURSOR, after_seq, seq):
-            return False
-        self._insert(conn, rows)
-        return True
+        return self._add(tx, ENRICH_CURSOR, rows, after_seq, seq)
 
     def add_backfill(self, tx: Any, rows: Sequence[VectorRow], after_seq: int, seq: int) -> bool:
+        return self._add(tx, BACKFILL_CURSOR, rows, after_seq, seq)
+
+    def _add(self, tx: Any, cursor: str, rows: Sequence[VectorRow], after_seq: int, seq: int) -> bool:
+        self.ensure()  # committed apart, so the writer's transaction sees the table
         conn = self._conn_of(tx)
-        if not self._move(conn, BACKFILL_CURSOR, after_seq, seq):
+        if not self._move(conn, cursor, after_seq, seq):
             return False
         self._insert(conn, rows)
         return True
 
     def start(self, tx: Any, head: int) -> None:
+        self.ensure()
         with self._conn_of(tx).cursor() as cur:
             cur.executemany("INSERT INTO cursors VALUES (%s, %s) ON CONFLICT (destination) DO NOTHING",
                             [(ENRICH_CURSOR, head), (ENRICH_START, head), (BACKFILL_CURSOR, 0)])
