@@ -59,7 +59,7 @@ def test_a_round_and_the_cursor_commit_together_once(store: Store, committer: Co
     assert store.cursor(ENRICH_CURSOR) == 5
     [stored] = store.vectors.after("org_acme", 0, 10)
     assert stored.key > 0 and stored.session_id == "s1" and stored.source_fields == ["content.user_request"]
-    assert np.array_equal(np.frombuffer(stored.vector, dtype="<f4"), np.frombuffer(first[0].vector, dtype="<f4"))
+    assert stored.vector == first[0].vector
     assert store.vectors.counts("org_acme") == (1, 1) and store.vectors.counts("org_other") == (0, 0)
     assert store.vectors.models() == [(MODEL, DIMENSIONS)]
 
@@ -77,7 +77,8 @@ def test_results_are_one_per_session_best_first_never_its_own_nor_another_tenant
     answer = similar(store, neighbours, "org_acme", query, 5, own_session="near_1")
     sessions = [found.session_id for found in answer.results]
     assert sorted(sessions) == ["near_0", "near_2", "near_3", "near_4", "near_5"]
-    assert [found.score for found in answer.results] == sorted((f.score for f in answer.results), reverse=True)
+    scores = [found.score for found in answer.results]
+    assert scores == sorted(scores, reverse=True)
     assert all(-1.0 <= found.score <= 1.0 for found in answer.results)
     everything = similar(store, neighbours, "org_acme", query, 100)
     assert len(everything.results) == 26  # every session of the tenant once, none of org_other
