@@ -29,7 +29,7 @@ from scr.capture.ingest import DIGEST_BYTES, ingest_request
 from scr.capture.otlp import otlp_routes
 from scr.config import Config, DestinationConfig
 from scr.dashboard.routes import dashboard_routes
-from scr.enrich.routes import enrichment_routes
+from scr.enrich.routes import Enrichment, enrichment_of, enrichment_routes
 from scr.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -380,8 +380,9 @@ ROUTES: list[tuple[str, Handler, list[str]]] = [
 ]
 
 
-def _canon_for(runtime: Runtime) -> Callable[[str], Canon]:
-    """One canon per tenant, over the runtime's own ledger."""
+def _canon_for(runtime: Runtime, enrichment: Enrichment | None) -> Callable[[str], Canon]:
+    """One canon per tenant, over the runtime's own ledger (its estimates weigh similar past
+    sessions when enrichment is on)."""
     ledger = StoreLedger(runtime.store, runtime.committer)
     canons: dict[str, Canon] = {}
 
@@ -389,6 +390,7 @@ def _canon_for(runtime: Runtime) -> Callable[[str], Canon]:
         canon = canons.get(tenant)
         if canon is None:
             canon = canons[tenant] = Canon(ledger, tenant)
+            canon.recall = enrichment.recall if enrichment is not None else None
         return canon
 
     return canon_for
@@ -521,15 +523,16 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
                 stop()
             runtime.store.close()
 
+    enrichment = enrichment_of(runtime)
     routes = [Route(path, handler, methods=methods) for path, handler, methods in ROUTES]
     routes += install_ledger(runtime)
     routes += browser_routes(runtime)
     routes += otlp_routes(runtime)
     routes += subject_routes(runtime)
     routes += usage_routes(runtime)
-    routes += enrichment_routes(runtime)
+    routes += enrichment_routes(runtime, enrichment)
     routes += dashboard_routes(runtime)
-    routes += canon_routes(_canon_for(runtime), _authorize(runtime))
+    routes += canon_routes(_canon_for(runtime, enrichment), _authorize(runtime))
     routes += cluster_routes(
         runtime.bus, runtime.principal, config.cluster.partitions,
         runtime.store.tenant_entries_of_kinds,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -23,7 +23,13 @@ import msgspec
 from scr.canon.audit import audit_ledger
 from scr.canon.config import CanonConfig
 from scr.canon.decide import DecisionInputs, evaluate, tighten
-from scr.canon.evidence import EVIDENCE_KINDS, EvidenceBook, path_features
+from scr.canon.evidence import (
+    EVIDENCE_KINDS,
+    ActionEstimates,
+    EvidenceBook,
+    path_features,
+    similar_first,
+)
 from scr.canon.items import (
     ITEM_KINDS,
     PROMOTION,
@@ -149,6 +155,12 @@ def _cost_problems(valid: Observation, given: Observation | Mapping[str, Any]) -
     return [] if problem is None else [Detail("$.cost", problem)]
 
 
+# recall(tenant, text, k): the session completions of the k past sessions most similar to
+# ``text`` (``scr.enrich``)
+Recall = Callable[[str, str, int], list[LedgerEntryLike]]
+SIMILAR_SESSIONS = 10
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     """A decision made but not yet ledgered."""
@@ -182,6 +194,7 @@ class Canon:
         self._decoded: dict[int, RecordedDecision] = {}
         self._items_cursor = self._evidence_cursor = self._decisions_cursor = 0
         self._seeded = False
+        self.recall: Recall | None = None  # similar past sessions, with enrichment on
 
     # ----- reading the ledger -------------------------------------------------------------
 
@@ -291,8 +304,9 @@ class Canon:
 
     def decide_valid(self, request: DecideRequest, *, actor: str | None = None) -> Decision:
         """``decide`` for a request already validated (decoded by msgspec from JSON)."""
+        similar = self._similar_sessions(request)
         with self._lock:
-            prepared = self._prepare_decision(request, actor)
+            prepared = self._prepare_decision(request, actor, similar)
             entry_id = self.ledger.append(
                 self.tenant, prepared.kind, prepared.payload, actor=prepared.actor,
                 source="canon", ref=prepared.ref,
@@ -311,23 +325,38 @@ class Canon:
         append = getattr(self.ledger, "append_async", None)
         if append is None:
             return await asyncio.to_thread(self.decide_valid, request, actor=actor)
+        similar = await asyncio.to_thread(self._similar_sessions, request)
         with self._lock:
-            prepared = self._prepare_decision(request, actor)
+            prepared = self._prepare_decision(request, actor, similar)
         entry_id: int = await append(
             self.tenant, prepared.kind, prepared.payload, actor=prepared.actor,
             source="canon", ref=prepared.ref,
         )
         return build_decision(self.tenant, entry_id, prepared.inputs, prepared.outcome)
 
-    def _prepare_decision(self, request: DecideRequest, actor: str | None) -> _Prepared:
+    def _similar_sessions(self, request: DecideRequest) -> list[LedgerEntryLike]:
+        """The session completions of the past sessions most like ``context.text`` (none
+        without enrichment, text, or a feature to estimate)."""
+        text = request.context.text if request.context is not None else None
+        if self.recall is None or not text:
+            return []
+        if all(_fully_given(candidate.features) for candidate in named_candidates(request)):
+            return []
+        return self.recall(self.tenant, text, SIMILAR_SESSIONS)
+
+    def _prepare_decision(self, request: DecideRequest, actor: str | None,
+                          similar: list[LedgerEntryLike]) -> _Prepared:
         """Gate, score and select (under the lock); what to ledger and answer."""
         candidates = named_candidates(request)
         config = self.config
         self._refresh_items()
         if not all(_fully_given(candidate.features) for candidate in candidates):
             self._refresh_evidence()
+        estimate: Callable[[str], ActionEstimates] = self._evidence.estimates
+        if similar:
+            estimate = similar_first(similar, estimate, config.prior)
         features = [
-            path_features(c.actions, c.features, self._evidence.estimates, config.risk_levels)
+            path_features(c.actions, c.features, estimate, config.risk_levels)
             for c in candidates
         ]
         inputs = DecisionInputs(

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from scr.canon.beta import beta_posterior
 from scr.canon.config import BetaPrior, RiskLevels
 from scr.canon.ledger import LedgerEntryLike
-from scr.canon.model import Action, Estimate, Features, PathFeatures
+from scr.canon.model import Action, Estimate, EstimateSource, Features, PathFeatures
 from scr.money import MAX_INTEGER_DIGITS, USD_FRACTION_DIGITS, read_amount
 
 log = logging.getLogger("scr.canon")
@@ -36,6 +38,7 @@ log = logging.getLogger("scr.canon")
 SESSION_COMPLETION = "SESSION_COMPLETION"
 OBSERVATION = "OBSERVATION"
 EVIDENCE_KINDS = (SESSION_COMPLETION, OBSERVATION)
+MIN_SIMILAR_SAMPLES = 3  # similar sessions' samples of an action that replace the recent window
 # Digits of an exact sum of up to 10**7 amounts (more than the largest evidence window).
 _SUM_DIGITS = MAX_INTEGER_DIGITS + 7 + USD_FRACTION_DIGITS
 
@@ -224,12 +227,48 @@ class EvidenceBook:
         return list(self._items.get(item_id, ()))
 
 
+def similar_first(entries: Sequence[LedgerEntryLike], otherwise: Callable[[str], ActionEstimates],
+                  prior: BetaPrior) -> Callable[[str], ActionEstimates]:
+    """Estimates from the evidence of similar past sessions (``entries``: their session
+    completions), for each action they hold at least ``MIN_SIMILAR_SAMPLES`` samples of;
+    ``otherwise`` for the others. Such an estimate's source is ``similar_sessions`` and it
+    lists the entries it used."""
+    samples: dict[str, list[Sample]] = {}
+    for entry in entries:
+        if entry.kind == SESSION_COMPLETION and isinstance(entry.payload, Mapping):
+            action, sample, _, _ = completion_evidence(entry.id, entry.payload)
+            if action is not None and sample is not None:
+                samples.setdefault(action, []).append(sample)
+
+    def estimate(action_id: str) -> ActionEstimates:
+        found = samples.get(action_id, [])
+        if len(found) < MIN_SIMILAR_SAMPLES:
+            return otherwise(action_id)
+        estimates = action_estimates(found, prior)
+        return ActionEstimates(_similar(estimates.ttv_ms), _similar(estimates.cost),
+                               _similar(estimates.success_prob))
+
+    return estimate
+
+
+def _similar(estimate: Any) -> Any:
+    if estimate is None or estimate.source != "evidence":
+        return estimate
+    return msgspec.structs.replace(estimate, source="similar_sessions")
+
+
+def _source(parts: Sequence[Estimate]) -> EstimateSource:
+    """The source of estimates combined: theirs when they share it, else ``evidence``."""
+    sources = {part.source for part in parts if part.source != "prior"}
+    return sources.pop() if len(sources) == 1 else ("prior" if not sources else "evidence")
+
+
 def _sum_estimates(parts: Sequence[Estimate | None]) -> Estimate | None:
     if not parts or any(part is None for part in parts):
         return None
     known = [part for part in parts if part is not None]
     return Estimate(
-        value=sum(part.value for part in known), source="evidence",
+        value=sum(part.value for part in known), source=_source(known),
         evidence_count=sum(part.evidence_count for part in known),
         entry_ids=sorted({i for part in known for i in part.entry_ids}),
     )
@@ -272,7 +311,7 @@ def path_features(
             product *= part.value
         success = Estimate(
             value=product,
-            source="evidence" if any(p.source == "evidence" for p in parts) else "prior",
+            source=_source(parts),
             evidence_count=sum(p.evidence_count for p in parts),
             entry_ids=sorted({i for p in parts for i in p.entry_ids}),
             alpha=parts[0].alpha if len(parts) == 1 else None,

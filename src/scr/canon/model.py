@@ -198,6 +198,14 @@ class AgentPlan(Struct, gc=False, frozen=True, forbid_unknown_fields=True, omit_
     ] = {}
 
 
+class DecideContext(Struct, gc=False, frozen=True, forbid_unknown_fields=True, omit_defaults=True,
+                    kw_only=True):
+    """What the decision is about: with enrichment on, ``text`` finds similar past sessions
+    whose evidence the estimates weigh (``scr.canon.evidence.similar_first``)."""
+
+    text: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT_CHARS)] | None = None
+
+
 class DecideRequest(Struct, gc=False, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """Choose the next action toward ``goal`` among ``candidates``, citing ``canon_refs``."""
 
@@ -208,12 +216,13 @@ class DecideRequest(Struct, gc=False, forbid_unknown_fields=True, omit_defaults=
     weights: Weights | None = None
     agent_id: Identifier = "agent"
     other_agents: Annotated[list[AgentPlan], Meta(max_length=MAX_OTHER_AGENTS)] = []
+    context: DecideContext | None = None
 
 
 # ----- answers ---------------------------------------------------------------------------------
 
 
-EstimateSource = Literal["given", "evidence", "risk_level", "prior"]
+EstimateSource = Literal["given", "evidence", "similar_sessions", "risk_level", "prior"]
 
 
 class Estimate(Struct, gc=False, omit_defaults=True, kw_only=True):

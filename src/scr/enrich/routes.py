@@ -5,6 +5,7 @@ vectors the enricher stored. Answered ``404`` with enrichment off."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from datetime import datetime
 from typing import Annotated
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from scr.canon.ledger import LedgerEntryLike
 from scr.canon.validation import decode_json
 from scr.config import EnrichmentConfig
 from scr.enrich.embedders import Embedder, EmbedderError, open_embedder
@@ -24,9 +26,12 @@ from scr.enrich.search import DEFAULT_K, MAX_K, similar
 from scr.enrich.status import enrichment_status
 from scr.errors import BadRequest, Detail, NotFound, Unavailable
 from scr.httpio import JSONResponse, read_body
+from scr.log.entry import decode_entry
 from scr.runtime import Runtime
 from scr.store.sqlite import SqliteStore
 from scr.store.vectors import VectorFilter
+
+log = logging.getLogger("scr.enrich")
 
 MAX_SEARCH_BODY_BYTES = 64 * 1024
 MAX_TEXT_BYTES = 32 * 1024  # as a content field (DESIGN.md, "Content for enrichment")
@@ -74,6 +79,21 @@ class Enrichment:
             raise Unavailable(f"the embedder cannot embed the text now: {error}") from None
         return vector
 
+    def recall(self, tenant: str, text: str, k: int) -> list[LedgerEntryLike]:
+        """The session completions of the ``k`` sessions most similar to ``text`` (the
+        canon's evidence; none when the embedder fails: the decision then rests on the
+        recent evidence, and the failure is logged)."""
+        try:
+            vector = self.embed(text)
+        except Unavailable as error:
+            log.warning("no similar sessions for a decision: %s", error.message)
+            return []
+        store = self.runtime.store
+        answer = similar(store, self.neighbours, tenant, vector, k,
+                         exact_below=self.config.index.exact_below)
+        found = (store.find_event(tenant, session.event_id) for session in answer.results)
+        return [decode_entry(stored.entry) for stored in found if stored is not None]
+
     def user_key(self, tenant: str, user_id: str) -> str:
         """A user id as the vectors hold it (the keyed hash when personal data is sealed)."""
         opener = self.runtime.tail.opener
@@ -92,9 +112,13 @@ def _milliseconds(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
 
 
-def enrichment_routes(runtime: Runtime) -> list[Route]:
+def enrichment_of(runtime: Runtime) -> Enrichment | None:
+    """The edge's enrichment service (None: enrichment is off)."""
     config = runtime.config.enrichment
-    enrichment = Enrichment(runtime, config) if config is not None else None
+    return Enrichment(runtime, config) if config is not None else None
+
+
+def enrichment_routes(runtime: Runtime, enrichment: Enrichment | None) -> list[Route]:
 
     def enabled() -> Enrichment:
         if enrichment is None:
