@@ -553,3 +553,35 @@ class Health(Answer):
 
 class Ready(Answer):
     status: Literal["ready"]
+
+
+# ----- enrichment ------------------------------------------------------------------------------
+
+
+class SimilarSession(Answer):
+    """One similar session: its best vector's event, the cosine similarity, the fields embedded."""
+
+    session_id: str
+    event_id: str
+    score: float
+    source_fields: list[str]
+
+
+class SimilarSessions(Answer):
+    """``GET /v1/sessions/{session_id}/similar`` and ``POST /v1/search``: one result per session,
+    best first; ``exact``: found by exact search (a selective filter, or a small index)."""
+
+    results: list[SimilarSession]
+    exact: bool
+
+
+class EnrichmentStatus(Answer):
+    """``GET /v1/enrichment``: the embedder, the tenant's indexed sessions, the enricher's lag
+    behind the ledger (entries not read yet) and its last error (``null`` once recovered)."""
+
+    embedder: Literal["local", "openai"]
+    model: str
+    dimensions: int | None
+    indexed: int
+    lag: int
+    last_error: str | None

@@ -37,6 +37,9 @@ from scr.capture.ingest import CloudEvent
 from scr.config import DestinationName
 from scr.dashboard.live import LIVE_PATH, MAX_LIVE_STREAMS, MAX_STREAM_EVENTS
 from scr.dashboard.routes import STATIC_CACHE_S, STATIC_FILES
+from scr.enrich.routes import MAX_SEARCH_BODY_BYTES, SearchRequest
+from scr.enrich.search import DEFAULT_K as DEFAULT_SIMILAR_K
+from scr.enrich.search import MAX_K as MAX_SIMILAR_K
 from scr.ledger.routes import MAX_TREE_SIZE
 from scr.route.control import DELIVERY_STATUSES, ReplayRequest
 from scr.schema import MAX_EVENT_BYTES, Event, EventId, TenantId, with_money_schema
@@ -429,6 +432,42 @@ def _operations() -> list[Operation]:
                        f"how many updates to send before the stream ends (default {MAX_STREAM_EVENTS})"),
              TENANT),
         ),
+        # ----- enrichment
+        Operation(
+            "/v1/sessions/{session_id}/similar", "get", "getSimilarSessions", "enrichment",
+            "The sessions of the tenant most similar to this one (its newest embedded text), "
+            "one result per session, best first; never the session itself", "read",
+            {200: _json(answers.SimilarSessions, "up to `k` sessions")},
+            _merge(KEYED, SPANNING, {
+                400: f"`k` is not a whole number from 1 to {MAX_SIMILAR_K}",
+                404: "the tenant has no embedded session of this id (another tenant's is the "
+                     "same), or enrichment is off",
+            }),
+            (Parameter("session_id", "path", PathSegment, "the session's `session.session_id`",
+                       required=True),
+             Parameter("k", "query", Annotated[int, Meta(ge=1, le=MAX_SIMILAR_K)],
+                       f"how many sessions (default {DEFAULT_SIMILAR_K})"), TENANT),
+        ),
+        Operation(
+            "/v1/search", "post", "searchSessions", "enrichment",
+            "The tenant's sessions most similar to a text, filtered; never fewer than min(k, "
+            "sessions the filter keeps)", "read",
+            {200: _json(answers.SimilarSessions, "up to `k` sessions")},
+            _merge(KEYED, SPANNING, JSON_BODY, {
+                404: "enrichment is off",
+                413: f"body over {MAX_SEARCH_BODY_BYTES // KIB} KiB",
+                503: "the embedder cannot embed the text now, or " + UNAVAILABLE,
+            }),
+            (TENANT,),
+            request={JSON: SearchRequest},
+        ),
+        Operation(
+            "/v1/enrichment", "get", "getEnrichment", "enrichment",
+            "The embedder, the tenant's indexed sessions, the enricher's lag and last error",
+            "read",
+            {200: _json(answers.EnrichmentStatus, "the enrichment's state")},
+            _merge(KEYED, SPANNING, {404: "enrichment is off"}), (TENANT,),
+        ),
         Operation(
             "/v1/usage/reconcile", "post", "reconcileUsage", "usage",
             "Compare a provider's export (the body) with the ledger per (day, model); every "
@@ -732,8 +771,8 @@ def document() -> dict[str, Any]:
             ),
         },
         "tags": [{"name": name} for name in
-                 ("capture", "events", "privacy", "route", "usage", "ledger", "audit", "canon", "cluster",
-                  "operate")],
+                 ("capture", "events", "privacy", "route", "usage", "enrichment", "ledger", "audit",
+                  "canon", "cluster", "operate")],
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer",
