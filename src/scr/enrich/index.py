@@ -68,12 +68,13 @@ class TenantIndex:
     def __len__(self) -> int:
         return len(self.index)
 
-    def add(self, rows: list[VectorRow]) -> None:
+    def add(self, rows: list[VectorRow], threads: int = 1) -> None:
+        """Add the rows past ``top_key`` (``threads`` 0: on every core, for a rebuild)."""
         rows = [row for row in rows if row.key > self.top_key and row.dimensions == self.dimensions]
         if not rows:
             return
         keys, vectors = as_matrix(rows)
-        self.index.add(keys, vectors, threads=1)
+        self.index.add(keys, vectors, threads=threads)
         self.top_key = int(keys[-1])
 
     def nearest(self, vector: np.ndarray, count: int) -> list[tuple[int, float]]:

@@ -63,7 +63,7 @@ class IndexedNeighbours:
                     self._saved[tenant] = index.top_key
                 self._indexes[tenant] = index
             while rows := self.store.vectors.after(tenant, index.top_key, CATCH_UP_ROWS):
-                index.add(rows)
+                index.add(rows, threads=0 if len(rows) == CATCH_UP_ROWS else 1)
                 if len(rows) < CATCH_UP_ROWS:
                     break
             return index

@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS session_vectors (
 CREATE INDEX IF NOT EXISTS session_vectors_tenant ON session_vectors (tenant, key);
 CREATE INDEX IF NOT EXISTS session_vectors_session ON session_vectors (tenant, session_id, key);
 CREATE INDEX IF NOT EXISTS session_vectors_user ON session_vectors (tenant, user_key);
+CREATE INDEX IF NOT EXISTS session_vectors_model ON session_vectors (tenant, event_model);
+CREATE INDEX IF NOT EXISTS session_vectors_time ON session_vectors (tenant, at_ms);
+CREATE INDEX IF NOT EXISTS session_vectors_status ON session_vectors (tenant, status, session_type);
 """
 
 POSTGRES_SCHEMA = """
@@ -52,6 +55,9 @@ CREATE TABLE IF NOT EXISTS session_vectors (
 CREATE INDEX IF NOT EXISTS session_vectors_tenant ON session_vectors (tenant, key);
 CREATE INDEX IF NOT EXISTS session_vectors_session ON session_vectors (tenant, session_id, key);
 CREATE INDEX IF NOT EXISTS session_vectors_user ON session_vectors (tenant, user_key);
+CREATE INDEX IF NOT EXISTS session_vectors_model ON session_vectors (tenant, event_model);
+CREATE INDEX IF NOT EXISTS session_vectors_time ON session_vectors (tenant, at_ms);
+CREATE INDEX IF NOT EXISTS session_vectors_status ON session_vectors (tenant, status, session_type);
 CREATE INDEX IF NOT EXISTS session_vectors_hnsw_384 ON session_vectors
     USING hnsw ((vector::vector(384)) vector_cosine_ops) WHERE dimensions = 384;
 """
@@ -76,6 +82,14 @@ class VectorFilter:
     @property
     def empty(self) -> bool:
         return self == VectorFilter()
+
+    def keeps(self, row: VectorRow) -> bool:
+        return ((self.model is None or row.event_model == self.model)
+                and (self.status is None or row.status == self.status)
+                and (self.session_type is None or row.session_type == self.session_type)
+                and (self.user_key is None or row.user_key == self.user_key)
+                and (self.from_ms is None or row.at_ms >= self.from_ms)
+                and (self.to_ms is None or row.at_ms < self.to_ms))
 
     def where(self, mark: str) -> tuple[str, list[Any]]:
         """The SQL condition (after ``tenant = mark``) and its parameters."""
@@ -118,8 +132,8 @@ class VectorTable(Protocol):
     def of_session(self, tenant: str, session_id: str) -> VectorRow | None:
         """The session's newest row."""
 
-    def matching_keys(self, tenant: str, keep: VectorFilter) -> list[int]:
-        """The keys of the tenant's rows the filter keeps."""
+    def matching_keys(self, tenant: str, keep: VectorFilter, limit: int | None = None) -> list[int]:
+        """The keys of the tenant's rows the filter keeps (at most ``limit``)."""
 
     def counts(self, tenant: str) -> tuple[int, int]:
         """(rows, sessions) of the tenant."""
@@ -227,10 +241,11 @@ class SqliteVectors:
             "ORDER BY key DESC LIMIT 1", (tenant, session_id)).fetchone()
         return None if row is None else as_row(row)
 
-    def matching_keys(self, tenant: str, keep: VectorFilter) -> list[int]:
+    def matching_keys(self, tenant: str, keep: VectorFilter, limit: int | None = None) -> list[int]:
         where, params = keep.where("?")
         rows = self._read().execute(
-            f"SELECT key FROM session_vectors WHERE tenant = ?{where}", (tenant, *params))
+            f"SELECT key FROM session_vectors WHERE tenant = ?{where} LIMIT ?",
+            (tenant, *params, -1 if limit is None else limit))
         return [int(key) for (key,) in rows]
 
     def counts(self, tenant: str) -> tuple[int, int]:
@@ -368,10 +383,11 @@ class PostgresVectors:
                           "AND session_id = %s ORDER BY key DESC LIMIT 1", (tenant, session_id))
         return self._as_row(rows[0]) if rows else None
 
-    def matching_keys(self, tenant: str, keep: VectorFilter) -> list[int]:
+    def matching_keys(self, tenant: str, keep: VectorFilter, limit: int | None = None) -> list[int]:
         self.ensure()
         where, params = keep.where("%s")
-        rows = self._read(f"SELECT key FROM session_vectors WHERE tenant = %s{where}", (tenant, *params))
+        rows = self._read(f"SELECT key FROM session_vectors WHERE tenant = %s{where} LIMIT %s",
+                          (tenant, *params, limit))
         return [int(key) for (key,) in rows]
 
     def all_keys(self, tenant: str) -> list[int]:
