@@ -122,6 +122,17 @@ class Metrics:
             "scr_usage_lag_entries", "Ledger entries the usage reader has not counted yet",
             registry=r, multiprocess_mode="livesum",
         )
+        self.enrich_lag = Gauge(
+            "scr_enrich_lag_entries", "Ledger entries the enricher has not read yet",
+            registry=r, multiprocess_mode="livesum",
+        )
+        self.enrich_vectors = Counter(
+            "scr_enrich_vectors_total", "Session vectors the enricher stored", registry=r,
+        )
+        self.enrich_failures = Counter(
+            "scr_enrich_embedder_failures_total", "Rounds the embedder failed (each retried)",
+            registry=r,
+        )
 
         # ----- the bus and the cluster (scale-out) -----
         self.bus_connected = Gauge(

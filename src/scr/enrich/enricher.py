@@ -31,6 +31,7 @@ from scr.enrich.embedders import Embedder, EmbedderError
 from scr.enrich.texts import text_of, vector_row
 from scr.log.entry import Kind
 from scr.log.tail import Opening, event_entry
+from scr.metrics import Metrics
 from scr.store.protocol import Store
 from scr.store.records import BACKFILL_CURSOR, ENRICH_CURSOR, ENRICH_START, StoredEntry, VectorRow
 
@@ -94,6 +95,7 @@ class Enricher:
     writes: EnrichWrites
     opener: Opening | None = None
     on_stored: Callable[[list[VectorRow]], None] = lambda rows: None  # e.g. the index follows
+    metrics: Metrics | None = None
     cursor: int = 0
     last_error: str | None = None
     _retry_s: float = field(default=0.0, repr=False)
@@ -108,6 +110,8 @@ class Enricher:
 
     async def catch_up(self, head: int) -> None:
         """Embed every entry up to ``head``; back off and keep the place if the embedder fails."""
+        if self.metrics is not None:
+            self.metrics.enrich_lag.set(max(0, head - self.cursor))
         mixed = await asyncio.to_thread(mixed_model, self.store, self.embedder)
         if mixed is not None:
             await self._failed(mixed, wait=False)
@@ -125,12 +129,17 @@ class Enricher:
             if await self.writes.add(rows, self.cursor, entries[-1].seq, False):
                 self.cursor = entries[-1].seq
                 self.on_stored(rows)
+                if self.metrics is not None:
+                    self.metrics.enrich_vectors.inc(len(rows))
+                    self.metrics.enrich_lag.set(max(0, head - self.cursor))
             else:  # another enricher moved the cursor, or a rebuild reset it
                 cursor = await asyncio.to_thread(self.store.cursor, ENRICH_CURSOR)
                 self.cursor = cursor or 0
         await self._recovered()
 
     async def _failed(self, error: str, wait: bool = True) -> None:
+        if self.metrics is not None and wait:
+            self.metrics.enrich_failures.inc()
         if error != self.last_error:
             log.warning("enrichment stopped: %s", error)
             self.last_error = error

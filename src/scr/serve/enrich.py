@@ -27,6 +27,7 @@ from scr.enrich.neighbours import IndexedNeighbours
 from scr.enrich.status import STATE_NAME
 from scr.log.commit import utc_now
 from scr.log.tail import Opening
+from scr.metrics import Metrics
 from scr.privacy.opening import EventOpener
 from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared
 from scr.serve.reader import MAX_DATAGRAM_BYTES, QUIET_CHECK_S, open_with_subjects
@@ -121,7 +122,7 @@ async def _follow(store: Store, data_dir: Path, embedder: Embedder, config: Enri
                 indexes.fresh(tenant)
 
     enricher = Enricher(store, embedder, config.fields, writes, opener,
-                        on_stored=follow_index)
+                        on_stored=follow_index, metrics=Metrics())
     await enricher.load(await asyncio.to_thread(store.last_seq))
     os.write(ready_fd, READY_MESSAGE)
     os.close(ready_fd)
