@@ -13,7 +13,7 @@ from serve.test_supervisor import child, kill_and_see_it_restart, processes
 from conftest import StoreAt
 from scr.enrich.index import IndexFolder
 from scr.store.records import ENRICH_CURSOR
-from support import ServerProcess, create_key, make_event, run_scr, wait_for
+from support import DELETE, ServerProcess, create_key, make_event, run_scr, wait_for
 
 ENRICH = "scr: enrich"
 EMBEDDED_WITHIN_S = 60.0
@@ -75,7 +75,8 @@ def test_similar_sessions_and_search_answer_per_tenant_on_each_store(
         events = [text_event(f"evt_b{n}", f"sess_b{n}", text) for n, text in enumerate(BILLING)]
         events += [text_event(f"evt_e{n}", f"sess_e{n}", text, model="gpt-4o-mini")
                    for n, text in enumerate(EXPORT)]
-        events.append(make_event("evt_silent", **{"session.session_id": "sess_silent"}))
+        events.append(make_event("evt_silent", **{"session.session_id": "sess_silent",
+                                                  "outcome.final_message": DELETE}))
         post(server, ingest, events)
         post(server, create_key(data, tenant="org_other", store=uri),
              [text_event("evt_o0", "sess_o0", BILLING[0], tenant="org_other")])
