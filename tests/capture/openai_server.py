@@ -1,6 +1,7 @@
 """A local OpenAI-compatible HTTP server for tests: real HTTP on 127.0.0.1, scripted answers.
 
-It serves ``POST /v1/chat/completions`` and ``POST /v1/responses``, non-streaming (JSON) and
+It serves ``POST /v1/embeddings`` (a hashed bag of words per input) and
+``POST /v1/chat/completions`` and ``POST /v1/responses``, non-streaming (JSON) and
 streaming (server-sent events, as the OpenAI API sends them), with usage that carries cached
 and reasoning token details, and injected failures (an HTTP error with an OpenAI error body,
 a delay for client timeouts, a stream cut short). The official ``openai`` package talks to it
@@ -22,6 +23,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +62,8 @@ class Reply:
     cut_stream_after: int | None = None
     # Streaming only: seconds between chunks.
     chunk_delay_s: float = 0.0
+    # Embeddings only: the answer's vectors' width (None: the server's ``embedding_dimensions``).
+    embedding_dimensions: int | None = None
 
 
 @dataclass
@@ -111,6 +115,7 @@ class OpenAIServer:
 
     default: Reply = field(default_factory=Reply)
     requests: list[Recorded] = field(default_factory=list)
+    embedding_dimensions: int = 64
     _queue: list[Reply] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -118,6 +123,7 @@ class OpenAIServer:
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/responses", self._responses, methods=["POST"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
         ])
         self._server = ThreadedUvicorn(self.app, "openai-test-server")
         self.port = self._server.port
@@ -166,6 +172,23 @@ class OpenAIServer:
                                "param": None, "code": reply.error_code}}
             return body, reply, JSONResponse(error, status_code=reply.status, headers=headers)
         return body, reply, None
+
+    async def _embeddings(self, request: Request) -> Response:
+        """Each input's hashed bag of words: texts that share words are near, others not."""
+        body, reply, failure = await self._begin(request)
+        if failure is not None:
+            return failure
+        width = reply.embedding_dimensions or self.embedding_dimensions
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = []
+        for index, text in enumerate(texts):
+            vector = [0.0] * width
+            for word in text.lower().split():
+                vector[zlib.crc32(word.encode()) % width] += 1.0
+            vector[0] += 0.01  # never all zeros
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        return JSONResponse({"object": "list", "data": data, "model": body.get("model"),
+                             "usage": {"prompt_tokens": 1, "total_tokens": 1}})
 
     async def _chat(self, request: Request) -> Response:
         body, reply, failure = await self._begin(request)
