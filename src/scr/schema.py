@@ -127,6 +127,35 @@ class Metadata(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False)
     custom_tags: Annotated[dict[TagKey, TagValue], Meta(max_length=MAX_CUSTOM_TAGS)] = {}
 
 
+MAX_CONTENT_TEXT_BYTES = 32 * 1024  # each content string, in UTF-8 bytes
+MAX_TOOL_OUTPUTS = 64
+ContentText = Annotated[str, Meta(
+    max_length=MAX_CONTENT_TEXT_BYTES,
+    description=f"at most {MAX_CONTENT_TEXT_BYTES:,} UTF-8 bytes",
+)]
+
+
+class Content(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """Text for enrichment (``scr.enrich``): each key optional, never ``null``."""
+
+    user_request: ContentText | msgspec.UnsetType = msgspec.UNSET
+    summary: ContentText | msgspec.UnsetType = msgspec.UNSET
+    tool_outputs: Annotated[list[ContentText], Meta(max_length=MAX_TOOL_OUTPUTS)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+
+    def texts(self) -> dict[str, str]:
+        """Each string by its path: ``content.user_request``, ``content.tool_outputs.0``, ..."""
+        found = {}
+        if isinstance(self.user_request, str):
+            found["content.user_request"] = self.user_request
+        if isinstance(self.summary, str):
+            found["content.summary"] = self.summary
+        if isinstance(self.tool_outputs, list):
+            found.update({f"content.tool_outputs.{n}": text for n, text in enumerate(self.tool_outputs)})
+        return found
+
+
 class Event(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """A ``session.completed`` event, schema v1.2."""
 
@@ -138,6 +167,7 @@ class Event(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     usage: Usage
     outcome: Outcome
     metadata: Metadata = msgspec.field(default_factory=Metadata)
+    content: Content | msgspec.UnsetType = msgspec.UNSET  # additive to v1.2: text for enrichment
 
     @property
     def tenant(self) -> str:
@@ -314,12 +344,32 @@ def _event_problems(event: Event, latest: datetime | None) -> list[Problem]:
                     f"({elapsed_ms:.0f} ms) by more than {DURATION_TOLERANCE_MS} ms",
                 )
             )
+    if isinstance(event.content, Content):
+        problems += _content_problems(event.content)
     source_ip = event.metadata.source_ip
     if source_ip is not None and not _is_ip_address(source_ip):
         problems.append(
             Problem("invalid_value", "$.metadata.source_ip", "not an IPv4 or IPv6 address")
         )
     return problems
+
+
+def _content_problems(content: Content) -> list[Problem]:
+    """Each content string over ``MAX_CONTENT_TEXT_BYTES`` in UTF-8 (the declaration bounds
+    characters, a multi-byte text can hold up to four times as many bytes)."""
+    problems = []
+    for path, text in content.texts().items():
+        size = len(text.encode())
+        if size > MAX_CONTENT_TEXT_BYTES:
+            problems.append(Problem("invalid_value", _json_path(path),
+                                    f"is {size} UTF-8 bytes; the limit is {MAX_CONTENT_TEXT_BYTES}"))
+    return problems
+
+
+def _json_path(path: str) -> str:
+    """``content.tool_outputs.3`` as the error's JSON path, ``$.content.tool_outputs[3]``."""
+    head, _, index = path.partition(".tool_outputs.")
+    return f"$.{head}.tool_outputs[{index}]" if index else f"$.{path}"
 
 
 def _window_problems(
@@ -410,6 +460,8 @@ NOT_IN_JSON_SCHEMA = (
     "admits the year 1999, which such an instant may be written in with a negative offset) to "
     f"at most {MAX_AHEAD_OF_CLOCK.days} day ahead of the server's clock",
     f"an event is at most {MAX_EVENT_BYTES} bytes of JSON",
+    f"each content string is at most {MAX_CONTENT_TEXT_BYTES} UTF-8 bytes (the schema bounds "
+    "its characters)",
     "integers are written without a fraction or an exponent (1200, not 1200.0 or 1.2e3)",
     "an amount's exponent is one a decimal holds (about 18 digits at most)",
     "multipleOf on usage.estimated_cost_usd is exact only for validators that read JSON "

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from scr.privacy.sealing import (
+    CONTENT_PREFIX,
     FINAL_MESSAGE,
     SOURCE_IP,
     TAG_PREFIX,
@@ -83,4 +84,16 @@ class EventOpener:
         for path, value in values.items():
             if path.startswith(TAG_PREFIX):
                 metadata["custom_tags"][path.removeprefix(TAG_PREFIX)] = value
+            elif path.startswith(CONTENT_PREFIX):
+                _put_content(payload, path.removeprefix(CONTENT_PREFIX), value)
         return payload
+
+
+def _put_content(payload: dict[str, Any], path: str, value: str) -> None:
+    """A sealed content string back in its place (``user_request``, ``tool_outputs.2``)."""
+    content = payload.setdefault("content", {})
+    key, _, index = path.partition(".")
+    if index:
+        content[key][int(index)] = value
+    else:
+        content[key] = value

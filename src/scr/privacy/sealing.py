@@ -1,9 +1,10 @@
 """Sealing an event's personal fields for the ledger, and opening them again.
 
 The personal fields (DESIGN.md, "Privacy") are ``user.user_id``, ``metadata.source_ip``,
-each value of ``metadata.custom_tags`` and ``outcome.final_message``. A sealed event is
-ledgered as a valid event without them: ``user.user_id`` becomes ``subject:<keyed hash>``,
-the others are left out (tags keep their names, with empty values). Beside it, the entry's
+each value of ``metadata.custom_tags``, ``outcome.final_message`` and each string of
+``content``. A sealed event is ledgered as a valid event without them: ``user.user_id``
+becomes ``subject:<keyed hash>``, the others are left out (tags keep their names and content
+its keys and number of tool outputs, with empty strings). Beside it, the entry's
 ``seal`` holds each field as AES-256-GCM ciphertext under the subject's data key, with the
 event id and the field's path as associated data (a ciphertext moved to another event or
 field does not open), and a commitment ``SHA-256(salt ‖ canonical JSON of the fields)``.
@@ -24,13 +25,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from scr.errors import ScrError
-from scr.schema import Event, canonical_bytes
+from scr.schema import Content, Event, canonical_bytes
 
 SEAL_VERSION = 1
 SUBJECT_PREFIX = "subject:"
 USER_ID = "user.user_id"
 SOURCE_IP = "metadata.source_ip"
 FINAL_MESSAGE = "outcome.final_message"
+CONTENT_PREFIX = "content."
 TAG_PREFIX = "metadata.custom_tags."
 NONCE_BYTES = 12
 NONCE_SPACE = 2 ** (8 * NONCE_BYTES)
@@ -64,7 +66,28 @@ def personal_values(event: Event) -> dict[str, str]:
         values[TAG_PREFIX + name] = value
     if event.outcome.final_message is not None:
         values[FINAL_MESSAGE] = event.outcome.final_message
+    if isinstance(event.content, Content):
+        values.update(event.content.texts())
     return values
+
+
+def _emptied(content: Content | msgspec.UnsetType,
+             values: dict[str, str] | None = None) -> Content | msgspec.UnsetType:
+    """``content`` with each string emptied, or taken from ``values`` (by path)."""
+    if not isinstance(content, Content):
+        return content
+    found = values or {}
+
+    def text(path: str, value: str | msgspec.UnsetType) -> str | msgspec.UnsetType:
+        return found.get(path, "") if isinstance(value, str) else value
+
+    outputs = content.tool_outputs
+    return Content(
+        user_request=text(CONTENT_PREFIX + "user_request", content.user_request),
+        summary=text(CONTENT_PREFIX + "summary", content.summary),
+        tool_outputs=outputs if not isinstance(outputs, list) else [
+            found.get(f"{CONTENT_PREFIX}tool_outputs.{n}", "") for n in range(len(outputs))],
+    )
 
 
 def redacted(event: Event, subject: str) -> Event:
@@ -76,6 +99,7 @@ def redacted(event: Event, subject: str) -> Event:
         user=replace(event.user, user_id=SUBJECT_PREFIX + subject),
         outcome=replace(event.outcome, final_message=None),
         metadata=replace(metadata, source_ip=None, custom_tags=dict.fromkeys(metadata.custom_tags, "")),
+        content=_emptied(event.content),
     )
 
 
@@ -101,6 +125,7 @@ def restored(event: Event, values: dict[str, str]) -> Event:
         user=replace(event.user, user_id=values[USER_ID]),
         outcome=replace(event.outcome, final_message=values.get(FINAL_MESSAGE)),
         metadata=replace(event.metadata, source_ip=values.get(SOURCE_IP), custom_tags=tags),
+        content=_emptied(event.content, values),
     )
 
 
@@ -117,6 +142,10 @@ def erased(payload: dict[str, object]) -> dict[str, object]:
         tags = metadata.get("custom_tags")
         if isinstance(tags, dict):
             metadata["custom_tags"] = dict.fromkeys(tags)
+    content = payload.get("content")
+    if isinstance(content, dict):
+        payload["content"] = {key: [None] * len(value) if isinstance(value, list) else None
+                              for key, value in content.items()}
     payload["erased"] = True
     return payload
 
