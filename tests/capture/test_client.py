@@ -249,3 +249,20 @@ def test_a_backlog_goes_out_batch_after_batch_without_waiting_the_interval(
         client.capture(f"sess_backlog_{i}", "gpt-4o-mini", input_tokens=i)
     assert client.flush(timeout_s=30)  # far less than one 60 s interval per batch
     assert client.stats().accepted == 2500
+
+
+def test_text_given_to_capture_becomes_content_cut_to_its_limits(
+    scr_server: LiveServer, clients: list[scr.Client]
+) -> None:
+    client = client_for(clients, scr_server.url, scr_server.ingest_key)
+    long = "é" * 20_000  # 40,000 UTF-8 bytes: cut at a character boundary to 32,768
+    with_text = client.capture("sess_text", "gpt-4o", user_request="refund the double charge",
+                               summary=long, tool_outputs=[f"out {n}" for n in range(70)])
+    without = client.capture("sess_plain", "gpt-4o")
+    assert client.flush(timeout_s=10)
+    content = scr_server.event(with_text)["content"]  # type: ignore[index]
+    assert content["user_request"] == "refund the double charge"
+    assert content["summary"] == "é" * 16_384
+    assert content["tool_outputs"] == [f"out {n}" for n in range(6, 70)]  # the last 64
+    assert "content" not in scr_server.event(without)  # type: ignore[operator]
+    assert client.stats().accepted == 2

@@ -106,3 +106,19 @@ def test_without_a_session_id_each_run_is_its_own_session(
     assert capture.flush(timeout_s=10)
     event = scr_server.event(derive_event_id(str(run_id)))
     assert event is not None and event["session"]["session_id"] == str(run_id)
+
+
+def test_record_text_keeps_the_last_human_message_and_tool_results(
+    scr_server: LiveServer, capture: scr.Client
+) -> None:
+    from langchain_core.messages import HumanMessage, ToolMessage
+
+    conversation = [HumanMessage("find my order"), ToolMessage("order 7 shipped", tool_call_id="t1"),
+                    HumanMessage("when does it arrive?")]
+    for session, record in (("lc_text_on", True), ("lc_text_off", False)):
+        model = GenericFakeChatModel(messages=iter([answer("tomorrow", "gpt-4o-mini", 50, 5)]))
+        handler = ScrCallbackHandler(capture, session_id=session, record_text=record)
+        model.invoke(conversation, config={"callbacks": [handler]})
+    assert scr_server.only_event(capture, "lc_text_on")["content"] == {
+        "user_request": "when does it arrive?", "tool_outputs": ["order 7 shipped"]}
+    assert "content" not in scr_server.only_event(capture, "lc_text_off")

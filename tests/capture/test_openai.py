@@ -169,3 +169,26 @@ def test_an_unreachable_scr_server_never_breaks_the_call(llm: OpenAIServer) -> N
         completion = api.chat.completions.create(model="gpt-4o", messages=MESSAGES)
         assert completion.choices[0].message.content == Reply().text
         assert unreachable.stats().pending == 1
+
+
+def test_record_text_puts_the_request_in_content_and_nothing_without_it(
+    llm: OpenAIServer, capture: scr.Client, scr_server: LiveServer
+) -> None:
+    conversation: list[Any] = [
+        {"role": "system", "content": "You are a billing assistant."},
+        {"role": "user", "content": "Was I charged twice?"},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function", "function": {"name": "charges", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "two charges of 9.99 on 11-02"},
+        {"role": "user", "content": [{"type": "text", "text": "Please refund the second one"}]},
+    ]
+    recording = openai.OpenAI(base_url=llm.base_url, api_key="test", max_retries=0)
+    instrument(recording, capture, record_text=True)
+    said = recording.chat.completions.create(model="gpt-4o-mini", messages=conversation)
+    event = stored(scr_server, capture, said.id)
+    assert event["content"] == {"user_request": "Please refund the second one",
+                                "tool_outputs": ["two charges of 9.99 on 11-02"]}
+    answered = recording.responses.create(model="gpt-4o-mini", input="Summarize my invoices")
+    assert stored(scr_server, capture, answered.id)["content"] == {"user_request": "Summarize my invoices"}
+    quiet = sync_client(llm, capture).chat.completions.create(model="gpt-4o-mini", messages=conversation)
+    assert "content" not in stored(scr_server, capture, quiet.id)  # off by default

@@ -185,6 +185,45 @@ def session(
         _current_session.reset(token)
 
 
+def _part_text(content: Any) -> str | None:
+    """A message's text: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [part.get("text") for part in content if isinstance(part, Mapping)]
+        joined = "\n".join(text for text in texts if isinstance(text, str))
+        return joined or None
+    return None
+
+
+def request_texts(request: Any) -> CaptureFields:
+    """The texts of a request's messages (Chat Completions' ``messages``, or the Responses
+    API's ``input``) as the event's content: the last user message is ``user_request``, each
+    tool result a ``tool_outputs`` item."""
+    if isinstance(request, str):
+        return {"user_request": request}
+    if not isinstance(request, list):
+        return {}
+    user, tools = None, []
+    for message in request:
+        if not isinstance(message, Mapping):
+            continue
+        if message.get("role") == "user":
+            user = _part_text(message.get("content")) or user
+        elif message.get("role") == "tool":
+            text = _part_text(message.get("content"))
+            if text is not None:
+                tools.append(text)
+        elif message.get("type") == "function_call_output" and isinstance(message.get("output"), str):
+            tools.append(message["output"])
+    found: CaptureFields = {}
+    if user is not None:
+        found["user_request"] = user
+    if tools:
+        found["tool_outputs"] = tools
+    return found
+
+
 def report(
     scr_client: BaseClient,
     defaults: CaptureSettings,
@@ -193,11 +232,14 @@ def report(
     started_at: float,
     status: OutcomeStatus = "success",
     error_code: str | None = None,
+    request: Any = None,
 ) -> str | None:
     """Capture one completion with ``scr_client``; its event id (``None`` if dropped).
 
     The completion's session is the enclosing ``session(...)``, else its own response id.
     Its event id derives from (session, response id): a completion re-reported is a duplicate.
+    With ``record_text``, the answer's text is ``outcome.final_message`` and the ``request``'s
+    messages (the call's ``messages`` or ``input``) the event's ``content``.
     """
     settings = defaults.merged(_current_session.get())
     error_code = error_code or completion.error_code
@@ -225,6 +267,8 @@ def report(
         fields["tags"] = tags
     if settings.record_text and completion.text_parts:
         fields["final_message"] = completion.text
+    if settings.record_text:
+        fields.update(request_texts(request))
     # A failed call has no response id: a random one, since it is reported exactly once.
     call_id = completion.response_id or f"call_{uuid.uuid4().hex}"
     session_id = settings.session_id or call_id

@@ -27,6 +27,7 @@ from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
 from scr.schema import OutcomeStatus, SessionType, Usage
@@ -60,10 +61,28 @@ class _Run:
     by_model: dict[str, _ModelUsage] = field(default_factory=dict)
     llm_models: dict[UUID, str] = field(default_factory=dict)  # model asked for, per LLM call
     llm_error: str | None = None
+    texts: CaptureFields = field(default_factory=lambda: CaptureFields())  # with record_text
 
 
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _texts_of(messages: Any) -> CaptureFields:
+    """The last human message and the tool results of a chat model's input."""
+    user, tools = None, []
+    for message in messages if isinstance(messages, list) else []:
+        # str(): langchain-core's ``text`` is a str subclass msgspec does not encode
+        if isinstance(message, HumanMessage) and isinstance(message.text, str):
+            user = str(message.text)
+        elif isinstance(message, ToolMessage) and isinstance(message.text, str):
+            tools.append(str(message.text))
+    found: CaptureFields = {}
+    if user is not None:
+        found["user_request"] = user
+    if tools:
+        found["tool_outputs"] = tools
+    return found
 
 
 class ScrCallbackHandler(BaseCallbackHandler):
@@ -79,10 +98,12 @@ class ScrCallbackHandler(BaseCallbackHandler):
         tags: Mapping[str, str] | None = None,
         provider: str | None = None,
         session_type: SessionType = "autonomous",
+        record_text: bool = False,
     ) -> None:
         self.scr_client = scr_client
         self.session_id, self.user_id, self.organization_id = session_id, user_id, organization_id
         self.tags, self.provider, self.session_type = dict(tags or {}), provider, session_type
+        self.record_text = record_text  # the run's messages as the event's content (off by default)
         self._lock = threading.Lock()
         self._runs: dict[UUID, _Run] = {}
         self._root_of: dict[UUID, UUID] = {}
@@ -119,6 +140,9 @@ class ScrCallbackHandler(BaseCallbackHandler):
                             parent_run_id: UUID | None = None,
                             metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self._llm_start(run_id, parent_run_id, metadata, kwargs.get("invocation_params"))
+        run = self._run_of(run_id)
+        if self.record_text and run is not None and messages:
+            run.texts = _texts_of(messages[0])  # each call holds the conversation so far
 
     def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID,
                      parent_run_id: UUID | None = None, metadata: dict[str, Any] | None = None,
@@ -235,6 +259,7 @@ class ScrCallbackHandler(BaseCallbackHandler):
                 fields["cost_usd"] = cost
         if tags:
             fields["tags"] = tags
+        fields.update(run.texts)
         for name, value in (("user_id", self.user_id), ("organization_id", self.organization_id),
                             ("provider", self.provider)):
             if value is not None:

@@ -53,7 +53,8 @@ def instrument(
 
     ``user_id``, ``organization_id`` and ``tags`` fill every event (over ``scr_client``'s
     defaults); ``record_text`` keeps the answer's first 4,096 characters as the event's
-    ``final_message`` (off by default: answers may hold personal data). Idempotent.
+    ``final_message``, and the request's last user message and tool results as its
+    ``content`` (off by default: text may hold personal data). Idempotent.
     """
     if getattr(openai_client, INSTRUMENTED, False):
         return openai_client
@@ -76,6 +77,7 @@ class _Call:
                  defaults: CaptureSettings) -> None:
         self.scr_client, self.defaults = scr_client, defaults
         self.model = kwargs.get("model") if isinstance(kwargs.get("model"), str) else None
+        self.request = kwargs.get("messages", kwargs.get("input"))  # read only with record_text
         self.streaming = kwargs.get("stream") is True
         self.hide_usage_chunk = False
         if self.streaming and api == "chat":
@@ -104,7 +106,7 @@ class _Call:
         self.done = True
         try:
             report(self.scr_client, self.defaults, self.reader.completion, self.model,
-                   self.started_at, status, error_code)
+                   self.started_at, status, error_code, self.request)
         except Exception:  # scr must never break the caller
             log.exception("scr: could not capture an OpenAI completion")
 

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -69,6 +69,10 @@ class CaptureFields(TypedDict, total=False):
     cost_usd: Decimal | str | None
     source_ip: str | None
     now: datetime | None
+    # text for enrichment (the event's `content`), sent only when given
+    user_request: str | None
+    summary: str | None
+    tool_outputs: Sequence[str] | None
 
 
 @dataclass(frozen=True, slots=True)

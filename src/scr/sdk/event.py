@@ -11,7 +11,7 @@ silently priced at zero.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,6 +28,9 @@ from scr.route.prices import (
 )
 from scr.schema import (
     EVENT_TYPE,
+    MAX_CONTENT_TEXT_BYTES,
+    MAX_TOOL_OUTPUTS,
+    Content,
     Event,
     InvalidEvent,
     Metadata,
@@ -79,6 +82,26 @@ def _as_time(value: TimeLike) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
+def cut_text(text: str, limit: int = MAX_CONTENT_TEXT_BYTES) -> str:
+    """``text`` within ``limit`` UTF-8 bytes, cut at a character boundary."""
+    encoded = text.encode()
+    return text if len(encoded) <= limit else encoded[:limit].decode(errors="ignore")
+
+
+def content_of(user_request: str | None, summary: str | None,
+               tool_outputs: Sequence[str] | None) -> Content | msgspec.UnsetType:
+    """The event's ``content`` from the texts given (``UNSET``: none given), within its limits:
+    each text cut to 32 KiB of UTF-8, the last ``MAX_TOOL_OUTPUTS`` tool outputs."""
+    if user_request is None and summary is None and not tool_outputs:
+        return msgspec.UNSET
+    return Content(
+        user_request=msgspec.UNSET if user_request is None else cut_text(user_request),
+        summary=msgspec.UNSET if summary is None else cut_text(summary),
+        tool_outputs=[cut_text(text) for text in tool_outputs[-MAX_TOOL_OUTPUTS:]] if tool_outputs
+        else msgspec.UNSET,
+    )
+
+
 def build_event(
     *,
     session_id: str,
@@ -106,6 +129,9 @@ def build_event(
     source_ip: str | None = None,
     prices: PriceTable | None = None,
     now: datetime | None = None,
+    user_request: str | None = None,
+    summary: str | None = None,
+    tool_outputs: Sequence[str] | None = None,
 ) -> CapturedEvent:
     """A full v1.2 event from what the caller knows; raise ``scr.schema.InvalidEvent`` if invalid.
 
@@ -115,6 +141,8 @@ def build_event(
     ``total_tokens`` is input + output.
     ``estimated_cost_usd`` is ``cost_usd`` when given, else the price table's exact cost; an
     unknown model without ``cost_usd`` costs 0 and is flagged (see the module docstring).
+    ``user_request``, ``summary`` and ``tool_outputs`` become the event's ``content`` (text
+    for enrichment: only when given), each cut to the schema's limits (``content_of``).
     """
     if not organization_id:
         raise InvalidEvent([Problem(
@@ -157,6 +185,7 @@ def build_event(
         usage=usage,
         outcome=Outcome(status, final_message, error_code),
         metadata=Metadata(client_version, source_ip, custom_tags),
+        content=content_of(user_request, summary, tool_outputs),
     )
     body = _encode(event)
     decode_event(body)  # the server's own validation: raises InvalidEvent naming each problem
