@@ -58,6 +58,7 @@ session_completion_runtime:
   routing:
     destinations:
       - {name: archive, type: file, path: archive.jsonl, transform: audit_v1}
+  enrichment: {embedder: {kind: local}}
 """
 
 
@@ -357,6 +358,11 @@ def test_each_success_answer_conforms_on_seeded_data(
     })
     ok("/v1/browser/events", "options", 204)
     ok("/v1/budgets", "get")
+    ok("/v1/enrichment", "get")
+    ok("/v1/search", "post", body={"text": "a summary", "k": 3, "filter": {"model": "gpt-4o"}})
+    wait_for(lambda: api.http.get("/v1/enrichment", headers=api.headers()).json()["indexed"] > 0,
+             timeout_s=60, what="the seeded session embedded")
+    ok("/v1/sessions/{session_id}/similar", "get", path_parameters={"session_id": "sess_0001"})
     ok(LIVE_PATH, "get", query={"events": 1})
     ok("/dashboard/{name}", "get", path_parameters={"name": "dashboard.js"})
     for path in ("/", "/v1/sdk/scr.js", "/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/schema"):
