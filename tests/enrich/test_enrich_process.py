@@ -12,6 +12,7 @@ from serve.test_supervisor import child, kill_and_see_it_restart, processes
 
 from conftest import StoreAt
 from scr.enrich.index import IndexFolder
+from scr.privacy.master import write_master_key
 from scr.store.records import ENRICH_CURSOR
 from support import DELETE, ServerProcess, create_key, make_event, run_scr, wait_for
 
@@ -214,3 +215,36 @@ def test_bad_enrichment_configs_are_refused_with_their_path(tmp_path: Path) -> N
         config = write_config(tmp_path, "session_completion_runtime:\n" + text)
         checked = run_scr("config", "check", str(config), check=False)
         assert checked.returncode != 0 and path in checked.stdout + checked.stderr, (text, checked)
+
+
+def test_erasing_a_subject_removes_its_vectors_from_every_answer(tmp_path: Path) -> None:
+    store_at = StoreAt("sqlite", tmp_path / "data")
+    data = store_at.data
+    key_file = tmp_path / "master.key"
+    write_master_key(key_file)
+    config = write_config(tmp_path, CONFIG + f"  security:\n    master_key_file: {key_file}\n")
+    ingest, reader, admin = create_key(data), create_key(data, role="read"), create_key(data, role="admin")
+    server = ServerProcess(data, config).start()
+    try:
+        mine = [text_event(f"evt_m{n}", f"sess_m{n}", text) for n, text in enumerate(BILLING)]
+        theirs = [text_event(f"evt_t{n}", f"sess_t{n}", f"{text} too") for n, text in enumerate(BILLING)]
+        for event in mine:
+            event["user"]["user_id"] = "user_erased"
+        post(server, ingest, mine + theirs)
+        wait_for(lambda: caught_up(server, reader, 6), timeout_s=EMBEDDED_WITHIN_S, what="embedded")
+        headers = {"authorization": f"Bearer {reader}"}
+        before = httpx.post(f"{server.url}/v1/search", json={"text": BILLING[0], "k": 10}, headers=headers)
+        assert len(before.json()["results"]) == 6
+        erased = httpx.delete(f"{server.url}/v1/subjects/user_erased",
+                              headers={"authorization": f"Bearer {admin}"})
+        assert erased.status_code == 202, erased.text
+        after = httpx.post(f"{server.url}/v1/search", json={"text": BILLING[0], "k": 10}, headers=headers)
+        left = sorted(hit["session_id"] for hit in after.json()["results"])
+        assert left == ["sess_t0", "sess_t1", "sess_t2"]
+        assert httpx.get(f"{server.url}/v1/sessions/sess_m0/similar", headers=headers).status_code == 404
+        assert status(server, reader)["indexed"] == 3
+    finally:
+        server.stop()
+    assert sorted(event_id for event_id, _ in vector_rows(store_at)) == ["evt_t0", "evt_t1", "evt_t2"]
+    saved = IndexFolder(data).load("org_acme", 384)  # saved at the enricher's stop, without them
+    assert saved is not None and len(saved) == 3

@@ -32,6 +32,7 @@ from scr.enrich.texts import text_of, vector_row
 from scr.log.entry import Kind
 from scr.log.tail import Opening, event_entry
 from scr.metrics import Metrics
+from scr.privacy.sealing import SUBJECT_PREFIX
 from scr.store.protocol import Store
 from scr.store.records import BACKFILL_CURSOR, ENRICH_CURSOR, ENRICH_START, StoredEntry, VectorRow
 
@@ -72,12 +73,14 @@ def embed_entries(entries: Sequence[StoredEntry], embedder: Embedder, fields: Se
         if stored.kind != Kind.SESSION_COMPLETION.value:
             continue
         decoded = event_entry(stored.entry)
-        event, ledgered_user = decoded.payload, decoded.payload.user.user_id
-        if decoded.seal and opener is not None:
-            event = opener.open(event, decoded.seal)
+        event, user_key = decoded.payload, decoded.payload.user.user_id
+        if decoded.seal:  # the subject's keyed hash, as erasure and lookups by user name it
+            user_key = user_key.removeprefix(SUBJECT_PREFIX)
+            if opener is not None:
+                event = opener.open(event, decoded.seal)
         text, sources = text_of(event, fields)
         if text:
-            found.append((stored.seq, ledgered_user, event, sources, text))
+            found.append((stored.seq, user_key, event, sources, text))
     if not found:
         return []
     vectors = embedder.embed([text for *_, text in found])

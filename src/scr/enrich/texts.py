@@ -41,13 +41,14 @@ def text_of(event: Event, fields: Sequence[str]) -> tuple[str, list[str]]:
     return "\n".join(parts), sources
 
 
-def vector_row(seq: int, ledgered_user: str, event: Event, sources: list[str], model: str,
+def vector_row(seq: int, user_key: str, event: Event, sources: list[str], model: str,
                vector: np.ndarray) -> VectorRow:
-    """The row of an event's vector (``ledgered_user``: its user id as the ledger has it)."""
+    """The row of an event's vector (``user_key``: its user id, or its subject's keyed hash
+    when its personal fields are sealed)."""
     return VectorRow(
         key=0, tenant=event.tenant, session_id=event.session.session_id, event_id=event.event_id,
         seq=seq, source_fields=sources, model=model, dimensions=int(vector.shape[0]),
         vector=np.asarray(vector, dtype="<f4").tobytes(), event_model=event.usage.model,
         status=event.outcome.status, session_type=event.session.session_type,
-        user_key=ledgered_user, at_ms=int(event.timestamp.timestamp() * 1000),
+        user_key=user_key, at_ms=int(event.timestamp.timestamp() * 1000),
     )

@@ -201,8 +201,9 @@ class VectorRow(msgspec.Struct, array_like=True, gc=False):
 
     ``key`` is the store's (0 before it is stored; never reused after a deletion, so an
     index can name vectors by it); ``vector`` is float32, little-endian, L2-normalised;
-    ``user_key`` is the event's ``user.user_id`` as ledgered (the subject's keyed hash when
-    personal fields are sealed); ``at_ms`` the event's ``timestamp`` in Unix milliseconds.
+    ``user_key`` is the event's ``user.user_id``, or the subject's keyed hash when its personal
+    fields are sealed (what erasure and ``scr.privacy.subjects`` name a subject by);
+    ``at_ms`` is the event's ``timestamp`` in Unix milliseconds.
     """
 
     key: int
