@@ -2,10 +2,12 @@
 
 Like the usage process, it is woken by the writer's datagram after each commit (on
 ``enrich.vectors.notify`` in the socket folder), looks at the ledger's head itself when it
-hears nothing for ``QUIET_CHECK_S``, and sends its writes to the one writer. It runs at nice
-``ENRICH_NICENESS``, below ingest and the other readers, with numpy on ``ENRICH_THREADS``
-thread: embedding is the heaviest work of an instance, and it is never on the way of an
-acknowledgement; it catches up afterwards.
+hears nothing for ``QUIET_CHECK_S``, and sends its writes to the one writer. Embedding is
+the heaviest work of an instance, and never on the way of an acknowledgement: the process
+runs under Linux's ``SCHED_IDLE`` policy (and at nice ``ENRICH_NICENESS`` where that is
+refused), with numpy on ``ENRICH_THREADS`` thread, so it takes only CPU time that ingest and
+the other readers leave (measured: ingest with enrichment on at 100-107% of it off,
+``bench.bench_enrich``). Under sustained full load its lag grows; it catches up afterwards.
 On the SQLite store it keeps the tenants' indexes and saves them beside the database at
 most every ``SAVE_EVERY_S`` (and when it stops).
 """
@@ -79,6 +81,10 @@ class RemoteWrites:
 def run_enrich(args: ChildArgs) -> int:
     """Keep the vectors at the ledger's head until SIGTERM."""
     os.nice(ENRICH_NICENESS)
+    try:  # the kernel runs it only on a core nothing else wants (its threads inherit it)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as error:  # not Linux, or refused: the niceness still holds
+        log.warning("the enricher keeps the normal scheduling policy: %s", error)
     socket_dir, data_dir = Path(args.socket_dir), Path(args.data)
     ready = prepared(args, lambda settings, store_uri: open_with_subjects(data_dir, settings, store_uri))
     if ready is None:
