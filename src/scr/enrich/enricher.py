@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -33,12 +35,15 @@ from scr.log.entry import Kind
 from scr.log.tail import Opening, event_entry
 from scr.metrics import Metrics
 from scr.privacy.sealing import SUBJECT_PREFIX
+from scr.schema import Event
 from scr.store.protocol import Store
 from scr.store.records import BACKFILL_CURSOR, ENRICH_CURSOR, ENRICH_START, StoredEntry, VectorRow
 
 log = logging.getLogger("scr.enrich")
 
 FETCH_ENTRIES = 2_000  # ledger entries per round
+TEXTS_PER_ROUND = 256  # texts embedded per round at most (about 2 s of one core)
+STARVED_AFTER_S = 3.0  # no progress for this long while entries wait: the enricher is starved
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 60.0
 
@@ -66,10 +71,15 @@ def mixed_model(store: Store, embedder: Embedder) -> str | None:
 
 
 def embed_entries(entries: Sequence[StoredEntry], embedder: Embedder, fields: Sequence[str],
-                  opener: Opening | None) -> list[VectorRow]:
-    """The vectors of the events among ``entries`` that have text (blocking)."""
-    found = []
+                  opener: Opening | None) -> tuple[list[VectorRow], int]:
+    """The vectors of the events among ``entries`` that have text, up to ``TEXTS_PER_ROUND``
+    of them, and the seq of the last entry they cover (blocking)."""
+    found: list[tuple[int, str, Event, list[str], str]] = []
+    covered = entries[-1].seq if entries else 0
     for stored in entries:
+        if len(found) == TEXTS_PER_ROUND:
+            covered = found[-1][0]
+            break
         if stored.kind != Kind.SESSION_COMPLETION.value:
             continue
         decoded = event_entry(stored.entry)
@@ -82,10 +92,10 @@ def embed_entries(entries: Sequence[StoredEntry], embedder: Embedder, fields: Se
         if text:
             found.append((stored.seq, user_key, event, sources, text))
     if not found:
-        return []
+        return [], covered
     vectors = embedder.embed([text for *_, text in found])
     return [vector_row(seq, user, event, sources, embedder.model, vector)
-            for (seq, user, event, sources, _), vector in zip(found, vectors, strict=True)]
+            for (seq, user, event, sources, _), vector in zip(found, vectors, strict=True)], covered
 
 
 @dataclass
@@ -99,9 +109,13 @@ class Enricher:
     opener: Opening | None = None
     on_stored: Callable[[list[VectorRow]], None] = lambda rows: None  # e.g. the index follows
     metrics: Metrics | None = None
+    # pace(): sets the embedding thread's priority at each round (``scr.serve.enrich``)
+    pace: Callable[[], None] = lambda: None
+    embedding_thread: int | None = None  # the native id of the thread embedding a round
     cursor: int = 0
     last_error: str | None = None
     _retry_s: float = field(default=0.0, repr=False)
+    _progress_at: float = field(default_factory=time.monotonic, repr=False)
 
     async def load(self, head: int) -> None:
         """Read the cursor; when enrichment is new, start at ``head``."""
@@ -119,18 +133,20 @@ class Enricher:
         if mixed is not None:
             await self._failed(mixed, wait=False)
             return
+        if self.cursor >= head:
+            self._progress_at = time.monotonic()  # nothing waits: not starved
         while self.cursor < head:
             entries = await asyncio.to_thread(self.store.entries_after, self.cursor, FETCH_ENTRIES)
             if not entries:
                 break
             try:
-                rows = await asyncio.to_thread(
-                    embed_entries, entries, self.embedder, self.fields, self.opener)
+                rows, covered = await asyncio.to_thread(self._embed, entries)
             except EmbedderError as error:
                 await self._failed(str(error))
                 return
-            if await self.writes.add(rows, self.cursor, entries[-1].seq, False):
-                self.cursor = entries[-1].seq
+            if await self.writes.add(rows, self.cursor, covered, False):
+                self.cursor = covered
+                self._progress_at = time.monotonic()
                 self.on_stored(rows)
                 if self.metrics is not None:
                     self.metrics.enrich_vectors.inc(len(rows))
@@ -139,6 +155,17 @@ class Enricher:
                 cursor = await asyncio.to_thread(self.store.cursor, ENRICH_CURSOR)
                 self.cursor = cursor or 0
         await self._recovered()
+
+    def _embed(self, entries: list[StoredEntry]) -> tuple[list[VectorRow], int]:
+        """A round's embedding, in a worker thread (``pace`` sets its priority first; the
+        thread's id is ``embedding_thread``)."""
+        self.embedding_thread = threading.get_native_id()
+        self.pace()
+        return embed_entries(entries, self.embedder, self.fields, self.opener)
+
+    def starved(self) -> bool:
+        """Whether entries have waited ``STARVED_AFTER_S`` without a round stored."""
+        return time.monotonic() - self._progress_at > STARVED_AFTER_S
 
     async def _failed(self, error: str, wait: bool = True) -> None:
         if self.metrics is not None and wait:
@@ -174,9 +201,9 @@ async def backfill(store: Store, embedder: Embedder, fields: Sequence[str], writ
         entries = [e for e in store.entries_after(done, FETCH_ENTRIES) if e.seq <= end]
         if not entries:
             break
-        rows = await asyncio.to_thread(embed_entries, entries, embedder, fields, opener)
-        if await writes.add(rows, done, entries[-1].seq, True):
+        rows, covered = await asyncio.to_thread(embed_entries, entries, embedder, fields, opener)
+        if await writes.add(rows, done, covered, True):
             stored += len(rows)
-        progress(entries[-1].seq, end)
+        progress(covered, end)
     progress(end, end)
     return stored

@@ -3,11 +3,13 @@
 Like the usage process, it is woken by the writer's datagram after each commit (on
 ``enrich.vectors.notify`` in the socket folder), looks at the ledger's head itself when it
 hears nothing for ``QUIET_CHECK_S``, and sends its writes to the one writer. Embedding is
-the heaviest work of an instance, and never on the way of an acknowledgement: the process
-runs under Linux's ``SCHED_IDLE`` policy (and at nice ``ENRICH_NICENESS`` where that is
-refused), with numpy on ``ENRICH_THREADS`` thread, so it takes only CPU time that ingest and
-the other readers leave (measured: ingest with enrichment on at 100-107% of it off,
-``bench.bench_enrich``). Under sustained full load its lag grows; it catches up afterwards.
+the heaviest work of an instance, and never on the way of an acknowledgement: each round's
+embedding runs under Linux's ``SCHED_IDLE`` policy (``idle``), with numpy on
+``ENRICH_THREADS`` thread, so it takes only CPU time that ingest and the other readers leave
+(measured: ingest with enrichment on at 100-107% of it off, ``bench.bench_enrich``). A round
+starved there (entries waiting ``STARVED_AFTER_S`` without progress) is moved to the normal
+policy at the process's nice ``ENRICH_NICENESS`` (``_unstarve``), so a machine busy for good
+still sees the enricher move.
 On the SQLite store it keeps the tenants' indexes and saves them beside the database at
 most every ``SAVE_EVERY_S`` (and when it stops).
 """
@@ -48,6 +50,7 @@ log = logging.getLogger("scr.serve.enrich")
 
 ENRICH_NICENESS = 15
 ENRICH_THREADS = 1
+WATCH_EVERY_S = 0.5  # how often a starved round is looked for
 SAVE_EVERY_S = 10.0
 TITLE = "scr: enrich"
 
@@ -81,10 +84,6 @@ class RemoteWrites:
 def run_enrich(args: ChildArgs) -> int:
     """Keep the vectors at the ledger's head until SIGTERM."""
     os.nice(ENRICH_NICENESS)
-    try:  # the kernel runs it only on a core nothing else wants (its threads inherit it)
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except OSError as error:  # not Linux, or refused: the niceness still holds
-        log.warning("the enricher keeps the normal scheduling policy: %s", error)
     socket_dir, data_dir = Path(args.socket_dir), Path(args.data)
     ready = prepared(args, lambda settings, store_uri: open_with_subjects(data_dir, settings, store_uri))
     if ready is None:
@@ -113,6 +112,31 @@ def run_enrich(args: ChildArgs) -> int:
     return 0
 
 
+def idle() -> None:
+    """The calling (embedding) thread under ``SCHED_IDLE``: the kernel runs it only on a core
+    nothing else wants."""
+    _schedule(0, os.SCHED_IDLE)
+
+
+def _schedule(thread: int, policy: int) -> None:
+    try:
+        if os.sched_getscheduler(thread) != policy:
+            os.sched_setscheduler(thread, policy, os.sched_param(0))
+    except OSError as error:  # not Linux, refused, or the thread is gone: the niceness holds
+        log.debug("the enricher's scheduling policy stays: %s", error)
+
+
+async def _unstarve(enricher: Enricher) -> None:
+    """Every ``WATCH_EVERY_S``: a round starved under ``SCHED_IDLE`` (entries waiting
+    ``STARVED_AFTER_S`` without progress) goes on under the normal policy at the process's
+    niceness, so a machine busy for good still sees the enricher move."""
+    while True:
+        await asyncio.sleep(WATCH_EVERY_S)
+        thread = enricher.embedding_thread
+        if thread is not None and enricher.starved():
+            _schedule(thread, os.SCHED_OTHER)
+
+
 def embedder_of(config: EnrichmentConfig) -> Embedder:
     embedder = config.embedder
     return open_embedder(embedder.kind, embedder.model, embedder.url, embedder.api_key_env)
@@ -133,14 +157,16 @@ async def _follow(store: Store, data_dir: Path, embedder: Embedder, config: Enri
                 indexes.fresh(tenant)
 
     enricher = Enricher(store, embedder, config.fields, writes, opener,
-                        on_stored=follow_index, metrics=Metrics())
+                        on_stored=follow_index, metrics=Metrics(), pace=idle)
     await enricher.load(await asyncio.to_thread(store.last_seq))
     os.write(ready_fd, READY_MESSAGE)
     os.close(ready_fd)
     follower = asyncio.ensure_future(_wake_and_embed(enricher, store, indexes, wake))
+    watchdog = asyncio.ensure_future(_unstarve(enricher))
     try:
         await stop.wait()
     finally:
+        watchdog.cancel()
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
