@@ -5,6 +5,7 @@ items, checkpoints and admin entries; run on each store."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -15,9 +16,15 @@ from typing import Any
 
 import pytest
 
-from conftest import config_text, issue_key
+from conftest import config_text, issue_key, parse_config
+from scr.enrich.enricher import Enricher
+from scr.enrich.minilm import MiniLM
+from scr.enrich.texts import DEFAULT_FIELDS
+from scr.enrich.writes import LocalWrites
 from scr.log.commit import Committer
 from scr.privacy.master import write_master_key
+from scr.privacy.opening import EventOpener
+from scr.privacy.setup import open_subjects
 from scr.security.auth import create_key
 from scr.security.keys import Role
 from scr.store import open_store
@@ -35,9 +42,11 @@ OTHER_TENANTS_LOOKUPS = {
     ("/v1/canon/why-not/{trace_id}", "get"), ("/v1/canon/promote", "post"),
     ("/v1/ledger/proof/inclusion", "get"),
     ("/v1/subjects/{user_id}", "delete"), ("/v1/subjects/{user_id}/export", "get"),
+    ("/v1/sessions/{session_id}/similar", "get"),
 }
 RECONCILE_EXPORT = Path(__file__).parent / "usage" / "exports" / "openai-costs.json"
-CONFIG = config_text(f"      - {{name: {DESTINATION}, type: file, path: archive.jsonl, transform: audit_v1}}")
+CONFIG = config_text(f"      - {{name: {DESTINATION}, type: file, path: archive.jsonl, transform: audit_v1}}"
+                     ) + "  enrichment: {embedder: {kind: local}}\n"
 
 
 @dataclass
@@ -132,6 +141,20 @@ def _seed(client: Any, name: str) -> Tenant:
     return tenant
 
 
+def _embed_everything(client: Any, config: str) -> None:
+    """Both tenants' session texts embedded (opened with the master key), as the enricher of
+    ``scr serve`` would."""
+    store = open_store(client.data, client.store_uri)
+    try:
+        subjects = open_subjects(parse_config(config), store)
+        assert subjects is not None
+        enricher = Enricher(store, MiniLM(), DEFAULT_FIELDS, LocalWrites(store), EventOpener(subjects))
+        asyncio.run(enricher.catch_up(store.last_seq()))  # from cursor 0: every entry
+        assert store.vectors.counts("org_alpha")[1] == store.vectors.counts("org_beta")[1] == 1
+    finally:
+        store.close()
+
+
 def _body(path: str, method: str, other: Tenant) -> Any:
     """A request body that reaches for ``other``'s data where the operation looks something up
     (what it creates is named afresh: the caller may store any string in its own tenant)."""
@@ -151,6 +174,7 @@ def _body(path: str, method: str, other: Tenant) -> Any:
         "/v1/canon/promote": {"item_id": other.item_id},
         "/v1/canon/observations": {"action": "deploy", "outcome": "success"},
         "/v1/usage/reconcile": json.loads(RECONCILE_EXPORT.read_text()),
+        "/v1/search": {"text": f"a message only {other.word} wrote", "k": 100},
     }
     return bodies.get(path, {})
 
@@ -215,8 +239,10 @@ def test_no_answer_reveals_the_other_tenants_data(serve: Any, tmp_path: Path) ->
     key_file = tmp_path / "master.key"  # encryption on: the subjects' routes answer
     write_master_key(key_file)
     security = f"session_completion_runtime:\n  security: {{master_key_file: {key_file}}}\n"
-    client = serve(CONFIG.replace("session_completion_runtime:\n", security))
+    config = CONFIG.replace("session_completion_runtime:\n", security)
+    client = serve(config)
     alpha, beta = _seed(client, "org_alpha"), _seed(client, "org_beta")
+    _embed_everything(client, config)
     wait_for(lambda: (client.data / "archive.jsonl").exists(), what="the archive destination")
     operations = [
         (path, method) for path, item in client.get("/openapi.json").json()["paths"].items()
