@@ -132,52 +132,52 @@ def test_an_erased_subjects_round_adds_nothing_for_it(store: Store, committer: C
     assert [r.session_id for r in store.vectors.after("org_acme", 0, 10)] == ["kept"]
 
 
+@pytest.fixture
+def sqlite(tmp_path: Path) -> Iterator[tuple[SqliteStore, Committer]]:
+    """A SQLite store of ``tmp_path / "data"`` (where its indexes are saved) and its committer."""
+    store = SqliteStore(tmp_path / "data")
+    running = Committer(store, buffer_size=1_000)
+    running.start()
+    yield store, running
+    running.close()
+    store.close()
+
+
 @pytest.mark.parametrize("damage", ["deleted", "flipped", "truncated"])
-def test_a_lost_or_damaged_index_file_is_rebuilt_from_the_store(tmp_path: Path, damage: str) -> None:
-    store = SqliteStore(tmp_path / "data")
-    running = Committer(store, buffer_size=1_000)
-    running.start()
-    try:
-        rng = np.random.default_rng(6)
-        add(running, store, [row(unit(rng), f"s{n}") for n in range(300)])
-        query = unit(rng)
-        first = IndexedNeighbours(store, tmp_path / "data")
-        expected = similar(store, first, "org_acme", query, 10)
-        first.save_changed()
-        [saved] = (tmp_path / "data" / "enrichment").glob("*.usearch")
-        if damage == "deleted":
-            saved.unlink()
-        elif damage == "flipped":
-            body = bytearray(saved.read_bytes())
-            body[len(body) // 2] ^= 0xFF
-            saved.write_bytes(bytes(body))
-        else:
-            saved.write_bytes(saved.read_bytes()[:100])
-        assert IndexFolder(tmp_path / "data").load("org_acme", DIMENSIONS) is None
-        again = similar(store, IndexedNeighbours(store, tmp_path / "data"), "org_acme", query, 10)
-        assert again == expected
-    finally:
-        running.close()
-        store.close()
+def test_a_lost_or_damaged_index_file_is_rebuilt_from_the_store(
+        tmp_path: Path, sqlite: tuple[SqliteStore, Committer], damage: str) -> None:
+    store, running = sqlite
+    rng = np.random.default_rng(6)
+    add(running, store, [row(unit(rng), f"s{n}") for n in range(300)])
+    query = unit(rng)
+    first = IndexedNeighbours(store, tmp_path / "data")
+    expected = similar(store, first, "org_acme", query, 10)
+    first.save_changed()
+    [saved] = (tmp_path / "data" / "enrichment").glob("*.usearch")
+    if damage == "deleted":
+        saved.unlink()
+    elif damage == "flipped":
+        body = bytearray(saved.read_bytes())
+        body[len(body) // 2] ^= 0xFF
+        saved.write_bytes(bytes(body))
+    else:
+        saved.write_bytes(saved.read_bytes()[:100])
+    assert IndexFolder(tmp_path / "data").load("org_acme", DIMENSIONS) is None
+    again = similar(store, IndexedNeighbours(store, tmp_path / "data"), "org_acme", query, 10)
+    assert again == expected
 
 
-def test_a_saved_index_is_loaded_and_follows_rows_added_after_it(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "data")
-    running = Committer(store, buffer_size=1_000)
-    running.start()
-    try:
-        rng = np.random.default_rng(7)
-        add(running, store, [row(unit(rng), f"s{n}") for n in range(50)])
-        IndexedNeighbours(store, tmp_path / "data").fresh("org_acme")
-        saver = IndexedNeighbours(store, tmp_path / "data")
-        saver.fresh("org_acme")
-        saver.save_changed()
-        newest = unit(rng)
-        add(running, store, [row(newest, "late")])
-        loaded = IndexFolder(tmp_path / "data").load("org_acme", DIMENSIONS)
-        assert loaded is not None and len(loaded) == 50
-        answer = similar(store, IndexedNeighbours(store, tmp_path / "data"), "org_acme", newest, 1)
-        assert [f.session_id for f in answer.results] == ["late"]
-    finally:
-        running.close()
-        store.close()
+def test_a_saved_index_is_loaded_and_follows_rows_added_after_it(
+        tmp_path: Path, sqlite: tuple[SqliteStore, Committer]) -> None:
+    store, running = sqlite
+    rng = np.random.default_rng(7)
+    add(running, store, [row(unit(rng), f"s{n}") for n in range(50)])
+    saver = IndexedNeighbours(store, tmp_path / "data")
+    saver.fresh("org_acme")
+    saver.save_changed()
+    newest = unit(rng)
+    add(running, store, [row(newest, "late")])
+    loaded = IndexFolder(tmp_path / "data").load("org_acme", DIMENSIONS)
+    assert loaded is not None and len(loaded) == 50
+    answer = similar(store, IndexedNeighbours(store, tmp_path / "data"), "org_acme", newest, 1)
+    assert [f.session_id for f in answer.results] == ["late"]

@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 from usearch.index import Index
 
+from scr.fsync import fsync_path
 from scr.store.records import VectorRow
 
 log = logging.getLogger("scr.enrich.index")
@@ -122,12 +123,12 @@ class IndexFolder:
         data, manifest = self._files(index.tenant)
         fresh = data.with_suffix(".usearch.new")
         index.index.save(str(fresh))
-        _sync(fresh)
+        fsync_path(fresh)
         digest = _sha256(fresh)
         os.replace(fresh, data)
         described = Manifest(index.tenant, index.dimensions, index.top_key, len(index), digest)
         _write_synced(manifest, msgspec.json.encode(described))
-        _sync_folder(self.path)
+        fsync_path(self.path)
 
     def load(self, tenant: str, dimensions: int) -> TenantIndex | None:
         """The saved index of the tenant, or None: missing, damaged or of other dimensions."""
@@ -162,14 +163,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_synced(path: Path, body: bytes) -> None:
     fresh = path.with_suffix(path.suffix + ".new")
     with fresh.open("wb") as file:
@@ -177,11 +170,3 @@ def _write_synced(path: Path, body: bytes) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(fresh, path)
-
-
-def _sync_folder(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -216,11 +216,16 @@ def request_texts(request: Any) -> CaptureFields:
                 tools.append(text)
         elif message.get("type") == "function_call_output" and isinstance(message.get("output"), str):
             tools.append(message["output"])
+    return content_fields(user, tools)
+
+
+def content_fields(user_request: str | None, tool_outputs: list[str]) -> CaptureFields:
+    """The capture fields of a request's text (the event's ``content``)."""
     found: CaptureFields = {}
-    if user is not None:
-        found["user_request"] = user
-    if tools:
-        found["tool_outputs"] = tools
+    if user_request is not None:
+        found["user_request"] = user_request
+    if tool_outputs:
+        found["tool_outputs"] = tool_outputs
     return found
 
 

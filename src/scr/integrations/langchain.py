@@ -30,6 +30,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
+from scr.integrations.completions import content_fields
 from scr.schema import OutcomeStatus, SessionType, Usage
 from scr.sdk.client import BaseClient, CaptureFields
 from scr.sdk.event import derive_event_id
@@ -77,12 +78,7 @@ def _texts_of(messages: Any) -> CaptureFields:
             user = str(message.text)
         elif isinstance(message, ToolMessage) and isinstance(message.text, str):
             tools.append(str(message.text))
-    found: CaptureFields = {}
-    if user is not None:
-        found["user_request"] = user
-    if tools:
-        found["tool_outputs"] = tools
-    return found
+    return content_fields(user, tools)
 
 
 class ScrCallbackHandler(BaseCallbackHandler):

@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from scr.fsync import fsync_path
 from scr.log.merkle import HASH_SIZE
 
 ED25519_TYPE = b"\x01"
@@ -304,13 +305,5 @@ def _create_key_file(path: Path) -> bytes:
             return path.read_bytes()
     finally:
         temporary.unlink(missing_ok=True)
-    _sync_directory(path.parent)
+    fsync_path(path.parent)
     return pem
-
-
-def _sync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

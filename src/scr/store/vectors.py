@@ -27,41 +27,29 @@ from scr.store.records import BACKFILL_CURSOR, ENRICH_CURSOR, ENRICH_START, Vect
 ROW_COLUMNS = ("tenant", "session_id", "event_id", "seq", "source_fields", "model", "dimensions",
                "vector", "event_model", "status", "session_type", "user_key", "at_ms")
 
-SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS session_vectors (
-    key INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant TEXT NOT NULL, session_id TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    source_fields TEXT NOT NULL, model TEXT NOT NULL, dimensions INTEGER NOT NULL,
-    vector BLOB NOT NULL, event_model TEXT NOT NULL, status TEXT NOT NULL,
-    session_type TEXT NOT NULL, user_key TEXT NOT NULL, at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS session_vectors_tenant ON session_vectors (tenant, key);
-CREATE INDEX IF NOT EXISTS session_vectors_session ON session_vectors (tenant, session_id, key);
-CREATE INDEX IF NOT EXISTS session_vectors_user ON session_vectors (tenant, user_key);
-CREATE INDEX IF NOT EXISTS session_vectors_model ON session_vectors (tenant, event_model);
-CREATE INDEX IF NOT EXISTS session_vectors_time ON session_vectors (tenant, at_ms);
-CREATE INDEX IF NOT EXISTS session_vectors_status ON session_vectors (tenant, status, session_type);
-"""
-
-POSTGRES_SCHEMA = """
-CREATE EXTENSION IF NOT EXISTS vector;
-CREATE TABLE IF NOT EXISTS session_vectors (
-    key bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    tenant text NOT NULL, session_id text NOT NULL, event_id text NOT NULL, seq bigint NOT NULL,
-    source_fields text NOT NULL, model text NOT NULL, dimensions integer NOT NULL,
-    vector vector NOT NULL, event_model text NOT NULL, status text NOT NULL,
-    session_type text NOT NULL, user_key text NOT NULL, at_ms bigint NOT NULL
-);
-CREATE INDEX IF NOT EXISTS session_vectors_tenant ON session_vectors (tenant, key);
-CREATE INDEX IF NOT EXISTS session_vectors_session ON session_vectors (tenant, session_id, key);
-CREATE INDEX IF NOT EXISTS session_vectors_user ON session_vectors (tenant, user_key);
-CREATE INDEX IF NOT EXISTS session_vectors_model ON session_vectors (tenant, event_model);
-CREATE INDEX IF NOT EXISTS session_vectors_time ON session_vectors (tenant, at_ms);
-CREATE INDEX IF NOT EXISTS session_vectors_status ON session_vectors (tenant, status, session_type);
-CREATE INDEX IF NOT EXISTS session_vectors_hnsw_384 ON session_vectors
-    USING hnsw ((vector::vector(384)) vector_cosine_ops) WHERE dimensions = 384;
-"""
 HNSW_DIMENSIONS = 384  # the PostgreSQL index's dimensions (all-MiniLM-L6-v2's); others: exact
+_INDEXES = "\n".join(
+    f"CREATE INDEX IF NOT EXISTS session_vectors_{name} ON session_vectors ({columns});"
+    for name, columns in (("tenant", "tenant, key"), ("session", "tenant, session_id, key"),
+                          ("user", "tenant, user_key"), ("model", "tenant, event_model"),
+                          ("time", "tenant, at_ms"), ("status", "tenant, status, session_type"))
+)
+
+
+def _schema(key: str, integer: str, text: str, vector: str) -> str:
+    """``CREATE TABLE`` and its indexes in a dialect's types (one column list for both)."""
+    types = {"seq": integer, "dimensions": "integer", "vector": vector, "at_ms": integer}
+    columns = ", ".join(f"{name} {types.get(name, text)} NOT NULL" for name in ROW_COLUMNS)
+    return f"CREATE TABLE IF NOT EXISTS session_vectors (key {key}, {columns});\n{_INDEXES}\n"
+
+
+SQLITE_SCHEMA = _schema("INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER", "TEXT", "BLOB")
+POSTGRES_SCHEMA = (
+    "CREATE EXTENSION IF NOT EXISTS vector;\n"
+    + _schema("bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "bigint", "text", "vector")
+    + f"CREATE INDEX IF NOT EXISTS session_vectors_hnsw_{HNSW_DIMENSIONS} ON session_vectors USING hnsw "
+    f"((vector::vector({HNSW_DIMENSIONS})) vector_cosine_ops) WHERE dimensions = {HNSW_DIMENSIONS};\n"
+)
 
 _ERASED = ("NOT EXISTS (SELECT 1 FROM subject_keys WHERE subject_keys.tenant = {m} "
            "AND subject_keys.subject = {m} AND subject_keys.erased_at IS NOT NULL)")
