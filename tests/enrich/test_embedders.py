@@ -3,7 +3,9 @@ OpenAI-compatible endpoint (a real HTTP server on 127.0.0.1, scripted failures).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,12 +15,23 @@ from scr.enrich.embedders import EmbedderError, open_embedder
 from scr.enrich.minilm import MiniLM
 from scr.enrich.openai_embeddings import ATTEMPTS, BATCH, OpenAIEmbeddings
 
+REFERENCE = Path(__file__).parent / "minilm_reference.json"
 SECRET = "sk-test-9f8e7d6c5b4a"  # no substring of it is in any other text here
 
 
 @pytest.fixture(scope="module")
 def minilm() -> MiniLM:
     return MiniLM()
+
+
+def test_the_local_model_matches_the_reference_forward_pass(minilm: MiniLM) -> None:
+    """Against transformers' BertModel on the same files (``minilm_reference.json`` says how its
+    vectors were made), text by text."""
+    reference = json.loads(REFERENCE.read_text())
+    expected = np.array(reference["vectors"], dtype=np.float32)
+    vectors = minilm.embed(reference["texts"])
+    cosines = (vectors * expected).sum(axis=1) / np.linalg.norm(expected, axis=1)
+    assert len(reference["texts"]) == 6 and cosines.min() >= 0.99999, cosines
 
 
 def test_the_local_model_gives_unit_vectors_that_put_paraphrases_together(minilm: MiniLM) -> None:
