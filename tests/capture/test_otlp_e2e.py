@@ -5,7 +5,9 @@ real ``openai`` client, and spans that survive a crash of the server before thei
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +170,44 @@ def test_the_official_openai_instrumentation_on_the_real_client(scr: Scr) -> Non
     assert event["metadata"]["custom_tags"]["spans"] == "3"
     assert event["outcome"] == {"status": "success"}
     assert "price" not in event["metadata"]["custom_tags"]
+    assert "content" not in event  # the host did not turn message content capture on
+
+
+def test_message_content_captured_by_the_instrumentation_becomes_content(
+    scr: Scr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "span_only")
+    provider = scr.provider()
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    conversation: list[Any] = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Oslo: 3 °C, light snow"},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+    try:
+        with OpenAIServer() as llm:
+            llm.script(Reply(), Reply())
+            client = openai.OpenAI(base_url=llm.base_url, api_key="test", max_retries=0)
+            with provider.get_tracer("app").start_as_current_span(
+                "conversation", attributes={"gen_ai.conversation.id": "otel-content-1"},
+            ):
+                client.chat.completions.create(model="gpt-4o-mini", messages=conversation[:1])
+                client.chat.completions.create(model="gpt-4o-mini", messages=conversation)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+    (event,) = wait_for(lambda: scr.events("otel-content-1"), ARRIVAL_TIMEOUT_S, "the session")
+    # the latest call's input messages: its last user message and the tool's result
+    assert event["content"] == {"user_request": "And tomorrow?",
+                                "tool_outputs": ["Oslo: 3 °C, light snow"]}
+    # the emitted spans are kept to recognise a retry, without their texts
+    with contextlib.closing(sqlite3.connect(scr.process.data / "scr.db")) as conn:
+        spans = [bytes(row[0]) for row in conn.execute("SELECT span FROM otlp_spans")]
+    assert spans and not any(b"light snow" in span for span in spans)
 
 
 @pytest.mark.slow

@@ -118,3 +118,22 @@ def test_an_export_on_postgresql_is_unavailable_as_every_ledger_proof_is_there(
         assert answer.status_code == 503 and "SQLite" in answer.json()["error"]["message"]
         # erasure works there: it needs no proofs
         assert client.delete(f"/v1/subjects/{USER}", headers=client.key(role="admin")).status_code == 202
+
+
+def test_an_export_carries_content_opened_and_verifies_offline(
+    serve: Callable[..., Client], key_file: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    client = serve(sealed_config(key_file))
+    content = {"user_request": "Cancel my plan.", "tool_outputs": ["plan p_9 cancelled", "ok"]}
+    event = make_event("evt_content", **{"user.user_id": USER}, content=content)
+    assert client.post("/v1/events", json=event, headers=client.key()).status_code == 202
+    body, path = exported(client, tmp_path)
+    (item,) = body["events"]  # type: ignore[misc]
+    assert item["event"]["content"] == content
+    code, output = verified(path)
+    assert code == EXIT_VERIFIED, output
+    altered = json.loads(path.read_text())
+    altered["events"][0]["event"]["content"]["tool_outputs"][1] = "not ok"
+    (tmp_path / "altered.json").write_text(json.dumps(altered))
+    code, output = verified(tmp_path / "altered.json")
+    assert code == EXIT_TAMPERED and "do not match the leaf's commitment" in output, output

@@ -29,11 +29,17 @@ A span is a GenAI span when it has at least one ``gen_ai.*`` attribute. Its sess
   later parts of a session that went on after it was emitted.
 - ``event_id``: derived from (tenant, session, segment): re-emitting after a crash is a
   duplicate, never a second charge. ``timestamp``: the session's end time.
+- ``content``: only when the spans carry message content, which instrumentations record only
+  when the host turns it on (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=span_only``
+  or ``span_and_event``): from ``gen_ai.input.messages`` (JSON) of the latest span that has
+  it, ``user_request`` is the text of the last ``user`` message and ``tool_outputs`` each
+  ``tool_call_response`` part's response, each cut to 32,768 bytes of UTF-8.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,8 +55,8 @@ from scr.route.prices import (
     PriceTable,
     default_prices,
 )
-from scr.schema import OutcomeStatus, SessionType, Usage
-from scr.sdk.event import CapturedEvent, build_event
+from scr.schema import MAX_TOOL_OUTPUTS, OutcomeStatus, SessionType, Usage
+from scr.sdk.event import CapturedEvent, build_event, cut_text
 
 STATUS_ERROR = 2  # OTLP Status.code: 0 unset, 1 ok, 2 error
 MAX_NAME_CHARS = 256
@@ -65,6 +71,7 @@ NANOS_PER_MICRO = 1000
 ANONYMOUS_USER = "anonymous"
 MAX_CLIENT_VERSION_CHARS = 128
 NANOS_PER_SECOND = 1_000_000_000
+INPUT_MESSAGES = "gen_ai.input.messages"  # set only when the host captures message content
 
 # Token attributes, newest name first.
 _TOKENS: dict[str, tuple[str, ...]] = {
@@ -112,6 +119,8 @@ class GenAISpan(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
+    user_request: str | None = None  # from message content, when the host captures it
+    tool_outputs: tuple[str, ...] = ()
 
     @property
     def is_root(self) -> bool:
@@ -156,6 +165,7 @@ def read_span(
             found[field_name] = _tokens(merged, names, span_id)
         for field_name, names in _NAMES.items():
             found[field_name] = _name(merged, names, span_id)
+        found["user_request"], found["tool_outputs"] = message_texts(attributes.get(INPUT_MESSAGES))
     return GenAISpan(
         trace_id, span_id, parent_span_id, start_ns, end_ns, genai=genai, status=status,
         status_message=status_message[:MAX_NAME_CHARS],
@@ -163,6 +173,30 @@ def read_span(
         service_version=_name(resource, ("service.version",), span_id, required=False),
         **found,
     )
+
+
+def message_texts(messages: Any) -> tuple[str | None, tuple[str, ...]]:
+    """The last user message's text and the tool responses of GenAI input messages (the JSON
+    text of ``gen_ai.input.messages``), each cut to the content limit; none if unreadable."""
+    if isinstance(messages, str):
+        try:
+            messages = json.loads(messages)
+        except ValueError:
+            return None, ()
+    user_request, outputs = None, []
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict) or not isinstance(message.get("parts"), list):
+            continue
+        parts = [part for part in message["parts"] if isinstance(part, dict)]
+        if message.get("role") == "user":
+            user_request = "".join(part["content"] for part in parts
+                                   if part.get("type") == "text" and isinstance(part.get("content"), str))
+        for part in parts:
+            if part.get("type") == "tool_call_response":
+                response = part.get("response")
+                outputs.append(response if isinstance(response, str) else json.dumps(response))
+    clipped = tuple(cut_text(text) for text in outputs[-MAX_TOOL_OUTPUTS:])
+    return (None if user_request is None else cut_text(user_request)), clipped
 
 
 def _first(attributes: Attributes, names: Iterable[str]) -> Any:
@@ -310,6 +344,8 @@ def session_event(
         tags[PRICE_VERSION_TAG] = table.version
     version = next((s.service_version for s in ordered if s.service_version), None)
     status, error_code = _outcome(ordered)
+    texted = [s for s in genai if s.user_request is not None or s.tool_outputs]
+    latest = texted[-1] if texted else None
     return build_event(
         session_id=key[len(CONVERSATION_PREFIX):] if conversation else key[len(TRACE_PREFIX):],
         model=model,
@@ -331,6 +367,8 @@ def session_event(
         cost_usd=cost,
         client_version=version[:MAX_CLIENT_VERSION_CHARS] if version else None,
         prices=table,
+        user_request=latest.user_request if latest else None,
+        tool_outputs=latest.tool_outputs if latest else None,
     )
 
 

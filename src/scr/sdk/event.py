@@ -29,6 +29,7 @@ from scr.route.prices import (
 from scr.schema import (
     EVENT_TYPE,
     MAX_CONTENT_TEXT_BYTES,
+    MAX_EVENT_BYTES,
     MAX_TOOL_OUTPUTS,
     Content,
     Event,
@@ -188,5 +189,10 @@ def build_event(
         content=content_of(user_request, summary, tool_outputs),
     )
     body = _encode(event)
+    while len(body) > MAX_EVENT_BYTES and isinstance(event.content, Content) and event.content.tool_outputs:
+        # too long with all its text: the oldest tool outputs give way, one at a time
+        outputs = event.content.tool_outputs[1:]
+        event.content = msgspec.structs.replace(event.content, tool_outputs=outputs or msgspec.UNSET)
+        body = _encode(event)
     decode_event(body)  # the server's own validation: raises InvalidEvent naming each problem
     return CapturedEvent(event, body, priced)

@@ -118,10 +118,11 @@ class PendingSpans:
     def finish(
         self, tx: Transaction, tenant: str, key: str, segment: int, now: str
     ) -> None:
-        """Mark an emitted session's spans emitted and count its segment."""
+        """Mark an emitted session's spans emitted and count its segment. An emitted span is
+        kept only to recognise a retry: its encoded body (user id, message content) goes."""
         conn = _sql(tx)
         conn.execute(
-            "UPDATE otlp_spans SET emitted_at = ? WHERE tenant = ? AND session_key = ? "
+            "UPDATE otlp_spans SET emitted_at = ?, span = X'' WHERE tenant = ? AND session_key = ? "
             "AND emitted_at IS NULL",
             (now, tenant, key),
         )
