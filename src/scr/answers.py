@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from msgspec import Meta, Struct, field
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from scr.canon.model import CanonItem
 from scr.schema import (
@@ -117,6 +117,12 @@ class ErasedMetadata(Answer):
     custom_tags: dict[TagKey, None] = field(default_factory=dict)
 
 
+class ErasedContent(Answer):
+    user_request: UnsetType | None = UNSET
+    summary: UnsetType | None = UNSET
+    tool_outputs: list[None] | UnsetType = UNSET
+
+
 class ErasedEvent(Answer):
     """An event whose subject was erased (``DELETE /v1/subjects/{user_id}``): its personal
     fields are null, the rest as it was committed."""
@@ -130,6 +136,7 @@ class ErasedEvent(Answer):
     outcome: ErasedOutcome
     metadata: ErasedMetadata
     erased: Literal[True]
+    content: ErasedContent | UnsetType = UNSET
 
 
 class StoredEvent(Answer):

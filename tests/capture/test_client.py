@@ -265,8 +265,11 @@ def test_text_given_to_capture_becomes_content_cut_to_its_limits(
     assert content["summary"] == "é" * 16_384
     assert content["tool_outputs"] == [f"out {n}" for n in range(6, 70)]  # the last 64
     assert "content" not in scr_server.event(without)  # type: ignore[operator]
+    odd = client.capture("sess_odd", "gpt-4o", user_request="broken \ud800 surrogate")
+    assert client.flush(timeout_s=10)
+    assert scr_server.event(odd)["content"] == {"user_request": "broken ? surrogate"}  # type: ignore[index]
     big = client.capture("sess_big", "gpt-4o", tool_outputs=[f"{n:02d}" + "x" * 32_000 for n in range(20)])
     assert client.flush(timeout_s=10)
     kept = scr_server.event(big)["content"]["tool_outputs"]  # type: ignore[index]
     assert 0 < len(kept) < 20 and kept[-1].startswith("19")  # the oldest gave way to fit 256 KiB
-    assert client.stats().accepted == 3
+    assert client.stats().accepted == 4

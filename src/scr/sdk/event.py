@@ -84,9 +84,9 @@ def _as_time(value: TimeLike) -> datetime:
 
 
 def cut_text(text: str, limit: int = MAX_CONTENT_TEXT_BYTES) -> str:
-    """``text`` within ``limit`` UTF-8 bytes, cut at a character boundary."""
-    encoded = text.encode()
-    return text if len(encoded) <= limit else encoded[:limit].decode(errors="ignore")
+    """``text`` within ``limit`` UTF-8 bytes, cut at a character boundary; a lone surrogate
+    (no UTF-8 for it: the whole event would fail to encode, usage included) becomes ``?``."""
+    return text.encode("utf-8", "replace")[:limit].decode("utf-8", "ignore")
 
 
 def content_of(user_request: str | None, summary: str | None,
