@@ -71,6 +71,7 @@ SUM = "total_tokens = input_tokens + output_tokens"
 DURATION = "duration_ms within 1 s of end_time - start_time"
 SIZE = "an event is at most 256 KiB"
 INTEGER = "integers are written without a fraction or an exponent"
+BYTES = "each content string is at most 32768 UTF-8 bytes"
 EXPONENT = "an amount's exponent is one a decimal holds"
 
 MONEY_ACCEPTED = [
@@ -172,6 +173,27 @@ def corpus() -> list[Case]:
         case("client_version of 128", True, None, **{"metadata.client_version": "v" * 128}),
         case("client_version of 129", False, None, **{"metadata.client_version": "v" * 129}),
         case("client_version null", True, None, **{"metadata.client_version": None}),
+        # content (additive to v1.2): keys optional, never null, 32,768 bytes, 64 tool outputs
+        case("content empty", True, None, content={}),
+        case("content with every key", True, None, content={
+            "user_request": "why?", "summary": "", "tool_outputs": ["a", ""]}),
+        case("content null", False, None, content=None),
+        case("content a list", False, None, content=["x"]),
+        case("content user_request null", False, None, content={"user_request": None}),
+        case("content summary null", False, None, content={"summary": None}),
+        case("content tool_outputs null", False, None, content={"tool_outputs": None}),
+        case("content tool output null", False, None, content={"tool_outputs": [None]}),
+        case("content tool output a number", False, None, content={"tool_outputs": [1]}),
+        case("content unknown key", False, None, content={"answer": "x"}),
+        case("content of 32,768 bytes", True, None, content={"user_request": "x" * 32_768}),
+        case("content of 32,769 bytes", False, None, content={"user_request": "x" * 32_769}),
+        case("content of 32,768 multibyte bytes", True, None,
+             content={"summary": "€" * 10_922 + "ab"}),
+        case("content of 32,769 multibyte bytes", False, BYTES,
+             content={"summary": "é" * 16_384 + "a"}),
+        case("content with 64 tool outputs", True, None, content={"tool_outputs": ["x"] * 64}),
+        case("content with 65 tool outputs", False, None, content={"tool_outputs": ["x"] * 65}),
+        case("content over 256 KiB", False, SIZE, content={"tool_outputs": ["x" * 32_768] * 9}),
         # custom tags: at most 64, keys 1-128, values strings up to 1024
         case("64 tags", True, None, **{"metadata.custom_tags": {f"k{i}": "v" for i in range(64)}}),
         case("65 tags", False, None, **{"metadata.custom_tags": {f"k{i}": "v" for i in range(65)}}),
@@ -274,7 +296,7 @@ def test_the_json_schema_accepts_exactly_what_the_api_accepts(serve: Any) -> Non
     assert sum(c.valid for c in compared) > 50 and sum(not c.valid for c in compared) > 50
     described = client.get("/v1/schema").json()["description"]
     for reason in ("total_tokens", "duration_ms", "2000-01-01T00:00:00Z", "day ahead", "bytes",
-                   "without a fraction", "exponent is one a decimal holds"):
+                   "without a fraction", "exponent is one a decimal holds", "UTF-8 bytes"):
         assert reason in described, f"the schema's description does not list: {reason}"
 
 
