@@ -98,7 +98,8 @@ class TenantIndex:
         return [(held[i], float(similarity[i])) for i in order]
 
     def held_keys(self) -> list[int]:
-        return [int(key) for key in self.index.keys]
+        keys: list[int] = np.asarray(self.index.keys).tolist()  # iterating them is 50 µs a key
+        return keys
 
     def forget(self, keys: list[int]) -> None:
         """Drop rows the store no longer has (erased, or cleared by a rebuild)."""
