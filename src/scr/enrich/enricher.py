@@ -129,12 +129,14 @@ class Enricher:
         """Embed every entry up to ``head``; back off and keep the place if the embedder fails."""
         if self.metrics is not None:
             self.metrics.enrich_lag.set(max(0, head - self.cursor))
-        mixed = await asyncio.to_thread(mixed_model, self.store, self.embedder)
+        if self.cursor >= head:
+            self._progress_at = time.monotonic()  # nothing waits: not starved
+            await self._recovered()
+            return
+        mixed = await asyncio.to_thread(mixed_model, self.store, self.embedder)  # only with work to do
         if mixed is not None:
             await self._failed(mixed, wait=False)
             return
-        if self.cursor >= head:
-            self._progress_at = time.monotonic()  # nothing waits: not starved
         while self.cursor < head:
             entries = await asyncio.to_thread(self.store.entries_after, self.cursor, FETCH_ENTRIES)
             if not entries:
@@ -152,8 +154,7 @@ class Enricher:
                     self.metrics.enrich_vectors.inc(len(rows))
                     self.metrics.enrich_lag.set(max(0, head - self.cursor))
             else:  # another enricher moved the cursor, or a rebuild reset it
-                cursor = await asyncio.to_thread(self.store.cursor, ENRICH_CURSOR)
-                self.cursor = cursor or 0
+                await self.load(head)
         await self._recovered()
 
     def _embed(self, entries: list[StoredEntry]) -> tuple[list[VectorRow], int]:
