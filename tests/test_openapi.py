@@ -84,6 +84,7 @@ class Api:
         config.write_text(CONFIG)
         self.keys = {role: _key(data, role) for role in KEYED_ROLES}
         self.keys["publishable"] = _key(data, "publishable", (ORIGIN,))
+        self.keys["platform"] = _key(data, "platform")  # the enrichment's backfill and rebuild
         self.server = ServerProcess(data, config).start()
         self.url = self.server.url
         self.http = httpx.Client(base_url=self.url, timeout=30)

@@ -582,6 +582,15 @@ class SimilarSessions(Answer):
     exact: bool
 
 
+class BackfillProgress(Answer):
+    """The backfill: the ledger seq it reached, the seq where the enricher started (it is done
+    at ``end``), and whether one asked through ``POST /v1/enrichment/backfill`` is under way."""
+
+    done: int
+    end: int
+    running: bool
+
+
 class EnrichmentStatus(Answer):
     """``GET /v1/enrichment``: the embedder, the tenant's indexed sessions, the enricher's lag
     behind the ledger (entries not read yet) and its last error (``null`` once recovered)."""
@@ -592,3 +601,5 @@ class EnrichmentStatus(Answer):
     indexed: int
     lag: int
     last_error: str | None
+    backfill: BackfillProgress
+

@@ -461,9 +461,22 @@ def _operations() -> list[Operation]:
             (TENANT,),
             request={JSON: SearchRequest},
         ),
+        *(Operation(
+            f"/v1/enrichment/{verb}", "post", f"{verb}Enrichment", "enrichment",
+            summary, "any_tenant",
+            {202: _json(answers.EnrichmentStatus, "asked: the enricher does it after the live "
+                        "entries (`backfill` in the answer shows its progress)")},
+            _merge(KEYED, {404: "enrichment is off"}), (TENANT,),
+        ) for verb, summary in (
+            ("backfill", "Embed what the ledger held before enrichment was turned on (every "
+                         "tenant's; resumes where an earlier backfill stopped)"),
+            ("rebuild", "Delete every vector and saved index, then embed the whole ledger again "
+                        "(after a change of model)"),
+        )),
         Operation(
             "/v1/enrichment", "get", "getEnrichment", "enrichment",
-            "The embedder, the tenant's indexed sessions, the enricher's lag and last error",
+            "The embedder, the tenant's indexed sessions, the enricher's lag and last error, the "
+            "backfill's progress (a `platform` key too, to follow a backfill it asked for)",
             "read",
             {200: _json(answers.EnrichmentStatus, "the enrichment's state")},
             _merge(KEYED, SPANNING, {404: "enrichment is off"}), (TENANT,),

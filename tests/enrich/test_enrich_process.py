@@ -108,7 +108,9 @@ def test_similar_sessions_and_search_answer_per_tenant_on_each_store(
                 assert api.post("/v1/search", json=bad).status_code == 400, bad
             now = api.get("/v1/enrichment").json()
             assert now == {"embedder": "local", "model": "all-MiniLM-L6-v2", "dimensions": 384,
-                           "indexed": 6, "lag": 0, "last_error": None}
+                           "indexed": 6, "lag": 0, "last_error": None,
+                           "backfill": {"done": 0, "end": now["backfill"]["end"], "running": False}}
+            assert now["backfill"]["end"] > 0  # the keys' entries came before enrichment
         other = httpx.post(f"{server.url}/v1/search", json={"text": BILLING[0], "k": 10},
                            headers={"authorization": f"Bearer {theirs}"}).json()
         assert [hit["session_id"] for hit in other["results"]] == ["sess_o0"]
@@ -248,3 +250,37 @@ def test_erasing_a_subject_removes_its_vectors_from_every_answer(tmp_path: Path)
     assert sorted(event_id for event_id, _ in vector_rows(store_at)) == ["evt_t0", "evt_t1", "evt_t2"]
     saved = IndexFolder(data).load("org_acme", 384)  # saved at the enricher's stop, without them
     assert saved is not None and len(saved) == 3
+
+
+def test_a_backfill_and_a_rebuild_asked_of_the_server(tmp_path: Path) -> None:
+    store_at = StoreAt("sqlite", tmp_path / "data")
+    data = store_at.data
+    ingest = create_key(data)
+    before = ServerProcess(data).start()  # enrichment off
+    try:
+        post(before, ingest, [text_event(f"evt_old{n}", f"sess_old{n}", text)
+                              for n, text in enumerate(EXPORT)])
+    finally:
+        before.stop()
+    reader, admin = create_key(data, role="read"), create_key(data, role="admin")
+    platform = create_key(data, role="platform")
+    server = ServerProcess(data, write_config(tmp_path)).start()
+    try:
+        post(server, ingest, [text_event("evt_new", "sess_new", BILLING[0])])
+        wait_for(lambda: caught_up(server, reader, 1), timeout_s=EMBEDDED_WITHIN_S, what="the new event")
+        refused = httpx.post(f"{server.url}/v1/enrichment/backfill",
+                             headers={"authorization": f"Bearer {admin}"})
+        assert refused.status_code == 403  # every tenant's vectors: a platform key's to ask
+        done = run_scr("enrich", "backfill", "--url", server.url, "--key", platform)
+        assert "backfill done" in done.stdout
+        assert status(server, reader)["indexed"] == 4 and not status(server, reader)["backfill"]["running"]
+        embedded = sorted(event_id for event_id, _ in vector_rows(store_at))
+        rebuilt = run_scr("enrich", "rebuild", "--url", server.url, "--key", platform)
+        assert "rebuild done" in rebuilt.stdout
+        wait_for(lambda: caught_up(server, reader, 4), timeout_s=EMBEDDED_WITHIN_S, what="rebuilt")
+        similar = httpx.get(f"{server.url}/v1/sessions/sess_old0/similar", params={"k": 2},
+                            headers={"authorization": f"Bearer {reader}"}).json()
+        assert {found["session_id"] for found in similar["results"]} == {"sess_old1", "sess_old2"}
+    finally:
+        server.stop()
+    assert sorted(event_id for event_id, _ in vector_rows(store_at)) == embedded  # embedded again, once

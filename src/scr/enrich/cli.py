@@ -3,15 +3,18 @@
 ``status`` reads a data folder (``--data``, with ``--config``) or asks a server (``--url``
 with a read or admin key). ``backfill`` embeds what the ledger held before enrichment was
 turned on, and ``rebuild`` deletes every vector and saved index and embeds the whole ledger
-again (after a change of model): both work on the data folder itself, with a progress bar,
-and may run while ``scr serve`` runs (the rows go through the store's one write lock; the
-server's indexes follow the stored rows). Interrupted, either resumes where it stopped.
+again (after a change of model), with a progress bar: on the data folder itself (which may
+run while ``scr serve`` runs: the rows go through the store's one write lock, and the
+server's indexes follow the stored rows), or asked of a server (``--url`` with a platform
+key), whose enricher does it after the live entries. Interrupted, either resumes where it
+stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -31,6 +34,7 @@ from scr.store.protocol import Store
 
 EXIT_FAILED = 2
 STATUS_TIMEOUT_S = 30.0
+PROGRESS_EVERY_S = 0.5  # how often a remote backfill's progress is read
 
 app = typer.Typer(help="Enrichment: embeddings of sessions' text.", no_args_is_help=True)
 
@@ -61,18 +65,49 @@ def status_command(
         opened.close()
 
 
+UrlOption = Annotated[str | None, typer.Option("--url", help="A scr server (instead of --data).")]
+PlatformKeyOption = Annotated[str | None, typer.Option(
+    "--key", envvar="SCR_KEY", help="A platform key (with --url).")]
+
+
 @app.command("backfill")
-def backfill_command(data: Annotated[Path, typer.Option("--data", help="The data folder.")],
-                     config: ConfigOption = None, store: StoreOption = None) -> None:
+def backfill_command(data: DataOption = None, config: ConfigOption = None, store: StoreOption = None,
+                     url: UrlOption = None, key: PlatformKeyOption = None) -> None:
     """Embed the events committed before enrichment was turned on (resumable)."""
-    _run_backfill(data, config, store, rebuild=False)
+    if url is not None:
+        _remote_backfill(url, key, "backfill")
+    elif data is not None:
+        _run_backfill(data, config, store, rebuild=False)
+    else:
+        _fail("give --data DIR --config FILE, or --url URL --key KEY")
 
 
 @app.command("rebuild")
-def rebuild_command(data: Annotated[Path, typer.Option("--data", help="The data folder.")],
-                    config: ConfigOption = None, store: StoreOption = None) -> None:
+def rebuild_command(data: DataOption = None, config: ConfigOption = None, store: StoreOption = None,
+                    url: UrlOption = None, key: PlatformKeyOption = None) -> None:
     """Delete every vector and index, then embed the whole ledger again (a new model)."""
-    _run_backfill(data, config, store, rebuild=True)
+    if url is not None:
+        _remote_backfill(url, key, "rebuild")
+    elif data is not None:
+        _run_backfill(data, config, store, rebuild=True)
+    else:
+        _fail("give --data DIR --config FILE, or --url URL --key KEY")
+
+
+def _remote_backfill(url: str, key: str | None, verb: str) -> None:
+    """Ask the server's enricher for a backfill or rebuild, and show its progress until done."""
+    if not key:
+        _fail("--url needs --key (a platform key)")
+    headers = {"authorization": f"Bearer {key}"}
+    answer = _call(httpx.post, f"{url.rstrip('/')}/v1/enrichment/{verb}", headers)
+    with Progress(transient=False) as progress:
+        task = progress.add_task(f"{verb} on {url}", total=None)
+        while answer["backfill"]["running"]:
+            progress.update(task, completed=answer["backfill"]["done"], total=answer["backfill"]["end"])
+            time.sleep(PROGRESS_EVERY_S)
+            answer = _call(httpx.get, f"{url.rstrip('/')}/v1/enrichment", headers)
+        progress.update(task, completed=answer["backfill"]["end"], total=answer["backfill"]["end"])
+    typer.echo(f"{verb} done: ledger entries up to {answer['backfill']['end']} embedded")
 
 
 def _run_backfill(data: Path, config: Path | None, uri: str | None, rebuild: bool) -> None:
@@ -133,12 +168,15 @@ def _opener(settings: Config, store: Store) -> EventOpener | None:
 def _remote_status(url: str, key: str | None) -> dict[str, Any]:
     if not key:
         _fail("--url needs --key (a read or admin key)")
+    return _call(httpx.get, f"{url.rstrip('/')}/v1/enrichment", {"authorization": f"Bearer {key}"})
+
+
+def _call(method: Any, url: str, headers: dict[str, str]) -> dict[str, Any]:
     try:
-        response = httpx.get(f"{url.rstrip('/')}/v1/enrichment", timeout=STATUS_TIMEOUT_S,
-                             headers={"authorization": f"Bearer {key}"})
+        response = method(url, timeout=STATUS_TIMEOUT_S, headers=headers)
     except httpx.HTTPError as error:
         _fail(f"cannot reach {url}: {error}")
-    if response.status_code != httpx.codes.OK:
+    if response.status_code not in (httpx.codes.OK, httpx.codes.ACCEPTED):
         _fail(f"the server answered {response.status_code}: {response.text[:500]}")
     answer: dict[str, Any] = response.json()
     return answer

@@ -37,7 +37,15 @@ from scr.metrics import Metrics
 from scr.privacy.sealing import SUBJECT_PREFIX
 from scr.schema import Event
 from scr.store.protocol import Store
-from scr.store.records import BACKFILL_CURSOR, ENRICH_CURSOR, ENRICH_START, StoredEntry, VectorRow
+from scr.store.records import (
+    BACKFILL_ANSWERED,
+    BACKFILL_ASKED,
+    BACKFILL_CURSOR,
+    ENRICH_CURSOR,
+    ENRICH_START,
+    StoredEntry,
+    VectorRow,
+)
 
 log = logging.getLogger("scr.enrich")
 
@@ -59,6 +67,9 @@ class EnrichWrites(Protocol):
 
     async def report(self, error: str | None) -> None:
         """The embedder's last error (None: it recovered)."""
+
+    async def answer(self, asked: int) -> None:
+        """The backfills asked up to ``asked`` are done."""
 
 
 def mixed_model(store: Store, embedder: Embedder) -> str | None:
@@ -164,6 +175,24 @@ class Enricher:
         self.pace()
         return embed_entries(entries, self.embedder, self.fields, self.opener)
 
+    async def backfill_if_asked(self) -> None:
+        """One round of a backfill asked through the API (``POST /v1/enrichment/backfill``),
+        once the live entries are embedded; the ask is answered when none is left."""
+        asked = await asyncio.to_thread(self.store.cursor, BACKFILL_ASKED)
+        answered = await asyncio.to_thread(self.store.cursor, BACKFILL_ANSWERED)
+        if not asked or (answered or 0) >= asked:
+            return
+        try:
+            done = await backfill_round(self.store, self.embedder, self.fields, self.writes,
+                                        self.opener, lambda entries, *_: self._embed(entries))
+        except EmbedderError as error:
+            await self._failed(str(error))
+            return
+        if done is None:
+            await self.writes.answer(asked)
+        else:
+            self._progress_at = time.monotonic()
+
     def starved(self) -> bool:
         """Whether entries have waited ``STARVED_AFTER_S`` without a round stored."""
         return time.monotonic() - self._progress_at > STARVED_AFTER_S
@@ -186,25 +215,35 @@ class Enricher:
             await self.writes.report(None)
 
 
+async def backfill_round(store: Store, embedder: Embedder, fields: Sequence[str],
+                         writes: EnrichWrites, opener: Opening | None,
+                         embed: Callable[..., tuple[list[VectorRow], int]] = embed_entries,
+                         ) -> tuple[int, int, int] | None:
+    """One round of the backfill: the entries past its cursor up to the enricher's start,
+    embedded and stored with the cursor's move (compare-and-set: a later run resumes there).
+    (vectors stored, the seq reached, the end), or None when there is nothing left."""
+    end = store.cursor(ENRICH_START) or 0
+    done = store.cursor(BACKFILL_CURSOR) or 0
+    entries = [e for e in store.entries_after(done, FETCH_ENTRIES) if e.seq <= end] if done < end else []
+    if not entries:
+        return None
+    rows, covered = await asyncio.to_thread(embed, entries, embedder, fields, opener)
+    stored = len(rows) if await writes.add(rows, done, covered, True) else 0
+    return stored, covered, end
+
+
 async def backfill(store: Store, embedder: Embedder, fields: Sequence[str], writes: EnrichWrites,
                    opener: Opening | None, progress: Callable[[int, int], None]) -> int:
-    """Embed the entries from the backfill's cursor up to the enricher's start; each round
-    moves the cursor (a later run resumes there). ``progress(done_seq, end_seq)``; returns
+    """Every backfill round (``scr enrich backfill --data``); ``progress(seq reached, end)``;
     the vectors stored."""
     if (mixed := mixed_model(store, embedder)) is not None:
         raise EmbedderError(mixed)
-    end = store.cursor(ENRICH_START)
-    if end is None:
+    if store.cursor(ENRICH_START) is None:
         await writes.start(store.last_seq())
-        end = store.cursor(ENRICH_START) or 0
     stored = 0
-    while (done := store.cursor(BACKFILL_CURSOR) or 0) < end:
-        entries = [e for e in store.entries_after(done, FETCH_ENTRIES) if e.seq <= end]
-        if not entries:
-            break
-        rows, covered = await asyncio.to_thread(embed_entries, entries, embedder, fields, opener)
-        if await writes.add(rows, done, covered, True):
-            stored += len(rows)
-        progress(covered, end)
+    while (round_ := await backfill_round(store, embedder, fields, writes, opener)) is not None:
+        stored += round_[0]
+        progress(*round_[1:])
+    end = store.cursor(ENRICH_START) or 0
     progress(end, end)
     return stored

@@ -28,6 +28,8 @@ from scr.errors import BadRequest, Detail, NotFound, Unavailable
 from scr.httpio import JSONResponse, read_body
 from scr.log.entry import decode_entry
 from scr.runtime import Runtime
+from scr.store.protocol import Transaction
+from scr.store.records import BACKFILL_ASKED
 from scr.store.sqlite import SqliteStore
 from scr.store.vectors import VectorFilter
 
@@ -155,12 +157,42 @@ def enrichment_routes(runtime: Runtime, enrichment: Enrichment | None) -> list[R
         return JSONResponse(answer.as_json())
 
     async def status(request: Request) -> Response:
-        tenant = runtime.tenant(request, "read")
+        principal = runtime.auth.principal(request.headers.get("authorization"))
+        if principal.can("any_tenant"):  # a platform key follows a backfill it asked for
+            tenant = request.query_params.get("tenant") or ""
+        else:
+            principal.require("read")
+            tenant = principal.scope(request.query_params.get("tenant"))
         service = enabled()
         return JSONResponse(await asyncio.to_thread(enrichment_status, runtime.store,
                                                     service.config.embedder, tenant))
 
+    async def ask_backfill(request: Request) -> Response:
+        """A backfill (or a rebuild: every vector deleted, then the whole ledger embedded again),
+        done by the enricher process once it has embedded the live entries."""
+        runtime.principal(request, "any_tenant")  # every tenant's vectors: a platform key
+        service = enabled()
+        rebuild = request.url.path.endswith("/rebuild")
+        store, head = runtime.store, await asyncio.to_thread(runtime.store.last_seq)
+        asked = (await asyncio.to_thread(store.cursor, BACKFILL_ASKED) or 0) + 1
+
+        def write(tx: Transaction) -> None:
+            if rebuild:
+                store.vectors.clear(tx, head)
+            else:
+                store.vectors.start(tx, head)  # (enrichment never ran: its start is now)
+            store.set_cursor(tx, BACKFILL_ASKED, asked)
+
+        await runtime.committer.run(write)
+        if rebuild and isinstance(service.neighbours, IndexedNeighbours):
+            await asyncio.to_thread(service.neighbours.folder.remove_all)
+        tenant = request.query_params.get("tenant") or ""
+        answer = await asyncio.to_thread(enrichment_status, store, service.config.embedder, tenant)
+        return JSONResponse(answer, status_code=202)
+
     return [
+        Route("/v1/enrichment/backfill", ask_backfill, methods=["POST"]),
+        Route("/v1/enrichment/rebuild", ask_backfill, methods=["POST"]),
         Route("/v1/sessions/{session_id}/similar", similar_sessions, methods=["GET"]),
         Route("/v1/search", search, methods=["POST"]),
         Route("/v1/enrichment", status, methods=["GET"]),

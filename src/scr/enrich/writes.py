@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from scr.enrich.status import STATE_NAME
 from scr.log.commit import utc_now
 from scr.store.protocol import Store, Transaction
-from scr.store.records import VectorRow
+from scr.store.records import BACKFILL_ANSWERED, VectorRow
 
 T = TypeVar("T")
 
@@ -44,6 +44,9 @@ class LocalWrites:
         state = "active" if error is None else "failing"
         self._write(lambda tx: self.store.set_destination_state(tx, STATE_NAME, state, error or "",
                                                                 utc_now()))
+
+    async def answer(self, asked: int) -> None:
+        self._write(lambda tx: self.store.set_cursor(tx, BACKFILL_ANSWERED, asked))
 
     def clear(self, head: int) -> None:
         """Every vector deleted; the enricher goes on from ``head``, the backfill from 0."""

@@ -41,9 +41,9 @@ from scr.serve.reader import MAX_DATAGRAM_BYTES, QUIET_CHECK_S, open_with_subjec
 from scr.serve.readers import bind_unix, enrich_notify_path, writes_path
 from scr.serve.supervisor import READY_MESSAGE, ChildArgs
 from scr.serve.usage import drain
-from scr.serve.writes import AddVectors, RecordingTx, RemoteCommitter, SetState, StartEnrichment
+from scr.serve.writes import AddVectors, RecordingTx, RemoteCommitter, SetCursor, SetState, StartEnrichment
 from scr.store import Store
-from scr.store.records import VectorRow
+from scr.store.records import BACKFILL_ANSWERED, VectorRow
 from scr.store.sqlite import SqliteStore
 
 log = logging.getLogger("scr.serve.enrich")
@@ -61,7 +61,8 @@ class RemoteWrites:
     def __init__(self, writer_at: Path) -> None:
         self.remote = RemoteCommitter(writer_at)
 
-    async def _one(self, op: AddVectors | StartEnrichment | SetState, durable: bool) -> int | None:
+    async def _one(self, op: AddVectors | StartEnrichment | SetState | SetCursor,
+                   durable: bool) -> int | None:
         def record(tx: RecordingTx) -> int:
             return tx.record(op)
 
@@ -79,6 +80,9 @@ class RemoteWrites:
     async def report(self, error: str | None) -> None:
         state = "active" if error is None else "failing"
         await self._one(SetState(STATE_NAME, state, error or "", utc_now()), durable=False)
+
+    async def answer(self, asked: int) -> None:
+        await self._one(SetCursor(BACKFILL_ANSWERED, asked), durable=True)
 
 
 def run_enrich(args: ChildArgs) -> int:
@@ -184,7 +188,10 @@ async def _wake_and_embed(enricher: Enricher, store: Store, indexes: IndexedNeig
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(loop.sock_recv(wake, MAX_DATAGRAM_BYTES), QUIET_CHECK_S)
             drain(wake)
-            await enricher.catch_up(await asyncio.to_thread(store.last_seq))
+            head = await asyncio.to_thread(store.last_seq)
+            await enricher.catch_up(head)
+            if enricher.cursor >= head:  # the live entries first, then an asked backfill
+                await enricher.backfill_if_asked()
             if indexes is not None and time.monotonic() - saved_at >= SAVE_EVERY_S:
                 await asyncio.to_thread(indexes.save_changed)
                 saved_at = time.monotonic()

@@ -194,6 +194,9 @@ USAGE_COLUMNS = USAGE_KEY_COLUMNS + USAGE_COUNT_COLUMNS + USAGE_MONEY_COLUMNS
 ENRICH_CURSOR = "enrich:vectors"
 ENRICH_START = "enrich:start"
 BACKFILL_CURSOR = "enrich:backfill"
+# backfills asked through the API, and the last one the enricher finished (both only grow)
+BACKFILL_ASKED = "enrich:backfill_asked"
+BACKFILL_ANSWERED = "enrich:backfill_answered"
 
 
 class VectorRow(msgspec.Struct, array_like=True, gc=False):
