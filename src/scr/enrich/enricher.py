@@ -118,7 +118,8 @@ class Enricher:
     fields: Sequence[str]
     writes: EnrichWrites
     opener: Opening | None = None
-    on_stored: Callable[[list[VectorRow]], None] = lambda rows: None  # e.g. the index follows
+    # the rows of a round just stored (in a worker thread): the process's indexes follow them
+    on_stored: Callable[[list[VectorRow]], None] = lambda rows: None
     metrics: Metrics | None = None
     # pace(): sets the embedding thread's priority at each round (``scr.serve.enrich``)
     pace: Callable[[], None] = lambda: None
@@ -160,7 +161,7 @@ class Enricher:
             if await self.writes.add(rows, self.cursor, covered, False):
                 self.cursor = covered
                 self._progress_at = time.monotonic()
-                self.on_stored(rows)
+                await asyncio.to_thread(self._follow, rows)
                 if self.metrics is not None:
                     self.metrics.enrich_vectors.inc(len(rows))
                     self.metrics.enrich_lag.set(max(0, head - self.cursor))
@@ -192,6 +193,12 @@ class Enricher:
             await self.writes.answer(asked)
         else:
             self._progress_at = time.monotonic()
+
+    def _follow(self, rows: list[VectorRow]) -> None:
+        """``on_stored`` in a worker thread at the embedding's priority (adding to an index
+        is HNSW work too)."""
+        self.pace()
+        self.on_stored(rows)
 
     def starved(self) -> bool:
         """Whether entries have waited ``STARVED_AFTER_S`` without a round stored."""
