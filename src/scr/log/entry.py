@@ -46,6 +46,11 @@ class Kind(str, Enum):
     BUDGET_ALERT = "BUDGET_ALERT"
     # A tenant's cost, tokens or error rate in a closed window left its band (scr.usage.anomalies).
     ANOMALY = "ANOMALY"
+    # Retention (scr.retention): a legal hold placed or released (admin actions); an archive
+    # segment deleted after its cold days (its leaves stay in the tree, their hashes in the tiles).
+    LEGAL_HOLD_PLACED = "LEGAL_HOLD_PLACED"
+    LEGAL_HOLD_RELEASED = "LEGAL_HOLD_RELEASED"
+    SEGMENT_PURGED = "SEGMENT_PURGED"
 
 
 class Provenance(msgspec.Struct, frozen=True, gc=False):

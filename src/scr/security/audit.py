@@ -23,6 +23,7 @@ from scr.security.keys import KEY_ACTOR_PREFIX
 ADMIN_KINDS: frozenset[str] = frozenset({
     Kind.KEY_CREATED.value, Kind.KEY_REVOKED.value, Kind.DELIVERIES_REPLAYED.value,
     Kind.DESTINATION_ENABLED.value, Kind.ERASURE.value, Kind.MASTER_KEY_ROTATED.value,
+    Kind.LEGAL_HOLD_PLACED.value, Kind.LEGAL_HOLD_RELEASED.value, Kind.SEGMENT_PURGED.value,
 })
 OPERATOR_ACTOR = "cli"  # the operator's commands on the data folder or store hold no key
 ADMIN_SOURCE = "admin"

@@ -22,6 +22,7 @@ from scr.store.records import (
     EventKey,
     Hit,
     KeyRecord,
+    LegalHold,
     NewEntry,
     StoredEntry,
     UsageRow,
@@ -252,3 +253,17 @@ class Store(Protocol):
 
     def subject_entries(self, tenant: str, subject: str) -> list[int]:
         """The seqs of a subject's sealed events, in order."""
+
+    # ----- retention: legal holds (scr.retention.holds) ---------------------------------------
+
+    def add_legal_hold(self, tx: Transaction, hold: LegalHold) -> None:
+        """Record a new hold."""
+
+    def release_legal_hold(self, tx: Transaction, tenant: str, hold_id: str,
+                           released_at: str) -> LegalHold | None:
+        """Release a tenant's active hold (its user id is forgotten); the released hold, or None
+        when the tenant has no such active hold."""
+
+    def legal_holds(self, tenant: str | None, active: bool = True) -> list[LegalHold]:
+        """A tenant's holds (every tenant: None), oldest first; only unreleased ones when
+        ``active``."""

@@ -57,6 +57,22 @@ class StoredEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class LegalHold:
+    """A legal hold (``scr.retention.holds``): on a whole tenant (``subject`` None) or on one
+    subject (the keyed hash of a user id, ``scr.privacy.subjects``); it blocks purge and erasure
+    until released."""
+
+    hold_id: str
+    tenant: str
+    subject: str | None
+    user_id: str | None  # as the admin gave it (shown back to admins; never in the ledger)
+    reason: str
+    created_at: str
+    key_id: str
+    released_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class KeyRecord:
     """An API key as stored (its hash is the lookup key; the key itself is never stored)."""
 
