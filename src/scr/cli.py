@@ -20,6 +20,7 @@ from setproctitle import setproctitle
 from scr.canon.cli import app as canon_app
 from scr.config import Config, default_config, load_config, with_bus, with_tls
 from scr.enrich.cli import app as enrich_app
+from scr.retention.cli import app as archive_app
 from scr.errors import ConfigError, ScrError
 from scr.ledger.cli import app as ledger_app
 from scr.privacy.cli import create_master, rotate_master
@@ -47,6 +48,7 @@ app.add_typer(canon_app, name="canon")
 app.add_typer(prices_app, name="prices")
 app.add_typer(usage_app, name="usage")
 app.add_typer(enrich_app, name="enrich")
+app.add_typer(archive_app, name="archive")
 err = Console(stderr=True)
 
 DataOption = Annotated[Path, typer.Option("--data", help="The data folder (SQLite database).")]

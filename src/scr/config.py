@@ -713,6 +713,49 @@ class EnrichmentConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _enforce("enrichment", _enrichment_rules(msgspec.to_builtins(self)))
 
 
+Days = Annotated[int, Meta(ge=0, le=36_500)]
+
+
+class TenantRetentionConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One tenant's own retention (each field left out keeps the default's)."""
+
+    hot_days: Annotated[Days | None, Meta(description="days an entry stays in the hot store")] = None
+    cold_days: Annotated[Days | None, Meta(description="days before an archived entry is purged")] = None
+
+
+class RetentionConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Hot store, archive segments and purge (off when absent; ages count from commit time)."""
+
+    hot_days: Annotated[Days, Meta(description="days an entry stays in the hot store before it "
+                                   "is archived (0: as soon as a checkpoint covers it)")] = 30
+    cold_days: Annotated[Days, Meta(description="days (from commit) before an archived entry "
+                                    "is purged; at least `hot_days`")] = 2555
+    archive_dir: Annotated[
+        Annotated[str, Meta(min_length=1, max_length=4096)] | None,
+        Meta(description="where archive segments are written; none: `archive` in the data folder"),
+    ] = None
+    tenants: Annotated[
+        dict[Annotated[str, Meta(min_length=1, max_length=128)], TenantRetentionConfig],
+        Meta(description="per-tenant `hot_days` and `cold_days`"),
+    ] = {}
+    check_every_s: Annotated[
+        float, Meta(ge=1, le=86_400, description="how often the archiver looks for old entries")
+    ] = 600.0
+    segment_entries: Annotated[
+        int, Meta(ge=256, le=10_000_000, description="most entries in one archive segment")
+    ] = 100_000
+
+    def __post_init__(self) -> None:
+        _enforce("retention", _retention_rules(self))
+
+    def days(self, tenant: str) -> tuple[int, int]:
+        """The tenant's (hot days, cold days)."""
+        own = self.tenants.get(tenant)
+        hot = own.hot_days if own is not None and own.hot_days is not None else self.hot_days
+        cold = own.cold_days if own is not None and own.cold_days is not None else self.cold_days
+        return hot, cold
+
+
 class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Everything under ``session_completion_runtime``."""
 
@@ -761,6 +804,10 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     enrichment: Annotated[
         EnrichmentConfig | None,
         Meta(description="embeddings of sessions' text and similar-session search; off when absent"),
+    ] = None
+    retention: Annotated[
+        RetentionConfig | None,
+        Meta(description="hot days, archive segments, cold days and purge; off when absent"),
     ] = None
 
     def __post_init__(self) -> None:
@@ -902,6 +949,18 @@ def _enrichment_rules(values: Mapping[str, Any]) -> list[Detail]:
         return []
     return [Detail(f"embedder.{key}", f"an `openai` embedder needs `{key}`")
             for key in ("model", "url") if embedder.get(key) is None]
+
+
+def _retention_rules(retention: RetentionConfig) -> list[Detail]:
+    """An entry is purged only after it was archived: cold days at least hot days, per tenant."""
+    problems = []
+    for tenant in ["", *retention.tenants]:
+        hot, cold = retention.days(tenant)
+        if cold < hot:
+            where = f"tenants.{tenant}" if tenant else ""
+            problems.append(Detail(f"{where}{'.' if where else ''}cold_days",
+                                   f"cold_days ({cold}) must be at least hot_days ({hot})"))
+    return problems
 
 
 def _budget_destination_rules(values: Mapping[str, Any]) -> list[Detail]:
@@ -1470,7 +1529,9 @@ __all__ = [
     "LedgerConfig",
     "OtlpConfig",
     "PythonTransform",
+    "RetentionConfig",
     "RoutingConfig",
+    "TenantRetentionConfig",
     "ServerConfig",
     "ValidationConfig",
     "config_reference",

@@ -24,12 +24,13 @@ from scr.log.commit import Committer
 from scr.log.entry import Kind
 from scr.serve.frames import FrameClient, FrameServer
 from scr.store.protocol import Store, Transaction
-from scr.store.records import AttemptRow, DeliveryRow, DurationRow, UsageRow, VectorRow
+from scr.store.records import AttemptRow, DeliveryRow, DurationRow, SegmentRow, UsageRow, VectorRow
 from scr.usage.alerts import key_of, kind_of, sent_keys
 from scr.usage.budgets import USAGE_ACTOR, USAGE_SOURCE
 from scr.usage.judging import ANOMALY_MARK
 
 T = TypeVar("T")
+RETENTION_ACTOR = "retention"  # the archiver's own entries (a purge) name no key
 
 
 class SetCursor(msgspec.Struct, tag=True, array_like=True):
@@ -98,8 +99,32 @@ class StartEnrichment(msgspec.Struct, tag=True, array_like=True):
     head: int
 
 
+class AddSegment(msgspec.Struct, tag=True, array_like=True):
+    """A durable archive segment listed (``scr.retention.archiver``); 1 when listed."""
+
+    segment: SegmentRow
+
+
+class StubEntries(msgspec.Struct, tag=True, array_like=True):
+    """A listed segment's SESSION_COMPLETION rows below ``end`` keep only keys and hashes."""
+
+    tenant: str
+    first_leaf: int
+    end: int
+
+
+class PurgeSegment(msgspec.Struct, tag=True, array_like=True):
+    """A segment past its cold days: its rows below ``end`` deleted and its purge ledgered."""
+
+    tenant: str
+    first_leaf: int
+    end: int
+    purged_at: str
+    details: dict[str, Any]
+
+
 Op = (SetCursor | SetState | UpsertDeliveries | MakeDue | InsertAttempts | AppendEntry | AddUsage
-      | AddVectors | StartEnrichment)
+      | AddVectors | StartEnrichment | AddSegment | StubEntries | PurgeSegment)
 
 
 class WriteRequest(msgspec.Struct, array_like=True):
@@ -133,6 +158,12 @@ def apply(committer: Committer, tx: Transaction, op: Op) -> int | None:
         return int(add(tx, op.rows, op.after_seq, op.seq))
     elif isinstance(op, StartEnrichment):
         store.vectors.start(tx, op.head)
+    elif isinstance(op, AddSegment):
+        return int(store.add_segment(tx, op.segment))
+    elif isinstance(op, StubEntries):
+        return store.stub_entries(tx, op.tenant, op.first_leaf, op.end)
+    elif isinstance(op, PurgeSegment):
+        return purge_segment(committer, tx, op)
     else:
         store.insert_attempts(tx, op.rows)
     return None
@@ -160,6 +191,14 @@ def add_usage(committer: Committer, tx: Transaction, op: AddUsage) -> int:
     if op.judged:
         store.set_cursor(tx, ANOMALY_MARK, op.judged)
     return 1
+
+
+def purge_segment(committer: Committer, tx: Transaction, op: PurgeSegment) -> int:
+    """The segment's rows deleted and its SEGMENT_PURGED entry appended, in one write."""
+    purged = committer.store.purge_segment(tx, op.tenant, op.first_leaf, op.end, op.purged_at)
+    committer.append_entry(tx, op.tenant, Kind.SEGMENT_PURGED, op.details, actor=RETENTION_ACTOR,
+                           source=RETENTION_ACTOR, ref=str(op.details.get("segment", "")))
+    return purged
 
 
 # ----- the reader's side ---------------------------------------------------------------------

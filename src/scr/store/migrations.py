@@ -133,6 +133,16 @@ def _vector_if_available(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
 
+ARCHIVE_SEGMENTS = """
+CREATE TABLE archive_segments (
+    tenant text NOT NULL, first_leaf bigint NOT NULL, last_leaf bigint NOT NULL,
+    first_seq bigint NOT NULL, last_seq bigint NOT NULL, folder text NOT NULL, name text NOT NULL,
+    manifest_sha256 bytea NOT NULL, max_ts text NOT NULL, created_at text NOT NULL,
+    stubbed_to bigint NOT NULL DEFAULT 0, purged_at text,
+    PRIMARY KEY (tenant, first_leaf)
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, dedup, keys, cursors, deliveries, attempts", _sql(INITIAL)),
     Migration(2, "pgvector extension when the server has it", _vector_if_available),
@@ -155,6 +165,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     # the usage issue: the aggregates by hour, filled from the quarter hours already counted
     Migration(8, "usage aggregates by hour",
               _sql(f"{POSTGRES_HOURS_SCHEMA};\n{fill_rollup(HOURS, 'postgres')}")),
+    # the retention issue (scr.retention): the archive segments of each tenant
+    Migration(10, "retention: archive segments", _sql(ARCHIVE_SEGMENTS)),
 )
 
 

@@ -31,8 +31,10 @@ from scr.store import usage, vectors
 from scr.store.migrations import migrate
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
+from scr.retention.tiers import ArchiveTier
 from scr.store.records import (
     ENTRY_TIME_FORMAT,
+    SEGMENT_COLUMNS,
     USAGE_CURSOR,
     AttemptRow,
     DeliveryRow,
@@ -183,6 +185,7 @@ class PostgresStore:
             check=ConnectionPool.check_connection,
         )
         self.vectors = vectors.PostgresVectors(self._read, _conn, self._pool.connection)
+        self.tier = ArchiveTier(self.archive_segments)
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self.uri)!r})"
@@ -264,18 +267,18 @@ class PostgresStore:
         return int(row[0]) if row else 0
 
     def entries_after(self, after_seq: int, limit: int) -> list[StoredEntry]:
-        return _entries(self._read(
+        return self.tier.fill(_entries(self._read(
             f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq > %s ORDER BY seq LIMIT %s",
             (after_seq, limit),
-        ))
+        )))
 
     def partition_entries_after(self, partition: int, after_seq: int, limit: int) -> list[StoredEntry]:
         """One partition's entries with seq > after_seq, in order (for the partition's owner)."""
-        return _entries(self._read(
+        return self.tier.fill(_entries(self._read(
             f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE partition = %s AND seq > %s "
             "ORDER BY seq LIMIT %s",
             (partition, after_seq, limit),
-        ))
+        )))
 
     def entries_by_seq(self, seqs: Sequence[int]) -> dict[int, StoredEntry]:
         if not seqs:
@@ -283,7 +286,7 @@ class PostgresStore:
         rows = self._read(
             f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq = ANY(%s)", (list(seqs),)
         )
-        return {entry.seq: entry for entry in _entries(rows)}
+        return {entry.seq: entry for entry in self.tier.fill(_entries(rows))}
 
     def tenant_entries(
         self, tenant: str, start: int, end: int, kinds: Sequence[str] | None = None
@@ -293,16 +296,16 @@ class PostgresStore:
             "AND tenant_seq < %s ORDER BY tenant_seq",
             (tenant, start, end),
         ))
-        return entries if kinds is None else [e for e in entries if e.kind in kinds]
+        return self.tier.fill(entries if kinds is None else [e for e in entries if e.kind in kinds])
 
     def tenant_entries_between(
         self, tenant: str, low_seq: int, high_seq: int, limit: int
     ) -> list[StoredEntry]:
-        return _entries(self._read(
+        return self.tier.fill(_entries(self._read(
             f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE tenant = %s AND seq > %s AND seq <= %s "
             "ORDER BY seq LIMIT %s",
             (tenant, low_seq, high_seq, limit),
-        ))
+        )))
 
     def tenant_entries_after(self, tenant: str, after_seq: int) -> Iterator[StoredEntry]:
         start = 0
@@ -347,24 +350,25 @@ class PostgresStore:
             f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE tenant = %s AND event_id = %s",
             (tenant, event_id),
         )
-        return _entry(rows[0]) if rows else None
+        filled = self.tier.fill(_entries(rows))
+        return filled[0] if filled else None
 
     def session_entries(self, tenant: str, session_id: str) -> list[StoredEntry]:
-        return _entries(self._read(
+        return self.tier.fill(_entries(self._read(
             f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE tenant = %s AND session_id = %s "
             "ORDER BY seq",
             (tenant, session_id),
-        ))
+        )))
 
     def first_session_entries(
         self, tenant: str, session_ids: Sequence[str], before_seq: int
     ) -> list[StoredEntry]:
-        return _entries(self._read(
+        return self.tier.fill(_entries(self._read(
             f"SELECT DISTINCT ON (session_id) {_ENTRY_COLUMNS} FROM ledger WHERE tenant = %s "
             "AND session_id = ANY(%s) AND seq < %s AND kind = 'SESSION_COMPLETION' "
             "ORDER BY session_id, seq",
             (tenant, list(set(session_ids)), before_seq),
-        ))
+        )))
 
     def entry_time(self, seq: int) -> float | None:
         rows = self._read("SELECT ts FROM ledger WHERE seq >= %s ORDER BY seq LIMIT 1", (seq,))
@@ -626,6 +630,89 @@ class PostgresStore:
             (tenant, subject),
         )
         return [int(seq) for (seq,) in rows]
+
+    # ----- retention: archive segments (scr.retention) ----------------------------------------
+
+    def archive_segments(self, tenant: str | None = None) -> list[SegmentRow]:
+        where, params = (" WHERE tenant = %s", (tenant,)) if tenant is not None else ("", ())
+        rows = self._read(f"SELECT {SEGMENT_COLUMNS} FROM archive_segments{where} "
+                          "ORDER BY tenant, first_leaf", params)
+        return [_segment(row) for row in rows]
+
+    def stub_limit(self, tenant: str) -> int:
+        """Every leaf: this store keeps no tree tiles that read entries back."""
+        rows = self._read("SELECT max(tenant_seq) FROM ledger WHERE tenant = %s", (tenant,))
+        return 0 if rows[0][0] is None else int(rows[0][0]) + 1
+
+    def add_segment(self, tx: Transaction, segment: SegmentRow) -> bool:
+        conn = _conn(tx)
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (segment.tenant,))
+        (last,) = conn.execute(
+            "SELECT max(last_leaf) FROM archive_segments WHERE tenant = %s", (segment.tenant,)
+        ).fetchone()
+        if segment.first_leaf != (0 if last is None else last + 1):
+            return False
+        conn.execute(f"INSERT INTO archive_segments ({SEGMENT_COLUMNS}) VALUES ({_marks(12)})",
+                     _segment_values(segment))
+        return True
+
+    def stub_entries(self, tx: Transaction, tenant: str, first_leaf: int, end: int) -> int:
+        conn = _conn(tx)
+        start, last = conn.execute(
+            "SELECT stubbed_to, last_leaf FROM archive_segments WHERE tenant = %s AND first_leaf = %s",
+            (tenant, first_leaf),
+        ).fetchone()
+        start, end = max(start, first_leaf), min(end, last + 1)
+        if end <= start:
+            return 0
+        stubbed = conn.execute(
+            "UPDATE ledger SET entry = ''::bytea WHERE tenant = %s AND tenant_seq >= %s "
+            "AND tenant_seq < %s AND kind = 'SESSION_COMPLETION'", (tenant, start, end),
+        ).rowcount
+        conn.execute("UPDATE archive_segments SET stubbed_to = %s WHERE tenant = %s AND first_leaf = %s",
+                     (end, tenant, first_leaf))
+        return int(stubbed)
+
+    def purge_segment(self, tx: Transaction, tenant: str, first_leaf: int, end: int,
+                      purged_at: str) -> int:
+        conn = _conn(tx)
+        (last,) = conn.execute(
+            "SELECT last_leaf FROM archive_segments WHERE tenant = %s AND first_leaf = %s",
+            (tenant, first_leaf),
+        ).fetchone()
+        (newest,) = conn.execute("SELECT max(tenant_seq) FROM ledger WHERE tenant = %s", (tenant,)).fetchone()
+        end = min(end, last + 1, newest)  # the newest row stays: it holds the tenant's chain head
+        low, high, count = conn.execute(
+            "SELECT min(seq), max(seq), count(*) FROM ledger WHERE tenant = %s AND tenant_seq >= %s "
+            "AND tenant_seq < %s", (tenant, first_leaf, end),
+        ).fetchone()
+        if count:
+            conn.execute("DELETE FROM subject_entries WHERE tenant = %s AND seq BETWEEN %s AND %s",
+                         (tenant, low, high))
+            if conn.execute("SELECT to_regclass('session_vectors')").fetchone()[0] is not None:
+                conn.execute("DELETE FROM session_vectors WHERE tenant = %s AND seq BETWEEN %s AND %s",
+                             (tenant, low, high))
+            conn.execute("DELETE FROM ledger WHERE tenant = %s AND tenant_seq >= %s AND tenant_seq < %s",
+                         (tenant, first_leaf, end))
+        conn.execute("UPDATE archive_segments SET purged_at = %s WHERE tenant = %s AND first_leaf = %s",
+                     (purged_at, tenant, first_leaf))
+        return int(count)
+
+
+def _segment(row: Sequence[Any]) -> SegmentRow:
+    values = list(row)
+    values[7] = bytes(values[7])
+    return SegmentRow(*values)
+
+
+def _segment_values(segment: SegmentRow) -> tuple[Any, ...]:
+    return (segment.tenant, segment.first_leaf, segment.last_leaf, segment.first_seq, segment.last_seq,
+            segment.folder, segment.name, segment.manifest_sha256, segment.max_ts, segment.created_at,
+            segment.stubbed_to, segment.purged_at)
+
+
+def _marks(count: int) -> str:
+    return ", ".join(["%s"] * count)
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:

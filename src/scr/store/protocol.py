@@ -23,11 +23,13 @@ from scr.store.records import (
     Hit,
     KeyRecord,
     LegalHold,
+    SegmentRow,
     NewEntry,
     StoredEntry,
     UsageRow,
     UsageSum,
 )
+from scr.retention.tiers import ArchiveTier
 from scr.store.vectors import VectorTable
 
 # A data key wrapped anew: (tenant, subject, wrapped under the old master key) -> wrapped under the new.
@@ -69,6 +71,10 @@ class Store(Protocol):
     @property
     def vectors(self) -> VectorTable:
         """The enricher's session vectors (``scr.enrich``)."""
+
+    @property
+    def tier(self) -> ArchiveTier:
+        """Where the entries of archived rows are read (``scr.retention.tiers``)."""
 
     def writer(self) -> Transaction:
         """The connection of the one writer (opened once, by the committer)."""
@@ -267,3 +273,25 @@ class Store(Protocol):
     def legal_holds(self, tenant: str | None, active: bool = True) -> list[LegalHold]:
         """A tenant's holds (every tenant: None), oldest first; only unreleased ones when
         ``active``."""
+
+    # ----- retention: archive segments (scr.retention) ---------------------------------------
+
+    def archive_segments(self, tenant: str | None = None) -> list[SegmentRow]:
+        """The archive segments of a tenant (every tenant: None), by tenant and first leaf."""
+
+    def stub_limit(self, tenant: str) -> int:
+        """The leaves below which the hot store may drop archived entries' bytes (SQLite: the
+        leaves of full tree tiles, whose hashes are stored; PostgreSQL: every leaf)."""
+
+    def add_segment(self, tx: Transaction, segment: SegmentRow) -> bool:
+        """List a durable segment; False (nothing listed) unless it starts where the tenant's
+        last segment ended (another archiver listed it first)."""
+
+    def stub_entries(self, tx: Transaction, tenant: str, first_leaf: int, end: int) -> int:
+        """Drop the bytes of the segment's SESSION_COMPLETION rows below ``end`` from the hot
+        store (their keys and hashes stay; reads fill them from the segment); how many."""
+
+    def purge_segment(self, tx: Transaction, tenant: str, first_leaf: int, end: int,
+                      purged_at: str) -> int:
+        """Mark the segment purged and delete its rows below ``end`` (their dedup keys, sealed
+        events' index and session vectors with them); how many rows."""

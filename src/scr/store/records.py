@@ -57,6 +57,31 @@ class StoredEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentRow:
+    """An archive segment as the hot store lists it (``scr.retention``): a tenant's leaves
+    ``first_leaf..last_leaf`` in the files ``<folder>/<name>.*``, whose manifest has the SHA-256
+    ``manifest_sha256``; its SESSION_COMPLETION rows below ``stubbed_to`` keep only their keys
+    and hashes in the hot store; ``purged_at`` once its files are deleted."""
+
+    tenant: str
+    first_leaf: int
+    last_leaf: int
+    first_seq: int
+    last_seq: int
+    folder: str
+    name: str
+    manifest_sha256: bytes
+    max_ts: str
+    created_at: str
+    stubbed_to: int = 0
+    purged_at: str | None = None
+
+
+SEGMENT_COLUMNS = ("tenant, first_leaf, last_leaf, first_seq, last_seq, folder, name, manifest_sha256, "
+                   "max_ts, created_at, stubbed_to, purged_at")
+
+
+@dataclass(frozen=True, slots=True)
 class LegalHold:
     """A legal hold (``scr.retention.holds``): on a whole tenant (``subject`` None) or on one
     subject (the keyed hash of a user id, ``scr.privacy.subjects``); it blocks purge and erasure

@@ -25,8 +25,10 @@ from typing import Any
 from scr.store import usage, vectors
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
+from scr.retention.tiers import ArchiveTier
 from scr.store.records import (
     ENTRY_TIME_FORMAT,
+    SEGMENT_COLUMNS,
     USAGE_CURSOR,
     AttemptRow,
     DeliveryRow,
@@ -35,6 +37,7 @@ from scr.store.records import (
     Hit,
     KeyRecord,
     NewEntry,
+    SegmentRow,
     StoredEntry,
     UsageRow,
     UsageSum,
@@ -47,6 +50,7 @@ from scr.store.records import (
 log = logging.getLogger("scr.store.sqlite")
 
 DATABASE_FILE = "scr.db"
+TILE_LEAVES = 256  # leaves in a full level-0 tile (scr.ledger.tiles.TILE_WIDTH; tiles import this module)
 BUSY_TIMEOUT_MS = 10_000
 # Page caches per connection: the writer's holds the hot index pages of the commit path;
 # every process has reader connections (one per thread), and the WAL checkpoint and the
@@ -144,6 +148,14 @@ CREATE TABLE IF NOT EXISTS subject_keys (
     tenant TEXT NOT NULL, subject TEXT NOT NULL, generation INTEGER NOT NULL,
     wrapped BLOB, created_at TEXT NOT NULL, erased_at TEXT,
     PRIMARY KEY (tenant, subject, generation)
+) WITHOUT ROWID;
+-- Retention (scr.retention): the archive segments of each tenant.
+CREATE TABLE IF NOT EXISTS archive_segments (
+    tenant TEXT NOT NULL, first_leaf INTEGER NOT NULL, last_leaf INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, folder TEXT NOT NULL, name TEXT NOT NULL,
+    manifest_sha256 BLOB NOT NULL, max_ts TEXT NOT NULL, created_at TEXT NOT NULL,
+    stubbed_to INTEGER NOT NULL DEFAULT 0, purged_at TEXT,
+    PRIMARY KEY (tenant, first_leaf)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subject_entries (
     tenant TEXT NOT NULL, subject TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -315,6 +327,7 @@ class SqliteStore:
         self.path = self.data_dir / DATABASE_FILE
         self._local = threading.local()
         self.vectors = vectors.SqliteVectors(self._reader, _conn)
+        self.tier = ArchiveTier(self.archive_segments)
         with self._open(SIDE_CACHE_KIB) as conn:
             conn.executescript(SCHEMA)
             conn.executescript(usage.SQLITE_SCHEMA)
@@ -447,7 +460,7 @@ class SqliteStore:
             f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         ).fetchall()
-        return [_entry(row) for row in rows]
+        return self.tier.fill([_entry(row) for row in rows])
 
     def entries_by_seq(self, seqs: Sequence[int]) -> dict[int, StoredEntry]:
         found: dict[int, StoredEntry] = {}
@@ -457,7 +470,7 @@ class SqliteStore:
                 f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN ({marks})", part
             ):
                 found[row[0]] = _entry(row)
-        return found
+        return self.tier.fill_by_seq(found)
 
     def tenant_entries(
         self, tenant: str, start: int, end: int, kinds: Sequence[str] | None = None
@@ -471,7 +484,7 @@ class SqliteStore:
         entries = [_entry(row) for row in rows]
         if kinds is not None:
             entries = [e for e in entries if e.kind in kinds]
-        return entries
+        return self.tier.fill(entries)
 
     def tenant_entries_between(
         self, tenant: str, low_seq: int, high_seq: int, limit: int
@@ -482,7 +495,7 @@ class SqliteStore:
             f"ORDER BY seq LIMIT ?",
             (tenant, low_seq, high_seq, limit),
         ).fetchall()
-        return [_entry(row) for row in rows]
+        return self.tier.fill([_entry(row) for row in rows])
 
     def tenant_entries_after(self, tenant: str, after_seq: int) -> Iterator[StoredEntry]:
         """A tenant's entries with seq > after_seq, oldest first, read lazily in pages."""
@@ -537,13 +550,13 @@ class SqliteStore:
             (event_key(tenant, event_id),),
         ).fetchone()
         if row is not None and row[1] == tenant and row[5] == event_id:
-            return _entry(row)
+            return self._filled(row)
         row = self._reader().execute(
             f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq = "
             f"(SELECT seq FROM event_keys_overflow WHERE tenant = ? AND event_id = ?)",
             (tenant, event_id),
         ).fetchone()
-        return _entry(row) if row is not None else None
+        return self._filled(row) if row is not None else None
 
     def session_entries(self, tenant: str, session_id: str) -> list[StoredEntry]:
         """Entries of one session, by its lookup key; callers check the session id itself."""
@@ -552,7 +565,7 @@ class SqliteStore:
             f"ORDER BY seq",
             (session_key(tenant, session_id), tenant),
         ).fetchall()
-        return [_entry(row) for row in rows]
+        return self.tier.fill([_entry(row) for row in rows])
 
     def first_session_entries(
         self, tenant: str, session_ids: Sequence[str], before_seq: int
@@ -581,7 +594,11 @@ class SqliteStore:
                 (*part, before_seq, tenant),
             ).fetchall()
             found += [_entry(row) for row in rows]
-        return found
+        return self.tier.fill(found)
+
+    def _filled(self, row: Sequence[Any]) -> StoredEntry | None:
+        filled = self.tier.fill([_entry(row)])
+        return filled[0] if filled else None
 
     def entry_time(self, seq: int) -> float | None:
         """When the entry at ``seq`` (or the next one) was committed, as a Unix time."""
@@ -850,6 +867,99 @@ class SqliteStore:
             (tenant, subject),
         ).fetchall()
         return [seq for (seq,) in rows]
+
+    # ----- retention: archive segments (scr.retention) ----------------------------------------
+
+    def archive_segments(self, tenant: str | None = None) -> list[SegmentRow]:
+        where, params = (" WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
+        rows = self._reader().execute(
+            f"SELECT {SEGMENT_COLUMNS} FROM archive_segments{where} ORDER BY tenant, first_leaf", params
+        ).fetchall()
+        return [_segment(row) for row in rows]
+
+    def stub_limit(self, tenant: str) -> int:
+        """The leaves of full tiles: a partial tile's leaf hashes are read from its entries."""
+        row = self._reader().execute(
+            "SELECT MAX(idx) FROM ledger_tiles WHERE tenant = ? AND level = 0", (tenant,)
+        ).fetchone() if self._has_tiles() else None
+        return 0 if row is None or row[0] is None else (int(row[0]) + 1) * TILE_LEAVES
+
+    def _has_tiles(self) -> bool:
+        return self._reader().execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_tiles'"
+        ).fetchone() is not None
+
+    def add_segment(self, tx: Transaction, segment: SegmentRow) -> bool:
+        conn = _conn(tx)
+        (last,) = conn.execute(
+            "SELECT MAX(last_leaf) FROM archive_segments WHERE tenant = ?", (segment.tenant,)
+        ).fetchone()
+        if segment.first_leaf != (0 if last is None else last + 1):
+            return False
+        conn.execute(f"INSERT INTO archive_segments ({SEGMENT_COLUMNS}) VALUES ({_marks(12)})",
+                     _segment_values(segment))
+        return True
+
+    def stub_entries(self, tx: Transaction, tenant: str, first_leaf: int, end: int) -> int:
+        conn = _conn(tx)
+        start, last = conn.execute(
+            "SELECT stubbed_to, last_leaf FROM archive_segments WHERE tenant = ? AND first_leaf = ?",
+            (tenant, first_leaf),
+        ).fetchone()
+        start, end = max(start, first_leaf), min(end, last + 1)
+        if end <= start:
+            return 0
+        stubbed = conn.execute(
+            "UPDATE ledger SET entry = X'' WHERE tenant = ? AND tenant_seq >= ? AND tenant_seq < ? "
+            "AND kind = 'SESSION_COMPLETION'", (tenant, start, end),
+        ).rowcount
+        conn.execute("UPDATE archive_segments SET stubbed_to = ? WHERE tenant = ? AND first_leaf = ?",
+                     (end, tenant, first_leaf))
+        return int(stubbed)
+
+    def purge_segment(self, tx: Transaction, tenant: str, first_leaf: int, end: int,
+                      purged_at: str) -> int:
+        conn = _conn(tx)
+        (last,) = conn.execute(
+            "SELECT last_leaf FROM archive_segments WHERE tenant = ? AND first_leaf = ?", (tenant, first_leaf)
+        ).fetchone()
+        (newest,) = conn.execute("SELECT max(tenant_seq) FROM ledger WHERE tenant = ?", (tenant,)).fetchone()
+        end = min(end, last + 1, newest)  # the newest row stays: it holds the tenant's chain head
+        rows = conn.execute(
+            "SELECT seq, event_id FROM ledger WHERE tenant = ? AND tenant_seq >= ? AND tenant_seq < ?",
+            (tenant, first_leaf, end),
+        ).fetchall()
+        keyed = [(event_key(tenant, event_id), seq) for seq, event_id in rows if event_id is not None]
+        conn.executemany("DELETE FROM event_keys WHERE key = ? AND seq = ?", keyed)
+        conn.executemany("DELETE FROM event_keys_overflow WHERE tenant = ? AND seq = ?",
+                         [(tenant, seq) for _, seq in keyed])
+        if rows:
+            low, high = min(seq for seq, _ in rows), max(seq for seq, _ in rows)
+            conn.execute("DELETE FROM subject_entries WHERE tenant = ? AND seq BETWEEN ? AND ?",
+                         (tenant, low, high))
+            conn.execute("DELETE FROM session_vectors WHERE tenant = ? AND seq BETWEEN ? AND ?",
+                         (tenant, low, high))
+        conn.execute("DELETE FROM ledger WHERE tenant = ? AND tenant_seq >= ? AND tenant_seq < ?",
+                     (tenant, first_leaf, end))
+        conn.execute("UPDATE archive_segments SET purged_at = ? WHERE tenant = ? AND first_leaf = ?",
+                     (purged_at, tenant, first_leaf))
+        return len(rows)
+
+
+def _segment(row: Sequence[Any]) -> SegmentRow:
+    values = list(row)
+    values[7] = bytes(values[7])
+    return SegmentRow(*values)
+
+
+def _segment_values(segment: SegmentRow) -> tuple[Any, ...]:
+    return (segment.tenant, segment.first_leaf, segment.last_leaf, segment.first_seq, segment.last_seq,
+            segment.folder, segment.name, segment.manifest_sha256, segment.max_ts, segment.created_at,
+            segment.stubbed_to, segment.purged_at)
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:
