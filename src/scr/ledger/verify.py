@@ -31,7 +31,10 @@ from scr.log.checkpoint import Checkpoint, CheckpointError, Signer, VerifierKey,
 from scr.log.entry import GENESIS_HASH, chain_hash
 from scr.log.merkle import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX, ProofError, verify_consistency
 from scr.log.nodes import MemoryNodeStore, MerkleTree
-from scr.store.sqlite import DATABASE_FILE
+from scr.retention.segments import ArchiveError
+from scr.retention.tiers import ArchiveTier
+from scr.retention.verify import verify_archive
+from scr.store.sqlite import DATABASE_FILE, read_segments
 
 PARALLEL_MIN_ENTRIES = 200_000  # below this, one process is faster than starting a pool
 CHUNK_ENTRIES = 25_000  # ledger sequence numbers per parallel task (small: the cores stay balanced)
@@ -88,9 +91,15 @@ _LEAF_STATE = hashlib.sha256(LEAF_PREFIX)  # copied per leaf: cheaper than conca
 
 
 def _scan_range(database: str, low: int, high: int) -> _Scan:
-    """Check the entries with ``low <= seq < high``: chain, indexes; hash their leaves."""
+    """Check the entries with ``low <= seq < high``: chain, indexes; hash their leaves.
+
+    An archived row (its bytes left the hot store) is read from its segment, and must hash to
+    the chain hash the hot store kept; leaves whose segment was purged are taken from the
+    stored tiles, and the chain resumes from the next stored hash.
+    """
     scan = _Scan()
     conn = connect_read_only(Path(database))
+    archive = _Archive(conn)
     sha256, leaf_state = hashlib.sha256, _LEAF_STATE.copy
     runs = scan.runs
     previous_seq = None
@@ -103,23 +112,33 @@ def _scan_range(database: str, low: int, high: int) -> _Scan:
             entry, digest = _as_bytes(entry), _as_bytes(digest)
         if previous_seq is None:
             scan.first_seq = seq
-        elif seq != previous_seq + 1:
+        elif seq != previous_seq + 1 and not archive.purged_seqs(previous_seq + 1, seq - 1):
             scan.findings.append(Finding(
                 f"ledger sequence numbers {previous_seq + 1}..{seq - 1} are missing", seq=previous_seq + 1
             ))
         previous_seq = seq
-        state = leaf_state()  # leaf_hash(entry), inlined
-        state.update(entry)
-        leaf = state.digest()
+        if not entry:
+            entry = archive.entry(tenant, index, seq, scan.findings)
+        if entry is None:  # purged (or unreadable, reported): the tiles hold its leaf hash
+            leaf = archive.tile_leaves(tenant, index, index + 1)
+        else:
+            state = leaf_state()  # leaf_hash(entry), inlined
+            state.update(entry)
+            leaf = state.digest()
         run = runs.get(tenant)
         if run is None:
             event_id = _event_id(conn, seq)
-            runs[tenant] = _Run(index, seq, event_id, entry, digest, index + 1, digest, bytearray(leaf))
+            runs[tenant] = _Run(index, seq, event_id, entry or b"", digest, index + 1, digest, bytearray(leaf))
             continue
+        resumed = False
         if index != run.next_index:
-            scan.findings.append(_index_finding(tenant, run.next_index, index, _event_id(conn, seq), seq))
-            run.contiguous = False
-        if sha256(run.last_hash + entry).digest() != digest:
+            if archive.purged_leaves(tenant, run.next_index, index - 1):
+                run.leaves += archive.tile_leaves(tenant, run.next_index, index)
+                resumed = True
+            else:
+                scan.findings.append(_index_finding(tenant, run.next_index, index, _event_id(conn, seq), seq))
+                run.contiguous = False
+        if entry is not None and not resumed and sha256(run.last_hash + entry).digest() != digest:
             scan.findings.append(_chain_finding(tenant, index, _event_id(conn, seq), seq))
         run.leaves += leaf
         run.next_index = index + 1
@@ -134,6 +153,46 @@ def _scan_range(database: str, low: int, high: int) -> _Scan:
                 offset = (tile * TILE_WIDTH - run.first_index) * HASH_SIZE
                 run.tile_roots[tile] = tile_root(bytes(run.leaves[offset : offset + TILE_BYTES]))
     return scan
+
+
+class _Archive:
+    """The archive as a scan sees it: archived rows' bytes, and the purged leaves and seqs."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        segments = read_segments(conn)
+        self.tier = ArchiveTier(lambda tenant: [s for s in segments if s.tenant == tenant])
+        self.purged = [s for s in segments if s.purged_at is not None]
+
+    def entry(self, tenant: str, index: int, seq: int, findings: list[Finding]) -> bytes | None:
+        try:
+            return self.tier.entry(tenant, index)
+        except ArchiveError as error:
+            findings.append(Finding(f"its archived entry cannot be read: {error}", tenant, index, seq=seq))
+            return None
+
+    def purged_leaves(self, tenant: str, first: int, last: int) -> bool:
+        return any(s.tenant == tenant and s.first_leaf <= first and last <= s.last_leaf for s in self.purged)
+
+    def purged_seqs(self, first: int, last: int) -> bool:
+        """Every seq of ``first..last`` lies in a purged segment's seq range."""
+        covered = first
+        for s in sorted(self.purged, key=lambda s: s.first_seq):
+            if s.first_seq <= covered <= s.last_seq:
+                covered = s.last_seq + 1
+        return covered > last
+
+    def tile_leaves(self, tenant: str, start: int, end: int) -> bytes:
+        """The packed leaf hashes ``[start, end)`` from the stored level-0 tiles."""
+        packed = bytearray()
+        for tile in range(start // TILE_WIDTH, (end - 1) // TILE_WIDTH + 1):
+            row = self.conn.execute("SELECT hashes FROM ledger_tiles WHERE tenant = ? AND level = 0 "
+                                    "AND idx = ?", (tenant, tile)).fetchone()
+            hashes = bytes(row[0]) if row else b""
+            low = max(start, tile * TILE_WIDTH) - tile * TILE_WIDTH
+            high = min(end, (tile + 1) * TILE_WIDTH) - tile * TILE_WIDTH
+            packed += hashes[low * HASH_SIZE : high * HASH_SIZE].ljust((high - low) * HASH_SIZE, b"\0")
+        return bytes(packed)
 
 
 def _event_id(conn: sqlite3.Connection, seq: int) -> str | None:
@@ -194,7 +253,7 @@ def _scans(database: Path, ranges: list[tuple[int, int]], span: int) -> Iterator
         yield from pool.map(_scan_range, [str(database)] * len(ranges), *zip(*ranges, strict=True))
 
 
-def _join(scans: Iterator[_Scan], report: Report) -> dict[str, _Tenant]:
+def _join(scans: Iterator[_Scan], report: Report, archive: _Archive) -> dict[str, _Tenant]:
     tenants: dict[str, _Tenant] = {}
     last_seq: int | None = None
     for scan in scans:
@@ -202,18 +261,24 @@ def _join(scans: Iterator[_Scan], report: Report) -> dict[str, _Tenant]:
         report.entries += scan.entries
         if scan.first_seq is None:
             continue
-        if last_seq is not None and scan.first_seq != last_seq + 1:
+        if last_seq is not None and scan.first_seq != last_seq + 1 and not archive.purged_seqs(
+                last_seq + 1, scan.first_seq - 1):
             report.found(f"ledger sequence numbers {last_seq + 1}..{scan.first_seq - 1} are missing",
                          seq=last_seq + 1)
         last_seq = scan.last_seq
         for name, run in scan.runs.items():
             tenant = tenants.setdefault(name, _Tenant())
+            resumed = False
             if run.first_index != tenant.next_index:
-                report.findings.append(_index_finding(
-                    name, tenant.next_index, run.first_index, run.first_event_id, run.first_seq
-                ))
-                tenant.contiguous = False
-            if chain_hash(tenant.last_hash, run.first_entry) != run.first_hash:
+                if archive.purged_leaves(name, tenant.next_index, run.first_index - 1):
+                    tenant.leaves += archive.tile_leaves(name, tenant.next_index, run.first_index)
+                    resumed = True
+                else:
+                    report.findings.append(_index_finding(
+                        name, tenant.next_index, run.first_index, run.first_event_id, run.first_seq
+                    ))
+                    tenant.contiguous = False
+            if not resumed and run.first_entry and chain_hash(tenant.last_hash, run.first_entry) != run.first_hash:
                 report.findings.append(
                     _chain_finding(name, run.first_index, run.first_event_id, run.first_seq)
                 )
@@ -388,7 +453,7 @@ def verify_data(data_dir: Path, verifier_key: str | None = None) -> Report:
     except sqlite3.DatabaseError as error:
         report.unverifiable = f"cannot read {database}: {error}"
         return report
-    tenants = _join(_scans(database, ranges, span), report)
+    tenants = _join(_scans(database, ranges, span), report, _Archive(conn))
     log_path = data_dir / CHECKPOINTS_FILE
     log_ = CheckpointLog(log_path, read_only=True) if log_path.is_file() else None
     try:
@@ -417,5 +482,18 @@ def verify_data(data_dir: Path, verifier_key: str | None = None) -> Report:
         if has_tiles:
             _compare_tiles(conn, name, rebuilt, report)
         _check_checkpoints(conn, name, rebuilt, checkpoints.get(name, []), keys, report)
+    _check_archive(conn, keys, report)
     conn.close()
     return report
+
+
+def _check_archive(conn: sqlite3.Connection, keys: list[VerifierKey], report: Report) -> None:
+    """The archive segments, as ``scr archive verify`` checks them (their entries were checked
+    against the hot store's chain hashes above)."""
+    segments = read_segments(conn)
+    if not segments:
+        return
+    archived = Report()
+    verify_archive(segments, None, keys, archived)
+    report.findings += archived.findings
+    report.notes.append(f"{len(segments)} archive segment(s) checked against their manifests and checkpoints")

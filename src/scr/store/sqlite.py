@@ -871,11 +871,7 @@ class SqliteStore:
     # ----- retention: archive segments (scr.retention) ----------------------------------------
 
     def archive_segments(self, tenant: str | None = None) -> list[SegmentRow]:
-        where, params = (" WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
-        rows = self._reader().execute(
-            f"SELECT {SEGMENT_COLUMNS} FROM archive_segments{where} ORDER BY tenant, first_leaf", params
-        ).fetchall()
-        return [_segment(row) for row in rows]
+        return read_segments(self._reader(), tenant)
 
     def stub_limit(self, tenant: str) -> int:
         """The leaves of full tiles: a partial tile's leaf hashes are read from its entries."""
@@ -944,6 +940,17 @@ class SqliteStore:
         conn.execute("UPDATE archive_segments SET purged_at = ? WHERE tenant = ? AND first_leaf = ?",
                      (purged_at, tenant, first_leaf))
         return len(rows)
+
+
+def read_segments(conn: sqlite3.Connection, tenant: str | None = None) -> list[SegmentRow]:
+    """The archive segments of a tenant (every tenant: None) listed in the database."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'archive_segments'").fetchone() is None:
+        return []  # a database written before retention existed, opened read-only
+    where, params = (" WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
+    rows = conn.execute(
+        f"SELECT {SEGMENT_COLUMNS} FROM archive_segments{where} ORDER BY tenant, first_leaf", params
+    ).fetchall()
+    return [_segment(row) for row in rows]
 
 
 def _segment(row: Sequence[Any]) -> SegmentRow:
