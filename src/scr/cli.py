@@ -118,7 +118,7 @@ def serve(
 
     from scr import native
     from scr.http_server import check_tls, reserve_file_descriptors
-    from scr.serve import child, edge, enrich, reader, usage, writer  # noqa: F401  (imported once; the children fork)
+    from scr.serve import archive, child, edge, enrich, reader, usage, writer  # noqa: F401  (imported once; the children fork)
     from scr.serve.readers import reader_processes
     from scr.serve.supervisor import Child, ChildArgs, Supervisor, listening_sockets, prepare_run_dir
 
@@ -158,6 +158,8 @@ def serve(
         children.append(Child(usage.TITLE, "usage"))
         if settings.enrichment is not None:  # the enricher follows one instance's ledger too
             children.append(Child(enrich.TITLE, "enrich"))
+        if settings.retention is not None:  # one archiver per archive directory (cluster: issue 19)
+            children.append(Child(archive.TITLE, "archive"))
     auth = "on" if settings.validation.require_authentication else "OFF"
     if native.WHY_OFF:
         logging.getLogger("scr.serve").warning(

@@ -21,7 +21,7 @@ from scr.serve.supervisor import READY_MESSAGE, ChildArgs
 log = logging.getLogger("scr.serve")
 T = TypeVar("T")
 
-ROLES = ("writer", "edge", "reader", "usage", "enrich")
+ROLES = ("writer", "edge", "reader", "usage", "enrich", "archive")
 EXIT_START_ERROR = 2  # as `scr serve` always answered a bad config or store
 GC_THRESHOLDS = (50_000, 50, 1000)  # allocations before a young collection; older ratios
 READY_POLL_S = 0.01  # how often the start-up watcher looks whether uvicorn is serving
@@ -59,6 +59,10 @@ def run_child(args: ChildArgs) -> int:
         from scr.serve.enrich import run_enrich
 
         return run_enrich(args)
+    if args.role == "archive":
+        from scr.serve.archive import run_archive
+
+        return run_archive(args)
     print(f"unknown role {args.role!r}; one of {', '.join(ROLES)}", file=sys.stderr)
     return 2
 
