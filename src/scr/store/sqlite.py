@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scr.store import usage, vectors
+from scr.store import holds, usage, vectors
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
 from scr.store.records import (
@@ -34,6 +34,7 @@ from scr.store.records import (
     EventKey,
     Hit,
     KeyRecord,
+    LegalHold,
     NewEntry,
     StoredEntry,
     UsageRow,
@@ -319,6 +320,7 @@ class SqliteStore:
             conn.executescript(SCHEMA)
             conn.executescript(usage.SQLITE_SCHEMA)
             conn.executescript(vectors.SQLITE_SCHEMA)
+            conn.executescript(holds.SCHEMA)
             usage.add_sqlite_hours(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -850,6 +852,20 @@ class SqliteStore:
             (tenant, subject),
         ).fetchall()
         return [seq for (seq,) in rows]
+
+    # ----- retention: legal holds (scr.store.holds) -----------------------------------------
+
+    def add_legal_hold(self, tx: Transaction, hold: LegalHold) -> None:
+        _conn(tx).execute(holds.insert("?"), holds.values(hold))
+
+    def release_legal_hold(self, tx: Transaction, tenant: str, hold_id: str,
+                           released_at: str) -> LegalHold | None:
+        row = _conn(tx).execute(holds.release("?"), (released_at, tenant, hold_id)).fetchone()
+        return None if row is None else holds.as_hold(row)
+
+    def legal_holds(self, tenant: str | None, active: bool = True) -> list[LegalHold]:
+        sql, params = holds.select("?", tenant, active)
+        return [holds.as_hold(row) for row in self._reader().execute(sql, params).fetchall()]
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:
