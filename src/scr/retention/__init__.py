@@ -1,0 +1,1 @@
+"""Retention: archive tiers, purge and legal holds."""
