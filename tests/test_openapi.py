@@ -333,6 +333,9 @@ def test_each_success_answer_conforms_on_seeded_data(
     ok("/v1/destinations/{name}/enable", "post", path_parameters={"name": "archive"})
     ok("/v1/deliveries", "get", query={"destination": "archive"})
     ok("/v1/deliveries/replay", "post", body={"destination": "archive", "event_ids": ["evt_seed"]})
+    hold = ok("/v1/legal-holds", "post", 201, body={"tenant": TENANT, "reason": "a seed"}).json()
+    ok("/v1/legal-holds", "get")
+    ok("/v1/legal-holds/{hold_id}", "delete", path_parameters={"hold_id": hold["id"]})
     ok("/v1/audit", "get", query={"from": "2000-01-01T00:00:00Z"})
     ok("/v1/ledger/checkpoint", "get")
     size = int(ok("/v1/ledger/checkpoint", "post").text.splitlines()[1])  # C2SP: origin, size, root

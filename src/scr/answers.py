@@ -240,6 +240,26 @@ class AuditTrail(Answer):
     entries: list[AuditEntry]
 
 
+# ----- retention: legal holds ----------------------------------------------------------------
+
+
+class LegalHoldView(Answer, omit_defaults=True):
+    """A legal hold: on the whole tenant (``user_id`` null), or on one of its users."""
+
+    id: Annotated[str, Meta(description="the hold's id (the ledger entries' ref)")]
+    tenant: TenantId
+    user_id: Annotated[str | None, Meta(
+        description="the held user; null for a hold on the whole tenant, and once released "
+        "(the user id is forgotten then)")]
+    reason: str
+    created_at: Time
+    released_at: Time | UnsetType = UNSET  # released holds only
+
+
+class LegalHolds(Answer):
+    holds: Annotated[list[LegalHoldView], Meta(description="oldest first")]
+
+
 # ----- ledger proofs -------------------------------------------------------------------------
 
 

@@ -41,6 +41,8 @@ from scr.enrich.routes import MAX_SEARCH_BODY_BYTES, SearchRequest
 from scr.enrich.search import DEFAULT_K as DEFAULT_SIMILAR_K
 from scr.enrich.search import MAX_K as MAX_SIMILAR_K
 from scr.ledger.routes import MAX_TREE_SIZE
+from scr.retention.holds import HoldRequest
+from scr.retention.routes import HOLD_PATH, HOLDS_PATH, MAX_HOLD_BODY_BYTES
 from scr.route.control import DELIVERY_STATUSES, ReplayRequest
 from scr.schema import MAX_EVENT_BYTES, Event, EventId, TenantId, with_money_schema
 from scr.security.keys import PERMISSIONS
@@ -302,6 +304,33 @@ def _operations() -> list[Operation]:
             }),
             (Parameter("user_id", "path", PathSegment, "the events' `user.user_id`", required=True),
              TENANT),
+        ),
+        # ----- retention
+        Operation(
+            HOLDS_PATH, "post", "placeLegalHold", "retention",
+            "Place a legal hold on the tenant, or on one of its users: purge and erasure are "
+            "refused until it is released (ledgered, naming the acting key)", "admin",
+            {201: _json(answers.LegalHoldView, "placed")},
+            _merge(KEYED, JSON_BODY, {
+                403: "the body names another tenant than the key's",
+                413: f"body over {MAX_HOLD_BODY_BYTES // KIB} KiB",
+            }),
+            request={JSON: HoldRequest},
+        ),
+        Operation(
+            HOLDS_PATH, "get", "listLegalHolds", "retention",
+            "The tenant's legal holds, oldest first (active ones unless `all=true`)", "admin",
+            {200: _json(answers.LegalHolds, "the holds")},
+            _merge(KEYED, SPANNING, {400: "`all` is not true or false"}),
+            (Parameter("all", "query", bool, "also the released holds (default false)"), TENANT),
+        ),
+        Operation(
+            HOLD_PATH, "delete", "releaseLegalHold", "retention",
+            "Release a legal hold (ledgered, naming the acting key); the user id is forgotten",
+            "admin",
+            {200: _json(answers.LegalHoldView, "released")},
+            _merge(KEYED, SPANNING, {404: "no active hold of this id in the tenant"}),
+            (Parameter("hold_id", "path", PathSegment, "the hold's `id`", required=True), TENANT),
         ),
         # ----- route
         Operation(
@@ -784,8 +813,8 @@ def document() -> dict[str, Any]:
             ),
         },
         "tags": [{"name": name} for name in
-                 ("capture", "events", "privacy", "route", "usage", "enrichment", "ledger", "audit",
-                  "canon", "cluster", "operate")],
+                 ("capture", "events", "privacy", "retention", "route", "usage", "enrichment",
+                  "ledger", "audit", "canon", "cluster", "operate")],
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer",

@@ -218,18 +218,25 @@ _FIELD = re.compile(r"field `([^`]+)`")
 TIME_RULE = "an RFC 3339 date-time with an offset, e.g. 2026-11-25T10:00:05Z or 2026-11-25T11:00:05+01:00"
 
 
-def _problem_from_msgspec(error: msgspec.ValidationError | msgspec.DecodeError) -> Problem:
+def error_location(error: msgspec.ValidationError | msgspec.DecodeError) -> tuple[str, str]:
+    """A msgspec error's JSON path and message; a missing or unknown field's path names the
+    field (``$.reason``, not the object holding it)."""
     text = str(error)
     match = _PATH.search(text)
     path = match.group(1) if match else "$"
     message = text[: match.start()] if match else text
     field = _FIELD.search(message)
+    if field and message.startswith(("Object missing required field", "Object contains unknown field")):
+        path = f"{path}.{field.group(1)}"
+    return path, message
+
+
+def _problem_from_msgspec(error: msgspec.ValidationError | msgspec.DecodeError) -> Problem:
+    path, message = error_location(error)
     if message.startswith("Object missing required field"):
         code = "missing_field"
-        path = f"{path}.{field.group(1)}" if field else path
     elif message.startswith("Object contains unknown field"):
         code = "unknown_field"
-        path = f"{path}.{field.group(1)}" if field else path
     elif message.startswith("Invalid enum value"):
         code = "invalid_enum"
     elif message.startswith("Expected `") and (" got `" in message or "timezone" in message):

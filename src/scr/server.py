@@ -49,6 +49,8 @@ from scr.privacy.opening import EventOpener
 from scr.privacy.routes import subject_routes
 from scr.privacy.sealer import Sealer
 from scr.privacy.setup import open_subjects
+from scr.retention.holds import holds_on
+from scr.retention.routes import hold_routes
 from scr.route.control import (
     DELIVERY_STATUSES,
     LocalDestinations,
@@ -528,7 +530,8 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
     routes += install_ledger(runtime)
     routes += browser_routes(runtime)
     routes += otlp_routes(runtime)
-    routes += subject_routes(runtime)
+    routes += subject_routes(runtime, holds_on(runtime.store, runtime.subjects))
+    routes += hold_routes(runtime)
     routes += usage_routes(runtime)
     routes += enrichment_routes(runtime, enrichment)
     routes += dashboard_routes(runtime)

@@ -7,6 +7,7 @@ The Struct declarations are the validation; this module only turns msgspec's err
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -14,8 +15,10 @@ import msgspec
 
 from scr.errors import BadRequest, Detail
 from scr.jsontext import check_json_text
+from scr.schema import error_location
 
 T = TypeVar("T")
+Locate = Callable[[msgspec.ValidationError | msgspec.DecodeError], Detail]
 _PATH = re.compile(r" - at `(\$[^`]*)`$")
 _exact = msgspec.json.Decoder(float_hook=Decimal)
 
@@ -27,6 +30,11 @@ def error_detail(error: msgspec.ValidationError | msgspec.DecodeError) -> Detail
     if match is None:
         return Detail("$", text)
     return Detail(match.group(1), text[: match.start()])
+
+
+def field_detail(error: msgspec.ValidationError | msgspec.DecodeError) -> Detail:
+    """``error_detail``, with a missing or unknown field's path naming that field."""
+    return Detail(*error_location(error))
 
 
 def validated(kind: type[T], value: Any, what: str) -> T:
@@ -42,13 +50,14 @@ def validated(kind: type[T], value: Any, what: str) -> T:
         raise BadRequest(f"invalid {what}: {detail.message}", [detail]) from None
 
 
-def decode_json(kind: type[T], body: bytes, what: str) -> T:
-    """A JSON body decoded and validated as ``kind`` (its text checked first: UTF-8, depth)."""
+def decode_json(kind: type[T], body: bytes, what: str, locate: Locate = error_detail) -> T:
+    """A JSON body decoded and validated as ``kind`` (its text checked first: UTF-8, depth);
+    ``locate`` turns an error into its detail."""
     check_json_text(body)
     try:
         return msgspec.json.decode(body, type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
-        detail = error_detail(error)
+        detail = locate(error)
         raise BadRequest(f"invalid {what}: {detail.message}", [detail]) from None
 
 

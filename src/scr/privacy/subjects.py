@@ -67,9 +67,8 @@ class Subjects:
         return cls(store, master, master.unwrap(wrapped, HASH_KEY.encode()), path)
 
     def subject_of(self, tenant: str, user_id: str) -> str:
-        """The subject's keyed hash (the tenant's length first: no two pairs give one text)."""
-        text = f"{len(tenant)}:{tenant}{user_id}".encode()
-        return hmac.digest(self._hash_key, text, "sha256")[:SUBJECT_BYTES].hex()
+        """The subject's keyed hash."""
+        return hmac.digest(self._hash_key, subject_text(tenant, user_id), "sha256")[:SUBJECT_BYTES].hex()
 
     def unwrap(self, tenant: str, subject: str, wrapped: bytes) -> bytes:
         try:
@@ -195,6 +194,11 @@ class Opener:
     def forget(self, tenant: str, subject: str) -> None:
         for cached in [k for k in self._keys if k[0] == tenant and k[1] == subject]:
             del self._keys[cached]
+
+
+def subject_text(tenant: str, user_id: str) -> bytes:
+    """What a subject's name hashes: the tenant's length first, so no two pairs give one text."""
+    return f"{len(tenant)}:{tenant}{user_id}".encode()
 
 
 def _context(tenant: str, subject: str) -> bytes:

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from scr.store.holds import SCHEMA as HOLDS_SCHEMA
 from scr.store.usage import HOURS, POSTGRES_HOURS_SCHEMA, fill_rollup
 from scr.store.usage import POSTGRES_DURATIONS_SCHEMA as DURATIONS_SCHEMA
 from scr.store.usage import POSTGRES_SCHEMA as USAGE_SCHEMA
@@ -165,6 +166,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     # the usage issue: the aggregates by hour, filled from the quarter hours already counted
     Migration(8, "usage aggregates by hour",
               _sql(f"{POSTGRES_HOURS_SCHEMA};\n{fill_rollup(HOURS, 'postgres')}")),
+    # the retention issue (scr.retention.holds): legal holds on a tenant or one of its subjects
+    Migration(9, "retention: legal holds", _sql(HOLDS_SCHEMA)),
     # the retention issue (scr.retention): the archive segments of each tenant
     Migration(10, "retention: archive segments", _sql(ARCHIVE_SEGMENTS)),
 )

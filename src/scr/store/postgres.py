@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from scr.config import StorePoolConfig
 from scr.errors import Unavailable
-from scr.store import usage, vectors
+from scr.store import holds, usage, vectors
 from scr.store.migrations import migrate
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
@@ -42,6 +42,7 @@ from scr.store.records import (
     EventKey,
     Hit,
     KeyRecord,
+    LegalHold,
     NewEntry,
     StoredEntry,
     UsageRow,
@@ -698,6 +699,20 @@ class PostgresStore:
                      (purged_at, tenant, first_leaf))
         return int(count)
 
+
+    # ----- retention: legal holds (scr.store.holds) -----------------------------------------
+
+    def add_legal_hold(self, tx: Transaction, hold: LegalHold) -> None:
+        _conn(tx).execute(holds.insert("%s"), holds.values(hold))
+
+    def release_legal_hold(self, tx: Transaction, tenant: str, hold_id: str,
+                           released_at: str) -> LegalHold | None:
+        row = _conn(tx).execute(holds.release("%s"), (released_at, tenant, hold_id)).fetchone()
+        return None if row is None else holds.as_hold(row)
+
+    def legal_holds(self, tenant: str | None, active: bool = True) -> list[LegalHold]:
+        sql, params = holds.select("%s", tenant, active)
+        return [holds.as_hold(row) for row in self._read(sql, params)]
 
 def _segment(row: Sequence[Any]) -> SegmentRow:
     values = list(row)

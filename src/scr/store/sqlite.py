@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scr.store import usage, vectors
+from scr.store import holds, usage, vectors
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
 from scr.retention.tiers import ArchiveTier
@@ -36,6 +36,7 @@ from scr.store.records import (
     EventKey,
     Hit,
     KeyRecord,
+    LegalHold,
     NewEntry,
     SegmentRow,
     StoredEntry,
@@ -332,6 +333,7 @@ class SqliteStore:
             conn.executescript(SCHEMA)
             conn.executescript(usage.SQLITE_SCHEMA)
             conn.executescript(vectors.SQLITE_SCHEMA)
+            conn.executescript(holds.SCHEMA)
             usage.add_sqlite_hours(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -941,6 +943,20 @@ class SqliteStore:
                      (purged_at, tenant, first_leaf))
         return len(rows)
 
+
+    # ----- retention: legal holds (scr.store.holds) -----------------------------------------
+
+    def add_legal_hold(self, tx: Transaction, hold: LegalHold) -> None:
+        _conn(tx).execute(holds.insert("?"), holds.values(hold))
+
+    def release_legal_hold(self, tx: Transaction, tenant: str, hold_id: str,
+                           released_at: str) -> LegalHold | None:
+        row = _conn(tx).execute(holds.release("?"), (released_at, tenant, hold_id)).fetchone()
+        return None if row is None else holds.as_hold(row)
+
+    def legal_holds(self, tenant: str | None, active: bool = True) -> list[LegalHold]:
+        sql, params = holds.select("?", tenant, active)
+        return [holds.as_hold(row) for row in self._reader().execute(sql, params).fetchall()]
 
 def read_segments(conn: sqlite3.Connection, tenant: str | None = None) -> list[SegmentRow]:
     """The archive segments of a tenant (every tenant: None) listed in the database."""
