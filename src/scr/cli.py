@@ -20,10 +20,10 @@ from setproctitle import setproctitle
 from scr.canon.cli import app as canon_app
 from scr.config import Config, default_config, load_config, with_bus, with_tls
 from scr.enrich.cli import app as enrich_app
-from scr.retention.cli import app as archive_app
 from scr.errors import ConfigError, ScrError
 from scr.ledger.cli import app as ledger_app
 from scr.privacy.cli import create_master, rotate_master
+from scr.retention.cli import app as archive_app
 from scr.route.prices_cli import app as prices_app
 from scr.schema import json_schema
 from scr.usage.cli import app as usage_app

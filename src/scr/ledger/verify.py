@@ -128,7 +128,9 @@ def _scan_range(database: str, low: int, high: int) -> _Scan:
         run = runs.get(tenant)
         if run is None:
             event_id = _event_id(conn, seq)
-            runs[tenant] = _Run(index, seq, event_id, entry or b"", digest, index + 1, digest, bytearray(leaf))
+            runs[tenant] = _Run(
+                index, seq, event_id, entry or b"", digest, index + 1, digest, bytearray(leaf)
+            )
             continue
         resumed = False
         if index != run.next_index:
@@ -155,6 +157,15 @@ def _scan_range(database: str, low: int, high: int) -> _Scan:
     return scan
 
 
+def _covered(first: int, last: int, ranges: list[tuple[int, int]]) -> bool:
+    """The union of the inclusive ``ranges`` covers ``first..last``."""
+    covered = first
+    for low, high in sorted(ranges):
+        if low <= covered <= high:
+            covered = high + 1
+    return covered > last
+
+
 class _Archive:
     """The archive as a scan sees it: archived rows' bytes, and the purged leaves and seqs."""
 
@@ -172,15 +183,12 @@ class _Archive:
             return None
 
     def purged_leaves(self, tenant: str, first: int, last: int) -> bool:
-        return any(s.tenant == tenant and s.first_leaf <= first and last <= s.last_leaf for s in self.purged)
+        """Every leaf of ``first..last`` lies in one of the tenant's purged segments."""
+        return _covered(first, last, [(s.first_leaf, s.last_leaf) for s in self.purged if s.tenant == tenant])
 
     def purged_seqs(self, first: int, last: int) -> bool:
         """Every seq of ``first..last`` lies in a purged segment's seq range."""
-        covered = first
-        for s in sorted(self.purged, key=lambda s: s.first_seq):
-            if s.first_seq <= covered <= s.last_seq:
-                covered = s.last_seq + 1
-        return covered > last
+        return _covered(first, last, [(s.first_seq, s.last_seq) for s in self.purged])
 
     def tile_leaves(self, tenant: str, start: int, end: int) -> bytes:
         """The packed leaf hashes ``[start, end)`` from the stored level-0 tiles."""
@@ -278,7 +286,8 @@ def _join(scans: Iterator[_Scan], report: Report, archive: _Archive) -> dict[str
                         name, tenant.next_index, run.first_index, run.first_event_id, run.first_seq
                     ))
                     tenant.contiguous = False
-            if not resumed and run.first_entry and chain_hash(tenant.last_hash, run.first_entry) != run.first_hash:
+            chained = chain_hash(tenant.last_hash, run.first_entry) == run.first_hash
+            if not resumed and run.first_entry and not chained:
                 report.findings.append(
                     _chain_finding(name, run.first_index, run.first_event_id, run.first_seq)
                 )

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,8 +37,8 @@ from scr.log.entry import GENESIS_HASH
 from scr.retention.segments import (
     DATA_SUFFIX,
     MANIFEST_SUFFIX,
-    ArchiveError,
     Archived,
+    ArchiveError,
     Frontier,
     Manifest,
     fsync_folder,
@@ -150,10 +151,9 @@ class Archiver:
     async def _archive(self, tenant: str, cutoff: str, report: PassReport, progress: Progress | None,
                        read: Any) -> None:
         while True:
-            segments = await _call(read, lambda: self.store.archive_segments(tenant))
-            start, chain, frontier = await _call(read, lambda: self._resume(segments))
+            start, chain, frontier = await _call(read, partial(self._resume, tenant))
             self._remove_unlisted(tenant, start)
-            taken = await _call(read, lambda: self._old_entries(tenant, start, cutoff))
+            taken = await _call(read, partial(self._old_entries, tenant, start, cutoff))
             end, checkpoint = self._cut(tenant, start, len(taken))
             if end == start:
                 return
@@ -171,8 +171,9 @@ class Archiver:
             if progress is not None:
                 progress(tenant, len(taken))
 
-    def _resume(self, segments: list[SegmentRow]) -> tuple[int, bytes, Frontier]:
+    def _resume(self, tenant: str) -> tuple[int, bytes, Frontier]:
         """Where the tenant's next segment starts: its first leaf, chain hash and frontier."""
+        segments = self.store.archive_segments(tenant)
         if not segments:
             return 0, GENESIS_HASH, Frontier()
         last = segments[-1]
@@ -268,7 +269,7 @@ class Archiver:
         holds = await _call(read, lambda: self.holds_of(tenant))
         limit = await _call(read, lambda: self.store.stub_limit(tenant))
         for segment in due:
-            blocking = await _call(read, lambda s=segment: self._holds_on(tenant, s, holds))
+            blocking = await _call(read, partial(self._holds_on, tenant, segment, holds))
             if blocking:
                 report.held.append(f"{tenant} {segment.name}: {', '.join(blocking)}")
                 continue

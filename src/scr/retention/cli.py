@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from scr.config import Config, ConfigError, RetentionConfig, default_config, load_config
-from scr.errors import ScrError
+from scr.config import Config, default_config, load_config
+from scr.errors import ConfigError, ScrError
 from scr.ledger.checkpoints import CHECKPOINTS_FILE, CheckpointLog
 from scr.ledger.report import EXIT_TAMPERED, EXIT_UNVERIFIABLE, Report
 from scr.log.checkpoint import VerifierKey
@@ -34,6 +34,7 @@ from scr.retention.tiers import ArchiveTier
 from scr.retention.verify import verify_archive
 from scr.retention.writes import LocalArchiveWrites
 from scr.store import Store, open_store
+from scr.store.records import SegmentRow
 
 EXIT_FAILED = 2
 ARCHIVE_FOLDER = "archive"  # in the data folder, when the config names no archive_dir
@@ -98,8 +99,10 @@ def run_command(
 
 
 @app.command("list")
-def list_command(data: DataOption, config: ConfigOption = None, store: StoreOption = None,
-                 tenant: Annotated[str | None, typer.Option("--tenant", help="One tenant's.")] = None) -> None:
+def list_command(
+    data: DataOption, config: ConfigOption = None, store: StoreOption = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="One tenant's.")] = None,
+) -> None:
     """The archive segments: tenant, leaves, entries, newest entry, when archived or purged."""
     opened = _open(data, _settings(config), store)
     try:
@@ -172,13 +175,14 @@ def restore_command(
     err.print(f"restored {written} entries of {tenant}")
 
 
-def _write_entries(tier: ArchiveTier, tenant: str, segments: list, first: int, last: int | None,
+def _write_entries(tier: ArchiveTier, tenant: str, segments: list[SegmentRow], first: int, last: int | None,
                    out: Path) -> int:
     target = sys.stdout.buffer if str(out) == "-" else open(out, "wb")  # noqa: SIM115
     written = 0
     try:
         for segment in segments:
-            for leaf in range(max(first, segment.first_leaf), min(segment.last_leaf, last or segment.last_leaf) + 1):
+            end = segment.last_leaf if last is None else min(segment.last_leaf, last)
+            for leaf in range(max(first, segment.first_leaf), end + 1):
                 stored = tier.entry(tenant, leaf)
                 if stored is not None:
                     target.write(stored + b"\n")

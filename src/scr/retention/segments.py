@@ -205,7 +205,7 @@ class _durable:
         self.temporary = path.with_name(path.name + ".tmp")
 
     def __enter__(self) -> BinaryIO:
-        self.file = open(self.temporary, "wb")  # noqa: SIM115 (closed in __exit__)
+        self.file = open(self.temporary, "wb")
         return self.file
 
     def __exit__(self, kind: object, error: object, trace: object) -> None:

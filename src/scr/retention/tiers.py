@@ -20,7 +20,14 @@ from pathlib import Path
 import msgspec
 
 from scr.errors import Unavailable
-from scr.retention.segments import DATA_SUFFIX, MANIFEST_SUFFIX, ArchiveError, Manifest, read_block, read_manifest
+from scr.retention.segments import (
+    DATA_SUFFIX,
+    MANIFEST_SUFFIX,
+    ArchiveError,
+    Manifest,
+    read_block,
+    read_manifest,
+)
 from scr.store.records import SegmentRow, StoredEntry
 
 CACHED_BLOCKS = 32  # decompressed blocks kept (at most BLOCK_ENTRIES entries each)
@@ -72,7 +79,9 @@ class ArchiveTier:
                                                f"archive is not ledger entry {entry.seq}")
                         found[entry.tenant, entry.tenant_seq] = stored
         except (ArchiveError, msgspec.DecodeError) as error:
-            raise Unavailable(f"an archived entry cannot be read: {error}; run `scr archive verify`") from None
+            raise Unavailable(
+                f"an archived entry cannot be read: {error}; run `scr archive verify`"
+            ) from None
         return found
 
     def entry(self, tenant: str, leaf: int) -> bytes | None:

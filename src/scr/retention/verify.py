@@ -182,7 +182,8 @@ def _check_data(segment: SegmentRow, manifest: Manifest, path: Path, report: Rep
         frontier.extend(leaf_hashes(lines))
         leaf += len(lines)
     if leaf != manifest.last_leaf + 1:
-        report.found(f"segment {segment.name} holds leaves up to {leaf - 1}, not {manifest.last_leaf}", *where)
+        report.found(f"segment {segment.name} holds leaves up to {leaf - 1}, not {manifest.last_leaf}",
+                     *where)
     elif chain.hex() != manifest.chain_last:
         report.found(f"segment {segment.name}'s entries do not chain to its manifest's last hash", *where)
     elif frontier.root().hex() != manifest.root_hash or [

@@ -27,11 +27,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from scr.config import StorePoolConfig
 from scr.errors import Unavailable
+from scr.retention.tiers import ArchiveTier
 from scr.store import holds, usage, vectors
 from scr.store.migrations import migrate
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
-from scr.retention.tiers import ArchiveTier
 from scr.store.records import (
     ENTRY_TIME_FORMAT,
     SEGMENT_COLUMNS,
@@ -44,6 +44,7 @@ from scr.store.records import (
     KeyRecord,
     LegalHold,
     NewEntry,
+    SegmentRow,
     StoredEntry,
     UsageRow,
     UsageSum,
@@ -648,9 +649,8 @@ class PostgresStore:
     def add_segment(self, tx: Transaction, segment: SegmentRow) -> bool:
         conn = _conn(tx)
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (segment.tenant,))
-        (last,) = conn.execute(
-            "SELECT max(last_leaf) FROM archive_segments WHERE tenant = %s", (segment.tenant,)
-        ).fetchone()
+        (last,) = _one(conn, "SELECT max(last_leaf) FROM archive_segments WHERE tenant = %s",
+                       (segment.tenant,))
         if segment.first_leaf != (0 if last is None else last + 1):
             return False
         conn.execute(f"INSERT INTO archive_segments ({SEGMENT_COLUMNS}) VALUES ({_marks(12)})",
@@ -659,10 +659,8 @@ class PostgresStore:
 
     def stub_entries(self, tx: Transaction, tenant: str, first_leaf: int, end: int) -> int:
         conn = _conn(tx)
-        start, last = conn.execute(
-            "SELECT stubbed_to, last_leaf FROM archive_segments WHERE tenant = %s AND first_leaf = %s",
-            (tenant, first_leaf),
-        ).fetchone()
+        start, last = _one(conn, "SELECT stubbed_to, last_leaf FROM archive_segments WHERE tenant = %s "
+                           "AND first_leaf = %s", (tenant, first_leaf))
         start, end = max(start, first_leaf), min(end, last + 1)
         if end <= start:
             return 0
@@ -677,20 +675,16 @@ class PostgresStore:
     def purge_segment(self, tx: Transaction, tenant: str, first_leaf: int, end: int,
                       purged_at: str) -> int:
         conn = _conn(tx)
-        (last,) = conn.execute(
-            "SELECT last_leaf FROM archive_segments WHERE tenant = %s AND first_leaf = %s",
-            (tenant, first_leaf),
-        ).fetchone()
-        (newest,) = conn.execute("SELECT max(tenant_seq) FROM ledger WHERE tenant = %s", (tenant,)).fetchone()
+        (last,) = _one(conn, "SELECT last_leaf FROM archive_segments WHERE tenant = %s AND first_leaf = %s",
+                       (tenant, first_leaf))
+        (newest,) = _one(conn, "SELECT max(tenant_seq) FROM ledger WHERE tenant = %s", (tenant,))
         end = min(end, last + 1, newest)  # the newest row stays: it holds the tenant's chain head
-        low, high, count = conn.execute(
-            "SELECT min(seq), max(seq), count(*) FROM ledger WHERE tenant = %s AND tenant_seq >= %s "
-            "AND tenant_seq < %s", (tenant, first_leaf, end),
-        ).fetchone()
+        low, high, count = _one(conn, "SELECT min(seq), max(seq), count(*) FROM ledger WHERE tenant = %s "
+                                "AND tenant_seq >= %s AND tenant_seq < %s", (tenant, first_leaf, end))
         if count:
             conn.execute("DELETE FROM subject_entries WHERE tenant = %s AND seq BETWEEN %s AND %s",
                          (tenant, low, high))
-            if conn.execute("SELECT to_regclass('session_vectors')").fetchone()[0] is not None:
+            if _one(conn, "SELECT to_regclass('session_vectors')", ())[0] is not None:
                 conn.execute("DELETE FROM session_vectors WHERE tenant = %s AND seq BETWEEN %s AND %s",
                              (tenant, low, high))
             conn.execute("DELETE FROM ledger WHERE tenant = %s AND tenant_seq >= %s AND tenant_seq < %s",
@@ -698,7 +692,6 @@ class PostgresStore:
         conn.execute("UPDATE archive_segments SET purged_at = %s WHERE tenant = %s AND first_leaf = %s",
                      (purged_at, tenant, first_leaf))
         return int(count)
-
 
     # ----- retention: legal holds (scr.store.holds) -----------------------------------------
 
@@ -713,6 +706,12 @@ class PostgresStore:
     def legal_holds(self, tenant: str | None, active: bool = True) -> list[LegalHold]:
         sql, params = holds.select("%s", tenant, active)
         return [holds.as_hold(row) for row in self._read(sql, params)]
+
+def _one(conn: Connection, sql: str, params: Sequence[Any]) -> tuple[Any, ...]:
+    row = conn.execute(sql.encode(), params).fetchone()
+    assert row is not None  # an aggregate, or a row the caller knows exists
+    return row
+
 
 def _segment(row: Sequence[Any]) -> SegmentRow:
     values = list(row)

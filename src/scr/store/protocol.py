@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
+from scr.retention.tiers import ArchiveTier
 from scr.store.records import (
     AttemptRow,
     DeliveryRow,
@@ -23,13 +24,12 @@ from scr.store.records import (
     Hit,
     KeyRecord,
     LegalHold,
-    SegmentRow,
     NewEntry,
+    SegmentRow,
     StoredEntry,
     UsageRow,
     UsageSum,
 )
-from scr.retention.tiers import ArchiveTier
 from scr.store.vectors import VectorTable
 
 # A data key wrapped anew: (tenant, subject, wrapped under the old master key) -> wrapped under the new.

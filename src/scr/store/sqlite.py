@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from scr.retention.tiers import ArchiveTier
 from scr.store import holds, usage, vectors
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
-from scr.retention.tiers import ArchiveTier
 from scr.store.records import (
     ENTRY_TIME_FORMAT,
     SEGMENT_COLUMNS,
@@ -942,7 +942,6 @@ class SqliteStore:
         conn.execute("UPDATE archive_segments SET purged_at = ? WHERE tenant = ? AND first_leaf = ?",
                      (purged_at, tenant, first_leaf))
         return len(rows)
-
 
     # ----- retention: legal holds (scr.store.holds) -----------------------------------------
 
