@@ -15,6 +15,7 @@ import msgspec
 
 from scr.ledger.report import Report
 from scr.log.entry import GENESIS_HASH, Kind, chain_hash, decode_entry
+from scr.retention.segments import covers
 from scr.store.protocol import Store
 
 PAGE_ENTRIES = 1000
@@ -29,14 +30,20 @@ def verify_chains(store: Store) -> Report:
 
 
 def _verify_tenant(store: Store, tenant: str, report: Report) -> None:
-    previous, index, events = GENESIS_HASH, 0, 0
+    """A tenant's chain, page by page of leaf indexes; leaves purged with their archive
+    segments are skipped, and the chain resumes from the next stored hash."""
+    previous, index, events, window = GENESIS_HASH, 0, 0, 0
+    purged = [(s.first_leaf, s.last_leaf) for s in store.archive_segments(tenant) if s.purged_at]
     while True:
-        page = store.tenant_entries(tenant, index, index + PAGE_ENTRIES)
+        page = store.tenant_entries(tenant, window, window + PAGE_ENTRIES)
+        if not page and all(high < window for _, high in purged):
+            break
         for stored in page:
             where = (tenant, stored.tenant_seq, stored.event_id, stored.seq)
-            if stored.tenant_seq != index:
+            resumed = stored.tenant_seq != index and covers(purged, index, stored.tenant_seq - 1)
+            if stored.tenant_seq != index and not resumed:
                 report.found(f"entries {index}..{stored.tenant_seq - 1} are missing", *where)
-                index = stored.tenant_seq
+            index = stored.tenant_seq
             try:
                 entry = decode_entry(stored.entry)
             except msgspec.DecodeError as error:
@@ -44,17 +51,17 @@ def _verify_tenant(store: Store, tenant: str, report: Report) -> None:
             else:
                 if entry.id != stored.seq or entry.tenant_id != tenant or entry.kind != stored.kind:
                     report.found("the stored entry names another seq, tenant or kind than its row", *where)
-            if chain_hash(previous, stored.entry) != stored.hash:
+            if not resumed and chain_hash(previous, stored.entry) != stored.hash:
                 report.found("the chain hash does not follow from the previous entry", *where)
             previous = stored.hash
             events += stored.kind == Kind.SESSION_COMPLETION.value
             index += 1
             report.entries += 1
-        if len(page) < PAGE_ENTRIES:
-            break
+        window += PAGE_ENTRIES
     indexed = Counter(event_id for event_id, _ in store.accepted_events(tenant))
     if sum(indexed.values()) != events:
         report.found(f"{events} session completions but {sum(indexed.values())} dedup keys", tenant=tenant)
     for event_id, count in indexed.items():
         if count > 1:
             report.found(f"event id held {count} times", tenant=tenant, event_id=event_id)
+

@@ -136,8 +136,14 @@ class LedgerService:
         assert index is not None
         rows = await asyncio.to_thread(self.store.tenant_entries, tenant, index, index + 1)
         if not rows:
+            if await asyncio.to_thread(self._purged, tenant, index):
+                return index, None  # its entry is gone; the tiles still prove its leaf hash
             raise NotFound(f"no ledger entry at index {index}")
         return index, rows[0].event_id
+
+    def _purged(self, tenant: str, index: int) -> bool:
+        return any(s.first_leaf <= index <= s.last_leaf and s.purged_at is not None
+                   for s in self.store.archive_segments(tenant))
 
     async def inclusion_proof(self, tenant: str, index: int, tree_size: int) -> list[bytes]:
         """The inclusion proof of leaf ``index`` in the tenant's tree of ``tree_size`` leaves."""

@@ -31,7 +31,7 @@ from scr.log.checkpoint import Checkpoint, CheckpointError, Signer, VerifierKey,
 from scr.log.entry import GENESIS_HASH, chain_hash
 from scr.log.merkle import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX, ProofError, verify_consistency
 from scr.log.nodes import MemoryNodeStore, MerkleTree
-from scr.retention.segments import ArchiveError
+from scr.retention.segments import ArchiveError, covers
 from scr.retention.tiers import ArchiveTier
 from scr.retention.verify import verify_archive
 from scr.store.sqlite import DATABASE_FILE, read_segments
@@ -157,15 +157,6 @@ def _scan_range(database: str, low: int, high: int) -> _Scan:
     return scan
 
 
-def _covered(first: int, last: int, ranges: list[tuple[int, int]]) -> bool:
-    """The union of the inclusive ``ranges`` covers ``first..last``."""
-    covered = first
-    for low, high in sorted(ranges):
-        if low <= covered <= high:
-            covered = high + 1
-    return covered > last
-
-
 class _Archive:
     """The archive as a scan sees it: archived rows' bytes, and the purged leaves and seqs."""
 
@@ -184,11 +175,11 @@ class _Archive:
 
     def purged_leaves(self, tenant: str, first: int, last: int) -> bool:
         """Every leaf of ``first..last`` lies in one of the tenant's purged segments."""
-        return _covered(first, last, [(s.first_leaf, s.last_leaf) for s in self.purged if s.tenant == tenant])
+        return covers([(s.first_leaf, s.last_leaf) for s in self.purged if s.tenant == tenant])
 
     def purged_seqs(self, first: int, last: int) -> bool:
         """Every seq of ``first..last`` lies in a purged segment's seq range."""
-        return _covered(first, last, [(s.first_seq, s.last_seq) for s in self.purged])
+        return covers([(s.first_seq, s.last_seq) for s in self.purged])
 
     def tile_leaves(self, tenant: str, start: int, end: int) -> bytes:
         """The packed leaf hashes ``[start, end)`` from the stored level-0 tiles."""

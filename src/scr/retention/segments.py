@@ -122,6 +122,16 @@ def parse_name(stem: str) -> tuple[int, int] | None:
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 
+def covers(ranges: Iterable[tuple[int, int]], first: int, last: int) -> bool:
+    """The union of the inclusive ``ranges`` (purged segments' leaves or seqs) covers
+    ``first..last``."""
+    covered = first
+    for low, high in sorted(ranges):
+        if low <= covered <= high:
+            covered = high + 1
+    return covered > last
+
+
 class Frontier:
     """The roots of the perfect subtrees covering a tree's leaves, left to right: enough to
     append leaves and compute the RFC 6962 root without the leaves before."""
