@@ -175,11 +175,11 @@ class _Archive:
 
     def purged_leaves(self, tenant: str, first: int, last: int) -> bool:
         """Every leaf of ``first..last`` lies in one of the tenant's purged segments."""
-        return covers([(s.first_leaf, s.last_leaf) for s in self.purged if s.tenant == tenant])
+        return covers([(s.first_leaf, s.last_leaf) for s in self.purged if s.tenant == tenant], first, last)
 
     def purged_seqs(self, first: int, last: int) -> bool:
         """Every seq of ``first..last`` lies in a purged segment's seq range."""
-        return covers([(s.first_seq, s.last_seq) for s in self.purged])
+        return covers([(s.first_seq, s.last_seq) for s in self.purged], first, last)
 
     def tile_leaves(self, tenant: str, start: int, end: int) -> bytes:
         """The packed leaf hashes ``[start, end)`` from the stored level-0 tiles."""
