@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import itertools
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ledger.conftest import LedgerApp, StartApp
 from ledger.test_api import fetch_checkpoint
-from ledger.conftest import LedgerApp, StartApp, start_app  # noqa: F401  (the fixture)
 from typer.testing import CliRunner
 
 from conftest import config_text
@@ -39,7 +40,8 @@ Headers = dict[str, str]
 def retention(data: Path, hot_days: int = 30, cold_days: int = 40, extra: str = "") -> Path:
     path = data.parent / "retention.yaml"
     path.write_text("session_completion_runtime:\n  retention:\n"
-                    f"    hot_days: {hot_days}\n    cold_days: {cold_days}\n    segment_entries: 256\n{extra}")
+                    f"    hot_days: {hot_days}\n    cold_days: {cold_days}\n"
+                    f"    segment_entries: 256\n{extra}")
     return path
 
 
@@ -106,7 +108,7 @@ def test_entries_past_their_hot_days_move_into_segments_cut_at_checkpoints(
     assert segments == [(0, 250), (251, 500), (501, 750), (751, 1000)]
     assert segments[0][0] == 0 and segments[-1][1] == EVENTS  # every entry: 1,001 leaves
     assert all(last + 1 in signed for _, last in segments)  # each ends where a checkpoint does
-    assert all(b[0] == a[1] + 1 for a, b in zip(segments, segments[1:], strict=False))
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(segments))
     # the hot store keeps keys and hashes; the bytes of full tiles' events left it
     emptied = ledger_rows(app.data, "SELECT count(*) FROM ledger WHERE length(entry) = 0")[0][0]
     assert emptied == 3 * 256 - 1  # leaves 1..767 (leaf 0 is the key's creation, kept hot)
@@ -219,7 +221,7 @@ def test_a_tenant_hold_blocks_the_purge_until_released(acme: tuple[LedgerApp, He
 
 
 def test_each_tenant_keeps_its_own_hot_days(acme: tuple[LedgerApp, Headers]) -> None:
-    app, headers = acme
+    app, _ = acme
     globex = app.key("org_globex")
     app.post(globex, [f"g_{i}" for i in range(300)], tenant="org_globex")
     app.checkpoint(globex)
