@@ -1,0 +1,159 @@
+"""The archiver under faults: SIGKILL mid-segment, a full disk, and its own process under
+``scr serve`` (killed too). After each, nothing is half listed, no hot row lost its bytes
+before its segment was durable, and the next pass finishes the work.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from ledger.conftest import StartApp
+from serve.test_supervisor import child, kill_and_see_it_restart
+
+from scr.store.sqlite import DATABASE_FILE
+from support import SCR, ServerProcess, create_key, make_event, wait_for
+
+SOON = (datetime.now(UTC) + timedelta(days=31)).strftime("%Y-%m-%dT%H:%M:%SZ")
+FIRST_KILL_S, KILL_STEP_S = 0.5, 0.1  # a run starts in ~0.6 s and archives 20,000 entries in ~0.8 s
+
+
+def rows(data: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(data / DATABASE_FILE)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def config(folder: Path, segment_entries: int = 256) -> Path:
+    path = folder / "retention.yaml"
+    path.write_text("session_completion_runtime:\n  retention:\n    hot_days: 30\n    cold_days: 60\n"
+                    f"    segment_entries: {segment_entries}\n")
+    return path
+
+
+def archive_run(data: Path, conf: Path, *more: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*SCR, "archive", "run", "--data", str(data), "--config", str(conf),
+                             "--now", SOON, *more], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def assert_consistent(data: Path) -> None:
+    """Every listed segment verifies, and every row without its bytes lies in one."""
+    answer = subprocess.run([*SCR, "archive", "verify", "--data", str(data)], capture_output=True, text=True)
+    extra = [line for line in answer.stderr.splitlines() if "extra file" in line]
+    problems = [line for line in answer.stderr.splitlines()
+                if line.strip() and "extra file" not in line and "ARCHIVE PROBLEMS" not in line]
+    assert not problems, answer.stderr
+    assert all(".tmp" in line or "-0" in line for line in extra)  # unlisted leftovers only
+    orphans = rows(data, "SELECT count(*) FROM ledger l WHERE length(l.entry) = 0 AND NOT EXISTS ("
+                         "SELECT 1 FROM archive_segments s WHERE s.tenant = l.tenant "
+                         "AND l.tenant_seq BETWEEN s.first_leaf AND s.last_leaf)")
+    assert orphans == [(0,)]
+
+
+@pytest.fixture
+def big(tmp_path: Path, start_app: StartApp) -> Path:
+    """20,000 events, signed every 1,000."""
+    app = start_app(tmp_path / "data", "session_completion_runtime:\n  routing:\n    destinations: []\n"
+                    "  ledger:\n    checkpoint_every_entries: 1000\n    checkpoint_every_s: 86400\n")
+    headers = app.key()
+    for batch in range(20):
+        app.post(headers, [f"evt_{batch}_{i}" for i in range(1_000)])
+    app.checkpoint(headers)
+    app.stop()
+    return app.data
+
+
+def test_sigkill_mid_segment_never_lists_half_a_segment_nor_loses_a_row(big: Path) -> None:
+    conf = config(big.parent, segment_entries=1_000)
+    listed, delay, killed = [], FIRST_KILL_S, True
+    while killed:  # each run is killed a little later, until one finishes first
+        run = archive_run(big, conf)
+        time.sleep(delay)
+        run.send_signal(signal.SIGKILL)
+        killed = run.wait(timeout=10) == -signal.SIGKILL
+        assert_consistent(big)
+        listed.append((killed, rows(big, "SELECT count(*) FROM archive_segments")[0][0]))
+        delay += KILL_STEP_S
+    assert any(killed and 0 < count < 20 for killed, count in listed), listed  # killed mid-pass
+    finished = archive_run(big, conf)
+    output = finished.communicate(timeout=120)[0].decode()
+    assert finished.returncode == 0, output
+    assert rows(big, "SELECT max(last_leaf) FROM archive_segments") == [(20_000,)]
+    assert not list((big / "archive").rglob("*.tmp"))
+    verified = subprocess.run([*SCR, "ledger", "verify", "--data", str(big)], capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr + verified.stdout
+    assert subprocess.run([*SCR, "archive", "verify", "--data", str(big)]).returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 KiB file system (tmpfs), unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (the CI machines run as root)")
+    folder = tmp_path / "small"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(folder)], check=True)
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_stops_archiving_with_an_error_and_loses_nothing(
+    tmp_path: Path, start_app: StartApp, small_disk: Path,
+) -> None:
+    app = start_app(tmp_path / "data", "session_completion_runtime:\n  routing:\n    destinations: []\n"
+                    "  ledger:\n    checkpoint_every_entries: 250\n    checkpoint_every_s: 86400\n")
+    headers = app.key()
+    for batch in range(8):
+        app.post(headers, [f"evt_{batch}_{i}_{'x' * 40}" for i in range(250)])
+    app.checkpoint(headers)
+    before = app.client.get("/v1/events/evt_0_3_" + "x" * 40, headers=headers).json()
+    conf = config(tmp_path)
+    full = archive_run(app.data, conf, "--archive-dir", str(small_disk))
+    output = full.communicate(timeout=60)[0].decode()
+    assert full.returncode == 2 and "No space left on device" in output, output
+    assert_consistent(app.data)
+    assert app.client.get("/v1/events/evt_0_3_" + "x" * 40, headers=headers).json() == before
+    subprocess.run(["mount", "-o", "remount,size=10m", str(small_disk)], check=True)
+    again = archive_run(app.data, conf, "--archive-dir", str(small_disk))
+    assert again.wait(timeout=60) == 0
+    assert rows(app.data, "SELECT max(last_leaf) FROM archive_segments") == [(2_000,)]
+    assert app.client.get("/v1/events/evt_0_3_" + "x" * 40, headers=headers).json() == before
+    app.stop()
+    assert subprocess.run([*SCR, "archive", "verify", "--data", str(app.data)]).returncode == 0
+
+
+def test_scr_serve_runs_the_archiver_in_its_own_process(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    conf = tmp_path / "scr.yaml"
+    conf.write_text("session_completion_runtime:\n  routing:\n    destinations: []\n"
+                    "  ledger:\n    checkpoint_every_entries: 100\n    checkpoint_every_s: 1\n"
+                    "  retention:\n    hot_days: 0\n    check_every_s: 1\n    segment_entries: 256\n")
+    server = ServerProcess(data, conf).start()
+    try:
+        key = create_key(data, "org_acme", "admin")
+        headers = {"authorization": f"Bearer {key}"}
+        events = [make_event(f"evt_{i}") for i in range(600)]
+        assert httpx.post(f"{server.url}/v1/events", json=events, headers=headers).status_code == 202
+        assert child(server, "scr: archive")["pid"]
+        wait_for(lambda: rows(data, "SELECT count(*) FROM archive_segments")[0][0] > 0, timeout_s=30,
+                 what="a segment archived by the server's own archiver")
+        kill_and_see_it_restart(server, "scr: archive")
+        more = [make_event(f"more_{i}") for i in range(300)]
+        assert httpx.post(f"{server.url}/v1/events", json=more, headers=headers).status_code == 202
+        wait_for(lambda: rows(data, "SELECT max(last_leaf) FROM archive_segments")[0][0] >= 600,
+                 timeout_s=30, what="the restarted archiver archiving the new entries")
+        answer = httpx.get(f"{server.url}/v1/events/evt_3", headers=headers)
+        assert answer.status_code == 200 and answer.json()["event"]["event_id"] == "evt_3"
+    finally:
+        server.stop()
+    assert subprocess.run([*SCR, "ledger", "verify", "--data", str(data)]).returncode == 0
