@@ -153,6 +153,11 @@ def test_verification_checks_hot_and_archived_entries_together(acme: tuple[Ledge
     assert verified.exit_code == 0, verified.output
     assert "archive segment(s) checked" in verified.output
     assert scr("archive", "verify", "--data", str(app.data)).exit_code == 0
+    bundle = app.data.parent / "bundle.json"  # evidence of archived entries, from the data folder
+    exported = scr("ledger", "export", str(bundle), "--tenant", "org_acme", "--data", str(app.data))
+    assert exported.exit_code == 0, exported.output
+    assert len(json.loads(bundle.read_text())["entries"]) == EVENTS + 1
+    assert scr("ledger", "verify", "--bundle", str(bundle)).exit_code == 0
     # an archived entry that no longer hashes to the hot store's chain hash is found
     segment = sorted((app.data / "archive" / "org_acme").glob("*.jsonl.gz"))[0]
     manifest = segment.with_name(segment.name.replace(".jsonl.gz", ".manifest.json"))

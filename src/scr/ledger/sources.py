@@ -16,7 +16,8 @@ from scr.ledger.checkpoints import CHECKPOINTS_FILE, CheckpointLog
 from scr.ledger.tiles import TileCache, tile_view
 from scr.ledger.verify import connect_read_only
 from scr.log.nodes import MerkleTree
-from scr.store.sqlite import DATABASE_FILE
+from scr.retention.tiers import ArchiveTier
+from scr.store.sqlite import DATABASE_FILE, read_segments
 
 PAGE_ENTRIES = 1000  # the API's most entries per call
 HTTP_TIMEOUT_S = 30.0
@@ -88,6 +89,7 @@ class DataSource:
             raise SourceError(f"cannot read {data_dir}: {error}") from None
         self._cache = TileCache(OFFLINE_TILE_CACHE)
         self._trees: dict[str, MerkleTree] = {}
+        self._archive = ArchiveTier(lambda tenant: read_segments(self._conn, tenant))
 
     def verifier_key(self) -> str:
         """The newest verifier key the data folder recorded."""
@@ -104,13 +106,18 @@ class DataSource:
         return newest.note
 
     def leaves(self, tenant: str, start: int, end: int) -> list[Leaf]:
-        """Leaves ``[start, end)`` from the ledger table."""
+        """Leaves ``[start, end)`` from the ledger table (an archived one from its segment)."""
         rows = self._conn.execute(
             "SELECT tenant_seq, event_id, entry FROM ledger WHERE tenant = ? AND tenant_seq >= ? "
             "AND tenant_seq < ? ORDER BY tenant_seq LIMIT ?",
             (tenant, start, end, PAGE_ENTRIES),
         ).fetchall()
-        return [Leaf(index, event_id, bytes(entry)) for index, event_id, entry in rows]
+        leaves = []
+        for index, event_id, entry in rows:
+            stored = bytes(entry) or self._archive.entry(tenant, index)
+            if stored is not None:  # None: purged with its segment
+                leaves.append(Leaf(index, event_id, stored))
+        return leaves
 
     def inclusion_proof(self, tenant: str, leaf: Leaf, tree_size: int) -> list[bytes]:
         """The proof from the stored tiles (what the server would answer)."""
