@@ -52,6 +52,7 @@ from scr.store.records import ENTRY_TIME_FORMAT, SegmentRow
 
 log = logging.getLogger("scr.retention")
 
+ARCHIVER_STATE = "retention.archiver"  # the server's archiver's state row (scr archive list)
 LOCK_FILE = ".lock"
 READ_PAGE = 10_000  # entries read from the hot store at a time
 STUB_CHUNK = 5_000  # archived rows shrunk per write

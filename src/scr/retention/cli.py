@@ -28,7 +28,7 @@ from scr.ledger.checkpoints import CHECKPOINTS_FILE, CheckpointLog
 from scr.ledger.report import EXIT_TAMPERED, EXIT_UNVERIFIABLE, Report
 from scr.log.checkpoint import VerifierKey
 from scr.log.commit import Committer
-from scr.retention.archiver import AnotherArchiver, Archiver, PassReport, holds_by_subject
+from scr.retention.archiver import ARCHIVER_STATE, AnotherArchiver, Archiver, PassReport, holds_by_subject
 from scr.retention.segments import ArchiveError
 from scr.retention.tiers import ArchiveTier
 from scr.retention.verify import verify_archive
@@ -107,8 +107,10 @@ def list_command(
     opened = _open(data, _settings(config), store)
     try:
         segments = opened.archive_segments(tenant)
+        state, reason = opened.destination_state(ARCHIVER_STATE)
     finally:
         opened.close()
+    typer.echo(f"archiver: {state}" + (f": {reason}" if reason else ""))
     table = Table("tenant", "segment", "leaves", "entries", "newest entry", "archived", "purged")
     for s in segments:
         table.add_row(s.tenant, s.name, f"{s.first_leaf}..{s.last_leaf}", str(s.last_leaf - s.first_leaf + 1),

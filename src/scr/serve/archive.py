@@ -20,7 +20,7 @@ from pathlib import Path
 
 from scr.config import Config
 from scr.log.commit import utc_now
-from scr.retention.archiver import AnotherArchiver, Archiver, holds_by_subject
+from scr.retention.archiver import ARCHIVER_STATE, AnotherArchiver, Archiver, holds_by_subject
 from scr.retention.cli import archive_folder, open_checkpoints
 from scr.retention.writes import RemoteArchiveWrites
 from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared
@@ -32,7 +32,6 @@ from scr.store import Store, open_store
 log = logging.getLogger("scr.serve.archive")
 
 ARCHIVE_NICENESS = 10
-ARCHIVER_STATE = "retention.archiver"  # its state row (scr archive list shows it)
 TITLE = "scr: archive"
 
 
