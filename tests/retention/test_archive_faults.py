@@ -154,7 +154,8 @@ def test_scr_serve_runs_the_archiver_in_its_own_process(tmp_path: Path) -> None:
                  timeout_s=30, what="the restarted archiver archiving the new entries")
         answer = httpx.get(f"{server.url}/v1/events/evt_3", headers=headers)
         assert answer.status_code == 200 and answer.json()["event"]["event_id"] == "evt_3"
-        listed = subprocess.run([*SCR, "archive", "list", "--data", str(data)], capture_output=True, text=True)
+        listed = subprocess.run([*SCR, "archive", "list", "--data", str(data)],
+                                capture_output=True, text=True)
         assert listed.stdout.startswith("archiver: active"), listed.stdout
     finally:
         server.stop()
