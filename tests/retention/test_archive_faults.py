@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ledger.conftest import StartApp
+from ledger.conftest import LedgerApp, StartApp
 from serve.test_supervisor import child, kill_and_see_it_restart
 
 from scr.store.sqlite import DATABASE_FILE
@@ -60,11 +60,16 @@ def assert_consistent(data: Path) -> None:
     assert orphans == [(0,)]
 
 
+def signed_every(start_app: StartApp, folder: Path, entries: int) -> LedgerApp:
+    """An app over ``folder/data`` that signs a checkpoint every ``entries`` entries."""
+    return start_app(folder / "data", "session_completion_runtime:\n  routing:\n    destinations: []\n"
+                     f"  ledger:\n    checkpoint_every_entries: {entries}\n    checkpoint_every_s: 86400\n")
+
+
 @pytest.fixture
 def big(tmp_path: Path, start_app: StartApp) -> Path:
     """20,000 events, signed every 1,000."""
-    app = start_app(tmp_path / "data", "session_completion_runtime:\n  routing:\n    destinations: []\n"
-                    "  ledger:\n    checkpoint_every_entries: 1000\n    checkpoint_every_s: 86400\n")
+    app = signed_every(start_app, tmp_path, 1_000)
     headers = app.key()
     for batch in range(20):
         app.post(headers, [f"evt_{batch}_{i}" for i in range(1_000)])
@@ -110,8 +115,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_stops_archiving_with_an_error_and_loses_nothing(
     tmp_path: Path, start_app: StartApp, small_disk: Path,
 ) -> None:
-    app = start_app(tmp_path / "data", "session_completion_runtime:\n  routing:\n    destinations: []\n"
-                    "  ledger:\n    checkpoint_every_entries: 250\n    checkpoint_every_s: 86400\n")
+    app = signed_every(start_app, tmp_path, 250)
     headers = app.key()
     for batch in range(8):
         app.post(headers, [f"evt_{batch}_{i}_{'x' * 40}" for i in range(250)])

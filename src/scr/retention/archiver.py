@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scr.config import RetentionConfig
+from scr.fsync import fsync_path
 from scr.log.commit import utc_now
 from scr.log.entry import GENESIS_HASH
 from scr.retention.segments import (
@@ -41,7 +42,6 @@ from scr.retention.segments import (
     ArchiveError,
     Frontier,
     Manifest,
-    fsync_folder,
     parse_name,
     read_manifest,
     tenant_folder,
@@ -302,7 +302,7 @@ class Archiver:
         data = base.with_name(base.name + DATA_SUFFIX)
         if data.exists():
             data.unlink()
-            fsync_folder(data.parent)
+            fsync_path(data.parent)
 
 
 def holds_by_subject(store: Store) -> HoldsOf:

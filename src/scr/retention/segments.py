@@ -33,6 +33,7 @@ from typing import BinaryIO
 
 import msgspec
 
+from scr.fsync import fsync_path
 from scr.log.entry import chain_hash
 from scr.log.merkle import node_hash
 from scr.native import leaf_hashes
@@ -229,15 +230,7 @@ class _durable:
             self.temporary.unlink(missing_ok=True)
             return
         os.replace(self.temporary, self.path)
-        fsync_folder(self.path.parent)
-
-
-def fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        fsync_path(self.path.parent)
 
 
 def read_manifest(path: Path) -> tuple[Manifest, bytes]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from scr.store import segments
 from scr.store.holds import SCHEMA as HOLDS_SCHEMA
 from scr.store.usage import HOURS, POSTGRES_HOURS_SCHEMA, fill_rollup
 from scr.store.usage import POSTGRES_DURATIONS_SCHEMA as DURATIONS_SCHEMA
@@ -134,16 +135,6 @@ def _vector_if_available(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
 
-ARCHIVE_SEGMENTS = """
-CREATE TABLE archive_segments (
-    tenant text NOT NULL, first_leaf bigint NOT NULL, last_leaf bigint NOT NULL,
-    first_seq bigint NOT NULL, last_seq bigint NOT NULL, folder text NOT NULL, name text NOT NULL,
-    manifest_sha256 bytea NOT NULL, max_ts text NOT NULL, created_at text NOT NULL,
-    stubbed_to bigint NOT NULL DEFAULT 0, purged_at text,
-    PRIMARY KEY (tenant, first_leaf)
-)
-"""
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, dedup, keys, cursors, deliveries, attempts", _sql(INITIAL)),
     Migration(2, "pgvector extension when the server has it", _vector_if_available),
@@ -169,7 +160,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # the retention issue (scr.retention.holds): legal holds on a tenant or one of its subjects
     Migration(9, "retention: legal holds", _sql(HOLDS_SCHEMA)),
     # the retention issue (scr.retention): the archive segments of each tenant
-    Migration(10, "retention: archive segments", _sql(ARCHIVE_SEGMENTS)),
+    Migration(10, "retention: archive segments", _sql(segments.POSTGRES_SCHEMA)),
 )
 
 

@@ -28,13 +28,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from scr.config import StorePoolConfig
 from scr.errors import Unavailable
 from scr.retention.tiers import ArchiveTier
-from scr.store import holds, usage, vectors
+from scr.store import holds, segments, usage, vectors
 from scr.store.migrations import migrate
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
 from scr.store.records import (
     ENTRY_TIME_FORMAT,
-    SEGMENT_COLUMNS,
     USAGE_CURSOR,
     AttemptRow,
     DeliveryRow,
@@ -636,10 +635,8 @@ class PostgresStore:
     # ----- retention: archive segments (scr.retention) ----------------------------------------
 
     def archive_segments(self, tenant: str | None = None) -> list[SegmentRow]:
-        where, params = (" WHERE tenant = %s", (tenant,)) if tenant is not None else ("", ())
-        rows = self._read(f"SELECT {SEGMENT_COLUMNS} FROM archive_segments{where} "
-                          "ORDER BY tenant, first_leaf", params)
-        return [_segment(row) for row in rows]
+        sql, params = segments.select(tenant)
+        return [segments.as_segment(row) for row in self._read(sql.replace("?", "%s"), params)]
 
     def stub_limit(self, tenant: str) -> int:
         """Every leaf: this store keeps no tree tiles that read entries back."""
@@ -647,51 +644,20 @@ class PostgresStore:
         return 0 if rows[0][0] is None else int(rows[0][0]) + 1
 
     def add_segment(self, tx: Transaction, segment: SegmentRow) -> bool:
-        conn = _conn(tx)
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (segment.tenant,))
-        (last,) = _one(conn, "SELECT max(last_leaf) FROM archive_segments WHERE tenant = %s",
-                       (segment.tenant,))
-        if segment.first_leaf != (0 if last is None else last + 1):
-            return False
-        conn.execute(f"INSERT INTO archive_segments ({SEGMENT_COLUMNS}) VALUES ({_marks(12)})",
-                     _segment_values(segment))
-        return True
+        run = _runner(tx)
+        run("SELECT pg_advisory_xact_lock(hashtextextended(?, 7))", (segment.tenant,))
+        return segments.add(run, segment)
 
     def stub_entries(self, tx: Transaction, tenant: str, first_leaf: int, end: int) -> int:
-        conn = _conn(tx)
-        start, last = _one(conn, "SELECT stubbed_to, last_leaf FROM archive_segments WHERE tenant = %s "
-                           "AND first_leaf = %s", (tenant, first_leaf))
-        start, end = max(start, first_leaf), min(end, last + 1)
-        if end <= start:
-            return 0
-        stubbed = conn.execute(
-            "UPDATE ledger SET entry = ''::bytea WHERE tenant = %s AND tenant_seq >= %s "
-            "AND tenant_seq < %s AND kind = 'SESSION_COMPLETION'", (tenant, start, end),
-        ).rowcount
-        conn.execute("UPDATE archive_segments SET stubbed_to = %s WHERE tenant = %s AND first_leaf = %s",
-                     (end, tenant, first_leaf))
-        return int(stubbed)
+        return segments.stub(_runner(tx), tenant, first_leaf, end, "''::bytea")
 
     def purge_segment(self, tx: Transaction, tenant: str, first_leaf: int, end: int,
                       purged_at: str) -> int:
-        conn = _conn(tx)
-        (last,) = _one(conn, "SELECT last_leaf FROM archive_segments WHERE tenant = %s AND first_leaf = %s",
-                       (tenant, first_leaf))
-        (newest,) = _one(conn, "SELECT max(tenant_seq) FROM ledger WHERE tenant = %s", (tenant,))
-        end = min(end, last + 1, newest)  # the newest row stays: it holds the tenant's chain head
-        low, high, count = _one(conn, "SELECT min(seq), max(seq), count(*) FROM ledger WHERE tenant = %s "
-                                "AND tenant_seq >= %s AND tenant_seq < %s", (tenant, first_leaf, end))
-        if count:
-            conn.execute("DELETE FROM subject_entries WHERE tenant = %s AND seq BETWEEN %s AND %s",
-                         (tenant, low, high))
-            if _one(conn, "SELECT to_regclass('session_vectors')", ())[0] is not None:
-                conn.execute("DELETE FROM session_vectors WHERE tenant = %s AND seq BETWEEN %s AND %s",
-                             (tenant, low, high))
-            conn.execute("DELETE FROM ledger WHERE tenant = %s AND tenant_seq >= %s AND tenant_seq < %s",
-                         (tenant, first_leaf, end))
-        conn.execute("UPDATE archive_segments SET purged_at = %s WHERE tenant = %s AND first_leaf = %s",
-                     (purged_at, tenant, first_leaf))
-        return int(count)
+        run = _runner(tx)
+        (vectors_table,) = run("SELECT to_regclass('session_vectors')", ()).fetchone()
+        tables = ("subject_entries", "session_vectors") if vectors_table else ("subject_entries",)
+        # the dedup keys are the ledger's own unique index: they go with the rows
+        return segments.purge(run, tenant, first_leaf, end, purged_at, tables, lambda rows: None)
 
     # ----- retention: legal holds (scr.store.holds) -----------------------------------------
 
@@ -707,26 +673,14 @@ class PostgresStore:
         sql, params = holds.select("%s", tenant, active)
         return [holds.as_hold(row) for row in self._read(sql, params)]
 
-def _one(conn: Connection, sql: str, params: Sequence[Any]) -> tuple[Any, ...]:
-    row = conn.execute(sql.encode(), params).fetchone()
-    assert row is not None  # an aggregate, or a row the caller knows exists
-    return row
+def _runner(tx: Transaction) -> segments.Run:
+    """``run(sql, params)`` in the writer's transaction, for SQL written with ``?``."""
+    conn = _conn(tx)
 
+    def run(sql: str, params: Sequence[Any]) -> Any:
+        return conn.execute(sql.replace("?", "%s").encode(), params)
 
-def _segment(row: Sequence[Any]) -> SegmentRow:
-    values = list(row)
-    values[7] = bytes(values[7])
-    return SegmentRow(*values)
-
-
-def _segment_values(segment: SegmentRow) -> tuple[Any, ...]:
-    return (segment.tenant, segment.first_leaf, segment.last_leaf, segment.first_seq, segment.last_seq,
-            segment.folder, segment.name, segment.manifest_sha256, segment.max_ts, segment.created_at,
-            segment.stubbed_to, segment.purged_at)
-
-
-def _marks(count: int) -> str:
-    return ", ".join(["%s"] * count)
+    return run
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:

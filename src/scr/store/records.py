@@ -77,10 +77,6 @@ class SegmentRow:
     purged_at: str | None = None
 
 
-SEGMENT_COLUMNS = ("tenant, first_leaf, last_leaf, first_seq, last_seq, folder, name, manifest_sha256, "
-                   "max_ts, created_at, stubbed_to, purged_at")
-
-
 @dataclass(frozen=True, slots=True)
 class LegalHold:
     """A legal hold (``scr.retention.holds``): on a whole tenant (``subject`` None) or on one

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from scr.retention.tiers import ArchiveTier
-from scr.store import holds, usage, vectors
+from scr.store import holds, segments, usage, vectors
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
 from scr.store.records import (
     ENTRY_TIME_FORMAT,
-    SEGMENT_COLUMNS,
     USAGE_CURSOR,
     AttemptRow,
     DeliveryRow,
@@ -149,14 +148,6 @@ CREATE TABLE IF NOT EXISTS subject_keys (
     tenant TEXT NOT NULL, subject TEXT NOT NULL, generation INTEGER NOT NULL,
     wrapped BLOB, created_at TEXT NOT NULL, erased_at TEXT,
     PRIMARY KEY (tenant, subject, generation)
-) WITHOUT ROWID;
--- Retention (scr.retention): the archive segments of each tenant.
-CREATE TABLE IF NOT EXISTS archive_segments (
-    tenant TEXT NOT NULL, first_leaf INTEGER NOT NULL, last_leaf INTEGER NOT NULL,
-    first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, folder TEXT NOT NULL, name TEXT NOT NULL,
-    manifest_sha256 BLOB NOT NULL, max_ts TEXT NOT NULL, created_at TEXT NOT NULL,
-    stubbed_to INTEGER NOT NULL DEFAULT 0, purged_at TEXT,
-    PRIMARY KEY (tenant, first_leaf)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subject_entries (
     tenant TEXT NOT NULL, subject TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -333,6 +324,7 @@ class SqliteStore:
             conn.executescript(SCHEMA)
             conn.executescript(usage.SQLITE_SCHEMA)
             conn.executescript(vectors.SQLITE_SCHEMA)
+            conn.executescript(segments.SQLITE_SCHEMA)
             conn.executescript(holds.SCHEMA)
             usage.add_sqlite_hours(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -888,60 +880,23 @@ class SqliteStore:
         ).fetchone() is not None
 
     def add_segment(self, tx: Transaction, segment: SegmentRow) -> bool:
-        conn = _conn(tx)
-        (last,) = conn.execute(
-            "SELECT MAX(last_leaf) FROM archive_segments WHERE tenant = ?", (segment.tenant,)
-        ).fetchone()
-        if segment.first_leaf != (0 if last is None else last + 1):
-            return False
-        conn.execute(f"INSERT INTO archive_segments ({SEGMENT_COLUMNS}) VALUES ({_marks(12)})",
-                     _segment_values(segment))
-        return True
+        return segments.add(_conn(tx).execute, segment)
 
     def stub_entries(self, tx: Transaction, tenant: str, first_leaf: int, end: int) -> int:
-        conn = _conn(tx)
-        start, last = conn.execute(
-            "SELECT stubbed_to, last_leaf FROM archive_segments WHERE tenant = ? AND first_leaf = ?",
-            (tenant, first_leaf),
-        ).fetchone()
-        start, end = max(start, first_leaf), min(end, last + 1)
-        if end <= start:
-            return 0
-        stubbed = conn.execute(
-            "UPDATE ledger SET entry = X'' WHERE tenant = ? AND tenant_seq >= ? AND tenant_seq < ? "
-            "AND kind = 'SESSION_COMPLETION'", (tenant, start, end),
-        ).rowcount
-        conn.execute("UPDATE archive_segments SET stubbed_to = ? WHERE tenant = ? AND first_leaf = ?",
-                     (end, tenant, first_leaf))
-        return int(stubbed)
+        return segments.stub(_conn(tx).execute, tenant, first_leaf, end, "X''")
 
     def purge_segment(self, tx: Transaction, tenant: str, first_leaf: int, end: int,
                       purged_at: str) -> int:
         conn = _conn(tx)
-        (last,) = conn.execute(
-            "SELECT last_leaf FROM archive_segments WHERE tenant = ? AND first_leaf = ?", (tenant, first_leaf)
-        ).fetchone()
-        (newest,) = conn.execute("SELECT max(tenant_seq) FROM ledger WHERE tenant = ?", (tenant,)).fetchone()
-        end = min(end, last + 1, newest)  # the newest row stays: it holds the tenant's chain head
-        rows = conn.execute(
-            "SELECT seq, event_id FROM ledger WHERE tenant = ? AND tenant_seq >= ? AND tenant_seq < ?",
-            (tenant, first_leaf, end),
-        ).fetchall()
-        keyed = [(event_key(tenant, event_id), seq) for seq, event_id in rows if event_id is not None]
-        conn.executemany("DELETE FROM event_keys WHERE key = ? AND seq = ?", keyed)
-        conn.executemany("DELETE FROM event_keys_overflow WHERE tenant = ? AND seq = ?",
-                         [(tenant, seq) for _, seq in keyed])
-        if rows:
-            low, high = min(seq for seq, _ in rows), max(seq for seq, _ in rows)
-            conn.execute("DELETE FROM subject_entries WHERE tenant = ? AND seq BETWEEN ? AND ?",
-                         (tenant, low, high))
-            conn.execute("DELETE FROM session_vectors WHERE tenant = ? AND seq BETWEEN ? AND ?",
-                         (tenant, low, high))
-        conn.execute("DELETE FROM ledger WHERE tenant = ? AND tenant_seq >= ? AND tenant_seq < ?",
-                     (tenant, first_leaf, end))
-        conn.execute("UPDATE archive_segments SET purged_at = ? WHERE tenant = ? AND first_leaf = ?",
-                     (purged_at, tenant, first_leaf))
-        return len(rows)
+
+        def forget_dedup_keys(rows: list[tuple[int, str | None]]) -> None:
+            keyed = [(event_key(tenant, event_id), seq) for seq, event_id in rows if event_id is not None]
+            conn.executemany("DELETE FROM event_keys WHERE key = ? AND seq = ?", keyed)
+            conn.executemany("DELETE FROM event_keys_overflow WHERE tenant = ? AND seq = ?",
+                             [(tenant, seq) for _, seq in keyed])
+
+        return segments.purge(conn.execute, tenant, first_leaf, end, purged_at,
+                              ("subject_entries", "session_vectors"), forget_dedup_keys)
 
     # ----- retention: legal holds (scr.store.holds) -----------------------------------------
 
@@ -961,27 +916,8 @@ def read_segments(conn: sqlite3.Connection, tenant: str | None = None) -> list[S
     """The archive segments of a tenant (every tenant: None) listed in the database."""
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'archive_segments'").fetchone() is None:
         return []  # a database written before retention existed, opened read-only
-    where, params = (" WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
-    rows = conn.execute(
-        f"SELECT {SEGMENT_COLUMNS} FROM archive_segments{where} ORDER BY tenant, first_leaf", params
-    ).fetchall()
-    return [_segment(row) for row in rows]
-
-
-def _segment(row: Sequence[Any]) -> SegmentRow:
-    values = list(row)
-    values[7] = bytes(values[7])
-    return SegmentRow(*values)
-
-
-def _segment_values(segment: SegmentRow) -> tuple[Any, ...]:
-    return (segment.tenant, segment.first_leaf, segment.last_leaf, segment.first_seq, segment.last_seq,
-            segment.folder, segment.name, segment.manifest_sha256, segment.max_ts, segment.created_at,
-            segment.stubbed_to, segment.purged_at)
-
-
-def _marks(count: int) -> str:
-    return ",".join("?" * count)
+    sql, params = segments.select(tenant)
+    return [segments.as_segment(row) for row in conn.execute(sql, params).fetchall()]
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:
