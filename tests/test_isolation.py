@@ -43,6 +43,7 @@ OTHER_TENANTS_LOOKUPS = {
     ("/v1/ledger/proof/inclusion", "get"),
     ("/v1/subjects/{user_id}", "delete"), ("/v1/subjects/{user_id}/export", "get"),
     ("/v1/sessions/{session_id}/similar", "get"),
+    ("/v1/legal-holds", "post"), ("/v1/legal-holds/{hold_id}", "delete"),
 }
 RECONCILE_EXPORT = Path(__file__).parent / "usage" / "exports" / "openai-costs.json"
 CONFIG = config_text(f"      - {{name: {DESTINATION}, type: file, path: archive.jsonl, transform: audit_v1}}"
@@ -57,6 +58,7 @@ class Tenant:
     keys: dict[str, str] = field(default_factory=dict)
     event_ids: list[str] = field(default_factory=list)
     trace_ids: list[str] = field(default_factory=list)
+    hold_id: str = ""
 
     @property
     def word(self) -> str:
@@ -88,7 +90,7 @@ class Tenant:
         are matched as whole JSON strings (or actors), never as bare substrings of a hash."""
         named = {self.name, self.session_id, self.user_id, self.item_id, *self.event_ids,
                  f"a message only {self.word} wrote", f"project_{self.word}_only"}
-        named |= {f'"{trace}"' for trace in self.trace_ids}
+        named |= {f'"{trace}"' for trace in self.trace_ids} | {self.hold_id, f"a case only {self.word} has"}
         for key in self.keys.values():
             key_id = key.split("_", 2)[1]
             named |= {f'"{key_id}"', f"key:{key_id}"}
@@ -138,6 +140,10 @@ def _seed(client: Any, name: str) -> Tenant:
     client.post("/v1/ledger/checkpoint", headers=admin)  # 503 on PostgreSQL (no trees there)
     replay = {"destination": DESTINATION, "event_ids": tenant.event_ids}
     assert client.post("/v1/deliveries/replay", json=replay, headers=admin).status_code == 200
+    hold = client.post("/v1/legal-holds", headers=admin, json={
+        "tenant": name, "user_id": tenant.user_id, "reason": f"a case only {tenant.word} has"})
+    assert hold.status_code == 201, hold.text
+    tenant.hold_id = hold.json()["id"]
     return tenant
 
 
@@ -175,6 +181,7 @@ def _body(path: str, method: str, other: Tenant) -> Any:
         "/v1/canon/observations": {"action": "deploy", "outcome": "success"},
         "/v1/usage/reconcile": json.loads(RECONCILE_EXPORT.read_text()),
         "/v1/search": {"text": f"a message only {other.word} wrote", "k": 100},
+        "/v1/legal-holds": {"tenant": other.name, "user_id": other.user_id, "reason": "a probe"},
     }
     return bodies.get(path, {})
 
@@ -184,6 +191,7 @@ def _path(template: str, other: Tenant) -> str:
     return (template.replace("{event_id}", other.event_ids[0])
             .replace("{session_id}", other.session_id)
             .replace("{trace_id}", other.trace_ids[0])
+            .replace("{hold_id}", other.hold_id)
             .replace("{user_id}", other.user_id)
             .replace("{name}", DESTINATION))
 

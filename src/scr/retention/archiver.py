@@ -98,7 +98,8 @@ class AnotherArchiver(RuntimeError):
 
 
 class ArchiveLock:
-    """The archive directory's lock: one archiver at a time (released when the process dies)."""
+    """The archive directory's lock: one archiver at a time (released on close, or when the
+    process dies)."""
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -109,9 +110,6 @@ class ArchiveLock:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AnotherArchiver("another archiver is running on this archive directory") from None
-
-    def release(self) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_UN)
 
     def close(self) -> None:
         self._file.close()
