@@ -24,7 +24,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ READS = 1000
 BATCH_EVENTS = 1000
 RHYTHM = "  ledger:\n    checkpoint_every_entries: 10000\n    checkpoint_every_s: 1\n"
 RETENTION = "  retention:\n    hot_days: 0\n    check_every_s: 1\n"
+END_TIME = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # the template's session end
 MODELS = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "gemini-2.5-pro", "llama-3.3-70b"]
 MESSAGES = ["Here is the summary you asked for.", "I could not find that order.",
             "The refund was issued to your card.", "Your meeting is moved to Thursday at 10.",
@@ -62,7 +63,9 @@ def varied(pick: random.Random, count: int) -> list[dict[str, Any]]:
         event: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(TEMPLATE))
         event["event_id"] = uuid.UUID(int=pick.getrandbits(128)).hex
         event["session"]["session_id"] = f"s_{pick.getrandbits(48):012x}"
-        event["session"]["duration_ms"] = pick.randint(200, 600_000)
+        duration = pick.randint(200, 600_000)
+        started = END_TIME - timedelta(milliseconds=duration)
+        event["session"].update(duration_ms=duration, start_time=started.isoformat().replace("+00:00", "Z"))
         event["user"]["user_id"] = f"user_{pick.randint(1, 5000)}"
         event["user"]["tier"] = pick.choice(["free", "pro", "enterprise"])
         tokens_in, tokens_out = pick.randint(10, 20_000), pick.randint(1, 4_000)
@@ -147,6 +150,7 @@ def folder_bytes(folder: Path) -> int:
 
 def verify_rates(data: Path) -> dict[str, Any]:
     from scr.ledger.report import Report
+    from scr.retention.cli import verifier_keys
     from scr.retention.verify import verify_archive
     from scr.store import open_store
 
@@ -155,7 +159,7 @@ def verify_rates(data: Path) -> dict[str, Any]:
         segments = store.archive_segments()
         report = Report()
         started = time.perf_counter()
-        verify_archive(segments, None, [], report)
+        verify_archive(segments, None, verifier_keys(store, data), report)
         wall = time.perf_counter() - started
     finally:
         store.close()
@@ -180,7 +184,8 @@ def tiers(folder: Path, pick: random.Random) -> dict[str, Any]:
     batches = [varied(pick, BATCH_EVENTS) for _ in range(EVENTS // BATCH_EVENTS)]
     server, url = serve(data, folder)
     try:
-        asyncio.run(post_all(f"{url}/v1/events", [msgspec.json.encode(b) for b in batches], headers))
+        sent = asyncio.run(post_all(f"{url}/v1/events", [msgspec.json.encode(b) for b in batches], headers))
+        assert set(sent["statuses"]) == {202}, sent["statuses"]
         assert httpx.post(f"{url}/v1/ledger/checkpoint", headers=headers, timeout=60).status_code == 200
         ids = [pick.choice(pick.choice(batches))["event_id"] for _ in range(READS)]
         hot_reads = read_latency(url, headers, ids)
