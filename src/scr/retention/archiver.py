@@ -55,7 +55,7 @@ log = logging.getLogger("scr.retention")
 ARCHIVER_STATE = "retention.archiver"  # the server's archiver's state row (scr archive list)
 LOCK_FILE = ".lock"
 READ_PAGE = 10_000  # entries read from the hot store at a time
-STUB_CHUNK = 5_000  # archived rows shrunk per write
+STUB_CHUNK = 1_000  # archived rows shrunk per write (about 6 ms of the writer's time)
 TENANT_HOLD = "tenant"
 
 

@@ -31,7 +31,7 @@ from scr.store import Store, open_store
 
 log = logging.getLogger("scr.serve.archive")
 
-ARCHIVE_NICENESS = 10
+ARCHIVE_NICENESS = 19  # the lowest: archiving is never urgent, and catches up when ingest pauses
 TITLE = "scr: archive"
 
 
