@@ -145,6 +145,18 @@ def test_reads_dedup_proofs_and_replay_work_for_archived_events(
     assert "evt_5" in json.dumps([r.json() for r in hook.received[delivered:]])
 
 
+def test_restore_writes_archived_entries_as_the_ledger_hashed_them(acme: tuple[LedgerApp, Headers]) -> None:
+    app, headers = acme
+    assert archive(app.data, SOON).exit_code == 0
+    out = app.data.parent / "restored.jsonl"
+    restored = scr("archive", "restore", "--data", str(app.data), "--tenant", "org_acme",
+                   "--from", "245", "--to", "260", "--out", str(out))  # across two segments
+    assert restored.exit_code == 0, restored.output
+    assert out.read_bytes().splitlines() == leaves(app, headers, 245, 261)
+    nobody = scr("archive", "restore", "--data", str(app.data), "--tenant", "org_nobody", "--out", str(out))
+    assert nobody.exit_code == 0 and out.read_bytes() == b""
+
+
 def test_verification_checks_hot_and_archived_entries_together(acme: tuple[LedgerApp, Headers]) -> None:
     app, _ = acme
     assert archive(app.data, SOON).exit_code == 0

@@ -64,8 +64,9 @@ class Joint:
 
 
 def verify_archive(segments: Iterable[SegmentRow], folder: Path | None, keys: list[VerifierKey],
-                   report: Report, progress: Progress | None = None) -> None:
-    """Check every listed segment and the archive directory's files; findings go to ``report``."""
+                   report: Report, progress: Progress | None = None, every_file: bool = True) -> None:
+    """Check every listed segment and (``every_file``: when ``segments`` are all of them) the
+    archive directory's files; findings go to ``report``."""
     expected: set[Path] = set()
     roots: set[Path] = set()
     joints: dict[str, Joint] = {}
@@ -94,7 +95,7 @@ def verify_archive(segments: Iterable[SegmentRow], folder: Path | None, keys: li
         report.entries += manifest.entries
         if progress is not None:
             progress(manifest.entries)
-    for root in roots:
+    for root in roots if every_file else ():
         for path in sorted(root.rglob("*")):
             if path.is_file() and path not in expected and path.name != LOCK_FILE:
                 report.found(f"extra file {path}: no listed segment names it")
