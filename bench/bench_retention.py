@@ -106,7 +106,7 @@ def read_latency(url: str, headers: dict[str, str], ids: list[str]) -> dict[str,
 def archive_now(data: Path) -> dict[str, Any]:
     from scr.config import RetentionConfig
     from scr.log.commit import Committer
-    from scr.retention.archiver import Archiver, holds_by_subject
+    from scr.retention.archiver import Archiver
     from scr.retention.cli import open_checkpoints
     from scr.retention.writes import LocalArchiveWrites
     from scr.store import open_store
@@ -117,7 +117,7 @@ def archive_now(data: Path) -> dict[str, Any]:
     try:
         writes = LocalArchiveWrites(committer)
         archiver = Archiver(store, RetentionConfig(hot_days=0), data / "archive", writes,
-                            open_checkpoints(store, data), holds_by_subject(store))
+                            open_checkpoints(store, data))
         started, cpu = time.perf_counter(), time.process_time()
         report = asyncio.run(archiver.run(datetime.now(UTC)))
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu

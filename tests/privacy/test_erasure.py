@@ -123,10 +123,11 @@ def test_a_replay_after_erasure_delivers_no_personal_field(
 def test_a_legal_hold_refuses_the_erasure_naming_the_hold() -> None:
     """The hook the retention issue's holds plug into (``scr.privacy.erasure.HoldsOn``)."""
     with pytest.raises(Conflict) as refused:
-        refuse_held(lambda tenant, subject: ["hold_7"] if subject == "ab12" else [], "org_acme", "ab12")
+        refuse_held(lambda tenant, subject, tx=None: ["hold_7"] if subject == "ab12" else [],
+                    "org_acme", "ab12")
     assert refused.value.status == 409
     assert [(d.path, d.message) for d in refused.value.details] == [("legal_hold", "hold_7")]
-    refuse_held(lambda tenant, subject: [], "org_acme", "ab12")  # no hold: no refusal
+    refuse_held(lambda tenant, subject, tx=None: [], "org_acme", "ab12")  # no hold: no refusal
 
 
 def test_an_erased_event_is_answered_as_the_openapi_document_says(

@@ -237,6 +237,36 @@ def test_a_tenant_hold_blocks_the_purge_until_released(acme: tuple[LedgerApp, He
     assert "768 rows purged" in archive(app.data, LATER).output
 
 
+def test_the_writer_refuses_a_purge_under_a_hold_placed_during_the_pass(
+    acme: tuple[LedgerApp, Headers],
+) -> None:
+    """The archiver looks at the holds before a purge; the writer looks again in the purge's
+    own transaction, so a hold placed in between is never purged through."""
+    from scr.log.commit import Committer
+    from scr.retention.holds import HELD
+    from scr.serve.writes import PurgeSegment, apply
+    from scr.store import open_store
+
+    app, headers = acme
+    assert archive(app.data, SOON).exit_code == 0
+    store = open_store(app.data)
+    (first, *_) = store.archive_segments("org_acme")
+    assert app.client.post("/v1/legal-holds", headers=headers,
+                           json={"tenant": "org_acme", "reason": "case 2026-8"}).status_code == 201
+    committer = Committer(store, buffer_size=1)
+    committer.start()
+    try:
+        op = PurgeSegment("org_acme", first.first_leaf, first.first_seq, first.last_seq, first.last_leaf + 1,
+                          "2027-01-01T00:00:00Z", {"segment": first.name})
+        assert committer.run_sync(lambda tx: apply(committer, tx, op)) == HELD
+    finally:
+        committer.close()
+        store.close()
+    assert app.client.get("/v1/events/evt_5", headers=headers).status_code == 200
+    kinds = [e["kind"] for e in app.client.get("/v1/audit", headers=headers).json()["entries"]]
+    assert "SEGMENT_PURGED" not in kinds
+
+
 def test_each_tenant_keeps_its_own_hot_days(acme: tuple[LedgerApp, Headers]) -> None:
     app, _ = acme
     globex = app.key("org_globex")

@@ -268,3 +268,33 @@ def test_a_store_made_before_holds_gets_their_table(store_at: StoreAt) -> None:
         assert store.legal_holds("org_acme", active=False) == []
     finally:
         store.close()
+
+
+def test_a_hold_placed_in_the_same_write_group_still_blocks_erasure(store_at: StoreAt) -> None:
+    """Erasure checks the holds again inside its write: a hold committed a moment before, or
+    earlier in the same group commit (not visible to other connections yet), counts."""
+    from scr.log.commit import Committer
+    from scr.privacy.erasure import refuse_held
+    from scr.retention.holds import holds_on
+    from scr.store.records import LegalHold
+
+    store = store_at.open()
+    committer = Committer(store, buffer_size=1)
+    committer.start()
+    hold = LegalHold("hold_fresh", "org_acme", None, None, "case 1", "2026-12-06T00:00:00Z", "k1")
+    check = holds_on(store)
+
+    def place_then_erase(tx: Any) -> list[str]:
+        store.add_legal_hold(tx, hold)
+        unseen = check("org_acme", "subject", None)  # another connection: not committed yet
+        assert unseen == []
+        return check("org_acme", "subject", tx)
+
+    try:
+        assert committer.run_sync(place_then_erase) == ["hold_fresh"]
+        with pytest.raises(Exception, match="legal hold") as refused:
+            committer.run_sync(lambda tx: refuse_held(check, "org_acme", "subject", tx))
+        assert [d.message for d in refused.value.details] == ["hold_fresh"]  # type: ignore[attr-defined]
+    finally:
+        committer.close()
+        store.close()

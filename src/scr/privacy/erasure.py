@@ -12,7 +12,7 @@ with the same body (idempotent); one with no sealed events is ``404``; under a l
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from typing import Protocol
 
 import msgspec
 
@@ -23,11 +23,15 @@ from scr.privacy.subjects import Subjects
 from scr.security.audit import append_admin_action
 from scr.store.protocol import Store, Transaction
 
-# The holds on a tenant's subject (hold ids); the retention issue's legal holds plug in here.
-HoldsOn = Callable[[str, str], list[str]]
+
+class HoldsOn(Protocol):
+    """The ids of the legal holds on a tenant's subject (``scr.retention.holds``), read in the
+    writer's transaction ``tx`` when given."""
+
+    def __call__(self, tenant: str, subject: str, tx: Transaction | None = None) -> list[str]: ...
 
 
-def no_holds(tenant: str, subject: str) -> list[str]:
+def no_holds(tenant: str, subject: str, tx: Transaction | None = None) -> list[str]:
     return []
 
 
@@ -103,8 +107,8 @@ def last_erasure(store: Store, tenant: str, subject: str) -> Erasure | None:
     return found
 
 
-def refuse_held(holds_on: HoldsOn, tenant: str, subject: str) -> None:
-    holds = holds_on(tenant, subject)
+def refuse_held(holds_on: HoldsOn, tenant: str, subject: str, tx: Transaction | None = None) -> None:
+    holds = holds_on(tenant, subject, tx)
     if holds:
         raise Conflict("this subject is under a legal hold; release it first",
                        [Detail(path="legal_hold", message=hold) for hold in holds])

@@ -53,6 +53,7 @@ def subject_routes(runtime: Runtime, holds_on: HoldsOn = no_holds) -> list[Route
         leaves = await asyncio.to_thread(sealed_leaves, runtime.store, tenant, subject)
 
         def write(tx: Transaction) -> Erasure:
+            refuse_held(holds_on, tenant, subject, tx)  # again: a hold placed since the check
             if committer.sealer is not None:  # the writer seals its next event under a new key
                 committer.sealer.forget(tenant, subject)
             return erase(tx, committer, ring, tenant, subject, leaves, principal.key_id)

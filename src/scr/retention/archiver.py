@@ -35,6 +35,7 @@ from scr.config import RetentionConfig
 from scr.fsync import fsync_path
 from scr.log.commit import utc_now
 from scr.log.entry import GENESIS_HASH
+from scr.retention.holds import HELD, segment_holds
 from scr.retention.segments import (
     DATA_SUFFIX,
     MANIFEST_SUFFIX,
@@ -56,7 +57,6 @@ ARCHIVER_STATE = "retention.archiver"  # the server's archiver's state row (scr 
 LOCK_FILE = ".lock"
 READ_PAGE = 10_000  # entries read from the hot store at a time
 STUB_CHUNK = 1_000  # archived rows shrunk per write (about 6 ms of the writer's time)
-TENANT_HOLD = "tenant"
 
 
 class Checkpoints(Protocol):
@@ -70,12 +70,9 @@ class ArchiveWrites(Protocol):
 
     async def add_segment(self, segment: SegmentRow) -> bool: ...
     async def stub_entries(self, tenant: str, first_leaf: int, end: int) -> int: ...
-    async def purge_segment(self, tenant: str, first_leaf: int, end: int, purged_at: str,
-                            details: dict[str, Any]) -> int: ...
-
-
-HoldsOf = Callable[[str], dict[str | None, list[str]]]
-"""``holds_of(tenant)``: the tenant's active holds by subject (``None``: the whole tenant)."""
+    async def purge_segment(self, segment: SegmentRow, end: int, purged_at: str,
+                            details: dict[str, Any]) -> int:
+        """Rows purged; ``HELD`` when a legal hold keeps the segment."""
 
 Progress = Callable[[str, int], None]
 """``progress(tenant, entries)``: called as entries are archived (the CLI's bar)."""
@@ -117,13 +114,12 @@ class ArchiveLock:
 
 class Archiver:
     def __init__(self, store: Store, retention: RetentionConfig, folder: Path, writes: ArchiveWrites,
-                 checkpoints: Checkpoints | None, holds_of: HoldsOf) -> None:
+                 checkpoints: Checkpoints | None) -> None:
         self.store = store
         self.retention = retention
         self.folder = folder.resolve()
         self.writes = writes
         self.checkpoints = checkpoints
-        self.holds_of = holds_of
 
     async def run(self, now: datetime, progress: Progress | None = None,
                   read: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None) -> PassReport:
@@ -265,10 +261,11 @@ class Archiver:
         due = [s for s in segments if s.purged_at is None and s.max_ts < cutoff]
         if not due:
             return
-        holds = await _call(read, lambda: self.holds_of(tenant))
-        limit = await _call(read, lambda: self.store.stub_limit(tenant))
+        holds = await _call(read, partial(self.store.legal_holds, tenant))
+        limit = await _call(read, partial(self.store.stub_limit, tenant))
         for segment in due:
-            blocking = await _call(read, partial(self._holds_on, tenant, segment, holds))
+            blocking = await _call(read, partial(segment_holds, self.store, tenant, segment.first_seq,
+                                                 segment.last_seq, holds))
             if blocking:
                 report.held.append(f"{tenant} {segment.name}: {', '.join(blocking)}")
                 continue
@@ -277,17 +274,13 @@ class Archiver:
                        "last_leaf": segment.last_leaf, "entries": manifest.entries,
                        "root_hash": manifest.root_hash, "file_sha256": manifest.file_sha256,
                        "max_ts": manifest.max_ts}
-            report.purged += await self.writes.purge_segment(
-                tenant, segment.first_leaf, min(limit, segment.last_leaf + 1), utc_now(), details)
+            purged = await self.writes.purge_segment(segment, min(limit, segment.last_leaf + 1), utc_now(),
+                                                     details)
+            if purged == HELD:  # a hold placed since the look above: the writer saw it
+                report.held.append(f"{tenant} {segment.name}: a legal hold placed during the pass")
+                continue
+            report.purged += purged
             self._delete_files(segment)
-
-    def _holds_on(self, tenant: str, segment: SegmentRow, holds: dict[str | None, list[str]]) -> list[str]:
-        blocking = list(holds.get(None, []))
-        for subject, ids in holds.items():
-            if subject is not None and any(segment.first_seq <= seq <= segment.last_seq
-                                           for seq in self.store.subject_entries(tenant, subject)):
-                blocking += ids
-        return blocking
 
     def _delete_purged_files(self, segments: list[SegmentRow]) -> None:
         """A purge whose files outlived it (the pass stopped after its write) is finished."""
@@ -301,18 +294,6 @@ class Archiver:
         if data.exists():
             data.unlink()
             fsync_path(data.parent)
-
-
-def holds_by_subject(store: Store) -> HoldsOf:
-    """A tenant's active legal holds (``scr.retention.holds``) by subject (None: the tenant)."""
-
-    def holds_of(tenant: str) -> dict[str | None, list[str]]:
-        found: dict[str | None, list[str]] = {}
-        for hold in store.legal_holds(tenant):
-            found.setdefault(hold.subject, []).append(hold.hold_id)
-        return found
-
-    return holds_of
 
 
 def _listed(manifest: Manifest, folder: Path, digest: bytes) -> SegmentRow:

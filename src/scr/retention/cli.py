@@ -28,7 +28,7 @@ from scr.ledger.checkpoints import CHECKPOINTS_FILE, CheckpointLog
 from scr.ledger.report import EXIT_TAMPERED, EXIT_UNVERIFIABLE, Report
 from scr.log.checkpoint import VerifierKey
 from scr.log.commit import Committer
-from scr.retention.archiver import ARCHIVER_STATE, AnotherArchiver, Archiver, PassReport, holds_by_subject
+from scr.retention.archiver import ARCHIVER_STATE, AnotherArchiver, Archiver, PassReport
 from scr.retention.segments import ArchiveError
 from scr.retention.tiers import ArchiveTier
 from scr.retention.verify import verify_archive
@@ -82,8 +82,7 @@ def run_command(
     committer.start()
     try:
         archiver = Archiver(opened, settings.retention, archive_dir or archive_folder(settings, data),
-                            LocalArchiveWrites(committer), open_checkpoints(opened, data),
-                            holds_by_subject(opened))
+                            LocalArchiveWrites(committer), open_checkpoints(opened, data))
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("archiving", total=None)
             report = asyncio.run(archiver.run(

@@ -32,6 +32,7 @@ from scr.security.audit import append_admin_action
 from scr.store.protocol import Store, Transaction
 from scr.store.records import LegalHold
 
+HELD = -1  # what a purge answers when a hold keeps its segment (scr.serve.writes)
 HOLD_ID_PREFIX = "hold_"
 HOLD_ID_BYTES = 12
 MAX_REASON_CHARS = 1_000
@@ -101,11 +102,20 @@ def holds_on(store: Store, subjects: Subjects | None = None) -> HoldsOn:
     """What blocks erasing a subject: the ids of the tenant's active holds on the whole
     tenant or on that subject (``subjects``: the data's hash key, when configured)."""
 
-    def holds(tenant: str, subject: str) -> list[str]:
-        return [hold.hold_id for hold in store.legal_holds(tenant)
+    def holds(tenant: str, subject: str, tx: Transaction | None = None) -> list[str]:
+        return [hold.hold_id for hold in store.legal_holds(tenant, tx=tx)
                 if hold.subject is None or _holds_subject(hold, subject, subjects)]
 
     return holds
+
+
+def segment_holds(store: Store, tenant: str, first_seq: int, last_seq: int,
+                  holds: list[LegalHold]) -> list[str]:
+    """The ids of the holds that keep a tenant's archive segment (its seqs ``first_seq`` to
+    ``last_seq``) from its purge: holds on the whole tenant, and holds on a subject with a
+    sealed event among the segment's."""
+    return [hold.hold_id for hold in holds if hold.subject is None or any(
+        first_seq <= seq <= last_seq for seq in store.subject_entries(tenant, hold.subject))]
 
 
 def _holds_subject(hold: LegalHold, subject: str, subjects: Subjects | None) -> bool:

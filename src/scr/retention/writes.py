@@ -22,9 +22,10 @@ class _Writes:
     async def stub_entries(self, tenant: str, first_leaf: int, end: int) -> int:
         return await self._one(StubEntries(tenant, first_leaf, end))
 
-    async def purge_segment(self, tenant: str, first_leaf: int, end: int, purged_at: str,
+    async def purge_segment(self, segment: SegmentRow, end: int, purged_at: str,
                             details: dict[str, Any]) -> int:
-        return await self._one(PurgeSegment(tenant, first_leaf, end, purged_at, details))
+        return await self._one(PurgeSegment(segment.tenant, segment.first_leaf, segment.first_seq,
+                                            segment.last_seq, end, purged_at, details))
 
 
 class LocalArchiveWrites(_Writes):

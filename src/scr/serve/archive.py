@@ -20,7 +20,7 @@ from pathlib import Path
 
 from scr.config import Config
 from scr.log.commit import utc_now
-from scr.retention.archiver import ARCHIVER_STATE, AnotherArchiver, Archiver, holds_by_subject
+from scr.retention.archiver import ARCHIVER_STATE, AnotherArchiver, Archiver
 from scr.retention.cli import archive_folder, open_checkpoints
 from scr.retention.writes import RemoteArchiveWrites
 from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared
@@ -61,7 +61,7 @@ async def _follow(store: Store, settings: Config, data_dir: Path, writer_at: Pat
         loop.add_signal_handler(signum, stop.set)
     writes = RemoteArchiveWrites(writer_at)
     archiver = Archiver(store, retention, archive_folder(settings, data_dir), writes,
-                        open_checkpoints(store, data_dir), holds_by_subject(store))
+                        open_checkpoints(store, data_dir))
     os.write(ready_fd, READY_MESSAGE)
     os.close(ready_fd)
     passes = asyncio.ensure_future(_passes(archiver, writes, retention.check_every_s))

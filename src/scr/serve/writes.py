@@ -22,6 +22,7 @@ import msgspec
 from scr.errors import Unavailable
 from scr.log.commit import Committer
 from scr.log.entry import Kind
+from scr.retention.holds import HELD, segment_holds
 from scr.serve.frames import FrameClient, FrameServer
 from scr.store.protocol import Store, Transaction
 from scr.store.records import AttemptRow, DeliveryRow, DurationRow, SegmentRow, UsageRow, VectorRow
@@ -114,10 +115,13 @@ class StubEntries(msgspec.Struct, tag=True, array_like=True):
 
 
 class PurgeSegment(msgspec.Struct, tag=True, array_like=True):
-    """A segment past its cold days: its rows below ``end`` deleted and its purge ledgered."""
+    """A segment past its cold days (its seqs ``first_seq`` to ``last_seq``): its rows below
+    ``end`` deleted and its purge ledgered; -1 (nothing done) under a legal hold."""
 
     tenant: str
     first_leaf: int
+    first_seq: int
+    last_seq: int
     end: int
     purged_at: str
     details: dict[str, Any]
@@ -194,8 +198,12 @@ def add_usage(committer: Committer, tx: Transaction, op: AddUsage) -> int:
 
 
 def purge_segment(committer: Committer, tx: Transaction, op: PurgeSegment) -> int:
-    """The segment's rows deleted and its SEGMENT_PURGED entry appended, in one write."""
-    purged = committer.store.purge_segment(tx, op.tenant, op.first_leaf, op.end, op.purged_at)
+    """The segment's rows deleted and its SEGMENT_PURGED entry appended, in one write, unless
+    a legal hold (read in the same transaction: one placed a moment ago counts) keeps it."""
+    store = committer.store
+    if segment_holds(store, op.tenant, op.first_seq, op.last_seq, store.legal_holds(op.tenant, tx=tx)):
+        return HELD
+    purged = store.purge_segment(tx, op.tenant, op.first_leaf, op.end, op.purged_at)
     committer.append_entry(tx, op.tenant, Kind.SEGMENT_PURGED, op.details, actor=RETENTION_ACTOR,
                            source=RETENTION_ACTOR, ref=str(op.details.get("segment", "")))
     return purged

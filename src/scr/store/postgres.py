@@ -669,9 +669,12 @@ class PostgresStore:
         row = _conn(tx).execute(holds.release("%s"), (released_at, tenant, hold_id)).fetchone()
         return None if row is None else holds.as_hold(row)
 
-    def legal_holds(self, tenant: str | None, active: bool = True) -> list[LegalHold]:
+    def legal_holds(self, tenant: str | None, active: bool = True,
+                    tx: Transaction | None = None) -> list[LegalHold]:
         sql, params = holds.select("%s", tenant, active)
-        return [holds.as_hold(row) for row in self._read(sql, params)]
+        rows = self._read(sql, params) if tx is None else _conn(tx).execute(sql.encode(), params).fetchall()
+        return [holds.as_hold(row) for row in rows]
+
 
 def _runner(tx: Transaction) -> segments.Run:
     """``run(sql, params)`` in the writer's transaction, for SQL written with ``?``."""

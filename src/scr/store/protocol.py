@@ -270,9 +270,10 @@ class Store(Protocol):
         """Release a tenant's active hold (its user id is forgotten); the released hold, or None
         when the tenant has no such active hold."""
 
-    def legal_holds(self, tenant: str | None, active: bool = True) -> list[LegalHold]:
+    def legal_holds(self, tenant: str | None, active: bool = True,
+                    tx: Transaction | None = None) -> list[LegalHold]:
         """A tenant's holds (every tenant: None), oldest first; only unreleased ones when
-        ``active``."""
+        ``active``; in ``tx`` (a hold placed earlier in the same group counts) when given."""
 
     # ----- retention: archive segments (scr.retention) ---------------------------------------
 

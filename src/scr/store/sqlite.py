@@ -908,9 +908,12 @@ class SqliteStore:
         row = _conn(tx).execute(holds.release("?"), (released_at, tenant, hold_id)).fetchone()
         return None if row is None else holds.as_hold(row)
 
-    def legal_holds(self, tenant: str | None, active: bool = True) -> list[LegalHold]:
+    def legal_holds(self, tenant: str | None, active: bool = True,
+                    tx: Transaction | None = None) -> list[LegalHold]:
         sql, params = holds.select("?", tenant, active)
-        return [holds.as_hold(row) for row in self._reader().execute(sql, params).fetchall()]
+        conn = self._reader() if tx is None else _conn(tx)
+        return [holds.as_hold(row) for row in conn.execute(sql, params).fetchall()]
+
 
 def read_segments(conn: sqlite3.Connection, tenant: str | None = None) -> list[SegmentRow]:
     """The archive segments of a tenant (every tenant: None) listed in the database."""
