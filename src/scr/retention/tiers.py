@@ -86,7 +86,13 @@ class ArchiveTier:
 
     def entry(self, tenant: str, leaf: int) -> bytes | None:
         """The stored bytes of a tenant's archived leaf; None when its segment was purged."""
-        segment = self._segment(tenant, leaf)
+        try:
+            return self._entry(tenant, leaf, reload=False)
+        except ArchiveError:  # purged (its file deleted) since the listing was read: look again
+            return self._entry(tenant, leaf, reload=True)
+
+    def _entry(self, tenant: str, leaf: int, reload: bool) -> bytes | None:
+        segment = self._segment(tenant, leaf, reload)
         if segment is None:
             raise ArchiveError(f"no archive segment of {tenant!r} holds leaf {leaf}")
         if segment.purged_at is not None:
@@ -99,10 +105,10 @@ class ArchiveTier:
             raise ArchiveError(f"segment {segment.name} of {tenant!r} does not hold leaf {leaf}")
         return lines[offset]
 
-    def _segment(self, tenant: str, leaf: int) -> SegmentRow | None:
-        for reload in (False, True):
+    def _segment(self, tenant: str, leaf: int, reload: bool) -> SegmentRow | None:
+        for again in (reload, True):
             with self._lock:
-                if reload or tenant not in self._segments:
+                if again or tenant not in self._segments:
                     self._segments[tenant] = self._segments_of(tenant)
                 segments = self._segments[tenant]
             index = bisect.bisect_right([s.first_leaf for s in segments], leaf) - 1
