@@ -173,16 +173,21 @@ def test_sigkill_of_the_enricher_mid_stream_embeds_every_event_once(tmp_path: Pa
         store.close()
 
 
-def test_backfill_embeds_what_came_before_and_rebuild_embeds_it_all_again(tmp_path: Path) -> None:
-    store_at = StoreAt("sqlite", tmp_path / "data")
-    data, config = store_at.data, write_config(tmp_path)
-    ingest = create_key(data)
-    before = ServerProcess(data).start()  # enrichment off
+def sessions_before_enrichment(data: Path, ingest: str) -> None:
+    """The EXPORT sessions, committed by a server with enrichment off."""
+    before = ServerProcess(data).start()
     try:
         post(before, ingest, [text_event(f"evt_old{n}", f"sess_old{n}", text)
                               for n, text in enumerate(EXPORT)])
     finally:
         before.stop()
+
+
+def test_backfill_embeds_what_came_before_and_rebuild_embeds_it_all_again(tmp_path: Path) -> None:
+    store_at = StoreAt("sqlite", tmp_path / "data")
+    data, config = store_at.data, write_config(tmp_path)
+    ingest = create_key(data)
+    sessions_before_enrichment(data, ingest)
     server = ServerProcess(data, config).start()  # turned on: starts at the newest entry
     reader = create_key(data, role="read")
     try:
@@ -256,12 +261,7 @@ def test_a_backfill_and_a_rebuild_asked_of_the_server(tmp_path: Path) -> None:
     store_at = StoreAt("sqlite", tmp_path / "data")
     data = store_at.data
     ingest = create_key(data)
-    before = ServerProcess(data).start()  # enrichment off
-    try:
-        post(before, ingest, [text_event(f"evt_old{n}", f"sess_old{n}", text)
-                              for n, text in enumerate(EXPORT)])
-    finally:
-        before.stop()
+    sessions_before_enrichment(data, ingest)
     reader, admin = create_key(data, role="read"), create_key(data, role="admin")
     platform = create_key(data, role="platform")
     server = ServerProcess(data, write_config(tmp_path)).start()

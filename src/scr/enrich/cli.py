@@ -74,22 +74,23 @@ PlatformKeyOption = Annotated[str | None, typer.Option(
 def backfill_command(data: DataOption = None, config: ConfigOption = None, store: StoreOption = None,
                      url: UrlOption = None, key: PlatformKeyOption = None) -> None:
     """Embed the events committed before enrichment was turned on (resumable)."""
-    if url is not None:
-        _remote_backfill(url, key, "backfill")
-    elif data is not None:
-        _run_backfill(data, config, store, rebuild=False)
-    else:
-        _fail("give --data DIR --config FILE, or --url URL --key KEY")
+    _backfill_where(data, config, store, url, key, rebuild=False)
 
 
 @app.command("rebuild")
 def rebuild_command(data: DataOption = None, config: ConfigOption = None, store: StoreOption = None,
                     url: UrlOption = None, key: PlatformKeyOption = None) -> None:
     """Delete every vector and index, then embed the whole ledger again (a new model)."""
+    _backfill_where(data, config, store, url, key, rebuild=True)
+
+
+def _backfill_where(data: Path | None, config: Path | None, store: str | None, url: str | None,
+                    key: str | None, rebuild: bool) -> None:
+    """On the data folder, or asked of the server at ``url``."""
     if url is not None:
-        _remote_backfill(url, key, "rebuild")
+        _remote_backfill(url, key, "rebuild" if rebuild else "backfill")
     elif data is not None:
-        _run_backfill(data, config, store, rebuild=True)
+        _run_backfill(data, config, store, rebuild)
     else:
         _fail("give --data DIR --config FILE, or --url URL --key KEY")
 

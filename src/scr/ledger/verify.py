@@ -26,7 +26,7 @@ from pathlib import Path
 
 from scr.ledger.checkpoints import CHECKPOINTS_FILE, KEY_FILE, CheckpointLog, StoredCheckpoint
 from scr.ledger.report import Finding, Report
-from scr.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileNodes, covered_seq, expand
+from scr.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileError, TileNodes, covered_seq, expand, read_tile
 from scr.log.checkpoint import Checkpoint, CheckpointError, Signer, VerifierKey, origin_for, verify_note
 from scr.log.entry import GENESIS_HASH, chain_hash
 from scr.log.merkle import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX, ProofError, verify_consistency
@@ -185,9 +185,10 @@ class _Archive:
         """The packed leaf hashes ``[start, end)`` from the stored level-0 tiles."""
         packed = bytearray()
         for tile in range(start // TILE_WIDTH, (end - 1) // TILE_WIDTH + 1):
-            row = self.conn.execute("SELECT hashes FROM ledger_tiles WHERE tenant = ? AND level = 0 "
-                                    "AND idx = ?", (tenant, tile)).fetchone()
-            hashes = bytes(row[0]) if row else b""
+            try:
+                hashes = read_tile(self.conn, tenant, 0, tile)
+            except TileError:  # damaged: the zeros below make the tree checks name it
+                hashes = b""
             low = max(start, tile * TILE_WIDTH) - tile * TILE_WIDTH
             high = min(end, (tile + 1) * TILE_WIDTH) - tile * TILE_WIDTH
             packed += hashes[low * HASH_SIZE : high * HASH_SIZE].ljust((high - low) * HASH_SIZE, b"\0")

@@ -148,8 +148,9 @@ class Archiver:
         while True:
             start, chain, frontier = await _call(read, partial(self._resume, tenant))
             self._remove_unlisted(tenant, start)
-            taken = await _call(read, partial(self._old_entries, tenant, start, cutoff))
-            end, checkpoint = self._cut(tenant, start, len(taken))
+            signed = await _call(read, partial(self._checkpoints_after, tenant, start))
+            taken = await _call(read, partial(self._old_entries, tenant, start, cutoff, signed))
+            end, checkpoint = self._cut(start, len(taken), signed)
             if end == start:
                 return
             taken = taken[: end - start]
@@ -172,22 +173,20 @@ class Archiver:
         if not segments:
             return 0, GENESIS_HASH, Frontier()
         last = segments[-1]
-        manifest = self._manifest_of(last)
+        manifest = self.store.tier.manifest(last)
         frontier = Frontier(last.last_leaf + 1, [bytes.fromhex(h) for h in manifest.frontier_after])
         return last.last_leaf + 1, bytes.fromhex(manifest.chain_last), frontier
 
-    def _manifest_of(self, segment: SegmentRow) -> Manifest:
-        path = Path(segment.folder) / (segment.name + MANIFEST_SUFFIX)
-        manifest, digest = read_manifest(path)
-        if digest != segment.manifest_sha256:
-            raise ArchiveError(f"manifest {path} was altered since it was listed")
-        return manifest
+    def _checkpoints_after(self, tenant: str, start: int) -> list[Any] | None:
+        """The tenant's signed checkpoints past leaf ``start``, smallest first; None on a store
+        that keeps none."""
+        return None if self.checkpoints is None else self.checkpoints.since(tenant, start + 1, 1_000_000)
 
-    def _old_entries(self, tenant: str, start: int, cutoff: str) -> list[Archived]:
+    def _old_entries(self, tenant: str, start: int, cutoff: str, signed: list[Any] | None) -> list[Archived]:
         """The tenant's entries from ``start`` committed before ``cutoff``, up to the first
         younger one; at most what a segment may hold, or up to the first checkpoint."""
-        first = self._checkpoint_sizes(tenant, start + 1)
-        wanted = max(self.retention.segment_entries, first[0] - start if first else 0)
+        first = signed[0].tree_size - start if signed else 0
+        wanted = max(self.retention.segment_entries, first)
         taken: list[Archived] = []
         while len(taken) < wanted:
             low = start + len(taken)
@@ -204,25 +203,16 @@ class Archiver:
                 break
         return taken
 
-    def _checkpoint_sizes(self, tenant: str, at_least: int) -> list[int]:
-        if self.checkpoints is None:
-            return []
-        return [c.tree_size for c in self.checkpoints.since(tenant, at_least, 1)]
-
-    def _cut(self, tenant: str, start: int, available: int) -> tuple[int, Any]:
+    def _cut(self, start: int, available: int, signed: list[Any] | None) -> tuple[int, Any]:
         """The segment's end (exclusive) and its checkpoint: the largest checkpoint within the
         available entries and the segment limit, else the first one within them; without
         checkpoints (a store that keeps none), every available entry."""
-        if available == 0:
-            return start, None
-        if self.checkpoints is None:
+        if signed is None:
             return start + min(available, self.retention.segment_entries), None
-        within = self.checkpoints.since(tenant, start + 1, 1_000_000)
-        within = [c for c in within if c.tree_size <= start + available]
+        within = [c for c in signed if c.tree_size <= start + available]
         if not within:
             return start, None
-        limit = start + self.retention.segment_entries
-        fitting = [c for c in within if c.tree_size <= limit]
+        fitting = [c for c in within if c.tree_size <= start + self.retention.segment_entries]
         chosen = fitting[-1] if fitting else within[0]
         return chosen.tree_size, chosen
 
@@ -269,7 +259,7 @@ class Archiver:
             if blocking:
                 report.held.append(f"{tenant} {segment.name}: {', '.join(blocking)}")
                 continue
-            manifest = self._manifest_of(segment)
+            manifest = self.store.tier.manifest(segment)
             details = {"segment": segment.name, "first_leaf": segment.first_leaf,
                        "last_leaf": segment.last_leaf, "entries": manifest.entries,
                        "root_hash": manifest.root_hash, "file_sha256": manifest.file_sha256,

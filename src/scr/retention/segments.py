@@ -254,6 +254,13 @@ def read_block(data: Path, block: Block) -> list[bytes]:
         text = gzip.decompress(member)
     except (OSError, EOFError, gzip.BadGzipFile) as error:
         raise ArchiveError(f"cannot read block at {block.offset} of {data}: {error}") from None
-    if len(member) != block.length or not text.endswith(b"\n"):
+    if len(member) != block.length:
         raise ArchiveError(f"block at {block.offset} of {data} is cut short")
+    return block_lines(text, f"block at {block.offset} of {data}")
+
+
+def block_lines(text: bytes, what: str) -> list[bytes]:
+    """The entries of a block's decompressed text (each line ends with a newline)."""
+    if not text.endswith(b"\n"):
+        raise ArchiveError(f"{what} is cut short")
     return text[:-1].split(b"\n")

@@ -97,7 +97,7 @@ class ArchiveTier:
             raise ArchiveError(f"no archive segment of {tenant!r} holds leaf {leaf}")
         if segment.purged_at is not None:
             return None
-        manifest = self._manifest(segment)
+        manifest = self.manifest(segment)
         index = bisect.bisect_right([block.first_leaf for block in manifest.blocks], leaf) - 1
         lines = self._block(segment, manifest, index)
         offset = leaf - manifest.blocks[index].first_leaf
@@ -119,7 +119,8 @@ class ArchiveTier:
     def folder_of(self, segment: SegmentRow) -> Path:
         return (self._folder or Path(segment.folder)) / Path(segment.name).parent
 
-    def _manifest(self, segment: SegmentRow) -> Manifest:
+    def manifest(self, segment: SegmentRow) -> Manifest:
+        """The segment's manifest, checked against the listing's SHA-256 (cached)."""
         key = (segment.tenant, segment.name)
         with self._lock:
             cached = self._manifests.get(key)

@@ -38,6 +38,7 @@ from scr.retention.segments import (
     ArchiveError,
     Frontier,
     Manifest,
+    block_lines,
     read_manifest,
 )
 from scr.store.records import SegmentRow
@@ -171,7 +172,8 @@ def _check_data(segment: SegmentRow, manifest: Manifest, path: Path, report: Rep
     leaf = manifest.first_leaf
     for block in manifest.blocks:
         try:
-            lines = gzip.decompress(raw[block.offset : block.offset + block.length])[:-1].split(b"\n")
+            lines = block_lines(gzip.decompress(raw[block.offset : block.offset + block.length]),
+                                f"block at {block.offset}")
             if block.first_leaf != leaf:
                 raise ArchiveError(f"block at {block.offset} starts at leaf {block.first_leaf}, not {leaf}")
             _check_lines(segment.tenant, block.first_seq, block.last_seq, lines)

@@ -7,8 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from scr.log.commit import Committer
-from scr.serve.writes import AddSegment, Op, PurgeSegment, RecordingTx, RemoteCommitter, StubEntries, apply
+from scr.log.commit import Committer, utc_now
+from scr.retention.archiver import ARCHIVER_STATE
+from scr.serve.writes import (
+    AddSegment,
+    Op,
+    PurgeSegment,
+    RecordingTx,
+    RemoteCommitter,
+    SetState,
+    StubEntries,
+    apply,
+)
 from scr.store.records import SegmentRow
 
 
@@ -45,11 +55,17 @@ class RemoteArchiveWrites(_Writes):
     def __init__(self, writer_at: Path) -> None:
         self.remote = RemoteCommitter(writer_at)
 
-    async def _one(self, op: Op) -> int:
+    async def _one(self, op: Op, durable: bool = True) -> int:
         def record(tx: RecordingTx) -> int:
             return tx.record(op)
 
-        return int(await self.remote.run(record, durable=True) or 0)
+        return int(await self.remote.run(record, durable=durable) or 0)
+
+    async def report(self, problem: str) -> None:
+        """The state after a pass (``scr archive list`` prints it): ``failing`` with why, or
+        ``active``; not durable (the next pass writes it again)."""
+        state = "failing" if problem else "active"
+        await self._one(SetState(ARCHIVER_STATE, state, problem, utc_now()), durable=False)
 
     async def close(self) -> None:
         await self.remote.close()

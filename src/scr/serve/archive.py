@@ -15,18 +15,15 @@ import logging
 import os
 import signal
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 from scr.config import Config
-from scr.log.commit import utc_now
-from scr.retention.archiver import ARCHIVER_STATE, AnotherArchiver, Archiver
+from scr.retention.archiver import AnotherArchiver, Archiver
 from scr.retention.cli import archive_folder, open_checkpoints
 from scr.retention.writes import RemoteArchiveWrites
 from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared
 from scr.serve.readers import writes_path
 from scr.serve.supervisor import READY_MESSAGE, ChildArgs
-from scr.serve.writes import RecordingTx, SetState
 from scr.store import Store, open_store
 
 log = logging.getLogger("scr.serve.archive")
@@ -74,10 +71,6 @@ async def _follow(store: Store, settings: Config, data_dir: Path, writer_at: Pat
         await writes.close()
 
 
-def _record(op: SetState, tx: RecordingTx) -> int:
-    return tx.record(op)
-
-
 async def _passes(archiver: Archiver, writes: RemoteArchiveWrites, every_s: float) -> None:
     while True:
         try:
@@ -91,7 +84,6 @@ async def _passes(archiver: Archiver, writes: RemoteArchiveWrites, every_s: floa
         except Exception as error:  # the store or the writer is unreachable: the next pass retries
             log.exception("retention: the pass failed")
             problem = str(error)
-        state = SetState(ARCHIVER_STATE, "failing" if problem else "active", problem, utc_now())
         with contextlib.suppress(Exception):  # the state is a report; the next pass writes it again
-            await writes.remote.run(partial(_record, state), durable=False)
+            await writes.report(problem)
         await asyncio.sleep(every_s)
