@@ -30,8 +30,9 @@ import httpx
 import msgspec
 
 from scr.log.entry import LedgerEntry, Provenance, chain_hash, entry_bytes
+from scr.log.keys import event_key
 from scr.schema import canonical_bytes, decode_event
-from scr.store.sqlite import SCHEMA, event_key, session_key
+from scr.store.sqlite import SCHEMA, session_key
 from scr.testing.servers import free_port
 
 BATCH_EVENTS = 1000

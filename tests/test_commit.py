@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +14,10 @@ import pytest
 from scr.errors import Unavailable
 from scr.log.commit import Committed, Committer, Outcome, RecentKeys, Submission, key_hash
 from scr.log.entry import GENESIS_HASH, Kind, chain_hash
+from scr.log.keys import event_key
 from scr.schema import canonical_bytes, decode_event
 from scr.store.protocol import Store, Transaction
-from scr.store.records import Hit, event_key
+from scr.store.records import Hit
 from scr.store.sqlite import WAL_CHECKPOINT_S, SqliteStore
 from support import make_event
 
@@ -104,9 +104,8 @@ def test_a_64_bit_key_collision_keeps_dedup_exact(sqlite_store: SqliteStore) -> 
     committer = committer_for(store)
     try:
         asyncio.run(committer.append_events([submission("evt_holder")]))
-        # Simulate another event whose dedup key collides with evt_holder's.
-        with sqlite3.connect(store.path) as db:
-            db.execute("INSERT INTO event_keys VALUES (?, 1)", (event_key("org_acme", "evt_twin"),))
+        # Simulate another event whose dedup key collides with evt_holder's (seq 1).
+        store.keys.index.insert([event_key("org_acme", "evt_twin")], [1])
         accepted = asyncio.run(committer.append_events([submission("evt_twin")]))
         duplicate = asyncio.run(committer.append_events([submission("evt_twin")]))
     finally:

@@ -6,6 +6,7 @@
 //! byte for byte what its Python reference gives (`scr.native` names the references).
 #![forbid(unsafe_code)]
 
+pub mod keys;
 pub mod ledger;
 pub mod webhooks;
 

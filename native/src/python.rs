@@ -6,7 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use crate::{ledger, webhooks};
+use crate::{keys, ledger, webhooks};
 
 fn bytes_of<'a>(items: &'a [Bound<'_, PyBytes>]) -> Vec<&'a [u8]> {
     items.iter().map(|item| item.as_bytes()).collect()
@@ -95,6 +95,81 @@ fn sign(
         .ok_or_else(|| PyValueError::new_err("signing needs at least one secret"))
 }
 
+// ----- the embedded store's dedup index (keys.rs) ---------------------------------------------
+
+/// The signed 64-bit hash of each `(tenant, event_id)`.
+#[pyfunction]
+fn event_keys(
+    tenants: Vec<Bound<'_, PyString>>,
+    event_ids: Vec<Bound<'_, PyString>>,
+) -> PyResult<Vec<i64>> {
+    if tenants.len() != event_ids.len() {
+        return Err(PyValueError::new_err(format!(
+            "event_keys needs one tenant per event id: {} tenants for {} ids",
+            tenants.len(),
+            event_ids.len()
+        )));
+    }
+    let tenants = texts_of(&tenants)?;
+    let ids = texts_of(&event_ids)?;
+    Ok(tenants
+        .iter()
+        .zip(&ids)
+        .map(|(tenant, id)| keys::event_key(tenant, id))
+        .collect())
+}
+
+/// Every event key's hash and its seq, in memory (`scr.store.keylog` keeps it durable).
+#[pyclass(name = "KeyIndex", module = "scr._core")]
+#[derive(Default)]
+struct PyKeyIndex {
+    index: keys::KeyIndex,
+}
+
+#[pymethods]
+impl PyKeyIndex {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn __len__(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The seq each key hash maps to, 0 where it maps to none (seqs start at 1).
+    fn seqs(&self, keys: Vec<i64>) -> Vec<i64> {
+        keys.iter()
+            .map(|key| self.index.get(*key).unwrap_or(0))
+            .collect()
+    }
+
+    /// Maps each key hash to its seq; returns the log records of the pairs.
+    fn insert<'py>(
+        &mut self,
+        py: Python<'py>,
+        keys: Vec<i64>,
+        seqs: Vec<i64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        if keys.len() != seqs.len() {
+            return Err(PyValueError::new_err(format!(
+                "insert needs one seq per key: {} keys for {} seqs",
+                keys.len(),
+                seqs.len()
+            )));
+        }
+        for (key, seq) in keys.iter().zip(&seqs) {
+            self.index.insert(*key, *seq);
+        }
+        Ok(PyBytes::new(py, &keys::records(&keys, &seqs)))
+    }
+
+    /// Inserts the whole records of `log`: (bytes that were whole records, largest seq).
+    fn load(&mut self, log: &Bound<'_, PyBytes>) -> (usize, i64) {
+        self.index.load(log.as_bytes())
+    }
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -103,5 +178,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(webhook_ids, module)?)?;
     module.add_function(wrap_pyfunction!(batch_webhook_id, module)?)?;
     module.add_function(wrap_pyfunction!(sign, module)?)?;
+    module.add_function(wrap_pyfunction!(event_keys, module)?)?;
+    module.add_class::<PyKeyIndex>()?;
     Ok(())
 }

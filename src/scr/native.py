@@ -10,7 +10,9 @@ The native functions and their references:
 
 - ``leaf_hashes``: ``scr.log.merkle.leaf_hashes`` (RFC 6962 leaf hashes of stored entries);
 - ``chain_hashes``: ``scr.log.entry.chain_hashes`` (a group's per-tenant chain hashes);
-- ``webhook_ids``, ``batch_webhook_id``, ``sign``: ``scr.route.signing`` (Standard Webhooks).
+- ``webhook_ids``, ``batch_webhook_id``, ``sign``: ``scr.route.signing`` (Standard Webhooks);
+- ``event_keys`` and the class ``KeyIndex``: ``scr.log.keys`` (the embedded store's
+  dedup index, kept durable by ``scr.store.keylog``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from scr.log import entry, merkle
+from scr.log import entry, keys, merkle
 from scr.route import signing
 
 FORCE_REFERENCE_ENV = "SCR_NATIVE"  # "0": run the pure-Python reference
@@ -46,6 +48,8 @@ chain_hashes: Callable[[Sequence[bytes], Sequence[int], Sequence[bytes]], list[b
 webhook_ids: Callable[[str, Sequence[str]], list[str]]
 batch_webhook_id: Callable[[str, int, int], str]
 sign: Callable[[list[bytes], str, int, bytes], str]
+event_keys: Callable[[Sequence[str], Sequence[str]], list[int]]
+KeyIndex: type[keys.KeyIndex]
 
 if _core is not None:
     leaf_hashes = _core.leaf_hashes
@@ -53,9 +57,13 @@ if _core is not None:
     webhook_ids = _core.webhook_ids
     batch_webhook_id = _core.batch_webhook_id
     sign = _core.sign
+    event_keys = _core.event_keys
+    KeyIndex = _core.KeyIndex
 else:
     leaf_hashes = merkle.leaf_hashes
     chain_hashes = entry.chain_hashes
     webhook_ids = signing.webhook_ids
     batch_webhook_id = signing.batch_webhook_id
     sign = signing.sign
+    event_keys = keys.event_keys
+    KeyIndex = keys.KeyIndex

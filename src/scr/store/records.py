@@ -137,12 +137,6 @@ class AttemptRow(NamedTuple):
     ts: str
 
 
-def event_key(tenant: str, event_id: str) -> int:
-    """The signed 64-bit hash of ``(tenant, event_id)`` (SQLite's dedup index key)."""
-    digest = hashlib.blake2b(f"{tenant}\0{event_id}".encode(), digest_size=8).digest()
-    return int(struct.unpack("<q", digest)[0])
-
-
 def session_key(tenant: str, session_id: str) -> int:
     """The signed 64-bit lookup key of ``(tenant, session_id)``."""
     digest = hashlib.blake2b(f"{tenant}\0{session_id}".encode(), digest_size=8).digest()

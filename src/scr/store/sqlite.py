@@ -4,11 +4,13 @@ Write methods take the writer's connection and run inside the transaction the co
 opens (``scr.log.commit``); they never commit themselves. Read methods open their own
 connection per thread, so readers never wait for the writer (WAL).
 
-Exact dedup is indexed on a 64-bit hash of ``(tenant, event_id)`` in ``event_keys``, an
-INTEGER PRIMARY KEY table: a random 8-byte key keeps the B-tree small where a text unique
-index on random ids was the ingest bottleneck. The hash only finds the candidate; equality
-is decided on the stored tenant and event id, and a true 64-bit collision goes to
-``event_keys_overflow`` keyed by the exact text, so dedup stays exact.
+Exact dedup finds a key by its 64-bit hash of ``(tenant, event_id)`` in memory, kept durable
+by an append-only log beside the database (``scr.store.keylog``): the commit path neither
+queries for a new key nor inserts into a random-key index. The hash only finds the
+candidate; equality is decided on the stored tenant and event id, and a true 64-bit
+collision goes to ``event_keys_overflow`` keyed by the exact text, so dedup stays exact.
+(``event_keys``, the index table of earlier versions, is no longer written; the log is
+rebuilt from the ledger the first time a data folder is opened by this version.)
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from scr.log.keys import event_key
+from scr.native import event_keys
 from scr.retention.tiers import ArchiveTier
 from scr.store import holds, segments, usage, vectors
+from scr.store.keylog import event_rows, key_log
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
 from scr.store.records import (
@@ -41,7 +46,6 @@ from scr.store.records import (
     StoredEntry,
     UsageRow,
     UsageSum,
-    event_key,
     pack_seqs,
     session_key,
     unpack_seqs,
@@ -189,10 +193,15 @@ class SqliteWriter:
         self._data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
         self.next_seq = store.last_seq(self) + 1
         self._seq_at_begin = self._seq_at_savepoint = self.next_seq
+        self._keys_at_savepoint = 0
+        store.keys.open_writer(event_rows(self.conn), self.next_seq - 1)
         # dedup hashes of this transaction taken by another (tenant, event_id): see find_events
         self.taken: set[int] = set()
         # hashes find_events computed, for append to reuse (an event is looked up, then added)
         self.hashes: dict[EventKey, int] = {}
+        # hashes of the keys filed by their text after a collision (a handful, if ever one)
+        self.overflow: set[int] = {event_key(tenant, event_id) for tenant, event_id in self.conn.execute(
+            "SELECT tenant, event_id FROM event_keys_overflow")}
         self._stopping = threading.Event()
         self._restart_due = threading.Event()
         self._wal_thread = threading.Thread(
@@ -208,6 +217,7 @@ class SqliteWriter:
         self.conn.execute("BEGIN IMMEDIATE")
         self.taken.clear()
         self.hashes.clear()
+        self._store.keys.discard()
         self._seq_at_begin = self.next_seq
 
     def _finish_checkpoint(self) -> None:
@@ -230,6 +240,7 @@ class SqliteWriter:
     def savepoint(self) -> None:
         self.conn.execute("SAVEPOINT work")
         self._seq_at_savepoint = self.next_seq
+        self._keys_at_savepoint = self._store.keys.mark()
 
     def release(self) -> None:
         self.conn.execute("RELEASE work")
@@ -238,8 +249,10 @@ class SqliteWriter:
         self.conn.execute("ROLLBACK TO work")
         self.conn.execute("RELEASE work")
         self.next_seq = self._seq_at_savepoint
+        self._store.keys.restore(self._keys_at_savepoint)
 
     def commit(self) -> None:
+        self._store.keys.flush(self.next_seq - 1)  # while the write lock keeps the log in order
         self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
@@ -249,6 +262,7 @@ class SqliteWriter:
             except sqlite3.Error as error:
                 log.warning("rollback failed: %s", error)
         self.next_seq = self._seq_at_begin
+        self._store.keys.discard()
 
     def changed_elsewhere(self) -> bool:
         version = self.conn.execute("PRAGMA data_version").fetchone()[0]
@@ -256,6 +270,7 @@ class SqliteWriter:
             return False
         self._data_version = version
         self.next_seq = self._store.last_seq(self) + 1
+        self._store.keys.catch_up(event_rows(self.conn), self.next_seq - 1)
         return True
 
     def close(self) -> None:
@@ -320,6 +335,7 @@ class SqliteStore:
         self._local = threading.local()
         self.vectors = vectors.SqliteVectors(self._reader, _conn)
         self.tier = ArchiveTier(self.archive_segments)
+        self.keys = key_log(self.data_dir)
         with self._open(SIDE_CACHE_KIB) as conn:
             conn.executescript(SCHEMA)
             conn.executescript(usage.SQLITE_SCHEMA)
@@ -383,33 +399,32 @@ class SqliteStore:
         return int(row[0] or 0)
 
     def find_events(self, tx: Transaction, keys: Sequence[EventKey]) -> dict[EventKey, Hit]:
-        """Dedup lookup by the 64-bit hash; equality is decided on the stored text.
+        """Dedup lookup by the 64-bit hash in memory (``scr.store.keylog``); equality is decided
+        on the stored text, so only the keys the index knows read a row.
 
-        A hash held by another (tenant, event id) is remembered for the transaction, so
-        ``append`` files the new event under the exact-text overflow table instead.
+        A hash held by another (tenant, event id) with the same hash is remembered for the
+        transaction, so ``append`` files the new event under the exact-text overflow table.
         """
         writer = _writer(tx)
-        conn = writer.conn
-        by_hash: dict[int, list[EventKey]] = {}
-        hashes = writer.hashes
-        for key in keys:
-            hashed = hashes[key] = event_key(key[0], key[1])
-            by_hash.setdefault(hashed, []).append(key)
+        hashed = event_keys([tenant for tenant, _ in keys], [event_id for _, event_id in keys])
+        writer.hashes.update(zip(keys, hashed, strict=True))
+        known: dict[int, list[tuple[EventKey, int]]] = {}
+        for key, hash_, seq in zip(keys, hashed, self.keys.seqs(hashed), strict=True):
+            if seq:
+                known.setdefault(seq, []).append((key, hash_))
         found: dict[EventKey, Hit] = {}
-        collided: list[EventKey] = []
-        for part in _chunks(list(by_hash)):
+        collided = [key for key, hash_ in zip(keys, hashed, strict=True) if hash_ in writer.overflow]
+        conn = writer.conn
+        for part in _chunks(list(known)):
             marks = ",".join("?" * len(part))
-            rows = conn.execute(
-                f"SELECT k.key, l.seq, l.tenant, l.event_id, l.payload_digest "
-                f"FROM event_keys k JOIN ledger l ON l.seq = k.seq WHERE k.key IN ({marks})",
-                part,
-            ).fetchall()
-            for hashed, seq, tenant, event_id, digest in rows:
-                for key in by_hash[hashed]:
+            for seq, tenant, event_id, digest in conn.execute(
+                f"SELECT seq, tenant, event_id, payload_digest FROM ledger WHERE seq IN ({marks})", part,
+            ):
+                for key, hash_ in known[seq]:
                     if key == (tenant, event_id):
                         found[key] = Hit(seq, bytes(digest))
-                    else:
-                        writer.taken.add(hashed)
+                    elif event_id is not None and event_key(tenant, event_id) == hash_:
+                        writer.taken.add(hash_)  # a true collision; else a rolled-back group's record
                         collided.append(key)
         for tenant, event_id in collided:
             row = conn.execute(
@@ -424,7 +439,8 @@ class SqliteStore:
     def append(self, tx: Transaction, entries: Sequence[NewEntry]) -> None:
         writer = _writer(tx)
         hashes, taken = writer.hashes, writer.taken
-        keys: list[tuple[int, int]] = []
+        keys: list[int] = []
+        seqs: list[int] = []
         seen: set[int] = set()
         overflow: list[tuple[str, str, int]] = []
         rows = []
@@ -438,13 +454,14 @@ class SqliteStore:
                 hashed = event_key(tenant, event_id)
             if hashed in taken or hashed in seen:  # a true 64-bit collision: exact text
                 overflow.append((tenant, event_id, seq))
+                writer.overflow.add(hashed)
             else:
                 seen.add(hashed)
-                keys.append((hashed, seq))
+                keys.append(hashed)
+                seqs.append(seq)
         conn = writer.conn
         conn.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-        if keys:  # canon and key entries have no event id
-            conn.executemany("INSERT INTO event_keys VALUES (?, ?)", keys)
+        self.keys.stage(keys, seqs)  # canon and key entries have no event id
         if overflow:
             conn.executemany("INSERT INTO event_keys_overflow VALUES (?, ?, ?)", overflow)
 
@@ -524,33 +541,41 @@ class SqliteStore:
         """(event id, seq) of every event the dedup index holds for a tenant.
 
         A key whose entry is gone cannot name its tenant (it is a hash), so it is reported
-        to every tenant's audit: the index and the ledger disagree, whoever owned it.
+        to every tenant's audit: the index and the ledger disagree, whoever owned it. A record
+        pointing at another tenant's entry, or at an entry of another key (a rolled-back
+        group's), is not this tenant's.
         """
-        rows = self._reader().execute(
-            "SELECT l.event_id, k.seq FROM event_keys k JOIN ledger l ON l.seq = k.seq "
-            "WHERE l.tenant = ? "
-            "UNION ALL SELECT 'dedup key ' || k.key, k.seq FROM event_keys k "
-            "WHERE NOT EXISTS (SELECT 1 FROM ledger l WHERE l.seq = k.seq) "
-            "UNION ALL SELECT event_id, seq FROM event_keys_overflow WHERE tenant = ?",
-            (tenant, tenant),
-        ).fetchall()
-        return [(event_id, int(seq)) for event_id, seq in rows]
+        conn = self._reader()
+        records = sorted((seq, key) for key, seq in self.keys.records().items())
+        events = {int(seq): event_id for seq, event_id in conn.execute(
+            "SELECT seq, event_id FROM ledger WHERE tenant = ? AND event_id IS NOT NULL", (tenant,))}
+        held = [(events[seq], seq) for seq, key in records
+                if seq in events and event_key(tenant, events[seq]) == key]
+        present = _present_seqs(conn, [seq for seq, _ in records if seq not in events])
+        held += [(f"dedup key {key}", seq) for seq, key in records
+                 if seq not in events and seq not in present]
+        held += [(event_id, int(seq)) for event_id, seq in conn.execute(
+            "SELECT event_id, seq FROM event_keys_overflow WHERE tenant = ?", (tenant,))]
+        return held
 
     def find_event(self, tenant: str, event_id: str) -> StoredEntry | None:
-        """The SESSION_COMPLETION entry of a tenant's event id, exactly."""
-        row = self._reader().execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq = "
-            f"(SELECT seq FROM event_keys WHERE key = ?)",
-            (event_key(tenant, event_id),),
-        ).fetchone()
-        if row is not None and row[1] == tenant and row[5] == event_id:
-            return self._filled(row)
-        row = self._reader().execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq = "
-            f"(SELECT seq FROM event_keys_overflow WHERE tenant = ? AND event_id = ?)",
-            (tenant, event_id),
-        ).fetchone()
-        return self._filled(row) if row is not None else None
+        """The SESSION_COMPLETION entry of a tenant's event id, exactly: by the dedup index,
+        then the collisions' table, then the entries past the key log's end (a writer's group
+        whose records a crash lost, until it opens again)."""
+        covered = self.keys.refresh()
+        [seq] = self.keys.seqs([event_key(tenant, event_id)])
+        conn = self._reader()
+        for query, args in (
+            (f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq = ?", (seq,)),
+            (f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq = "
+             f"(SELECT seq FROM event_keys_overflow WHERE tenant = ? AND event_id = ?)", (tenant, event_id)),
+            (f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq > ? AND tenant = ? AND event_id = ? LIMIT 1",
+             (covered, tenant, event_id)),
+        ):
+            row = conn.execute(query, args).fetchone()
+            if row is not None and row[1] == tenant and row[5] == event_id:
+                return self._filled(row)
+        return None
 
     def session_entries(self, tenant: str, session_id: str) -> list[StoredEntry]:
         """Entries of one session, by its lookup key; callers check the session id itself."""
@@ -891,7 +916,7 @@ class SqliteStore:
 
         def forget_dedup_keys(rows: list[tuple[int, str | None]]) -> None:
             keyed = [(event_key(tenant, event_id), seq) for seq, event_id in rows if event_id is not None]
-            conn.executemany("DELETE FROM event_keys WHERE key = ? AND seq = ?", keyed)
+            self.keys.stage([key for key, _ in keyed], [0] * len(keyed))  # 0: removed
             conn.executemany("DELETE FROM event_keys_overflow WHERE tenant = ? AND seq = ?",
                              [(tenant, seq) for _, seq in keyed])
 
@@ -913,6 +938,15 @@ class SqliteStore:
         sql, params = holds.select("?", tenant, active)
         conn = self._reader() if tx is None else _conn(tx)
         return [holds.as_hold(row) for row in conn.execute(sql, params).fetchall()]
+
+
+def _present_seqs(conn: sqlite3.Connection, seqs: list[int]) -> set[int]:
+    """Which of ``seqs`` (ascending) the ledger holds, read as ranges of its keys."""
+    present: set[int] = set()
+    for part in _chunks(seqs, 10_000):
+        present.update(seq for (seq,) in conn.execute(
+            "SELECT seq FROM ledger WHERE seq BETWEEN ? AND ?", (part[0], part[-1])))
+    return present.intersection(seqs)
 
 
 def read_segments(conn: sqlite3.Connection, tenant: str | None = None) -> list[SegmentRow]:
