@@ -78,6 +78,13 @@ def test_archive_read_dedup_purge_and_verify_on_each_store(serve: Callable[..., 
     assert "SEGMENT_PURGED" in kinds
     # the chain goes on from the kept head: a new event is appended and everything verifies
     assert client.post("/v1/events", json=[make_event("evt_new")], headers=admin).status_code == 202
+    store = open_store(client.data, client.store_uri)
+    try:  # dedup holds while the ledger keeps an event: a purged event's key goes with it
+        held = {event_id for event_id, _ in store.accepted_events("org_acme")}
+        assert "evt_5" not in held and "evt_new" in held
+        assert not [event_id for event_id in held if event_id.startswith("dedup key")]
+    finally:
+        store.close()
     verified(client)
 
 
