@@ -114,8 +114,8 @@ mod tests {
 
     #[test]
     fn event_key_is_blake2b_64_of_tenant_nul_id() {
-        // the reference: scr.store.records.event_key("org_a", "evt_1")
-        assert_eq!(event_key("org_a", "evt_1"), event_key("org_a", "evt_1"));
+        // the reference: scr.log.keys.event_key("org_a", "evt_1")
+        assert_eq!(event_key("org_a", "evt_1"), -4731976081014538607);
         assert_ne!(event_key("org_a", "evt_1"), event_key("org_a\0evt", "_1"));
         assert_ne!(event_key("org_a", "evt_1"), event_key("org_b", "evt_1"));
     }

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scr.log import entry, merkle
+from scr.log import entry, keys, merkle
 from scr.route import signing
 
 EXAMPLES = 60
@@ -133,3 +133,40 @@ def test_arguments_of_the_wrong_type_are_refused(core: ModuleType) -> None:
         core.leaf_hashes(["not bytes"])
     with pytest.raises(TypeError):
         core.webhook_ids("billing", [b"not text"])
+
+
+@bounded
+@given(st.lists(st.tuples(text, text), max_size=20))
+def test_event_keys(core: ModuleType, pairs: list[tuple[str, str]]) -> None:
+    tenants, event_ids = [t for t, _ in pairs], [e for _, e in pairs]
+    assert core.event_keys(tenants, event_ids) == keys.event_keys(tenants, event_ids)
+
+
+signed = st.integers(-(2**63), 2**63 - 1)
+
+
+@bounded
+@given(st.lists(st.tuples(signed, signed), max_size=40), st.lists(signed, max_size=10),
+       st.binary(max_size=40))
+def test_key_index(core: ModuleType, pairs: list[tuple[int, int]], probes: list[int], log: bytes) -> None:
+    """The same seqs, log records and loads (a later seq replaces an earlier one; a record cut
+    short is left out)."""
+    native, reference = core.KeyIndex(), keys.KeyIndex()
+    hashes, seqs = [k for k, _ in pairs], [s for _, s in pairs]
+    records = native.insert(hashes, seqs)
+    assert records == reference.insert(hashes, seqs)
+    assert native.load(log) == reference.load(log)
+    wanted = hashes + probes
+    assert native.seqs(wanted) == reference.seqs(wanted)
+    assert len(native) == len(reference)
+    again = core.KeyIndex()
+    assert again.load(records) == (len(records), max([0, *seqs]))
+
+
+def test_key_index_refuses_unpaired_keys(core: ModuleType) -> None:
+    for index in (core.KeyIndex(), keys.KeyIndex()):
+        with pytest.raises(ValueError, match="insert needs one seq per key: 2 keys for 1 seqs"):
+            index.insert([1, 2], [1])
+    for event_keys in (core.event_keys, keys.event_keys):
+        with pytest.raises(ValueError, match="needs one tenant per event id: 1 tenants for 0 ids"):
+            event_keys(["org_a"], [])
