@@ -2,6 +2,7 @@
 //!
 //! Chain hash: SHA-256(previous hash of the same tenant ‖ stored entry bytes).
 //! Leaf hash (RFC 6962): SHA-256(0x00 ‖ stored entry bytes).
+//! Node hash (RFC 6962): SHA-256(0x01 ‖ left ‖ right).
 
 use sha2::{Digest, Sha256};
 
@@ -9,6 +10,7 @@ pub const HASH_BYTES: usize = 32;
 pub type Hash = [u8; HASH_BYTES];
 
 const LEAF_PREFIX: [u8; 1] = [0x00];
+const NODE_PREFIX: [u8; 1] = [0x01];
 
 /// The RFC 6962 leaf hash of one entry's stored bytes.
 pub fn leaf_hash(stored: &[u8]) -> Hash {
@@ -21,6 +23,41 @@ pub fn leaf_hash(stored: &[u8]) -> Hash {
 /// The leaf hashes of many entries, in order.
 pub fn leaf_hashes(entries: &[&[u8]]) -> Vec<Hash> {
     entries.iter().map(|stored| leaf_hash(stored)).collect()
+}
+
+/// The RFC 6962 hash of an interior node from its two children.
+pub fn node_hash(left: &[u8], right: &[u8]) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update(NODE_PREFIX);
+    hasher.update(left);
+    hasher.update(right);
+    hasher.finalize().into()
+}
+
+/// A node of the tree: its level (0: a leaf), its index in that level, and its hash.
+pub type Node = (u32, u64, Hash);
+
+/// Appends `leaves` to a tree of `size` leaves whose frontier (the roots of its perfect
+/// subtrees, largest first) is `frontier`: returns every node they complete, each leaf
+/// before the nodes it closes (`scr.log.merkle.extend_frontier`).
+pub fn extend_frontier(frontier: &mut Vec<Hash>, size: u64, leaves: &[Hash]) -> Vec<Node> {
+    let mut completed = Vec::with_capacity(leaves.len() * 2);
+    for (position, leaf) in (size..).zip(leaves) {
+        completed.push((0, position, *leaf));
+        let (mut value, mut level, mut index) = (*leaf, 0u32, position);
+        while index & 1 == 1 {
+            // each trailing one bit of the old size closes a perfect subtree
+            let left = frontier
+                .pop()
+                .expect("a tree's frontier has a root per one bit of its size");
+            value = node_hash(&left, &value);
+            level += 1;
+            index >>= 1;
+            completed.push((level, index, value));
+        }
+        frontier.push(value);
+    }
+    completed
 }
 
 /// The chain hash of an entry whose stored bytes are `stored`, after `previous`.
@@ -102,6 +139,26 @@ pub fn chain_hashes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn four_leaves_close_two_nodes_and_a_root() {
+        let leaves: Vec<Hash> = (0u8..4).map(|n| leaf_hash(&[n])).collect();
+        let mut frontier = Vec::new();
+        let nodes = extend_frontier(&mut frontier, 0, &leaves);
+        let left = node_hash(&leaves[0], &leaves[1]);
+        let right = node_hash(&leaves[2], &leaves[3]);
+        let root = node_hash(&left, &right);
+        assert_eq!(frontier, vec![root]);
+        let shape: Vec<(u32, u64)> = nodes
+            .iter()
+            .map(|(level, index, _)| (*level, *index))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(0, 0), (0, 1), (1, 0), (0, 2), (0, 3), (1, 1), (2, 0)]
+        );
+        assert_eq!(nodes[6].2, root);
+    }
 
     fn hex(hash: &Hash) -> String {
         hash.iter().map(|byte| format!("{byte:02x}")).collect()

@@ -47,6 +47,45 @@ fn chain_hashes<'py>(
     Ok(to_bytes(py, &hashes))
 }
 
+type PyNode<'py> = (u32, u64, Bound<'py, PyBytes>);
+
+/// The nodes `leaves` complete on a tree of `size` leaves with this `frontier`, and the
+/// frontier after them.
+#[pyfunction]
+fn extend_frontier<'py>(
+    py: Python<'py>,
+    frontier: Vec<Bound<'py, PyBytes>>,
+    size: u64,
+    leaves: Vec<Bound<'py, PyBytes>>,
+) -> PyResult<(Vec<PyNode<'py>>, Vec<Bound<'py, PyBytes>>)> {
+    let mut roots = hashes_of(&frontier, "frontier hash")?;
+    if roots.len() != size.count_ones() as usize {
+        return Err(PyValueError::new_err(format!(
+            "a tree of {size} leaves has {} frontier hashes, not {}",
+            size.count_ones(),
+            roots.len()
+        )));
+    }
+    let added = hashes_of(&leaves, "leaf hash")?;
+    let nodes = py.detach(|| ledger::extend_frontier(&mut roots, size, &added));
+    let nodes = nodes
+        .iter()
+        .map(|(level, index, hash)| (*level, *index, PyBytes::new(py, hash)))
+        .collect();
+    Ok((nodes, to_bytes(py, &roots)))
+}
+
+fn hashes_of(items: &[Bound<'_, PyBytes>], what: &str) -> PyResult<Vec<ledger::Hash>> {
+    items
+        .iter()
+        .map(|item| {
+            item.as_bytes().try_into().map_err(|_| {
+                PyValueError::new_err(format!("{what} must be {} bytes", ledger::HASH_BYTES))
+            })
+        })
+        .collect()
+}
+
 /// The `webhook-id` of each event's delivery to `destination`.
 #[pyfunction]
 fn webhook_ids(
@@ -175,6 +214,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add_function(wrap_pyfunction!(leaf_hashes, module)?)?;
     module.add_function(wrap_pyfunction!(chain_hashes, module)?)?;
+    module.add_function(wrap_pyfunction!(extend_frontier, module)?)?;
     module.add_function(wrap_pyfunction!(webhook_ids, module)?)?;
     module.add_function(wrap_pyfunction!(batch_webhook_id, module)?)?;
     module.add_function(wrap_pyfunction!(sign, module)?)?;

@@ -9,6 +9,7 @@ per batch, and the native core releases the GIL while it hashes.
 The native functions and their references:
 
 - ``leaf_hashes``: ``scr.log.merkle.leaf_hashes`` (RFC 6962 leaf hashes of stored entries);
+- ``extend_frontier``: ``scr.log.merkle.extend_frontier`` (the tree nodes new leaves complete);
 - ``chain_hashes``: ``scr.log.entry.chain_hashes`` (a group's per-tenant chain hashes);
 - ``webhook_ids``, ``batch_webhook_id``, ``sign``: ``scr.route.signing`` (Standard Webhooks);
 - ``event_keys`` and the class ``KeyIndex``: ``scr.log.keys`` (the embedded store's
@@ -45,6 +46,7 @@ STATUS = "native core: on" if NATIVE else "native core: off (pure Python)"
 
 leaf_hashes: Callable[[Sequence[bytes]], list[bytes]]
 chain_hashes: Callable[[Sequence[bytes], Sequence[int], Sequence[bytes]], list[bytes]]
+extend_frontier: Callable[[Sequence[bytes], int, Sequence[bytes]], tuple[list[merkle.Node], list[bytes]]]
 webhook_ids: Callable[[str, Sequence[str]], list[str]]
 batch_webhook_id: Callable[[str, int, int], str]
 sign: Callable[[list[bytes], str, int, bytes], str]
@@ -54,6 +56,7 @@ KeyIndex: type[keys.KeyIndex]
 if _core is not None:
     leaf_hashes = _core.leaf_hashes
     chain_hashes = _core.chain_hashes
+    extend_frontier = _core.extend_frontier
     webhook_ids = _core.webhook_ids
     batch_webhook_id = _core.batch_webhook_id
     sign = _core.sign
@@ -62,6 +65,7 @@ if _core is not None:
 else:
     leaf_hashes = merkle.leaf_hashes
     chain_hashes = entry.chain_hashes
+    extend_frontier = merkle.extend_frontier
     webhook_ids = signing.webhook_ids
     batch_webhook_id = signing.batch_webhook_id
     sign = signing.sign

@@ -170,3 +170,29 @@ def test_key_index_refuses_unpaired_keys(core: ModuleType) -> None:
     for event_keys in (core.event_keys, keys.event_keys):
         with pytest.raises(ValueError, match="needs one tenant per event id: 1 tenants for 0 ids"):
             event_keys(["org_a"], [])
+
+
+hash_32 = st.binary(min_size=32, max_size=32)
+
+
+@bounded
+@given(st.integers(0, 2**40), st.lists(hash_32, max_size=40), st.data())
+def test_extend_frontier(core: ModuleType, size: int, leaves: list[bytes], data: st.DataObject) -> None:
+    """The same nodes (each leaf before the nodes it closes) and frontier from any tree."""
+    frontier = data.draw(st.lists(hash_32, min_size=size.bit_count(), max_size=size.bit_count()))
+    native = core.extend_frontier(frontier, size, leaves)
+    assert native == merkle.extend_frontier(frontier, size, leaves)
+    if size == 0 and leaves:  # from nothing, the frontier folds to the root of the leaves
+        roots = native[1]
+        folded = roots[-1]
+        for left in reversed(roots[:-1]):
+            folded = merkle.node_hash(left, folded)
+        assert folded == merkle.root(leaves)
+
+
+def test_extend_frontier_refuses_a_malformed_tree(core: ModuleType) -> None:
+    for extend in (core.extend_frontier, merkle.extend_frontier):
+        with pytest.raises(ValueError, match="a tree of 3 leaves has 2 frontier hashes, not 1"):
+            extend([b"\0" * 32], 3, [])
+        with pytest.raises(ValueError, match="leaf hash must be 32 bytes"):
+            extend([], 0, [b"short"])

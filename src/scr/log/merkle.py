@@ -47,6 +47,40 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(NODE_PREFIX + left + right).digest()
 
 
+Node = tuple[int, int, bytes]
+"""``(level, index, hash)``: the root of leaves ``[index·2^level, (index+1)·2^level)``."""
+
+
+def extend_frontier(
+    frontier: Sequence[bytes], size: int, leaves: Sequence[bytes]
+) -> tuple[list[Node], list[bytes]]:
+    """The nodes ``leaves`` complete when appended to a tree of ``size`` leaves whose frontier
+    (the roots of its perfect subtrees, largest first) is ``frontier``, each leaf before the
+    nodes it closes; and the frontier after them (the reference of
+    ``scr.native.extend_frontier``)."""
+    if len(frontier) != size.bit_count():
+        raise ValueError(
+            f"a tree of {size} leaves has {size.bit_count()} frontier hashes, not {len(frontier)}"
+        )
+    roots = list(frontier)
+    if any(len(root) != HASH_SIZE for root in roots):
+        raise ValueError(f"frontier hash must be {HASH_SIZE} bytes")
+    completed: list[Node] = []
+    for leaf in leaves:
+        if len(leaf) != HASH_SIZE:
+            raise ValueError(f"leaf hash must be {HASH_SIZE} bytes")
+        completed.append((0, size, leaf))
+        value, level, index = leaf, 0, size
+        while index & 1:  # each trailing one bit of the old size closes a perfect subtree
+            value = node_hash(roots.pop(), value)
+            level += 1
+            index >>= 1
+            completed.append((level, index, value))
+        roots.append(value)
+        size += 1
+    return completed, roots
+
+
 def split_point(size: int) -> int:
     """The largest power of two strictly below ``size`` (``size`` >= 2): where RFC 6962 splits."""
     return 1 << ((size - 1).bit_length() - 1)

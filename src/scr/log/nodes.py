@@ -20,13 +20,10 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from scr.log import merkle
-from scr.log.merkle import EMPTY_ROOT, HASH_SIZE, NODE_PREFIX, ProofError, node_hash
+from scr.log.merkle import EMPTY_ROOT, HASH_SIZE, NODE_PREFIX, Node, ProofError, node_hash
+from scr.native import extend_frontier
 
 PAIR_SIZE = 2 * HASH_SIZE
-
-
-Node = tuple[int, int, bytes]
-"""``(level, index, hash)``: the root of leaves ``[index·2^level, (index+1)·2^level)``."""
 
 
 class NodeStore(Protocol):
@@ -163,25 +160,13 @@ class MerkleTree:
         return self.extend([leaf_hash])
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> list[Node]:
-        """Add leaves in order with one ``put_many``; return every node they complete."""
-        frontier = list(self._frontier)
-        size = self._size
-        completed: list[Node] = []
-        for leaf in leaf_hashes:
-            if len(leaf) != HASH_SIZE:
-                raise ValueError(f"leaf hash must be {HASH_SIZE} bytes")
-            completed.append((0, size, leaf))
-            value, level, index = leaf, 0, size
-            while index & 1:  # each trailing one bit of the old size closes a perfect subtree
-                value = node_hash(frontier.pop(), value)
-                level += 1
-                index >>= 1
-                completed.append((level, index, value))
-            frontier.append(value)
-            size += 1
+        """Add leaves in order with one ``put_many``; return every node they complete
+        (hashed in one call: ``scr.native.extend_frontier``)."""
+        leaves = list(leaf_hashes)
+        completed, frontier = extend_frontier(self._frontier, self._size, leaves)
         self._store.put_many(completed)
         # Only once the store took them: a failed put_many leaves the tree as it was.
-        self._frontier, self._size = frontier, size
+        self._frontier, self._size = frontier, self._size + len(leaves)
         return completed
 
     def _check_size(self, tree_size: int) -> None:

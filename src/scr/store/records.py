@@ -6,13 +6,14 @@ so a caller never imports a backend to name a row.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import msgspec
+
+from scr.log.keys import event_key
 
 ENTRY_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # entry times as scr.log.commit.utc_now writes them
 
@@ -138,9 +139,9 @@ class AttemptRow(NamedTuple):
 
 
 def session_key(tenant: str, session_id: str) -> int:
-    """The signed 64-bit lookup key of ``(tenant, session_id)``."""
-    digest = hashlib.blake2b(f"{tenant}\0{session_id}".encode(), digest_size=8).digest()
-    return -int(struct.unpack("<q", digest)[0]) - 1  # a different key space from event_key
+    """The signed 64-bit lookup key of ``(tenant, session_id)``: ``event_key``'s hash moved to
+    a key space of its own (negative, minus one)."""
+    return -event_key(tenant, session_id) - 1
 
 
 def pack_seqs(seqs: Sequence[int]) -> bytes:

@@ -444,8 +444,9 @@ class SqliteStore:
         seen: set[int] = set()
         overflow: list[tuple[str, str, int]] = []
         rows = []
-        for seq, tenant, tenant_seq, kind, ts, event_id, session_id, digest, entry, chained in entries:
-            session = session_key(tenant, session_id) if session_id is not None else None
+        for (seq, tenant, tenant_seq, kind, ts, event_id, _, digest, entry, chained), session in zip(
+            entries, _session_keys(entries), strict=True
+        ):
             rows.append((seq, tenant, tenant_seq, kind, ts, event_id, session, digest, entry, chained))
             if event_id is None:
                 continue
@@ -938,6 +939,14 @@ class SqliteStore:
         sql, params = holds.select("?", tenant, active)
         conn = self._reader() if tx is None else _conn(tx)
         return [holds.as_hold(row) for row in conn.execute(sql, params).fetchall()]
+
+
+def _session_keys(entries: Sequence[NewEntry]) -> list[int | None]:
+    """Each entry's ``session_key`` (None without a session), hashed in one call: the keys of
+    ``event_keys``, moved as ``session_key`` moves them."""
+    sessions = [(e.tenant, e.session_id) for e in entries if e.session_id is not None]
+    hashed = iter(event_keys([tenant for tenant, _ in sessions], [session for _, session in sessions]))
+    return [-next(hashed) - 1 if e.session_id is not None else None for e in entries]
 
 
 def _present_seqs(conn: sqlite3.Connection, seqs: list[int]) -> set[int]:
