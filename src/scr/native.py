@@ -10,7 +10,10 @@ The native functions and their references:
 
 - ``leaf_hashes``: ``scr.log.merkle.leaf_hashes`` (RFC 6962 leaf hashes of stored entries);
 - ``chain_hashes``: ``scr.log.entry.chain_hashes`` (a group's per-tenant chain hashes);
-- ``webhook_ids``, ``batch_webhook_id``, ``sign``: ``scr.route.signing`` (Standard Webhooks).
+- ``webhook_ids``, ``batch_webhook_id``, ``sign``: ``scr.route.signing`` (Standard Webhooks);
+- ``transform_events``: ``scr.route.transforms.transform_events`` (the built-in transforms'
+  outputs of a batch of events; the native one may leave an event to the reference, which
+  ``scr.route.outputs`` then calls).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from scr.log import entry, merkle
-from scr.route import signing
+from scr.route import signing, transforms
+from scr.route.prices import PlainPrices
 
 FORCE_REFERENCE_ENV = "SCR_NATIVE"  # "0": run the pure-Python reference
 
@@ -46,6 +50,9 @@ chain_hashes: Callable[[Sequence[bytes], Sequence[int], Sequence[bytes]], list[b
 webhook_ids: Callable[[str, Sequence[str]], list[str]]
 batch_webhook_id: Callable[[str, int, int], str]
 sign: Callable[[list[bytes], str, int, bytes], str]
+transform_events: Callable[
+    [str, PlainPrices | None, bytes, Sequence[int], Sequence[int], Sequence[bytes]], list[bytes | None]
+]
 
 if _core is not None:
     leaf_hashes = _core.leaf_hashes
@@ -53,9 +60,11 @@ if _core is not None:
     webhook_ids = _core.webhook_ids
     batch_webhook_id = _core.batch_webhook_id
     sign = _core.sign
+    transform_events = _core.transform_events
 else:
     leaf_hashes = merkle.leaf_hashes
     chain_hashes = entry.chain_hashes
     webhook_ids = signing.webhook_ids
     batch_webhook_id = signing.batch_webhook_id
     sign = signing.sign
+    transform_events = transforms.transform_events
