@@ -66,7 +66,10 @@ impl fmt::Display for BatchError {
         match self {
             BatchError::NotAnArray(why) => write!(f, "the events are not a JSON array: {why}"),
             BatchError::Mismatch { events, entries } => {
-                write!(f, "{events} events but {entries} ledger entries")
+                write!(
+                    f,
+                    "{events} events but {entries} ledger entries: the lengths differ"
+                )
             }
             BatchError::NoPriceTable => write!(f, "billing_v1 needs a price table"),
         }

@@ -261,7 +261,10 @@ def transform_events(
     if transform == "billing_v1" and prices is None:
         raise ValueError("billing_v1 needs a price table")
     shape = resolve_transform(transform, None if prices is None else PriceTable.from_plain(prices))
-    decoded = _events_decoder.decode(events)
+    try:
+        decoded = _events_decoder.decode(events)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise ValueError(f"the events are not a JSON array of events: {error}") from None
     if not len(decoded) == len(seqs) == len(tenant_seqs) == len(entry_hashes):
         raise ValueError("events, seqs, tenant_seqs and entry_hashes differ in length")
     return [
