@@ -104,8 +104,8 @@ fn sign(
 type PlainPrices = (String, Vec<(String, String, String, String)>);
 
 /// Each event's output of a built-in transform, as `_encode(transform(event, entry))` gives
-/// it; `None` for an event only the Python reference shapes. `events` is one JSON array of
-/// the events; entry `i` was committed at `seqs[i]`, `tenant_seqs[i]`, `entry_hashes[i]`.
+/// it; `None` for an event only the Python reference shapes. `events` are JSON lines, one
+/// event a line; entry `i` was committed at `seqs[i]`, `tenant_seqs[i]`, `entry_hashes[i]`.
 #[pyfunction]
 fn transform_events<'py>(
     py: Python<'py>,

@@ -1,8 +1,8 @@
 //! The built-in transforms of `scr.route.transforms` (`billing_v1`, `analytics_v2`,
 //! `audit_v1`, `raw_v1`), a batch of events at a time.
 //!
-//! The events arrive as one JSON array, each as msgspec writes the `Event` (the encoder the
-//! worker's outputs use), so `raw_v1` is each element as it is and `audit_v1` wraps it.
+//! The events arrive as JSON lines, one event per line as msgspec writes the `Event` (with the
+//! encoder the worker's outputs use), so `raw_v1` is each line as it is and `audit_v1` wraps it.
 //! Each output is the JSON `_encode(transform(event, entry))` gives, byte for byte. An event
 //! this module cannot shape exactly as Python does (a time or an address in a form msgspec
 //! never writes, a model name only Python's case folding can look up) has no output here:
@@ -56,7 +56,7 @@ pub struct EntryFacts<'a> {
 /// Why a batch cannot be transformed at all.
 #[derive(Debug, PartialEq)]
 pub enum BatchError {
-    NotAnArray(String),
+    NotJsonLines(String),
     Mismatch { events: usize, entries: usize },
     NoPriceTable,
 }
@@ -64,7 +64,7 @@ pub enum BatchError {
 impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BatchError::NotAnArray(why) => write!(f, "the events are not a JSON array: {why}"),
+            BatchError::NotJsonLines(why) => write!(f, "the events are not JSON lines: {why}"),
             BatchError::Mismatch { events, entries } => {
                 write!(
                     f,
@@ -86,9 +86,8 @@ pub fn transform_events(
     entries: &[EntryFacts<'_>],
 ) -> Result<Vec<Option<Vec<u8>>>, BatchError> {
     let text =
-        std::str::from_utf8(events).map_err(|error| BatchError::NotAnArray(error.to_string()))?;
-    let items = array_elements(text)
-        .ok_or_else(|| BatchError::NotAnArray("not a JSON array of values".into()))?;
+        std::str::from_utf8(events).map_err(|error| BatchError::NotJsonLines(error.to_string()))?;
+    let items = json_lines(text).ok_or_else(|| BatchError::NotJsonLines("an empty line".into()))?;
     if items.len() != entries.len() {
         return Err(BatchError::Mismatch {
             events: items.len(),
@@ -114,46 +113,16 @@ fn parsed(event: &str) -> Option<EventView<'_>> {
     serde_json::from_str(event).ok()
 }
 
-/// The text of each element of a JSON array, found by its brackets and quotes alone (each
-/// element is read, and so checked, by its transform); `None` if `text` is not an array.
-///
-/// Scanning is several times faster than serde_json's `RawValue`, which reads each value.
-fn array_elements(text: &str) -> Option<Vec<&str>> {
-    let inner = text.trim().strip_prefix('[')?.strip_suffix(']')?;
-    let mut elements = Vec::new();
-    let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 0);
-    for (index, byte) in inner.bytes().enumerate() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth = depth.checked_sub(1)?,
-            b',' if depth == 0 => {
-                elements.push(inner[start..index].trim());
-                start = index + 1;
-            }
-            _ => {}
-        }
-    }
-    if in_string || depth != 0 {
+/// Each line of JSON lines; `None` if a line is empty. A newline never appears inside a JSON
+/// value as msgspec writes it (it escapes every control character), so splitting at each one
+/// (memchr's speed) finds the values without reading them: each is read, and so checked, by
+/// its transform.
+fn json_lines(text: &str) -> Option<Vec<&str>> {
+    let lines: Vec<&str> = text.split_terminator('\n').collect();
+    if lines.iter().any(|line| line.is_empty()) {
         return None;
     }
-    let last = inner[start..].trim();
-    if !last.is_empty() || !elements.is_empty() {
-        elements.push(last);
-    }
-    if elements.iter().any(|element| element.is_empty()) {
-        return None;
-    }
-    Some(elements)
+    Some(lines)
 }
 
 /// `billing_v1`: what a billing system reconciles, costed with `prices`.
@@ -412,7 +381,7 @@ mod tests {
             "2026-11".into(),
             &[("gpt-4o".into(), "2.5".into(), "10".into(), "1.25".into())],
         );
-        let batch = format!("[{event}]");
+        let batch = format!("{event}\n");
         let mut outputs =
             transform_events(transform, Some(&table), batch.as_bytes(), &[ENTRY]).unwrap();
         outputs
@@ -474,16 +443,14 @@ mod tests {
     }
 
     #[test]
-    fn an_array_is_split_into_its_elements() {
-        let split = |text| array_elements(text);
-        assert_eq!(split(" [] "), Some(vec![]));
+    fn json_lines_are_split_at_each_newline() {
+        assert_eq!(json_lines(""), Some(vec![]));
         assert_eq!(
-            split(r#"[{"a":"],[\"{"},[1,{"b":2}], 3 ]"#),
-            Some(vec![r#"{"a":"],[\"{"}"#, r#"[1,{"b":2}]"#, "3"])
+            json_lines("{\"a\":\"x\\ny\"}\n[1]\n"),
+            Some(vec!["{\"a\":\"x\\ny\"}", "[1]"])
         );
-        for not_an_array in ["", "{}", "[1,]", "[,1]", "[{]", r#"["]"#, "[1]]", "[[1]"] {
-            assert_eq!(split(not_an_array), None, "{not_an_array}");
-        }
+        assert_eq!(json_lines("1\n2"), Some(vec!["1", "2"]));
+        assert_eq!(json_lines("1\n\n2\n"), None);
     }
 
     #[test]
@@ -492,17 +459,21 @@ mod tests {
             transform_events(Transform::Billing, prices, events, entries).unwrap_err()
         };
         assert!(matches!(
-            refused(b"{}", &[], None),
-            BatchError::NotAnArray(_)
+            refused(b"1\n\n", &[], None),
+            BatchError::NotJsonLines(_)
+        ));
+        assert!(matches!(
+            refused(b"\xff", &[], None),
+            BatchError::NotJsonLines(_)
         ));
         assert_eq!(
-            refused(b"[]", &[ENTRY], None),
+            refused(b"", &[ENTRY], None),
             BatchError::Mismatch {
                 events: 0,
                 entries: 1
             }
         );
-        assert_eq!(refused(b"[]", &[], None), BatchError::NoPriceTable);
+        assert_eq!(refused(b"", &[], None), BatchError::NoPriceTable);
         assert_eq!(Transform::named("raw_v1"), Some(Transform::Raw));
         assert_eq!(Transform::named("mypkg:shape"), None);
     }

@@ -26,7 +26,13 @@ from scr.log.commit import Committed
 from scr.route import transforms
 from scr.route.outputs import Outputs
 from scr.route.prices import ModelPrice, PriceTable, default_prices
-from scr.route.transforms import BUILTIN_TRANSFORMS, EntryRef, encode_output, resolve_transform
+from scr.route.transforms import (
+    BUILTIN_TRANSFORMS,
+    EntryRef,
+    encode_lines,
+    encode_output,
+    resolve_transform,
+)
 from scr.schema import Event, decode_accepted_event
 from support import make_event
 
@@ -174,7 +180,7 @@ def by_python(name: str, table: PriceTable, batch: list[tuple[Event, EntryRef]])
 def arguments(name: str, table: PriceTable, batch: list[tuple[Event, EntryRef]]) -> tuple[Any, ...]:
     """``transform_events``'s arguments for a batch."""
     return (name, table.plain if name == "billing_v1" else None,
-            encode_output([event for event, _ in batch]), [entry.seq for _, entry in batch],
+            encode_lines([event for event, _ in batch]), [entry.seq for _, entry in batch],
             [entry.tenant_seq for _, entry in batch], [entry.entry_hash for _, entry in batch])
 
 
@@ -251,7 +257,7 @@ def test_a_destination_sends_the_same_with_the_core_on_and_off(
     [
         ({"transform": "mypkg:shape"}, "is not a built-in transform"),
         ({"prices": None}, "billing_v1 needs a price table"),
-        ({"events": b"{}"}, "not a JSON array"),
+        ({"events": b"{}\n\n"}, "not JSON lines"),
         ({"seqs": []}, "differ"),
         ({"seqs": [], "tenant_seqs": [], "entry_hashes": []}, "differ"),
     ],

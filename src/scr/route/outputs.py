@@ -1,10 +1,11 @@
 """A destination's outputs: each event it sends, transformed and encoded, a batch at a time.
 
 With the native core on (``scr.native``), a built-in transform shapes a whole batch of events
-in one call that releases the GIL: the events cross as one JSON array (which msgspec writes
-at C speed) and each output comes back as the bytes ``encode_output(transform(event, entry))``
-gives. An event the core leaves to Python (see ``transform_events``), every event of a custom
-transform, and every event with the core off are shaped by the Python transform, one by one.
+in one call that releases the GIL: the events cross as JSON lines (which msgspec writes at C
+speed, and the core splits at each newline without reading them) and each output comes back
+as the bytes ``encode_output(transform(event, entry))`` gives. An event the core leaves to
+Python (see ``transform_events``), every event of a custom transform, and every event with
+the core off are shaped by the Python transform, one by one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from scr.route.transforms import (
     BUILTIN_TRANSFORMS,
     EntryRef,
     PythonTransformLike,
+    encode_lines,
     encode_output,
     resolve_transform,
 )
@@ -46,7 +48,7 @@ class Outputs:
             return [self._shaped(event, entry) for event, entry in zip(events, entries, strict=True)]
         prices = self.prices.current().plain if self.native_transform == "billing_v1" else None
         outputs = native.transform_events(
-            self.native_transform, prices, encode_output(events), [e.seq for e in entries],
+            self.native_transform, prices, encode_lines(events), [e.seq for e in entries],
             [e.tenant_seq for e in entries], [e.entry_hash for e in entries],
         )
         return [

@@ -43,7 +43,7 @@ are RFC 3339 strings.
 optional fields omitted).
 
 Each output is sent as ``encode_output`` writes it. ``transform_events`` shapes a batch of
-events (one JSON array) with a built-in transform: the reference of the native core's
+events (JSON lines) with a built-in transform: the reference of the native core's
 function of the same name (``scr.native``), which the destinations use when the core is on
 (``scr.route.outputs``).
 
@@ -78,8 +78,11 @@ TAG_COLUMN_PREFIX = "tag_"
 
 
 # How every output is written: money as decimal strings, never floats.
-encode_output = msgspec.json.Encoder(decimal_format="string").encode
-_events_decoder = msgspec.json.Decoder(list[Event])
+_output_encoder = msgspec.json.Encoder(decimal_format="string")
+encode_output = _output_encoder.encode
+# Events as JSON lines, one a line, each as ``encode_output`` writes it (``transform_events``).
+encode_lines = _output_encoder.encode_lines
+_event_decoder = msgspec.json.Decoder(Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,9 +252,9 @@ def transform_events(
 ) -> list[bytes | None]:
     """Each event's output of the built-in ``transform``, as ``encode_output`` writes it.
 
-    ``events`` is one JSON array of the events (as ``encode_output`` writes a list of them);
-    event ``i`` was committed at ``seqs[i]``, ``tenant_seqs[i]`` with ``entry_hashes[i]``;
-    ``billing_v1`` costs them with ``prices`` (``PriceTable.plain``). The reference of the native
+    ``events`` are JSON lines, one event a line (as ``encode_lines`` writes them); event ``i``
+    was committed at ``seqs[i]``, ``tenant_seqs[i]`` with ``entry_hashes[i]``; ``billing_v1``
+    costs them with ``prices`` (``PriceTable.plain``). The reference of the native
     core's function, which may answer ``None`` for an event it leaves to this one; this one
     never does. Raise ``ValueError`` for a transform that is not built in, a billing batch
     without prices or lengths that differ.
@@ -262,9 +265,9 @@ def transform_events(
         raise ValueError("billing_v1 needs a price table")
     shape = resolve_transform(transform, None if prices is None else PriceTable.from_plain(prices))
     try:
-        decoded = _events_decoder.decode(events)
+        decoded = _event_decoder.decode_lines(events)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
-        raise ValueError(f"the events are not a JSON array of events: {error}") from None
+        raise ValueError(f"the events are not JSON lines of events: {error}") from None
     if not len(decoded) == len(seqs) == len(tenant_seqs) == len(entry_hashes):
         raise ValueError("events, seqs, tenant_seqs and entry_hashes differ in length")
     return [
