@@ -5,7 +5,8 @@ times with offsets and fractions, Unicode and control characters in every text, 
 IPv4-mapped and 6to4 addresses, optional fields absent, tags, token counts up to 2**53, and
 models in and out of the price table (non-ASCII ones too, which the core leaves to Python).
 Each native output must be what the worker's Python path sends for the event, byte for byte;
-``Outputs`` must send the same with the core on and off. Bounded: a few seconds in all.
+``Outputs`` must send the same with the core on and off (long messages and content left out
+of what crosses for the transforms that never show them). Bounded: a few seconds in all.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 from scr import native
 from scr.log.commit import Committed
 from scr.route import transforms
-from scr.route.outputs import Outputs
+from scr.route.outputs import TEXT_CROSSING_MAX_CHARS, Outputs
 from scr.route.prices import ModelPrice, PriceTable, default_prices
 from scr.route.transforms import (
     BUILTIN_TRANSFORMS,
@@ -51,6 +52,8 @@ awkward = st.sampled_from(["\0", "\x1f", "\n\t\r\b\f", '"', "\\", "\x7f", "\u202
 texts = st.one_of(st.text(max_size=30), st.lists(awkward, max_size=6).map("".join))
 names = texts.filter(lambda text: 1 <= len(text) <= 256)
 ids = st.text(ID_ALPHABET, min_size=1, max_size=40)
+# Longer than what crosses to the core with the text billing and analytics never show.
+long_messages = st.integers(1, 3).map(lambda n: "é\n" * (TEXT_CROSSING_MAX_CHARS // 2 + n))
 # Bundled names, their snapshots, other cases, unknown names and names only Python folds.
 models = st.one_of(
     st.sampled_from(["gpt-4o", "GPT-4o", "gpt-4o-2024-08-06", "gpt-4o-mini", "gpt-4", "gpt-4omni",
@@ -124,7 +127,7 @@ def events(draw: st.DrawFn) -> Event:
         optional(draw, usage, count, st.integers(0, MAX_TOKENS))
     outcome: dict[str, Any] = {"status": draw(st.sampled_from(["success", "error", "timeout",
                                                                 "user_terminated"]))}
-    optional(draw, outcome, "final_message", st.one_of(st.none(), texts))
+    optional(draw, outcome, "final_message", st.one_of(st.none(), texts, long_messages))
     optional(draw, outcome, "error_code", st.one_of(st.none(), texts))
     document: dict[str, Any] = {
         "event_type": "session.completed", "event_id": draw(ids), "timestamp": timestamp,
