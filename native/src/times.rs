@@ -25,7 +25,8 @@ pub fn rfc3339_utc(time: &str) -> Option<Cow<'_, str>> {
         Some(_) => return None,
         None => ("", rest),
     };
-    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+    // msgspec writes no fraction for zero microseconds (and Python's output has none then)
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) || fraction == "000000" {
         return None;
     }
     let offset_minutes = offset_minutes(offset)?;
@@ -222,6 +223,7 @@ mod tests {
         for odd in [
             "2026-11-25 10:00:05Z",
             "2026-11-25T10:00:05.123Z",
+            "2026-11-25T10:00:05.000000Z",
             "2026-11-25T10:00:05+0100",
             "2026-02-30T10:00:05Z",
             "2026-11-25T24:00:05Z",
