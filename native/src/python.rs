@@ -103,8 +103,8 @@ fn sign(
 /// its case-folded name and prices as `str(Decimal)` writes them.
 type PlainPrices = (String, Vec<(String, String, String, String)>);
 
-/// Each event's output of a built-in transform, as `_encode(transform(event, entry))` gives
-/// it; `None` for an event only the Python reference shapes. `events` are JSON lines, one
+/// Each event's output of a built-in transform, as `encode_output(transform(event, entry))`
+/// gives it; `None` for an event only the Python reference shapes. `events` are JSON lines, one
 /// event a line; entry `i` was committed at `seqs[i]`, `tenant_seqs[i]`, `entry_hashes[i]`.
 #[pyfunction]
 fn transform_events<'py>(
@@ -125,11 +125,14 @@ fn transform_events<'py>(
         ));
     }
     let hashes = bytes_of(&entry_hashes);
-    let entries: Vec<EntryFacts<'_>> = (0..seqs.len())
-        .map(|i| EntryFacts {
-            seq: seqs[i],
-            tenant_seq: tenant_seqs[i],
-            entry_hash: hashes[i],
+    let entries: Vec<EntryFacts<'_>> = seqs
+        .iter()
+        .zip(&tenant_seqs)
+        .zip(&hashes)
+        .map(|((&seq, &tenant_seq), &entry_hash)| EntryFacts {
+            seq,
+            tenant_seq,
+            entry_hash,
         })
         .collect();
     let events = events.as_bytes();

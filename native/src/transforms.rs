@@ -1,12 +1,12 @@
 //! The built-in transforms of `scr.route.transforms` (`billing_v1`, `analytics_v2`,
 //! `audit_v1`, `raw_v1`), a batch of events at a time.
 //!
-//! The events arrive as JSON lines, one event per line as msgspec writes the `Event` (with the
-//! encoder the worker's outputs use), so `raw_v1` is each line as it is and `audit_v1` wraps it.
-//! Each output is the JSON `_encode(transform(event, entry))` gives, byte for byte. An event
-//! this module cannot shape exactly as Python does (a time or an address in a form msgspec
-//! never writes, a model name only Python's case folding can look up) has no output here:
-//! the caller shapes that one with the Python reference.
+//! The events arrive as JSON lines, one event a line as msgspec writes the `Event` (with the
+//! encoder of the worker's outputs), so `raw_v1` is each line as it is and `audit_v1` wraps
+//! it. Each output is the JSON `encode_output(transform(event, entry))` gives, byte for byte.
+//! An event this module cannot shape exactly as Python does (a time or an address in a form
+//! msgspec never writes, a model name only Python's case folding can look up) has no output
+//! here: the caller shapes that one with the Python reference.
 
 use std::borrow::Cow;
 use std::fmt;
