@@ -3,7 +3,10 @@ reference, and a 1,000-event group through the writer (chain hashes, Merkle leav
 each, in the same run. Under 60 s; ``python -m bench.bench_native``.
 
 (a) per function, on 1,000 realistic events (the stored entry bytes of ``bench.ingest``
-    events): the median over ``REPEATS`` calls of one batch call, in µs per event;
+    events): the median over ``REPEATS`` calls of one batch call, in µs per event; for the
+    destinations' transforms, what the worker pays for a 1,000-event group either way (native:
+    the events written as JSON lines and shaped in one call; reference: each event shaped
+    by its Python transform and encoded);
 (b) ``Committer.append_events`` with the ledger's tree upkeep installed (exactly what the
     server runs), 1,000-event groups, fsync each, runs alternated native/reference: events/s.
 """
@@ -26,6 +29,15 @@ from scr.ledger import upkeep
 from scr.log import commit, entry, merkle
 from scr.log.entry import GENESIS_HASH, LedgerEntry, Provenance, entry_bytes
 from scr.route import signing
+from scr.route.prices import default_prices
+from scr.route.transforms import (
+    BUILTIN_TRANSFORMS,
+    EntryRef,
+    encode_lines,
+    encode_output,
+    resolve_transform,
+)
+from scr.schema import Event
 
 EVENTS = 1000
 TENANTS = 10
@@ -91,6 +103,26 @@ def per_function(core: Any) -> dict[str, Any]:
     }
 
 
+def transforms(core: Any) -> dict[str, Any]:
+    """Each built-in transform of a 1,000-event group, native against the Python path."""
+    events: list[Event] = [sub.event for sub in _submissions(EVENTS, TENANTS)]
+    refs = [EntryRef(seq, seq, bytes(32)) for seq in range(1, EVENTS + 1)]
+    seqs, hashes = [ref.seq for ref in refs], [ref.entry_hash for ref in refs]
+    figures: dict[str, Any] = {"event_json_bytes_mean": round(len(encode_lines(events)) / EVENTS) - 1}
+    for name in BUILTIN_TRANSFORMS:
+        shape = resolve_transform(name, default_prices())
+        plain = default_prices().plain if name == "billing_v1" else None
+
+        def native_group(name: str = name, plain: Any = plain) -> Any:
+            return core.transform_events(name, plain, encode_lines(events), seqs, seqs, hashes)
+
+        def python_group(shape: Any = shape) -> Any:
+            return [encode_output(shape(event, ref)) for event, ref in zip(events, refs, strict=True)]
+
+        figures[name] = _compare(native_group, python_group, EVENTS)
+    return figures
+
+
 @contextlib.contextmanager
 def _bound(chain_hashes: Callable[[Sequence[bytes], Sequence[int], Sequence[bytes]], list[bytes]],
            leaf_hashes: Callable[[Sequence[bytes]], list[bytes]]) -> Iterator[None]:
@@ -135,7 +167,7 @@ def main() -> dict[str, Any]:
     except ImportError:
         return {"native_core": native.STATUS, "why": native.WHY_OFF}
     return {"native_core": native.STATUS, "per_function": per_function(_core),
-            "through_the_writer": through_the_writer(_core)}
+            "transforms": transforms(_core), "through_the_writer": through_the_writer(_core)}
 
 
 if __name__ == "__main__":

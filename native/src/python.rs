@@ -1,11 +1,13 @@
 //! The PyO3 bindings: `scr._core`. Each function takes a whole batch, borrows the bytes
 //! and text of its arguments (immutable Python objects, kept alive by the caller's
-//! references for the whole call), and releases the GIL while it hashes.
+//! references for the whole call), and releases the GIL while it hashes or shapes outputs.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
+use crate::prices::PriceTable;
+use crate::transforms::{self, EntryFacts, Transform};
 use crate::{keys, ledger, webhooks};
 
 fn bytes_of<'a>(items: &'a [Bound<'_, PyBytes>]) -> Vec<&'a [u8]> {
@@ -209,6 +211,57 @@ impl PyKeyIndex {
     }
 }
 
+// ----- the destinations' transforms (scr.route.transforms) --------------------------------------
+
+/// A price table as `scr.route.prices.PriceTable.plain` gives it: its version, and per model
+/// its case-folded name and prices as `str(Decimal)` writes them.
+type PlainPrices = (String, Vec<(String, String, String, String)>);
+
+/// Each event's output of a built-in transform, as `encode_output(transform(event, entry))`
+/// gives it; `None` for an event only the Python reference shapes. `events` are JSON lines, one
+/// event a line; entry `i` was committed at `seqs[i]`, `tenant_seqs[i]`, `entry_hashes[i]`.
+#[pyfunction]
+fn transform_events<'py>(
+    py: Python<'py>,
+    transform: &str,
+    prices: Option<PlainPrices>,
+    events: &Bound<'py, PyBytes>,
+    seqs: Vec<i64>,
+    tenant_seqs: Vec<i64>,
+    entry_hashes: Vec<Bound<'py, PyBytes>>,
+) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+    let shape = Transform::named(transform).ok_or_else(|| {
+        PyValueError::new_err(format!("{transform:?} is not a built-in transform"))
+    })?;
+    if seqs.len() != tenant_seqs.len() || seqs.len() != entry_hashes.len() {
+        return Err(PyValueError::new_err(
+            "seqs, tenant_seqs and entry_hashes differ in length",
+        ));
+    }
+    let hashes = bytes_of(&entry_hashes);
+    let entries: Vec<EntryFacts<'_>> = seqs
+        .iter()
+        .zip(&tenant_seqs)
+        .zip(&hashes)
+        .map(|((&seq, &tenant_seq), &entry_hash)| EntryFacts {
+            seq,
+            tenant_seq,
+            entry_hash,
+        })
+        .collect();
+    let events = events.as_bytes();
+    let outputs = py
+        .detach(|| {
+            let table = prices.map(|(version, rows)| PriceTable::new(version, &rows));
+            transforms::transform_events(shape, table.as_ref(), events, &entries)
+        })
+        .map_err(|error| PyValueError::new_err(error.to_string()))?;
+    Ok(outputs
+        .iter()
+        .map(|output| output.as_deref().map(|body| PyBytes::new(py, body)))
+        .collect())
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -220,5 +273,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(sign, module)?)?;
     module.add_function(wrap_pyfunction!(event_keys, module)?)?;
     module.add_class::<PyKeyIndex>()?;
+    module.add_function(wrap_pyfunction!(transform_events, module)?)?;
     Ok(())
 }

@@ -13,7 +13,10 @@ The native functions and their references:
 - ``chain_hashes``: ``scr.log.entry.chain_hashes`` (a group's per-tenant chain hashes);
 - ``webhook_ids``, ``batch_webhook_id``, ``sign``: ``scr.route.signing`` (Standard Webhooks);
 - ``event_keys`` and the class ``KeyIndex``: ``scr.log.keys`` (the embedded store's
-  dedup index, kept durable by ``scr.store.keylog``).
+  dedup index, kept durable by ``scr.store.keylog``);
+- ``transform_events``: ``scr.route.transforms.transform_events`` (the built-in transforms'
+  outputs of a batch of events; the native one may leave an event to the reference, which
+  ``scr.route.outputs`` then calls).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from scr.log import entry, keys, merkle
-from scr.route import signing
+from scr.route import signing, transforms
+from scr.route.prices import PlainPrices
 
 FORCE_REFERENCE_ENV = "SCR_NATIVE"  # "0": run the pure-Python reference
 
@@ -52,6 +56,9 @@ batch_webhook_id: Callable[[str, int, int], str]
 sign: Callable[[list[bytes], str, int, bytes], str]
 event_keys: Callable[[Sequence[str], Sequence[str]], list[int]]
 KeyIndex: type[keys.KeyIndex]
+transform_events: Callable[
+    [str, PlainPrices | None, bytes, Sequence[int], Sequence[int], Sequence[bytes]], list[bytes | None]
+]
 
 if _core is not None:
     leaf_hashes = _core.leaf_hashes
@@ -62,6 +69,7 @@ if _core is not None:
     sign = _core.sign
     event_keys = _core.event_keys
     KeyIndex = _core.KeyIndex
+    transform_events = _core.transform_events
 else:
     leaf_hashes = merkle.leaf_hashes
     chain_hashes = entry.chain_hashes
@@ -71,3 +79,4 @@ else:
     sign = signing.sign
     event_keys = keys.event_keys
     KeyIndex = keys.KeyIndex
+    transform_events = transforms.transform_events

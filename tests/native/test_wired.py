@@ -4,8 +4,10 @@ In one process, the same groups are committed through the native core and throug
 Python reference (the bound functions swapped, the clock fixed): the ledger rows and the
 stored Merkle tiles are equal byte for byte. Then a real ``scr serve`` ingests the same
 events with the core on and with ``SCR_NATIVE=0``: every chain hash and leaf checks out
-against the reference, the entries differ only in their commit times, and the webhooks carry
-the same ids and signatures the reference verifies.
+against the reference, the entries differ only in their commit times, the webhooks carry
+the same ids and signatures the reference verifies, and every built-in transform's
+destination receives the same bytes (an ``audit_v1`` entry hash aside: it covers the commit
+time).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from scr.ledger.upkeep import TreeKeeper
 from scr.log import commit, entry, merkle
 from scr.log.commit import Committer
 from scr.route import signing
+from scr.route.transforms import BUILTIN_TRANSFORMS
 from scr.store.sqlite import DATABASE_FILE, SqliteStore
 from support import Receiver, ServerProcess, make_event, run_scr, wait_for
 
@@ -96,40 +99,47 @@ def test_the_writer_and_the_trees_write_the_same_bytes_either_way(
 
 # ----- a real server, with the core on and off -------------------------------------------------
 
+# Every built-in transform, delivered one event per request and in batches.
+DESTINATIONS = [f"{transform}{suffix}" for transform in BUILTIN_TRANSFORMS for suffix in ("", "_batched")]
+# What varies the transforms' work: offsets and fractions, addresses of every kind, priced,
+# snapshot, unknown and non-ASCII models.
+TIMESTAMPS = ("2026-11-25T10:00:05Z", "2026-11-25T11:30:05.250+01:30", "2026-11-25T04:00:05.000001-06:00")
+ADDRESSES = ("203.0.113.77", "2001:db8:85a3::8a2e:370:7334", "::ffff:198.51.100.9", "2002:c633:6409::1")
+MODELS = ("gpt-4o", "GPT-4o-2024-08-06", "house-llm", "gpt-4o-ünï")
 
-def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool) -> dict[str, Any]:
-    """Run ``scr serve`` (the core on or off), ingest the same events, and keep what it wrote
-    and delivered."""
-    if native:
-        monkeypatch.delenv("SCR_NATIVE", raising=False)
-    else:
-        monkeypatch.setenv("SCR_NATIVE", "0")
-    folder = tmp_path / ("native" if native else "reference")
+
+def served(folder: Path) -> dict[str, Any]:
+    """Run ``scr serve`` (the core on or off, as ``SCR_NATIVE`` says), ingest the same events,
+    and keep what it wrote and delivered."""
     data = folder / "data"
-    one, batched = Receiver(), Receiver()
+    receivers = {name: Receiver() for name in DESTINATIONS}
     config = folder / "scr.yaml"
     folder.mkdir()
-    config.write_text(config_text(
-        f'      - {{name: single, endpoint: "{one.url}", transform: raw_v1, secret: "{SECRET}"}}\n'
-        f'      - {{name: batched, endpoint: "{batched.url}", transform: raw_v1, '
-        f'secret: "{SECRET}", batch_size: {BATCH_SIZE}}}'
-    ))
+    config.write_text(config_text("\n".join(
+        f'      - {{name: {name}, endpoint: "{receiver.url}", secret: "{SECRET}", '
+        f'transform: {name.removesuffix("_batched")}'
+        + (f", batch_size: {BATCH_SIZE}}}" if name.endswith("_batched") else "}")
+        for name, receiver in receivers.items()
+    )))
     key = issue_key(data, "org_acme", "platform")
     events = [make_event(f"evt_{i}", **{"user.organization_id": TENANTS[i % len(TENANTS)],
-                                           "outcome.final_message": "Résumé ✓ " * i})
+                                           "outcome.final_message": "Résumé ✓ " * i,
+                                           "timestamp": TIMESTAMPS[i % len(TIMESTAMPS)],
+                                           "metadata.source_ip": ADDRESSES[i % len(ADDRESSES)],
+                                           "usage.model": MODELS[i % len(MODELS)]})
               for i in range(SERVED_EVENTS)]
     server = ServerProcess(data, config).start()
     try:
         response = httpx.post(f"{server.url}/v1/events", json=events,
                               headers={"authorization": f"Bearer {key}"}, timeout=30)
         assert response.status_code == 202, response.text
-        for receiver in (one, batched):
+        for receiver in receivers.values():
             wait_for(lambda r=receiver: len(r.event_ids()) == SERVED_EVENTS,  # type: ignore[misc]
                      timeout_s=DELIVERY_TIMEOUT_S, what="every event delivered")
     finally:
         server.stop()
-        one.close()
-        batched.close()
+        for receiver in receivers.values():
+            receiver.close()
     database = sqlite3.connect(data / DATABASE_FILE)
     try:
         ledger = database.execute(
@@ -138,8 +148,23 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool) -> dic
     finally:
         database.close()
     log = "".join(path.read_text() for path in folder.glob("server-*.log"))
-    return {"ledger": ledger, "single": one.received, "batched": batched.received, "log": log,
-            "data": data}
+    return {"ledger": ledger, "received": {name: r.received for name, r in receivers.items()},
+            "log": log, "data": data}
+
+
+@pytest.fixture(scope="module")
+def runs(core: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[bool, dict[str, Any]]:
+    """The same ingest served with the core on (True) and off (False)."""
+    folder = tmp_path_factory.mktemp("served")
+    runs = {}
+    for native in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            if native:
+                patch.delenv("SCR_NATIVE", raising=False)
+            else:
+                patch.setenv("SCR_NATIVE", "0")
+            runs[native] = served(folder / ("native" if native else "reference"))
+    return runs
 
 
 def check_hashes(ledger: Rows) -> None:
@@ -166,16 +191,13 @@ def check_signatures(requests: list[Any]) -> None:
                               request.body, request.headers["webhook-signature"])
 
 
-def test_a_real_ingest_is_the_same_with_the_core_on_and_off(
-    core: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    on = served(tmp_path, monkeypatch, native=True)
-    off = served(tmp_path, monkeypatch, native=False)
+def test_a_real_ingest_is_the_same_with_the_core_on_and_off(runs: dict[bool, dict[str, Any]]) -> None:
+    on, off = runs[True], runs[False]
     assert "native core: on" in on["log"]
     assert "native core: off (pure Python)" in off["log"]
     for run in (on, off):
         check_hashes(run["ledger"])
-        check_signatures(run["single"] + run["batched"])
+        check_signatures([request for requests in run["received"].values() for request in requests])
     run_scr("ledger", "verify", "--data", str(on["data"]))  # the trees the native core hashed, too
     # the same entries, apart from when they were committed and by which key
     events_on = [(t, s, k, without_time_and_key(e)) for t, s, k, e, _ in on["ledger"] if k != "KEY_CREATED"]
@@ -185,11 +207,40 @@ def test_a_real_ingest_is_the_same_with_the_core_on_and_off(
     # per-event webhook ids derive from (destination, event id): the same in both runs
     def ids_by_event(requests: list[Any]) -> dict[str, str]:
         return {json.loads(r.body)["event_id"]: r.headers["webhook-id"] for r in requests}
-    assert ids_by_event(on["single"]) == ids_by_event(off["single"])
-    assert ids_by_event(on["single"]) == {
-        event_id: signing.webhook_id("single", event_id) for event_id in ids_by_event(on["single"])
+    single_on, single_off = on["received"]["raw_v1"], off["received"]["raw_v1"]
+    assert ids_by_event(single_on) == ids_by_event(single_off)
+    assert ids_by_event(single_on) == {
+        event_id: signing.webhook_id("raw_v1", event_id) for event_id in ids_by_event(single_on)
     }
     # a batch's id derives from its ledger positions, which the two runs share
-    assert sorted(r.headers["webhook-id"] for r in on["batched"]) == sorted(
-        r.headers["webhook-id"] for r in off["batched"]
+    assert sorted(r.headers["webhook-id"] for r in on["received"]["raw_v1_batched"]) == sorted(
+        r.headers["webhook-id"] for r in off["received"]["raw_v1_batched"]
     )
+
+
+def delivered_outputs(run: dict[str, Any], destination: str) -> list[bytes]:
+    """Each output a destination received (a batch's items as they were written), in ledger
+    order, with an ``audit_v1`` entry hash (the commit time is in it) checked against the
+    run's ledger and taken out."""
+    outputs = []
+    for request in run["received"][destination]:
+        if destination.endswith("_batched"):
+            outputs += [bytes(item) for item in msgspec.json.decode(request.body, type=list[msgspec.Raw])]
+        else:
+            outputs.append(request.body)
+    if destination.startswith("audit_v1"):
+        hashes = {digest.hex() for *_, digest in run["ledger"]}
+        for index, output in enumerate(outputs):
+            entry_hash = msgspec.json.decode(output)["entry_hash"]
+            assert entry_hash in hashes
+            outputs[index] = output.replace(entry_hash.encode(), b"")
+    return sorted(outputs, key=lambda output: msgspec.json.decode(output)["event_id"])
+
+
+@pytest.mark.parametrize("destination", DESTINATIONS)
+def test_destinations_receive_the_same_bytes_with_the_core_on_and_off(
+    runs: dict[bool, dict[str, Any]], destination: str
+) -> None:
+    on, off = (delivered_outputs(runs[native], destination) for native in (True, False))
+    assert len(on) == SERVED_EVENTS
+    assert on == off

@@ -91,6 +91,11 @@ class _PriceFileSpelling(msgspec.Struct):
 _spelling_decoder = msgspec.json.Decoder(_PriceFileSpelling, float_hook=Decimal)
 
 
+# A price table as the native core reads it (``PriceTable.plain``): its version, and per model
+# its case-folded name and its input, output and cached-input prices as ``str(Decimal)`` writes them.
+PlainPrices = tuple[str, list[tuple[str, str, str, str]]]
+
+
 class PriceTable:
     """A named version of per-model prices, and the cost rule applied to them."""
 
@@ -101,6 +106,24 @@ class PriceTable:
 
     def __len__(self) -> int:
         return len(self._models)
+
+    @functools.cached_property
+    def plain(self) -> PlainPrices:
+        """The table in the plain form the native core costs events with (made once)."""
+        rows = [
+            (name, str(price.input_per_mtok), str(price.output_per_mtok), str(price.cached_input_per_mtok))
+            for name, price in self._models.items()
+        ]
+        return self.version, rows
+
+    @classmethod
+    def from_plain(cls, plain: PlainPrices) -> PriceTable:
+        """The table ``plain`` writes (the reference of the native core reads it back so)."""
+        version, rows = plain
+        return cls(version, {
+            name: ModelPrice(Decimal(input_price), Decimal(output_price), Decimal(cached_price))
+            for name, input_price, output_price, cached_price in rows
+        })
 
     def models(self) -> dict[str, ModelPrice]:
         """Every model's price, by the name the table gives it."""

@@ -42,6 +42,11 @@ are RFC 3339 strings.
 (times as sent, including their offset; money as the client's decimal string; absent
 optional fields omitted).
 
+Each output is sent as ``encode_output`` writes it. ``transform_events`` shapes a batch of
+events (JSON lines) with a built-in transform: the reference of the native core's
+function of the same name (``scr.native``), which the destinations use when the core is on
+(``scr.route.outputs``).
+
 Custom — a destination's ``transform`` may be ``{python: "module:function"}`` (or the string
 ``"module:function"``). The function is imported once, when the destination is set up, and
 called as ``function(event_dict, entry_ref)`` with the event as ``raw_v1`` gives it and the
@@ -55,7 +60,7 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -64,12 +69,20 @@ import msgspec
 
 from scr.errors import ConfigError, Detail
 from scr.route.price_file import PriceSource
-from scr.route.prices import default_prices, format_usd
+from scr.route.prices import PlainPrices, PriceTable, default_prices, format_usd
 from scr.schema import Event
 
 IPV4_ANALYTICS_PREFIX_BITS = 24
 IPV6_ANALYTICS_PREFIX_BITS = 48
 TAG_COLUMN_PREFIX = "tag_"
+
+
+# How every output is written: money as decimal strings, never floats.
+_output_encoder = msgspec.json.Encoder(decimal_format="string")
+encode_output = _output_encoder.encode
+# Events as JSON lines, one a line, each as ``encode_output`` writes it (``transform_events``).
+encode_lines = _output_encoder.encode_lines
+_event_decoder = msgspec.json.Decoder(Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +244,36 @@ def resolve_transform(
         f"unknown transform {spec!r}",
         [Detail("transform", f"use one of {', '.join(BUILTIN_TRANSFORMS)} or {{python: module:function}}")],
     )
+
+
+def transform_events(
+    transform: str, prices: PlainPrices | None, events: bytes, seqs: Sequence[int],
+    tenant_seqs: Sequence[int], entry_hashes: Sequence[bytes],
+) -> list[bytes | None]:
+    """Each event's output of the built-in ``transform``, as ``encode_output`` writes it.
+
+    ``events`` are JSON lines, one event a line (as ``encode_lines`` writes them); event ``i``
+    was committed at ``seqs[i]``, ``tenant_seqs[i]`` with ``entry_hashes[i]``; ``billing_v1``
+    costs them with ``prices`` (``PriceTable.plain``). The reference of the native
+    core's function, which may answer ``None`` for an event it leaves to this one; this one
+    never does. Raise ``ValueError`` for a transform that is not built in, a billing batch
+    without prices or lengths that differ.
+    """
+    if transform not in BUILTIN_TRANSFORMS:
+        raise ValueError(f"{transform!r} is not a built-in transform")
+    if transform == "billing_v1" and prices is None:
+        raise ValueError("billing_v1 needs a price table")
+    shape = resolve_transform(transform, None if prices is None else PriceTable.from_plain(prices))
+    try:
+        decoded = _event_decoder.decode_lines(events)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise ValueError(f"the events are not JSON lines of events: {error}") from None
+    if not len(decoded) == len(seqs) == len(tenant_seqs) == len(entry_hashes):
+        raise ValueError("events, seqs, tenant_seqs and entry_hashes differ in length")
+    return [
+        encode_output(shape(event, EntryRef(seq, tenant_seq, entry_hash)))
+        for event, seq, tenant_seq, entry_hash in zip(decoded, seqs, tenant_seqs, entry_hashes, strict=True)
+    ]
 
 
 def _custom(target: str) -> Transform:

@@ -27,8 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from scr.config import DestinationConfig
 from scr.log.commit import Committed, Committer, utc_now
 from scr.log.entry import Kind
@@ -36,12 +34,12 @@ from scr.log.tail import LedgerTail, from_store
 from scr.metrics import Metrics
 from scr.native import batch_webhook_id, sign, webhook_ids
 from scr.privacy.sealing import SUBJECT_PREFIX, without_personal
+from scr.route.outputs import Outputs
 from scr.route.price_file import live_prices
 from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
 from scr.route.selection import passes_filter, sampled_in
 from scr.route.signing import webhook_id
 from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
-from scr.route.transforms import EntryRef, resolve_transform
 from scr.schema import Event
 from scr.security.audit import Acting, append_admin_action
 from scr.store.protocol import Store, Transaction
@@ -62,8 +60,6 @@ MAX_CHUNKS_IN_FLIGHT = 4
 # held each file to ~850 events/s (batch_size is a webhook's request size, not a file's).
 FILE_DELIVERY_EVENTS = CHUNK_ENTRIES
 ERROR_EXCERPT_CHARS = 300
-
-_encode = msgspec.json.Encoder(decimal_format="string").encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +103,7 @@ class DestinationWorker:
         self.committer = committer
         self.tail = tail
         self.metrics = metrics
-        self.transform = resolve_transform(config.transform, live_prices(data_dir))
+        self.outputs = Outputs(config.transform, live_prices(data_dir), self._shown)
         self.secrets = config.secrets()
         self.sink = _make_sink(config, data_dir)
         self.events_per_delivery = (
@@ -263,9 +259,9 @@ class DestinationWorker:
     def _update_gauges(self) -> None:
         self.metrics.lag_entries.labels(self.name).set(self.lag)
 
-    def _shown(self, event: Event | None) -> Event | None:
+    def _shown(self, event: Event) -> Event:
         """The event as this destination may see it (``personal_fields: false``: without them)."""
-        if event is None or self.config.personal_fields:
+        if self.config.personal_fields:
             return event
         user_id, opener = event.user.user_id, self.tail.opener
         subject = None
@@ -315,6 +311,7 @@ class DestinationWorker:
                 (parked if self.session_of(entry) in self.open_sessions else ready).append(entry)
             chosen = ready
         deliveries = self._group(chosen)
+        self._prepare(deliveries)
         attempts = await self._send_all(deliveries)
         rows, attempt_rows = self._settle(deliveries, attempts, parked)
         return ChunkOutcome(entries[-1].seq, rows, attempt_rows)
@@ -397,14 +394,21 @@ class DestinationWorker:
             await asyncio.gather(*(lane(indexes) for indexes in lanes.values()))
         return [results[i] for i in range(len(deliveries))]
 
+    def _prepare(self, deliveries: Sequence[Delivery]) -> None:
+        """Fill in the outputs of the deliveries that have none yet: each budget alert's body,
+        and the events of all the others transformed together (``Outputs``: one native call)."""
+        waiting = [d for d in deliveries if not d.outputs]
+        for delivery in waiting:
+            if _is_alert(delivery.entries[0]):  # alone in its delivery, sent as it is
+                delivery.outputs = [alert_body(delivery.entries[0].payload)]
+        events = [d for d in waiting if not d.outputs]
+        outputs = iter(self.outputs.of([e for d in events for e in d.entries]))
+        for delivery in events:
+            delivery.outputs = [next(outputs) for _ in delivery.entries]
+
     async def _send(self, delivery: Delivery) -> Attempt:
         alone = _is_alert(delivery.entries[0])
-        if not delivery.outputs:
-            delivery.outputs = [
-                alert_body(e.payload) if alone else
-                _encode(self.transform(self._shown(e.event), EntryRef(e.seq, e.tenant_seq, e.entry_hash)))  # type: ignore[arg-type]
-                for e in delivery.entries
-            ]
+        self._prepare([delivery])
         if self.events_per_delivery > 1 and not alone:
             body = b"[" + b",".join(delivery.outputs) + b"]"
         else:
@@ -575,6 +579,7 @@ class DestinationWorker:
             delivery.entries.append(from_store(stored, self.tail.opener))
             delivery.attempts.append(row.attempts)
         deliveries = list(groups.values())
+        self._prepare(deliveries)
         attempts = await asyncio.gather(*(self._send(d) for d in deliveries))
         rows_out: list[DeliveryRow] = []
         attempt_rows: list[AttemptRow] = []

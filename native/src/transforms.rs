@@ -1,0 +1,480 @@
+//! The built-in transforms of `scr.route.transforms` (`billing_v1`, `analytics_v2`,
+//! `audit_v1`, `raw_v1`), a batch of events at a time.
+//!
+//! The events arrive as JSON lines, one event a line as msgspec writes the `Event` (with the
+//! encoder of the worker's outputs), so `raw_v1` is each line as it is and `audit_v1` wraps
+//! it. Each output is the JSON `encode_output(transform(event, entry))` gives, byte for byte.
+//! An event this module cannot shape exactly as Python does (a time or an address in a form
+//! msgspec never writes, a model name only Python's case folding can look up) has no output
+//! here: the caller shapes that one with the Python reference.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::ip_prefix::ip_prefix;
+use crate::json_out::JsonObject;
+use crate::prices::{Cost, PriceTable, Tokens};
+use crate::times::rfc3339_utc;
+
+const TAG_COLUMN_PREFIX: &str = "tag_";
+/// About the size of one output, to allocate it once.
+const OUTPUT_CAPACITY_BYTES: usize = 768;
+
+/// A built-in transform.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Transform {
+    Billing,
+    Analytics,
+    Audit,
+    Raw,
+}
+
+impl Transform {
+    /// The transform a destination names; `None` for a name that is not built in.
+    pub fn named(name: &str) -> Option<Transform> {
+        match name {
+            "billing_v1" => Some(Transform::Billing),
+            "analytics_v2" => Some(Transform::Analytics),
+            "audit_v1" => Some(Transform::Audit),
+            "raw_v1" => Some(Transform::Raw),
+            _ => None,
+        }
+    }
+}
+
+/// The ledger facts of the entry an event was committed as (`EntryRef`).
+#[derive(Clone, Copy, Debug)]
+pub struct EntryFacts<'a> {
+    pub seq: i64,
+    pub tenant_seq: i64,
+    pub entry_hash: &'a [u8],
+}
+
+/// Why a batch cannot be transformed at all.
+#[derive(Debug, PartialEq)]
+pub enum BatchError {
+    NotJsonLines(String),
+    Mismatch { events: usize, entries: usize },
+    NoPriceTable,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchError::NotJsonLines(why) => write!(f, "the events are not JSON lines: {why}"),
+            BatchError::Mismatch { events, entries } => {
+                write!(
+                    f,
+                    "{events} events but {entries} ledger entries: the lengths differ"
+                )
+            }
+            BatchError::NoPriceTable => write!(f, "billing_v1 needs a price table"),
+        }
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// Each event's output (`None`: shape it with the Python reference).
+pub fn transform_events(
+    transform: Transform,
+    prices: Option<&PriceTable>,
+    events: &[u8],
+    entries: &[EntryFacts<'_>],
+) -> Result<Vec<Option<Vec<u8>>>, BatchError> {
+    let text =
+        std::str::from_utf8(events).map_err(|error| BatchError::NotJsonLines(error.to_string()))?;
+    let items = json_lines(text).ok_or_else(|| BatchError::NotJsonLines("an empty line".into()))?;
+    if items.len() != entries.len() {
+        return Err(BatchError::Mismatch {
+            events: items.len(),
+            entries: entries.len(),
+        });
+    }
+    if transform == Transform::Billing && prices.is_none() {
+        return Err(BatchError::NoPriceTable);
+    }
+    Ok(items
+        .iter()
+        .zip(entries)
+        .map(|(&event, entry)| match (transform, prices) {
+            (Transform::Billing, Some(table)) => billing_v1(&parsed(event)?, table),
+            (Transform::Analytics, _) => analytics_v2(&parsed(event)?),
+            (Transform::Audit, _) => audit_v1(event, entry),
+            _ => raw_v1(event),
+        })
+        .collect())
+}
+
+fn parsed(event: &str) -> Option<EventView<'_>> {
+    serde_json::from_str(event).ok()
+}
+
+/// Each line of JSON lines; `None` if a line is empty. A newline never appears inside a JSON
+/// value as msgspec writes it (it escapes every control character), so splitting at each one
+/// (memchr's speed) finds the values without reading them: each is read, and so checked, by
+/// its transform.
+fn json_lines(text: &str) -> Option<Vec<&str>> {
+    let lines: Vec<&str> = text.split_terminator('\n').collect();
+    if lines.iter().any(|line| line.is_empty()) {
+        return None;
+    }
+    Some(lines)
+}
+
+/// `billing_v1`: what a billing system reconciles, costed with `prices`.
+fn billing_v1(event: &EventView<'_>, prices: &PriceTable) -> Option<Vec<u8>> {
+    let (usage, session) = (&event.usage, &event.session);
+    let tokens = Tokens {
+        input: usage.input_tokens,
+        output: usage.output_tokens,
+        cache_read: usage.cache_read_tokens.unwrap_or(0),
+    };
+    let cost = match prices.cost(&usage.model.0, tokens) {
+        Cost::Usd(text) => Some(text),
+        Cost::Unpriced => None,
+        Cost::Undecided => return None,
+    };
+    let mut row = JsonObject::with_capacity(OUTPUT_CAPACITY_BYTES);
+    row.str("schema", "billing_v1")
+        .str("event_id", &event.event_id.0)
+        .str("tenant_id", &event.user.organization_id.0)
+        .str("user_id", &event.user.user_id.0)
+        .str("session_id", &session.session_id.0)
+        .str("session_type", &session.session_type.0)
+        .str("model", &usage.model.0)
+        .opt_str("provider", text(&usage.provider))
+        .uint("input_tokens", usage.input_tokens)
+        .uint("output_tokens", usage.output_tokens)
+        .uint("total_tokens", usage.total_tokens)
+        .uint("cache_read_tokens", usage.cache_read_tokens.unwrap_or(0))
+        .uint("cache_write_tokens", usage.cache_write_tokens.unwrap_or(0))
+        .uint("reasoning_tokens", usage.reasoning_tokens.unwrap_or(0))
+        .opt_str("cost_usd", cost.as_deref())
+        .str("price_table_version", &prices.version)
+        .bool("model_priced", cost.is_some())
+        .str("estimated_cost_usd", &usage.estimated_cost_usd.0)
+        .str("outcome_status", &event.outcome.status.0)
+        .str("start_time", &rfc3339_utc(&session.start_time.0)?)
+        .str("end_time", &rfc3339_utc(&session.end_time.0)?)
+        .str("timestamp", &rfc3339_utc(&event.timestamp.0)?);
+    Some(row.finish())
+}
+
+/// `analytics_v2`: one flat row, the source IP reduced to its network, a column per tag.
+fn analytics_v2(event: &EventView<'_>) -> Option<Vec<u8>> {
+    let (usage, session, metadata) = (&event.usage, &event.session, &event.metadata);
+    let source_ip_prefix = match &metadata.source_ip {
+        Some(address) => Some(ip_prefix(&address.0)?),
+        None => None,
+    };
+    let mut row = JsonObject::with_capacity(OUTPUT_CAPACITY_BYTES);
+    row.str("schema", "analytics_v2")
+        .str("event_id", &event.event_id.0)
+        .str("tenant_id", &event.user.organization_id.0)
+        .str("user_id", &event.user.user_id.0)
+        .str("tier", &event.user.tier.0)
+        .str("session_id", &session.session_id.0)
+        .str("session_type", &session.session_type.0)
+        .str("start_time", &rfc3339_utc(&session.start_time.0)?)
+        .str("end_time", &rfc3339_utc(&session.end_time.0)?)
+        .uint("duration_ms", session.duration_ms)
+        .str("model", &usage.model.0)
+        .opt_str("provider", text(&usage.provider))
+        .uint("input_tokens", usage.input_tokens)
+        .uint("output_tokens", usage.output_tokens)
+        .uint("total_tokens", usage.total_tokens)
+        .opt_uint("cache_read_tokens", usage.cache_read_tokens)
+        .opt_uint("reasoning_tokens", usage.reasoning_tokens)
+        .str("estimated_cost_usd", &usage.estimated_cost_usd.0)
+        .str("outcome_status", &event.outcome.status.0)
+        .opt_str("error_code", text(&event.outcome.error_code))
+        .opt_str("client_version", text(&metadata.client_version))
+        .opt_str("source_ip_prefix", source_ip_prefix.as_deref());
+    for (key, value) in &metadata.custom_tags.0 {
+        row.prefixed_str(TAG_COLUMN_PREFIX, &key.0, &value.0);
+    }
+    Some(row.finish())
+}
+
+/// `audit_v1`: the whole event (as it came) with its ledger position and hash.
+fn audit_v1(event: &str, entry: &EntryFacts<'_>) -> Option<Vec<u8>> {
+    let identity: EventIdentity<'_> = serde_json::from_str(event).ok()?;
+    let mut row = JsonObject::with_capacity(event.len() + OUTPUT_CAPACITY_BYTES / 4);
+    row.str("schema", "audit_v1")
+        .str("event_id", &identity.event_id.0)
+        .int("ledger_seq", entry.seq)
+        .int("tenant_seq", entry.tenant_seq)
+        .hex("entry_hash", entry.entry_hash)
+        .raw("event", event.as_bytes());
+    Some(row.finish())
+}
+
+/// `raw_v1`: the event as it came, once it reads as JSON.
+fn raw_v1(event: &str) -> Option<Vec<u8>> {
+    serde_json::from_str::<IgnoredAny>(event).ok()?;
+    Some(event.as_bytes().to_vec())
+}
+
+fn text<'t>(value: &'t Option<Text<'_>>) -> Option<&'t str> {
+    value.as_ref().map(|t| t.0.as_ref())
+}
+
+// ----- the event, as the transforms read it --------------------------------------------------
+
+/// A JSON string, borrowed from the input unless it had escapes.
+#[derive(Debug)]
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(value))
+            }
+            fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(value.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor).map(Text)
+    }
+}
+
+/// An object of strings, its members in the order written (Python's dict order).
+#[derive(Debug, Default)]
+struct Tags<'a>(Vec<(Text<'a>, Text<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Tags<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TagsVisitor;
+        impl<'de> Visitor<'de> for TagsVisitor {
+            type Value = Tags<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(pair) = map.next_entry::<Text<'de>, Text<'de>>()? {
+                    pairs.push(pair);
+                }
+                Ok(Tags(pairs))
+            }
+        }
+        deserializer.deserialize_map(TagsVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct EventIdentity<'a> {
+    #[serde(borrow)]
+    event_id: Text<'a>,
+}
+
+#[derive(Deserialize)]
+struct EventView<'a> {
+    #[serde(borrow)]
+    event_id: Text<'a>,
+    #[serde(borrow)]
+    timestamp: Text<'a>,
+    #[serde(borrow)]
+    session: SessionView<'a>,
+    #[serde(borrow)]
+    user: UserView<'a>,
+    #[serde(borrow)]
+    usage: UsageView<'a>,
+    #[serde(borrow)]
+    outcome: OutcomeView<'a>,
+    #[serde(borrow, default)]
+    metadata: MetadataView<'a>,
+}
+
+#[derive(Deserialize)]
+struct SessionView<'a> {
+    #[serde(borrow)]
+    session_id: Text<'a>,
+    #[serde(borrow)]
+    session_type: Text<'a>,
+    #[serde(borrow)]
+    start_time: Text<'a>,
+    #[serde(borrow)]
+    end_time: Text<'a>,
+    duration_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct UserView<'a> {
+    #[serde(borrow)]
+    user_id: Text<'a>,
+    #[serde(borrow)]
+    organization_id: Text<'a>,
+    #[serde(borrow)]
+    tier: Text<'a>,
+}
+
+#[derive(Deserialize)]
+struct UsageView<'a> {
+    input_tokens: u64,
+    output_tokens: u64,
+    total_tokens: u64,
+    #[serde(borrow)]
+    model: Text<'a>,
+    #[serde(borrow)]
+    estimated_cost_usd: Text<'a>, // a decimal string, as str(Decimal) writes it
+    #[serde(borrow, default)]
+    provider: Option<Text<'a>>,
+    #[serde(default)]
+    cache_read_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct OutcomeView<'a> {
+    #[serde(borrow)]
+    status: Text<'a>,
+    #[serde(borrow, default)]
+    error_code: Option<Text<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct MetadataView<'a> {
+    #[serde(borrow, default)]
+    client_version: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    source_ip: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    custom_tags: Tags<'a>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = concat!(
+        r#"{"event_type":"session.completed","event_id":"evt_1","timestamp":"2026-11-25T11:00:05.000100+01:00","#,
+        r#""session":{"session_id":"s_1","session_type":"chat","start_time":"2026-11-25T09:58:00Z","#,
+        r#""end_time":"2026-11-25T10:00:00Z","duration_ms":120000},"#,
+        r#""user":{"user_id":"user_\"42\"","organization_id":"org_a","tier":"pro"},"#,
+        r#""usage":{"input_tokens":1200,"output_tokens":300,"total_tokens":1500,"model":"gpt-4o-2024","#,
+        r#""estimated_cost_usd":"0.0075","provider":"openai","cache_read_tokens":200},"#,
+        r#""outcome":{"status":"success","final_message":"hi"},"#,
+        r#""metadata":{"source_ip":"::ffff:203.0.113.77","custom_tags":{"z":"1","a":"\u0001"}}}"#
+    );
+    const ENTRY: EntryFacts<'static> = EntryFacts {
+        seq: 7,
+        tenant_seq: 3,
+        entry_hash: &[0xab, 0x01],
+    };
+
+    fn one(transform: Transform, event: &str) -> Option<String> {
+        let table = PriceTable::new(
+            "2026-11".into(),
+            &[("gpt-4o".into(), "2.5".into(), "10".into(), "1.25".into())],
+        );
+        let batch = format!("{event}\n");
+        let mut outputs =
+            transform_events(transform, Some(&table), batch.as_bytes(), &[ENTRY]).unwrap();
+        outputs
+            .pop()
+            .unwrap()
+            .map(|o| String::from_utf8(o).unwrap())
+    }
+
+    #[test]
+    fn billing_v1_costs_the_event_and_normalizes_its_times() {
+        assert_eq!(
+            one(Transform::Billing, EVENT).unwrap(),
+            concat!(
+                r#"{"schema":"billing_v1","event_id":"evt_1","tenant_id":"org_a","user_id":"user_\"42\"","#,
+                r#""session_id":"s_1","session_type":"chat","model":"gpt-4o-2024","provider":"openai","#,
+                r#""input_tokens":1200,"output_tokens":300,"total_tokens":1500,"cache_read_tokens":200,"#,
+                r#""cache_write_tokens":0,"reasoning_tokens":0,"cost_usd":"0.0057500000","#,
+                r#""price_table_version":"2026-11","model_priced":true,"estimated_cost_usd":"0.0075","#,
+                r#""outcome_status":"success","start_time":"2026-11-25T09:58:00Z","#,
+                r#""end_time":"2026-11-25T10:00:00Z","timestamp":"2026-11-25T10:00:05.000100Z"}"#
+            )
+        );
+    }
+
+    #[test]
+    fn analytics_v2_writes_nulls_the_prefix_and_a_column_per_tag_in_order() {
+        assert_eq!(
+            one(Transform::Analytics, EVENT).unwrap(),
+            concat!(
+                r#"{"schema":"analytics_v2","event_id":"evt_1","tenant_id":"org_a","user_id":"user_\"42\"","#,
+                r#""tier":"pro","session_id":"s_1","session_type":"chat","start_time":"2026-11-25T09:58:00Z","#,
+                r#""end_time":"2026-11-25T10:00:00Z","duration_ms":120000,"model":"gpt-4o-2024","#,
+                r#""provider":"openai","input_tokens":1200,"output_tokens":300,"total_tokens":1500,"#,
+                r#""cache_read_tokens":200,"reasoning_tokens":null,"estimated_cost_usd":"0.0075","#,
+                r#""outcome_status":"success","error_code":null,"client_version":null,"#,
+                r#""source_ip_prefix":"203.0.113.0/24","tag_z":"1","tag_a":"\u0001"}"#
+            )
+        );
+    }
+
+    #[test]
+    fn audit_v1_and_raw_v1_carry_the_event_as_it_came() {
+        assert_eq!(
+            one(Transform::Audit, EVENT).unwrap(),
+            format!(
+                r#"{{"schema":"audit_v1","event_id":"evt_1","ledger_seq":7,"tenant_seq":3,"entry_hash":"ab01","event":{EVENT}}}"#
+            )
+        );
+        assert_eq!(one(Transform::Raw, EVENT).unwrap(), EVENT);
+    }
+
+    #[test]
+    fn an_event_only_python_can_shape_has_no_output() {
+        let zoned = EVENT.replace("::ffff:203.0.113.77", "fe80::1%eth0");
+        assert_eq!(one(Transform::Analytics, &zoned), None);
+        let folded = EVENT.replace("gpt-4o-2024", "gpt-4\u{212a}");
+        assert_eq!(one(Transform::Billing, &folded), None);
+        assert_eq!(one(Transform::Billing, r#"{"event_id":"x"}"#), None);
+    }
+
+    #[test]
+    fn json_lines_are_split_at_each_newline() {
+        assert_eq!(json_lines(""), Some(vec![]));
+        assert_eq!(
+            json_lines("{\"a\":\"x\\ny\"}\n[1]\n"),
+            Some(vec!["{\"a\":\"x\\ny\"}", "[1]"])
+        );
+        assert_eq!(json_lines("1\n2"), Some(vec!["1", "2"]));
+        assert_eq!(json_lines("1\n\n2\n"), None);
+    }
+
+    #[test]
+    fn a_batch_that_is_not_one_is_refused() {
+        let refused = |events: &[u8], entries: &[EntryFacts<'_>], prices| {
+            transform_events(Transform::Billing, prices, events, entries).unwrap_err()
+        };
+        assert!(matches!(
+            refused(b"1\n\n", &[], None),
+            BatchError::NotJsonLines(_)
+        ));
+        assert!(matches!(
+            refused(b"\xff", &[], None),
+            BatchError::NotJsonLines(_)
+        ));
+        assert_eq!(
+            refused(b"", &[ENTRY], None),
+            BatchError::Mismatch {
+                events: 0,
+                entries: 1
+            }
+        );
+        assert_eq!(refused(b"", &[], None), BatchError::NoPriceTable);
+        assert_eq!(Transform::named("raw_v1"), Some(Transform::Raw));
+        assert_eq!(Transform::named("mypkg:shape"), None);
+    }
+}

@@ -1,0 +1,82 @@
+"""A destination's outputs: each event it sends, transformed and encoded, a batch at a time.
+
+With the native core on (``scr.native``), a built-in transform shapes a whole batch of events
+in one call that releases the GIL: the events cross as JSON lines (which msgspec writes at C
+speed, and the core splits at each newline without reading them) and each output comes back
+as the bytes ``encode_output(transform(event, entry))`` gives. An event the core leaves to
+Python (see ``transform_events``), every event of a custom transform, and every event with
+the core off are shaped by the Python transform, one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from scr import native
+from scr.log.commit import Committed
+from scr.route.price_file import PriceSource
+from scr.route.transforms import (
+    BUILTIN_TRANSFORMS,
+    EntryRef,
+    PythonTransformLike,
+    encode_lines,
+    encode_output,
+    resolve_transform,
+)
+from scr.schema import Event
+
+# billing_v1 and analytics_v2 show no message text: an event's final message longer than this,
+# or its content, is left out of what crosses to the core (where it would only be copied and
+# skipped, about a microsecond per KiB, far more than the transform's own work).
+TEXT_CROSSING_MAX_CHARS = 4096
+TEXTLESS_TRANSFORMS = frozenset(("billing_v1", "analytics_v2"))
+
+
+class Outputs:
+    """Shapes a destination's events with its transform."""
+
+    def __init__(
+        self, spec: str | PythonTransformLike, prices: PriceSource, shown: Callable[[Event], Event]
+    ) -> None:
+        """``spec`` names the transform (``resolve_transform``), ``prices`` costs
+        ``billing_v1``; ``shown`` is each event as the destination may see it."""
+        self.transform = resolve_transform(spec, prices)
+        self.prices = prices
+        self.shown = shown
+        self.native_transform = (
+            spec if isinstance(spec, str) and spec in BUILTIN_TRANSFORMS and native.NATIVE else None
+        )
+
+    def of(self, entries: Sequence[Committed]) -> list[bytes]:
+        """The output of each entry (every one a committed event)."""
+        events = [self.shown(entry.event) for entry in entries]  # type: ignore[arg-type]
+        if self.native_transform is None or not entries:
+            return [self._shaped(event, entry) for event, entry in zip(events, entries, strict=True)]
+        prices = self.prices.current().plain if self.native_transform == "billing_v1" else None
+        crossing = events
+        if self.native_transform in TEXTLESS_TRANSFORMS:
+            crossing = [_without_long_text(event) for event in events]
+        outputs = native.transform_events(
+            self.native_transform, prices, encode_lines(crossing), [e.seq for e in entries],
+            [e.tenant_seq for e in entries], [e.entry_hash for e in entries],
+        )
+        return [
+            output if output is not None else self._shaped(event, entry)
+            for output, event, entry in zip(outputs, events, entries, strict=True)
+        ]
+
+    def _shaped(self, event: Event, entry: Committed) -> bytes:
+        """One event's output, by the Python transform."""
+        return encode_output(self.transform(event, EntryRef(entry.seq, entry.tenant_seq, entry.entry_hash)))
+
+
+def _without_long_text(event: Event) -> Event:
+    """The event without its final message and content if it carries content or a long
+    message (else the event itself: the common case costs two attribute reads)."""
+    message = event.outcome.final_message
+    if event.content is msgspec.UNSET and (message is None or len(message) <= TEXT_CROSSING_MAX_CHARS):
+        return event
+    outcome = msgspec.structs.replace(event.outcome, final_message=None)
+    return msgspec.structs.replace(event, outcome=outcome, content=msgspec.UNSET)
