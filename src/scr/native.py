@@ -10,7 +10,9 @@ The native functions and their references:
 
 - ``leaf_hashes``: ``scr.log.merkle.leaf_hashes`` (RFC 6962 leaf hashes of stored entries);
 - ``chain_hashes``: ``scr.log.entry.chain_hashes`` (a group's per-tenant chain hashes);
-- ``webhook_ids``, ``batch_webhook_id``, ``sign``: ``scr.route.signing`` (Standard Webhooks).
+- ``webhook_ids``, ``batch_webhook_id``, ``sign``: ``scr.route.signing`` (Standard Webhooks);
+- ``check_events``: ``scr.event_check.check_events`` (the edge's per-event validation,
+  canonical bytes and digest).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
+from scr import event_check
 from scr.log import entry, merkle
 from scr.route import signing
 
@@ -46,6 +49,7 @@ chain_hashes: Callable[[Sequence[bytes], Sequence[int], Sequence[bytes]], list[b
 webhook_ids: Callable[[str, Sequence[str]], list[str]]
 batch_webhook_id: Callable[[str, int, int], str]
 sign: Callable[[list[bytes], str, int, bytes], str]
+check_events: Callable[[Sequence[bytes], int], list[event_check.Verdict]]
 
 if _core is not None:
     leaf_hashes = _core.leaf_hashes
@@ -53,9 +57,11 @@ if _core is not None:
     webhook_ids = _core.webhook_ids
     batch_webhook_id = _core.batch_webhook_id
     sign = _core.sign
+    check_events = _core.check_events
 else:
     leaf_hashes = merkle.leaf_hashes
     chain_hashes = entry.chain_hashes
     webhook_ids = signing.webhook_ids
     batch_webhook_id = signing.batch_webhook_id
     sign = signing.sign
+    check_events = event_check.check_events

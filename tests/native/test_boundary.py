@@ -8,7 +8,7 @@ import subprocess
 import sys
 from types import ModuleType
 
-BOUND = ("leaf_hashes", "chain_hashes", "webhook_ids", "batch_webhook_id", "sign")
+BOUND = ("leaf_hashes", "chain_hashes", "webhook_ids", "batch_webhook_id", "sign", "check_events")
 SHOW = (
     "import json, scr.native as n; "
     f"print(json.dumps({{'native': n.NATIVE, 'status': n.STATUS, 'why': n.WHY_OFF, "
