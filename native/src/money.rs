@@ -203,9 +203,9 @@ impl Amount {
             out.extend_from_slice(digits.as_bytes());
             out.extend(std::iter::repeat(b'0').take((dot - count) as usize));
         } else {
-            out.extend_from_slice(digits[..dot as usize].as_bytes());
+            out.extend_from_slice(&digits.as_bytes()[..dot as usize]);
             out.push(b'.');
-            out.extend_from_slice(digits[dot as usize..].as_bytes());
+            out.extend_from_slice(&digits.as_bytes()[dot as usize..]);
         }
         if left_digits != dot {
             out.extend_from_slice(format!("E{:+}", left_digits - dot).as_bytes());

@@ -40,4 +40,4 @@ def test_scr_native_0_forces_the_python_references() -> None:
     assert shown["status"] == "native core: off (pure Python)"
     assert shown["why"] == "SCR_NATIVE=0 forces the pure-Python reference"
     assert shown["modules"] == ["scr.log.merkle", "scr.log.entry", "scr.route.signing",
-                                "scr.route.signing", "scr.route.signing"]
+                                "scr.route.signing", "scr.route.signing", "scr.event_check"]
