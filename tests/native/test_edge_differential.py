@@ -301,6 +301,43 @@ def test_every_junk_literal_as_the_cost_gets_the_references_verdict(core: Module
 
 
 
+def with_times(start: str, end: str, duration_ms: int, timestamp: str = "2026-11-25T10:00:05Z") -> bytes:
+    event = msgspec.json.decode(EXAMPLE)
+    event["timestamp"] = timestamp
+    event["session"].update(start_time=start, end_time=end, duration_ms=duration_ms)
+    return json.dumps(event).encode()
+
+
+@pytest.mark.parametrize(("end", "duration_ms", "valid"), [
+    # 120,000 ms elapsed: a difference of exactly 1,000 ms is within the tolerance
+    ("2026-11-25T10:00:00Z", 118_999, False), ("2026-11-25T10:00:00Z", 119_000, True),
+    ("2026-11-25T10:00:00Z", 121_000, True), ("2026-11-25T10:00:00Z", 121_001, False),
+    # 120,000.5 ms elapsed
+    ("2026-11-25T10:00:00.0005Z", 119_000, False), ("2026-11-25T10:00:00.0005Z", 119_001, True),
+    ("2026-11-25T10:00:00.0005Z", 121_000, True), ("2026-11-25T10:00:00.0005Z", 121_001, False),
+    ("2026-11-25T09:57:59.999999Z", 0, False),  # before the start
+])
+def test_the_duration_tolerance_is_judged_alike_at_its_edges(
+    core: ModuleType, end: str, duration_ms: int, valid: bool
+) -> None:
+    (verdict,) = assert_agree(core, [with_times("2026-11-25T09:58:00Z", end, duration_ms)])
+    assert (verdict is not None) == valid
+
+
+LATEST_TEXT = (EPOCH + timedelta(microseconds=LATEST_US)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+JUST_AFTER_LATEST = (EPOCH + timedelta(microseconds=LATEST_US + 1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@pytest.mark.parametrize(("moment", "valid"), [
+    ("2000-01-01T00:00:00Z", True), ("2000-01-01T01:00:00+01:00", True),
+    ("1999-12-31T23:59:59.999999Z", False), ("1999-12-31T23:59:59.9999995Z", True),
+    ("1999-12-31T23:00:00-01:00", True), (LATEST_TEXT, True), (JUST_AFTER_LATEST, False),
+])
+def test_the_window_is_judged_alike_at_its_edges(core: ModuleType, moment: str, valid: bool) -> None:
+    (verdict,) = assert_agree(core, [with_times(moment, moment, 0, timestamp=moment)])
+    assert (verdict is not None) == valid
+
+
 # ----- through validate, with the core on and off ---------------------------------------------
 
 
