@@ -338,6 +338,15 @@ def test_the_window_is_judged_alike_at_its_edges(core: ModuleType, moment: str, 
     assert (verdict is not None) == valid
 
 
+@bounded
+@given(st.one_of(st.text("0123456789abcdefABCDEF:.", max_size=45), st.ip_addresses().map(str),
+                 st.ip_addresses(v=6).map(lambda address: address.exploded)))
+def test_source_ips_are_judged_as_inet_pton_judges_them(core: ModuleType, address: str) -> None:
+    event = msgspec.json.decode(EXAMPLE)
+    event["metadata"] = {"source_ip": address}
+    assert_agree(core, [json.dumps(event).encode()])
+
+
 # ----- through validate, with the core on and off ---------------------------------------------
 
 
