@@ -395,3 +395,17 @@ def test_validate_uses_the_core_when_it_is_live(core: ModuleType, monkeypatch: p
     assert calls == [2]  # one crossing for the whole request
     assert batch.statuses == [202, 400]
     assert batch.results[1]["errors"][0]["code"] == "inconsistent_tokens"
+
+
+def test_validate_keeps_each_verdict_with_its_event(core: ModuleType) -> None:
+    # every kind of refusal between accepted events: each verdict of the one call must stay
+    # with its own event
+    padding = b"a" * MAX_EVENT_BYTES
+    oversized = EXAMPLE.replace(b'"status": "success"', b'"status": "success", "x": "' + padding + b'"')
+    inconsistent = EXAMPLE.replace(b"1500", b"1501")
+    other_tenant = EXAMPLE.replace(b"org_one", b"org_two")
+    raws = [oversized, EXAMPLE, inconsistent, other_tenant, EXAMPLE.replace(b"evt_1", b"evt_2")]
+    validate_both_ways(raws, ONE_TENANT)
+    batch = validate([Item(index, raw) for index, raw in enumerate(raws)], ONE_TENANT, True, "http")
+    assert batch.statuses == [413, 202, 400, 403, 202]
+    assert [s.event.event_id for s in batch.submissions] == ["evt_1", "evt_2"]
