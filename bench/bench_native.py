@@ -8,7 +8,10 @@ each, in the same run. Under 60 s; ``python -m bench.bench_native``.
     the events written as JSON lines and shaped in one call; reference: each event shaped
     by its Python transform and encoded);
 (b) ``Committer.append_events`` with the ledger's tree upkeep installed (exactly what the
-    server runs), 1,000-event groups, fsync each, runs alternated native/reference: events/s.
+    server runs), 1,000-event groups, fsync each, runs alternated native/reference: events/s;
+(c) the edge's ``validate`` over one 1,000-event request (``bench.ingest``'s events, random
+    ids), the core on and off: µs per event, and the two parts of the native path (the core's
+    ``check_events``, and reading the canonical bytes back into ``Event`` objects).
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ import gc
 import os
 import statistics
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
 
 from bench.bench_ledger import GROUP_EVENTS, _ingest_once, _submissions
-from scr import native
+from bench.ingest import event
+from scr import event_check, native
+from scr.capture.ingest import Item, validate
 from scr.ledger import upkeep
 from scr.log import commit, entry, merkle
 from scr.log.entry import GENESIS_HASH, LedgerEntry, Provenance, entry_bytes
@@ -38,6 +44,7 @@ from scr.route.transforms import (
     resolve_transform,
 )
 from scr.schema import Event
+from scr.security.keys import Principal, Role
 
 EVENTS = 1000
 TENANTS = 10
@@ -160,6 +167,34 @@ def through_the_writer(core: Any) -> dict[str, Any]:
     }
 
 
+def _validate(items: list[Item], core_on: bool) -> None:
+    """``validate`` as the edge runs it, with the native core on or off."""
+    saved = native.NATIVE
+    native.NATIVE = core_on
+    try:
+        validate(items, Principal("bench", None, Role.PLATFORM), True, "http")
+    finally:
+        native.NATIVE = saved
+
+
+def through_validate(core: Any) -> dict[str, Any]:
+    """(c) the edge's per-event validation of one 1,000-event request, core on and off."""
+    raws = [msgspec.json.encode(event(uuid.uuid4().hex)) for _ in range(EVENTS)]
+    items = [Item(index, raw) for index, raw in enumerate(raws)]
+    latest = event_check.latest_epoch_us()
+    canonical = [verdict[2] for verdict in core.check_events(raws, latest) if verdict is not None]
+    assert len(canonical) == EVENTS, "every benchmark event is valid"
+    read_back = msgspec.json.Decoder(Event).decode
+    return {
+        "event_bytes_mean": round(statistics.mean(len(raw) for raw in raws)),
+        "validate": _compare(lambda: _validate(items, True), lambda: _validate(items, False), EVENTS),
+        "check_events": _compare(lambda: core.check_events(raws, latest),
+                                 lambda: event_check.check_events(raws, latest), EVENTS),
+        "canonical_to_event_us_per_event": round(
+            _per_event_us(lambda: [read_back(payload) for payload in canonical], EVENTS), 3),
+    }
+
+
 def main() -> dict[str, Any]:
     """(a) and (b) as one dict; says so (and measures nothing) when the core is not built."""
     try:
@@ -167,7 +202,8 @@ def main() -> dict[str, Any]:
     except ImportError:
         return {"native_core": native.STATUS, "why": native.WHY_OFF}
     return {"native_core": native.STATUS, "per_function": per_function(_core),
-            "transforms": transforms(_core), "through_the_writer": through_the_writer(_core)}
+            "transforms": transforms(_core), "through_validate": through_validate(_core),
+            "through_the_writer": through_the_writer(_core)}
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from scr.capture.ingest import DIGEST_BYTES
+from scr.event_check import DIGEST_BYTES
 from scr.log.commit import Committer, Submission
 from scr.log.entry import Kind, decode_entry
 from scr.schema import Event, canonical_bytes

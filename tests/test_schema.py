@@ -417,3 +417,17 @@ def test_the_time_pattern_is_the_rule_the_api_applies(
     matches = re.search(TIMESTAMP_PATTERN, text) is not None
     if in_window or not matches:  # outside the window the API refuses what the pattern admits
         assert accepted == matches, text
+
+
+def test_a_cost_too_long_for_an_int_is_refused_with_its_problems_not_a_crash() -> None:
+    # msgspec reads the integer into a Decimal (out of bounds), but the spelling check's
+    # untyped read of it fails past Python's 4,300-digit int limit: the times' spelling is
+    # still judged, and the answer is the problems, never an exception.
+    from scr.schema import InvalidEvent, decode_event
+
+    text = json.dumps(event("too_long", timestamp="2026-11-25 10:00:05Z")).encode()
+    raw = re.sub(rb'"estimated_cost_usd": [^,}]+', b'"estimated_cost_usd": ' + b"1" * 5000, text)
+    with pytest.raises(InvalidEvent) as refused:
+        decode_event(raw)
+    assert [(p.code, p.path) for p in refused.value.problems] == [
+        ("invalid_value", "$.usage.estimated_cost_usd"), ("invalid_value", "$.timestamp")]

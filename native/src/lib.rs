@@ -1,16 +1,27 @@
 //! scr's native per-event core, the extension module `scr._core`.
 //!
-//! Pure functions live in their own modules (`ledger`, `keys`, `webhooks`, `transforms` and the
-//! pieces it shapes outputs with: `json_out`, `times`, `ip_prefix`, `prices`) and are tested in Rust;
+//! Pure functions live in their own modules and are tested in Rust: `ledger` and `keys` for
+//! the writer; `edge` for the edge's per-event validation, with the modules it reads and
+//! writes events by (`json`, `event`, `event_rules`, `datetime`, `money`, `address`,
+//! `canonical`); `transforms` for the destinations, with the pieces it shapes outputs with
+//! (`json_out`, `times`, `ip_prefix`, `prices`); `webhooks`. The
 //! the `python` feature (turned on by setuptools-rust) adds the PyO3 bindings, which cross
 //! the boundary once per batch and release the GIL while they hash. Every function gives
 //! byte for byte what its Python reference gives (`scr.native` names the references).
 #![forbid(unsafe_code)]
 
+pub mod address;
+pub mod canonical;
+pub mod datetime;
+pub mod edge;
+pub mod event;
+pub mod event_rules;
 pub mod ip_prefix;
+pub mod json;
 pub mod json_out;
 pub mod keys;
 pub mod ledger;
+pub mod money;
 pub mod prices;
 pub mod times;
 pub mod transforms;

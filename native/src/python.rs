@@ -8,7 +8,7 @@ use pyo3::types::{PyBytes, PyString};
 
 use crate::prices::PriceTable;
 use crate::transforms::{self, EntryFacts, Transform};
-use crate::{keys, ledger, webhooks};
+use crate::{edge, keys, ledger, webhooks};
 
 fn bytes_of<'a>(items: &'a [Bound<'_, PyBytes>]) -> Vec<&'a [u8]> {
     items.iter().map(|item| item.as_bytes()).collect()
@@ -262,6 +262,42 @@ fn transform_events<'py>(
         .collect())
 }
 
+// ----- the edge: per-event validation ------------------------------------------------------
+
+/// What `check_events` answers for one event: `(event_id, tenant, canonical bytes, digest)`
+/// when it is accepted, `None` when the Python reference must judge it.
+type Verdict<'py> = Option<(String, String, Bound<'py, PyBytes>, Bound<'py, PyBytes>)>;
+
+/// Judge each raw event of a request (valid schema v1.2, no repeated key, times no later than
+/// `latest_epoch_us`); for each accepted one, its id, tenant, canonical bytes and digest.
+#[pyfunction]
+fn check_events<'py>(
+    py: Python<'py>,
+    raws: Vec<Bound<'py, PyBytes>>,
+    latest_epoch_us: i64,
+) -> Vec<Verdict<'py>> {
+    let events = bytes_of(&raws);
+    let verdicts: Vec<Option<edge::Accepted>> = py.detach(|| {
+        events
+            .iter()
+            .map(|raw| edge::check_event(raw, latest_epoch_us))
+            .collect()
+    });
+    verdicts
+        .into_iter()
+        .map(|verdict| {
+            verdict.map(|accepted| {
+                (
+                    accepted.event_id,
+                    accepted.tenant,
+                    PyBytes::new(py, &accepted.canonical),
+                    PyBytes::new(py, &accepted.digest),
+                )
+            })
+        })
+        .collect()
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -274,5 +310,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(event_keys, module)?)?;
     module.add_class::<PyKeyIndex>()?;
     module.add_function(wrap_pyfunction!(transform_events, module)?)?;
+    module.add_function(wrap_pyfunction!(check_events, module)?)?;
     Ok(())
 }

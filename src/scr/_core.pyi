@@ -28,3 +28,6 @@ def transform_events(
     tenant_seqs: Sequence[int],
     entry_hashes: Sequence[bytes],
 ) -> list[bytes | None]: ...
+def check_events(
+    raws: Sequence[bytes], latest_epoch_us: int
+) -> list[tuple[str, str, bytes, bytes] | None]: ...

@@ -16,7 +16,9 @@ The native functions and their references:
   dedup index, kept durable by ``scr.store.keylog``);
 - ``transform_events``: ``scr.route.transforms.transform_events`` (the built-in transforms'
   outputs of a batch of events; the native one may leave an event to the reference, which
-  ``scr.route.outputs`` then calls).
+  ``scr.route.outputs`` then calls);
+- ``check_events``: ``scr.event_check.check_events`` (the edge's per-event validation,
+  canonical bytes and digest).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
+from scr import event_check
 from scr.log import entry, keys, merkle
 from scr.route import signing, transforms
 from scr.route.prices import PlainPrices
@@ -59,6 +62,7 @@ KeyIndex: type[keys.KeyIndex]
 transform_events: Callable[
     [str, PlainPrices | None, bytes, Sequence[int], Sequence[int], Sequence[bytes]], list[bytes | None]
 ]
+check_events: Callable[[Sequence[bytes], int], list[event_check.Verdict]]
 
 if _core is not None:
     leaf_hashes = _core.leaf_hashes
@@ -70,6 +74,7 @@ if _core is not None:
     event_keys = _core.event_keys
     KeyIndex = _core.KeyIndex
     transform_events = _core.transform_events
+    check_events = _core.check_events
 else:
     leaf_hashes = merkle.leaf_hashes
     chain_hashes = entry.chain_hashes
@@ -80,3 +85,4 @@ else:
     event_keys = keys.event_keys
     KeyIndex = keys.KeyIndex
     transform_events = transforms.transform_events
+    check_events = event_check.check_events

@@ -212,7 +212,15 @@ class _Spelling(Struct, gc=False):
 
 
 _decoder = msgspec.json.Decoder(Event)
+class _TimesSpelling(Struct, gc=False):
+    """``_Spelling`` without the cost: for an event whose cost no Python ``int`` holds."""
+
+    timestamp: Any
+    session: _SessionSpelling
+
+
 _spelling_decoder = msgspec.json.Decoder(_Spelling, float_hook=Decimal)
+_times_spelling_decoder = msgspec.json.Decoder(_TimesSpelling)
 _PATH = re.compile(r" - at `(\$[^`]*)`$")
 _FIELD = re.compile(r"field `([^`]+)`")
 TIME_RULE = "an RFC 3339 date-time with an offset, e.g. 2026-11-25T10:00:05Z or 2026-11-25T11:00:05+01:00"
@@ -297,9 +305,21 @@ def _decode(raw: bytes | memoryview, latest: datetime | None) -> Event:
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         raise InvalidEvent([_problem_from_msgspec(error)]) from None
     problems = _event_problems(event, latest)
-    problems += _spelling_problems(_spelling_decoder.decode(raw), problems)
+    problems += _spelling_problems(_read_spelling(raw), problems)
     _raise_if(problems)
     return event
+
+
+def _read_spelling(raw: bytes | memoryview) -> _Spelling:
+    """The spelling of a decoded event's times and cost. A cost written as an integer of more
+    digits than Python reads into an ``int`` (4,300) fails to decode as ``Any``: its value is
+    out of bounds already (a problem found), and a number's spelling is no rule, so only the
+    times are read."""
+    try:
+        return _spelling_decoder.decode(raw)
+    except msgspec.ValidationError:
+        times = _times_spelling_decoder.decode(raw)
+        return _Spelling(times.timestamp, times.session, _UsageSpelling(None))
 
 
 def _raise_if(problems: list[Problem]) -> None:

@@ -25,7 +25,7 @@ from scr.canon import Canon
 from scr.canon.routes import canon_routes
 from scr.canon.store_ledger import StoreLedger
 from scr.capture.browser import browser_routes
-from scr.capture.ingest import DIGEST_BYTES, ingest_request
+from scr.capture.ingest import ingest_request
 from scr.capture.otlp import otlp_routes
 from scr.config import Config, DestinationConfig
 from scr.dashboard.routes import dashboard_routes
@@ -39,6 +39,7 @@ from scr.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from scr.event_check import DIGEST_BYTES
 from scr.httpio import JSONResponse, read_body
 from scr.jsontext import check_json_text
 from scr.ledger import install as install_ledger

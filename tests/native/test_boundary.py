@@ -8,7 +8,7 @@ import subprocess
 import sys
 from types import ModuleType
 
-BOUND = ("leaf_hashes", "chain_hashes", "webhook_ids", "batch_webhook_id", "sign")
+BOUND = ("leaf_hashes", "chain_hashes", "webhook_ids", "batch_webhook_id", "sign", "check_events")
 SHOW = (
     "import json, scr.native as n; "
     f"print(json.dumps({{'native': n.NATIVE, 'status': n.STATUS, 'why': n.WHY_OFF, "
@@ -40,4 +40,4 @@ def test_scr_native_0_forces_the_python_references() -> None:
     assert shown["status"] == "native core: off (pure Python)"
     assert shown["why"] == "SCR_NATIVE=0 forces the pure-Python reference"
     assert shown["modules"] == ["scr.log.merkle", "scr.log.entry", "scr.route.signing",
-                                "scr.route.signing", "scr.route.signing"]
+                                "scr.route.signing", "scr.route.signing", "scr.event_check"]
