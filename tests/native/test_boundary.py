@@ -8,7 +8,8 @@ import subprocess
 import sys
 from types import ModuleType
 
-BOUND = ("leaf_hashes", "chain_hashes", "webhook_ids", "batch_webhook_id", "sign", "check_events")
+BOUND = ("leaf_hashes", "chain_hashes", "extend_frontier", "webhook_ids", "batch_webhook_id", "sign",
+         "check_events", "event_keys", "KeyIndex", "transform_events")
 SHOW = (
     "import json, scr.native as n; "
     f"print(json.dumps({{'native': n.NATIVE, 'status': n.STATUS, 'why': n.WHY_OFF, "
@@ -39,5 +40,6 @@ def test_scr_native_0_forces_the_python_references() -> None:
     assert shown["native"] is False
     assert shown["status"] == "native core: off (pure Python)"
     assert shown["why"] == "SCR_NATIVE=0 forces the pure-Python reference"
-    assert shown["modules"] == ["scr.log.merkle", "scr.log.entry", "scr.route.signing",
-                                "scr.route.signing", "scr.route.signing", "scr.event_check"]
+    assert shown["modules"] == ["scr.log.merkle", "scr.log.entry", "scr.log.merkle", "scr.route.signing",
+                                "scr.route.signing", "scr.route.signing", "scr.event_check", "scr.log.keys",
+                                "scr.log.keys", "scr.route.transforms"]
