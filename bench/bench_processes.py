@@ -1,7 +1,8 @@
 """The process model (issue 12) against its starting commit, side by side in one run.
 
 The same load goes to ``scr serve`` of this tree and of the baseline commit (checked out with
-``git worktree`` into a temporary folder, run with its ``src`` first on PYTHONPATH):
+``git worktree`` into a temporary folder, run with its ``src`` first on PYTHONPATH, and its own
+native core built when it has one):
 
 (a) 1,000-event batches over 4 connections with 3 batched destinations: events/s, how many
     cores the server's processes kept busy, their RSS together, and whether the destinations
@@ -13,6 +14,7 @@ The same load goes to ``scr serve`` of this tree and of the baseline commit (che
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -97,12 +99,24 @@ def batch_run(bodies: list[bytes], folder: Path, env: dict[str, str] | None) -> 
     return {**result, **tree.finish()}
 
 
+def build_native_core(tree: Path) -> None:
+    """A baseline that has a native core runs with it, built from its own sources (a baseline
+    from before the core, or a machine without cargo, runs its pure Python)."""
+    crate = tree / "native"
+    if not (crate / "Cargo.toml").exists() or shutil.which("cargo") is None:
+        return
+    print(f"building {BASELINE_COMMIT}'s native core …", flush=True)
+    subprocess.run(["cargo", "build", "--release", "--features", "python", "--quiet"], cwd=crate, check=True)
+    shutil.copy(crate / "target" / "release" / "lib_core.so", tree / "src" / "scr" / "_core.abi3.so")
+
+
 def main() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="scr-bench-processes-") as tmp:
         folder = Path(tmp)
         baseline_tree = folder / "baseline"
         subprocess.run(["git", "worktree", "add", "--detach", str(baseline_tree), BASELINE_COMMIT],
                        cwd=ROOT, check=True, capture_output=True)
+        build_native_core(baseline_tree)
         baseline_env = {"PYTHONPATH": str(baseline_tree / "src")}
         try:
             bodies = make_batches(BATCHES)
