@@ -5,8 +5,7 @@
 //! writes a `datetime` and a `Decimal`.
 
 use crate::event::{Content, Event, Metadata, Outcome, Session, Usage, User};
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
+use crate::json_out::write_str;
 
 /// A JSON object being written, its members given in name order.
 struct Object<'o> {
@@ -25,14 +24,14 @@ impl<'o> Object<'o> {
             self.out.push(b',');
         }
         self.first = false;
-        write_string(self.out, name);
+        write_str(self.out, name);
         self.out.push(b':');
         self.out
     }
 
     fn text(&mut self, name: &str, value: &str) {
         let out = self.key(name);
-        write_string(out, value);
+        write_str(out, value);
     }
 
     fn optional_text(&mut self, name: &str, value: Option<&str>) {
@@ -55,40 +54,6 @@ impl<'o> Object<'o> {
     fn close(self) {
         self.out.push(b'}');
     }
-}
-
-/// A JSON string as msgspec writes it: `"` and `\` escaped, control characters as `\b \t
-/// \n \f \r` or `\u00xx`, everything else (non-ASCII included) as is.
-fn write_string(out: &mut Vec<u8>, text: &str) {
-    out.push(b'"');
-    let bytes = text.as_bytes();
-    let mut run = 0; // start of the bytes not yet written, none of which needs an escape
-    for (at, &byte) in bytes.iter().enumerate() {
-        if byte >= 0x20 && byte != b'"' && byte != b'\\' {
-            continue;
-        }
-        out.extend_from_slice(&bytes[run..at]);
-        run = at + 1;
-        match byte {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 0xf)],
-            ]),
-        }
-    }
-    out.extend_from_slice(&bytes[run..]);
-    out.push(b'"');
 }
 
 /// Appends `value` in decimal.
@@ -136,7 +101,7 @@ fn write_content(out: &mut Vec<u8>, content: &Content<'_>) {
             if n > 0 {
                 out.push(b',');
             }
-            write_string(out, output);
+            write_str(out, output);
         }
         out.push(b']');
     }
@@ -210,16 +175,6 @@ fn write_user(out: &mut Vec<u8>, user: &User<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strings_are_escaped_as_msgspec_escapes_them() {
-        let mut out = Vec::new();
-        write_string(&mut out, "a\"\\\u{8}\t\n\u{c}\r\u{1}\u{1f}\u{7f}é\u{2028}/");
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "\"a\\\"\\\\\\b\\t\\n\\f\\r\\u0001\\u001f\u{7f}é\u{2028}/\""
-        );
-    }
 
     #[test]
     fn integers_are_written_in_decimal() {
