@@ -32,11 +32,13 @@ SAMPLE_EVERY_S = 0.5
 
 
 class TreeWatch:
-    """CPU seconds and RSS of a process and all its descendants, sampled while a run lasts."""
+    """CPU seconds (since each process was first sampled) and RSS of a process and all its
+    descendants, sampled while a run lasts."""
 
     def __init__(self) -> None:
         self.root: psutil.Process | None = None
         self.cpu_s: dict[int, float] = {}
+        self.cpu_at_start: dict[int, float] = {}
         self.titles: dict[int, str] = {}
         self.rss_peak = 0
         self.rss_last = 0
@@ -63,7 +65,9 @@ class TreeWatch:
             for proc in self._tree():
                 try:
                     times = proc.cpu_times()
-                    self.cpu_s[proc.pid] = times.user + times.system
+                    # from the first sample on: a process's start-up (imports) is not the load's
+                    self.cpu_at_start.setdefault(proc.pid, times.user + times.system)
+                    self.cpu_s[proc.pid] = times.user + times.system - self.cpu_at_start[proc.pid]
                     if proc.pid not in self.titles:
                         self.titles[proc.pid] = " ".join(proc.cmdline()).strip() or proc.name()
                     rss += proc.memory_info().rss
