@@ -153,7 +153,54 @@ fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+/// The date `days` after 1970-01-01 (the inverse of `days_from_civil`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month as u32, day as u32)
+}
+
 impl Moment {
+    /// The same instant at offset zero; `None` outside the years 1-9999 (Python's `datetime`).
+    pub fn in_utc(&self) -> Option<Moment> {
+        let minutes = days_from_civil(self.year, self.month, self.day) * 1440
+            + i64::from(self.hour * 60 + self.minute)
+            - i64::from(self.offset_minutes);
+        let (year, month, day) = civil_from_days(minutes.div_euclid(1440));
+        let minute_of_day = minutes.rem_euclid(1440) as u32;
+        if !(1..=i64::from(MAX_YEAR)).contains(&year) {
+            return None;
+        }
+        Some(Moment {
+            year: year as i32,
+            month,
+            day,
+            hour: minute_of_day / 60,
+            minute: minute_of_day % 60,
+            offset_minutes: 0,
+            ..*self
+        })
+    }
+
+    /// The time as msgspec writes it.
+    pub fn text(&self) -> String {
+        let mut out = Vec::with_capacity(32);
+        self.write(&mut out);
+        String::from_utf8(out).expect("a time is written in ASCII")
+    }
+
     /// msgspec's rounding carry, refusing a year past 9999 as it does.
     fn add_one_microsecond(&mut self) -> Option<()> {
         self.microsecond += 1;
@@ -251,6 +298,15 @@ fn digits(value: u32) -> [u8; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_round_trip_through_the_calendar() {
+        for days in [-719_162, -1, 0, 1, 10_957, 2_932_896] {
+            let (year, month, day) = civil_from_days(days);
+            assert_eq!(days_from_civil(year as i32, month, day), days);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+    }
 
     fn written(text: &str) -> Option<String> {
         parse(text).map(|moment| {
