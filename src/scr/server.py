@@ -491,6 +491,8 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
                 loop.call_soon_threadsafe(runtime.tail.follow, committed[-1].seq)
                 readers.notify(committed[-1].seq)
 
+        index_sessions = runtime.store.index_sessions()
+        runtime.committer.commit_hooks.append(lambda _committed: index_sessions())
         runtime.committer.commit_hooks.append(on_commit)
         runtime.committer.start()
         if readers is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -353,6 +353,9 @@ class PostgresStore:
         )
         filled = self.tier.fill(_entries(rows))
         return filled[0] if filled else None
+
+    def index_sessions(self) -> Callable[[], None]:
+        return _nothing  # PostgreSQL keeps its session index in the committing transaction
 
     def session_entries(self, tenant: str, session_id: str) -> list[StoredEntry]:
         return self.tier.fill(_entries(self._read(
@@ -694,3 +697,6 @@ def _entry(row: Sequence[Any]) -> StoredEntry:
 def _entries(rows: Iterable[Sequence[Any]]) -> list[StoredEntry]:
     return [_entry(row) for row in rows]
 
+
+def _nothing() -> None:
+    pass

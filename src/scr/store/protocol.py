@@ -143,6 +143,10 @@ class Store(Protocol):
         """For each of these sessions with a SESSION_COMPLETION entry before ``before_seq``,
         its first such entry (callers check the session id, as for ``session_entries``)."""
 
+    def index_sessions(self) -> Callable[[], None]:
+        """Start whatever keeps the session lookups current off the commit path (the ledger's
+        writer calls it once); call what it returns after each durable commit."""
+
     def entry_time(self, seq: int) -> float | None:
         """When the entry at ``seq`` (or the next one) was committed, as a Unix time."""
 

@@ -19,7 +19,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 from scr.log.keys import event_key
 from scr.native import event_keys
 from scr.retention.tiers import ArchiveTier
-from scr.store import holds, segments, usage, vectors
+from scr.store import holds, segments, sessions, usage, vectors
 from scr.store.keylog import event_rows, key_log
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
@@ -65,6 +65,7 @@ READ_CACHE_KIB = 16_384
 SIDE_CACHE_KIB = 8_192
 # Keeps each IN (...) query under SQLite's bound-parameter limit.
 MAX_QUERY_PARAMS = 900
+_NO_BOUND = 2**63 - 1  # a seq bound no entry reaches
 WAL_CHECKPOINT_S = 1.0
 SCRUB_TRIES, SCRUB_PAUSE_S = 50, 0.1  # an erasure's WAL truncation waits up to 5 s for readers
 # A checkpoint round is repeated (at most CATCH_UP_ROUNDS times) until the writer has added no
@@ -89,7 +90,9 @@ CREATE TABLE IF NOT EXISTS ledger (
     hash BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_tenant ON ledger (tenant, tenant_seq);
-CREATE INDEX IF NOT EXISTS ledger_session ON ledger (session_key) WHERE session_key IS NOT NULL;
+-- Sessions are looked up in sessions.db (scr.store.sessions), built off the commit path; the
+-- random-key index of earlier versions is dropped.
+DROP INDEX IF EXISTS ledger_session;
 -- The canon reads its own kinds often; partial, so event appends never touch it.
 CREATE INDEX IF NOT EXISTS ledger_kind ON ledger (tenant, kind, seq)
     WHERE kind != 'SESSION_COMPLETION';
@@ -336,6 +339,7 @@ class SqliteStore:
         self.vectors = vectors.SqliteVectors(self._reader, _conn)
         self.tier = ArchiveTier(self.archive_segments)
         self.keys = key_log(self.data_dir)
+        self._indexer: sessions.SessionIndexer | None = None
         with self._open(SIDE_CACHE_KIB) as conn:
             conn.executescript(SCHEMA)
             conn.executescript(usage.SQLITE_SCHEMA)
@@ -371,10 +375,14 @@ class SqliteStore:
         return conn
 
     def close(self) -> None:
+        if self._indexer is not None:
+            self._indexer.stop()
+            self._indexer = None
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+            self._local.sessions = False
 
     # ----- ledger ---------------------------------------------------------------------------
 
@@ -580,10 +588,11 @@ class SqliteStore:
 
     def session_entries(self, tenant: str, session_id: str) -> list[StoredEntry]:
         """Entries of one session, by its lookup key; callers check the session id itself."""
-        rows = self._reader().execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE session_key = ? AND tenant = ? "
-            f"ORDER BY seq",
-            (session_key(tenant, session_id), tenant),
+        key = [session_key(tenant, session_id)]
+        rows = self._session_reader().execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN ({sessions.seqs_of_keys(key)}) "
+            f"AND tenant = ? ORDER BY seq",
+            (*key, _NO_BOUND, *key, _NO_BOUND, tenant),
         ).fetchall()
         return self.tier.fill([_entry(row) for row in rows])
 
@@ -592,29 +601,37 @@ class SqliteStore:
     ) -> list[StoredEntry]:
         """By 64-bit session key; callers check the session id itself (as for session_entries).
 
-        Most sessions are new: the keys are first looked up in the session index alone (a
-        covering search, about 1.3 µs a key), and only the keys found there read entries.
+        Most sessions are new: the keys are looked up in the session runs and the ledger's
+        unindexed tail (``scr.store.sessions``), and only the seqs found there read entries.
         """
         keys = sorted({session_key(tenant, session_id) for session_id in session_ids})
-        conn = self._reader()
-        seen: list[int] = []
-        for part in _chunks(keys):
-            marks = ",".join("?" * len(part))
-            seen += [row[0] for row in conn.execute(
-                f"SELECT DISTINCT session_key FROM ledger WHERE session_key IN ({marks}) AND seq < ?",
-                (*part, before_seq),
-            )]
+        conn = self._session_reader()
         found: list[StoredEntry] = []
-        for part in _chunks(seen):
-            marks = ",".join("?" * len(part))
+        for part in _chunks(keys, MAX_QUERY_PARAMS // 2):
             rows = conn.execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN (SELECT MIN(seq) FROM ledger "
-                f"WHERE session_key IN ({marks}) AND seq < ? AND tenant = ? "
+                f"WHERE seq IN ({sessions.seqs_of_keys(part)}) AND tenant = ? "
                 f"AND kind = 'SESSION_COMPLETION' GROUP BY session_key)",
-                (*part, before_seq, tenant),
+                (*part, before_seq, *part, before_seq, tenant),
             ).fetchall()
             found += [_entry(row) for row in rows]
         return self.tier.fill(found)
+
+    def _session_reader(self) -> sqlite3.Connection:
+        """This thread's reader with ``sessions.db`` attached."""
+        conn = self._reader()
+        if not getattr(self._local, "sessions", False):
+            sessions.attach(conn, self.data_dir)
+            self._local.sessions = True
+        return conn
+
+    def index_sessions(self) -> Callable[[], None]:
+        """Start the session indexer (``scr.store.sessions``) for the life of this store;
+        call what it returns after each durable commit."""
+        if self._indexer is None:
+            self._indexer = sessions.SessionIndexer(lambda: self._open(SIDE_CACHE_KIB), self.data_dir)
+            self._indexer.start()
+        return self._indexer.wake
 
     def _filled(self, row: Sequence[Any]) -> StoredEntry | None:
         filled = self.tier.fill([_entry(row)])

@@ -1,0 +1,183 @@
+"""The embedded store's session index, built off the commit path as sorted runs (LSM-style).
+
+A random-key B-tree on the ledger's ``session_key`` cost each commit a random insert that grew
+dearer as the ledger grew. Instead the ledger's rows keep their ``session_key`` unindexed, and
+the ``SessionIndexer`` (a thread beside the one writer, woken after each durable group) copies
+the new rows' (key, seq) pairs into ``sessions.db`` as one sorted run per step. A run's rows
+carry its number first in their primary key, so writing one is an append at the right edge of
+the table's B-tree. Runs are merged in levels: when ``FANOUT`` runs share a level they become
+one run of the next, so each (key, seq) is rewritten about log_FANOUT(n / run size) times and a
+lookup searches at most ``FANOUT - 1`` runs a level. Every step and merge is one SQL statement
+that runs in SQLite's C code, without the GIL.
+
+``sessions.db`` is derived data: ``indexed.through`` names the last ledger seq the runs hold,
+and a lookup reads the runs and then the ledger past ``through`` (its unindexed tail, a range
+of the ledger's primary key), so an answer is exact however far the indexer trails. A missing
+or damaged ``sessions.db`` is rebuilt from the ledger. Entries purged by retention stay in the
+runs until nothing refers to them; lookups read entries from the ledger, which no longer has
+them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+log = logging.getLogger("scr.store.sessions")
+
+SESSIONS_FILE = "sessions.db"
+ALIAS = "sessions"  # the schema name ``sessions.db`` is attached under
+FANOUT = 4
+MAX_STEP_ROWS = 500_000  # ledger seqs read in one step (bounds a catch-up's transaction)
+SETTLE_S = 0.2  # after a wake, wait this long so that one step takes several groups
+IDLE_CHECK_S = 1.0  # look at the ledger's head this often without a wake (other writers)
+BUSY_TIMEOUT_MS = 10_000
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {ALIAS}.session_runs (
+    run INTEGER NOT NULL, key INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (run, key, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS {ALIAS}.runs (
+    run INTEGER PRIMARY KEY, level INTEGER NOT NULL, rows INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {ALIAS}.indexed (
+    one INTEGER PRIMARY KEY CHECK (one = 1), through INTEGER NOT NULL
+);
+"""
+
+# The seqs of a set of session keys, below a bound: the runs, then the ledger's tail past
+# what they hold. ``{keys}`` is a list of placeholders; parameters: keys, bound, keys, bound.
+# One statement reads sessions.db at one snapshot: a merge's delete and insert are seen
+# together or not at all.
+SEQS_OF_KEYS = f"""
+SELECT seq FROM {ALIAS}.session_runs
+ WHERE run IN (SELECT run FROM {ALIAS}.runs) AND key IN ({{keys}}) AND seq < ?
+UNION ALL
+SELECT seq FROM main.ledger
+ WHERE seq > (SELECT coalesce(max(through), 0) FROM {ALIAS}.indexed)
+   AND session_key IN ({{keys}}) AND seq < ?
+"""
+
+
+def attach(conn: sqlite3.Connection, data_dir: Path) -> None:
+    """Attach ``sessions.db`` to a connection of the ledger's database (made when missing)."""
+    conn.execute(f"ATTACH DATABASE ? AS {ALIAS}", (str(Path(data_dir) / SESSIONS_FILE),))
+    conn.executescript(SCHEMA)
+
+
+def seqs_of_keys(keys: Sequence[int]) -> str:
+    """``SEQS_OF_KEYS`` for this many keys (see there for its parameters)."""
+    return SEQS_OF_KEYS.format(keys=",".join("?" * len(keys)))
+
+
+class SessionIndexer:
+    """Keeps ``sessions.db`` at the ledger's head from a thread of its own.
+
+    ``wake()`` is cheap (a commit hook calls it after every durable group); the thread then
+    waits ``SETTLE_S`` and indexes everything committed meanwhile, then merges full levels.
+    """
+
+    def __init__(self, open_ledger: Callable[[], sqlite3.Connection], data_dir: Path) -> None:
+        self._open_ledger = open_ledger
+        self._data_dir = Path(data_dir)
+        self._woken = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="scr-sessions", daemon=True)
+        self.failures = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._woken.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        conn = self._open_ledger()
+        try:
+            attach(conn, self._data_dir)
+            while not self._stopping:
+                if self._woken.wait(IDLE_CHECK_S):
+                    self._woken.clear()
+                    if self._stopping:
+                        break
+                    time.sleep(SETTLE_S)
+                try:
+                    while index_step(conn) and not self._stopping:
+                        pass
+                    while merge_level(conn) and not self._stopping:
+                        pass
+                except sqlite3.Error as error:  # another indexer's step, a full disk: retry later
+                    self.failures += 1
+                    log.warning("session index step failed (it is retried): %s", error)
+                    if conn.in_transaction:
+                        conn.rollback()
+        finally:
+            conn.close()
+
+
+def index_step(conn: sqlite3.Connection) -> bool:
+    """Copy the ledger's rows past ``through`` (at most ``MAX_STEP_ROWS`` seqs) as one run;
+    whether there were any."""
+    conn.execute("BEGIN")  # deferred: only sessions.db is written, the ledger is only read
+    try:
+        [through] = conn.execute(
+            f"SELECT coalesce(max(through), 0) FROM {ALIAS}.indexed").fetchone()
+        [head] = conn.execute("SELECT coalesce(max(seq), 0) FROM main.ledger").fetchone()
+        if head <= through:
+            conn.rollback()
+            return False
+        upto = min(head, through + MAX_STEP_ROWS)
+        [run] = conn.execute(f"SELECT coalesce(max(run), 0) + 1 FROM {ALIAS}.runs").fetchone()
+        rows = conn.execute(
+            f"INSERT INTO {ALIAS}.session_runs SELECT ?, session_key, seq FROM main.ledger "
+            "WHERE seq > ? AND seq <= ? AND session_key IS NOT NULL ORDER BY session_key, seq",
+            (run, through, upto),
+        ).rowcount
+        if rows > 0:
+            conn.execute(f"INSERT INTO {ALIAS}.runs VALUES (?, 0, ?)", (run, rows))
+        conn.execute(f"INSERT OR REPLACE INTO {ALIAS}.indexed VALUES (1, ?)", (upto,))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return True
+
+
+def merge_level(conn: sqlite3.Connection) -> bool:
+    """Merge the ``FANOUT`` oldest runs of the lowest full level into one run of the next;
+    whether a level was full."""
+    conn.execute("BEGIN")
+    try:
+        full = conn.execute(
+            f"SELECT level FROM {ALIAS}.runs GROUP BY level HAVING count(*) >= ? "
+            "ORDER BY level LIMIT 1", (FANOUT,)).fetchone()
+        if full is None:
+            conn.rollback()
+            return False
+        merged = [run for (run,) in conn.execute(
+            f"SELECT run FROM {ALIAS}.runs WHERE level = ? ORDER BY run LIMIT ?", (full[0], FANOUT))]
+        [run] = conn.execute(f"SELECT max(run) + 1 FROM {ALIAS}.runs").fetchone()
+        marks = ",".join("?" * len(merged))
+        rows = conn.execute(
+            f"INSERT INTO {ALIAS}.session_runs SELECT ?, key, seq FROM {ALIAS}.session_runs "
+            f"WHERE run IN ({marks}) ORDER BY key, seq", (run, *merged),
+        ).rowcount
+        conn.execute(f"DELETE FROM {ALIAS}.session_runs WHERE run IN ({marks})", merged)
+        conn.execute(f"DELETE FROM {ALIAS}.runs WHERE run IN ({marks})", merged)
+        conn.execute(f"INSERT INTO {ALIAS}.runs VALUES (?, ?, ?)", (run, full[0] + 1, rows))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return True
