@@ -118,10 +118,10 @@ def transforms(core: Any) -> dict[str, Any]:
     figures: dict[str, Any] = {"event_json_bytes_mean": round(len(encode_lines(events)) / EVENTS) - 1}
     for name in BUILTIN_TRANSFORMS:
         shape = resolve_transform(name, default_prices())
-        plain = default_prices().plain if name == "billing_v1" else None
+        prices = core.Prices(*default_prices().plain) if name == "billing_v1" else None
 
-        def native_group(name: str = name, plain: Any = plain) -> Any:
-            return core.transform_events(name, plain, encode_lines(events), seqs, seqs, hashes)
+        def native_group(name: str = name, prices: Any = prices) -> Any:
+            return core.transform_events(name, prices, encode_lines(events), seqs, seqs, hashes)
 
         def python_group(shape: Any = shape) -> Any:
             return [encode_output(shape(event, ref)) for event, ref in zip(events, refs, strict=True)]

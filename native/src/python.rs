@@ -213,9 +213,23 @@ impl PyKeyIndex {
 
 // ----- the destinations' transforms (scr.route.transforms) --------------------------------------
 
-/// A price table as `scr.route.prices.PriceTable.plain` gives it: its version, and per model
-/// its case-folded name and prices as `str(Decimal)` writes them.
-type PlainPrices = (String, Vec<(String, String, String, String)>);
+/// A price table read once for every `transform_events` call that costs with it: made from
+/// `scr.route.prices.PriceTable.plain` (its version, and per model its case-folded name and
+/// prices as `str(Decimal)` writes them).
+#[pyclass(frozen, name = "Prices", module = "scr._core")]
+struct PyPrices {
+    table: PriceTable,
+}
+
+#[pymethods]
+impl PyPrices {
+    #[new]
+    fn new(version: String, rows: Vec<(String, String, String, String)>) -> PyPrices {
+        PyPrices {
+            table: PriceTable::new(version, &rows),
+        }
+    }
+}
 
 /// Each event's output of a built-in transform, as `encode_output(transform(event, entry))`
 /// gives it; `None` for an event only the Python reference shapes. `events` are JSON lines, one
@@ -224,7 +238,7 @@ type PlainPrices = (String, Vec<(String, String, String, String)>);
 fn transform_events<'py>(
     py: Python<'py>,
     transform: &str,
-    prices: Option<PlainPrices>,
+    prices: Option<Bound<'py, PyPrices>>,
     events: &Bound<'py, PyBytes>,
     seqs: Vec<i64>,
     tenant_seqs: Vec<i64>,
@@ -250,11 +264,9 @@ fn transform_events<'py>(
         })
         .collect();
     let events = events.as_bytes();
+    let table = prices.as_ref().map(|prices| &prices.get().table);
     let outputs = py
-        .detach(|| {
-            let table = prices.map(|(version, rows)| PriceTable::new(version, &rows));
-            transforms::transform_events(shape, table.as_ref(), events, &entries)
-        })
+        .detach(|| transforms::transform_events(shape, table, events, &entries))
         .map_err(|error| PyValueError::new_err(error.to_string()))?;
     Ok(outputs
         .iter()
@@ -309,6 +321,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(sign, module)?)?;
     module.add_function(wrap_pyfunction!(event_keys, module)?)?;
     module.add_class::<PyKeyIndex>()?;
+    module.add_class::<PyPrices>()?;
     module.add_function(wrap_pyfunction!(transform_events, module)?)?;
     module.add_function(wrap_pyfunction!(check_events, module)?)?;
     Ok(())

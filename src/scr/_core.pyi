@@ -20,9 +20,12 @@ class KeyIndex:
     def insert(self, keys: Sequence[int], seqs: Sequence[int]) -> bytes: ...
     def load(self, log: bytes) -> tuple[int, int]: ...
 
+class Prices:
+    def __init__(self, version: str, rows: list[tuple[str, str, str, str]]) -> None: ...
+
 def transform_events(
     transform: str,
-    prices: tuple[str, list[tuple[str, str, str, str]]] | None,
+    prices: Prices | None,
     events: bytes,
     seqs: Sequence[int],
     tenant_seqs: Sequence[int],

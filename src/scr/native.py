@@ -14,9 +14,9 @@ The native functions and their references:
 - ``webhook_ids``, ``batch_webhook_id``, ``sign``: ``scr.route.signing`` (Standard Webhooks);
 - ``event_keys`` and the class ``KeyIndex``: ``scr.log.keys`` (the embedded store's
   dedup index, kept durable by ``scr.store.keylog``);
-- ``transform_events``: ``scr.route.transforms.transform_events`` (the built-in transforms'
-  outputs of a batch of events; the native one may leave an event to the reference, which
-  ``scr.route.outputs`` then calls);
+- ``transform_events`` and the class ``Prices``: ``scr.route.transforms`` (the built-in
+  transforms' outputs of a batch of events, costed with a price table read once; the native
+  one may leave an event to the reference, which ``scr.route.outputs`` then calls);
 - ``check_events``: ``scr.event_check.check_events`` (the edge's per-event validation,
   canonical bytes and digest).
 """
@@ -30,7 +30,6 @@ from types import ModuleType
 from scr import event_check
 from scr.log import entry, keys, merkle
 from scr.route import signing, transforms
-from scr.route.prices import PlainPrices
 
 FORCE_REFERENCE_ENV = "SCR_NATIVE"  # "0": run the pure-Python reference
 
@@ -59,8 +58,9 @@ batch_webhook_id: Callable[[str, int, int], str]
 sign: Callable[[list[bytes], str, int, bytes], str]
 event_keys: Callable[[Sequence[str], Sequence[str]], list[int]]
 KeyIndex: type[keys.KeyIndex]
+Prices: type[transforms.Prices]
 transform_events: Callable[
-    [str, PlainPrices | None, bytes, Sequence[int], Sequence[int], Sequence[bytes]], list[bytes | None]
+    [str, transforms.Prices | None, bytes, Sequence[int], Sequence[int], Sequence[bytes]], list[bytes | None]
 ]
 check_events: Callable[[Sequence[bytes], int], list[event_check.Verdict]]
 
@@ -73,6 +73,7 @@ if _core is not None:
     sign = _core.sign
     event_keys = _core.event_keys
     KeyIndex = _core.KeyIndex
+    Prices = _core.Prices
     transform_events = _core.transform_events
     check_events = _core.check_events
 else:
@@ -84,5 +85,6 @@ else:
     sign = signing.sign
     event_keys = keys.event_keys
     KeyIndex = keys.KeyIndex
+    Prices = transforms.Prices
     transform_events = transforms.transform_events
     check_events = event_check.check_events

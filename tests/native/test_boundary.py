@@ -9,7 +9,7 @@ import sys
 from types import ModuleType
 
 BOUND = ("leaf_hashes", "chain_hashes", "extend_frontier", "webhook_ids", "batch_webhook_id", "sign",
-         "check_events", "event_keys", "KeyIndex", "transform_events")
+         "check_events", "event_keys", "KeyIndex", "Prices", "transform_events")
 SHOW = (
     "import json, scr.native as n; "
     f"print(json.dumps({{'native': n.NATIVE, 'status': n.STATUS, 'why': n.WHY_OFF, "
@@ -42,4 +42,4 @@ def test_scr_native_0_forces_the_python_references() -> None:
     assert shown["why"] == "SCR_NATIVE=0 forces the pure-Python reference"
     assert shown["modules"] == ["scr.log.merkle", "scr.log.entry", "scr.log.merkle", "scr.route.signing",
                                 "scr.route.signing", "scr.route.signing", "scr.event_check", "scr.log.keys",
-                                "scr.log.keys", "scr.route.transforms"]
+                                "scr.log.keys", "scr.route.transforms", "scr.route.transforms"]

@@ -181,9 +181,12 @@ def by_python(name: str, table: PriceTable, batch: list[tuple[Event, EntryRef]])
     return [encode_output(shape(event, entry)) for event, entry in batch]
 
 
-def arguments(name: str, table: PriceTable, batch: list[tuple[Event, EntryRef]]) -> tuple[Any, ...]:
-    """``transform_events``'s arguments for a batch."""
-    return (name, table.plain if name == "billing_v1" else None,
+def arguments(
+    prices: Any, name: str, table: PriceTable, batch: list[tuple[Event, EntryRef]]
+) -> tuple[Any, ...]:
+    """``transform_events``'s arguments for a batch; ``prices`` is the ``Prices`` class of the
+    core or of the reference."""
+    return (name, prices(*table.plain) if name == "billing_v1" else None,
             encode_lines([event for event, _ in batch]), [entry.seq for _, entry in batch],
             [entry.tenant_seq for _, entry in batch], [entry.entry_hash for _, entry in batch])
 
@@ -207,8 +210,8 @@ def test_each_native_output_is_the_python_one(
     core: ModuleType, name: str, table: PriceTable, batch: list[tuple[Event, EntryRef]]
 ) -> None:
     expected = by_python(name, table, batch)
-    assert transforms.transform_events(*arguments(name, table, batch)) == expected
-    outputs = core.transform_events(*arguments(name, table, batch))
+    assert transforms.transform_events(*arguments(transforms.Prices, name, table, batch)) == expected
+    outputs = core.transform_events(*arguments(core.Prices, name, table, batch))
     for output, wanted, (event, _) in zip(outputs, expected, batch, strict=True):
         if output is None:
             assert left_to_python(name, table, event), wanted
@@ -268,7 +271,7 @@ def test_an_address_no_event_may_carry_now_is_shaped_as_python_shapes_it(
     sent = decode_accepted_event(msgspec.json.encode(make_event()))
     event = msgspec.structs.replace(sent, metadata=msgspec.structs.replace(sent.metadata, source_ip=address))
     batch = [(event, EntryRef(1, 1, b"h"))]
-    output = core.transform_events(*arguments("analytics_v2", default_prices(), batch))[0]
+    output = core.transform_events(*arguments(core.Prices, "analytics_v2", default_prices(), batch))[0]
     assert output in (None, *by_python("analytics_v2", default_prices(), batch))
 
 
@@ -286,10 +289,11 @@ def test_a_batch_that_cannot_be_shaped_is_refused(
     core: ModuleType, change: dict[str, Any], message: str
 ) -> None:
     event = decode_accepted_event(msgspec.json.encode(make_event()))
-    call = dict(zip(("transform", "prices", "events", "seqs", "tenant_seqs", "entry_hashes"),
-                    arguments("billing_v1", default_prices(), [(event, EntryRef(1, 1, b"h"))]),
-                    strict=True))
-    call.update(change)
-    for transform_events in (core.transform_events, transforms.transform_events):
+    for transform_events, prices in ((core.transform_events, core.Prices),
+                                     (transforms.transform_events, transforms.Prices)):
+        call = dict(zip(("transform", "prices", "events", "seqs", "tenant_seqs", "entry_hashes"),
+                        arguments(prices, "billing_v1", default_prices(), [(event, EntryRef(1, 1, b"h"))]),
+                        strict=True))
+        call.update(change)
         with pytest.raises(ValueError, match=message):
             transform_events(*call.values())

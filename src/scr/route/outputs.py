@@ -17,9 +17,11 @@ import msgspec
 from scr import native
 from scr.log.commit import Committed
 from scr.route.price_file import PriceSource
+from scr.route.prices import PriceTable
 from scr.route.transforms import (
     BUILTIN_TRANSFORMS,
     EntryRef,
+    Prices,
     PythonTransformLike,
     encode_lines,
     encode_output,
@@ -45,6 +47,7 @@ class Outputs:
         self.transform = resolve_transform(spec, prices)
         self.prices = prices
         self.shown = shown
+        self._read_prices: tuple[PriceTable, Prices] | None = None
         self.native_transform = (
             spec if isinstance(spec, str) and spec in BUILTIN_TRANSFORMS and native.NATIVE else None
         )
@@ -54,7 +57,7 @@ class Outputs:
         events = [self.shown(entry.event) for entry in entries]  # type: ignore[arg-type]
         if self.native_transform is None or not entries:
             return [self._shaped(event, entry) for event, entry in zip(events, entries, strict=True)]
-        prices = self.prices.current().plain if self.native_transform == "billing_v1" else None
+        prices = self._native_prices() if self.native_transform == "billing_v1" else None
         crossing = events
         if self.native_transform in TEXTLESS_TRANSFORMS:
             crossing = [_without_long_text(event) for event in events]
@@ -66,6 +69,13 @@ class Outputs:
             output if output is not None else self._shaped(event, entry)
             for output, event, entry in zip(outputs, events, entries, strict=True)
         ]
+
+    def _native_prices(self) -> Prices:
+        """The current price table as the core reads it, read again only when it changes."""
+        table = self.prices.current()
+        if self._read_prices is None or self._read_prices[0] is not table:
+            self._read_prices = (table, native.Prices(*table.plain))
+        return self._read_prices[1]
 
     def _shaped(self, event: Event, entry: Committed) -> bytes:
         """One event's output, by the Python transform."""

@@ -69,7 +69,7 @@ import msgspec
 
 from scr.errors import ConfigError, Detail
 from scr.route.price_file import PriceSource
-from scr.route.prices import PlainPrices, PriceTable, default_prices, format_usd
+from scr.route.prices import PriceTable, default_prices, format_usd
 from scr.schema import Event
 
 IPV4_ANALYTICS_PREFIX_BITS = 24
@@ -246,15 +246,23 @@ def resolve_transform(
     )
 
 
+class Prices:
+    """A price table read once for every ``transform_events`` call that costs with it, from
+    ``PriceTable.plain``'s version and rows (the reference of ``scr._core.Prices``)."""
+
+    def __init__(self, version: str, rows: list[tuple[str, str, str, str]]) -> None:
+        self.table = PriceTable.from_plain((version, rows))
+
+
 def transform_events(
-    transform: str, prices: PlainPrices | None, events: bytes, seqs: Sequence[int],
+    transform: str, prices: Prices | None, events: bytes, seqs: Sequence[int],
     tenant_seqs: Sequence[int], entry_hashes: Sequence[bytes],
 ) -> list[bytes | None]:
     """Each event's output of the built-in ``transform``, as ``encode_output`` writes it.
 
     ``events`` are JSON lines, one event a line (as ``encode_lines`` writes them); event ``i``
     was committed at ``seqs[i]``, ``tenant_seqs[i]`` with ``entry_hashes[i]``; ``billing_v1``
-    costs them with ``prices`` (``PriceTable.plain``). The reference of the native
+    costs them with ``prices``. The reference of the native
     core's function, which may answer ``None`` for an event it leaves to this one; this one
     never does. Raise ``ValueError`` for a transform that is not built in, a billing batch
     without prices or lengths that differ.
@@ -263,7 +271,7 @@ def transform_events(
         raise ValueError(f"{transform!r} is not a built-in transform")
     if transform == "billing_v1" and prices is None:
         raise ValueError("billing_v1 needs a price table")
-    shape = resolve_transform(transform, None if prices is None else PriceTable.from_plain(prices))
+    shape = resolve_transform(transform, None if prices is None else prices.table)
     try:
         decoded = _event_decoder.decode_lines(events)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
