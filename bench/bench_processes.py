@@ -7,8 +7,13 @@ native core built when it has one):
 (a) 1,000-event batches over 4 connections with 3 batched destinations: events/s, how many
     cores the server's processes kept busy, their RSS together, and whether the destinations
     kept up;
-(b) single events at 1,000/s with 3 per-event webhooks: ingest p99 and capture → first
-    delivery attempt p99.
+(b) single events at 1,000/s with 3 per-event webhooks: ingest p99, capture → first
+    delivery attempt p99, and the CPU every process spent per event;
+(c) single events offered at 5,000/s (``SCR_BENCH_FAST_SINGLE_RATE``): the rate answered and
+    the ingest p99.
+
+This tree also runs (a) and (b) with ``SCR_NATIVE=0``: its pure-Python reference beside the
+native core, in the same run.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from typing import Any
 
 import psutil
 
-from bench.ingest import ROOT, Setup, durable_ingest, latency, make_batches
+from bench.ingest import BATCH_EVENTS, LATENCY_RATE_PER_S, ROOT, Setup, durable_ingest, latency, make_batches
 
 BASELINE_COMMIT = os.environ.get("SCR_BENCH_BASELINE", "644aa85")
 BATCHES = int(os.environ.get("SCR_BENCH_PROCESS_BATCHES", "150"))
+FAST_SINGLE_RATE = int(os.environ.get("SCR_BENCH_FAST_SINGLE_RATE", "5000"))
 SAMPLE_EVERY_S = 0.5
+PURE_PYTHON = {"SCR_NATIVE": "0"}
 
 
 class TreeWatch:
@@ -87,6 +94,7 @@ class TreeWatch:
             title = title if title.startswith("scr:") else "scr serve (one process)"
             by_title[title] = by_title.get(title, 0.0) + seconds
         return {
+            "cpu_s": round(sum(self.cpu_s.values()), 2),
             "cores_busy": round(sum(self.cpu_s.values()) / elapsed, 2),
             "cores_busy_by_process": {t: round(c / elapsed, 2) for t, c in sorted(by_title.items())},
             "processes": len(self.cpu_s),
@@ -101,6 +109,20 @@ def batch_run(bodies: list[bytes], folder: Path, env: dict[str, str] | None) -> 
     result = durable_ingest(bodies, folder, env, on_setup=tree.watch)
     result.pop("lag_samples", None)
     return {**result, **tree.finish()}
+
+
+def single_run(
+    folder: Path, env: dict[str, str] | None, rate_per_s: int = LATENCY_RATE_PER_S
+) -> dict[str, Any]:
+    """Single events at ``rate_per_s``, with the CPU all of the server's processes spent on
+    each (from the moment it was ready to the last delivery)."""
+    folder.mkdir()
+    tree = TreeWatch()
+    result = latency(folder, env, rate_per_s, on_setup=tree.watch)
+    watched = tree.finish()
+    result["cpu_us_per_event"] = round(watched["cpu_s"] / result["events"] * 1e6, 1)
+    result["cores_busy"] = watched["cores_busy"]
+    return result
 
 
 def build_native_core(tree: Path) -> None:
@@ -129,12 +151,18 @@ def main() -> dict[str, Any]:
             results["batch_baseline"] = batch_run(bodies, folder / "b-base", baseline_env)
             print("batches, this tree …", flush=True)
             results["batch"] = batch_run(bodies, folder / "b-now", None)
+            print("batches, this tree in pure Python …", flush=True)
+            results["batch_python"] = batch_run(bodies, folder / "b-python", PURE_PYTHON)
             print(f"single events, baseline {BASELINE_COMMIT} …", flush=True)
-            (folder / "l-base").mkdir()
-            results["single_baseline"] = latency(folder / "l-base", baseline_env)
+            results["single_baseline"] = single_run(folder / "l-base", baseline_env)
             print("single events, this tree …", flush=True)
-            (folder / "l-now").mkdir()
-            results["single"] = latency(folder / "l-now")
+            results["single"] = single_run(folder / "l-now", None)
+            print("single events, this tree in pure Python …", flush=True)
+            results["single_python"] = single_run(folder / "l-python", PURE_PYTHON)
+            print(f"single events at {FAST_SINGLE_RATE}/s, baseline {BASELINE_COMMIT} …", flush=True)
+            results["fast_single_baseline"] = single_run(folder / "f-base", baseline_env, FAST_SINGLE_RATE)
+            print(f"single events at {FAST_SINGLE_RATE}/s, this tree …", flush=True)
+            results["fast_single"] = single_run(folder / "f-now", None, FAST_SINGLE_RATE)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(baseline_tree)],
                            cwd=ROOT, capture_output=True)
@@ -144,5 +172,12 @@ def main() -> dict[str, Any]:
         "end_to_end_vs_baseline": round(
             results["batch"]["end_to_end_events_per_s"]
             / results["batch_baseline"]["end_to_end_events_per_s"], 2),
+        "batch_events_per_s_vs_pure_python": round(
+            results["batch"]["events_per_s"] / results["batch_python"]["events_per_s"], 2),
+        "single_cpu_per_event_baseline_over_now": round(
+            results["single_baseline"]["cpu_us_per_event"] / results["single"]["cpu_us_per_event"], 2),
+        "batch_cpu_us_per_event": {
+            run: round(results[run]["cpu_s"] / (BATCHES * BATCH_EVENTS) * 1e6, 1)
+            for run in ("batch_baseline", "batch", "batch_python")},
     }
     return results

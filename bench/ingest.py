@@ -318,14 +318,20 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def latency(folder: Path, server_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """(b): single events at 1,000/s; ingest latency and capture → first delivery attempt."""
-    total = LATENCY_RATE_PER_S * LATENCY_SECONDS
+def latency(folder: Path, server_env: dict[str, str] | None = None, rate_per_s: int = LATENCY_RATE_PER_S,
+            on_setup: Callable[[Setup], None] | None = None) -> dict[str, Any]:
+    """(b): single events at ``rate_per_s`` (1,000/s) for ``LATENCY_SECONDS``; ingest latency,
+    capture → first delivery attempt, and the rate the server kept up with. ``on_setup`` sees
+    the running setup first."""
+    total = rate_per_s * LATENCY_SECONDS
     ids = [uuid.uuid4().hex for _ in range(total)]
     bodies = [(event_id, msgspec.json.encode(event(event_id))) for event_id in ids]
     sent_at: dict[str, float] = {}
     ingest_ms: list[float] = []
+    sending: list[float] = []
     with scr_and_receivers(folder, "latency", 1, timing=True, server_env=server_env) as setup:
+        if on_setup is not None:
+            on_setup(setup)
         url, headers, timing = f"{setup.url}/v1/events", setup.headers, setup.timing
 
         async def run() -> None:
@@ -336,8 +342,7 @@ def latency(folder: Path, server_env: dict[str, str] | None = None) -> dict[str,
 
                 async def one(index: int) -> None:
                     event_id, body = bodies[index]
-                    await asyncio.sleep(max(0.0, began + index / LATENCY_RATE_PER_S
-                                            - time.perf_counter()))
+                    await asyncio.sleep(max(0.0, began + index / rate_per_s - time.perf_counter()))
                     sent_at[event_id] = time.time()
                     started = time.perf_counter()
                     async with client.post(url, data=body, headers=headers) as response:
@@ -346,6 +351,7 @@ def latency(folder: Path, server_env: dict[str, str] | None = None) -> dict[str,
                     assert response.status == 202
 
                 await asyncio.gather(*(one(i) for i in range(1, total)))
+                sending.append(time.perf_counter() - began)
 
         asyncio.run(run())
         time.sleep(2)  # the last deliveries land before the receivers write their timings
@@ -354,7 +360,8 @@ def latency(folder: Path, server_env: dict[str, str] | None = None) -> dict[str,
         arrivals = msgspec.json.decode(path.read_bytes())
         route_ms += [(arrivals[i] - sent_at[i]) * 1000 for i in sent_at if i in arrivals]
     return {
-        "offered_per_s": LATENCY_RATE_PER_S, "events": total - 1,
+        "offered_per_s": rate_per_s, "events": total - 1,
+        "answered_per_s": round((total - 1) / sending[0]),
         "ingest_p50_ms": round(percentile(ingest_ms, 0.5), 2),
         "ingest_p99_ms": round(percentile(ingest_ms, 0.99), 2),
         "capture_to_first_attempt_p50_ms": round(percentile(route_ms, 0.5), 2),
