@@ -182,7 +182,7 @@ def through_validate(core: Any) -> dict[str, Any]:
     raws = [msgspec.json.encode(event(uuid.uuid4().hex)) for _ in range(EVENTS)]
     items = [Item(index, raw) for index, raw in enumerate(raws)]
     latest = event_check.latest_epoch_us()
-    canonical = [verdict[2] for verdict in core.check_events(raws, latest) if verdict is not None]
+    canonical = [verdict[4] for verdict in core.check_events(raws, latest) if verdict is not None]
     assert len(canonical) == EVENTS, "every benchmark event is valid"
     read_back = msgspec.json.Decoder(Event).decode
     return {

@@ -122,6 +122,7 @@ def single_run(
     watched = tree.finish()
     result["cpu_us_per_event"] = round(watched["cpu_s"] / result["events"] * 1e6, 1)
     result["cores_busy"] = watched["cores_busy"]
+    result["cores_busy_by_process"] = watched["cores_busy_by_process"]
     return result
 
 

@@ -25,6 +25,8 @@ pub type EventDigest = [u8; 16];
 pub struct Accepted {
     pub event_id: String,
     pub tenant: String,
+    pub session_id: String,
+    pub model: String,
     pub canonical: Vec<u8>,
     pub digest: EventDigest,
 }
@@ -49,6 +51,8 @@ pub fn check_event(raw: &[u8], latest_us: i64) -> Option<Accepted> {
     Some(Accepted {
         event_id: event.event_id.clone().into_owned(),
         tenant: event.tenant().to_owned(),
+        session_id: event.session.session_id.clone().into_owned(),
+        model: event.usage.model.clone().into_owned(),
         digest: digest(&canonical),
         canonical,
     })

@@ -276,12 +276,20 @@ fn transform_events<'py>(
 
 // ----- the edge: per-event validation ------------------------------------------------------
 
-/// What `check_events` answers for one event: `(event_id, tenant, canonical bytes, digest)`
-/// when it is accepted, `None` when the Python reference must judge it.
-type Verdict<'py> = Option<(String, String, Bound<'py, PyBytes>, Bound<'py, PyBytes>)>;
+/// What `check_events` answers for one event: `(event_id, tenant, session_id, model, canonical
+/// bytes, digest)` when it is accepted, `None` when the Python reference must judge it.
+type Verdict<'py> = Option<(
+    String,
+    String,
+    String,
+    String,
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+)>;
 
 /// Judge each raw event of a request (valid schema v1.2, no repeated key, times no later than
-/// `latest_epoch_us`); for each accepted one, its id, tenant, canonical bytes and digest.
+/// `latest_epoch_us`); for each accepted one, its id, tenant, session id, model, canonical bytes
+/// and digest.
 #[pyfunction]
 fn check_events<'py>(
     py: Python<'py>,
@@ -302,6 +310,8 @@ fn check_events<'py>(
                 (
                     accepted.event_id,
                     accepted.tenant,
+                    accepted.session_id,
+                    accepted.model,
                     PyBytes::new(py, &accepted.canonical),
                     PyBytes::new(py, &accepted.digest),
                 )

@@ -27,17 +27,20 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
 MAX_EVENT_ID_HINT_CHARS = 128  # a refused event's id is echoed back only if it could be one
 
-Verdict = tuple[str, str, bytes, bytes] | None
-"""An accepted event's ``(event_id, tenant, canonical bytes, digest)``, or ``None``."""
+Verdict = tuple[str, str, str, str, bytes, bytes] | None
+"""An accepted event's ``(event_id, tenant, session_id, model, canonical bytes, digest)``, or
+``None``."""
 
 
 @dataclass(slots=True)
 class Judged:
-    """An event found valid: its id, tenant, canonical bytes and digest, and the decoded
-    ``Event`` when the Python path decoded it (the native core hands none)."""
+    """An event found valid: its id, tenant, session id, model, canonical bytes and digest, and
+    the decoded ``Event`` when the Python path decoded it (the native core hands none)."""
 
     event_id: str
     tenant: str
+    session_id: str
+    model: str
     payload: bytes
     digest: bytes
     event: Event | None = None
@@ -75,7 +78,8 @@ def judge_event(raw: bytes, *, now: datetime | None = None) -> Judged | Refused:
             "duplicate_key", repeated, "this key appears more than once in its object; send each key once",
         )], event.event_id)
     payload = canonical_bytes(event)
-    return Judged(event.event_id, event.tenant, payload, event_digest(payload), event)
+    return Judged(event.event_id, event.tenant, event.session.session_id, event.usage.model, payload,
+                  event_digest(payload), event)
 
 
 def event_id_hint(raw: bytes) -> str | None:
@@ -97,4 +101,5 @@ def check_events(raws: Sequence[bytes], latest_epoch_us: int) -> list[Verdict]:
 def _verdict(judged: Judged | Refused) -> Verdict:
     if isinstance(judged, Refused):
         return None
-    return judged.event_id, judged.tenant, judged.payload, judged.digest
+    return (judged.event_id, judged.tenant, judged.session_id, judged.model, judged.payload,
+            judged.digest)

@@ -491,6 +491,7 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
                 loop.call_soon_threadsafe(runtime.tail.follow, committed[-1].seq)
                 readers.notify(committed[-1].seq)
 
+        runtime.committer.keep_events = readers is None  # else no entry here is read as an Event
         index_sessions = runtime.store.index_sessions()
         runtime.committer.commit_hooks.append(lambda _committed: index_sessions())
         runtime.committer.commit_hooks.append(on_commit)

@@ -25,9 +25,8 @@ def message_id(tenant: str, event_id: str) -> str:
 
 def headers_of(submission: Submission) -> dict[str, str]:
     """The message headers of a validated event."""
-    event = submission.event
     return {
-        MSG_ID: message_id(event.user.organization_id, event.event_id),
+        MSG_ID: message_id(submission.tenant, submission.event_id),
         DIGEST: submission.digest.hex(),
         ACTOR: submission.actor,
         SOURCE: submission.source,

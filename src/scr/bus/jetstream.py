@@ -168,7 +168,7 @@ class Bus:
         try:
             futures = [
                 await js.publish_async(
-                    subject_of(self.stream, partition_of(s.event.user.organization_id, self.partitions)),
+                    subject_of(self.stream, partition_of(s.tenant, self.partitions)),
                     s.payload,
                     headers=headers_of(s),
                 )

@@ -38,7 +38,7 @@ from scr.log.commit import Outcome, Submission
 from scr.metrics import Metrics
 from scr.route.price_file import PriceSource
 from scr.route.prices import default_prices
-from scr.schema import EVENT_TYPE, MAX_EVENT_BYTES, Event, Problem
+from scr.schema import EVENT_TYPE, MAX_EVENT_BYTES, Problem
 from scr.security.keys import Principal
 
 JSON = "application/json"
@@ -199,16 +199,18 @@ def validate(items: list[Item], principal: Principal, is_batch: bool, source: st
                 f"this key may not write events for organization '{judged.tenant}'",
             )], judged.event_id), 403)
             continue
-        event = judged.event or _canonical_decoder.decode(judged.payload)
-        batch.submissions.append(Submission(event, judged.payload, judged.digest, principal.actor, source))
+        batch.submissions.append(_submission(judged, principal.actor, source))
         batch.positions.append(item.index)
         batch.statuses.append(202)
     return batch
 
 
-# An accepted event's canonical bytes, read back into the Event the writer takes: msgspec's
-# one C pass, a third of ``decode_event`` (whose Python rules the core already applied).
-_canonical_decoder = msgspec.json.Decoder(Event)
+def _submission(judged: Judged, actor: str, source: str) -> Submission:
+    """What goes to the writer: the Python path's Event, else the native core's fields alone."""
+    if judged.event is not None:
+        return Submission(judged.event, judged.payload, judged.digest, actor, source)
+    return Submission.undecoded(judged.payload, judged.digest, actor, source, judged.tenant,
+                                judged.event_id, judged.session_id, judged.model)
 
 
 def _verdicts(raws: list[bytes]) -> list[Verdict]:
@@ -222,8 +224,7 @@ def _verdicts(raws: list[bytes]) -> list[Verdict]:
 def _judged(verdict: Verdict) -> Judged | None:
     if verdict is None:
         return None
-    event_id, tenant, payload, digest = verdict
-    return Judged(event_id, tenant, payload, digest)
+    return Judged(*verdict)
 
 
 def _refuse(batch: Batch, result: dict[str, Any], refused: Refused, status: int) -> None:
@@ -330,7 +331,7 @@ def count_tenants(
     counted: dict[tuple[str, str], int] = {}
     for submission, (outcome, _) in zip(submissions, outcomes, strict=True):
         if outcome in (Outcome.ACCEPTED, Outcome.DUPLICATE):
-            key = (submission.event.user.organization_id, outcome.value)
+            key = (submission.tenant, outcome.value)
             counted[key] = counted.get(key, 0) + 1
     for (tenant, outcome_name), count in counted.items():
         metrics.tenant_events.labels(tenant, outcome_name).inc(count)

@@ -38,7 +38,7 @@ def count_unpriced(
 ) -> None:
     """Count the newly accepted events whose model ``prices`` cannot price."""
     for submission, (outcome, _seq) in zip(submissions, outcomes, strict=True):
-        model = submission.event.usage.model
+        model = submission.model
         if outcome is not Outcome.ACCEPTED or prices.price(model) is not None:
             continue
         with _labelled_lock:

@@ -48,15 +48,50 @@ class Outcome(str, Enum):
     CONFLICT = "conflict"
 
 
-@dataclass(slots=True)
 class Submission:
-    """A validated event on its way into the ledger."""
+    """A validated event on its way into the ledger: its canonical bytes and their digest
+    (compared on duplicates), who sent it, and the fields it is keyed by.
 
-    event: Event
-    payload: bytes  # canonical bytes of the event
-    digest: bytes  # digest of ``payload``, compared on duplicates
-    actor: str
-    source: str
+    The ``Event`` is read back from the canonical bytes only when something asks for it: an
+    edge whose native core accepted the event, and the writer that takes the edges' records,
+    have no use for it (``undecoded``), unless the writer seals personal fields.
+    """
+
+    __slots__ = ("_event", "actor", "digest", "event_id", "model", "payload", "session_id", "source",
+                 "tenant")
+
+    def __init__(self, event: Event, payload: bytes, digest: bytes, actor: str, source: str) -> None:
+        self._event: Event | None = event
+        self.payload, self.digest, self.actor, self.source = payload, digest, actor, source
+        self.tenant = event.user.organization_id
+        self.event_id = event.event_id
+        self.session_id = event.session.session_id
+        self.model = event.usage.model
+
+    @classmethod
+    def undecoded(cls, payload: bytes, digest: bytes, actor: str, source: str, tenant: str,
+                  event_id: str, session_id: str, model: str) -> Submission:
+        """A submission of canonical bytes whose fields were read by the native core."""
+        made = cls.__new__(cls)
+        made._event = None
+        made.payload, made.digest, made.actor, made.source = payload, digest, actor, source
+        made.tenant, made.event_id, made.session_id, made.model = tenant, event_id, session_id, model
+        return made
+
+    @property
+    def event(self) -> Event:
+        if self._event is None:
+            self._event = _canonical_event.decode(self.payload)
+        return self._event
+
+    @property
+    def decoded(self) -> Event | None:
+        """The event if it was read already (else ``None``: reading it is not free)."""
+        return self._event
+
+
+# An accepted event's canonical bytes, read back into its Event: msgspec's one C pass.
+_canonical_event = msgspec.json.Decoder(Event)
 
 
 class Committed(msgspec.Struct, frozen=True, gc=False):
@@ -150,6 +185,9 @@ class Committer:
         self.append_hooks: list[AppendHook] = []
         self.commit_hooks: list[CommitHook] = []
         self.sealer: Sealing | None = None  # set when encryption is on (scr.privacy)
+        # each Committed carries its Event (the in-process tail reads it); a writer whose
+        # readers are processes of their own reads none it was not handed decoded
+        self.keep_events = True
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="scr-committer", daemon=True)
         self._tx: Transaction | None = None
@@ -255,7 +293,7 @@ class Committer:
     def _append_events(
         self, tx: Transaction, submissions: Sequence[Submission]
     ) -> list[tuple[Outcome, int]]:
-        keys = [(s.event.user.organization_id, s.event.event_id) for s in submissions]
+        keys = [(s.tenant, s.event_id) for s in submissions]
         pending_keys = self._pending.keys
         hashes = {k: key_hash(k) for k in keys}
         known = {k: hit for k in keys if (hit := pending_keys.get(k) or self.recent.get(hashes[k]))}
@@ -286,14 +324,13 @@ class Committer:
     def _new_event(self, tx: Transaction, sub: Submission, tenant: str, seq: int, ts: str,
                    subjects: list[tuple[str, str, int]]) -> _NewEvent:
         """A new event's entry as stored (its personal fields sealed when encryption is on)."""
-        event = sub.event
         payload, seal = sub.payload, None
         if self.sealer is not None:
-            payload, seal, subject = self.sealer.seal(tx, event)
+            payload, seal, subject = self.sealer.seal(tx, sub.event)
             subjects.append((tenant, subject, seq))
         entry = LedgerEntry(
             seq, ts, sub.actor, tenant, SESSION_COMPLETION,
-            msgspec.Raw(payload), Provenance(sub.source, event.event_id, sub.actor), seal,
+            msgspec.Raw(payload), Provenance(sub.source, sub.event_id, sub.actor), seal,
         )
         return _NewEvent(sub, tenant, seq, entry_bytes(entry))
 
@@ -316,14 +353,15 @@ class Committer:
         pending = self._pending
         rows: list[NewEntry] = []
         for new, slot, digest in zip(appended, tenants, digests, strict=True):
-            event, tenant, seq = new.submission.event, new.tenant, new.seq
+            sub, tenant, seq = new.submission, new.tenant, new.seq
             count = counts[slot]
             counts[slot] = count + 1
             rows.append(NewEntry(
-                seq, tenant, count, SESSION_COMPLETION, ts, event.event_id,
-                event.session.session_id, new.submission.digest, new.stored, digest,
+                seq, tenant, count, SESSION_COMPLETION, ts, sub.event_id,
+                sub.session_id, sub.digest, new.stored, digest,
             ))
             pending.heads[tenant] = (count + 1, digest)
+            event = sub.event if self.keep_events else sub.decoded
             pending.committed.append(Committed(
                 seq, tenant, count, SESSION_COMPLETION, digest, event, None, new.stored
             ))

@@ -1,10 +1,12 @@
 """Edges hand validated events to the one writer, and the writer answers each one's outcome.
 
 An edge decodes, validates and hashes a request's events itself; what crosses to the writer
-is the compact record of each (the event, its canonical bytes and digest, who sent it), as
-msgpack over the writer's Unix socket (``scr.serve.frames``). The writer appends them in its
-group commit (or, in a cluster, publishes them to the bus) and answers once they are durable:
-only then does the edge answer ``202``. A writer that is gone is ``503`` at once, never a hang.
+is the compact record of each (its canonical bytes and digest, who sent it, and the tenant,
+event id, session id and model it is keyed and counted by; never the decoded event, which the
+writer reads back from the bytes only to seal it), as msgpack over the writer's Unix socket
+(``scr.serve.frames``). The writer appends them in its group commit (or, in a cluster,
+publishes them to the bus) and answers once they are durable: only then does the edge answer
+``202``. A writer that is gone is ``503`` at once, never a hang.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import msgspec
 from scr.capture.ingest import Appender
 from scr.errors import Unavailable
 from scr.log.commit import Outcome, Submission
-from scr.schema import Event
 from scr.serve.frames import FrameClient, FrameServer
 
 APPEND_TIMEOUT_S = 30.0  # a writer this slow is as good as gone: the edge answers 503
@@ -27,11 +28,14 @@ APPEND_TIMEOUT_S = 30.0  # a writer this slow is as good as gone: the edge answe
 class Record(msgspec.Struct, array_like=True, gc=False):
     """A submission as it crosses from an edge to the writer."""
 
-    event: Event
     payload: bytes
     digest: bytes
     actor: str
     source: str
+    tenant: str
+    event_id: str
+    session_id: str
+    model: str
 
 
 class Appended(msgspec.Struct, array_like=True):
@@ -49,7 +53,8 @@ class AppendClient:
         self._answer = msgspec.msgpack.Decoder(Appended).decode
 
     async def append_events(self, submissions: Sequence[Submission]) -> list[tuple[Outcome, int]]:
-        records = [Record(s.event, s.payload, s.digest, s.actor, s.source) for s in submissions]
+        records = [Record(s.payload, s.digest, s.actor, s.source, s.tenant, s.event_id, s.session_id, s.model)
+                   for s in submissions]
         try:
             reply = await asyncio.wait_for(self._calls.call(msgspec.msgpack.encode(records)),
                                            APPEND_TIMEOUT_S)
@@ -82,8 +87,8 @@ class AppendService:
         await self._server.close()
 
     async def _append(self, body: bytes) -> bytes:
-        submissions = [Submission(r.event, r.payload, r.digest, r.actor, r.source)
-                       for r in self._decode(body)]
+        submissions = [Submission.undecoded(r.payload, r.digest, r.actor, r.source, r.tenant, r.event_id,
+                                            r.session_id, r.model) for r in self._decode(body)]
         try:
             answer = Appended(await self.appender.append_events(submissions))
         except Unavailable as error:  # the edge answers 503 with the same message
