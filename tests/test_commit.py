@@ -132,6 +132,47 @@ def test_each_tenant_has_its_own_unbroken_chain(store: Store) -> None:
             assert entry.hash == previous
 
 
+def undecoded(sub: Submission) -> Submission:
+    """``sub`` as the writer gets it from an edge: canonical bytes and the core's fields."""
+    return Submission.undecoded(sub.payload, sub.digest, sub.actor, sub.source, sub.tenant, sub.event_id,
+                                sub.session_id, sub.model)
+
+
+def test_events_handed_over_undecoded_are_stored_byte_for_byte_as_decoded_ones(tmp_path: Path) -> None:
+    subs = [submission(f"evt_{i}", **{"user.organization_id": f"org_{i % 2}", "session.session_id": f"s{i}"})
+            for i in range(6)]
+    stored: list[list[tuple[int, str, str | None, dict[str, object]]]] = []
+    seen: list[list[Committed]] = []
+    for name, handed in (("decoded", subs), ("undecoded", [undecoded(s) for s in subs])):
+        opened = SqliteStore(tmp_path / name)
+        committer = committer_for(opened)
+        committer.keep_events = name == "decoded"
+        committer.commit_hooks.append(seen.append)
+        try:
+            assert outcomes(asyncio.run(committer.append_events(handed))) == [Outcome.ACCEPTED] * 6
+        finally:
+            committer.close()
+        entries = opened.entries_after(0, 100)
+        stored.append([(e.seq, e.tenant, e.event_id, without_time(e.entry)) for e in entries])
+        assert [e.seq for e in opened.session_entries("org_1", "s3")] == [4]
+        opened.close()
+    assert stored[0] == stored[1]  # the same entries and keys (but for the time of commit)
+    decoded, handed_over = seen
+    assert [c.event for c in decoded] == [s.event for s in subs]
+    # the writer of a served instance never read the events back: nothing asked for them
+    assert [c.event for c in handed_over] == [None] * 6
+
+
+def without_time(entry: bytes) -> dict[str, object]:
+    fields: dict[str, object] = json.loads(entry)
+    del fields["ts"]
+    return fields
+
+
+def outcomes(answers: list[tuple[Outcome, int]]) -> list[Outcome]:
+    return [outcome for outcome, _ in answers]
+
+
 def test_a_failing_write_fails_only_its_caller(store: Store) -> None:
     committer = committer_for(store)
 
