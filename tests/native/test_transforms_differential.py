@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from scr import native
 from scr.log.commit import Committed
 from scr.route import transforms
-from scr.route.outputs import TEXT_CROSSING_MAX_CHARS, Outputs
+from scr.route.outputs import TEXT_CROSSING_MAX_CHARS, TEXTLESS_TRANSFORMS, Outputs
 from scr.route.prices import ModelPrice, PriceTable, default_prices
 from scr.route.transforms import (
     BUILTIN_TRANSFORMS,
@@ -35,7 +35,7 @@ from scr.route.transforms import (
     encode_output,
     resolve_transform,
 )
-from scr.schema import Event, decode_accepted_event
+from scr.schema import Event, canonical_bytes, decode_accepted_event
 from support import make_event
 
 EXAMPLES = 100
@@ -273,6 +273,24 @@ def test_an_address_no_event_may_carry_now_is_shaped_as_python_shapes_it(
     batch = [(event, EntryRef(1, 1, b"h"))]
     output = core.transform_events(*arguments(core.Prices, "analytics_v2", default_prices(), batch))[0]
     assert output in (None, *by_python("analytics_v2", default_prices(), batch))
+
+
+@pytest.mark.parametrize("name", sorted(TEXTLESS_TRANSFORMS))
+@bounded
+@given(price_tables(), batches)
+def test_events_read_from_their_ledgered_bytes_are_shaped_as_encoded_ones(
+    core: ModuleType, name: str, table: PriceTable, batch: list[tuple[Event, EntryRef]]
+) -> None:
+    """A reader hands the transforms that read fields each unsealed event's canonical bytes as
+    ledgered (keys sorted), not the event encoded again: both give every output byte for byte."""
+    # each event as a reader reads it back from the ledger (its tags in the ledgered order)
+    batch = [(msgspec.json.decode(canonical_bytes(event), type=Event), ref) for event, ref in batch]
+    encoded = arguments(core.Prices, name, table, batch)
+    ledgered = b"".join(canonical_bytes(event) + b"\n" for event, _ in batch)
+    assert core.transform_events(*encoded[:2], ledgered, *encoded[3:]) == core.transform_events(*encoded)
+    reference = arguments(transforms.Prices, name, table, batch)
+    expected = by_python(name, table, batch)
+    assert transforms.transform_events(*reference[:2], ledgered, *reference[3:]) == expected
 
 
 @pytest.mark.parametrize(

@@ -109,6 +109,9 @@ class Committed(msgspec.Struct, frozen=True, gc=False):
     event: Event | None
     payload: Any = None
     stored: bytes = b""  # the exact stored entry bytes (empty when read back from the tail)
+    # an event's JSON as ledgered, when it was read back from the store unsealed: a
+    # destination that shows the event as it is hands these bytes to its transform
+    line: bytes = b""
 
 
 # Runs inside the group's transaction, after its writes, with the entries they appended:

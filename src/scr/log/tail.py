@@ -53,7 +53,16 @@ class Opening(Protocol):
         """The user's keyed hash."""
 
 
+class _RawEventEntry(msgspec.Struct, gc=False):
+    """A SESSION_COMPLETION entry read with its payload's bytes as they are stored."""
+
+    payload: msgspec.Raw
+    seal: msgspec.Raw = msgspec.Raw()
+
+
 _event_entry = msgspec.json.Decoder(_EventEntry)
+_raw_event_entry = msgspec.json.Decoder(_RawEventEntry)
+_event = msgspec.json.Decoder(Event)
 
 
 def event_entry(entry: bytes) -> _EventEntry:
@@ -66,16 +75,18 @@ _ALERT_KINDS = frozenset((Kind.BUDGET_ALERT.value, Kind.ANOMALY.value))
 def from_store(row: StoredEntry, opener: Opening | None = None) -> Committed:
     """A stored row as a consumer sees it (a sealed event opened by ``opener``; without one
     it stays as ledgered, without its personal fields)."""
-    event = None
+    event, line = None, b""
     if row.kind == Kind.SESSION_COMPLETION.value:
-        decoded = _event_entry.decode(row.entry)
-        event = decoded.payload
-        if decoded.seal and opener is not None:
+        decoded = _raw_event_entry.decode(row.entry)
+        event = _event.decode(decoded.payload)
+        if not decoded.seal:
+            line = bytes(decoded.payload)
+        elif opener is not None:
             event = opener.open(event, decoded.seal)
     elif row.kind in _ALERT_KINDS:  # delivered like an event: its payload is the message
         return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, None,
                          decode_entry(row.entry).payload)
-    return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, event)
+    return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, event, line=line)
 
 
 def _slim(entry: Committed) -> Committed:

@@ -58,11 +58,12 @@ class Outputs:
         if self.native_transform is None or not entries:
             return [self._shaped(event, entry) for event, entry in zip(events, entries, strict=True)]
         prices = self._native_prices() if self.native_transform == "billing_v1" else None
-        crossing = events
-        if self.native_transform in TEXTLESS_TRANSFORMS:
-            crossing = [_without_long_text(event) for event in events]
+        if self.native_transform in TEXTLESS_TRANSFORMS:  # they read fields, in any key order
+            lines = _lines(entries, [_without_long_text(event) for event in events])
+        else:  # they carry the event as it crosses
+            lines = encode_lines(events)
         outputs = native.transform_events(
-            self.native_transform, prices, encode_lines(crossing), [e.seq for e in entries],
+            self.native_transform, prices, lines, [e.seq for e in entries],
             [e.tenant_seq for e in entries], [e.entry_hash for e in entries],
         )
         return [
@@ -80,6 +81,15 @@ class Outputs:
     def _shaped(self, event: Event, entry: Committed) -> bytes:
         """One event's output, by the Python transform."""
         return encode_output(self.transform(event, EntryRef(entry.seq, entry.tenant_seq, entry.entry_hash)))
+
+
+def _lines(entries: Sequence[Committed], events: Sequence[Event]) -> bytes:
+    """The events as JSON lines: an entry's ledgered bytes where its event crosses as it is
+    (read by the transforms as the same event), else the event encoded."""
+    return b"".join(
+        entry.line + b"\n" if entry.line and event is entry.event else encode_lines((event,))
+        for entry, event in zip(entries, events, strict=True)
+    )
 
 
 def _without_long_text(event: Event) -> Event:
