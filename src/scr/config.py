@@ -254,7 +254,8 @@ class ValidationConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         int,
         Meta(
             ge=0,
-            description="seconds of the fast in-memory duplicate check (the ledger's dedup is exact)",
+            description="seconds of the fast in-memory duplicate check in front of PostgreSQL's "
+            "index (the ledger's dedup is exact; the embedded store's index is in memory already)",
         ),
     ] = DEFAULT_DEDUPLICATION_WINDOW_S
 

@@ -184,7 +184,7 @@ class Committer:
     ) -> None:
         self.store = store
         self.buffer_size = buffer_size
-        self.recent = RecentKeys(dedup_window_s)
+        self.recent = RecentKeys(0.0 if store.dedup_in_memory else dedup_window_s)
         self.append_hooks: list[AppendHook] = []
         self.commit_hooks: list[CommitHook] = []
         self.sealer: Sealing | None = None  # set when encryption is on (scr.privacy)
@@ -298,8 +298,13 @@ class Committer:
     ) -> list[tuple[Outcome, int]]:
         keys = [(s.tenant, s.event_id) for s in submissions]
         pending_keys = self._pending.keys
-        hashes = {k: key_hash(k) for k in keys}
-        known = {k: hit for k in keys if (hit := pending_keys.get(k) or self.recent.get(hashes[k]))}
+        recent = self.recent if self.recent.window_s > 0 else None
+        hashes = {k: key_hash(k) for k in keys} if recent is not None else {}
+        known: dict[EventKey, Hit] = {}
+        for key in keys:
+            hit = pending_keys.get(key) or (recent.get(hashes[key]) if recent is not None else None)
+            if hit is not None:
+                known[key] = hit
         known.update(self.store.find_events(tx, [k for k in keys if k not in known]))
         # the first of each new key in the batch gets a seq; later copies are its duplicates
         fresh = {k: None for k in keys if k not in known}
@@ -317,7 +322,7 @@ class Committer:
             seq = next(seqs)
             appended.append(self._new_event(tx, sub, key[0], seq, ts, subjects))
             known[key] = pending_keys[key] = Hit(seq, sub.digest)
-            self._pending.key_order.append((key, hashes[key]))
+            self._pending.key_order.append((key, hashes.get(key, b"")))
             outcomes.append((Outcome.ACCEPTED, seq))
         self.store.append(tx, self._chain(appended, ts))
         if subjects:

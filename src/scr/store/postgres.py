@@ -166,6 +166,8 @@ def _writer(tx: Transaction) -> PostgresWriter:
 class PostgresStore:
     """A PostgreSQL database holding the ledger of one scr instance or of a whole cluster."""
 
+    dedup_in_memory = False
+
     def __init__(
         self, uri: str, partitions: int = DEFAULT_PARTITIONS, apply_migrations: bool = True,
         pool: StorePoolConfig | None = None,

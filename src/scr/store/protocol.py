@@ -76,6 +76,11 @@ class Store(Protocol):
     def tier(self) -> ArchiveTier:
         """Where the entries of archived rows are read (``scr.retention.tiers``)."""
 
+    @property
+    def dedup_in_memory(self) -> bool:
+        """Whether ``find_events`` answers from memory (the committer's front window of recent
+        keys would only repeat it)."""
+
     def writer(self) -> Transaction:
         """The connection of the one writer (opened once, by the committer)."""
 

@@ -331,6 +331,8 @@ def _conn(tx: Transaction) -> sqlite3.Connection:
 class SqliteStore:
     """The SQLite database of one data folder."""
 
+    dedup_in_memory = True  # scr.store.keylog
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
