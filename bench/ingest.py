@@ -319,17 +319,18 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def latency(folder: Path, server_env: dict[str, str] | None = None, rate_per_s: int = LATENCY_RATE_PER_S,
-            on_setup: Callable[[Setup], None] | None = None) -> dict[str, Any]:
-    """(b): single events at ``rate_per_s`` (1,000/s) for ``LATENCY_SECONDS``; ingest latency,
-    capture → first delivery attempt, and the rate the server kept up with. ``on_setup`` sees
-    the running setup first."""
+            on_setup: Callable[[Setup], None] | None = None, delivery_batch: int = 1) -> dict[str, Any]:
+    """(b): single events at ``rate_per_s`` (1,000/s) for ``LATENCY_SECONDS``, delivered one
+    by one (``delivery_batch`` events a webhook at most); ingest latency, capture → first
+    delivery attempt, and the rate the server kept up with. ``on_setup`` sees the running
+    setup first."""
     total = rate_per_s * LATENCY_SECONDS
     ids = [uuid.uuid4().hex for _ in range(total)]
     bodies = [(event_id, msgspec.json.encode(event(event_id))) for event_id in ids]
     sent_at: dict[str, float] = {}
     ingest_ms: list[float] = []
     sending: list[float] = []
-    with scr_and_receivers(folder, "latency", 1, timing=True, server_env=server_env) as setup:
+    with scr_and_receivers(folder, "latency", delivery_batch, timing=True, server_env=server_env) as setup:
         if on_setup is not None:
             on_setup(setup)
         url, headers, timing = f"{setup.url}/v1/events", setup.headers, setup.timing
@@ -360,7 +361,7 @@ def latency(folder: Path, server_env: dict[str, str] | None = None, rate_per_s: 
         arrivals = msgspec.json.decode(path.read_bytes())
         route_ms += [(arrivals[i] - sent_at[i]) * 1000 for i in sent_at if i in arrivals]
     return {
-        "offered_per_s": rate_per_s, "events": total - 1,
+        "offered_per_s": rate_per_s, "events": total - 1, "delivery_batch": delivery_batch,
         "answered_per_s": round((total - 1) / sending[0]),
         "ingest_p50_ms": round(percentile(ingest_ms, 0.5), 2),
         "ingest_p99_ms": round(percentile(ingest_ms, 0.99), 2),
