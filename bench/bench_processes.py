@@ -11,7 +11,8 @@ native core built when it has one):
     delivery attempt p99, and the CPU every process spent per event;
 (c) single events offered at 5,000/s (``SCR_BENCH_FAST_SINGLE_RATE``), the 3 destinations
     batched (up to 1,000 events a webhook, so the run measures ingest, not 15,000 webhooks a
-    second): the rate answered, the ingest p99 and the CPU per event.
+    second): the rate answered, the ingest p99 and the CPU per event; beside it, the same
+    client against the decode-only server (what this machine's client and HTTP stack take).
 
 This tree also runs (a) and (b) with ``SCR_NATIVE=0``: its pure-Python reference beside the
 native core, in the same run.
@@ -30,7 +31,16 @@ from typing import Any
 
 import psutil
 
-from bench.ingest import BATCH_EVENTS, LATENCY_RATE_PER_S, ROOT, Setup, durable_ingest, latency, make_batches
+from bench.ingest import (
+    BATCH_EVENTS,
+    LATENCY_RATE_PER_S,
+    ROOT,
+    Setup,
+    durable_ingest,
+    latency,
+    make_batches,
+    singles_ceiling,
+)
 
 BASELINE_COMMIT = os.environ.get("SCR_BENCH_BASELINE", "644aa85")
 BATCHES = int(os.environ.get("SCR_BENCH_PROCESS_BATCHES", "150"))
@@ -166,6 +176,9 @@ def main() -> dict[str, Any]:
                 folder / "f-base", baseline_env, FAST_SINGLE_RATE, BATCH_EVENTS)
             print(f"single events at {FAST_SINGLE_RATE}/s, this tree …", flush=True)
             results["fast_single"] = single_run(folder / "f-now", None, FAST_SINGLE_RATE, BATCH_EVENTS)
+            print(f"single events at {FAST_SINGLE_RATE}/s, the decode-only ceiling …", flush=True)
+            (folder / "f-ceiling").mkdir()
+            results["fast_single_ceiling"] = singles_ceiling(folder / "f-ceiling", FAST_SINGLE_RATE)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(baseline_tree)],
                            cwd=ROOT, capture_output=True)

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import httpx
@@ -318,57 +318,89 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+class Offered(NamedTuple):
+    """What the client saw of single events offered at a rate."""
+
+    sent_at: dict[str, float]  # event id: when it was sent (Unix time)
+    ingest_ms: list[float]  # each request's answer time
+    seconds: float  # from the first send to the last answer
+
+
+def offer_singles(url: str, headers: dict[str, str], rate_per_s: int, expect: int = 202) -> Offered:
+    """``rate_per_s`` single events a second for ``LATENCY_SECONDS`` (after one to warm up),
+    each answered ``expect``."""
+    total = rate_per_s * LATENCY_SECONDS
+    bodies = [(event_id, msgspec.json.encode(event(event_id))) for event_id in
+              (uuid.uuid4().hex for _ in range(total))]
+    sent_at: dict[str, float] = {}
+    ingest_ms: list[float] = []
+
+    async def run() -> float:
+        async with client_session(64) as client:
+            async with client.post(url, data=bodies[0][1], headers=headers) as warm_up:
+                await warm_up.read()
+            began = time.perf_counter()
+
+            async def one(index: int) -> None:
+                event_id, body = bodies[index]
+                await asyncio.sleep(max(0.0, began + index / rate_per_s - time.perf_counter()))
+                sent_at[event_id] = time.time()
+                started = time.perf_counter()
+                async with client.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                ingest_ms.append((time.perf_counter() - started) * 1000)
+                assert response.status == expect
+
+            await asyncio.gather(*(one(i) for i in range(1, total)))
+            return time.perf_counter() - began
+
+    return Offered(sent_at, ingest_ms, asyncio.run(run()))
+
+
+def answered(offered: Offered, rate_per_s: int) -> dict[str, Any]:
+    return {
+        "offered_per_s": rate_per_s, "events": len(offered.ingest_ms),
+        "answered_per_s": round(len(offered.ingest_ms) / offered.seconds),
+        "ingest_p50_ms": round(percentile(offered.ingest_ms, 0.5), 2),
+        "ingest_p99_ms": round(percentile(offered.ingest_ms, 0.99), 2),
+    }
+
+
 def latency(folder: Path, server_env: dict[str, str] | None = None, rate_per_s: int = LATENCY_RATE_PER_S,
             on_setup: Callable[[Setup], None] | None = None, delivery_batch: int = 1) -> dict[str, Any]:
     """(b): single events at ``rate_per_s`` (1,000/s) for ``LATENCY_SECONDS``, delivered one
     by one (``delivery_batch`` events a webhook at most); ingest latency, capture → first
     delivery attempt, and the rate the server kept up with. ``on_setup`` sees the running
     setup first."""
-    total = rate_per_s * LATENCY_SECONDS
-    ids = [uuid.uuid4().hex for _ in range(total)]
-    bodies = [(event_id, msgspec.json.encode(event(event_id))) for event_id in ids]
-    sent_at: dict[str, float] = {}
-    ingest_ms: list[float] = []
-    sending: list[float] = []
     with scr_and_receivers(folder, "latency", delivery_batch, timing=True, server_env=server_env) as setup:
         if on_setup is not None:
             on_setup(setup)
-        url, headers, timing = f"{setup.url}/v1/events", setup.headers, setup.timing
-
-        async def run() -> None:
-            async with client_session(64) as client:
-                async with client.post(url, data=bodies[0][1], headers=headers) as warm_up:
-                    await warm_up.read()
-                began = time.perf_counter()
-
-                async def one(index: int) -> None:
-                    event_id, body = bodies[index]
-                    await asyncio.sleep(max(0.0, began + index / rate_per_s - time.perf_counter()))
-                    sent_at[event_id] = time.time()
-                    started = time.perf_counter()
-                    async with client.post(url, data=body, headers=headers) as response:
-                        await response.read()
-                    ingest_ms.append((time.perf_counter() - started) * 1000)
-                    assert response.status == 202
-
-                await asyncio.gather(*(one(i) for i in range(1, total)))
-                sending.append(time.perf_counter() - began)
-
-        asyncio.run(run())
+        offered = offer_singles(f"{setup.url}/v1/events", setup.headers, rate_per_s)
         time.sleep(2)  # the last deliveries land before the receivers write their timings
     route_ms: list[float] = []
-    for path in timing:
+    for path in setup.timing:
         arrivals = msgspec.json.decode(path.read_bytes())
-        route_ms += [(arrivals[i] - sent_at[i]) * 1000 for i in sent_at if i in arrivals]
+        route_ms += [(arrivals[i] - offered.sent_at[i]) * 1000 for i in offered.sent_at if i in arrivals]
     return {
-        "offered_per_s": rate_per_s, "events": total - 1, "delivery_batch": delivery_batch,
-        "answered_per_s": round((total - 1) / sending[0]),
-        "ingest_p50_ms": round(percentile(ingest_ms, 0.5), 2),
-        "ingest_p99_ms": round(percentile(ingest_ms, 0.99), 2),
+        **answered(offered, rate_per_s), "delivery_batch": delivery_batch,
         "capture_to_first_attempt_p50_ms": round(percentile(route_ms, 0.5), 2),
         "capture_to_first_attempt_p99_ms": round(percentile(route_ms, 0.99), 2),
         "deliveries_timed": len(route_ms),
     }
+
+
+def singles_ceiling(folder: Path, rate_per_s: int) -> dict[str, Any]:
+    """The same client offering single events to the decode-only server (no commit, no
+    destinations): what this machine's client and HTTP stack can take at that rate."""
+    port = free_port()
+    server = start(["-m", "bench.decode_only", str(port)], folder / "decode.log")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/v1/events")
+        offered = offer_singles(f"http://127.0.0.1:{port}/v1/events", {"content-type": "application/json"},
+                                rate_per_s)
+    finally:
+        stop(server)
+    return answered(offered, rate_per_s)
 
 
 def main() -> dict[str, Any]:
