@@ -194,3 +194,19 @@ def test_a_data_folder_written_by_644aa85_drops_its_session_index_and_finds_sess
         assert after == before
     finally:
         store.close()
+
+
+def test_thousands_of_sessions_are_looked_up_in_one_call(store: SqliteStore, committer: Committer) -> None:
+    """More keys than SQLite takes as bound parameters: they cross as one JSON array."""
+    append(committer, 0, 1500, sessions_of=1500)
+    conn = side(store)
+    try:
+        index_step(conn)
+    finally:
+        conn.close()
+    append(committer, 1500, 500, sessions_of=1500)  # in the tail: sessions s0..s499 again
+    asked = [f"s{i}" for i in range(3000)]
+    found = store.first_session_entries(TENANT, asked, before_seq=10**9)
+    assert sorted(entry.seq for entry in found) == list(range(1, 1501))  # each session's first entry
+    earlier = store.first_session_entries(TENANT, asked, before_seq=1001)
+    assert sorted(entry.seq for entry in earlier) == list(range(1, 1001))

@@ -24,7 +24,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("scr.store.sessions")
@@ -33,7 +33,7 @@ SESSIONS_FILE = "sessions.db"
 ALIAS = "sessions"  # the schema name ``sessions.db`` is attached under
 FANOUT = 4
 MAX_STEP_ROWS = 500_000  # ledger seqs read in one step (bounds a catch-up's transaction)
-SETTLE_S = 0.2  # after a wake, wait this long so that one step takes several groups
+SETTLE_S = 0.05  # after a wake, wait this long so that one step takes several groups
 IDLE_CHECK_S = 1.0  # look at the ledger's head this often without a wake (other writers)
 BUSY_TIMEOUT_MS = 10_000
 
@@ -50,17 +50,18 @@ CREATE TABLE IF NOT EXISTS {ALIAS}.indexed (
 );
 """
 
-# The seqs of a set of session keys, below a bound: the runs, then the ledger's tail past
-# what they hold. ``{keys}`` is a list of placeholders; parameters: keys, bound, keys, bound.
-# One statement reads sessions.db at one snapshot: a merge's delete and insert are seen
-# together or not at all.
+# The seqs of a set of session keys (``:keys``, a JSON array) below ``:before``: the runs, then
+# the ledger's tail past what they hold, each read once for all the keys. One statement
+# reads sessions.db at one snapshot: a merge's delete and insert are seen together or not at
+# all.
 SEQS_OF_KEYS = f"""
+WITH wanted(key) AS (SELECT value FROM json_each(:keys))
 SELECT seq FROM {ALIAS}.session_runs
- WHERE run IN (SELECT run FROM {ALIAS}.runs) AND key IN ({{keys}}) AND seq < ?
+ WHERE run IN (SELECT run FROM {ALIAS}.runs) AND key IN wanted AND seq < :before
 UNION ALL
 SELECT seq FROM main.ledger
  WHERE seq > (SELECT coalesce(max(through), 0) FROM {ALIAS}.indexed)
-   AND session_key IN ({{keys}}) AND seq < ?
+   AND session_key IN wanted AND seq < :before
 """
 
 
@@ -68,11 +69,6 @@ def attach(conn: sqlite3.Connection, data_dir: Path) -> None:
     """Attach ``sessions.db`` to a connection of the ledger's database (made when missing)."""
     conn.execute(f"ATTACH DATABASE ? AS {ALIAS}", (str(Path(data_dir) / SESSIONS_FILE),))
     conn.executescript(SCHEMA)
-
-
-def seqs_of_keys(keys: Sequence[int]) -> str:
-    """``SEQS_OF_KEYS`` for this many keys (see there for its parameters)."""
-    return SEQS_OF_KEYS.format(keys=",".join("?" * len(keys)))
 
 
 class SessionIndexer:

@@ -15,6 +15,7 @@ rebuilt from the ledger the first time a data folder is opened by this version.)
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -590,11 +591,10 @@ class SqliteStore:
 
     def session_entries(self, tenant: str, session_id: str) -> list[StoredEntry]:
         """Entries of one session, by its lookup key; callers check the session id itself."""
-        key = [session_key(tenant, session_id)]
         rows = self._session_reader().execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN ({sessions.seqs_of_keys(key)}) "
-            f"AND tenant = ? ORDER BY seq",
-            (*key, _NO_BOUND, *key, _NO_BOUND, tenant),
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN ({sessions.SEQS_OF_KEYS}) "
+            f"AND +tenant = :tenant ORDER BY seq",  # +: by the seqs found, not the tenant's index
+            {"keys": f"[{session_key(tenant, session_id)}]", "before": _NO_BOUND, "tenant": tenant},
         ).fetchall()
         return self.tier.fill([_entry(row) for row in rows])
 
@@ -607,17 +607,13 @@ class SqliteStore:
         unindexed tail (``scr.store.sessions``), and only the seqs found there read entries.
         """
         keys = sorted({session_key(tenant, session_id) for session_id in session_ids})
-        conn = self._session_reader()
-        found: list[StoredEntry] = []
-        for part in _chunks(keys, MAX_QUERY_PARAMS // 2):
-            rows = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN (SELECT MIN(seq) FROM ledger "
-                f"WHERE seq IN ({sessions.seqs_of_keys(part)}) AND tenant = ? "
-                f"AND kind = 'SESSION_COMPLETION' GROUP BY session_key)",
-                (*part, before_seq, *part, before_seq, tenant),
-            ).fetchall()
-            found += [_entry(row) for row in rows]
-        return self.tier.fill(found)
+        rows = self._session_reader().execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN (SELECT MIN(seq) FROM ledger "
+            f"WHERE seq IN ({sessions.SEQS_OF_KEYS}) AND +tenant = :tenant "
+            f"AND kind = 'SESSION_COMPLETION' GROUP BY session_key)",
+            {"keys": json.dumps(keys), "before": before_seq, "tenant": tenant},
+        ).fetchall()
+        return self.tier.fill([_entry(row) for row in rows])
 
     def _session_reader(self) -> sqlite3.Connection:
         """This thread's reader with ``sessions.db`` attached."""
