@@ -131,6 +131,29 @@ def test_crossing_80_and_100_percent_delivers_two_signed_alerts_once_per_day(
     assert Decimal(beta["spent_usd"]) == 5 * Decimal("250.0000000001") < Decimal(BETA_LIMIT)
 
 
+def test_a_destination_that_takes_every_event_also_gets_the_alerts_naming_it(
+    serve: Any, receivers: Any, data_dir: Path, tmp_path: Path
+) -> None:
+    """Without a filter or sampling a destination picks its entries by kind alone: each event,
+    and each budget alert that names it (another destination's alert is not its)."""
+    (tmp_path / "prices.json").write_text(PRICES)
+    install_prices(tmp_path / "prices.json", data_dir)
+    hook: Receiver = receivers()
+    other: Receiver = receivers()
+    destinations = (f'      - {{name: alerts, endpoint: "{hook.url}", secret: "{SECRET}"}}\n'
+                    f'      - {{name: others, endpoint: "{other.url}", secret: "{SECRET}"}}')
+    client: Client = serve(config_text(destinations) + "  usage:\n    budgets:\n" + (
+        f'      - {{tenant: org_acme, period: day, limit_usd: "{ACME_LIMIT}", destinations: [alerts]}}\n'))
+    store = runtime_of(client).store
+    post(client, events_on("25", 4, "org_acme"))
+    reference.count_to_head(runtime_of(client))
+    wait_for(lambda: delivered_everything(store) and store.cursor("others") == store.last_seq(),
+             what="both destinations at the ledger's head")
+    kinds = [request.json().get("type", "event") for request in hook.received]
+    assert sorted(kinds) == ["budget.threshold_crossed", "event", "event", "event", "event"]
+    assert [request.json().get("type", "event") for request in other.received] == ["event"] * 4
+
+
 def test_the_budget_use_gauge_shows_the_current_period(serve: Any, receivers: Any, data_dir: Path,
                                                         tmp_path: Path) -> None:
     (tmp_path / "prices.json").write_text(PRICES)
