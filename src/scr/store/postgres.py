@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -54,6 +55,9 @@ log = logging.getLogger("scr.store.postgres")
 DEFAULT_PARTITIONS = 16
 # pg_advisory_xact_lock key of the ledger's one writer: the ASCII of "scrlog".
 LEDGER_WRITE_LOCK = 0x7363726C6F67
+# Each commit that appended entries notifies this channel with its newest seq (delivered when
+# the transaction commits, never for one rolled back): other instances follow the ledger by it.
+APPENDS_CHANNEL = "scr_ledger_appends"
 URI_SCHEMES = ("postgresql://", "postgres://")
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -98,6 +102,7 @@ class PostgresWriter:
         self._conn: Connection | None = None
         self._seen_seq = 0  # the newest seq this writer knows is committed
         self._appended_seq = 0  # the newest seq appended by the open transaction
+        self._appended_at_savepoint = 0
 
     @property
     def conn(self) -> Connection:
@@ -117,6 +122,7 @@ class PostgresWriter:
 
     def savepoint(self) -> None:
         self.conn.execute("SAVEPOINT work")
+        self._appended_at_savepoint = self._appended_seq
 
     def release(self) -> None:
         self.conn.execute("RELEASE SAVEPOINT work")
@@ -124,8 +130,11 @@ class PostgresWriter:
     def rollback_to_savepoint(self) -> None:
         self.conn.execute("ROLLBACK TO SAVEPOINT work")
         self.conn.execute("RELEASE SAVEPOINT work")
+        self._appended_seq = self._appended_at_savepoint  # what it appended is gone
 
     def commit(self) -> None:
+        if self._appended_seq:
+            self.conn.execute("SELECT pg_notify(%s, %s)", (APPENDS_CHANNEL, str(self._appended_seq)))
         self.conn.execute("COMMIT")
         self._seen_seq = max(self._seen_seq, self._appended_seq)
 
@@ -177,6 +186,7 @@ class PostgresStore:
         self.uri = uri
         self.partitions = partitions
         self.pool = pool or StorePoolConfig()
+        self._listener: Connection | None = None  # LISTENs for appends (wait_for_appends)
         if apply_migrations:
             with _connect(uri, self.pool) as conn:
                 migrate(conn)
@@ -198,6 +208,26 @@ class PostgresStore:
 
     def close(self) -> None:
         self._pool.close()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def wait_for_appends(self, timeout_s: float) -> bool:
+        """Wait until a commit (of any instance) appends entries; whether one did before
+        ``timeout_s``. One thread at a time calls it (the instance's ledger follower)."""
+        listener = self._listener
+        try:
+            if listener is None or listener.closed or listener.broken:
+                listener = self._listener = _connect(self.uri, self.pool)
+                listener.execute(f"LISTEN {APPENDS_CHANNEL}")
+            for _ in listener.notifies(timeout=timeout_s, stop_after=1):
+                return True
+        except psycopg.Error as error:  # the server went away: the caller looks at the head anyway
+            log.debug("cannot listen for appends: %s", error)
+            if listener is not None:
+                listener.close()
+            time.sleep(timeout_s)
+        return False
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:

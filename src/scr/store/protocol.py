@@ -148,6 +148,10 @@ class Store(Protocol):
         """For each of these sessions with a SESSION_COMPLETION entry before ``before_seq``,
         its first such entry (callers check the session id, as for ``session_entries``)."""
 
+    def wait_for_appends(self, timeout_s: float) -> bool:
+        """Wait until a commit of any instance appends entries; whether one did within
+        ``timeout_s`` (a store that cannot tell just waits)."""
+
     def index_sessions(self) -> Callable[[], None]:
         """Start whatever keeps the session lookups current off the commit path (the ledger's
         writer calls it once); call what it returns after each durable commit."""

@@ -623,6 +623,11 @@ class SqliteStore:
             self._local.sessions = True
         return conn
 
+    def wait_for_appends(self, timeout_s: float) -> bool:
+        """One instance writes the embedded store: nothing to hear of; waits ``timeout_s``."""
+        time.sleep(timeout_s)
+        return False
+
     def index_sessions(self) -> Callable[[], None]:
         """Start the session indexer (``scr.store.sessions``) for the life of this store;
         call what it returns after each durable commit."""

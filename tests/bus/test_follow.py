@@ -1,0 +1,118 @@
+"""A cluster instance hears of other instances' appends through PostgreSQL's LISTEN/NOTIFY,
+not by polling: a commit that appends notifies at once; one that appends nothing, or rolls
+back, notifies no one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+from test_commit import committer_for, submission
+
+from scr.bus import instance
+from scr.bus.instance import BusInstance
+from scr.log.commit import Committer
+from scr.log.tail import LedgerTail
+from scr.store.postgres import PostgresStore
+
+HEARD_WITHIN_S = 2.0  # far below the waits below: a notification, not a timeout, ended them
+
+
+@pytest.fixture
+def writing(postgres_uri: str) -> Iterator[Committer]:
+    """Another instance's writer."""
+    store = PostgresStore(postgres_uri)
+    committer = committer_for(store)
+    yield committer
+    committer.close()
+    store.close()
+
+
+@pytest.fixture
+def listening(postgres_uri: str) -> Iterator[PostgresStore]:
+    """This instance's store, already listening (a notification sent before LISTEN is lost)."""
+    store = PostgresStore(postgres_uri)
+    store.wait_for_appends(0.01)
+    yield store
+    store.close()
+
+
+def waited(store: PostgresStore, timeout_s: float, then: threading.Event) -> tuple[bool, float]:
+    """Wait for appends while ``then`` lets the test write; whether one was heard, and when."""
+    started = time.monotonic()
+    then.set()
+    heard = store.wait_for_appends(timeout_s)
+    return heard, time.monotonic() - started
+
+
+def in_background(store: PostgresStore, timeout_s: float) -> tuple[threading.Event, list[tuple[bool, float]]]:
+    ready, result = threading.Event(), []
+    threading.Thread(target=lambda: result.append(waited(store, timeout_s, ready)), daemon=True).start()
+    ready.wait()
+    return ready, result
+
+
+def finished(result: list[tuple[bool, float]]) -> tuple[bool, float]:
+    deadline = time.monotonic() + 30
+    while not result and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return result[0]
+
+
+def test_a_commit_that_appends_wakes_the_other_instances_at_once(
+    writing: Committer, listening: PostgresStore,
+) -> None:
+    _, result = in_background(listening, timeout_s=20)
+    asyncio.run(writing.append_events([submission("evt_heard")]))
+    heard, after_s = finished(result)
+    assert heard and after_s < HEARD_WITHIN_S
+
+
+def test_commits_that_append_nothing_or_roll_back_wake_no_one(
+    writing: Committer, listening: PostgresStore,
+) -> None:
+    _, result = in_background(listening, timeout_s=1.0)
+
+    def cursor_only(tx: object) -> None:
+        writing.store.set_cursor(tx, "billing", 7)  # type: ignore[arg-type]
+
+    def appends_then_fails(tx: object) -> None:
+        writing._append_events(tx, [submission("evt_rolled_back")])  # type: ignore[arg-type]
+        raise RuntimeError("this write fails after appending")
+
+    asyncio.run(writing.run(cursor_only, durable=False))
+    with pytest.raises(RuntimeError):
+        asyncio.run(writing.run(appends_then_fails))
+    heard, after_s = finished(result)
+    assert not heard and after_s >= 1.0
+    assert writing.store.last_seq() == 0
+
+
+def test_the_follower_wakes_the_destinations_for_another_instances_append(
+    writing: Committer, listening: PostgresStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # with the unasked look once a minute, only a notification can wake it in time
+    monkeypatch.setattr(instance, "FOLLOW_LEDGER_S", 60.0)
+    heads: list[tuple[int, float]] = []
+
+    async def follow_and_append() -> None:
+        tail = LedgerTail(listening)
+        # the follower alone, as BusInstance runs it: it reads only its callbacks
+        follower = asyncio.create_task(BusInstance._follow_ledger(  # type: ignore[arg-type]
+            SimpleNamespace(on_head=[lambda head: heads.append((head, time.monotonic()))]), listening, tail))
+        while not heads:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # the follower waits for appends now
+        appended_at = time.monotonic()
+        await writing.append_events([submission("evt_followed")])
+        while heads[-1][0] == 0 and time.monotonic() - appended_at < 10:
+            await asyncio.sleep(0.01)
+        follower.cancel()
+        assert heads[-1][0] == 1 and heads[-1][1] - appended_at < HEARD_WITHIN_S
+        assert tail.head_seq == 1
+
+    asyncio.run(follow_and_append())
