@@ -512,13 +512,14 @@ def main() -> dict[str, Any]:
                       "destination": {"batch_size": DESTINATION_BATCH,
                                       "batch_wait_ms": DESTINATION_BATCH_WAIT_MS}}}
         results["disk"] = fsync_ceiling(folder)
-        for scenario in SCENARIOS:
+        only = os.environ.get("SCR_BENCH_CLUSTER_ONLY")  # scenario names, comma-separated
+        for scenario in [s for s in SCENARIOS if only is None or s.name in only.split(",")]:
             print(f"{scenario.name}: {scenario.instances} instance(s), {scenario.store}, "
                   f"{'bus' if scenario.bus else 'no bus'} …", flush=True)
             results[scenario.name] = asyncio.run(run_scenario(scenario, folder, postgres, bodies))
     finally:
         postgres.stop()
         shutil.rmtree(folder, ignore_errors=True)
-    results["ratios"] = ratios(results)
+    results["ratios"] = ratios(results) if os.environ.get("SCR_BENCH_CLUSTER_ONLY") is None else {}
     results["run_seconds"] = round(time.perf_counter() - began, 1)
     return results
