@@ -13,9 +13,9 @@ that runs in SQLite's C code, without the GIL.
 ``sessions.db`` is derived data: ``indexed.through`` names the last ledger seq the runs hold,
 and a lookup reads the runs and then the ledger past ``through`` (its unindexed tail, a range
 of the ledger's primary key), so an answer is exact however far the indexer trails. A missing
-or damaged ``sessions.db`` is rebuilt from the ledger. Entries purged by retention stay in the
-runs until nothing refers to them; lookups read entries from the ledger, which no longer has
-them.
+``sessions.db`` is built again from the ledger (delete a damaged one: it holds nothing else).
+Entries purged by retention keep their (key, seq) in the runs; lookups read entries from the
+ledger, which no longer has them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ FANOUT = 4
 MAX_STEP_ROWS = 500_000  # ledger seqs read in one step (bounds a catch-up's transaction)
 SETTLE_S = 0.05  # after a wake, wait this long so that one step takes several groups
 IDLE_CHECK_S = 1.0  # look at the ledger's head this often without a wake (other writers)
-BUSY_TIMEOUT_MS = 10_000
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {ALIAS}.session_runs (
@@ -84,7 +83,6 @@ class SessionIndexer:
         self._woken = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="scr-sessions", daemon=True)
-        self.failures = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -114,7 +112,6 @@ class SessionIndexer:
                     while merge_level(conn) and not self._stopping:
                         pass
                 except sqlite3.Error as error:  # another indexer's step, a full disk: retry later
-                    self.failures += 1
                     log.warning("session index step failed (it is retried): %s", error)
                     if conn.in_transaction:
                         conn.rollback()
