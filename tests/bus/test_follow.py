@@ -15,8 +15,9 @@ from test_commit import committer_for, submission
 
 from scr.bus import instance
 from scr.bus.instance import BusInstance
-from scr.log.commit import Committer
+from scr.log.commit import Committer, Outcome
 from scr.log.tail import LedgerTail
+from scr.store import postgres
 from scr.store.postgres import PostgresStore
 
 HEARD_WITHIN_S = 2.0  # far below the waits below: a notification, not a timeout, ended them
@@ -116,3 +117,15 @@ def test_the_follower_wakes_the_destinations_for_another_instances_append(
         assert tail.head_seq == 1
 
     asyncio.run(follow_and_append())
+
+
+def test_a_notification_that_fails_after_the_commit_leaves_the_commit_standing(
+    writing: Committer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # PostgreSQL refuses an empty channel name: the notify fails for real, after the commit
+    monkeypatch.setattr(postgres, "APPENDS_CHANNEL", "")
+    outcomes = asyncio.run(writing.append_events([submission("evt_kept"), submission("evt_kept_too")]))
+    assert [outcome for outcome, _ in outcomes] == [Outcome.ACCEPTED, Outcome.ACCEPTED]
+    assert writing.store.last_seq() == 2 and writing.healthy
+    assert [outcome for outcome, _ in asyncio.run(writing.append_events([submission("evt_kept")]))] == [
+        Outcome.DUPLICATE]

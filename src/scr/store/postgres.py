@@ -55,8 +55,8 @@ log = logging.getLogger("scr.store.postgres")
 DEFAULT_PARTITIONS = 16
 # pg_advisory_xact_lock key of the ledger's one writer: the ASCII of "scrlog".
 LEDGER_WRITE_LOCK = 0x7363726C6F67
-# Each commit that appended entries notifies this channel with its newest seq (delivered when
-# the transaction commits, never for one rolled back): other instances follow the ledger by it.
+# After each commit that appended entries the writer notifies this channel with its newest seq
+# (never for a write rolled back): other instances follow the ledger by it.
 APPENDS_CHANNEL = "scr_ledger_appends"
 URI_SCHEMES = ("postgresql://", "postgres://")
 
@@ -138,8 +138,12 @@ class PostgresWriter:
         if self._appended_seq:
             # after the commit, in a statement of its own: a NOTIFY inside the transaction
             # would hold PostgreSQL's database-wide notify lock through the commit's WAL flush.
-            # One lost to a crash just here is made up by the followers' look once a second.
-            self.conn.execute("SELECT pg_notify(%s, %s)", (APPENDS_CHANNEL, str(self._appended_seq)))
+            # One lost (a crash or a cut connection just here) is made up by the followers'
+            # look once a second; the commit itself stands, so its callers are answered.
+            try:
+                self.conn.execute("SELECT pg_notify(%s, %s)", (APPENDS_CHANNEL, str(self._appended_seq)))
+            except psycopg.Error as error:
+                log.warning("committed, but could not notify the other instances: %s", error)
 
     def rollback(self) -> None:
         conn = self._conn
