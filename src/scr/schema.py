@@ -263,6 +263,12 @@ def decode_event(raw: bytes | memoryview, *, now: datetime | None = None) -> Eve
     return _decode(raw, _latest(now))
 
 
+def read_stored_event(payload: bytes | memoryview) -> Event:
+    """An event's bytes as scr wrote them (its canonical bytes, or a ledger entry's payload)
+    read back: msgspec's one pass, no rule checked again (they held when it was accepted)."""
+    return _decoder.decode(payload)
+
+
 def decode_accepted_event(raw: bytes | memoryview) -> Event:
     """``decode_event`` for an event accepted before (a bus message read by the partition's
     owner): every rule but how far its times may run ahead of the clock, which was checked

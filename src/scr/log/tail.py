@@ -16,7 +16,7 @@ import msgspec
 
 from scr.log.commit import Committed
 from scr.log.entry import Kind, Provenance, decode_entry
-from scr.schema import Event
+from scr.schema import Event, read_stored_event
 from scr.store.protocol import Store
 from scr.store.records import StoredEntry
 
@@ -62,7 +62,6 @@ class _RawEventEntry(msgspec.Struct, gc=False):
 
 _event_entry = msgspec.json.Decoder(_EventEntry)
 _raw_event_entry = msgspec.json.Decoder(_RawEventEntry)
-_event = msgspec.json.Decoder(Event)
 
 
 def event_entry(entry: bytes) -> _EventEntry:
@@ -78,7 +77,7 @@ def from_store(row: StoredEntry, opener: Opening | None = None) -> Committed:
     event, line = None, b""
     if row.kind == Kind.SESSION_COMPLETION.value:
         decoded = _raw_event_entry.decode(row.entry)
-        event = _event.decode(decoded.payload)
+        event = read_stored_event(decoded.payload)
         if not decoded.seal:
             line = bytes(decoded.payload)
         elif opener is not None:
