@@ -29,7 +29,7 @@ import msgspec
 from scr.errors import Unavailable
 from scr.log.entry import GENESIS_HASH, Kind, LedgerEntry, Provenance, chain_hash, entry_bytes
 from scr.native import chain_hashes
-from scr.schema import Event
+from scr.schema import Event, read_stored_event
 from scr.store.protocol import Store, Transaction
 from scr.store.records import ENTRY_TIME_FORMAT, EventKey, Hit, NewEntry
 
@@ -81,17 +81,13 @@ class Submission:
     @property
     def event(self) -> Event:
         if self._event is None:
-            self._event = _canonical_event.decode(self.payload)
+            self._event = read_stored_event(self.payload)
         return self._event
 
     @property
     def decoded(self) -> Event | None:
         """The event if it was read already (else ``None``: reading it is not free)."""
         return self._event
-
-
-# An accepted event's canonical bytes, read back into its Event: msgspec's one C pass.
-_canonical_event = msgspec.json.Decoder(Event)
 
 
 class Committed(msgspec.Struct, frozen=True, gc=False):
@@ -298,13 +294,10 @@ class Committer:
     ) -> list[tuple[Outcome, int]]:
         keys = [(s.tenant, s.event_id) for s in submissions]
         pending_keys = self._pending.keys
-        recent = self.recent if self.recent.window_s > 0 else None
-        hashes = {k: key_hash(k) for k in keys} if recent is not None else {}
-        known: dict[EventKey, Hit] = {}
-        for key in keys:
-            hit = pending_keys.get(key) or (recent.get(hashes[key]) if recent is not None else None)
-            if hit is not None:
-                known[key] = hit
+        # hashed only for a front window (none before a store whose index is in memory)
+        hashes = {k: key_hash(k) for k in keys} if self.recent.window_s > 0 else {}
+        known = {k: hit for k in keys
+                 if (hit := pending_keys.get(k) or self.recent.get(hashes.get(k, b"")))}
         known.update(self.store.find_events(tx, [k for k in keys if k not in known]))
         # the first of each new key in the batch gets a seq; later copies are its duplicates
         fresh = {k: None for k in keys if k not in known}
