@@ -294,15 +294,6 @@ class DestinationWorker:
         """Count a new open delivery of the entry's session (for ``ordering: session``)."""
         self._open(self.session_of(entry))
 
-    def _chosen(self, entries: list[Committed]) -> list[Committed]:
-        """The entries this destination sends (each ``_selected``, counting what is skipped)."""
-        if self.config.filter is None and self.config.sampling_rate == 1.0:
-            # nothing filtered or sampled out: every event, and each budget alert naming it
-            return [e for e in entries
-                    if (e.kind == SESSION_COMPLETION and e.event is not None)
-                    or (e.kind in ALERT_KINDS and self.name in e.payload["destinations"])]
-        return [e for e in entries if self._selected(e)]
-
     def _selected(self, entry: Committed) -> bool:
         """``chooses``, counting what filter and sampling skip."""
         reason = self._skip_reason(entry)
@@ -314,7 +305,7 @@ class DestinationWorker:
 
     async def _deliver_chunk(self, entries: list[Committed]) -> ChunkOutcome:
         """Deliver one chunk; what to record of it (nothing is written here)."""
-        chosen = self._chosen(entries)
+        chosen = [e for e in entries if self._selected(e)]
         parked: list[Committed] = []
         if self.config.ordering == "session":
             ready: list[Committed] = []
