@@ -65,8 +65,10 @@ SELECT seq FROM main.ledger
 
 
 def attach(conn: sqlite3.Connection, data_dir: Path) -> None:
-    """Attach ``sessions.db`` to a connection of the ledger's database (made when missing)."""
+    """Attach ``sessions.db`` to a connection of the ledger's database (made when missing; in
+    WAL mode like the ledger's, so a step's commit never waits for a lookup to end)."""
     conn.execute(f"ATTACH DATABASE ? AS {ALIAS}", (str(Path(data_dir) / SESSIONS_FILE),))
+    conn.execute(f"PRAGMA {ALIAS}.journal_mode = WAL")
     conn.executescript(SCHEMA)
 
 

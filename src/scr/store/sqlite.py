@@ -371,9 +371,11 @@ class SqliteStore:
         return self._open(SIDE_CACHE_KIB)
 
     def _reader(self) -> sqlite3.Connection:
+        """This thread's reader connection, with ``sessions.db`` attached."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._open(READ_CACHE_KIB)
+            sessions.attach(conn, self.data_dir)
             self._local.conn = conn
         return conn
 
@@ -385,7 +387,6 @@ class SqliteStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
-            self._local.sessions = False
 
     # ----- ledger ---------------------------------------------------------------------------
 
@@ -591,7 +592,7 @@ class SqliteStore:
 
     def session_entries(self, tenant: str, session_id: str) -> list[StoredEntry]:
         """Entries of one session, by its lookup key; callers check the session id itself."""
-        rows = self._session_reader().execute(
+        rows = self._reader().execute(
             f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN ({sessions.SEQS_OF_KEYS}) "
             f"AND +tenant = :tenant ORDER BY seq",  # +: by the seqs found, not the tenant's index
             {"keys": f"[{session_key(tenant, session_id)}]", "before": _NO_BOUND, "tenant": tenant},
@@ -607,21 +608,13 @@ class SqliteStore:
         unindexed tail (``scr.store.sessions``), and only the seqs found there read entries.
         """
         keys = sorted({session_key(tenant, session_id) for session_id in session_ids})
-        rows = self._session_reader().execute(
+        rows = self._reader().execute(
             f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN (SELECT MIN(seq) FROM ledger "
             f"WHERE seq IN ({sessions.SEQS_OF_KEYS}) AND +tenant = :tenant "
             f"AND kind = 'SESSION_COMPLETION' GROUP BY session_key)",
             {"keys": json.dumps(keys), "before": before_seq, "tenant": tenant},
         ).fetchall()
         return self.tier.fill([_entry(row) for row in rows])
-
-    def _session_reader(self) -> sqlite3.Connection:
-        """This thread's reader with ``sessions.db`` attached."""
-        conn = self._reader()
-        if not getattr(self._local, "sessions", False):
-            sessions.attach(conn, self.data_dir)
-            self._local.sessions = True
-        return conn
 
     def wait_for_appends(self, timeout_s: float) -> bool:
         """One instance writes the embedded store: nothing to hear of; waits ``timeout_s``."""
