@@ -63,6 +63,7 @@ LOCK_SAMPLE_S = 0.02
 FSYNC_PROBE_S = 1.0
 FSYNC_PROBE_BYTES = 4096
 POLL_S = 0.05
+ONLY = os.environ.get("SCR_BENCH_CLUSTER_ONLY")  # run these scenarios alone (names, comma-separated)
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
@@ -512,14 +513,13 @@ def main() -> dict[str, Any]:
                       "destination": {"batch_size": DESTINATION_BATCH,
                                       "batch_wait_ms": DESTINATION_BATCH_WAIT_MS}}}
         results["disk"] = fsync_ceiling(folder)
-        only = os.environ.get("SCR_BENCH_CLUSTER_ONLY")  # scenario names, comma-separated
-        for scenario in [s for s in SCENARIOS if only is None or s.name in only.split(",")]:
+        for scenario in [s for s in SCENARIOS if ONLY is None or s.name in ONLY.split(",")]:
             print(f"{scenario.name}: {scenario.instances} instance(s), {scenario.store}, "
                   f"{'bus' if scenario.bus else 'no bus'} …", flush=True)
             results[scenario.name] = asyncio.run(run_scenario(scenario, folder, postgres, bodies))
     finally:
         postgres.stop()
         shutil.rmtree(folder, ignore_errors=True)
-    results["ratios"] = ratios(results) if os.environ.get("SCR_BENCH_CLUSTER_ONLY") is None else {}
+    results["ratios"] = ratios(results) if ONLY is None else {}  # ratios need every scenario
     results["run_seconds"] = round(time.perf_counter() - began, 1)
     return results
