@@ -143,6 +143,15 @@ class Metrics:
             "scr_bus_publish_seconds", "Time for JetStream to store one POST's events (publish to ack)",
             buckets=LATENCY_BUCKETS_S, registry=r,
         )
+        self.bus_batches = Counter(
+            "scr_bus_batches",
+            "Atomic batches JetStream stored for this instance (one ack for up to 1,000 events)", registry=r,
+        )
+        self.bus_batches_refused = Counter(
+            "scr_bus_batches_refused",
+            "Atomic batches JetStream refused (an id already seen, a limit); their events were "
+            "published one by one", registry=r,
+        )
         self.bus_appended = Counter(
             "scr_bus_appended", "Bus events this instance appended to the ledger as their owner", registry=r
         )

@@ -55,6 +55,10 @@ def assert_chain(data: Path, tenant: str) -> list[str]:
     return [e.event_id for e in entries if e.kind == "SESSION_COMPLETION" and e.event_id]
 
 
+def metric_value(metrics: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(f"{name} "))
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
@@ -230,5 +234,8 @@ def test_nats_restart_loses_no_acknowledged_event(
         # A batch answered 503 may be partly stored (and appended): only never twice.
         appended = assert_chain(data, "org_acme")
         assert len(appended) == len(set(appended)) and wanted <= set(appended)
+        # the requests went to JetStream as atomic batches (scr.bus.batches), restart and all
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert metric_value(metrics, "scr_bus_batches_total") >= len(acknowledged) // STREAM_BATCH_EVENTS
     finally:
         stop.set()

@@ -24,6 +24,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
+from scr.bus.batches import BatchRefused, Message, chunks, publish_batch, supports_atomic
 from scr.bus.envelope import DIGEST, headers_of
 from scr.config import ClusterConfig
 from scr.errors import Unavailable
@@ -65,6 +66,7 @@ class Bus:
         self.js: JetStreamContext | None = None
         self.last_error = "not connected yet"
         self._stream_ready = False
+        self.atomic = False  # the server takes atomic batches (scr.bus.batches)
         self._connector: asyncio.Task[None] | None = None
 
     # ----- connection -----------------------------------------------------------------------
@@ -111,7 +113,8 @@ class Bus:
                 await asyncio.sleep(CONNECT_RETRY_S)
 
     async def _ensure_stream(self) -> None:
-        assert self.js is not None
+        assert self.js is not None and self.nc is not None
+        self.atomic = supports_atomic(self.nc.connected_server_version)
         config = StreamConfig(
             name=self.stream,
             subjects=[f"{self.stream}.*"],
@@ -120,6 +123,7 @@ class Bus:
             num_replicas=self.cluster.replicas,
             duplicate_window=self.duplicate_window_s,
             allow_direct=True,
+            allow_atomic=True if self.atomic else None,  # an older server knows no such field
         )
         try:
             await self.js.add_stream(config)
@@ -158,25 +162,25 @@ class Bus:
     async def publish(self, submissions: Sequence[Submission]) -> list[Outcome]:
         """Store events in JetStream; per event accepted, duplicate or conflict.
 
-        Raises ``Unavailable`` (503) unless every event was stored: the client retries, and
-        the ones already stored come back as duplicates.
+        Several events go as atomic batches (``scr.bus.batches``), one acknowledgement each; a
+        batch JetStream refuses (an id it has seen, a limit) is published again one message
+        at a time. Raises ``Unavailable`` (503) unless every event was stored: the client
+        retries, and the ones already stored come back as duplicates.
         """
-        if not self.ready or self.js is None:
+        if not self.ready or self.nc is None or self.js is None:
             raise Unavailable(f"the bus is unavailable ({self.last_error}); nothing was acknowledged")
-        js = self.js
         started = time.perf_counter()
+        messages = [Message(subject_of(self.stream, partition_of(s.tenant, self.partitions)),
+                            s.payload, headers_of(s)) for s in submissions]
         try:
-            futures = [
-                await js.publish_async(
-                    subject_of(self.stream, partition_of(s.tenant, self.partitions)),
-                    s.payload,
-                    headers=headers_of(s),
+            if self.atomic and len(messages) > 1:
+                parts = await asyncio.wait_for(
+                    asyncio.gather(*(self._publish_batch(part) for part in chunks(messages))),
+                    self.cluster.publish_timeout_ms / 1000,
                 )
-                for s in submissions
-            ]
-            acks = await asyncio.wait_for(
-                asyncio.gather(*futures), self.cluster.publish_timeout_ms / 1000
-            )
+                acks = [ack for part in parts for ack in part]
+            else:
+                acks = await self._publish_each(messages)
         except (TimeoutError, nats.errors.Error) as error:
             self.last_error = f"publish failed: {error}"
             raise Unavailable(
@@ -185,11 +189,33 @@ class Bus:
         self.metrics.bus_publish_seconds.observe(time.perf_counter() - started)
         outcomes = []
         for submission, ack in zip(submissions, acks, strict=True):
-            if not ack.duplicate:
+            if ack is None:
                 outcomes.append(Outcome.ACCEPTED)
             else:
-                outcomes.append(await self._duplicate_or_conflict(submission, ack.seq))
+                outcomes.append(await self._duplicate_or_conflict(submission, ack))
         return outcomes
+
+    async def _publish_batch(self, messages: Sequence[Message]) -> list[int | None]:
+        """One atomic batch; per message None (stored), or the seq of the message its id
+        repeats (as ``_publish_each`` answers, when the batch was refused)."""
+        assert self.nc is not None
+        try:
+            await publish_batch(self.nc, messages, self.cluster.publish_timeout_ms / 1000)
+        except BatchRefused as refused:
+            self.metrics.bus_batches_refused.inc()
+            log.info("bus: %s; publishing its %d events one by one", refused, len(messages))
+            return await self._publish_each(messages)
+        self.metrics.bus_batches.inc()
+        return [None] * len(messages)
+
+    async def _publish_each(self, messages: Sequence[Message]) -> list[int | None]:
+        """Each message on its own (pipelined); per message None (stored), or the seq of the
+        message its id repeats (JetStream dropped it as a duplicate)."""
+        assert self.js is not None
+        js = self.js
+        futures = [await js.publish_async(m.subject, m.body, headers=m.headers) for m in messages]
+        acks = await asyncio.wait_for(asyncio.gather(*futures), self.cluster.publish_timeout_ms / 1000)
+        return [ack.seq if ack.duplicate else None for ack in acks]
 
     async def _duplicate_or_conflict(self, submission: Submission, seq: int) -> Outcome:
         """A publish JetStream dropped as a duplicate: compare the body with the first one's."""
