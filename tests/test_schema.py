@@ -384,6 +384,31 @@ def test_an_accepted_event_read_again_is_not_judged_by_the_readers_clock() -> No
         submission_of(json.dumps(with_time("$.timestamp", "0001-01-01T00:00:00Z")).encode(), {}, 16)
 
 
+def test_a_fetched_batch_is_read_as_each_message_alone() -> None:
+    # the owner reads a fetched batch in one native call (submissions_of): the same
+    # submissions as submission_of gives one by one, and the same refusals
+    from scr.bus.envelope import Undecodable, submission_of, submissions_of
+    from scr.schema import canonical_bytes, decode_event
+
+    ahead = rfc3339(datetime.now(UTC) + 2 * DAY)
+    bodies = [canonical_bytes(decode_event(json.dumps(with_time("$.timestamp", ahead)).encode(),
+                                           now=datetime.now(UTC) + 2 * DAY)),
+              json.dumps(with_time("$.timestamp", "0001-01-01T00:00:00Z")).encode(), b"{not json"]
+    headers = {"Scr-Actor": "key:k1", "Scr-Source": "http"}
+    read = submissions_of([(body, headers) for body in bodies], 16)
+    alone = submission_of(bodies[0], headers, 16)
+    first = read[0]
+    assert not isinstance(first, Undecodable)
+    assert (first.payload, first.digest, first.actor, first.source, first.tenant, first.event_id,
+            first.session_id, first.model) == (alone.payload, alone.digest, alone.actor, alone.source,
+                                               alone.tenant, alone.event_id, alone.session_id, alone.model)
+    assert first.event == alone.event
+    for body, refused in zip(bodies[1:], read[1:], strict=True):
+        with pytest.raises(Undecodable) as expected:
+            submission_of(body, headers, 16)
+        assert isinstance(refused, Undecodable) and str(refused) == str(expected.value)
+
+
 @given(
     # all in the past: the window's upper end is the clock, which the corpus tests
     moment=st.datetimes(min_value=datetime(1998, 12, 30), max_value=datetime(2025, 12, 31)),

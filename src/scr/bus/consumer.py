@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from scr.bus.envelope import Undecodable, submission_of
+from scr.bus.envelope import Undecodable, submissions_of
 from scr.bus.jetstream import Bus, subject_of
 from scr.config import ClusterConfig
 from scr.log.commit import Committer, Outcome, Submission, utc_now
@@ -138,15 +138,17 @@ class PartitionConsumer:
     async def _append(self, messages: list[Msg]) -> None:
         submissions: list[Submission] = []
         kept: list[Msg] = []
-        for message in messages:
-            try:
-                submissions.append(submission_of(message.data, message.headers, self.digest_bytes))
-                kept.append(message)
-            except Undecodable as error:
+        read = submissions_of([(m.data, m.headers) for m in messages], self.digest_bytes)
+        for message, submission in zip(messages, read, strict=True):
+            if isinstance(submission, Undecodable):
                 # validated before it was published: only another version could have sent it
-                log.error("bus: partition %s: dropping an undecodable message: %s", self.partition, error)
+                log.error("bus: partition %s: dropping an undecodable message: %s",
+                          self.partition, submission)
                 self.metrics.bus_undecodable.inc()
                 await message.term()
+            else:
+                submissions.append(submission)
+                kept.append(message)
         if submissions:
             outcomes = await self._until_committed(
                 lambda: self.committer.append_events(submissions), kept
@@ -197,15 +199,14 @@ class PartitionConsumer:
 
         def write(tx: Any) -> None:  # the store's Transaction
             for sub, first_seq in conflicts:
-                event = sub.event
                 self.committer.append_entry(
                     tx,
-                    event.user.organization_id, Kind.EVENT_CONFLICT,
+                    sub.tenant, Kind.EVENT_CONFLICT,
                     {
-                        "event_id": event.event_id, "ledger_seq": first_seq,
+                        "event_id": sub.event_id, "ledger_seq": first_seq,
                         "digest": sub.digest.hex(), "received_at": received_at,
                     },
-                    sub.actor, CONFLICT_SOURCE, event.event_id,
+                    sub.actor, CONFLICT_SOURCE, sub.event_id,
                 )
 
         self.metrics.bus_conflicts.inc(len(conflicts))

@@ -9,7 +9,11 @@ different body) without reading the body back.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
+from scr import native
+from scr.event_check import latest_epoch_us
 from scr.log.commit import Submission
 from scr.schema import InvalidEvent, decode_accepted_event
 
@@ -17,6 +21,9 @@ MSG_ID = "Nats-Msg-Id"
 DIGEST = "Scr-Digest"
 ACTOR = "Scr-Actor"
 SOURCE = "Scr-Source"
+# An accepted event read again is not judged by the reader's clock (see submission_of): the
+# native check is given the latest time it can hold as the clock.
+NO_CLOCK_LIMIT_US = latest_epoch_us(datetime(9999, 12, 30, tzinfo=UTC))
 
 
 def message_id(tenant: str, event_id: str) -> str:
@@ -49,3 +56,26 @@ def submission_of(body: bytes, headers: dict[str, str] | None, digest_bytes: int
     digest = hashlib.blake2b(body, digest_size=digest_bytes).digest()
     actor, source = headers.get(ACTOR, "unknown"), headers.get(SOURCE, "bus")
     return Submission(event, body, digest, actor, source)
+
+
+def submissions_of(
+    messages: Sequence[tuple[bytes, dict[str, str] | None]], digest_bytes: int
+) -> list[Submission | Undecodable]:
+    """``submission_of`` for each (body, headers) of a fetched batch, read by the native core
+    in one call (``scr.native.check_events``) without decoding an ``Event``; a body it
+    refuses is judged by ``submission_of``, which names why."""
+    verdicts = native.check_events([body for body, _ in messages], NO_CLOCK_LIMIT_US)
+    read: list[Submission | Undecodable] = []
+    for (body, headers), verdict in zip(messages, verdicts, strict=True):
+        if verdict is None:
+            try:
+                read.append(submission_of(body, headers, digest_bytes))
+            except Undecodable as undecodable:
+                read.append(undecodable)
+            continue
+        event_id, tenant, session_id, model, _, _ = verdict
+        headers = headers or {}
+        digest = hashlib.blake2b(body, digest_size=digest_bytes).digest()  # of the body, as sent
+        read.append(Submission.undecoded(body, digest, headers.get(ACTOR, "unknown"),
+                                         headers.get(SOURCE, "bus"), tenant, event_id, session_id, model))
+    return read
