@@ -105,7 +105,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of a process and its live children (PostgreSQL: postmaster and backends)."""
+    """CPU seconds of a process and its live children (PostgreSQL: postmaster and backends;
+    `scr serve`: the supervisor and its edges, writer and readers)."""
     total = cpu_seconds(root)
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -227,7 +228,7 @@ class Cluster:
     def costs(self) -> Costs:
         nats_pid = self.nats.proc.pid if self.nats is not None and self.nats.proc is not None else 0
         return Costs(
-            instances=[cpu_seconds(p.pid) for p in self.procs],
+            instances=[tree_cpu_seconds(p.pid) for p in self.procs],  # the supervisor and its children
             nats=cpu_seconds(nats_pid) if nats_pid else 0.0,
             postgres=tree_cpu_seconds(self.postgres.postmaster_pid()),
             client=sum(os.times()[:2]),
