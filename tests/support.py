@@ -69,6 +69,13 @@ def make_event(event_id: str = "evt_0001", /, **changes: Any) -> dict[str, Any]:
     return event
 
 
+def scraped_metric(url: str, sample: str, timeout_s: float = 10.0) -> float:
+    """The value of a sample (a name, with its labels if it has any) on a server's
+    ``/metrics``, summed over the lines that carry it; 0 when none does."""
+    text = httpx.get(f"{url}/metrics", timeout=timeout_s).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(f"{sample} "))
+
+
 _DELETE = object()
 DELETE: Any = _DELETE
 

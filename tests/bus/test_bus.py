@@ -22,7 +22,7 @@ from scr.log.entry import GENESIS_HASH, chain_hash
 from scr.store.postgres import partition_of
 from scr.store.sqlite import SqliteStore
 from servers import NatsServer
-from support import Receiver, ServerProcess, make_event, wait_for
+from support import Receiver, ServerProcess, make_event, scraped_metric, wait_for
 
 STREAM_BATCH_EVENTS = 100
 NATS_DOWN_S = 2.0
@@ -53,10 +53,6 @@ def assert_chain(data: Path, tenant: str) -> list[str]:
         previous = chain_hash(previous, entry.entry)
         assert previous == entry.hash, f"chain broken at tenant_seq {entry.tenant_seq}"
     return [e.event_id for e in entries if e.kind == "SESSION_COMPLETION" and e.event_id]
-
-
-def metric_value(metrics: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(f"{name} "))
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -235,7 +231,6 @@ def test_nats_restart_loses_no_acknowledged_event(
         appended = assert_chain(data, "org_acme")
         assert len(appended) == len(set(appended)) and wanted <= set(appended)
         # the requests went to JetStream as atomic batches (scr.bus.batches), restart and all
-        metrics = httpx.get(f"{server.url}/metrics").text
-        assert metric_value(metrics, "scr_bus_batches_total") >= len(acknowledged) // STREAM_BATCH_EVENTS
+        assert scraped_metric(server.url, "scr_bus_batches_total") >= len(acknowledged) // STREAM_BATCH_EVENTS
     finally:
         stop.set()

@@ -32,6 +32,7 @@ from support import (
     make_event,
     post_acknowledged,
     run_scr,
+    scraped_metric,
     wait_for,
 )
 
@@ -193,11 +194,7 @@ def delivered(hook: Receiver, wanted: set[str]) -> int:
 
 
 def counted_redeliveries(url: str) -> float:
-    metrics = httpx.get(f"{url}/metrics", timeout=PROBE_TIMEOUT_S).text
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-        if line.startswith('scr_cluster_failover_redeliveries_total{destination="hook"}')
-    )
+    return scraped_metric(url, 'scr_cluster_failover_redeliveries_total{destination="hook"}', PROBE_TIMEOUT_S)
 
 
 def finish_and_check(

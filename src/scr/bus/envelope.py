@@ -46,16 +46,13 @@ class Undecodable(Exception):
 
 def submission_of(body: bytes, headers: dict[str, str] | None, digest_bytes: int) -> Submission:
     """The submission a bus message carries; the digest is recomputed from the body."""
-    headers = headers or {}
     try:
         # The edge checked the event's times against its clock when it arrived; a reader whose
         # clock runs behind the edge's must not turn an acknowledged event away.
         event = decode_accepted_event(body)
     except InvalidEvent as invalid:
         raise Undecodable(f"not a valid event: {invalid}") from None
-    digest = hashlib.blake2b(body, digest_size=digest_bytes).digest()
-    actor, source = headers.get(ACTOR, "unknown"), headers.get(SOURCE, "bus")
-    return Submission(event, body, digest, actor, source)
+    return Submission(event, body, *_sent(body, headers, digest_bytes))
 
 
 def submissions_of(
@@ -74,8 +71,13 @@ def submissions_of(
                 read.append(undecodable)
             continue
         event_id, tenant, session_id, model, _, _ = verdict
-        headers = headers or {}
-        digest = hashlib.blake2b(body, digest_size=digest_bytes).digest()  # of the body, as sent
-        read.append(Submission.undecoded(body, digest, headers.get(ACTOR, "unknown"),
-                                         headers.get(SOURCE, "bus"), tenant, event_id, session_id, model))
+        read.append(Submission.undecoded(body, *_sent(body, headers, digest_bytes), tenant, event_id,
+                                         session_id, model))
     return read
+
+
+def _sent(body: bytes, headers: dict[str, str] | None, digest_bytes: int) -> tuple[bytes, str, str]:
+    """A message's digest (recomputed from the body, as sent), actor and source."""
+    headers = headers or {}
+    digest = hashlib.blake2b(body, digest_size=digest_bytes).digest()
+    return digest, headers.get(ACTOR, "unknown"), headers.get(SOURCE, "bus")

@@ -173,14 +173,8 @@ class Bus:
         messages = [Message(subject_of(self.stream, partition_of(s.tenant, self.partitions)),
                             s.payload, headers_of(s)) for s in submissions]
         try:
-            if self.atomic and len(messages) > 1:
-                parts = await asyncio.wait_for(
-                    asyncio.gather(*(self._publish_batch(part) for part in chunks(messages))),
-                    self.cluster.publish_timeout_ms / 1000,
-                )
-                acks = [ack for part in parts for ack in part]
-            else:
-                acks = await self._publish_each(messages)
+            timeout_s = self.cluster.publish_timeout_ms / 1000
+            repeats = await asyncio.wait_for(self._publish_all(messages), timeout_s)
         except (TimeoutError, nats.errors.Error) as error:
             self.last_error = f"publish failed: {error}"
             raise Unavailable(
@@ -188,16 +182,23 @@ class Bus:
             ) from None
         self.metrics.bus_publish_seconds.observe(time.perf_counter() - started)
         outcomes = []
-        for submission, ack in zip(submissions, acks, strict=True):
-            if ack is None:
+        for submission, repeated_seq in zip(submissions, repeats, strict=True):
+            if repeated_seq is None:
                 outcomes.append(Outcome.ACCEPTED)
             else:
-                outcomes.append(await self._duplicate_or_conflict(submission, ack))
+                outcomes.append(await self._duplicate_or_conflict(submission, repeated_seq))
         return outcomes
 
+    async def _publish_all(self, messages: Sequence[Message]) -> list[int | None]:
+        """Per message None (stored), or the seq of the message whose id it repeats (JetStream
+        dropped it as a duplicate): several as atomic batches, one alone."""
+        if not self.atomic or len(messages) == 1:
+            return await self._publish_each(messages)
+        parts = await asyncio.gather(*(self._publish_batch(part) for part in chunks(messages)))
+        return [repeated_seq for part in parts for repeated_seq in part]
+
     async def _publish_batch(self, messages: Sequence[Message]) -> list[int | None]:
-        """One atomic batch; per message None (stored), or the seq of the message its id
-        repeats (as ``_publish_each`` answers, when the batch was refused)."""
+        """One atomic batch, published again one message at a time if JetStream refuses it."""
         assert self.nc is not None
         try:
             await publish_batch(self.nc, messages, self.cluster.publish_timeout_ms / 1000)
@@ -209,13 +210,11 @@ class Bus:
         return [None] * len(messages)
 
     async def _publish_each(self, messages: Sequence[Message]) -> list[int | None]:
-        """Each message on its own (pipelined); per message None (stored), or the seq of the
-        message its id repeats (JetStream dropped it as a duplicate)."""
+        """Each message on its own, pipelined (the caller bounds the wait)."""
         assert self.js is not None
         js = self.js
         futures = [await js.publish_async(m.subject, m.body, headers=m.headers) for m in messages]
-        acks = await asyncio.wait_for(asyncio.gather(*futures), self.cluster.publish_timeout_ms / 1000)
-        return [ack.seq if ack.duplicate else None for ack in acks]
+        return [ack.seq if ack.duplicate else None for ack in await asyncio.gather(*futures)]
 
     async def _duplicate_or_conflict(self, submission: Submission, seq: int) -> Outcome:
         """A publish JetStream dropped as a duplicate: compare the body with the first one's."""
