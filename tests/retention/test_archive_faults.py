@@ -22,7 +22,8 @@ from scr.store.sqlite import DATABASE_FILE
 from support import SCR, ServerProcess, create_key, make_event, wait_for
 
 SOON = (datetime.now(UTC) + timedelta(days=31)).strftime("%Y-%m-%dT%H:%M:%SZ")
-FIRST_KILL_S, KILL_STEP_S = 0.5, 0.1  # a run starts in ~0.6 s and archives 20,000 entries in ~0.8 s
+KILL_AFTER_LISTING_S = (0.0, 0.005, 0.015)  # a segment of 1,000 entries takes ~40 ms: between and mid-segment
+SEGMENTS_PER_RUN = 3  # of the 20: each killed run lists about this many more
 
 
 def rows(data: Path, sql: str) -> list[tuple[object, ...]]:
@@ -77,17 +78,32 @@ def big(tmp_path: Path, start_app: StartApp) -> Path:
     return app.data
 
 
+def listed_segments(data: Path) -> int:
+    return int(rows(data, "SELECT count(*) FROM archive_segments")[0][0])
+
+
+def kill_after_listing(run: subprocess.Popen[bytes], data: Path, target: int, extra_s: float) -> bool:
+    """SIGKILL ``run`` ``extra_s`` after it has listed ``target`` segments; False if it ended first.
+
+    The kill is timed by the archiver's progress, not by a clock: a loaded machine starts a run
+    in anything from 0.5 s to several, and a fixed delay can land before every listing.
+    """
+    deadline = time.monotonic() + 60
+    while listed_segments(data) < target and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    time.sleep(extra_s)
+    run.send_signal(signal.SIGKILL)
+    return run.wait(timeout=10) == -signal.SIGKILL
+
+
 def test_sigkill_mid_segment_never_lists_half_a_segment_nor_loses_a_row(big: Path) -> None:
     conf = config(big.parent, segment_entries=1_000)
-    listed, delay, killed = [], FIRST_KILL_S, True
-    while killed:  # each run is killed a little later, until one finishes first
-        run = archive_run(big, conf)
-        time.sleep(delay)
-        run.send_signal(signal.SIGKILL)
-        killed = run.wait(timeout=10) == -signal.SIGKILL
+    listed, killed = [(True, 0)], True
+    while killed:  # each run is killed just after (or within) a later segment, until one finishes first
+        extra_s = KILL_AFTER_LISTING_S[len(listed) % len(KILL_AFTER_LISTING_S)]
+        killed = kill_after_listing(archive_run(big, conf), big, listed[-1][1] + SEGMENTS_PER_RUN, extra_s)
         assert_consistent(big)
-        listed.append((killed, rows(big, "SELECT count(*) FROM archive_segments")[0][0]))
-        delay += KILL_STEP_S
+        listed.append((killed, listed_segments(big)))
     assert any(killed and 0 < count < 20 for killed, count in listed), listed  # killed mid-pass
     finished = archive_run(big, conf)
     output = finished.communicate(timeout=120)[0].decode()
