@@ -134,6 +134,36 @@ def _vector_if_available(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
     if row is not None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
+# scr.ledger.tiles (the same tables as on SQLite) and scr.ledger.checkpoints.PgCheckpointLog.
+# covered_seq: the last ledger seq the stored trees hold (a ledger from before this version is
+# hashed in when an instance starts).
+LEDGER_TREES = """
+CREATE TABLE ledger_tiles (
+    tenant text NOT NULL,
+    level integer NOT NULL,
+    idx bigint NOT NULL,
+    hashes bytea NOT NULL,
+    PRIMARY KEY (tenant, level, idx)
+);
+CREATE TABLE ledger_tree_state (
+    id integer PRIMARY KEY CHECK (id = 1),
+    covered_seq bigint NOT NULL
+);
+INSERT INTO ledger_tree_state VALUES (1, 0);
+CREATE TABLE ledger_checkpoints (
+    tenant text NOT NULL,
+    tree_size bigint NOT NULL,
+    root_hash bytea NOT NULL,
+    note text NOT NULL,
+    issued_at text NOT NULL,
+    PRIMARY KEY (tenant, tree_size)
+);
+CREATE TABLE ledger_signers (
+    verifier_key text PRIMARY KEY,
+    first_used text NOT NULL
+);
+"""
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, dedup, keys, cursors, deliveries, attempts", _sql(INITIAL)),
@@ -161,6 +191,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "retention: legal holds", _sql(HOLDS_SCHEMA)),
     # the retention issue (scr.retention): the archive segments of each tenant
     Migration(10, "retention: archive segments", _sql(segments.POSTGRES_SCHEMA)),
+    # the cluster-parity issue (scr.ledger): Merkle tiles, signed checkpoints and their keys
+    Migration(11, "ledger: Merkle tiles and signed checkpoints", _sql(LEDGER_TREES)),
 )
 
 
