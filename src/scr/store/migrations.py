@@ -165,6 +165,34 @@ CREATE TABLE ledger_signers (
 """
 
 
+# issue 19 (scr.store.spans): the pending spans of OpenTelemetry sessions, as on SQLite, and
+# each open session's partition and newest span time for the idle timer of its owner
+OTLP_SPANS = """
+CREATE TABLE otlp_spans (
+    tenant text NOT NULL,
+    trace_id text NOT NULL,
+    span_id text NOT NULL,
+    session_key text NOT NULL,
+    actor text NOT NULL,
+    span bytea NOT NULL,
+    emitted_at text,
+    PRIMARY KEY (tenant, trace_id, span_id)
+);
+CREATE INDEX otlp_spans_session ON otlp_spans (tenant, session_key) WHERE emitted_at IS NULL;
+CREATE INDEX otlp_spans_emitted ON otlp_spans (emitted_at) WHERE emitted_at IS NOT NULL;
+CREATE TABLE otlp_segments (
+    tenant text NOT NULL, session_key text NOT NULL, emitted integer NOT NULL,
+    PRIMARY KEY (tenant, session_key)
+);
+CREATE TABLE otlp_sessions (
+    tenant text NOT NULL, session_key text NOT NULL, partition integer NOT NULL,
+    last_span_ms bigint NOT NULL,
+    PRIMARY KEY (tenant, session_key)
+);
+CREATE INDEX otlp_sessions_idle ON otlp_sessions (partition, last_span_ms);
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, dedup, keys, cursors, deliveries, attempts", _sql(INITIAL)),
     Migration(2, "pgvector extension when the server has it", _vector_if_available),
@@ -193,6 +221,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "retention: archive segments", _sql(segments.POSTGRES_SCHEMA)),
     # the cluster-parity issue (scr.ledger): Merkle tiles, signed checkpoints and their keys
     Migration(11, "ledger: Merkle tiles and signed checkpoints", _sql(LEDGER_TREES)),
+    # issue 19, OTLP parity (scr.store.spans): pending spans and the open sessions' idle times
+    Migration(12, "OpenTelemetry pending spans", _sql(OTLP_SPANS)),
 )
 
 
