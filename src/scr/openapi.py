@@ -202,8 +202,7 @@ def _operations() -> list[Operation]:
                 413: "body or decompressed body over `server.max_body_bytes`",
                 415: "not application/x-protobuf or application/json, or an encoding other "
                      "than gzip",
-                503: "the store keeps no pending spans here (PostgreSQL store, or a bus), or "
-                     + UNAVAILABLE,
+                503: UNAVAILABLE,
             },
             (TENANT, Parameter("content-encoding", "header", Literal["gzip", "identity"],
                                "`gzip` for a compressed body")),

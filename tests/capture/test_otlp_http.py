@@ -25,6 +25,8 @@ from conftest import config_text
 from scr.capture.genai import session_event_id
 from support import wait_for
 
+pytestmark = pytest.mark.every_store  # each test on SQLite and on PostgreSQL
+
 IDLE_CONFIG = config_text().replace(
     "session_completion_runtime:\n",
     "session_completion_runtime:\n  capture:\n    otlp:\n      session_idle_s: 0.5\n",

@@ -226,6 +226,10 @@ def _name(
     text = value if isinstance(value, str) else str(value)
     if not text:
         return None
+    if "\0" in text:  # no store's text column holds one (PostgreSQL refuses it)
+        if required:
+            raise SpanRejected(f"span {span_id}: {names[0]} contains a NUL character")
+        return None
     if len(text) > MAX_NAME_CHARS:
         if required:
             raise SpanRejected(f"span {span_id}: {names[0]} is over {MAX_NAME_CHARS} characters")

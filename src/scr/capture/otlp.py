@@ -28,7 +28,6 @@ import base64
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,19 +55,17 @@ from scr.capture.genai import (
     session_key,
 )
 from scr.capture.ingest import Item, count_outcomes, media_type, validate
-from scr.errors import BadRequest, UnsupportedMediaType
+from scr.errors import BadRequest, Unavailable, UnsupportedMediaType
 from scr.httpio import read_decoded_body
 from scr.jsontext import check_json_text
-from scr.ledger.routes import unavailable_routes
 from scr.log.commit import Outcome, utc_now
 from scr.route.price_file import live_prices
 from scr.runtime import Runtime
 from scr.schema import InvalidEvent
-from scr.security.keys import Principal, Role
+from scr.security.keys import Principal, Role, check_tenant_id
 from scr.store.protocol import Transaction
 from scr.store.records import ENTRY_TIME_FORMAT
-from scr.store.spans import EMITTED_SPAN_RETENTION_S, PendingSpans, SpanRow
-from scr.store.sqlite import SqliteStore
+from scr.store.spans import EMITTED_SPAN_RETENTION_S, PendingSpans, SpanRow, now_ms
 
 log = logging.getLogger("scr.capture.otlp")
 
@@ -77,8 +74,8 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 IDLE_TICK_S = 1.0
 PRUNE_EVERY_S = 600.0
-# Open sessions tracked for idle time; past it the longest-idle one is emitted early.
-MAX_OPEN_SESSIONS = 100_000
+# Idle sessions emitted per group transaction (a backlog takes several, one after another).
+IDLE_SESSIONS_PER_GROUP = 500
 MAX_ATTRIBUTES_PER_SPAN = 512
 MAX_REPORTED_PROBLEMS = 5
 _SCALARS = ("string_value", "bool_value", "int_value", "double_value")
@@ -185,23 +182,33 @@ def export_response(kind: str, rejected: int, message: str) -> Response:
 
 
 class OtlpSessions:
-    """Stores GenAI spans and emits their sessions: on the root span, or after idle time."""
+    """Stores GenAI spans and emits their sessions: on the root span, or after idle time.
+
+    Where a session is emitted, on a PostgreSQL store shared by several instances (a cluster,
+    ``bus:``): its spans may reach any instance, and all of them are stored through that
+    instance's committer in the shared tables. A session whose root span arrives is emitted
+    by the instance that took the root, in the transaction that stores it, because the
+    ``200`` promises that a completed session is already in the ledger. Every other session
+    is emitted by the idle timer of the owner of its tenant's partition (``scr.bus``), which
+    reads the open sessions and their newest span time from the store (``otlp_sessions``),
+    so it also emits what another instance, alive or gone, received or left open; a partition
+    that moves takes its open sessions with it. Two emitters of one session cannot both emit
+    it: every group transaction holds the store's write lock, the spans are read and marked
+    emitted in one transaction (and locked on PostgreSQL), so the second finds none left;
+    should one ever append the same segment again, its event id (tenant, session, segment)
+    makes it a duplicate in the ledger. Idle time is measured by the instances' clocks (keep
+    them in step, NTP): a skew between two only moves an idle emission by as much.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        assert isinstance(runtime.store, SqliteStore)
-        self.pending = PendingSpans(runtime.store)
+        self.pending = PendingSpans(runtime.store, runtime.config.cluster.partitions)
         self.prices = live_prices(runtime.data_dir)
         self.idle_s = runtime.config.capture.otlp.session_idle_s
-        # (tenant, session key) -> when its last span arrived (monotonic), oldest first
-        self.open: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Pick up the sessions a previous run left open, and start the idle timer."""
-        now = time.monotonic()
-        for opened in await asyncio.to_thread(self.pending.open_sessions):
-            self.open[opened] = now
+        """Start the idle timer (sessions a previous run left open are in the store)."""
         self._task = asyncio.create_task(self._idle_loop(), name="scr-otlp-idle")
 
     async def stop(self) -> None:
@@ -213,28 +220,20 @@ class OtlpSessions:
     async def ingest(self, tenant: str, actor: str, spans: list[GenAISpan]) -> tuple[int, int]:
         """Store spans and emit the sessions they complete, in one durable transaction;
         answers (stored, ignored)."""
-        def write(tx: Transaction) -> tuple[set[str], set[str], int, int]:
+        def write(tx: Transaction) -> tuple[int, int]:
             return self._store(tx, tenant, actor, spans)
 
-        touched, closed, stored, ignored = await self.runtime.committer.run(write, max(1, len(spans)))
-        now = time.monotonic()
-        for key in touched - closed:
-            self.open[(tenant, key)] = now
-            self.open.move_to_end((tenant, key))
-        for key in closed:
-            self.open.pop((tenant, key), None)
+        stored, ignored = await self.runtime.committer.run(write, max(1, len(spans)))
         metrics = self.runtime.metrics.otlp_spans
         metrics.labels("stored").inc(stored)
         metrics.labels("ignored").inc(ignored)
-        if len(self.open) > MAX_OPEN_SESSIONS:
-            await self.emit_idle(force=len(self.open) - MAX_OPEN_SESSIONS)
         return stored, ignored
 
     def _store(
         self, tx: Transaction, tenant: str, actor: str, spans: list[GenAISpan]
-    ) -> tuple[set[str], set[str], int, int]:
+    ) -> tuple[int, int]:
         """On the writer thread: keep the request's GenAI spans under their session keys,
-        then emit the sessions whose root arrived."""
+        then emit the sessions whose root arrived; (stored, ignored)."""
         conversation_of_trace: dict[str, str] = {}
         for span in spans:
             if span.genai and span.conversation_id:
@@ -269,16 +268,19 @@ class OtlpSessions:
             if closes_session(span, key):
                 closed.add(key)
         stored = self.pending.insert(tx, rows)
+        self.pending.touch(tx, tenant, touched - closed, now_ms())
         for key in sorted(closed):
             self._emit(tx, tenant, key)
-        return touched, closed, stored, ignored
+        return stored, ignored
 
-    def _emit(self, tx: Transaction, tenant: str, key: str) -> None:
+    def _emit(self, tx: Transaction, tenant: str, key: str) -> bool:
         """On the writer thread: one session's stored spans → an event appended to the ledger,
-        the spans marked emitted, atomically."""
+        the spans marked emitted, atomically. False when it had no span left to emit (another
+        emitter was first, or only retried spans touched it)."""
         stored = self.pending.session(tx, tenant, key)
         if not stored:
-            return
+            self.pending.close(tx, tenant, key)
+            return False
         metrics = self.runtime.metrics
         segment = self.pending.next_segment(tx, tenant, key)
         spans = [_span_decoder.decode(blob) for _actor, blob in stored]
@@ -292,7 +294,7 @@ class OtlpSessions:
             metrics.otlp_sessions.labels("rejected").inc()
             metrics.rejected.labels(invalid.problems[0].code).inc()
             self.pending.finish(tx, tenant, key, segment, utc_now())
-            return
+            return True
         batch = validate([Item(0, event.body)], principal, False, "otlp")
         if batch.submissions:
             outcomes = self.runtime.committer.append_events_in(tx, batch.submissions)
@@ -308,23 +310,40 @@ class OtlpSessions:
             metrics.otlp_sessions.labels("rejected").inc()
             metrics.rejected.labels(batch.results[0]["errors"][0]["code"]).inc()
         self.pending.finish(tx, tenant, key, segment, utc_now())
+        return True
 
-    async def emit_idle(self, force: int = 0) -> int:
-        """Emit the sessions idle for ``session_idle_s`` (and the ``force`` oldest others)."""
-        horizon = time.monotonic() - self.idle_s
-        due = [opened for number, (opened, seen) in enumerate(self.open.items())
-               if seen <= horizon or number < force]
-        if not due:
-            return 0
+    def owned_partitions(self) -> list[int] | None:
+        """The partitions whose idle sessions this instance emits: those it owns in a
+        cluster, every one (None) when it is alone on its store."""
+        bus = self.runtime.bus
+        return bus.owned if bus is not None and bus.clustered else None
 
-        def write(tx: Transaction) -> None:
-            for tenant, key in due:
-                self._emit(tx, tenant, key)
+    async def emit_idle(self) -> int:
+        """Emit the sessions of this instance's partitions that had no span for
+        ``session_idle_s``; how many were emitted here."""
+        emitted = 0
+        while True:
+            due, done = await self._emit_idle_group(self.owned_partitions())
+            emitted += done
+            if due < IDLE_SESSIONS_PER_GROUP:
+                return emitted
 
-        await self.runtime.committer.run(write, len(due))
-        for opened in due:
-            self.open.pop(opened, None)
-        return len(due)
+    async def _emit_idle_group(self, partitions: list[int] | None) -> tuple[int, int]:
+        """One group of idle sessions: (how many were due, how many this call emitted)."""
+        before_ms = now_ms() - int(self.idle_s * 1000)
+
+        def idle(tx: Transaction) -> list[tuple[str, str]]:
+            return self.pending.idle(tx, partitions, before_ms, IDLE_SESSIONS_PER_GROUP)
+
+        # a look first, without a flush to disk: most ticks find nothing
+        if not await self.runtime.committer.run(idle, durable=False):
+            return 0, 0
+
+        def write(tx: Transaction) -> tuple[int, int]:
+            due = idle(tx)  # again, in the transaction that emits: another emitter may have been first
+            return len(due), sum(self._emit(tx, tenant, key) for tenant, key in due)
+
+        return await self.runtime.committer.run(write, IDLE_SESSIONS_PER_GROUP)
 
     async def forget_emitted(self) -> int:
         """Delete the spans emitted longer ago than their retention (see ``scr.store.spans``)."""
@@ -344,6 +363,8 @@ class OtlpSessions:
                 if time.monotonic() - last_pruned >= PRUNE_EVERY_S:
                     last_pruned = time.monotonic()
                     await self.forget_emitted()
+            except Unavailable as error:  # the store is down: the spans stay stored, the next tick retries
+                log.warning("emitting idle OTLP sessions failed: %s", error)
             except Exception:  # a failed commit is retried at the next tick; the spans stay stored
                 log.exception("emitting idle OTLP sessions failed")
 
@@ -353,12 +374,6 @@ class OtlpSessions:
 
 def otlp_routes(runtime: Runtime) -> list[Route]:
     """``POST /v1/otlp/v1/traces`` over ``runtime``; its idle timer runs with the server."""
-    if not isinstance(runtime.store, SqliteStore) or runtime.bus is not None:
-        # The pending spans are SQLite tables beside the ledger so far, appended to it directly.
-        return unavailable_routes(
-            "OpenTelemetry ingest keeps its pending spans only on the SQLite store without a bus so far",
-            [(OTLP_TRACES_PATH, "POST")],
-        )
     sessions = OtlpSessions(runtime)
     runtime.on_start.append(sessions.start)
     runtime.before_stop.append(sessions.stop)
@@ -366,6 +381,7 @@ def otlp_routes(runtime: Runtime) -> list[Route]:
     async def post_traces(request: Request) -> Response:
         principal = runtime.principal(request, "ingest")
         tenant = principal.scope(request.query_params.get("tenant"))
+        check_tenant_id(tenant)  # a spanning caller's ?tenant= becomes the events' organization_id
         kind = media_type(request.headers.get("content-type"))
         if kind not in (PROTOBUF, JSON):
             raise UnsupportedMediaType(f"send OTLP traces as {PROTOBUF} or {JSON}, not {kind[:60]}")
