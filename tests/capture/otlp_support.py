@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 OTLP_PATH = "/v1/otlp/v1/traces"
 NANOS = 1_000_000_000
@@ -74,3 +78,16 @@ def session_events(client: Any, url: str, session_id: str, headers: dict[str, st
         return []
     assert response.status_code == 200, response.text
     return [item["event"] for item in response.json()["events"]]
+
+
+def stored_spans(data: Path, store_uri: str | None = None) -> list[tuple[str, str | None, bytes]]:
+    """(span id, emitted_at, encoded span) of every pending-span row of a server's store:
+    the data folder's SQLite, or the PostgreSQL database at ``store_uri``."""
+    query = "SELECT span_id, emitted_at, span FROM otlp_spans ORDER BY span_id"
+    if store_uri is None:
+        with contextlib.closing(sqlite3.connect(data / "scr.db")) as conn:
+            rows = conn.execute(query).fetchall()
+    else:
+        with psycopg.connect(store_uri) as pg:
+            rows = pg.execute(query).fetchall()
+    return [(str(span), emitted, bytes(body)) for span, emitted, body in rows]

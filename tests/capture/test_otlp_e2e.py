@@ -1,13 +1,12 @@
 """OTLP end to end against a real ``scr serve``: the OpenTelemetry SDK's OTLP/HTTP exporter
 (protobuf, gzip), OTLP JSON from a real HTTP client, the official OpenAI instrumentation on the
-real ``openai`` client, and spans that survive a crash of the server before their session ends.
+real ``openai`` client, and spans that survive a crash of the server before their session ends;
+each on the SQLite store and on PostgreSQL.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,21 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from capture.openai_server import OpenAIServer, Reply
-from capture.otlp_support import OTLP_PATH, chat_span, export, json_span, session_events, span_id, trace_id
+from capture.otlp_support import (
+    OTLP_PATH,
+    chat_span,
+    export,
+    json_span,
+    session_events,
+    span_id,
+    stored_spans,
+    trace_id,
+)
+from conftest import STORE_BACKENDS
 from scr.capture.genai import session_event_id
 from support import ServerProcess, create_key, wait_for
+
+pytestmark = pytest.mark.every_store  # the crash test takes store_uri: on each store
 
 IDLE_S = 2
 ARRIVAL_TIMEOUT_S = 15.0
@@ -38,6 +49,7 @@ class Scr:
     process: ServerProcess
     ingest: str
     read: dict[str, str]
+    store_uri: str | None = None
 
     @property
     def traces_url(self) -> str:
@@ -62,16 +74,19 @@ def _config(tmp: Path) -> Path:
     return path
 
 
-def _start(data: Path, config: Path) -> Scr:
-    ingest = create_key(data, "org_otel", "ingest")
-    read = {"authorization": f"Bearer {create_key(data, 'org_otel', 'read')}"}
-    return Scr(ServerProcess(data, config).start(), ingest, read)
+def _start(data: Path, config: Path, store_uri: str | None) -> Scr:
+    ingest = create_key(data, "org_otel", "ingest", store_uri)
+    read = {"authorization": f"Bearer {create_key(data, 'org_otel', 'read', store_uri)}"}
+    return Scr(ServerProcess(data, config, store=store_uri).start(), ingest, read, store_uri)
 
 
-@pytest.fixture(scope="module")
-def scr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scr]:
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def scr(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scr]:
+    """One server for the module's tests on each store: SQLite, then a PostgreSQL database."""
     tmp = tmp_path_factory.mktemp("otlp")
-    server = _start(tmp / "data", _config(tmp))
+    store_uri = (None if request.param == "sqlite"
+                 else request.getfixturevalue("postgres_server").fresh_database())
+    server = _start(tmp / "data", _config(tmp), store_uri)
     yield server
     server.process.stop()
 
@@ -205,15 +220,16 @@ def test_message_content_captured_by_the_instrumentation_becomes_content(
     assert event["content"] == {"user_request": "And tomorrow?",
                                 "tool_outputs": ["Oslo: 3 °C, light snow"]}
     # the emitted spans are kept to recognise a retry, without their texts
-    with contextlib.closing(sqlite3.connect(scr.process.data / "scr.db")) as conn:
-        spans = [bytes(row[0]) for row in conn.execute("SELECT span FROM otlp_spans")]
+    spans = [body for _span, _emitted, body in stored_spans(scr.process.data, scr.store_uri)]
     assert spans and not any(b"light snow" in span for span in spans)
 
 
 @pytest.mark.slow
-def test_stored_spans_survive_a_crash_and_are_emitted_after_restart(tmp_path: Path) -> None:
+def test_stored_spans_survive_a_crash_and_are_emitted_after_restart(
+    tmp_path: Path, store_uri: str | None
+) -> None:
     config = _config(tmp_path)
-    first = _start(tmp_path / "data", config)
+    first = _start(tmp_path / "data", config, store_uri)
     trace = trace_id()
     document = export(chat_span(trace, span_id(), 0, 1, 77, 7, gen_ai__conversation__id="otel-crash"))
     try:
@@ -223,9 +239,9 @@ def test_stored_spans_survive_a_crash_and_are_emitted_after_restart(tmp_path: Pa
         assert response.status_code == 200  # acknowledged: the span is durable
     finally:
         first.process.kill()  # before the idle time could emit it
-    again = ServerProcess(tmp_path / "data", config).start()
+    again = ServerProcess(tmp_path / "data", config, store=store_uri).start()
     try:
-        server = Scr(again, first.ingest, first.read)
+        server = Scr(again, first.ingest, first.read, store_uri)
         (event,) = wait_for(lambda: server.events("otel-crash"), ARRIVAL_TIMEOUT_S,
                             "the session left open by the crash")
         assert event["usage"]["input_tokens"] == 77
