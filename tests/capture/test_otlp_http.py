@@ -19,6 +19,7 @@ from capture.otlp_support import (
     json_span,
     session_events,
     span_id,
+    stored_spans,
     trace_id,
 )
 from conftest import config_text
@@ -229,6 +230,46 @@ def test_malformed_bodies_are_400_and_store_nothing(serve: Any, content_type: st
     response = client.post(OTLP_PATH, content=body, headers={"content-type": content_type, **client.key()})
     assert_error(response, 400)
     assert client.get("/readyz").status_code == 200
+    assert stored_spans(client.data, client.store_uri) == []
+
+
+def test_a_spanning_caller_names_a_valid_tenant_or_nothing_is_stored(serve: Any) -> None:
+    """Without authentication the caller spans tenants: ``?tenant=`` becomes the events'
+    ``organization_id``, so it is checked as one before anything is stored."""
+    client = serve(config_text().replace(
+        "session_completion_runtime:\n",
+        "session_completion_runtime:\n  validation:\n    require_authentication: false\n",
+    ))
+    document = json.dumps(export(chat_span(trace_id(), "", gen_ai__conversation__id="conv-tenant")))
+    headers = {"content-type": "application/json"}
+    assert_error(client.post(OTLP_PATH, content=document, headers=headers), 400)  # no ?tenant=
+    for tenant in ("bad tenant", "x" * 129, "org\x00acme"):
+        response = client.post(OTLP_PATH, params={"tenant": tenant}, content=document, headers=headers)
+        assert_error(response, 400)
+        assert "tenant" in response.json()["error"]["message"]
+    assert stored_spans(client.data, client.store_uri) == []
+    answer = client.post(OTLP_PATH, params={"tenant": "org_other"}, content=document, headers=headers)
+    assert answer.status_code == 200, answer.text
+    read = client.get("/v1/sessions/conv-tenant", params={"tenant": "org_other"})
+    assert read.status_code == 200, read.text
+    (item,) = read.json()["events"]
+    assert item["event"]["user"]["organization_id"] == "org_other"
+
+
+def test_a_nul_character_in_a_span_name_rejects_that_span_only(serve: Any) -> None:
+    """PostgreSQL's text columns refuse NUL: such a span is rejected on every store alike,
+    never a 500 or a request stored half-way."""
+    client = serve()
+    good = trace_id()
+    response = post(client, export(chat_span(trace_id(), "", gen_ai__conversation__id="conv\x00nul"),
+                                   chat_span(trace_id(), "", user__id="u\x00", model="gpt-4o"),
+                                   chat_span(good, "")), client.key())
+    assert response.status_code == 200, response.text
+    partial = response.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "2"
+    assert "gen_ai.conversation.id contains a NUL character" in partial["errorMessage"]
+    assert len(events(client, good)) == 1
+    assert len(stored_spans(client.data, client.store_uri)) == 1
 
 
 def test_keys_and_content_types_are_checked(serve: Any) -> None:
