@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from scr.capture.otlp import JSON, OtlpSessions, decode_export, read_spans
 from scr.config import parse_config
 from scr.server import build_runtime
 from scr.store.postgres import partition_of
-from servers import NatsServer
+from servers import NatsServer, PostgresServer
 from support import Receiver, ServerProcess, create_key, run_scr, scraped_metric, wait_for
 
 TENANT = "org_race"
@@ -229,3 +230,116 @@ def test_a_cluster_emits_every_session_once_the_idle_ones_by_their_partitions_ow
         assert verified.returncode == 0, verified.stdout + verified.stderr
     finally:
         hook.close()
+
+
+# ----- PostgreSQL cut during ingest -----------------------------------------------------------
+
+CUT_IDLE_S = 1
+CONVERSATIONS = 12
+PG_CUT_S = 4.0  # under the key cache time: the stream's key stays good without the store
+NOT_READY_LIMIT_S = 10.0
+READY_AGAIN_LIMIT_S = 30.0
+
+
+class SpanStream:
+    """Posts OTLP exports to one server until stopped: conversations that end by idle time,
+    and whole traces that end with their root; remembers the spans each answer acknowledged."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url, self.key = url, key
+        self.acknowledged: list[str] = []
+        self.refused: list[tuple[int, Any]] = []  # (status, error body) of every other answer
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        number = 0
+        with httpx.Client(timeout=10) as client:
+            while not self.stop.is_set():
+                number += 1
+                trace, root = trace_id(), span_id()
+                if number % 4:
+                    spans = [chat_span(trace_id(), span_id(), 0, 1, 1, 1,
+                                       gen_ai__conversation__id=f"cut-{number % CONVERSATIONS}")
+                             for _ in range(3)]
+                else:
+                    spans = [chat_span(trace, root, 0, 1, 1, 1), chat_span(trace, root, 1, 2, 1, 1),
+                             json_span(trace, root, "", 0, 3, name="POST /chat")]
+                try:
+                    answer = client.post(f"{self.url}{OTLP_PATH}", content=json.dumps(export(*spans)),
+                                         headers={"content-type": "application/json",
+                                                  "authorization": f"Bearer {self.key}"})
+                except httpx.HTTPError as error:
+                    self.refused.append((0, str(error)))
+                    continue
+                if answer.status_code == 200:
+                    self.acknowledged += [span["spanId"] for span in spans]
+                else:
+                    self.refused.append((answer.status_code, answer.json()))
+                time.sleep(0.005)
+
+    def more(self, spans: int, timeout_s: float = 30) -> None:
+        count = len(self.acknowledged)
+        wait_for(lambda: len(self.acknowledged) >= count + spans, timeout_s=timeout_s,
+                 what=f"{spans} more spans acknowledged")
+
+
+def status_of(url: str, path: str) -> int:
+    try:
+        return httpx.get(f"{url}{path}", timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+@pytest.mark.slow
+def test_a_postgresql_cut_during_otlp_ingest_loses_no_acknowledged_span(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_uri: str
+) -> None:
+    """While PostgreSQL is cut off, exports answer 503 with the standard error body and the
+    server stays up; once it is back, every span answered 200 is in exactly one emitted
+    session, and nothing was counted twice."""
+    config = tmp_path / "scr.yaml"
+    config.write_text(f"session_completion_runtime:\n  capture: {{otlp: {{session_idle_s: {CUT_IDLE_S}}}}}\n")
+    key = create_key(tmp_path / "keys", "org_cut", "ingest", postgres_uri)
+    server = ServerProcess(tmp_path / "data", config, store=postgres_uri).start()
+    stream = SpanStream(server.url, key)
+    try:
+        stream.thread.start()
+        stream.more(300)
+        try:
+            postgres_server.refuse_connections(postgres_uri, True)
+            cut_at = time.monotonic()
+            assert postgres_server.cut_connections(postgres_uri) >= 1
+            before_cut = len(stream.refused)
+            wait_for(lambda: status_of(server.url, "/readyz") == 503, timeout_s=NOT_READY_LIMIT_S,
+                     what="not ready while PostgreSQL is cut off")
+            while time.monotonic() - cut_at < PG_CUT_S:
+                assert status_of(server.url, "/healthz") == 200  # alive, only not ready
+                time.sleep(0.2)
+            refused_during_cut = len(stream.refused) - before_cut
+        finally:
+            postgres_server.refuse_connections(postgres_uri, False)
+        assert refused_during_cut > 0, "no export refused while PostgreSQL was cut off"
+        wait_for(lambda: status_of(server.url, "/readyz") == 200, timeout_s=READY_AGAIN_LIMIT_S,
+                 what="ready again")
+        stream.more(300)
+    finally:
+        stream.stop.set()
+        stream.thread.join(timeout=20)
+        try:
+            for status, body in stream.refused:
+                assert status == 503, (status, body)
+                assert set(body["error"]) == {"code", "message", "details"} and body["error"]["message"]
+            acknowledged = set(stream.acknowledged)
+            wait_for(lambda: all(emitted for _s, emitted, _b in stored_spans(tmp_path, postgres_uri)),
+                     timeout_s=CUT_IDLE_S + 20, what="every stored span emitted")
+        finally:
+            server.stop()
+    stored = {span: emitted for span, emitted, _body in stored_spans(tmp_path, postgres_uri)}
+    assert acknowledged <= set(stored), f"{len(acknowledged - set(stored))} acknowledged spans lost"
+    events = emitted_events(postgres_uri)
+    # each stored span is in one event: the events' span counts add up to the stored spans
+    assert sum(int(e["metadata"]["custom_tags"]["spans"]) for e in events) == len(stored)
+    assert len({e["event_id"] for e in events}) == len(events)
+    print(f"\n{len(acknowledged)} spans acknowledged, {len(stored)} stored, {refused_during_cut} "
+          f"exports refused during the {PG_CUT_S:.0f} s cut, {len(events)} sessions emitted")
