@@ -189,7 +189,7 @@ CREATE TABLE otlp_sessions (
     last_span_ms bigint NOT NULL,
     PRIMARY KEY (tenant, session_key)
 );
-CREATE INDEX otlp_sessions_idle ON otlp_sessions (partition, last_span_ms);
+CREATE INDEX otlp_sessions_idle ON otlp_sessions (last_span_ms);
 """
 
 

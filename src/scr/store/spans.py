@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS otlp_sessions (
     last_span_ms INTEGER NOT NULL,
     PRIMARY KEY (tenant, session_key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS otlp_sessions_idle ON otlp_sessions (partition, last_span_ms);
+CREATE INDEX IF NOT EXISTS otlp_sessions_idle ON otlp_sessions (last_span_ms);
 """
 
 # An exporter retries within minutes; a day is far beyond any retry schedule.
@@ -220,7 +220,7 @@ class PendingSpans:
             params += owned
         rows = _Writes(tx).run(
             f"SELECT tenant, session_key FROM otlp_sessions WHERE {where} "
-            "ORDER BY last_span_ms, tenant, session_key LIMIT ?",
+            "ORDER BY last_span_ms LIMIT ?",  # the index's order: the scan stops at the limit
             (*params, limit),
         ).fetchall()
         return [(str(tenant), str(key)) for tenant, key in rows]
