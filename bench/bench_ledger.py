@@ -181,7 +181,7 @@ def proof_latency() -> dict[str, Any]:
         database = Path(folder) / "scr.db"
         build_s = _build_tile_store(Path(folder), PROOF_TREE_LEAVES)
         size_mib = database.stat().st_size / 2**20
-        reader = TreeReader(database)
+        reader = TreeReader(lambda: open_database(database))
         size = PROOF_TREE_LEAVES
         root = reader.tree("org_big").root()
         gc.collect()

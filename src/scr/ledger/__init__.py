@@ -9,26 +9,17 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from scr.ledger.routes import LEDGER_ROUTES, ledger_routes, unavailable_routes
+from scr.ledger.routes import ledger_routes
 from scr.ledger.service import LedgerService
 from scr.runtime import Runtime
-from scr.store.sqlite import SqliteStore
 
 CHECKPOINTER_STOP_S = 10.0
 
 
-
 def install(runtime: Runtime) -> list[Route]:
     """Attach the ledger's hooks to a runtime and return its HTTP routes."""
-    from scr.privacy.routes import EXPORT_ROUTE, export_routes  # it answers with proofs
+    from scr.privacy.routes import export_routes  # it answers with proofs
 
-    if not isinstance(runtime.store, SqliteStore):
-        # The Merkle tiles and checkpoints are SQLite tables beside the ledger so far.
-        return unavailable_routes(
-            "ledger proofs and checkpoints are kept only on the SQLite store so far; "
-            "`scr ledger verify --store URI` checks a PostgreSQL ledger's chains",
-            [*LEDGER_ROUTES, EXPORT_ROUTE],
-        )
     service = LedgerService(runtime)
     # It follows the writer thread: once the committer stops, it signs what is left and ends.
     runtime.on_shutdown.append(lambda: service.checkpointer.join(CHECKPOINTER_STOP_S))

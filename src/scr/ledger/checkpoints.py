@@ -11,14 +11,20 @@ by construction): scr never signs a tree that does not extend what it signed bef
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import psycopg
+
+from scr.errors import Unavailable
+from scr.ledger.sql import PgSql, Sql
 from scr.ledger.upkeep import Head
 from scr.log.checkpoint import Checkpoint, Signer, origin_for
 from scr.log.commit import utc_now
@@ -47,6 +53,10 @@ CREATE TABLE IF NOT EXISTS signer (
 ) WITHOUT ROWID;
 """
 _COLUMNS = "tenant, tree_size, root_hash, note, issued_at"
+# pg_advisory_xact_lock key of checkpoint signing: the ASCII of "scrckpt".
+CHECKPOINT_LOCK = 0x736372636B7074
+
+PgConnection = psycopg.Connection[tuple[Any, ...]]
 
 
 class LedgerDiverged(RuntimeError):
@@ -64,8 +74,84 @@ class StoredCheckpoint:
     issued_at: str
 
 
-class CheckpointLog:
-    """The checkpoints file: every checkpoint issued, per tenant, by tree size."""
+T = TypeVar("T")
+
+
+class Checkpoints:
+    """Every checkpoint issued, per tenant, by tree size, and the keys that signed them.
+
+    The queries of both logs: ``CheckpointLog`` (a SQLite file beside the ledger) and
+    ``PgCheckpointLog`` (tables of a PostgreSQL store, shared by a cluster's instances).
+    """
+
+    CHECKPOINTS, SIGNERS = "checkpoints", "signer"
+
+    def _run(self, work: Callable[[Sql], T], transaction: bool = False) -> T:
+        """Run ``work`` on the log's connection (in one transaction when asked)."""
+        raise NotImplementedError
+
+    def signing(self) -> contextlib.AbstractContextManager[Checkpoints]:
+        """The log as its one signer at a time sees it: read the newest, then ``add_many``."""
+        return contextlib.nullcontext(self)
+
+    def close(self) -> None:
+        """Close the log's connections."""
+
+    def record_signer(self, verifier_key: str) -> None:
+        """Remember the verifier key checkpoints are signed with (for offline verification)."""
+        self._run(lambda conn: conn.execute(
+            f"INSERT INTO {self.SIGNERS} VALUES (?, ?) ON CONFLICT DO NOTHING", (verifier_key, utc_now())
+        ))
+
+    def verifier_keys(self) -> list[str]:
+        """Every verifier key this log's checkpoints were signed with, oldest first."""
+        rows = self._run(lambda conn: conn.execute(
+            f"SELECT verifier_key FROM {self.SIGNERS} ORDER BY first_used, verifier_key"
+        ).fetchall())
+        return [row[0] for row in rows]
+
+    def add_many(self, checkpoints: list[StoredCheckpoint]) -> None:
+        """Keep newly signed checkpoints, in one transaction, before anyone is given them."""
+        if checkpoints:
+            self._run(lambda conn: conn.executemany(
+                f"INSERT INTO {self.CHECKPOINTS} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(c.tenant, c.tree_size, c.root_hash, c.note, c.issued_at) for c in checkpoints],
+            ), transaction=True)
+
+    def newest(self, tenant: str) -> StoredCheckpoint | None:
+        """The tenant's checkpoint of the largest tree size."""
+        row = self._run(lambda conn: conn.execute(
+            f"SELECT {_COLUMNS} FROM {self.CHECKPOINTS} WHERE tenant = ? ORDER BY tree_size DESC LIMIT 1",
+            (tenant,),
+        ).fetchone())
+        return _checkpoint(row) if row else None
+
+    def since(self, tenant: str, tree_size: int, limit: int) -> list[StoredCheckpoint]:
+        """The tenant's checkpoints of tree size ``tree_size`` or more, smallest first."""
+        rows = self._run(lambda conn: conn.execute(
+            f"SELECT {_COLUMNS} FROM {self.CHECKPOINTS} WHERE tenant = ? AND tree_size >= ? "
+            "ORDER BY tree_size LIMIT ?",
+            (tenant, tree_size, limit),
+        ).fetchall())
+        return [_checkpoint(row) for row in rows]
+
+    def all(self) -> list[StoredCheckpoint]:
+        """Every checkpoint, by tenant then tree size."""
+        rows = self._run(lambda conn: conn.execute(
+            f"SELECT {_COLUMNS} FROM {self.CHECKPOINTS} ORDER BY tenant, tree_size"
+        ).fetchall())
+        return [_checkpoint(row) for row in rows]
+
+    def newest_sizes(self) -> dict[str, int]:
+        """Every tenant's newest checkpointed tree size."""
+        rows = self._run(lambda conn: conn.execute(
+            f"SELECT tenant, MAX(tree_size) FROM {self.CHECKPOINTS} GROUP BY tenant"
+        ).fetchall())
+        return {tenant: int(size) for tenant, size in rows}
+
+
+class CheckpointLog(Checkpoints):
+    """The checkpoints file of a data folder. Its one signer is the writer process."""
 
     def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
@@ -90,69 +176,84 @@ class CheckpointLog:
         with self._lock:
             self._conn.close()
 
-    def record_signer(self, verifier_key: str) -> None:
-        """Remember the verifier key checkpoints are signed with (for offline verification)."""
+    def _run(self, work: Callable[[Sql], T], transaction: bool = False) -> T:
         with self._lock:
-            self._conn.execute(
-                "INSERT OR IGNORE INTO signer VALUES (?, ?)", (verifier_key, utc_now())
-            )
-
-    def verifier_keys(self) -> list[str]:
-        """Every verifier key this log's checkpoints were signed with, oldest first."""
-        with self._lock:
-            rows = self._conn.execute("SELECT verifier_key FROM signer ORDER BY first_used").fetchall()
-        return [row[0] for row in rows]
-
-    def add_many(self, checkpoints: list[StoredCheckpoint]) -> None:
-        """Keep newly signed checkpoints, in one transaction, before anyone is given them."""
-        if not checkpoints:
-            return
-        with self._lock:
+            if not transaction:
+                return work(self._conn)
             self._conn.execute("BEGIN")
             try:
-                self._conn.executemany(
-                    f"INSERT OR IGNORE INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                    [(c.tenant, c.tree_size, c.root_hash, c.note, c.issued_at) for c in checkpoints],
-                )
+                result = work(self._conn)
                 self._conn.execute("COMMIT")
+                return result
             finally:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
 
-    def newest(self, tenant: str) -> StoredCheckpoint | None:
-        """The tenant's checkpoint of the largest tree size."""
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM checkpoints WHERE tenant = ? ORDER BY tree_size DESC LIMIT 1",
-                (tenant,),
-            ).fetchone()
-        return _checkpoint(row) if row else None
 
-    def since(self, tenant: str, tree_size: int, limit: int) -> list[StoredCheckpoint]:
-        """The tenant's checkpoints of tree size ``tree_size`` or more, smallest first."""
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM checkpoints WHERE tenant = ? AND tree_size >= ? "
-                "ORDER BY tree_size LIMIT ?",
-                (tenant, tree_size, limit),
-            ).fetchall()
-        return [_checkpoint(row) for row in rows]
+class PgCheckpointLog(Checkpoints):
+    """The checkpoints of a PostgreSQL store (migration 11), shared by a cluster's instances.
 
-    def all(self) -> list[StoredCheckpoint]:
-        """Every checkpoint, by tenant then tree size."""
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM checkpoints ORDER BY tenant, tree_size"
-            ).fetchall()
-        return [_checkpoint(row) for row in rows]
+    Any instance may sign a tenant's tree (its partition's owner on the rhythm, any instance
+    on demand), so signing holds a transaction-scoped advisory lock from reading the newest
+    checkpoint to storing the new ones: one signer at a time, and never two checkpoints of one
+    size. A dead signer's lock ends with its connection.
+    """
 
-    def newest_sizes(self) -> dict[str, int]:
-        """Every tenant's newest checkpointed tree size."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT tenant, MAX(tree_size) FROM checkpoints GROUP BY tenant"
-            ).fetchall()
-        return {tenant: int(size) for tenant, size in rows}
+    CHECKPOINTS, SIGNERS = "ledger_checkpoints", "ledger_signers"
+
+    def __init__(self, connect: Callable[[], PgConnection]) -> None:
+        self._connect = connect
+        self._conn: PgConnection | None = None
+        self._lock = threading.Lock()
+        self._signing_lock = threading.Lock()
+        self._signing_conn: PgConnection | None = None
+
+    def close(self) -> None:
+        """Close the log's connections."""
+        with self._lock, self._signing_lock:
+            for conn in (self._conn, self._signing_conn):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._signing_conn = None
+
+    def _run(self, work: Callable[[Sql], T], transaction: bool = False) -> T:
+        with self._lock, _reachable():
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = self._connect()
+            if not transaction:
+                return work(PgSql(self._conn))
+            with self._conn.transaction():
+                return work(PgSql(self._conn))
+
+    @contextlib.contextmanager
+    def signing(self) -> Iterator[Checkpoints]:
+        with self._signing_lock, _reachable():
+            conn = self._signing_conn
+            if conn is None or conn.closed or conn.broken:
+                conn = self._signing_conn = self._connect()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (CHECKPOINT_LOCK,))
+                yield _InTransaction(conn)
+
+
+class _InTransaction(PgCheckpointLog):
+    """The PostgreSQL log inside the signer's open transaction."""
+
+    def __init__(self, conn: PgConnection) -> None:
+        super().__init__(lambda: conn)
+        self._tx_conn = conn
+
+    def _run(self, work: Callable[[Sql], T], transaction: bool = False) -> T:
+        return work(PgSql(self._tx_conn))
+
+
+@contextlib.contextmanager
+def _reachable() -> Iterator[None]:
+    """PostgreSQL unreachable: a 503 for the API, a logged failure for the rhythm (it retries)."""
+    try:
+        yield
+    except psycopg.OperationalError as error:
+        raise Unavailable(f"the checkpoints cannot be read or written now: {error}") from None
 
 
 def _checkpoint(row: tuple[str, int, bytes, str, str]) -> StoredCheckpoint:
@@ -176,7 +277,7 @@ class Checkpointer:
     """
 
     def __init__(
-        self, log_: CheckpointLog, signer: Signer, tree_of: TreeOf, every_entries: int, every_s: float,
+        self, log_: Checkpoints, signer: Signer, tree_of: TreeOf, every_entries: int, every_s: float,
         durable_sizes: dict[str, int],
     ) -> None:
         self.log = log_
@@ -193,6 +294,8 @@ class Checkpointer:
         self._condition = threading.Condition()
         self._issue_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.owns: Callable[[str], bool] = lambda tenant: True
+        """Whether the rhythm signs a tenant (in a cluster: its partition is owned here)."""
 
     # ----- rhythm (the commit hook's side) ------------------------------------------------------
 
@@ -205,7 +308,7 @@ class Checkpointer:
                     durable[tenant] = size
             due = {t for t, s in sizes.items() if s - signed.get(t, 0) >= self._every_entries}
             if self._timer_due:  # once per tick; what this group cannot offer is read after the grace
-                due.update(t for t, s in durable.items() if s > signed.get(t, 0))
+                due.update(t for t, s in durable.items() if s > signed.get(t, 0) and self.owns(t))
                 self._timer_due = False
             return due
 
@@ -256,7 +359,8 @@ class Checkpointer:
                 if late or not alive:
                     signed = self._signed
                     leftover = {
-                        t: s for t, s in self._durable.items() if s > signed.get(t, 0) and t not in offered
+                        t: s for t, s in self._durable.items()
+                        if s > signed.get(t, 0) and t not in offered and self.owns(t)
                     }
                     self._timer_due, ticked_at = False, None
             if offered or leftover:
@@ -284,12 +388,12 @@ class Checkpointer:
         return newest
 
     def _sign(self, heads: list[tuple[str, Head | int]], quietly: bool = True) -> dict[str, StoredCheckpoint]:
-        with self._issue_lock:
+        with self._issue_lock, self.log.signing() as signing:
             batch: dict[str, StoredCheckpoint] = {}
             verified: dict[str, int] = {}
             for tenant, head in heads:
                 try:
-                    stored = self._checkpoint(tenant, head)
+                    stored = self._checkpoint(signing, tenant, head)
                 except LedgerDiverged as error:
                     if not quietly:
                         raise
@@ -302,16 +406,16 @@ class Checkpointer:
                     verified[tenant] = head.load
                 if stored is not None:
                     batch[tenant] = stored
-            self.log.add_many(list(batch.values()))
+            signing.add_many(list(batch.values()))
         with self._condition:
             for tenant, stored in batch.items():
                 self._signed[tenant] = max(stored.tree_size, self._signed.get(tenant, 0))
             self._verified.update(verified)
         return batch
 
-    def _checkpoint(self, tenant: str, head: Head | int) -> StoredCheckpoint | None:
+    def _checkpoint(self, log_: Checkpoints, tenant: str, head: Head | int) -> StoredCheckpoint | None:
         """The new checkpoint of a head, ``None`` if the newest one is as large; checks consistency."""
-        newest = self.log.newest(tenant)
+        newest = log_.newest(tenant)
         size = head.size if isinstance(head, Head) else head
         trusted = isinstance(head, Head) and self._verified.get(tenant) == head.load
         tree: MerkleTree | None = None

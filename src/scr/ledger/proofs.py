@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from pathlib import Path
+from collections.abc import Callable
 
-from scr.ledger.tiles import TileCache, open_database, tile_view, tree_size
+from scr.ledger.sql import Sql
+from scr.ledger.tiles import TileCache, tile_view, tree_size
 from scr.log.nodes import MerkleTree
 
 TILE_CACHE_TILES = 4096  # expanded full tiles kept (~20 KiB each with their inner levels)
 
 
 class TreeReader:
-    """Opens a read connection per thread to the ledger database and views trees through it."""
+    """Views trees through a read connection of each thread, opened by ``connect``.
 
-    def __init__(self, database: Path, cache_tiles: int = TILE_CACHE_TILES) -> None:
-        self._database = database
+    ``usable(conn)`` says whether a thread's connection still works (a PostgreSQL connection
+    cut with its server is opened again at the next read).
+    """
+
+    def __init__(
+        self, connect: Callable[[], Sql], usable: Callable[[Sql], bool] = lambda conn: True,
+        cache_tiles: int = TILE_CACHE_TILES,
+    ) -> None:
+        self._connect = connect
+        self._usable = usable
         self._local = threading.local()
         self.cache = TileCache(cache_tiles)
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = open_database(self._database)
+    def _conn(self) -> Sql:
+        conn: Sql | None = getattr(self._local, "conn", None)
+        if conn is None or not self._usable(conn):
+            conn = self._local.conn = self._connect()
         return conn
 
     def tree(self, tenant: str) -> MerkleTree:

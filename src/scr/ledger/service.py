@@ -4,54 +4,60 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
 
 from scr.errors import BadRequest, NotFound, Unavailable
 from scr.ledger.checkpoints import (
     CHECKPOINTS_FILE,
     Checkpointer,
     CheckpointLog,
+    Checkpoints,
     LedgerDiverged,
+    PgCheckpointLog,
     StoredCheckpoint,
     load_signer,
 )
 from scr.ledger.proofs import TreeReader
+from scr.ledger.sql import PgSql, Sql, sql_of
 from scr.ledger.tiles import create_schema, open_database, tree_sizes
 from scr.ledger.upkeep import TreeKeeper
 from scr.log.commit import Committed
 from scr.log.merkle import ProofError
 from scr.runtime import Runtime
-from scr.store.protocol import Transaction
+from scr.store.postgres import PostgresStore, partition_of
+from scr.store.protocol import Store, Transaction
 from scr.store.records import StoredEntry
-from scr.store.sqlite import SqliteStore, SqliteWriter
+from scr.store.sqlite import SqliteStore
 
 log = logging.getLogger("scr.ledger")
 
 MAX_ENTRIES_PER_CALL = 1000
+T = TypeVar("T")
 
 
 class LedgerService:
     """Attaches tree upkeep to the committer and answers the ledger API's questions."""
 
     def __init__(self, runtime: Runtime) -> None:
-        if not isinstance(runtime.store, SqliteStore):
-            raise TypeError("the ledger's trees and checkpoints live beside a SQLite store")
         self.store = runtime.store
         self.committer = runtime.committer
         settings = runtime.config.ledger
         self.keeper = TreeKeeper()
-        sizes = _prepare_database(self.store.path, self.keeper)
+        sizes = _prepare_trees(self.store, self.keeper)
         self.signer = load_signer(runtime.data_dir, settings.key_name)
-        self.checkpoints = CheckpointLog(Path(runtime.data_dir) / CHECKPOINTS_FILE)
+        self.checkpoints, self.reader = _checkpoints_and_reader(self.store, Path(runtime.data_dir))
         self.checkpoints.record_signer(self.signer.verifier_key())
-        self.reader = TreeReader(self.store.path)
         self.checkpointer = Checkpointer(
             self.checkpoints, self.signer, self.reader.tree,
             settings.checkpoint_every_entries, settings.checkpoint_every_s, sizes,
         )
+        if runtime.bus is not None and runtime.bus.clustered:
+            self._sign_owned_only(runtime)
         for tenant, signed in self.checkpoints.newest_sizes().items():
             if sizes.get(tenant, 0) < signed:
                 log.error(
@@ -60,13 +66,28 @@ class LedgerService:
                 )
         self.committer.append_hooks.append(self._on_append)
         self.committer.commit_hooks.append(self._on_commit)
+        self.committer.failure_hooks.append(self.keeper.forget)
+
+    def _sign_owned_only(self, runtime: Runtime) -> None:
+        """In a cluster the rhythm signs the tenants of the partitions this instance owns (any
+        instance still signs on demand, one at a time: ``PgCheckpointLog.signing``)."""
+        assert runtime.bus is not None
+        owned: set[int] = set()
+        partitions = runtime.config.cluster.partitions
+
+        def on_owned(now: set[int]) -> None:
+            owned.clear()
+            owned.update(now)
+
+        runtime.bus.on_owned.append(on_owned)
+        self.checkpointer.owns = lambda tenant: partition_of(tenant, partitions) in owned
 
     # ----- committer hooks (writer thread) ------------------------------------------------------
 
     def _on_append(self, tx: Transaction, committed: list[Committed]) -> None:
         if not self.checkpointer.running:
             self.checkpointer.start(threading.current_thread())
-        self.keeper.append_hook(_connection(tx), committed)
+        self.keeper.append_hook(sql_of(tx), committed)
 
     def _on_commit(self, committed: list[Committed]) -> None:
         try:
@@ -92,12 +113,12 @@ class LedgerService:
     async def newest_checkpoint(self, tenant: str) -> StoredCheckpoint:
         """The tenant's newest checkpoint, issuing the first one if there is none yet."""
         await self._ensure_rhythm()
-        newest = await asyncio.to_thread(self.checkpoints.newest, tenant)
+        newest = await _read(self.checkpoints.newest, tenant)
         return newest if newest is not None else await self.issue_now(tenant)
 
     async def issue_now(self, tenant: str) -> StoredCheckpoint:
         """Sign the tenant's tree as it is now (after a durable commit that brings it up to date)."""
-        head = await self.committer.run(lambda tx: self.keeper.catch_up(_connection(tx), tenant))
+        head = await self.committer.run(lambda tx: self.keeper.catch_up(sql_of(tx), tenant))
         if head.size == 0:
             raise NotFound(f"tenant {tenant!r} has no ledger entries yet")
         try:
@@ -114,7 +135,7 @@ class LedgerService:
 
     async def checkpoints_since(self, tenant: str, tree_size: int, limit: int) -> list[StoredCheckpoint]:
         """The tenant's checkpoints of at least ``tree_size`` entries, smallest first."""
-        return await asyncio.to_thread(self.checkpoints.since, tenant, tree_size, limit)
+        return await _read(self.checkpoints.since, tenant, tree_size, limit)
 
     async def entries(self, tenant: str, start: int, end: int) -> list[StoredEntry]:
         """Leaves ``[start, end)`` of the tenant's tree (at most 1,000; fewer past its end)."""
@@ -124,7 +145,7 @@ class LedgerService:
             size = self.reader.size(tenant)
             return self.store.tenant_entries(tenant, start, min(end, size)) if start < size else []
 
-        return await asyncio.to_thread(read)
+        return await _read(read)
 
     async def entry_at(self, tenant: str, event_id: str | None, index: int | None) -> tuple[int, str | None]:
         """The (leaf index, event id) of an entry named by its event id or its index."""
@@ -157,7 +178,7 @@ class LedgerService:
                 )
             return tree.inclusion_proof(index, tree_size)
 
-        return await asyncio.to_thread(_proof, prove)
+        return await _read(_proof, prove)
 
     async def consistency_proof(self, tenant: str, first: int, second: int) -> list[bytes]:
         """The proof that the tenant's tree of ``first`` leaves is a prefix of that of ``second``."""
@@ -169,13 +190,15 @@ class LedgerService:
                 raise BadRequest(f"first ({first}) must not be larger than second ({second})")
             return tree.consistency_proof(first, second)
 
-        return await asyncio.to_thread(_proof, prove)
+        return await _read(_proof, prove)
 
 
-def _connection(tx: Transaction) -> sqlite3.Connection:
-    """The SQLite connection of the writer's transaction (the trees are SQLite tables)."""
-    assert isinstance(tx, SqliteWriter)
-    return tx.conn
+async def _read(read: Callable[..., T], *args: Any) -> T:
+    """``read(*args)`` on a thread; a PostgreSQL store out of reach is a ``503``."""
+    try:
+        return await asyncio.to_thread(read, *args)
+    except psycopg.OperationalError as error:
+        raise Unavailable(f"the ledger cannot be read now: {error}") from None
 
 
 def _check_size(name: str, size: int, log_size: int) -> None:
@@ -190,23 +213,53 @@ def _proof(prove: Callable[[], list[bytes]]) -> list[bytes]:
         raise BadRequest(str(error)) from None
 
 
-def _prepare_database(database: Path, keeper: TreeKeeper) -> dict[str, int]:
-    """Create the tile tables and hash in any entries the trees lack; every tenant's tree size.
+def _checkpoints_and_reader(store: Store, data_dir: Path) -> tuple[Checkpoints, TreeReader]:
+    """Where the checkpoints live and how the trees are read: beside a SQLite ledger (the
+    checkpoints in a file of their own), or in the PostgreSQL store every instance shares."""
+    if isinstance(store, SqliteStore):
+        database = store.path
+        return CheckpointLog(data_dir / CHECKPOINTS_FILE), TreeReader(lambda: open_database(database))
+    if isinstance(store, PostgresStore):
+        return PgCheckpointLog(store.connect), TreeReader(lambda: PgSql(store.connect()), _open)
+    raise TypeError(f"the ledger's trees cannot be kept in {store!r}")
+
+
+def _open(conn: Sql) -> bool:
+    return isinstance(conn, PgSql) and not (conn.conn.closed or conn.conn.broken)
+
+
+def _prepare_trees(store: Store, keeper: TreeKeeper) -> dict[str, int]:
+    """Create the tile tables (SQLite: PostgreSQL's come with its migrations) and hash in any
+    entries the trees lack; every tenant's tree size.
 
     Done before the committer starts, so a backlog (a ledger from before the trees existed, or
-    entries appended by another process) never stalls the first group commit.
+    entries appended by another process) never stalls the first group commit. It holds the
+    store's write lock like a group commit, so instances starting together take turns.
     """
-    conn = open_database(database)
-    try:
-        create_schema(conn)
-        conn.execute("BEGIN IMMEDIATE")
+    if isinstance(store, SqliteStore):
+        conn = open_database(store.path)
         try:
-            keeper.append_hook(conn, [])
-            conn.execute("COMMIT")
+            create_schema(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                keeper.append_hook(conn, [])
+                conn.execute("COMMIT")
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            keeper.forget()  # the writer reloads on its own connection
+            return tree_sizes(conn)
         finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        keeper.forget()  # the writer reloads on its own connection
-        return tree_sizes(conn)
+            conn.close()
+    tx = store.writer()
+    try:
+        tx.begin(durable=True)
+        keeper.append_hook(sql_of(tx), [])
+        tx.commit()
+        keeper.forget()
+        return tree_sizes(sql_of(tx))
+    except BaseException:
+        tx.rollback()
+        raise
     finally:
-        conn.close()
+        tx.close()

@@ -1,4 +1,4 @@
-"""Where the tree hashes live: C2SP-style tiles in the ledger's SQLite database.
+"""Where the tree hashes live: C2SP-style tiles in the ledger's database (SQLite or PostgreSQL).
 
 The geometry is c2sp.org/tlog-tiles: tile level ``L`` holds the hashes of tree level ``8·L``,
 and tile ``N`` of a level covers the node indexes ``[256·N, 256·N + 256)``. Tree levels between
@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from scr.ledger.sql import Sql
 from scr.log.merkle import HASH_SIZE, LEAF_PREFIX
 from scr.log.nodes import MemoryNodeStore
 from scr.store.sqlite import BUSY_TIMEOUT_MS
@@ -53,7 +54,8 @@ CREATE TABLE IF NOT EXISTS ledger_tree_state (
 INSERT OR IGNORE INTO ledger_tree_state VALUES (1, 0);
 """
 
-_WRITE = "INSERT OR REPLACE INTO ledger_tiles VALUES (?, ?, ?, ?)"
+_WRITE = ("INSERT INTO ledger_tiles VALUES (?, ?, ?, ?) "
+          "ON CONFLICT (tenant, level, idx) DO UPDATE SET hashes = excluded.hashes")
 
 
 class TileError(RuntimeError):
@@ -61,17 +63,17 @@ class TileError(RuntimeError):
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tile tables (idempotent) on a connection to the ledger database."""
+    """Create the tile tables (idempotent) on a connection to a SQLite ledger database."""
     conn.executescript(SCHEMA)
 
 
-def covered_seq(conn: sqlite3.Connection) -> int:
+def covered_seq(conn: Sql) -> int:
     """The ledger sequence number up to which every entry is in its tenant's tree."""
     row = conn.execute("SELECT covered_seq FROM ledger_tree_state WHERE id = 1").fetchone()
     return int(row[0]) if row else 0
 
 
-def tree_size(conn: sqlite3.Connection, tenant: str, covered: int | None = None) -> int:
+def tree_size(conn: Sql, tenant: str, covered: int | None = None) -> int:
     """How many entries a tenant's tree holds: its entries with ``seq <= covered_seq``."""
     if covered is None:
         covered = covered_seq(conn)
@@ -83,7 +85,7 @@ def tree_size(conn: sqlite3.Connection, tenant: str, covered: int | None = None)
     return 0 if row is None else int(row[0]) + 1
 
 
-def tree_sizes(conn: sqlite3.Connection) -> dict[str, int]:
+def tree_sizes(conn: Sql) -> dict[str, int]:
     """Every tenant's tree size (a scan of the ledger's tenant index: for startup)."""
     rows = conn.execute(
         "SELECT tenant, MAX(tenant_seq) FROM ledger WHERE seq <= ? GROUP BY tenant", (covered_seq(conn),)
@@ -91,7 +93,7 @@ def tree_sizes(conn: sqlite3.Connection) -> dict[str, int]:
     return {tenant: int(top) + 1 for tenant, top in rows}
 
 
-def leaf_hashes(conn: sqlite3.Connection, tenant: str, start: int, end: int) -> bytes:
+def leaf_hashes(conn: Sql, tenant: str, start: int, end: int) -> bytes:
     """The packed leaf hashes of a tenant's entries ``[start, end)``, from their stored bytes."""
     rows = conn.execute(
         "SELECT tenant_seq, entry FROM ledger WHERE tenant = ? AND tenant_seq >= ? AND tenant_seq < ? "
@@ -104,7 +106,7 @@ def leaf_hashes(conn: sqlite3.Connection, tenant: str, start: int, end: int) -> 
     return b"".join(sha256(LEAF_PREFIX + bytes(entry)).digest() for _, entry in rows)
 
 
-def read_tile(conn: sqlite3.Connection, tenant: str, level: int, index: int) -> bytes:
+def read_tile(conn: Sql, tenant: str, level: int, index: int) -> bytes:
     """The stored hashes of tile ``index`` at tile level ``level`` (empty if none are stored)."""
     row = conn.execute(
         "SELECT hashes FROM ledger_tiles WHERE tenant = ? AND level = ? AND idx = ?", (tenant, level, index)
@@ -164,7 +166,7 @@ class TileWriter(TileNodes):
     gives, for the open transaction, each tile that filled and each upper edge tile that grew.
     """
 
-    def __init__(self, conn: sqlite3.Connection, tenant: str, size: int) -> None:
+    def __init__(self, conn: Sql, tenant: str, size: int) -> None:
         self.tenant = tenant
         self._counts: list[int] = []  # per tile level: how many hashes it holds
         self._edges: list[bytearray] = []  # per tile level: the right-edge tile's hashes
@@ -226,7 +228,7 @@ class TileWriter(TileNodes):
         return rows
 
 
-def write_rows(conn: sqlite3.Connection, rows: list[tuple[str, int, int, bytes]]) -> None:
+def write_rows(conn: Sql, rows: list[tuple[str, int, int, bytes]]) -> None:
     """Write tile rows (a full tile replaces the partial one it grew from)."""
     if rows:
         conn.executemany(_WRITE, rows)
@@ -257,7 +259,7 @@ class TileCache:
                 self._tiles.popitem(last=False)
 
 
-def tile_view(conn: sqlite3.Connection, tenant: str, cache: TileCache, size: int | None = None) -> TileNodes:
+def tile_view(conn: Sql, tenant: str, cache: TileCache, size: int | None = None) -> TileNodes:
     """A read view of a tenant's committed tree (of ``size`` entries, default: all of it)."""
     if size is None:
         size = tree_size(conn, tenant)

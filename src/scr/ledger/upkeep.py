@@ -6,11 +6,14 @@ Whatever the stored tree needs is written in the same transaction (a leaf tile t
 upper tiles it changed, ``covered_seq``), so the ledger and its trees are always committed
 together; the leaves of a partial tile are read back from the entries (``scr.ledger.tiles``).
 
-The trees in memory are a cache of the store. ``ledger_tree_state.covered_seq`` names the last
-ledger entry the trees include and is written with them; at every call the keeper compares it
-with its own: if a group failed (the transaction rolled back, taking the tile rows with it) they
-differ, and the trees are reloaded from the store. Entries appended by another process (``scr
-keys create`` writes with its own committer, without hooks) are found the same way: their
+The trees in memory are a cache of the store, true as of the keeper's last committed group.
+A group that failed (the transaction rolled back, taking the tile rows with it) makes the
+keeper ``forget`` them all (the committer's failure hook). ``ledger_tree_state.covered_seq``
+names the last ledger entry the stored trees include and is written with them; at every call
+the keeper compares it with its own. When another writer moved it (another instance of a
+cluster on PostgreSQL, whose keeper wrote its own tenants' tiles), only the trees of the
+tenants that writer appended to are reloaded. Entries appended by a process without a keeper
+(``scr keys create`` writes with its own committer, without hooks) are found as a gap: their
 sequence numbers lie between ``covered_seq`` and the group's first entry, and are caught up
 before the group's own.
 """
@@ -18,11 +21,11 @@ before the group's own.
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from scr.ledger.sql import Sql
 from scr.ledger.tiles import TILE_MASK, TILE_WIDTH, TileWriter, covered_seq, tree_size, write_rows
 from scr.log.commit import Committed
 from scr.log.nodes import MerkleTree
@@ -30,6 +33,9 @@ from scr.native import leaf_hashes
 
 CATCH_UP_ROWS = 50_000  # entries hashed per step while catching up (bounds memory)
 TREES_IN_MEMORY = 10_000  # tenants whose right edge is kept; others are reloaded when they write
+# Entries appended elsewhere past which the keeper drops every tree instead of asking which
+# tenants they belong to (a long scan of the ledger for an instance that was idle).
+MOVED_ELSEWHERE_SCAN = 100_000
 
 class Appended(Protocol):
     """What the keeper reads of an appended entry (a ``Committed``, or a ``CaughtUp`` row)."""
@@ -84,7 +90,7 @@ class _TenantTree:
 
     __slots__ = ("load", "pending", "tree", "writer")
 
-    def __init__(self, conn: sqlite3.Connection, tenant: str, covered: int) -> None:
+    def __init__(self, conn: Sql, tenant: str, covered: int) -> None:
         self.writer = TileWriter(conn, tenant, tree_size(conn, tenant, covered))
         self.tree = MerkleTree(self.writer)
         self.pending: list[bytes] = []
@@ -120,7 +126,7 @@ class TreeKeeper:
         self.caught_up: dict[str, int] = {}
         """Tenants whose trees took entries written by another process, with the new sizes."""
 
-    def append_hook(self, conn: sqlite3.Connection, committed: list[Committed]) -> None:
+    def append_hook(self, conn: Sql, committed: list[Committed]) -> None:
         """Add a group's new entries (and any others not yet in the trees) to the trees."""
         try:
             self._sync(conn)
@@ -145,7 +151,7 @@ class TreeKeeper:
             self.forget()  # the transaction is lost: reload from the store next time
             raise
 
-    def catch_up(self, conn: sqlite3.Connection, tenant: str) -> Head:
+    def catch_up(self, conn: Sql, tenant: str) -> Head:
         """Inside a write: take every committed entry into the trees; ``tenant``'s head."""
         try:
             self._sync(conn)
@@ -157,7 +163,7 @@ class TreeKeeper:
             self.forget()
             raise
 
-    def head(self, conn: sqlite3.Connection, tenant: str) -> Head:
+    def head(self, conn: Sql, tenant: str) -> Head:
         """The tenant's head as of the open transaction (writer thread only)."""
         kept = self._tree(conn, tenant)
         write_rows(conn, kept.settle())
@@ -184,21 +190,30 @@ class TreeKeeper:
         self._floor = None
         self.caught_up.clear()
 
-    def _sync(self, conn: sqlite3.Connection) -> None:
+    def _sync(self, conn: Sql) -> None:
         stored = covered_seq(conn)
-        if stored != self._covered:
+        if stored == self._covered:
+            return
+        if 0 <= self._covered < stored <= self._covered + MOVED_ELSEWHERE_SCAN:
+            # Another writer appended (and hashed) entries since this keeper's last commit.
+            moved = conn.execute(
+                "SELECT DISTINCT tenant FROM ledger WHERE seq > ? AND seq <= ?", (self._covered, stored)
+            ).fetchall()
+            for (tenant,) in moved:
+                self._trees.pop(tenant, None)
+        else:
             self._trees.clear()
-            self.caught_up.clear()
-            self._covered = stored
-            self._floor = None
+        self.caught_up.clear()
+        self._covered = stored
+        self._floor = None
 
-    def _tree(self, conn: sqlite3.Connection, tenant: str) -> _TenantTree:
+    def _tree(self, conn: Sql, tenant: str) -> _TenantTree:
         kept = self._trees.get(tenant)
         if kept is None:
             kept = self._trees[tenant] = _TenantTree(conn, tenant, self._covered)
         return kept
 
-    def _catch_up(self, conn: sqlite3.Connection, before: int | None) -> None:
+    def _catch_up(self, conn: Sql, before: int | None) -> None:
         """Take the entries after ``covered_seq`` (and before ``before``) into the trees."""
         if before is None:
             cursor = conn.execute(
@@ -215,7 +230,7 @@ class TreeKeeper:
             sizes = self._add(conn, [CaughtUp(t, ts, seq, bytes(entry)) for t, ts, seq, entry in rows])
             self.caught_up.update(sizes)
 
-    def _add(self, conn: sqlite3.Connection, entries: Sequence[Appended]) -> dict[str, int]:
+    def _add(self, conn: Sql, entries: Sequence[Appended]) -> dict[str, int]:
         """Hash entries (in ledger order) into their tenants' trees and write the new tiles."""
         by_tenant: dict[str, list[bytes]] = {}
         trees: dict[str, _TenantTree] = {}

@@ -183,6 +183,8 @@ class Committer:
         self.recent = RecentKeys(0.0 if store.dedup_in_memory else dedup_window_s)
         self.append_hooks: list[AppendHook] = []
         self.commit_hooks: list[CommitHook] = []
+        # called on the writer thread after a group failed (nothing of it is committed)
+        self.failure_hooks: list[Callable[[], None]] = []
         self.sealer: Sealing | None = None  # set when encryption is on (scr.privacy)
         # each Committed carries its Event (the in-process tail reads it); a writer whose
         # readers are processes of their own reads none it was not handed decoded
@@ -423,6 +425,8 @@ class Committer:
             tx.rollback()
             self._pending = _Pending()
             self._stale = True  # a commit cut off mid-way may have landed: reload the heads
+            for failure_hook in self.failure_hooks:
+                failure_hook()
             failure = Unavailable("the ledger could not commit; nothing of this request was stored")
             for work in group:
                 work.done(None, failure)

@@ -213,6 +213,10 @@ class PostgresStore:
     def writer(self) -> PostgresWriter:
         return PostgresWriter(self)
 
+    def connect(self) -> Connection:
+        """A connection of its own (autocommit), outside the readers' pool."""
+        return _connect(self.uri, self.pool)
+
     def close(self) -> None:
         self._pool.close()
         if self._listener is not None:
