@@ -22,16 +22,17 @@ Headers = dict[str, str]
 
 
 class LedgerApp:
-    """A real app over a data folder; stop it, tamper with the folder, start another over it."""
+    """A real app over a data folder (and a PostgreSQL store when ``store_uri`` is given);
+    stop it, tamper with the folder, start another over it."""
 
-    def __init__(self, data: Path, config: str) -> None:
-        self.data = data
-        self.client = TestClient(create_app(parse_config(config), data))
+    def __init__(self, data: Path, config: str, store_uri: str | None = None) -> None:
+        self.data, self.store_uri = data, store_uri
+        self.client = TestClient(create_app(parse_config(config), data, store_uri))
         self.client.__enter__()
         self.running = True
 
     def key(self, tenant: str = "org_acme", role: str = "admin") -> Headers:
-        return {"authorization": f"Bearer {issue_key(self.data, tenant, role)}"}
+        return {"authorization": f"Bearer {issue_key(self.data, tenant, role, self.store_uri)}"}
 
     def post(self, headers: Headers, event_ids: list[str], tenant: str = "org_acme") -> None:
         events = [make_event(i, **{"user.organization_id": tenant}) for i in event_ids]
@@ -57,12 +58,13 @@ StartApp = Callable[..., LedgerApp]
 
 
 @pytest.fixture
-def start_app() -> Iterator[StartApp]:
-    """``start_app(data, config=None)``: a running app; all are stopped after the test."""
+def start_app(store_uri: str | None) -> Iterator[StartApp]:
+    """``start_app(data, config=None)``: a running app (on the SQLite store of ``data``, or on
+    both stores in a test marked ``every_store``); all are stopped after the test."""
     started: list[LedgerApp] = []
 
     def start(data: Path, config: str | None = None) -> LedgerApp:
-        app = LedgerApp(data, config or config_text())
+        app = LedgerApp(data, config or config_text(), store_uri)
         started.append(app)
         return app
 

@@ -1,4 +1,7 @@
-"""The /v1/ledger API against a real app: checkpoints, entries, proofs, rhythm and bad input."""
+"""The /v1/ledger API against a real app: checkpoints, entries, proofs, rhythm and bad input.
+
+The tests marked ``every_store`` run on SQLite and on PostgreSQL (the cluster's store).
+"""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ def acme(start_app: StartApp, data_dir: Path) -> tuple[LedgerApp, Headers]:
     return app, headers
 
 
+@pytest.mark.every_store
 def test_checkpoint_is_a_signed_note_over_every_entry(acme: tuple[LedgerApp, Headers]) -> None:
     app, headers = acme
     answer = app.client.get("/v1/ledger/checkpoint", headers=headers)
@@ -59,6 +63,7 @@ def test_public_key_is_a_c2sp_verifier_key_of_a_private_0600_key_file(
     assert Signer.load_or_create(pem, "scr").public_key == key.public_key
 
 
+@pytest.mark.every_store
 def test_an_inclusion_proof_fetched_over_http_verifies_with_the_pure_verifier(
     acme: tuple[LedgerApp, Headers],
 ) -> None:
@@ -89,6 +94,7 @@ def test_an_inclusion_proof_fetched_over_http_verifies_with_the_pure_verifier(
                      checkpoint.root_hash)
 
 
+@pytest.mark.every_store
 def test_a_later_checkpoint_is_proven_consistent_with_an_earlier_one(
     acme: tuple[LedgerApp, Headers],
 ) -> None:
@@ -113,6 +119,7 @@ def old_key(app: LedgerApp, headers: Headers) -> str:
     return app.client.get("/v1/ledger/public-key", headers=headers).text.strip()
 
 
+@pytest.mark.every_store
 def test_entries_are_end_exclusive_and_at_most_1000(start_app: StartApp, data_dir: Path) -> None:
     app = start_app(data_dir)
     headers = app.key()
@@ -148,6 +155,7 @@ def test_entries_are_end_exclusive_and_at_most_1000(start_app: StartApp, data_di
         ("/v1/ledger/checkpoints", {"since": "x"}, 400, "since"),
     ],
 )
+@pytest.mark.every_store
 def test_bad_requests_get_clear_4xx_answers(
     acme: tuple[LedgerApp, Headers], path: str, params: dict[str, object], status: int, detail: str | None
 ) -> None:
@@ -160,6 +168,7 @@ def test_bad_requests_get_clear_4xx_answers(
         assert detail in [d["path"] for d in error["details"]]
 
 
+@pytest.mark.every_store
 def test_ledger_reads_are_tenant_scoped_and_need_the_ledger_permission(
     acme: tuple[LedgerApp, Headers],
 ) -> None:
@@ -177,6 +186,7 @@ def test_ledger_reads_are_tenant_scoped_and_need_the_ledger_permission(
     assert app.client.get("/v1/ledger/checkpoint").status_code == 401
 
 
+@pytest.mark.every_store
 def test_checkpoints_follow_the_configured_rhythm(start_app: StartApp, data_dir: Path) -> None:
     app = start_app(data_dir, quick_rhythm(every_entries=100))
     headers = app.key()
@@ -188,6 +198,7 @@ def test_checkpoints_follow_the_configured_rhythm(start_app: StartApp, data_dir:
     assert listed[0]["tree_size"] == 100
 
 
+@pytest.mark.every_store
 def test_checkpoints_are_issued_every_few_seconds_without_traffic(
     start_app: StartApp, data_dir: Path
 ) -> None:

@@ -12,12 +12,16 @@ import pytest
 from ledger.conftest import submission
 from scr.errors import Unavailable
 from scr.ledger import upkeep
+from scr.ledger.proofs import TreeReader
+from scr.ledger.sql import PgSql, sql_of
 from scr.ledger.tiles import TileCache, covered_seq, create_schema, open_database, tile_view, tree_sizes
 from scr.ledger.upkeep import TreeKeeper
 from scr.log import merkle
 from scr.log.commit import Committed, Committer
 from scr.log.merkle import leaf_hash
 from scr.log.nodes import MerkleTree
+from scr.store.postgres import PostgresStore
+from scr.store.protocol import Store
 from scr.store.sqlite import SqliteStore
 
 
@@ -31,14 +35,15 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
     opened.close()
 
 
-def committer_with_keeper(store: SqliteStore, keeper: TreeKeeper) -> Committer:
+def committer_with_keeper(store: Store, keeper: TreeKeeper) -> Committer:
     committer = Committer(store, buffer_size=10_000)
-    committer.append_hooks.append(lambda tx, committed: keeper.append_hook(tx.conn, committed))
+    committer.append_hooks.append(lambda tx, committed: keeper.append_hook(sql_of(tx), committed))
+    committer.failure_hooks.append(keeper.forget)
     committer.start()
     return committer
 
 
-def ledger_root(store: SqliteStore, tenant: str) -> bytes:
+def ledger_root(store: Store, tenant: str) -> bytes:
     """The RFC 6962 root over the tenant's stored entry bytes, computed from scratch."""
     entries = store.tenant_entries(tenant, 0, 1_000_000)
     assert [e.tenant_seq for e in entries] == list(range(len(entries)))
@@ -156,3 +161,46 @@ def test_trees_dropped_from_memory_are_reloaded_exactly(
         committer.close()
     for tenant in ("org_a", "org_b", "org_c", "org_d"):
         assert stored_root(store, tenant) == ledger_root(store, tenant)
+
+
+def test_two_instances_on_postgresql_keep_every_tree_exact(postgres_uri: str) -> None:
+    """Two writers of one PostgreSQL ledger (a cluster's instances; a partition moving between
+    them): each keeps the trees of what it appends, reloads only the tenants the other one
+    appended to, and forgets its trees after a failed group."""
+    stores = [PostgresStore(postgres_uri), PostgresStore(postgres_uri)]
+    keepers = [TreeKeeper(), TreeKeeper()]
+    committers = [committer_with_keeper(s, k) for s, k in zip(stores, keepers, strict=True)]
+    failures = {"left": 0}
+
+    def failing_after_the_keeper(tx: object, committed: list[Committed]) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError("connection cut")
+
+    committers[0].append_hooks.append(failing_after_the_keeper)
+    first, second = committers
+    try:
+        append(first, [f"a0_{i}" for i in range(300)], "org_a")
+        append(first, [f"c0_{i}" for i in range(10)], "org_c")
+        load_of_a = keepers[0].held_heads(["org_a"])["org_a"].load
+        append(second, [f"b0_{i}" for i in range(260)], "org_b")
+        append(first, [f"a1_{i}" for i in range(5)], "org_a")
+        assert keepers[0].held_heads(["org_a"])["org_a"].load == load_of_a  # org_b moved, not org_a
+        append(second, [f"c1_{i}" for i in range(20)], "org_c")  # org_c's partition moved over
+        append(first, [f"c2_{i}" for i in range(7)], "org_c")  # and back
+        failures["left"] = 1
+        with pytest.raises(Unavailable):  # first's keeper had taken them: it must forget that
+            append(first, [f"lost_{i}" for i in range(50)], "org_a")
+        append(second, [f"b1_{i}" for i in range(3)], "org_b")  # the ledger moves past first's
+        append(first, [f"a2_{i}" for i in range(40)], "org_a")
+        append(second, [f"a3_{i}" for i in range(30)], "org_a")
+    finally:
+        for committer in committers:
+            committer.close()
+    reader = TreeReader(lambda: PgSql(stores[0].connect()))
+    sizes = {"org_a": 375, "org_b": 263, "org_c": 37}
+    for tenant, size in sizes.items():
+        assert reader.size(tenant) == size
+        assert reader.tree(tenant).root() == ledger_root(stores[0], tenant), tenant
+    for opened in stores:
+        opened.close()
