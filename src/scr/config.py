@@ -336,6 +336,12 @@ class LedgerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
             "`<key_name>/<tenant>`"
         ),
     ] = DEFAULT_LEDGER_KEY_NAME
+    key_file: Annotated[
+        Annotated[str, Meta(min_length=1, max_length=4096)] | None,
+        Meta(description="PEM file of the Ed25519 checkpoint signing key (created 0600 if absent); "
+             "unset: `ledger-key.pem` in the data folder. In a cluster, give every instance the "
+             "same file: one key signs every tenant's tree"),
+    ] = None
 
 
 class ClusterConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

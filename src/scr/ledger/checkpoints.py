@@ -440,6 +440,7 @@ class Checkpointer:
         return StoredCheckpoint(tenant, size, root, self.signer.sign(checkpoint), utc_now())
 
 
-def load_signer(data_dir: Path, name: str) -> Signer:
-    """The data folder's checkpoint signer (``ledger-key.pem``, created 0600 on first use)."""
-    return Signer.load_or_create(data_dir / KEY_FILE, name)
+def load_signer(data_dir: Path, name: str, key_file: str | None = None) -> Signer:
+    """The checkpoint signer: ``key_file``, else the data folder's ``ledger-key.pem`` (each
+    created 0600 on first use)."""
+    return Signer.load_or_create(Path(key_file) if key_file else data_dir / KEY_FILE, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ from scr.store.sqlite import SqliteStore
 log = logging.getLogger("scr.ledger")
 
 MAX_ENTRIES_PER_CALL = 1000
+CHECKPOINT_SIGNER_NAME = "scr checkpoints"
 T = TypeVar("T")
 
 
@@ -49,9 +51,9 @@ class LedgerService:
         settings = runtime.config.ledger
         self.keeper = TreeKeeper()
         sizes = _prepare_trees(self.store, self.keeper)
-        self.signer = load_signer(runtime.data_dir, settings.key_name)
+        self.signer = load_signer(runtime.data_dir, settings.key_name, settings.key_file)
         self.checkpoints, self.reader = _checkpoints_and_reader(self.store, Path(runtime.data_dir))
-        self.checkpoints.record_signer(self.signer.verifier_key())
+        self._record_signer()
         self.checkpointer = Checkpointer(
             self.checkpoints, self.signer, self.reader.tree,
             settings.checkpoint_every_entries, settings.checkpoint_every_s, sizes,
@@ -67,6 +69,19 @@ class LedgerService:
         self.committer.append_hooks.append(self._on_append)
         self.committer.commit_hooks.append(self._on_commit)
         self.committer.failure_hooks.append(self.keeper.forget)
+
+    def _record_signer(self) -> None:
+        """Record this instance's verifier key; warn when the store's checkpoints name others
+        (a cluster whose instances hold different keys: each answers its own public key)."""
+        mine = self.signer.verifier_key()
+        others = [key for key in self.checkpoints.verifier_keys() if key != mine]
+        self.checkpoints.record_signer(mine)
+        if others and isinstance(self.store, PostgresStore):
+            log.warning(
+                "this instance signs checkpoints with %s, and the store's checkpoints were also "
+                "signed with %s: give every instance of a cluster the same ledger.key_file "
+                "(a rotated key is expected to show here too)", mine, ", ".join(others),
+            )
 
     def _sign_owned_only(self, runtime: Runtime) -> None:
         """In a cluster the rhythm signs the tenants of the partitions this instance owns (any
@@ -220,7 +235,8 @@ def _checkpoints_and_reader(store: Store, data_dir: Path) -> tuple[Checkpoints, 
         database = store.path
         return CheckpointLog(data_dir / CHECKPOINTS_FILE), TreeReader(lambda: open_database(database))
     if isinstance(store, PostgresStore):
-        return PgCheckpointLog(store.connect), TreeReader(lambda: PgSql(store.connect()), _open)
+        signer = f"{CHECKPOINT_SIGNER_NAME} {os.getpid()}"  # which process signs, in pg_stat_activity
+        return PgCheckpointLog(lambda: store.connect(signer)), TreeReader(lambda: PgSql(store.connect()), _open)
     raise TypeError(f"the ledger's trees cannot be kept in {store!r}")
 
 

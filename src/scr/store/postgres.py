@@ -90,7 +90,10 @@ def redact(uri: str) -> str:
     return f"{scheme}{sep}{user}:***@{host}" if ":" in credentials else uri
 
 
-def _connect(uri: str, pool: StorePoolConfig) -> Connection:
+def _connect(uri: str, pool: StorePoolConfig, application_name: str = "") -> Connection:
+    if application_name:  # only when asked: the URI may name one of its own
+        return psycopg.connect(uri, autocommit=True, connect_timeout=pool.connect_timeout_s,
+                               application_name=application_name)
     return psycopg.connect(uri, autocommit=True, connect_timeout=pool.connect_timeout_s)
 
 
@@ -213,9 +216,10 @@ class PostgresStore:
     def writer(self) -> PostgresWriter:
         return PostgresWriter(self)
 
-    def connect(self) -> Connection:
-        """A connection of its own (autocommit), outside the readers' pool."""
-        return _connect(self.uri, self.pool)
+    def connect(self, application_name: str = "") -> Connection:
+        """A connection of its own (autocommit), outside the readers' pool, named as given
+        (``pg_stat_activity.application_name``)."""
+        return _connect(self.uri, self.pool, application_name)
 
     def close(self) -> None:
         self._pool.close()
