@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from conftest import config_text
@@ -169,3 +170,57 @@ def test_the_command_exits_0_1_or_2(data: Path, tmp_path: Path) -> None:
     assert "TAMPERING FOUND" in tampered.stderr and "entry 5 is missing" in tampered.stderr
     missing = run_scr("ledger", "verify", "--data", str(tmp_path / "nowhere"), check=False)
     assert missing.returncode == 2 and "no ledger database" in missing.stderr
+
+
+# ----- a PostgreSQL store (scr ledger verify --store): the same checks on the shared tables -----
+
+
+@pytest.fixture
+def pg_ledger(postgres_uri: str, tmp_path: Path) -> str:
+    """A stopped app's PostgreSQL store: org_acme 301 entries, checkpoints at 101, 201 and 301."""
+    app = LedgerApp(tmp_path / "data", config_text() + "  ledger:\n    checkpoint_every_entries: 100\n",
+                    postgres_uri)
+    try:
+        acme = app.key("org_acme")
+        for batch in range(3):
+            app.post(acme, [f"evt_{batch}_{i}" for i in range(100)])
+            app.checkpoint(acme)
+    finally:
+        app.stop()
+    return postgres_uri
+
+
+def verify_store(uri: str, *more: str) -> tuple[int, str, str]:
+    answer = run_scr("ledger", "verify", "--store", uri, *more, check=False)
+    return answer.returncode, answer.stdout, answer.stderr
+
+
+def test_a_postgresql_store_verifies_its_chains_trees_and_checkpoints(pg_ledger: str) -> None:
+    code, out, err = verify_store(pg_ledger)
+    assert code == 0, out + err
+    assert "301 entries, 3 checkpoint(s)" in out
+
+
+def test_a_changed_tile_in_postgresql_is_named(pg_ledger: str) -> None:
+    with psycopg.connect(pg_ledger) as conn:
+        flipped = conn.execute(
+            "UPDATE ledger_tiles SET hashes = set_byte(hashes, 40, get_byte(hashes, 40) # 1) "
+            "WHERE tenant = 'org_acme' AND level = 0 AND idx = 0"
+        ).rowcount
+    assert flipped == 1
+    code, _, err = verify_store(pg_ledger)
+    assert code == 1 and "tenant org_acme, entry 1" in err and "differs from the stored tree's" in err, err
+
+
+def test_a_truncated_postgresql_ledger_is_caught_against_its_checkpoints(pg_ledger: str) -> None:
+    with psycopg.connect(pg_ledger) as conn:
+        deleted = conn.execute("DELETE FROM ledger WHERE tenant = 'org_acme' AND tenant_seq >= 250").rowcount
+    assert deleted == 51
+    code, _, err = verify_store(pg_ledger)
+    assert code == 1 and "covers 301 entries but the ledger holds 250" in err, err
+
+
+def test_postgresql_checkpoints_under_another_key_are_rejected(pg_ledger: str, tmp_path: Path) -> None:
+    other = Signer.load_or_create(tmp_path / "other.pem", "scr").verifier_key()
+    code, _, err = verify_store(pg_ledger, "--verifier-key", other)
+    assert code == 1 and "is rejected" in err, err

@@ -77,7 +77,7 @@ def verify(
     bundle: Annotated[Path | None, typer.Option("--bundle", help="An evidence bundle to verify.")] = None,
     store: Annotated[
         str | None,
-        typer.Option("--store", help="A PostgreSQL store (postgresql://…): check every tenant's chain."),
+        typer.Option("--store", help="A PostgreSQL store (postgresql://…): chains, trees and checkpoints."),
     ] = None,
     export: Annotated[
         Path | None, typer.Option("--export", help="A subject's export (GET /v1/subjects/{user_id}/export).")
@@ -91,7 +91,7 @@ def verify(
         raise typer.Exit(EXIT_UNVERIFIABLE)
     key = _verifier_key(verifier_key)
     if store is not None:
-        report = _verify_store(store)
+        report = _verify_store(store, key)
         _print_report(report, _redacted(store))
     elif bundle is not None or export is not None:
         document = bundle or export
@@ -110,11 +110,11 @@ def verify(
     raise typer.Exit(report.exit_code)
 
 
-def _verify_store(uri: str) -> Report:
+def _verify_store(uri: str, verifier_key: str | None) -> Report:
     import psycopg
     import psycopg_pool
 
-    from scr.ledger.chains import verify_chains
+    from scr.ledger.verify import verify_store
     from scr.store.postgres import PostgresStore, is_postgres_uri
 
     if not is_postgres_uri(uri):
@@ -122,13 +122,13 @@ def _verify_store(uri: str) -> Report:
     try:
         opened = PostgresStore(uri, apply_migrations=False)  # verifying never changes the store
         try:
-            report = verify_chains(opened)
+            return verify_store(opened, verifier_key)
+        except CheckpointError as error:
+            return Report(unverifiable=f"no usable verifier key: {error}")
         finally:
             opened.close()
     except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
         return Report(unverifiable=f"cannot read the store: {error}")
-    report.notes.append("PostgreSQL store: chains and dedup index checked (it keeps no trees or checkpoints)")
-    return report
 
 
 def _redacted(uri: str) -> str:

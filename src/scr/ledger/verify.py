@@ -24,8 +24,16 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from scr.ledger.checkpoints import CHECKPOINTS_FILE, KEY_FILE, CheckpointLog, StoredCheckpoint
+from scr.ledger.chains import verify_chains
+from scr.ledger.checkpoints import (
+    CHECKPOINTS_FILE,
+    KEY_FILE,
+    CheckpointLog,
+    PgCheckpointLog,
+    StoredCheckpoint,
+)
 from scr.ledger.report import Finding, Report
+from scr.ledger.sql import PgSql, Sql
 from scr.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileError, TileNodes, covered_seq, expand, read_tile
 from scr.log.checkpoint import Checkpoint, CheckpointError, Signer, VerifierKey, origin_for, verify_note
 from scr.log.entry import GENESIS_HASH, chain_hash
@@ -34,6 +42,7 @@ from scr.log.nodes import MemoryNodeStore, MerkleTree
 from scr.retention.segments import ArchiveError, covers
 from scr.retention.tiers import ArchiveTier
 from scr.retention.verify import verify_archive
+from scr.store.postgres import PostgresStore
 from scr.store.sqlite import DATABASE_FILE, read_segments
 
 PARALLEL_MIN_ENTRIES = 200_000  # below this, one process is faster than starting a pool
@@ -316,18 +325,18 @@ class PackedTree:
         return tile
 
 
-def _locate(conn: sqlite3.Connection, tenant: str, index: int) -> tuple[str | None, int | None]:
+def _locate(conn: Sql, tenant: str, index: int) -> tuple[str | None, int | None]:
     row = conn.execute(
         "SELECT event_id, seq FROM ledger WHERE tenant = ? AND tenant_seq = ?", (tenant, index)
     ).fetchone()
     return (row[0], row[1]) if row else (None, None)
 
 
-def _compare_tiles(conn: sqlite3.Connection, tenant: str, rebuilt: PackedTree, report: Report) -> None:
+def _compare_tiles(conn: Sql, tenant: str, rebuilt: PackedTree, report: Report) -> None:
     """The stored tiles (what proofs are served from) must be the rebuilt tree's."""
     rows = conn.execute(
         "SELECT level, idx, hashes FROM ledger_tiles WHERE tenant = ? ORDER BY level, idx", (tenant,)
-    )
+    ).fetchall()
     stored_leaves = 0
     for level, index, stored in rows:
         hashes = bytes(stored)
@@ -368,7 +377,7 @@ def _open_checkpoint(note: str, keys: list[VerifierKey], tenant: str) -> Checkpo
 
 
 def _check_checkpoints(
-    conn: sqlite3.Connection, tenant: str, rebuilt: PackedTree, checkpoints: list[StoredCheckpoint],
+    conn: Sql, tenant: str, rebuilt: PackedTree, checkpoints: list[StoredCheckpoint],
     keys: list[VerifierKey], report: Report,
 ) -> None:
     previous: Checkpoint | None = None
@@ -498,3 +507,52 @@ def _check_archive(conn: sqlite3.Connection, keys: list[VerifierKey], report: Re
     verify_archive(segments, None, keys, archived)
     report.findings += archived.findings
     report.notes.append(f"{len(segments)} archive segment(s) checked against their manifests and checkpoints")
+
+
+def verify_store(store: PostgresStore, verifier_key: str | None = None) -> Report:
+    """Verify a PostgreSQL store (``scr ledger verify --store``): every tenant's chain and dedup
+    keys (``scr.ledger.chains``), then its tree rebuilt from the entries against the stored
+    tiles, and every checkpoint as on a data folder. Read-only."""
+    with store.connect() as raw:
+        conn = PgSql(raw)
+        if conn.execute("SELECT to_regclass('ledger_checkpoints')").fetchone()[0] is None:
+            report = verify_chains(store)
+            report.notes.append("PostgreSQL store: chains and dedup index checked; it keeps no trees or "
+                                "checkpoints yet (migration 11 is applied when an instance starts)")
+            return report
+        log_ = PgCheckpointLog(store.connect)
+        try:
+            keys = ([VerifierKey.parse(verifier_key)] if verifier_key is not None
+                    else [VerifierKey.parse(text) for text in log_.verifier_keys()])
+            checkpoints: dict[str, list[StoredCheckpoint]] = {}
+            for stored in log_.all():
+                checkpoints.setdefault(stored.tenant, []).append(stored)
+        finally:
+            log_.close()
+        seen: set[str] = set()
+        partial: list[str] = []
+
+        def check_tree(tenant: str, leaves: bytes | None) -> None:
+            seen.add(tenant)
+            if leaves is None:
+                partial.append(tenant)
+                return
+            rebuilt = PackedTree(leaves)
+            _compare_tiles(conn, tenant, rebuilt, report)
+            _check_checkpoints(conn, tenant, rebuilt, checkpoints.get(tenant, []), keys, report)
+
+        report = Report()
+        if any(checkpoints.values()) and not keys:
+            report.unverifiable = "the checkpoints cannot be checked: no verifier key (pass --verifier-key)"
+            return report
+        verify_chains(store, check_tree, report)
+        for tenant in sorted(set(checkpoints) - seen):  # checkpoints of a tenant without entries
+            check_tree(tenant, b"")
+        if partial:
+            report.notes.append(f"trees and checkpoints not rebuilt for {len(partial)} tenant(s) whose "
+                                f"entries are not all in the hot store (archived or missing): "
+                                f"{', '.join(partial[:5])}")
+        if keys and verifier_key is None:
+            report.notes.append("checkpoint signatures were checked with the keys recorded in the store; "
+                                "pass --verifier-key to check them against a key you obtained independently")
+        return report
