@@ -236,7 +236,8 @@ def _checkpoints_and_reader(store: Store, data_dir: Path) -> tuple[Checkpoints, 
         return CheckpointLog(data_dir / CHECKPOINTS_FILE), TreeReader(lambda: open_database(database))
     if isinstance(store, PostgresStore):
         signer = f"{CHECKPOINT_SIGNER_NAME} {os.getpid()}"  # which process signs, in pg_stat_activity
-        return PgCheckpointLog(lambda: store.connect(signer)), TreeReader(lambda: PgSql(store.connect()), _open)
+        reader = TreeReader(lambda: PgSql(store.connect()), _open)
+        return PgCheckpointLog(lambda: store.connect(signer)), reader
     raise TypeError(f"the ledger's trees cannot be kept in {store!r}")
 
 
