@@ -91,6 +91,9 @@ def test_the_follower_wakes_the_destinations_for_another_instances_append(
         follower.cancel()
         assert heads[-1][0] == 1 and heads[-1][1] - appended_at < HEARD_WITHIN_S
         assert tail.head_seq == 1
+        # the follower's thread still waits (up to the minute) in wait_for_appends, and
+        # asyncio.run waits for it: one more notification lets it go now
+        await writing.append_events([submission("evt_wakes_the_thread")])
 
     asyncio.run(follow_and_append())
 
