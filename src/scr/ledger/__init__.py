@@ -7,17 +7,20 @@ routes. ``scr.ledger.cli`` holds ``scr ledger verify | audit | export``.
 
 from __future__ import annotations
 
-from starlette.routing import Route
+from typing import TYPE_CHECKING
 
-from scr.ledger.routes import ledger_routes
-from scr.ledger.service import LedgerService
-from scr.runtime import Runtime
+if TYPE_CHECKING:  # the server's modules: not loaded by the CLI's ``scr ledger`` commands
+    from starlette.routing import Route
+
+    from scr.runtime import Runtime
 
 CHECKPOINTER_STOP_S = 10.0
 
 
 def install(runtime: Runtime) -> list[Route]:
     """Attach the ledger's hooks to a runtime and return its HTTP routes."""
+    from scr.ledger.routes import ledger_routes
+    from scr.ledger.service import LedgerService
     from scr.privacy.routes import export_routes  # it answers with proofs
 
     service = LedgerService(runtime)
