@@ -8,18 +8,19 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from starlette.testclient import TestClient
 
 from conftest import Client
 from privacy.test_encryption import MESSAGE, USER, key_file, personal_event, sealed_config  # noqa: F401
-from scr.config import parse_config
 from scr.ledger.audit import audit
 from scr.ledger.report import EXIT_TAMPERED, EXIT_VERIFIED
 from scr.ledger.sources import HttpSource
-from scr.server import create_app
 from support import make_event, run_scr
 
 OTHER = "bob.builder@example.com"
+
+pytestmark = pytest.mark.every_store  # the serve tests run on SQLite and on PostgreSQL
 
 
 def exported(client: Client, tmp_path: Path) -> tuple[dict[str, object], Path]:
@@ -104,20 +105,6 @@ def test_an_audit_checks_sealed_leaves_as_it_checks_the_others(
     outcome = audit(HttpSource(auditor), None, samples=100, rng=random.Random(7))
     assert outcome.report.exit_code == 0, outcome.report
     assert outcome.report.entries >= 21  # every leaf, sealed or not, proven in the tree
-
-
-def test_an_export_on_postgresql_is_unavailable_as_every_ledger_proof_is_there(
-    key_file: Path, postgres_uri: str, tmp_path: Path  # noqa: F811
-) -> None:
-    app = create_app(parse_config(sealed_config(key_file)), tmp_path / "data", postgres_uri)
-    with Client(app) as client:
-        client.data, client.store_uri = tmp_path / "data", postgres_uri
-        posted = client.post("/v1/events", json=[personal_event("evt_1")], headers=client.key())
-        assert posted.status_code == 202
-        answer = client.get(f"/v1/subjects/{USER}/export", headers=client.key(role="admin"))
-        assert answer.status_code == 503 and "SQLite" in answer.json()["error"]["message"]
-        # erasure works there: it needs no proofs
-        assert client.delete(f"/v1/subjects/{USER}", headers=client.key(role="admin")).status_code == 202
 
 
 def test_an_export_carries_content_opened_and_verifies_offline(
