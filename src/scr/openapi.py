@@ -299,7 +299,7 @@ def _operations() -> list[Operation]:
                 400: "user_id over 256 characters",
                 404: "no event of this user is stored encrypted in the tenant",
                 409: "encryption at rest is off (no master key)",
-                503: "the store keeps no Merkle trees (PostgreSQL), or " + UNAVAILABLE,
+                503: UNAVAILABLE,
             }),
             (Parameter("user_id", "path", PathSegment, "the events' `user.user_id`", required=True),
              TENANT),
@@ -637,8 +637,7 @@ def _operations() -> list[Operation]:
 
 def _ledger_operations() -> list[Operation]:
     bad = "a query parameter is missing or not a non-negative integer, or out of range"
-    no_ledger = ("the store keeps no Merkle trees (PostgreSQL), or the ledger no longer extends "
-                 "its newest checkpoint, or " + UNAVAILABLE)
+    no_ledger = "the ledger no longer extends its newest checkpoint, or " + UNAVAILABLE
     errors = _merge({**KEYED, 503: no_ledger}, SPANNING)
     note = Body("the C2SP signed note, byte for byte", {TEXT: {"type": "string"}})
     since = Parameter("since", "query", TreeSize, "only checkpoints of at least this tree size")
