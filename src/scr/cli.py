@@ -154,12 +154,13 @@ def serve(
     children = [Child("scr: writer", "writer"),
                 *(Child(f"scr: edge {n}", "edge", listener) for n, listener in enumerate(listeners)),
                 *(Child(f"scr: reader {name}", "reader") for name in reader_processes(settings))]
-    if settings.bus is None:  # usage counts a single instance's ledger (not yet a cluster's)
-        children.append(Child(usage.TITLE, "usage"))
-        if settings.enrichment is not None:  # the enricher follows one instance's ledger too
-            children.append(Child(enrich.TITLE, "enrich"))
-        if settings.retention is not None:  # one archiver per archive directory (cluster: issue 19)
-            children.append(Child(archive.TITLE, "archive"))
+    # the ledger's singleton readers: in a cluster every instance starts them, and each works
+    # only on the instance that holds its lease (scr.bus.leases)
+    children.append(Child(usage.TITLE, "usage"))
+    if settings.enrichment is not None:
+        children.append(Child(enrich.TITLE, "enrich"))
+    if settings.retention is not None:
+        children.append(Child(archive.TITLE, "archive"))
     auth = "on" if settings.validation.require_authentication else "OFF"
     if native.WHY_OFF:
         logging.getLogger("scr.serve").warning(

@@ -818,7 +818,9 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     ] = None
 
     def __post_init__(self) -> None:
-        _enforce("usage", _budget_destination_rules(msgspec.to_builtins(self)))
+        values = msgspec.to_builtins(self)
+        _enforce("usage", _budget_destination_rules(values))
+        _enforce("retention", _cluster_archive_rules(values))
 
 
 class _ConfigFile(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -993,6 +995,24 @@ def _budget_destination_rules(values: Mapping[str, Any]) -> list[Detail]:
     return problems
 
 
+def _cluster_archive_rules(values: Mapping[str, Any]) -> list[Detail]:
+    """In a cluster the archiver runs on whichever instance holds its lease, and every instance
+    reads archived entries back: the segments need one directory all of them reach, never a
+    data folder of one instance."""
+    retention = values["retention"]
+    if values["bus"] is None or not isinstance(retention, Mapping):
+        return []
+    if retention.get("archive_dir") is not None:
+        return []
+    return [Detail("retention.archive_dir", "with `bus:` (a cluster) `retention.archive_dir` is required: "
+                   "a directory every instance reaches at that path (the default, in one instance's "
+                   "data folder, is not shared)")]
+
+
+def _config_rules(values: Mapping[str, Any]) -> list[Detail]:
+    return _budget_destination_rules(values) + _cluster_archive_rules(values)
+
+
 def _anomaly_rules(values: Mapping[str, Any]) -> list[Detail]:
     problems = [Detail(key, f"{key} must list at least one item")
                 for key in ("metrics", "destinations") if values[key] == []]
@@ -1028,7 +1048,7 @@ _RULES: dict[type[Struct], Rule] = {
     AnomalyConfig: _anomaly_rules,
     UsageConfig: _usage_rules,
     EnrichmentConfig: _enrichment_rules,
-    Config: _budget_destination_rules,
+    Config: _config_rules,
 }
 
 

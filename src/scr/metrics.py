@@ -175,6 +175,11 @@ class Metrics:
             "scr_cluster_partition_lag", "Bus events of a partition not yet appended (owned ones)",
             ["partition"], registry=r, multiprocess_mode="livesum",
         )
+        self.reader_lease_held = Gauge(
+            "scr_reader_lease_held",
+            "1 while this instance runs the reader (usage, enrich, archive): in a cluster, while it "
+            "holds the reader's lease; 0 on a standby", ["role"], registry=r, multiprocess_mode="livemax",
+        )
         self.failover_redeliveries = Counter(
             "scr_cluster_failover_redeliveries",
             "Entries a new partition owner delivered again from the inherited cursor (possible "

@@ -21,6 +21,7 @@ import msgspec
 
 from scr.bus.consumer import PartitionConsumer, consumer_name
 from scr.bus.jetstream import Bus
+from scr.bus.leases import reader_roles
 from scr.bus.ownership import AdvisoryLocks
 from scr.config import Config
 from scr.log.commit import Committer
@@ -44,7 +45,8 @@ class Ownership(Protocol):
         """The partitions owned now, after trying to take free ones."""
 
     async def instances(self) -> list[dict[str, Any]]:
-        """The live instances: ``{"id", "url", "partitions": [...]}`` each."""
+        """The live instances: ``{"id", "url", "partitions": [...], "readers": [...]}`` each
+        (``readers``: the singleton readers it runs, ``scr.bus.leases``)."""
 
     async def close(self) -> None:
         """Give up every partition."""
@@ -53,15 +55,17 @@ class Ownership(Protocol):
 class SoleOwner:
     """The embedded store serves one instance: it owns every partition."""
 
-    def __init__(self, partitions: int, instance_id: str, url: str) -> None:
+    def __init__(self, partitions: int, instance_id: str, url: str, readers: list[str]) -> None:
         self.partitions = set(range(partitions))
         self.instance_id, self.url = instance_id, url
+        self.readers = readers  # it runs every singleton reader (scr.bus.leases)
 
     async def claim(self) -> set[int]:
         return set(self.partitions)
 
     async def instances(self) -> list[dict[str, Any]]:
-        return [{"id": self.instance_id, "url": self.url, "partitions": sorted(self.partitions)}]
+        return [{"id": self.instance_id, "url": self.url, "partitions": sorted(self.partitions),
+                 "readers": self.readers}]
 
     async def close(self) -> None:
         return None
@@ -246,7 +250,7 @@ def bus_instance(
     name, shown = instance_id(), config.cluster.instance_url or url
     ownership: Ownership = (
         AdvisoryLocks(store_uri, config.cluster, name, shown) if store_uri
-        else SoleOwner(config.cluster.partitions, name, shown)
+        else SoleOwner(config.cluster.partitions, name, shown, reader_roles(config))
     )
     instance = BusInstance(bus, ownership, committer, metrics, config, digest_bytes)
     if shares_partitions(config, store_uri):

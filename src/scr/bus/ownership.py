@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg
 
+from scr.bus.leases import holder_digest, lease_holders
 from scr.config import ClusterConfig
 
 log = logging.getLogger("scr.cluster")
@@ -110,10 +111,14 @@ class AdvisoryLocks:
         return set(self._owned)
 
     async def instances(self) -> list[dict[str, Any]]:
-        """The live instances, oldest first, with the partitions each reported."""
+        """The live instances, oldest first, with the partitions each reported and the
+        singleton readers whose lease it holds (``scr.bus.leases``)."""
         conn = await self._connection()
         rows = await (await conn.execute(_LIVE, (self.timeout_s,))).fetchall()
-        return [{"id": i, "url": url, "partitions": sorted(parts)} for i, url, parts in rows]
+        holders = await lease_holders(conn)
+        return [{"id": i, "url": url, "partitions": sorted(parts),
+                 "readers": sorted(role for role, by in holders.items() if by == holder_digest(url))}
+                for i, url, parts in rows]
 
     async def close(self) -> None:
         """Give every partition back and leave the cluster."""

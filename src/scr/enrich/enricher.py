@@ -130,7 +130,9 @@ class Enricher:
     _progress_at: float = field(default_factory=time.monotonic, repr=False)
 
     async def load(self, head: int) -> None:
-        """Read the cursor; when enrichment is new, start at ``head``."""
+        """Read the cursor; when enrichment is new, start at ``head``. The cursor is a seq over
+        the whole ledger: sound because seqs are committed in order, on PostgreSQL too (one
+        ledger write lock per group commit, whichever instance appends; ``scr.usage.reader``)."""
         cursor = await asyncio.to_thread(self.store.cursor, ENRICH_CURSOR)
         if cursor is None:
             await self.writes.start(head)

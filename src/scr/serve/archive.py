@@ -5,6 +5,12 @@ Its writes (a segment listed, rows shrunk, a purge) go to the one writer. A pass
 full disk, an unreadable segment) changes nothing it has not finished: the state
 ``retention.archiver`` turns ``failing`` with the reason (``scr archive list`` shows it, and the
 log says it at error level), and the next pass tries again.
+
+In a cluster every instance runs it, and it makes passes only while it holds the archive
+lease (``scr.bus.leases``): one archiver per cluster, whichever instance holds the lease. The
+segments go to ``retention.archive_dir``, which a cluster's config must name (a directory
+every instance reaches at that path, ``scr.config``), so that any instance reads what any
+other archived; the segments' listings are in the shared store.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
+from scr.bus.leases import Lease, lease_for
 from scr.config import Config
+from scr.metrics import Metrics
 from scr.retention.archiver import AnotherArchiver, Archiver
 from scr.retention.cli import archive_folder, open_checkpoints
 from scr.retention.writes import RemoteArchiveWrites
-from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared
+from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared, until_stopped
 from scr.serve.readers import writes_path
 from scr.serve.supervisor import READY_MESSAGE, ChildArgs
 from scr.store import Store, open_store
@@ -42,14 +50,17 @@ def run_archive(args: ChildArgs) -> int:
         return EXIT_START_ERROR
     settings, store = ready
     calm_the_collector()
+    lease = lease_for(settings, args.store or settings.store, "archive", args.url, Metrics())
     try:
-        asyncio.run(_follow(store, settings, data_dir, writes_path(Path(args.socket_dir)), args.ready_fd))
+        asyncio.run(_follow(store, settings, data_dir, writes_path(Path(args.socket_dir)), args.ready_fd,
+                            lease))
     finally:
         store.close()
     return 0
 
 
-async def _follow(store: Store, settings: Config, data_dir: Path, writer_at: Path, ready_fd: int) -> None:
+async def _follow(store: Store, settings: Config, data_dir: Path, writer_at: Path, ready_fd: int,
+                  lease: Lease) -> None:
     retention = settings.retention
     assert retention is not None  # the supervisor starts this process only then
     loop = asyncio.get_running_loop()
@@ -59,15 +70,11 @@ async def _follow(store: Store, settings: Config, data_dir: Path, writer_at: Pat
     writes = RemoteArchiveWrites(writer_at)
     archiver = Archiver(store, retention, archive_folder(settings, data_dir), writes,
                         open_checkpoints(store, data_dir))
-    os.write(ready_fd, READY_MESSAGE)
+    os.write(ready_fd, READY_MESSAGE)  # ready as a standby too: it waits for the lease
     os.close(ready_fd)
-    passes = asyncio.ensure_future(_passes(archiver, writes, retention.check_every_s))
     try:
-        await stop.wait()
+        await until_stopped(stop, lease.hold(lambda: _passes(archiver, writes, retention.check_every_s)))
     finally:
-        passes.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await passes
         await writes.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -97,6 +98,22 @@ def prepared(args: ChildArgs, build: Callable[[Config, str | None], T]) -> tuple
     except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
         log.error("cannot open the store %s: %s", redact(store_uri) if store_uri else args.data, error)
         return None
+
+
+async def until_stopped(stop: asyncio.Event, work: Awaitable[None]) -> None:
+    """Run ``work`` until ``stop`` is set (then cancel it); an exception of ``work`` ends the
+    process's loop with it, so the supervisor starts the process again."""
+    working = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([working, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (working, stopping):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopping
+        with contextlib.suppress(asyncio.CancelledError):
+            await working  # its own exception, if it ended with one
 
 
 def calm_the_collector() -> None:

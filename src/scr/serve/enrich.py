@@ -12,6 +12,12 @@ policy at the process's nice ``ENRICH_NICENESS`` (``_unstarve``), so a machine b
 still sees the enricher move.
 On the SQLite store it keeps the tenants' indexes and saves them beside the database at
 most every ``SAVE_EVERY_S`` (and when it stops).
+
+In a cluster every instance runs it, and it embeds only while it holds the enrichment lease
+(``scr.bus.leases``): a standby loads its model and waits; the one that takes the lease over
+reads the cursor again and goes on from where the last holder's write (through that
+holder's writer, compare-and-set) left it. The vectors are in PostgreSQL, so every instance
+searches them all.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
+from scr.bus.leases import Lease, lease_for
 from scr.config import EnrichmentConfig
 from scr.enrich.embedders import Embedder, open_embedder
 from scr.enrich.enricher import Enricher
@@ -36,7 +43,7 @@ from scr.log.commit import utc_now
 from scr.log.tail import Opening
 from scr.metrics import Metrics
 from scr.privacy.opening import EventOpener
-from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared
+from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared, until_stopped
 from scr.serve.reader import MAX_DATAGRAM_BYTES, QUIET_CHECK_S, open_with_subjects
 from scr.serve.readers import bind_unix, enrich_notify_path, writes_path
 from scr.serve.supervisor import READY_MESSAGE, ChildArgs
@@ -107,9 +114,11 @@ def run_enrich(args: ChildArgs) -> int:
     calm_the_collector()
     opener = EventOpener(subjects) if subjects is not None else None
     threadpool_limits(ENRICH_THREADS)  # numpy's BLAS: one core, whatever the machine has
+    metrics = Metrics()
+    lease = lease_for(settings, args.store or settings.store, "enrich", args.url, metrics)
     try:
         asyncio.run(_follow(store, data_dir, embedder, settings.enrichment, opener,
-                            writes_path(socket_dir), wake, args.ready_fd))
+                            writes_path(socket_dir), wake, args.ready_fd, lease, metrics))
     finally:
         store.close()
         wake.close()
@@ -147,7 +156,8 @@ def embedder_of(config: EnrichmentConfig) -> Embedder:
 
 
 async def _follow(store: Store, data_dir: Path, embedder: Embedder, config: EnrichmentConfig,
-                  opener: Opening | None, writer_at: Path, wake: socket.socket, ready_fd: int) -> None:
+                  opener: Opening | None, writer_at: Path, wake: socket.socket, ready_fd: int,
+                  lease: Lease, metrics: Metrics) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -161,22 +171,35 @@ async def _follow(store: Store, data_dir: Path, embedder: Embedder, config: Enri
                 indexes.fresh(tenant)
 
     enricher = Enricher(store, embedder, config.fields, writes, opener,
-                        on_stored=follow_index, metrics=Metrics(), pace=idle)
-    await enricher.load(await asyncio.to_thread(store.last_seq))
-    os.write(ready_fd, READY_MESSAGE)
+                        on_stored=follow_index, metrics=metrics, pace=idle)
+    os.write(ready_fd, READY_MESSAGE)  # ready as a standby too: it waits for the lease
     os.close(ready_fd)
-    follower = asyncio.ensure_future(_wake_and_embed(enricher, store, indexes, wake))
-    watchdog = asyncio.ensure_future(_unstarve(enricher))
     try:
-        await stop.wait()
+        await until_stopped(stop, lease.hold(lambda: _embed(enricher, store, indexes, wake)))
     finally:
-        watchdog.cancel()
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
         if indexes is not None:
             await asyncio.to_thread(indexes.save_changed)
         await writes.remote.close()
+
+
+async def _embed(enricher: Enricher, store: Store, indexes: IndexedNeighbours | None,
+                 wake: socket.socket) -> None:
+    """While the lease is held: the cursor read from the store (another instance may have
+    embedded since), then every round to the ledger's head."""
+    while True:
+        try:
+            await enricher.load(await asyncio.to_thread(store.last_seq))
+            break
+        except Exception as error:  # the store or the writer is unreachable: try again
+            log.warning("cannot read the enricher's cursor: %s", error)
+            await asyncio.sleep(QUIET_CHECK_S)
+    watchdog = asyncio.ensure_future(_unstarve(enricher))
+    try:
+        await _wake_and_embed(enricher, store, indexes, wake)
+    finally:
+        watchdog.cancel()
+        if enricher.metrics is not None:  # the next holder shows its lag
+            enricher.metrics.enrich_lag.set(0)
 
 
 async def _wake_and_embed(enricher: Enricher, store: Store, indexes: IndexedNeighbours | None,

@@ -9,6 +9,12 @@ round holds thousands of events, and the events of a minute that share a key bec
 (measured: 0.1 row per event at 20k events/s), which keeps the writer's share small. It
 runs at nice ``USAGE_NICENESS``, so on a busy machine it gives way to ingest; it catches up
 afterwards.
+
+In a cluster every instance runs it, and it counts only while it holds the usage lease
+(``scr.bus.leases``): a standby is ready and idle, and the one that takes the lease over reads
+the cursor, the alerts sent and the totals again, then counts from where the last holder's
+write left the cursor. That write went through the holder's own writer, and the cursor's
+compare-and-set admits each round once whichever instance sends it: never counted twice.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from scr.bus.leases import Lease, lease_for
 from scr.config import UsageConfig
 from scr.metrics import Metrics
 from scr.route.price_file import live_prices
-from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared
+from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared, until_stopped
 from scr.serve.reader import MAX_DATAGRAM_BYTES, QUIET_CHECK_S
 from scr.serve.readers import bind_unix, usage_notify_path, writes_path
 from scr.serve.supervisor import READY_MESSAGE, ChildArgs
@@ -53,9 +60,11 @@ def run_usage(args: ChildArgs) -> int:
     wake = bind_unix(socket.SOCK_DGRAM, usage_notify_path(socket_dir))
     wake.setblocking(False)
     calm_the_collector()
+    metrics = Metrics()
+    lease = lease_for(settings, args.store or settings.store, "usage", args.url, metrics)
     try:
         asyncio.run(_follow(store, data_dir, writes_path(socket_dir), wake, args.ready_fd,
-                            settings.usage))
+                            settings.usage, lease, metrics))
     finally:
         store.close()
         wake.close()
@@ -63,7 +72,7 @@ def run_usage(args: ChildArgs) -> int:
 
 
 async def _follow(store: Store, data_dir: Path, writer_at: Path, wake: socket.socket, ready_fd: int,
-                  usage: UsageConfig) -> None:
+                  usage: UsageConfig, lease: Lease, metrics: Metrics) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -80,18 +89,29 @@ async def _follow(store: Store, data_dir: Path, writer_at: Path, wake: socket.so
         # fsync covers it otherwise, as for the destinations' cursors)
         return bool(await remote.run(record, durable=False))
 
-    reader = UsageReader(store, live_prices(data_dir), write, Metrics(), usage.budgets, usage.anomalies)
-    await asyncio.to_thread(reader.load)
-    os.write(ready_fd, READY_MESSAGE)
+    reader = UsageReader(store, live_prices(data_dir), write, metrics, usage.budgets, usage.anomalies)
+    os.write(ready_fd, READY_MESSAGE)  # ready as a standby too: it waits for the lease
     os.close(ready_fd)
-    follower = asyncio.ensure_future(_wake_and_count(reader, store, wake))
     try:
-        await stop.wait()
+        await until_stopped(stop, lease.hold(lambda: _count(reader, store, wake)))
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
         await remote.close()
+
+
+async def _count(reader: UsageReader, store: Store, wake: socket.socket) -> None:
+    """While the lease is held: the reader's state read from the store (another instance may
+    have counted since), then every round to the ledger's head."""
+    while True:
+        try:
+            await asyncio.to_thread(reader.load)
+            break
+        except Exception as error:  # the store is unreachable: try again
+            log.warning("cannot read the usage cursor: %s", error)
+            await asyncio.sleep(QUIET_CHECK_S)
+    try:
+        await _wake_and_count(reader, store, wake)
+    finally:
+        reader.hide_gauges()  # the next holder shows them
 
 
 async def _wake_and_count(reader: UsageReader, store: Store, wake: socket.socket) -> None:

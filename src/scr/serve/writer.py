@@ -53,11 +53,10 @@ def run_writer(args: ChildArgs) -> int:
 
     def build(settings: Config, store_uri: str | None) -> Starlette:
         # destinations run in reader processes (in a cluster, those of the partitions this
-        # instance owns: the writer tells them after each ownership poll), and so does usage
-        # (not in a cluster yet)
-        readers = None
-        if settings.routing.destinations or settings.bus is None:
-            readers = ReaderSet(settings, socket_dir)
+        # instance owns: the writer tells them after each ownership poll), and so do usage,
+        # the enricher and the archiver (in a cluster, on the instance holding their lease);
+        # the writer takes their writes and wakes them
+        readers = ReaderSet(settings, socket_dir)
         return create_app(settings, Path(args.data), store_uri, args.url, readers)
 
     ready = prepared(args, build)

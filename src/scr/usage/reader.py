@@ -18,6 +18,15 @@ write with the mark's move (and an empty round of rows), checked the same way.
 
 The gauges (cost and tokens by tenant and model) are running totals: loaded from the
 aggregates at start, then advanced by each round the store accepted.
+
+The cursor is a ledger ``seq`` over the whole ledger, every tenant's entries in one order.
+That is sound because the stores hand out seqs in commit order: SQLite has one writer, and on
+PostgreSQL, shared by a cluster's instances, every group commit takes the one ledger write
+lock (``LEDGER_WRITE_LOCK`` in ``scr.store.postgres``) before it appends, so a seq is never
+committed after a larger one; a reader past seq N has seen every entry up to N, whichever
+instance appended it. (Seqs of a rolled-back group are skipped, never filled in later.) Were
+the store ever to commit groups side by side (one lock per partition), this cursor would
+have to become one per partition.
 """
 
 from __future__ import annotations
@@ -71,7 +80,8 @@ class UsageReader:
         self._budgets_shown_at: float | None = None  # the clock when the budget gauges were set
 
     def load(self) -> None:
-        """Read the cursor, then the totals for the gauges (blocking: call in a thread)."""
+        """Read the cursor, then the totals for the gauges (blocking: call in a thread). The
+        cursor is a global ledger seq, sound while seqs are committed in order (see above)."""
         self.cursor = self.store.cursor(USAGE_CURSOR) or 0
         self.sent = set().union(*(
             sent_keys(self.store.tenant_entries_of_kinds(tenant, [Kind.BUDGET_ALERT.value], 0))
@@ -153,6 +163,15 @@ class UsageReader:
         shown_at = self._budgets_shown_at
         return bool(self.budgets) and (counted or shown_at is None
                                        or self.clock() - shown_at >= BUDGET_GAUGES_EVERY_S)
+
+    def hide_gauges(self) -> None:
+        """Zero this process's usage gauges: another instance took the usage lease over and
+        shows them now (summed over a cluster's instances, each total counts once)."""
+        for tenant, model in self._totals:
+            self._set_gauges(tenant, model, 0, 0)
+        for budget in self.budgets:
+            self.metrics.budget_used.labels(budget.tenant, budget.period).set(0)
+        self.metrics.usage_lag.set(0)
 
     def _add_to_totals(self, rows: list[UsageRow]) -> None:
         touched: set[tuple[str, str]] = set()
