@@ -1,5 +1,7 @@
 """Cluster benchmark (scale-out issue): 1, 2 and 3 ``scr serve`` on PostgreSQL + JetStream,
-and one instance on PostgreSQL against one on SQLite, with and without the bus, same run.
+and one instance on PostgreSQL against one on SQLite, with and without the bus, same run; and
+the scaling curve: 1, 2 and 4 instances, each limited to ``THROTTLED_SHARE`` of a core
+(``bench.cpu_limit``), standing in for one machine each on this 2-core box.
 
 Every scenario starts fresh servers over one real PostgreSQL (pgserver; a fresh database
 each) and, with the bus, a fresh nats-server (JetStream, ``sync_interval: always``). One
@@ -42,6 +44,7 @@ import msgspec
 import psycopg
 
 from bench.bench_store import create_key
+from bench.cpu_limit import CpuLimit
 from bench.ingest import BATCH_EVENTS, client_session, event, percentile, post_all, start, stop
 from bench.receiver import Receiver
 from scr.store.postgres import LEDGER_WRITE_LOCK
@@ -51,8 +54,12 @@ BATCHES = int(os.environ.get("SCR_BENCH_CLUSTER_BATCHES", "40"))
 LATENCY_RATE_PER_S = int(os.environ.get("SCR_BENCH_CLUSTER_RATE", "200"))
 LATENCY_SECONDS = float(os.environ.get("SCR_BENCH_CLUSTER_LATENCY_S", "4"))
 INSTANCE_COUNTS = (1, 2, 3)
+THROTTLED_COUNTS = (1, 2, 4)
+# Each throttled instance's share of a core: 4 of them take 0.6 of the 2 cores, leaving the rest
+# to PostgreSQL, nats-server and this client, so the instances are what limits the rate.
+THROTTLED_SHARE = float(os.environ.get("SCR_BENCH_CLUSTER_SHARE", "0.15"))
 TENANTS = 48
-PARTITIONS = 12  # shared evenly by 1, 2 or 3 instances
+PARTITIONS = 12  # shared evenly by 1, 2, 3 or 4 instances
 CONNECTIONS = 6  # 2 per instance with 3 instances
 OWNERSHIP_POLL_MS = 200
 DESTINATION_BATCH = 1000
@@ -76,11 +83,16 @@ class Scenario:
     bus: bool
     # False: nats-server's default sync (not durable against power loss): a diagnosis only
     nats_sync: bool = True
+    cpu_share: float = 0.0  # each instance limited to this share of a core (0: unlimited)
 
     @property
     def name(self) -> str:
         bus = ("bus" if self.nats_sync else "bus_nosync") if self.bus else "no_bus"
-        return f"{self.store}_{bus}_{self.instances}"
+        return f"{self.store}_{bus}_{self.instances}" + ("_throttled" if self.cpu_share else "")
+
+    @property
+    def connections(self) -> int:
+        return max(CONNECTIONS, 2 * self.instances)
 
 
 SCENARIOS = [
@@ -88,6 +100,8 @@ SCENARIOS = [
     *(Scenario(n, "postgresql", True) for n in INSTANCE_COUNTS),
     # where the bus's time goes: the same cluster without an fsync per JetStream write
     Scenario(1, "postgresql", True, nats_sync=False), Scenario(3, "postgresql", True, nats_sync=False),
+    # the scaling curve: every instance limited to the same share of a core
+    *(Scenario(n, "postgresql", True, cpu_share=THROTTLED_SHARE) for n in THROTTLED_COUNTS),
 ]
 
 
@@ -224,6 +238,7 @@ class Cluster:
     nats: NatsServer | None
     postgres: PostgresServer
     store_uri: str | None
+    limits: list[CpuLimit] = field(default_factory=list)
 
     def costs(self) -> Costs:
         nats_pid = self.nats.proc.pid if self.nats is not None and self.nats.proc is not None else 0
@@ -278,12 +293,15 @@ def cluster(scenario: Scenario, folder: Path, postgres: PostgresServer, hook_por
     config.write_text(config_text(scenario, hook_port, nats))
     ports = [free_port() for _ in range(scenario.instances)]
     procs = []
+    limits = [CpuLimit(f"scr-bench-{uuid.uuid4().hex[:8]}-{index}", scenario.cpu_share)
+              for index in range(scenario.instances)] if scenario.cpu_share else []
     try:
         for index, port in enumerate(ports):
             store = ["--store", uri] if uri else []
             procs.append(start(["-m", "scr", "serve", "--config", str(config), *store,
                                 "--data", str(folder / f"data-{index}"), "--port", str(port),
-                                "--log-level", "warning"], folder / f"serve-{index}.log"))
+                                "--log-level", "warning"], folder / f"serve-{index}.log",
+                               before_exec=limits[index].join if limits else None))
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
         for url in urls:
@@ -291,12 +309,14 @@ def cluster(scenario: Scenario, folder: Path, postgres: PostgresServer, hook_por
                      f"{url} ready")
         if nats is not None:
             wait_for(lambda: balanced(urls, headers), "the partitions shared by every instance")
-        yield Cluster(urls, procs, headers, nats, postgres, uri)
+        yield Cluster(urls, procs, headers, nats, postgres, uri, limits)
     finally:
         for proc in procs:
             stop(proc)
         if nats is not None:
             nats.stop()
+        for limit in limits:
+            limit.close()
 
 
 def tenant_events(count: int) -> list[dict[str, Any]]:
@@ -349,15 +369,18 @@ def cost_figures(before: Costs, after: Costs, events: int) -> dict[str, Any]:
     }
 
 
-async def throughput(setup: Cluster, receiver: Receiver, bodies: list[bytes]) -> dict[str, Any]:
+async def throughput(
+    setup: Cluster, receiver: Receiver, bodies: list[bytes], connections: int
+) -> dict[str, Any]:
     """(a): batches round-robin; acknowledged and delivered events/s, with their cost."""
     total = len(bodies) * BATCH_EVENTS
     base = receiver.items
+    throttled_before = [limit.throttled() for limit in setup.limits]
     before = await asyncio.to_thread(setup.costs)
     waits = LockWaits(setup.store_uri) if setup.store_uri else None
     with waits or contextlib.nullcontext():
         began = time.perf_counter()
-        sent = await post_all([f"{u}/v1/events" for u in setup.urls], bodies, setup.headers, CONNECTIONS)
+        sent = await post_all([f"{u}/v1/events" for u in setup.urls], bodies, setup.headers, connections)
         # a 503 (JetStream did not ack in time) may have stored part of its batch: wait for the
         # acknowledged events; whatever else arrives is counted too
         acknowledged = sent["statuses"].get(202, 0) * BATCH_EVENTS
@@ -375,6 +398,14 @@ async def throughput(setup: Cluster, receiver: Receiver, bodies: list[bytes]) ->
     }
     if waits is not None:
         result["write_lock"] = waits.figures()
+    if setup.limits:  # how much of the run each instance spent held back by its CPU limit
+        seconds = last - began
+        result["cpu_limit"] = {
+            "share_of_a_core": setup.limits[0].share,
+            "throttled_share_of_run": [
+                round((limit.throttled()["throttled_s"] - was["throttled_s"]) / seconds, 3)
+                for limit, was in zip(setup.limits, throttled_before, strict=True)],
+        }
     return result
 
 
@@ -443,7 +474,7 @@ async def run_scenario(
         setup = await asyncio.to_thread(context.__enter__)
         try:
             await warm_up(setup, receiver)
-            return {"throughput": await throughput(setup, receiver, bodies),
+            return {"throughput": await throughput(setup, receiver, bodies, scenario.connections),
                     "latency": await latency(setup, receiver)}
         finally:
             await asyncio.to_thread(context.__exit__, None, None, None)
@@ -491,6 +522,9 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         "acknowledged_events_per_s": ratio(tp("postgresql_bus_nosync_1"), tp(one)),
     }
     fsyncs = results["disk"]["fsyncs_per_s"]
+    for n in THROTTLED_COUNTS[1:]:  # the scaling curve (targets: 2 → 1.8×, 4 → 3.2×)
+        figures[f"throttled_instances_{n}_vs_1"] = compare(
+            f"postgresql_bus_{n}_throttled", "postgresql_bus_1_throttled")
     figures["bus_acknowledged_vs_disk_fsyncs_per_s"] = {
         f"instances_{n}": ratio(tp(f"postgresql_bus_{n}"), fsyncs) for n in INSTANCE_COUNTS
     }
@@ -509,7 +543,8 @@ def main() -> dict[str, Any]:
         bodies = [msgspec.json.encode(tenant_events(BATCH_EVENTS)) for _ in range(BATCHES)]
         results: dict[str, Any] = {
             "setup": {"cores": os.cpu_count(), "batches": BATCHES, "batch_events": BATCH_EVENTS,
-                      "connections": CONNECTIONS, "tenants": TENANTS, "partitions": PARTITIONS,
+                      "connections": CONNECTIONS, "throttled_share_of_a_core": THROTTLED_SHARE,
+                      "tenants": TENANTS, "partitions": PARTITIONS,
                       "latency_offered_per_s": LATENCY_RATE_PER_S, "latency_seconds": LATENCY_SECONDS,
                       "destination": {"batch_size": DESTINATION_BATCH,
                                       "batch_wait_ms": DESTINATION_BATCH_WAIT_MS}}}

@@ -97,12 +97,15 @@ def wait_until_ready(url: str) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
-def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    args: list[str], log: Path, env: dict[str, str] | None = None,
+    before_exec: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
     """``python args`` logging to ``log``; ``env`` adds to the environment (a baseline's
-    PYTHONPATH, say)."""
+    PYTHONPATH, say); ``before_exec`` runs in the child first (joining a CPU limit, say)."""
     out = log.open("ab")
     return subprocess.Popen([sys.executable, *args], stdout=out, stderr=out, cwd=ROOT,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, preexec_fn=before_exec)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -70,4 +70,28 @@ def test_every_ratio_has_its_scenarios(bench_cluster: ModuleType) -> None:
     three = results["postgresql_bus_3"]["throughput"]["acknowledged_events_per_s"]
     assert ratios["instances_3_vs_1"]["acknowledged_events_per_s"] == round(three / one, 3)
     assert ratios["bus_acknowledged_vs_disk_fsyncs_per_s"]["instances_1"] == round(one / 4000, 3)
+    alone = results["postgresql_bus_1_throttled"]["throughput"]["acknowledged_events_per_s"]
+    four = results["postgresql_bus_4_throttled"]["throughput"]["acknowledged_events_per_s"]
+    assert ratios["throttled_instances_4_vs_1"]["acknowledged_events_per_s"] == round(four / alone, 3)
     assert bench_cluster.ratio(1, 0) is None
+
+
+def test_a_cpu_limit_holds_a_busy_child_to_its_share() -> None:
+    """Needs root, as the suite runs (and as the benchmark does): a child spinning for 1.5 s
+    under a fifth of a core gets about a fifth of the time, and its group counts the periods
+    it was held back."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from bench.cpu_limit import CpuLimit
+
+    limit = CpuLimit(f"scr-test-{os.getpid()}", 0.2)
+    try:
+        child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.monotonic() + 1.5\n"
+                                  "while time.monotonic() < end: pass"], preexec_fn=limit.join)
+        _, _, usage = os.wait4(child.pid, 0)
+        throttled = limit.throttled()
+    finally:
+        limit.close()
+    cpu_s = usage.ru_utime + usage.ru_stime
+    assert 0.15 < cpu_s < 0.5, cpu_s  # 0.3 s of the 1.5 (and its start, also limited)
+    assert throttled["periods_throttled"] > 50, throttled
