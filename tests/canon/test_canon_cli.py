@@ -14,6 +14,7 @@ from canon_support import DEMO_REFS, TENANT, canon_with, completion, demo_reques
 from rich.console import Console
 from typer.testing import CliRunner
 
+from conftest import StoreAt
 from scr.canon import MemoryLedger
 from scr.canon.cli import app, run_audit, run_decide, run_promote, show_items
 from scr.canon.store_ledger import open_ledger
@@ -87,49 +88,66 @@ def test_run_audit_covers_every_tenant_and_names_breaches() -> None:
     assert "evt_gone" in text and "FAILED" in text
 
 
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    """A data folder whose ledger already holds the demo's canon refs."""
-    folder = tmp_path / "data"
-    ledger = open_ledger(folder)
+def seeded(at: StoreAt) -> StoreAt:
+    """A store whose ledger already holds the demo's canon refs."""
+    ledger = open_ledger(at.data, at.uri)
     try:
         canon_with(*DEMO_REFS, ledger=ledger)
     finally:
         ledger.close()
-    return folder
+    return at
 
 
-def test_commands_work_on_the_ledger_in_the_data_folder(data: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """A data folder whose ledger already holds the demo's canon refs."""
+    return seeded(StoreAt("sqlite", tmp_path / "data")).data
+
+
+def where(at: StoreAt) -> list[str]:
+    return ["--store", at.uri] if at.uri else ["--data", str(at.data)]
+
+
+def test_commands_work_on_the_ledger_of_either_store(store_at: StoreAt, tmp_path: Path) -> None:
+    at = seeded(store_at)
     runner = CliRunner()
     request_file = tmp_path / "request.json"
     request_file.write_text(json.dumps(demo_request()))
-    decided = runner.invoke(app, ["decide", str(request_file), "--tenant", TENANT,
-                                  "--data", str(data)])
+    decided = runner.invoke(app, ["decide", str(request_file), "--tenant", TENANT, *where(at)])
     assert decided.exit_code == 0, decided.output
     assert json.loads(decided.output)["selected_candidate"] == "rollback"
-    listed = runner.invoke(app, ["items", "--tenant", TENANT, "--json", "--data", str(data)])
+    listed = runner.invoke(app, ["items", "--tenant", TENANT, "--json", *where(at)])
     assert listed.exit_code == 0
     assert "CANON_042" in listed.output
-    audited = runner.invoke(app, ["audit", "--data", str(data)])
+    audited = runner.invoke(app, ["audit", *where(at)])
     assert audited.exit_code == 0, audited.output
     assert "passed" in audited.output
+    ledger = open_ledger(at.data, at.uri)  # the decision is in the store's ledger
+    try:
+        decisions = list(ledger.read(TENANT, ["DECIDE"]))
+    finally:
+        ledger.close()
+    assert [d.id for d in decisions] == [json.loads(decided.output)["entry_id"]]
 
 
-def test_refusals_and_errors_have_their_exit_codes(data: Path) -> None:
-    ledger = open_ledger(data)
+def test_refusals_and_errors_have_their_exit_codes(store_at: StoreAt) -> None:
+    at = seeded(store_at)
+    ledger = open_ledger(at.data, at.uri)
     try:
         canon_with(ledger=ledger).add_item(item("X", source="chat"))
     finally:
         ledger.close()
     runner = CliRunner()
-    where = ["--tenant", TENANT, "--data", str(data)]
-    refused = runner.invoke(app, ["promote", "X", *where])
+    where_ = ["--tenant", TENANT, *where(at)]
+    refused = runner.invoke(app, ["promote", "X", *where_])
     assert refused.exit_code == 1
-    unknown = runner.invoke(app, ["promote", "NOPE", *where])
+    unknown = runner.invoke(app, ["promote", "NOPE", *where_])
     assert unknown.exit_code == 2
     assert "no canon item" in unknown.output
-    bad_level = runner.invoke(app, ["promote", "X", *where, "--to", "TOP"])
+    bad_level = runner.invoke(app, ["promote", "X", *where_, "--to", "TOP"])
     assert bad_level.exit_code == 2
+    not_a_store = runner.invoke(app, ["audit", "--store", "mysql://db/scr"])
+    assert not_a_store.exit_code == 2 and "postgresql://" in not_a_store.output
 
 
 def test_audit_finds_an_accepted_event_missing_from_the_ledger(data: Path) -> None:

@@ -1,7 +1,8 @@
 """``scr canon``: list canon items, promote one, make a decision, audit the invariants.
 
-Each command opens the ledger in the data folder (``scr.canon.store_ledger.open_ledger``)
-and works on it directly, with no server. The work itself is done by the ``run_*`` and
+Each command opens the ledger in the data folder, or in a PostgreSQL store (``--store`` or
+``SCR_STORE``; ``scr.canon.store_ledger.open_ledger``) and works on it directly, with no
+server. The work itself is done by the ``run_*`` and
 ``show_*`` functions, which take a ``Canon`` (or a ledger) and a console, so they can be
 used and tested on any ``CanonLedger``.
 """
@@ -36,6 +37,9 @@ app = typer.Typer(
 )
 
 DataOption = Annotated[Path, typer.Option("--data", help="The data folder (SQLite database).")]
+StoreOption = Annotated[
+    str | None, typer.Option("--store", envvar="SCR_STORE", help="A PostgreSQL store instead (postgresql://…).")
+]
 TenantOption = Annotated[str, typer.Option("--tenant", envvar="SCR_TENANT", help="The tenant.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -120,8 +124,8 @@ def run_audit(
 
 
 @contextlib.contextmanager
-def _ledger(data: Path) -> Iterator[CanonLedger]:
-    ledger = open_ledger(data)
+def _ledger(data: Path, store: str | None) -> Iterator[CanonLedger]:
+    ledger = open_ledger(data, store)
     try:
         yield ledger
     finally:
@@ -130,6 +134,8 @@ def _ledger(data: Path) -> Iterator[CanonLedger]:
 
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
+    import psycopg
+
     try:
         yield
     except ScrError as error:
@@ -138,18 +144,22 @@ def _errors() -> Iterator[None]:
         for detail in error.details:
             err.print(f"  {detail.path}: {detail.message}")
         raise typer.Exit(EXIT_ERROR) from None
+    except (ValueError, psycopg.OperationalError) as error:  # a store URI that is not one, or out of reach
+        Console(stderr=True).print(f"[red]error:[/red] cannot open the store: {error}")
+        raise typer.Exit(EXIT_ERROR) from None
 
 
 @app.command()
 def items(
     tenant: TenantOption,
     data: DataOption = DEFAULT_DATA,
+    store: StoreOption = None,
     level: Annotated[str | None, typer.Option(help="Only items at this level.")] = None,
     kind: Annotated[str | None, typer.Option(help="Only items of this kind.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """List a tenant's canon items with their level and provenance."""
-    with _errors(), _ledger(data) as ledger:
+    with _errors(), _ledger(data, store) as ledger:
         show_items(Canon(ledger, tenant), Console(), _level(level), _kind(kind), as_json)
 
 
@@ -158,11 +168,12 @@ def promote(
     item_id: Annotated[str, typer.Argument(help="The canon item to promote.")],
     tenant: TenantOption,
     data: DataOption = DEFAULT_DATA,
+    store: StoreOption = None,
     to: Annotated[str | None, typer.Option("--to", help="The level (the next one).")] = None,
     reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "",
 ) -> None:
     """Run the promotion gate for one item; exit 1 if the promotion is refused."""
-    with _errors(), _ledger(data) as ledger:
+    with _errors(), _ledger(data, store) as ledger:
         result = run_promote(Canon(ledger, tenant), item_id, Console(), _level(to), reason)
     if not result.approved:
         raise typer.Exit(EXIT_REFUSED)
@@ -173,22 +184,24 @@ def decide(
     request_file: Annotated[Path, typer.Argument(help="A JSON decide request.")],
     tenant: TenantOption,
     data: DataOption = DEFAULT_DATA,
+    store: StoreOption = None,
 ) -> None:
     """Decide a request read from a JSON file and print the decision (ledgered)."""
-    with _errors(), _ledger(data) as ledger:
+    with _errors(), _ledger(data, store) as ledger:
         run_decide(Canon(ledger, tenant), request_file, Console())
 
 
 @app.command()
 def audit(
     data: DataOption = DEFAULT_DATA,
+    store: StoreOption = None,
     tenant: Annotated[
         str | None, typer.Option("--tenant", help="One tenant (default: every tenant).")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check the six hard-fail invariants over the whole store; exit 1 if any is broken."""
-    with _errors(), _ledger(data) as ledger:
+    with _errors(), _ledger(data, store) as ledger:
         tenants = [tenant] if tenant else list(ledger.tenants())
         reports = run_audit(ledger, tenants, Console(), as_json=as_json)
     if not all(report.passed for report in reports):

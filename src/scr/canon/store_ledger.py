@@ -1,8 +1,8 @@
 """The canon's ledger on the durable store: appends go through the one committer.
 
-``StoreLedger`` implements ``CanonLedger`` (and ``AcceptedEvents``) over the SQLite store the
-runtime appends to, so canon items, promotions and decisions sit in the same hash-chained
-log as the session completions they are judged by.
+``StoreLedger`` implements ``CanonLedger`` (and ``AcceptedEvents``) over the store the
+runtime appends to (SQLite or PostgreSQL), so canon items, promotions and decisions sit in
+the same hash-chained log as the session completions they are judged by.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 from scr.log.commit import Committer
 from scr.log.entry import Kind, LedgerEntry, decode_entry
+from scr.store import open_store
 from scr.store.protocol import Store, Transaction
-from scr.store.sqlite import SqliteStore
 
 
 class StoreLedger:
@@ -87,9 +87,10 @@ class OwnedStoreLedger(StoreLedger):
         self.store.close()
 
 
-def open_ledger(data_dir: Path) -> OwnedStoreLedger:
-    """The ledger of a data folder, for commands that run without a server."""
-    store = SqliteStore(data_dir)
+def open_ledger(data_dir: Path, store_uri: str | None = None) -> OwnedStoreLedger:
+    """The ledger of a data folder, or of a PostgreSQL store (``store_uri``), for commands
+    that run without a server."""
+    store = open_store(data_dir, store_uri)
     committer = Committer(store, buffer_size=1)
     committer.start()
     return OwnedStoreLedger(store, committer)
