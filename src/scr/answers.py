@@ -320,6 +320,10 @@ class InstanceView(Answer):
     id: str
     url: str
     partitions: list[Count]
+    readers: Annotated[
+        list[Literal["usage", "enrich", "archive"]],
+        Meta(description="the singleton readers this instance runs: in a cluster, the leases it holds"),
+    ]
 
 
 class Cluster(Answer):
