@@ -149,6 +149,24 @@ def counted_exactly(url: str, key: str, in_ledger: dict[str, int]) -> bool:
     return all(usage_totals(url, key, tenant)["events"] == n for tenant, n in in_ledger.items())
 
 
+def settled(postgres_uri: str, url: str, key: str, acknowledged: set[str]) -> dict[str, int]:
+    """Once every acknowledged event is in the ledger and usage counts what the ledger holds:
+    the ledger's events per tenant."""
+    deadline = time.monotonic() + COUNTED_WITHIN_S
+    while time.monotonic() < deadline:
+        with psycopg.connect(postgres_uri) as conn:
+            appended = {row[0] for row in conn.execute(
+                "SELECT event_id FROM ledger WHERE kind = 'SESSION_COMPLETION'").fetchall()}
+        in_ledger = ledger_events(postgres_uri)
+        if acknowledged <= appended and counted_exactly(url, key, in_ledger):
+            return in_ledger
+        time.sleep(0.2)
+    missing = len(acknowledged - appended)
+    counted = {tenant: usage_totals(url, key, tenant)["events"] for tenant in in_ledger}
+    raise AssertionError(f"not settled: {missing} acknowledged events not appended; "
+                         f"ledger {in_ledger}, usage {counted}")
+
+
 @pytest.mark.slow
 def test_usage_enrichment_and_retention_run_once_per_cluster_and_fail_over(
     tmp_path: Path, postgres_uri: str, nats_server: NatsServer
@@ -203,13 +221,13 @@ def test_usage_enrichment_and_retention_run_once_per_cluster_and_fail_over(
         _post(survivor.url, key, text_events(4, 2))
         acknowledged = running.end_stream()
 
-        # usage: what the ledger holds (every acknowledged event and any other the bus kept),
-        # counted once, by tenant, whichever instance counted it
-        in_ledger = ledger_events(postgres_uri)
-        assert sum(in_ledger.values()) >= len(acknowledged) + 6
-        wait_for(lambda: counted_exactly(survivor.url, key, in_ledger), timeout_s=COUNTED_WITHIN_S,
-                 what="the ledger's events counted")
+        # usage: what the ledger holds (every acknowledged event, and any other the bus kept:
+        # owners append from JetStream after the 202), counted once, by tenant, whichever
+        # instance counted it
+        texts = {f"evt_text_{n}" for n in range(6)}
+        in_ledger = settled(postgres_uri, survivor.url, key, acknowledged | texts)
         time.sleep(1.5)  # a stale worker counting twice would show by now
+        assert ledger_events(postgres_uri) == in_ledger
         for tenant, events in in_ledger.items():
             totals = usage_totals(survivor.url, key, tenant)
             assert totals["events"] == totals["sessions"] == events, (tenant, totals, events)

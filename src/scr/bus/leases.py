@@ -15,7 +15,9 @@ or a restart), or a check (every ``LEASE_CHECK_S``) that fails or does not answe
 ``LEASE_CHECK_TIMEOUT_S``. A holder cut off from PostgreSQL by the network therefore stops
 within about 3 s, while the server keeps the lock until its own keepalives
 (``SESSION_KEEPALIVES``, about 11 s) find the session dead: the standby takes over only
-after the old holder stopped. Correctness does not rest on this timing alone: every write
+after the old holder stopped. When the server itself ends the session, it frees the lock a
+few milliseconds before the holder sees it (measured 5-30 ms, ``tests/bus/test_leases.py``),
+and a standby may start in that moment. Correctness does not rest on this timing: every write
 of these readers moves their cursor by compare-and-set in the writer's transaction
 (``scr.serve.writes``), so even two workers at once could never count or store a round
 twice; the lease keeps the work (and the CPU) on one instance.
@@ -114,7 +116,7 @@ class ReaderLease:
                 if not await self._take():
                     await asyncio.sleep(LEASE_RETRY_S)
                     continue
-                log.info("%s: this instance holds the %s lease: working", self.role, self.role)
+                log.info("this instance holds the %s lease: working", self.role)
                 self._show(True)
                 task = asyncio.ensure_future(work())
                 try:
@@ -123,31 +125,36 @@ class ReaderLease:
                     task.cancel()
                     self._show(False)
                     await self._drop()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task  # the work's own exception ends hold() with it
-                log.warning("%s: the %s lease is lost: stopped working; trying to take it again",
-                            self.role, self.role)
+                await asyncio.wait([task])  # cancelled above, it ends at its next await
+                failure = None if task.cancelled() else task.exception()
+                if failure is not None:
+                    raise failure  # the work's own failure ends hold()
+                log.warning("the %s lease is lost: stopped working; trying to take it again", self.role)
         finally:
             await self._drop()
 
     async def _take(self) -> bool:
         """Try to take the lock once (connecting first if need be); whether it is held now."""
         try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # comes as its inner call ends, and hold() would then never stop
             if self._conn is None or self._conn.closed or self._conn.broken:
                 await self._drop()
-                self._conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(
-                    self.uri, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                    application_name=self.application_name, options=SESSION_KEEPALIVES,
-                ), CONNECT_TIMEOUT_S + 1)
-            row = await asyncio.wait_for(
-                (await self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                                          (READER_LEASES, self.key))).fetchone(),
-                LEASE_CHECK_TIMEOUT_S)
+                async with asyncio.timeout(CONNECT_TIMEOUT_S + 1):
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        self.uri, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                        application_name=self.application_name, options=SESSION_KEEPALIVES)
+            async with asyncio.timeout(LEASE_CHECK_TIMEOUT_S):
+                row = await self._try_lock(self._conn)
         except (psycopg.Error, OSError, TimeoutError) as error:
             log.debug("%s: cannot try the lease: %s", self.role, error)
             await self._drop()
             return False
         return bool(row and row[0])
+
+    async def _try_lock(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (READER_LEASES, self.key))
+        return await cursor.fetchone()
 
     async def _keep(self, task: asyncio.Future[None]) -> None:
         """Return as soon as the session is in doubt (or the work ended)."""
@@ -158,7 +165,8 @@ class ReaderLease:
             if task.done():
                 return
             try:
-                await asyncio.wait_for(conn.execute("SELECT 1"), LEASE_CHECK_TIMEOUT_S)
+                async with asyncio.timeout(LEASE_CHECK_TIMEOUT_S):
+                    await conn.execute("SELECT 1")
             except (psycopg.Error, OSError, TimeoutError) as error:
                 log.warning("%s: the lease's PostgreSQL session is in doubt (%s)", self.role,
                             error or type(error).__name__)

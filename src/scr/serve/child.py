@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -110,10 +109,10 @@ async def until_stopped(stop: asyncio.Event, work: Awaitable[None]) -> None:
     finally:
         for task in (working, stopping):
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stopping
-        with contextlib.suppress(asyncio.CancelledError):
-            await working  # its own exception, if it ended with one
+        await asyncio.wait([working, stopping])
+    failure = None if working.cancelled() else working.exception()
+    if failure is not None:
+        raise failure
 
 
 def calm_the_collector() -> None:
