@@ -92,7 +92,14 @@ class Scenario:
 
     @property
     def connections(self) -> int:
-        return max(CONNECTIONS, 2 * self.instances)
+        """Two per instance for the scaling curve (the same offered load per instance)."""
+        return 2 * self.instances if self.cpu_share else CONNECTIONS
+
+    @property
+    def destination(self) -> bool:
+        """The scaling curve measures ingest and append alone: one destination runs on one
+        instance (its home partition's owner), and would time that instance's share alone."""
+        return not self.cpu_share
 
 
 SCENARIOS = [
@@ -257,6 +264,8 @@ def config_text(scenario: Scenario, hook_port: int, nats: NatsServer | None) -> 
     if nats is not None:
         lines += [f"  bus: {nats.url}",
                   f"  cluster: {{partitions: {PARTITIONS}, ownership_poll_ms: {OWNERSHIP_POLL_MS}}}"]
+    if not scenario.destination:
+        return "\n".join([*lines, "  routing:", "    destinations: []"]) + "\n"
     lines += ["  routing:", "    destinations:",
               f'      - {{name: hook, endpoint: "http://127.0.0.1:{hook_port}/", transform: billing_v1, '
               f"batch_size: {DESTINATION_BATCH}, batch_wait_ms: {DESTINATION_BATCH_WAIT_MS}}}"]
@@ -329,6 +338,20 @@ def tenant_events(count: int) -> list[dict[str, Any]]:
     return made
 
 
+def appended_events(store_uri: str) -> int:
+    with psycopg.connect(store_uri) as conn:
+        row = conn.execute("SELECT count(*) FROM ledger WHERE kind = 'SESSION_COMPLETION'").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def wait_appended(store_uri: str, total: int) -> float:
+    """Wait until the ledger holds ``total`` events; when it did (perf_counter)."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while await asyncio.to_thread(appended_events, store_uri) < total and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return time.perf_counter()
+
+
 async def wait_delivered(receiver: Receiver, total: int) -> float:
     """Wait until the receiver holds ``total`` items; when the last one came (perf_counter)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -370,11 +393,13 @@ def cost_figures(before: Costs, after: Costs, events: int) -> dict[str, Any]:
 
 
 async def throughput(
-    setup: Cluster, receiver: Receiver, bodies: list[bytes], connections: int
+    setup: Cluster, receiver: Receiver | None, bodies: list[bytes], connections: int
 ) -> dict[str, Any]:
-    """(a): batches round-robin; acknowledged and delivered events/s, with their cost."""
+    """(a): batches round-robin; acknowledged events/s, and delivered events/s (appended
+    events/s without a destination), with their cost."""
     total = len(bodies) * BATCH_EVENTS
-    base = receiver.items
+    uri = setup.store_uri or ""  # without a destination (the scaling curve): PostgreSQL
+    base = receiver.items if receiver is not None else await asyncio.to_thread(appended_events, uri)
     throttled_before = [limit.throttled() for limit in setup.limits]
     before = await asyncio.to_thread(setup.costs)
     waits = LockWaits(setup.store_uri) if setup.store_uri else None
@@ -384,26 +409,35 @@ async def throughput(
         # a 503 (JetStream did not ack in time) may have stored part of its batch: wait for the
         # acknowledged events; whatever else arrives is counted too
         acknowledged = sent["statuses"].get(202, 0) * BATCH_EVENTS
-        last = await wait_delivered(receiver, base + acknowledged)
+        if receiver is not None:
+            last = await wait_delivered(receiver, base + acknowledged)
+        else:
+            last = await wait_appended(uri, base + acknowledged)
     after = await asyncio.to_thread(setup.costs)
-    delivered = receiver.items - base
     result = {
         "events": total, "statuses": sent["statuses"], "acknowledged": acknowledged,
         "acknowledged_events_per_s": round(acknowledged / sent["seconds"]),
         "request_p50_ms": sent["request_p50_ms"], "request_p99_ms": sent["request_p99_ms"],
-        "delivered": delivered,
-        "delivered_events_per_s": round(delivered / (last - began)),
-        "delivery_lag_after_last_ack_s": round(last - began - sent["seconds"], 2),
         **cost_figures(before, after, total),
     }
+    if receiver is not None:
+        delivered = receiver.items - base
+        result |= {"delivered": delivered, "delivered_events_per_s": round(delivered / (last - began)),
+                   "delivery_lag_after_last_ack_s": round(last - began - sent["seconds"], 2)}
+    else:
+        appended = await asyncio.to_thread(appended_events, uri) - base
+        result |= {"appended": appended, "appended_events_per_s": round(appended / (last - began)),
+                   "append_lag_after_last_ack_s": round(last - began - sent["seconds"], 2)}
     if waits is not None:
         result["write_lock"] = waits.figures()
-    if setup.limits:  # how much of the run each instance spent held back by its CPU limit
-        seconds = last - began
+    if setup.limits:  # whether the instances were what limited the rate: each near its share
+        seconds = after.at - before.at
         result["cpu_limit"] = {
             "share_of_a_core": setup.limits[0].share,
-            "throttled_share_of_run": [
-                round((limit.throttled()["throttled_s"] - was["throttled_s"]) / seconds, 3)
+            "cores_used_per_instance": [round((a - b) / seconds, 3)
+                                        for a, b in zip(after.instances, before.instances, strict=True)],
+            "periods_throttled_per_instance": [
+                limit.throttled()["periods_throttled"] - was["periods_throttled"]
                 for limit, was in zip(setup.limits, throttled_before, strict=True)],
         }
     return result
@@ -450,9 +484,10 @@ async def latency(setup: Cluster, receiver: Receiver) -> dict[str, Any]:
     }
 
 
-async def warm_up(setup: Cluster, receiver: Receiver) -> None:
-    """One small batch through each instance, delivered, before anything is timed."""
-    base = receiver.items
+async def warm_up(setup: Cluster, receiver: Receiver | None) -> None:
+    """One small batch through each instance, delivered (or appended), before anything is timed."""
+    base = receiver.items if receiver is not None else await asyncio.to_thread(
+        appended_events, setup.store_uri or "")
     async with aiohttp.ClientSession() as client:
         for url in setup.urls:
             body = msgspec.json.encode(tenant_events(TENANTS))
@@ -460,7 +495,10 @@ async def warm_up(setup: Cluster, receiver: Receiver) -> None:
                 await answer.read()
                 if answer.status != 202:
                     raise RuntimeError(f"warm-up: {url} answered {answer.status}")
-    await wait_delivered(receiver, base + TENANTS * len(setup.urls))
+    if receiver is not None:
+        await wait_delivered(receiver, base + TENANTS * len(setup.urls))
+    else:
+        await wait_appended(setup.store_uri or "", base + TENANTS * len(setup.urls))
 
 
 async def run_scenario(
@@ -473,6 +511,9 @@ async def run_scenario(
         context = cluster(scenario, folder / scenario.name, postgres, hook_port)
         setup = await asyncio.to_thread(context.__enter__)
         try:
+            if not scenario.destination:  # the scaling curve: ingest and append only
+                await warm_up(setup, None)
+                return {"throughput": await throughput(setup, None, bodies, scenario.connections)}
             await warm_up(setup, receiver)
             return {"throughput": await throughput(setup, receiver, bodies, scenario.connections),
                     "latency": await latency(setup, receiver)}
@@ -523,8 +564,12 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     }
     fsyncs = results["disk"]["fsyncs_per_s"]
     for n in THROTTLED_COUNTS[1:]:  # the scaling curve (targets: 2 → 1.8×, 4 → 3.2×)
-        figures[f"throttled_instances_{n}_vs_1"] = compare(
-            f"postgresql_bus_{n}_throttled", "postgresql_bus_1_throttled")
+        name, alone = f"postgresql_bus_{n}_throttled", "postgresql_bus_1_throttled"
+        figures[f"throttled_instances_{n}_vs_1"] = {
+            "acknowledged_events_per_s": ratio(tp(name), tp(alone)),
+            "appended_events_per_s": ratio(tp(name, "appended_events_per_s"),
+                                           tp(alone, "appended_events_per_s")),
+        }
     figures["bus_acknowledged_vs_disk_fsyncs_per_s"] = {
         f"instances_{n}": ratio(tp(f"postgresql_bus_{n}"), fsyncs) for n in INSTANCE_COUNTS
     }
