@@ -87,15 +87,14 @@ class LedgerService:
         """In a cluster the rhythm signs the tenants of the partitions this instance owns (any
         instance still signs on demand, one at a time: ``PgCheckpointLog.signing``)."""
         assert runtime.bus is not None
-        owned: set[int] = set()
+        owned = [frozenset[int]()]  # replaced whole after each ownership poll: the rhythm thread reads it
         partitions = runtime.config.cluster.partitions
 
         def on_owned(now: set[int]) -> None:
-            owned.clear()
-            owned.update(now)
+            owned[0] = frozenset(now)
 
         runtime.bus.on_owned.append(on_owned)
-        self.checkpointer.owns = lambda tenant: partition_of(tenant, partitions) in owned
+        self.checkpointer.owns = lambda tenant: partition_of(tenant, partitions) in owned[0]
 
     # ----- committer hooks (writer thread) ------------------------------------------------------
 
