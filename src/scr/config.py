@@ -337,7 +337,7 @@ class LedgerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
         ),
     ] = DEFAULT_LEDGER_KEY_NAME
     key_file: Annotated[
-        Annotated[str, Meta(min_length=1, max_length=4096)] | None,
+        FilePath | None,
         Meta(description="PEM file of the Ed25519 checkpoint signing key (created 0600 if absent); "
              "unset: `ledger-key.pem` in the data folder. In a cluster, give every instance the "
              "same file: one key signs every tenant's tree"),
@@ -598,7 +598,7 @@ class SecurityConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Encryption of personal data at rest (``scr.privacy``)."""
 
     master_key_file: Annotated[
-        Annotated[str, Meta(min_length=1, max_length=4096)] | None,
+        FilePath | None,
         Meta(description="file holding the master key (32 random bytes in base64) that wraps each "
              "subject's data key; set: personal fields are stored encrypted (the environment "
              "variable SCR_MASTER_KEY_FILE takes precedence)"),
@@ -738,7 +738,7 @@ class RetentionConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     cold_days: Annotated[Days, Meta(description="days (from commit) before an archived entry "
                                     "is purged; at least `hot_days`")] = 2555
     archive_dir: Annotated[
-        Annotated[str, Meta(min_length=1, max_length=4096)] | None,
+        FilePath | None,
         Meta(description="where archive segments are written; none: `archive` in the data folder"),
     ] = None
     tenants: Annotated[
