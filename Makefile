@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # every core at work: test files are spread over one worker more than the cores (most tests
-# wait on servers and subprocesses: 2 workers kept 2 cores 62% busy), at most 4, each with its
+# wait on servers and subprocesses: 2 workers kept 2 cores 70% busy), at most 4, each with its
 # own servers
 WORKERS ?= $(shell python3 -c "import os; print(min(4, (os.cpu_count() or 1) + 1))")
 unit: $(STAMP)
