@@ -13,7 +13,6 @@ from ledger.conftest import submission
 from scr.errors import Unavailable
 from scr.ledger import upkeep
 from scr.ledger.proofs import TreeReader
-from scr.ledger.sql import PgSql, sql_of
 from scr.ledger.tiles import TileCache, covered_seq, create_schema, open_database, tile_view, tree_sizes
 from scr.ledger.upkeep import TreeKeeper
 from scr.log import merkle
@@ -22,6 +21,7 @@ from scr.log.merkle import leaf_hash
 from scr.log.nodes import MerkleTree
 from scr.store.postgres import PostgresStore
 from scr.store.protocol import Store
+from scr.store.sql import PgSql, sql_of
 from scr.store.sqlite import SqliteStore
 
 

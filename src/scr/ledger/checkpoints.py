@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 import psycopg
 
 from scr.errors import Unavailable
-from scr.ledger.sql import PgSql, Sql
 from scr.ledger.upkeep import Head
 from scr.log.checkpoint import Checkpoint, Signer, origin_for
 from scr.log.commit import utc_now
 from scr.log.nodes import MerkleTree
+from scr.store.sql import PgSql, Sql
 from scr.store.sqlite import BUSY_TIMEOUT_MS
 
 log = logging.getLogger("scr.ledger")

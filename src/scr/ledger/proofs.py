@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from scr.ledger.sql import Sql
 from scr.ledger.tiles import TileCache, tile_view, tree_size
 from scr.log.nodes import MerkleTree
+from scr.store.sql import Sql
 
 TILE_CACHE_TILES = 4096  # expanded full tiles kept (~20 KiB each with their inner levels)
 

@@ -24,7 +24,6 @@ from scr.ledger.checkpoints import (
     load_signer,
 )
 from scr.ledger.proofs import TreeReader
-from scr.ledger.sql import PgSql, Sql, sql_of
 from scr.ledger.tiles import create_schema, open_database, tree_sizes
 from scr.ledger.upkeep import TreeKeeper
 from scr.log.commit import Committed
@@ -33,6 +32,7 @@ from scr.runtime import Runtime
 from scr.store.postgres import PostgresStore, partition_of
 from scr.store.protocol import Store, Transaction
 from scr.store.records import StoredEntry
+from scr.store.sql import PgSql, Sql, sql_of
 from scr.store.sqlite import SqliteStore
 
 log = logging.getLogger("scr.ledger")

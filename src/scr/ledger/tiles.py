@@ -29,9 +29,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from scr.ledger.sql import Sql
 from scr.log.merkle import HASH_SIZE, LEAF_PREFIX
 from scr.log.nodes import MemoryNodeStore
+from scr.store.sql import Sql
 from scr.store.sqlite import BUSY_TIMEOUT_MS
 
 TILE_HEIGHT = 8

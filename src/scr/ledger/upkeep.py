@@ -25,11 +25,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from scr.ledger.sql import Sql
 from scr.ledger.tiles import TILE_MASK, TILE_WIDTH, TileWriter, covered_seq, tree_size, write_rows
 from scr.log.commit import Committed
 from scr.log.nodes import MerkleTree
 from scr.native import leaf_hashes
+from scr.store.sql import Sql
 
 CATCH_UP_ROWS = 50_000  # entries hashed per step while catching up (bounds memory)
 TREES_IN_MEMORY = 10_000  # tenants whose right edge is kept; others are reloaded when they write

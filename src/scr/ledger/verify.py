@@ -33,7 +33,6 @@ from scr.ledger.checkpoints import (
     StoredCheckpoint,
 )
 from scr.ledger.report import Finding, Report
-from scr.ledger.sql import PgSql, Sql
 from scr.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileError, TileNodes, covered_seq, expand, read_tile
 from scr.log.checkpoint import Checkpoint, CheckpointError, Signer, VerifierKey, origin_for, verify_note
 from scr.log.entry import GENESIS_HASH, chain_hash
@@ -43,6 +42,7 @@ from scr.retention.segments import ArchiveError, covers
 from scr.retention.tiers import ArchiveTier
 from scr.retention.verify import verify_archive
 from scr.store.postgres import PostgresStore
+from scr.store.sql import PgSql, Sql
 from scr.store.sqlite import DATABASE_FILE, read_segments
 
 PARALLEL_MIN_ENTRIES = 200_000  # below this, one process is faster than starting a pool

@@ -49,6 +49,7 @@ from scr.store.records import (
     UsageRow,
     UsageSum,
 )
+from scr.store.sql import PgSql
 
 log = logging.getLogger("scr.store.postgres")
 
@@ -728,12 +729,7 @@ class PostgresStore:
 
 def _runner(tx: Transaction) -> segments.Run:
     """``run(sql, params)`` in the writer's transaction, for SQL written with ``?``."""
-    conn = _conn(tx)
-
-    def run(sql: str, params: Sequence[Any]) -> Any:
-        return conn.execute(sql.replace("?", "%s").encode(), params)
-
-    return run
+    return PgSql(_conn(tx)).execute
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:

@@ -26,7 +26,8 @@ from typing import Any
 
 from scr.store.postgres import PostgresWriter, partition_of
 from scr.store.protocol import Store, Transaction
-from scr.store.sqlite import SqliteStore, SqliteWriter
+from scr.store.sql import sql_of
+from scr.store.sqlite import SqliteStore
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS otlp_spans (
@@ -62,36 +63,19 @@ SpanRow = tuple[str, str, str, str, str, bytes]
 
 
 class _Writes:
-    """The writer's transaction in its store's dialect: SQL written with ``?``."""
+    """The writer's transaction in its store's dialect (``scr.store.sql``): SQL written with ``?``."""
 
     def __init__(self, tx: Transaction) -> None:
-        if isinstance(tx, SqliteWriter):
-            self._sqlite: sqlite3.Connection | None = tx.conn
-            self.lock_rows = ""
-        elif isinstance(tx, PostgresWriter):
-            self._sqlite = None
-            self._postgres = tx.conn
-            self.lock_rows = " FOR UPDATE"
-        else:
-            raise TypeError(f"pending spans cannot be written in {type(tx).__name__}")
+        self._sql = sql_of(tx)
+        self.lock_rows = " FOR UPDATE" if isinstance(tx, PostgresWriter) else ""
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Execute one statement; the cursor (``fetchone``, ``fetchall``, ``rowcount``)."""
-        if self._sqlite is not None:
-            return self._sqlite.execute(sql, params)
-        return self._postgres.execute(sql.replace("?", "%s").encode(), params)
+        return self._sql.execute(sql, params)
 
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         """Execute one statement per row; how many rows it changed in all."""
-        if not rows:
-            return 0
-        if self._sqlite is not None:
-            before = self._sqlite.total_changes
-            self._sqlite.executemany(sql, rows)
-            return self._sqlite.total_changes - before
-        with self._postgres.cursor() as cursor:
-            cursor.executemany(sql.replace("?", "%s").encode(), rows)
-            return int(cursor.rowcount)
+        return int(self._sql.executemany(sql, rows).rowcount) if rows else 0
 
 
 class PendingSpans:

@@ -1,10 +1,9 @@
-"""One SQL for the tree and checkpoint tables, on SQLite and on PostgreSQL.
+"""One SQL for both stores: statements written in SQLite's question-mark style.
 
-The ledger's trees (``scr.ledger.tiles``, ``scr.ledger.upkeep``) and checkpoints are written in
-SQLite's question-mark style, with the upserts both databases read alike (``ON CONFLICT``).
-A SQLite connection is used as it is; ``PgSql`` gives a psycopg connection the same two
-methods, turning each ``?`` into psycopg's ``%s``. The tables are created by
-``scr.ledger.tiles.create_schema`` on SQLite and by migration 11 on PostgreSQL.
+Tables both stores keep alike (the ledger's trees and checkpoints, ``scr.ledger``; pending
+spans, ``scr.store.spans``; archive segments, ``scr.store.segments``) are written once, with the
+upserts both databases read alike (``ON CONFLICT``). A SQLite connection is used as it is;
+``PgSql`` gives a psycopg connection the same two methods, turning each ``?`` into ``%s``.
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ from scr.store.sqlite import SqliteWriter
 class Rows(Protocol):
     """The rows of one statement (a sqlite3 or psycopg cursor)."""
 
+    @property
+    def rowcount(self) -> int: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
     def fetchmany(self, size: int) -> list[Any]: ...
@@ -31,7 +32,7 @@ class Sql(Protocol):
     """A connection the tree and checkpoint code runs its statements on."""
 
     def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Rows: ...
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> object: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Rows: ...
 
 
 @functools.lru_cache(maxsize=256)
@@ -48,10 +49,10 @@ class PgSql:
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Rows:
         return self.conn.execute(_psycopg_text(sql), params)
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> object:
-        with self.conn.cursor() as cursor:
-            cursor.executemany(_psycopg_text(sql), rows)
-        return None
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Rows:
+        cursor = self.conn.cursor()  # left open: a closed cursor forgets its rowcount
+        cursor.executemany(_psycopg_text(sql), rows)
+        return cursor  # rowcount: every row's changes summed
 
 
 def sql_of(tx: Transaction) -> Sql:
@@ -62,4 +63,4 @@ def sql_of(tx: Transaction) -> Sql:
 
     if isinstance(tx, PostgresWriter):
         return PgSql(tx.conn)
-    raise TypeError(f"the ledger's trees cannot be kept in {type(tx).__name__}")
+    raise TypeError(f"no SQL connection in {type(tx).__name__}")
