@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from bench.cpu_limit import CpuLimit
 from bench.ingest import BATCH_EVENTS, client_session, event, percentile, post_all, start, stop
 from bench.receiver import Receiver
 from scr.store.postgres import LEDGER_WRITE_LOCK
+from scr.store.records import ENTRY_TIME_FORMAT
 from scr.testing.servers import NatsServer, PostgresServer, free_port
 
 BATCHES = int(os.environ.get("SCR_BENCH_CLUSTER_BATCHES", "40"))
@@ -338,6 +340,16 @@ def tenant_events(count: int) -> list[dict[str, Any]]:
     return made
 
 
+def appended_at(store_uri: str, event_ids: list[str]) -> dict[str, float]:
+    """When each event was appended: its ledger entry's time (the writer's clock at its group
+    commit, UTC), as seconds since the epoch."""
+    with psycopg.connect(store_uri) as conn:
+        rows = conn.execute("SELECT event_id, ts FROM ledger WHERE event_id = ANY(%s)",
+                            (event_ids,)).fetchall()
+    return {event_id: datetime.strptime(ts, ENTRY_TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+            for event_id, ts in rows}
+
+
 def appended_events(store_uri: str) -> int:
     with psycopg.connect(store_uri) as conn:
         row = conn.execute("SELECT count(*) FROM ledger WHERE kind = 'SESSION_COMPLETION'").fetchone()
@@ -472,7 +484,7 @@ async def latency(setup: Cluster, receiver: Receiver) -> dict[str, Any]:
     while time.monotonic() < deadline and not all(i in receiver.arrivals for i in acknowledged):
         await asyncio.sleep(0.01)
     route_ms = [(receiver.arrivals[i] - sent) * 1000 for i, sent in sent_at.items() if i in receiver.arrivals]
-    return {
+    return {**await stages(setup, sent_at, receiver),
         "offered_per_s": LATENCY_RATE_PER_S, "events": count, "statuses": statuses,
         "ingest_p50_ms": round(percentile(ingest_ms, 0.5), 2),
         "ingest_p99_ms": round(percentile(ingest_ms, 0.99), 2),
@@ -482,6 +494,25 @@ async def latency(setup: Cluster, receiver: Receiver) -> dict[str, Any]:
         "delivered": len(route_ms),
         "acknowledged_not_delivered": sum(1 for i in acknowledged if i not in receiver.arrivals),
     }
+
+
+async def stages(setup: Cluster, sent_at: dict[str, float], receiver: Receiver) -> dict[str, Any]:
+    """Where capture → route goes, split at the append: POST sent → the entry's time (edge,
+    JetStream publish, the owner's fetch, up to its group commit) and that time → the event at
+    the receiver (the commit, the ledger follow, the destination's batch wait and its POST).
+    The entry's time is the writer's wall clock, read against this process's by one offset
+    (one machine, one clock)."""
+    if setup.store_uri is None:
+        return {}
+    wall = time.time() - time.monotonic()
+    appended = await asyncio.to_thread(appended_at, setup.store_uri, list(sent_at))
+    to_append = [(appended[i] - wall - sent) * 1000 for i, sent in sent_at.items() if i in appended]
+    to_route = [(receiver.arrivals[i] + wall - appended[i]) * 1000
+                for i in sent_at if i in appended and i in receiver.arrivals]
+    if not to_append or not to_route:
+        return {}
+    return {"capture_to_append_p50_ms": round(percentile(to_append, 0.5), 2),
+            "append_to_route_p50_ms": round(percentile(to_route, 0.5), 2)}
 
 
 async def warm_up(setup: Cluster, receiver: Receiver | None) -> None:
