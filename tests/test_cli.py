@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+from scr.cli import SUB_APPS
 from support import ServerProcess, create_key, make_event, run_scr
 
 
@@ -13,6 +17,22 @@ def test_help_lists_every_verb() -> None:
     out = run_scr("--help").stdout
     for verb in ("serve", "send", "keys", "config", "schema"):
         assert verb in out
+
+
+def test_help_lists_each_sub_app_by_its_own_help() -> None:
+    for name, (module, help_text) in SUB_APPS.items():
+        assert importlib.import_module(module).app.info.help == help_text, name
+
+
+def test_help_imports_no_sub_app_nor_heavy_package() -> None:
+    """Every ``scr`` the suite runs pays for what ``scr.cli`` imports: numpy, the ledger,
+    httpx load only in the commands that use them."""
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom scr.cli import app\n"
+            "assert CliRunner().invoke(app, ['--help']).exit_code == 0\nprint(*sys.modules)")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    heavy = {"numpy", "httpx", "nats", "psycopg", "scr.config", *(module for module, _ in SUB_APPS.values())}
+    assert not heavy & loaded
 
 
 def test_keys_create_prints_the_key_last_and_stores_only_its_hash(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import sys
@@ -10,25 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
-import msgspec
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from setproctitle import setproctitle
+from typer.core import TyperGroup
+from typer.main import get_command
 
-from scr.canon.cli import app as canon_app
-from scr.config import Config, default_config, load_config, with_bus, with_tls
-from scr.enrich.cli import app as enrich_app
 from scr.errors import ConfigError, ScrError
-from scr.ledger.cli import app as ledger_app
 from scr.privacy.cli import create_master, rotate_master
-from scr.retention.cli import app as archive_app
-from scr.route.prices_cli import app as prices_app
-from scr.schema import json_schema
-from scr.usage.cli import app as usage_app
 
 if TYPE_CHECKING:
+    from typer._click import Command, Context  # click's types (typer vendors click)
+
+    from scr.config import Config
     from scr.log.commit import Committer
 
 DEFAULT_URL = "http://127.0.0.1:8787"
@@ -36,19 +30,65 @@ DEFAULT_DATA = Path(".scr-data")
 SEND_BATCH_EVENTS = 1000
 SEND_TIMEOUT_S = 60.0
 
-app = typer.Typer(help="scr: the Session Completion Runtime.", no_args_is_help=True)
+# The sub-apps whose modules import heavy packages (numpy, the ledger, httpx): `scr --help`
+# lists them by their help (the same text as their Typer's, tests/test_cli.py checks), and a
+# module is imported only when its command runs
+SUB_APPS = {  # name: (module with an `app`, help)
+    "ledger": (
+        "scr.ledger.cli",
+        "Verify, audit and export the ledger (exit 0 verified, 1 tampering found, 2 could not verify).",
+    ),
+    "canon": (
+        "scr.canon.cli",
+        "The Bickford Canon: canon items, promotions, decisions and the invariant audit.",
+    ),
+    "prices": ("scr.route.prices_cli", "The price table (USD per 1M tokens) costing every event."),
+    "usage": ("scr.usage.cli", "Usage: reconcile a provider's export with the ledger."),
+    "enrich": ("scr.enrich.cli", "Enrichment: embeddings of sessions' text."),
+    "archive": ("scr.retention.cli", "Retention: archive segments, purge and their checks."),
+}
+
+
+class _SubAppStub(TyperGroup):
+    """A sub-app's place in ``scr``'s command list until its module is imported."""
+
+    def __init__(self, name: str, module: str, help_text: str) -> None:
+        super().__init__(name=name, help=help_text, no_args_is_help=True)
+        self.module = module
+
+    def load(self) -> Command:
+        """The sub-app's command group, exactly as ``add_typer`` would have made it."""
+        holder = typer.Typer()
+        holder.add_typer(importlib.import_module(self.module).app, name=self.name)
+        group = get_command(holder)
+        assert isinstance(group, TyperGroup)
+        return group.commands[str(self.name)]
+
+
+class _ScrGroup(TyperGroup):
+    """``scr``'s root group: the sub-apps of ``SUB_APPS`` are loaded when resolved."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name, (module, help_text) in SUB_APPS.items():
+            self.add_command(_SubAppStub(name, module, help_text))
+
+    def resolve_command(
+        self, ctx: Context, args: list[str]
+    ) -> tuple[str | None, Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if name is not None and isinstance(command, _SubAppStub):
+            command = self.commands[name] = command.load()
+        return name, command, rest
+
+
+app = typer.Typer(cls=_ScrGroup, help="scr: the Session Completion Runtime.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 config_app = typer.Typer(help="Config files.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL store's schema.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
-app.add_typer(ledger_app, name="ledger")
-app.add_typer(canon_app, name="canon")
-app.add_typer(prices_app, name="prices")
-app.add_typer(usage_app, name="usage")
-app.add_typer(enrich_app, name="enrich")
-app.add_typer(archive_app, name="archive")
 err = Console(stderr=True)
 
 DataOption = Annotated[Path, typer.Option("--data", help="The data folder (SQLite database).")]
@@ -68,6 +108,8 @@ KeyOption = Annotated[
 
 
 def _load(config: Path | None) -> Config:
+    from scr.config import default_config, load_config
+
     if config is None:
         return default_config()
     try:
@@ -85,6 +127,8 @@ def _print_config_error(error: ConfigError) -> None:
 
 def _with_bus(settings: Config, bus: str) -> Config:
     """The config with ``--bus`` in place of its ``bus:`` (checked like the key)."""
+    from scr.config import with_bus
+
     try:
         return with_bus(settings, bus)
     except ConfigError as error:
@@ -116,7 +160,10 @@ def serve(
     import logging
     import tempfile
 
+    from setproctitle import setproctitle
+
     from scr import native
+    from scr.config import with_tls
     from scr.http_server import check_tls, reserve_file_descriptors
     from scr.serve import archive, child, edge, enrich, reader, usage, writer  # noqa: F401  (imported once; the children fork)
     from scr.serve.readers import reader_processes
@@ -285,6 +332,8 @@ def _where(store: str | None, data: Path) -> str:
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]) -> None:
     """Check a config file; report every error with its line."""
+    from scr.config import load_config
+
     try:
         settings = load_config(file)
     except ConfigError as error:
@@ -297,11 +346,15 @@ def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]
 @app.command()
 def schema() -> None:
     """Print the event's JSON Schema (draft 2020-12)."""
+    from scr.schema import json_schema
+
     print(json.dumps(json_schema(), indent=2))
 
 
 def _read_events(source: str) -> list[Any]:
     """Events from a JSON file (object or array) or NDJSON; ``-`` reads standard input."""
+    import msgspec
+
     text = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     stripped = text.strip()
     if not stripped:
@@ -331,6 +384,10 @@ def send(
     ] = SEND_BATCH_EVENTS,
 ) -> None:
     """Send events in batches, with a progress bar and a summary."""
+    import httpx
+    import msgspec
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     try:
         events = _read_events(file)
     except (OSError, ValueError) as error:

@@ -9,14 +9,13 @@ from typing import Annotated
 
 import typer
 
-from scr.privacy.master import MasterKeyError, read_master_key, write_key_file, write_master_key
-from scr.privacy.setup import MASTER_KEY_ENV, master_key_file
-
 KeyFileArgument = Annotated[Path, typer.Argument(help="Where to write the new key (never overwritten).")]
 
 
 def create_master(file: KeyFileArgument) -> None:
     """Write a new random master key (32 bytes in base64, mode 0600)."""
+    from scr.privacy.master import write_master_key  # cryptography: imported when it runs
+
     try:
         write_master_key(file)
     except FileExistsError:
@@ -33,6 +32,8 @@ def create_master(file: KeyFileArgument) -> None:
 def install_new_key(current: Path, new: Path) -> Path:
     """Put the new key at ``current``'s path (atomically); the old one is kept beside it as
     ``<name>.rotating`` until the rotation commits. Its path."""
+    from scr.privacy.master import write_key_file
+
     backup = current.with_name(current.name + ".rotating")
     os.replace(current, backup)
     try:
@@ -64,6 +65,8 @@ def rotate_master(
     """
     from scr.cli import _key_writer, _load
     from scr.log.entry import Kind
+    from scr.privacy.master import MasterKeyError, read_master_key
+    from scr.privacy.setup import MASTER_KEY_ENV, master_key_file
     from scr.privacy.subjects import Subjects
     from scr.security.audit import append_admin_action
     from scr.store.protocol import Transaction
