@@ -130,6 +130,9 @@ BAD_EVENTS = [
     ("too many tags", {"metadata.custom_tags": {f"k{i}": "v" for i in range(65)}},
      "$.metadata.custom_tags", "invalid_value"),
     ("wrong event type", {"event_type": "session.started"}, "$.event_type", "invalid_enum"),
+    # U+0000 in a name: PostgreSQL's text columns refuse it (it was a 500 there, a 202 on SQLite)
+    *((f"NUL in {path}", {path: "a\u0000b"}, f"$.{path}", "invalid_value")
+      for path in ("session.session_id", "user.user_id", "usage.model", "usage.provider")),
 ]
 
 

@@ -126,8 +126,9 @@ fn bounded<'a>(value: &Value<'a>, min: usize, max: usize) -> Option<Text<'a>> {
     (fits && enough).then_some(text)
 }
 
+/// `Name`: 1-256 characters, none of them U+0000 (`NAME_PATTERN`).
 fn name<'a>(value: &Value<'a>) -> Option<Text<'a>> {
-    bounded(value, 1, NAME_CHARS)
+    bounded(value, 1, NAME_CHARS).filter(|text| !text.contains('\0'))
 }
 
 /// `ID_PATTERN`: 1-128 characters of `[A-Za-z0-9_.:-]`.

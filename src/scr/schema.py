@@ -68,7 +68,12 @@ TenantId = Annotated[
     str,
     Meta(pattern=ID_PATTERN, description="the tenant: 1-128 characters of [A-Za-z0-9_.:-]"),
 ]
-Name = Annotated[str, Meta(min_length=1, max_length=256)]
+# No U+0000: PostgreSQL's text columns cannot hold it (the ledger's session_id, the usage
+# tables' user_id, model and provider), and an event that one store refused after the bus
+# acknowledged it would block its partition.
+NAME_PATTERN = r"^[^\x00]*$"
+Name = Annotated[str, Meta(min_length=1, max_length=256, pattern=NAME_PATTERN,
+                           description="1-256 characters, none of them U+0000")]
 Text = Annotated[str, Meta(max_length=MAX_EVENT_BYTES)]
 Timestamp = Annotated[datetime, Meta(tz=True, description="RFC 3339 with an offset")]
 EventTime = Annotated[datetime, Meta(

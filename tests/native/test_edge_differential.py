@@ -59,7 +59,9 @@ EXAMPLE = json.dumps({
 ID_CHARACTERS = string.ascii_letters + string.digits + "_.:-"
 ids = st.text(ID_CHARACTERS, min_size=1, max_size=128)
 unicode = st.characters(codec="utf-8")  # any character JSON can carry: no lone surrogates
-names = st.text(unicode, min_size=1, max_size=40)
+# a Name holds no U+0000 (scr.schema.NAME_PATTERN); a tag key or a text may
+names = st.text(st.characters(codec="utf-8", exclude_characters="\0"), min_size=1, max_size=40)
+tag_keys = st.text(unicode, min_size=1, max_size=40)
 texts = st.text(unicode, max_size=60)
 token_counts = st.integers(0, 2**52)
 
@@ -167,7 +169,7 @@ def valid_events(draw: st.DrawFn) -> dict[str, Any]:
         "metadata": draw(optional(st.builds(without_absent, st.fixed_dictionaries({
             "client_version": optional(texts),
             "source_ip": optional(st.ip_addresses().map(str)),
-            "custom_tags": st.one_of(st.just(...), st.dictionaries(names, texts, max_size=8)),
+            "custom_tags": st.one_of(st.just(...), st.dictionaries(tag_keys, texts, max_size=8)),
         })))),
         "content": draw(optional(st.builds(without_absent, st.fixed_dictionaries({
             "user_request": st.one_of(st.just(...), texts),
@@ -336,6 +338,16 @@ JUST_AFTER_LATEST = (EPOCH + timedelta(microseconds=LATEST_US + 1)).strftime("%Y
 def test_the_window_is_judged_alike_at_its_edges(core: ModuleType, moment: str, valid: bool) -> None:
     (verdict,) = assert_agree(core, [with_times(moment, moment, 0, timestamp=moment)])
     assert (verdict is not None) == valid
+
+
+@pytest.mark.parametrize(("section", "field"), [
+    ("session", "session_id"), ("user", "user_id"), ("usage", "model"), ("usage", "provider")])
+@pytest.mark.parametrize("name", ["\0", "a\0", "\0b", "a\0b"])
+def test_a_name_holding_u0000_is_refused_alike(core: ModuleType, section: str, field: str, name: str) -> None:
+    event = msgspec.json.decode(EXAMPLE)
+    event[section][field] = name
+    (verdict,) = assert_agree(core, [msgspec.json.encode(event)])
+    assert verdict is None  # refused (the reference names the path: tests/test_ingest.py)
 
 
 @bounded

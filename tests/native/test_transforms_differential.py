@@ -51,7 +51,7 @@ ID_ALPHABET = string.ascii_letters + string.digits + "_.:-"
 # Text with what JSON must escape, what it must not (DEL, U+2028, non-ASCII) and quotes.
 awkward = st.sampled_from(["\0", "\x1f", "\n\t\r\b\f", '"', "\\", "\x7f", "\u2028", "é", "😀", "/"])
 texts = st.one_of(st.text(max_size=30), st.lists(awkward, max_size=6).map("".join))
-names = texts.filter(lambda text: 1 <= len(text) <= 256)
+names = texts.filter(lambda text: 1 <= len(text) <= 256 and "\0" not in text)  # NAME_PATTERN
 ids = st.text(ID_ALPHABET, min_size=1, max_size=40)
 # Longer than what crosses to the core with the text billing and analytics never show.
 long_messages = st.integers(1, 3).map(lambda n: "é\n" * (TEXT_CROSSING_MAX_CHARS // 2 + n))
