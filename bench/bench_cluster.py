@@ -16,7 +16,7 @@ and the event's arrival are read from one monotonic clock. Each scenario measure
 (c) cost: CPU seconds per 1,000 events of every ``scr serve``, of nats-server and of
     PostgreSQL (all its processes), from /proc/<pid>/stat; group commits from each
     instance's ``scr_commit_groups_total``; on PostgreSQL, how often a writer waited for the
-    store's one write lock (``pg_locks`` sampled).
+    store's partition write locks (``pg_locks`` sampled).
 
 Figures are ratios against baselines of the same run (N instances / 1 instance; PostgreSQL /
 SQLite; bus / no bus). The machine has 2 cores shared by everything, this client included.
@@ -48,7 +48,7 @@ from bench.bench_store import create_key
 from bench.cpu_limit import CpuLimit
 from bench.ingest import BATCH_EVENTS, client_session, event, percentile, post_all, start, stop
 from bench.receiver import Receiver
-from scr.store.postgres import LEDGER_WRITE_LOCK
+from scr.store.postgres import PARTITION_WRITE_LOCKS
 from scr.store.records import ENTRY_TIME_FORMAT
 from scr.testing.servers import NatsServer, PostgresServer, free_port
 
@@ -173,9 +173,10 @@ class Costs:
 
 
 class LockWaits:
-    """Samples ``pg_locks``: the share of samples in which a writer waited for the ledger's
-    write lock (``LEDGER_WRITE_LOCK``, a pg_advisory_xact_lock taken by every group commit),
-    and the most sessions open on the database (every instance's writer, readers, ownership)."""
+    """Samples ``pg_locks``: the share of samples in which a writer waited for a ledger write
+    lock (a partition's, ``PARTITION_WRITE_LOCKS``: a pg_advisory_xact_lock taken by a group
+    commit for each partition it appends to), and the most sessions open on the database
+    (every instance's writer, readers, ownership)."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -195,14 +196,13 @@ class LockWaits:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        high, low = LEDGER_WRITE_LOCK >> 32, LEDGER_WRITE_LOCK & 0xFFFFFFFF
         with psycopg.connect(self.uri, autocommit=True) as conn:
             while not self._stop.is_set():
                 row = conn.execute(
                     "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                    "AND classid = %s AND objid = %s AND objsubid = 1), "
+                    "AND classid = %s AND objsubid = 2), "
                     "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid())", (high, low)).fetchone()
+                    "AND pid <> pg_backend_pid())", (PARTITION_WRITE_LOCKS,)).fetchone()
                 waiters = int(row[0]) if row else 0
                 self.most_connections = max(self.most_connections, int(row[1]) if row else 0)
                 self.samples += 1

@@ -44,7 +44,7 @@ from scr.httpio import JSONResponse, read_body
 from scr.jsontext import check_json_text
 from scr.ledger import install as install_ledger
 from scr.log.commit import Committed, Committer
-from scr.log.tail import LedgerTail
+from scr.log.tail import LedgerTail, follow_ledger
 from scr.metrics import Metrics
 from scr.privacy.opening import EventOpener
 from scr.privacy.routes import subject_routes
@@ -508,6 +508,13 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
         else:
             for worker in runtime.workers.values():
                 await worker.start()
+        follower = None
+        if not runtime.store.commits_in_order and not (runtime.bus is not None and runtime.bus.clustered):
+            # writers side by side (scr keys create beside this one): the tail's head follows the
+            # store's safe seq (a cluster's bus instance does it for the instance)
+            follower = asyncio.create_task(
+                follow_ledger(runtime.store, runtime.tail, [readers.notify] if readers else []),
+                name="scr-follow")
         if runtime.bus is not None:
             await runtime.bus.start()
         for start in runtime.on_start:
@@ -517,6 +524,10 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
         finally:
             for stop_task in runtime.before_stop:
                 await stop_task()
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
             if runtime.bus is not None:
                 await runtime.bus.stop()
             for worker in runtime.workers.values():

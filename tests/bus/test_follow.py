@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 from test_commit import committer_for, submission
 
-from scr.bus import instance
 from scr.bus.instance import BusInstance
+from scr.log import tail as tail_module
 from scr.log.commit import Committer, Outcome
 from scr.log.tail import LedgerTail
 from scr.store import postgres
@@ -73,7 +73,7 @@ def test_the_follower_wakes_the_destinations_for_another_instances_append(
     writing: Committer, listening: PostgresStore, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # with the unasked look once a minute, only a notification can wake it in time
-    monkeypatch.setattr(instance, "FOLLOW_LEDGER_S", 60.0)
+    monkeypatch.setattr(tail_module, "FOLLOW_LEDGER_S", 60.0)
     heads: list[tuple[int, float]] = []
 
     async def follow_and_append() -> None:

@@ -14,7 +14,7 @@ from scr.errors import Unavailable
 from scr.ledger import upkeep
 from scr.ledger.proofs import TreeReader
 from scr.ledger.tiles import TileCache, covered_seq, create_schema, open_database, tile_view, tree_sizes
-from scr.ledger.upkeep import TreeKeeper
+from scr.ledger.upkeep import SizedKeeper, TreeKeeper
 from scr.log import merkle
 from scr.log.commit import Committed, Committer
 from scr.log.merkle import leaf_hash
@@ -168,7 +168,7 @@ def test_two_instances_on_postgresql_keep_every_tree_exact(postgres_uri: str) ->
     them): each keeps the trees of what it appends, reloads only the tenants the other one
     appended to, and forgets its trees after a failed group."""
     stores = [PostgresStore(postgres_uri), PostgresStore(postgres_uri)]
-    keepers = [TreeKeeper(), TreeKeeper()]
+    keepers: list[TreeKeeper] = [SizedKeeper(), SizedKeeper()]  # writers side by side
     committers = [committer_with_keeper(s, k) for s, k in zip(stores, keepers, strict=True)]
     failures = {"left": 0}
 

@@ -25,17 +25,13 @@ from scr.bus.leases import reader_roles
 from scr.bus.ownership import AdvisoryLocks
 from scr.config import Config
 from scr.log.commit import Committer
-from scr.log.tail import LedgerTail
+from scr.log.tail import LedgerTail, follow_ledger
 from scr.metrics import Metrics
 from scr.store import Store
 
 log = logging.getLogger("scr.bus")
 
 LAG_TIMEOUT_S = 2.0
-# A cluster instance hears of every append through the store (PostgreSQL: LISTEN/NOTIFY) and
-# then reads the ledger's head; it also looks this often unasked (a notification lost while
-# its connection was cut).
-FOLLOW_LEDGER_S = 1.0
 
 
 class Ownership(Protocol):
@@ -134,18 +130,7 @@ class BusInstance:
     async def _follow_ledger(self, store: Store, tail: LedgerTail) -> None:
         """Wake this instance's destinations (here or in its readers) for entries other
         instances commit, as soon as the store says something was appended."""
-        while True:
-            try:
-                head = await asyncio.to_thread(store.last_seq)
-                tail.follow(head)
-                for callback in self.on_head:
-                    callback(head)
-                await asyncio.to_thread(store.wait_for_appends, FOLLOW_LEDGER_S)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # the store is down: the committer reports it
-                log.debug("cluster: cannot read the ledger head: %s", error)
-                await asyncio.sleep(FOLLOW_LEDGER_S)
+        await follow_ledger(store, tail, self.on_head)
 
     async def stop(self) -> None:
         for task in (self._task, self._follower):

@@ -15,9 +15,9 @@ share within two polls). A partition left free for a whole poll is taken by whoe
 above its share if need be, so no partition stays without an owner.
 
 Ownership decides who *works* on a partition (its bus consumer, and destinations); it is not
-what keeps the ledger right: every group commit still takes the store's write lock and
-re-reads the chain heads another writer moved, and the ledger's unique (tenant, event_id)
-dedups what a stale owner appends twice.
+what keeps the ledger right: every write takes the write lock of each partition it appends
+to and re-reads the chain heads another writer moved there (``scr.store.postgres``), and the
+ledger's unique (tenant, event_id) dedups what a stale owner appends twice.
 """
 
 from __future__ import annotations

@@ -193,8 +193,8 @@ class OtlpSessions:
     reads the open sessions and their newest span time from the store (``otlp_sessions``),
     so it also emits what another instance, alive or gone, received or left open; a partition
     that moves takes its open sessions with it. Two emitters of one session cannot both emit
-    it: every group transaction holds the store's write lock, the spans are read and marked
-    emitted in one transaction (and locked on PostgreSQL), so the second finds none left;
+    it: the spans are read and marked emitted in one transaction, and locked (SQLite's one
+    write transaction, PostgreSQL's row locks), so the second finds none left;
     should one ever append the same segment again, its event id (tenant, session, segment)
     makes it a duplicate in the ledger. Idle time is measured by the instances' clocks (keep
     them in step, NTP): a skew between two only moves an idle emission by as much.

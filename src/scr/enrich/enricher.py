@@ -131,8 +131,8 @@ class Enricher:
 
     async def load(self, head: int) -> None:
         """Read the cursor; when enrichment is new, start at ``head``. The cursor is a seq over
-        the whole ledger: sound because seqs are committed in order, on PostgreSQL too (one
-        ledger write lock per group commit, whichever instance appends; ``scr.usage.reader``)."""
+        the whole ledger: sound because no read passes a seq that could still commit (on
+        PostgreSQL: the store's safe seq; ``scr.usage.reader``)."""
         cursor = await asyncio.to_thread(self.store.cursor, ENRICH_CURSOR)
         if cursor is None:
             await self.writes.start(head)

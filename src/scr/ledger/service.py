@@ -25,7 +25,7 @@ from scr.ledger.checkpoints import (
 )
 from scr.ledger.proofs import TreeReader
 from scr.ledger.tiles import create_schema, open_database, tree_sizes
-from scr.ledger.upkeep import TreeKeeper
+from scr.ledger.upkeep import Head, SizedKeeper, TreeKeeper
 from scr.log.commit import Committed
 from scr.log.merkle import ProofError
 from scr.runtime import Runtime
@@ -49,7 +49,8 @@ class LedgerService:
         self.store = runtime.store
         self.committer = runtime.committer
         settings = runtime.config.ledger
-        self.keeper = TreeKeeper()
+        # PostgreSQL's writers commit side by side: tree sizes per tenant (SizedKeeper)
+        self.keeper = SizedKeeper() if isinstance(self.store, PostgresStore) else TreeKeeper()
         sizes = _prepare_trees(self.store, self.keeper)
         self.signer = load_signer(runtime.data_dir, settings.key_name, settings.key_file)
         self.checkpoints, self.reader = _checkpoints_and_reader(self.store, Path(runtime.data_dir))
@@ -118,6 +119,11 @@ class LedgerService:
         if wanted:  # the group is durable: the writer's trees are exactly what is on disk
             self.checkpointer.offer(self.keeper.held_heads(wanted))
 
+    def _caught_up(self, tx: Transaction, tenant: str) -> Head:
+        """Inside a write: the tenant's head with every committed entry in its tree."""
+        self.committer.lock_tenants(tx, (tenant,))
+        return self.keeper.catch_up(sql_of(tx), tenant)
+
     # ----- answers ------------------------------------------------------------------------------
 
     def verifier_key(self) -> str:
@@ -132,7 +138,7 @@ class LedgerService:
 
     async def issue_now(self, tenant: str) -> StoredCheckpoint:
         """Sign the tenant's tree as it is now (after a durable commit that brings it up to date)."""
-        head = await self.committer.run(lambda tx: self.keeper.catch_up(sql_of(tx), tenant))
+        head = await self.committer.run(lambda tx: self._caught_up(tx, tenant))
         if head.size == 0:
             raise NotFound(f"tenant {tenant!r} has no ledger entries yet")
         try:
@@ -250,7 +256,8 @@ def _prepare_trees(store: Store, keeper: TreeKeeper) -> dict[str, int]:
 
     Done before the committer starts, so a backlog (a ledger from before the trees existed, or
     entries appended by another process) never stalls the first group commit. It holds the
-    store's write lock like a group commit, so instances starting together take turns.
+    store's write locks (PostgreSQL: every partition's), so instances starting together take
+    turns.
     """
     if isinstance(store, SqliteStore):
         conn = open_database(store.path)
@@ -267,10 +274,14 @@ def _prepare_trees(store: Store, keeper: TreeKeeper) -> dict[str, int]:
             return tree_sizes(conn)
         finally:
             conn.close()
+    if not isinstance(store, PostgresStore) or not isinstance(keeper, SizedKeeper):
+        raise TypeError(f"the ledger's trees cannot be kept in {store!r} by {type(keeper).__name__}")
     tx = store.writer()
     try:
         tx.begin(durable=True)
-        keeper.append_hook(sql_of(tx), [])
+        tx.lock_partitions(range(store.partitions))
+        counts = {tenant: count for tenant, (count, _) in store.chain_heads(tx).items()}
+        keeper.catch_up_all(sql_of(tx), counts)
         tx.commit()
         keeper.forget()
         return tree_sizes(sql_of(tx))

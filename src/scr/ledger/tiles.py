@@ -17,7 +17,8 @@ What is written, and when (``bench/bench_ledger.py`` measures the alternatives):
   256 entries of the tenant at level 1, once per 65,536 at level 2.
 
 A tenant's tree holds every entry whose ``seq`` is at most ``ledger_tree_state.covered_seq``,
-written in the same transaction as the tiles.
+written in the same transaction as the tiles. On PostgreSQL, whose writers commit side by
+side, each tenant's tree size is its own row of ``ledger_tree_sizes`` instead.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from scr.log.merkle import HASH_SIZE, LEAF_PREFIX
 from scr.log.nodes import MemoryNodeStore
-from scr.store.sql import Sql
+from scr.store.sql import PgSql, Sql
 from scr.store.sqlite import BUSY_TIMEOUT_MS
 
 TILE_HEIGHT = 8
@@ -74,7 +75,11 @@ def covered_seq(conn: Sql) -> int:
 
 
 def tree_size(conn: Sql, tenant: str, covered: int | None = None) -> int:
-    """How many entries a tenant's tree holds: its entries with ``seq <= covered_seq``."""
+    """How many entries a tenant's tree holds: its entries with ``seq <= covered_seq``
+    (PostgreSQL: ``ledger_tree_sizes``, written under the tenant's partition lock)."""
+    if isinstance(conn, PgSql):
+        row = conn.execute("SELECT size FROM ledger_tree_sizes WHERE tenant = ?", (tenant,)).fetchone()
+        return int(row[0]) if row else 0
     if covered is None:
         covered = covered_seq(conn)
     # Walks the (tenant, tenant_seq) index from its end; entries past covered_seq are rare.
@@ -87,6 +92,9 @@ def tree_size(conn: Sql, tenant: str, covered: int | None = None) -> int:
 
 def tree_sizes(conn: Sql) -> dict[str, int]:
     """Every tenant's tree size (a scan of the ledger's tenant index: for startup)."""
+    if isinstance(conn, PgSql):
+        return {tenant: int(size) for tenant, size in conn.execute(
+            "SELECT tenant, size FROM ledger_tree_sizes WHERE size > 0").fetchall()}
     rows = conn.execute(
         "SELECT tenant, MAX(tenant_seq) FROM ledger WHERE seq <= ? GROUP BY tenant", (covered_seq(conn),)
     ).fetchall()

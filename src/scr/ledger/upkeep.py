@@ -90,8 +90,8 @@ class _TenantTree:
 
     __slots__ = ("load", "pending", "tree", "writer")
 
-    def __init__(self, conn: Sql, tenant: str, covered: int) -> None:
-        self.writer = TileWriter(conn, tenant, tree_size(conn, tenant, covered))
+    def __init__(self, conn: Sql, tenant: str, size: int) -> None:
+        self.writer = TileWriter(conn, tenant, size)
         self.tree = MerkleTree(self.writer)
         self.pending: list[bytes] = []
         self.load = next(_loads)
@@ -210,7 +210,7 @@ class TreeKeeper:
     def _tree(self, conn: Sql, tenant: str) -> _TenantTree:
         kept = self._trees.get(tenant)
         if kept is None:
-            kept = self._trees[tenant] = _TenantTree(conn, tenant, self._covered)
+            kept = self._trees[tenant] = _TenantTree(conn, tenant, tree_size(conn, tenant, self._covered))
         return kept
 
     def _catch_up(self, conn: Sql, before: int | None) -> None:
@@ -231,7 +231,18 @@ class TreeKeeper:
             self.caught_up.update(sizes)
 
     def _add(self, conn: Sql, entries: Sequence[Appended]) -> dict[str, int]:
-        """Hash entries (in ledger order) into their tenants' trees and write the new tiles."""
+        """Hash entries (in ledger order) into their tenants' trees, write the new tiles and
+        move ``covered_seq`` past them."""
+        sizes = self._take(conn, entries)
+        last_seq = entries[-1].seq if entries else self._covered
+        if last_seq != self._covered:
+            conn.execute("UPDATE ledger_tree_state SET covered_seq = ? WHERE id = 1", (last_seq,))
+            self._covered = last_seq
+        return sizes
+
+    def _take(self, conn: Sql, entries: Sequence[Appended]) -> dict[str, int]:
+        """Hash entries (each tenant's in order) into their tenants' trees and write the new
+        tiles; each tenant's new size."""
         by_tenant: dict[str, list[bytes]] = {}
         trees: dict[str, _TenantTree] = {}
         next_index: dict[str, int] = {}
@@ -253,7 +264,6 @@ class TreeKeeper:
         # every leaf of the batch in one call (native when built), then to its tenant's tree
         for entry, leaf in zip(entries, leaf_hashes([entry.stored for entry in entries]), strict=True):
             by_tenant[entry.tenant].append(leaf)
-        last_seq = entries[-1].seq if entries else self._covered
         sizes: dict[str, int] = {}
         rows = []
         for tenant, hashes in by_tenant.items():
@@ -263,9 +273,6 @@ class TreeKeeper:
                 rows += kept.settle()  # a leaf tile fills: it must be written now
             sizes[tenant] = next_index[tenant]
         write_rows(conn, rows)
-        if last_seq != self._covered:
-            conn.execute("UPDATE ledger_tree_state SET covered_seq = ? WHERE id = 1", (last_seq,))
-            self._covered = last_seq
         if len(self._trees) > TREES_IN_MEMORY:  # only now, with every tree's rows written
             self._evict(keep=by_tenant.keys())
         return sizes
@@ -276,3 +283,112 @@ class TreeKeeper:
         excess = len(self._trees) - TREES_IN_MEMORY
         for tenant in [t for t in self._trees if t not in kept][:excess]:
             del self._trees[tenant]
+
+
+class SizedKeeper(TreeKeeper):
+    """The keeper of a store whose writers commit side by side (PostgreSQL).
+
+    Seqs commit out of order there, so ``covered_seq`` cannot name what the trees hold, and one
+    row written by every group would make the writers wait for each other. Each tenant's tree
+    size is a row of ``ledger_tree_sizes`` instead, written with its tiles while the writer
+    holds the tenant's partition lock (``Committer.lock_tenants``). At each group the keeper
+    compares the stored size of each tenant it appends to with its cached tree: another writer
+    extended it (drop the cache), or a writer without a keeper (``scr keys create``) left
+    entries before the group's (hash them in first).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._caught_in_tx: dict[str, int] = {}  # sizes ``catch_up`` reached in the open transaction
+
+    def forget(self) -> None:
+        super().forget()
+        self._caught_in_tx.clear()
+
+    def append_hook(self, conn: Sql, committed: list[Committed]) -> None:
+        caught, self._caught_in_tx = self._caught_in_tx, {}
+        try:
+            if not committed:
+                return
+            firsts: dict[str, int] = {}
+            for entry in committed:
+                firsts.setdefault(entry.tenant, entry.tenant_seq)
+            stored = _stored_sizes(conn, list(firsts))
+            fresh: Sequence[Committed] = committed
+            for tenant, first in firsts.items():
+                size = stored.get(tenant, 0)
+                kept = self._trees.get(tenant)
+                if kept is not None and kept.size != size:  # another writer extended it
+                    del self._trees[tenant]
+                if size > first and caught.get(tenant) == size:  # a write of this group caught up
+                    fresh = [e for e in fresh if e.tenant != tenant or e.tenant_seq >= size]
+                elif size > first:
+                    raise LedgerMismatch(
+                        f"entry {first} of tenant {tenant!r} is being appended, but its tree already "
+                        f"holds {size} entries: entries were removed; run `scr ledger verify`")
+                elif size < first:  # appended by a writer without a keeper
+                    self.caught_up.update(self._take_range(conn, tenant, size, first))
+            sizes = self._take(conn, fresh)
+            _store_sizes(conn, sizes)
+        except BaseException:
+            self.forget()
+            raise
+
+    def catch_up(self, conn: Sql, tenant: str) -> Head:
+        """Inside a write holding the tenant's partition lock: take its every committed entry
+        into its tree; its head."""
+        try:
+            size = _stored_sizes(conn, [tenant]).get(tenant, 0)
+            kept = self._trees.get(tenant)
+            if kept is not None and kept.size != size:
+                del self._trees[tenant]
+            taken = self._take_range(conn, tenant, size, None)
+            self.caught_up.update(taken)
+            if taken:
+                _store_sizes(conn, taken)
+                self._caught_in_tx[tenant] = taken[tenant]
+            return self.head(conn, tenant)
+        except BaseException:
+            self.forget()
+            raise
+
+    def catch_up_all(self, conn: Sql, counts: dict[str, int]) -> None:
+        """Hash in every entry the trees lack: ``counts`` holds each tenant's number of entries
+        (the writer holds every partition's lock)."""
+        try:
+            stored = _stored_sizes(conn, list(counts))
+            for tenant, count in counts.items():
+                if stored.get(tenant, 0) < count:
+                    taken = self._take_range(conn, tenant, stored.get(tenant, 0), count)
+                    _store_sizes(conn, taken)
+        except BaseException:
+            self.forget()
+            raise
+
+    def _take_range(self, conn: Sql, tenant: str, start: int, end: int | None) -> dict[str, int]:
+        """Take the tenant's entries ``[start, end)`` (to its newest without ``end``), in
+        steps of ``CATCH_UP_ROWS``; its new size (nothing when there were none)."""
+        sizes: dict[str, int] = {}
+        while end is None or start < end:
+            stop = start + CATCH_UP_ROWS if end is None else min(end, start + CATCH_UP_ROWS)
+            rows = conn.execute(
+                "SELECT tenant, tenant_seq, seq, entry FROM ledger WHERE tenant = ? AND tenant_seq >= ? "
+                "AND tenant_seq < ? ORDER BY tenant_seq", (tenant, start, stop),
+            ).fetchall()
+            if not rows:
+                break
+            sizes.update(self._take(conn, [CaughtUp(t, ts, seq, bytes(entry)) for t, ts, seq, entry in rows]))
+            start = sizes[tenant]
+        return sizes
+
+
+def _stored_sizes(conn: Sql, tenants: list[str]) -> dict[str, int]:
+    rows = conn.execute("SELECT tenant, size FROM ledger_tree_sizes WHERE tenant = ANY(?)", (tenants,))
+    return {tenant: int(size) for tenant, size in rows.fetchall()}
+
+
+def _store_sizes(conn: Sql, sizes: dict[str, int]) -> None:
+    if sizes:
+        conn.executemany(
+            "INSERT INTO ledger_tree_sizes (tenant, size) VALUES (?, ?) "
+            "ON CONFLICT (tenant) DO UPDATE SET size = excluded.size", list(sizes.items()))

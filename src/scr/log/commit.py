@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -270,6 +270,7 @@ class Committer:
     ) -> Committed:
         """Append one non-event entry inside a write (for keys, canon, config changes)."""
         kind_name = kind.value if isinstance(kind, Kind) else kind
+        self.lock_tenants(tx, (tenant,))
         (seq,) = self.store.reserve_seqs(tx, 1)
         count, previous = self._head(tenant)
         ts = utc_now()
@@ -286,6 +287,13 @@ class Committer:
         self._pending.committed.append(committed)
         return committed
 
+    def lock_tenants(self, tx: Transaction, tenants: Iterable[str]) -> None:
+        """Inside a write, before it reads or appends anything of ``tenants``' chains or
+        trees: their partitions' write locks, and the chain heads read again if another
+        writer moved them (``Store.lock_tenants``)."""
+        if self.store.lock_tenants(tx, tenants):
+            self._reload()
+
     def _head(self, tenant: str) -> tuple[int, bytes]:
         return self._pending.heads.get(tenant) or self._heads.get(tenant) or (0, GENESIS_HASH)
 
@@ -295,6 +303,7 @@ class Committer:
         self, tx: Transaction, submissions: Sequence[Submission]
     ) -> list[tuple[Outcome, int]]:
         keys = [(s.tenant, s.event_id) for s in submissions]
+        self.lock_tenants(tx, {tenant for tenant, _ in keys})
         pending_keys = self._pending.keys
         # hashed only for a front window (none before a store whose index is in memory)
         hashes = {k: key_hash(k) for k in keys} if self.recent.window_s > 0 else {}

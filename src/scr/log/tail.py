@@ -8,8 +8,9 @@ decoding anything; a consumer that fell behind reads older entries from the stor
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -21,6 +22,11 @@ from scr.store.protocol import Store
 from scr.store.records import StoredEntry
 
 TAIL_ENTRIES = 20_000  # about a second of batch ingest; a consumer further behind reads the store
+# A follower hears of every append through the store (PostgreSQL: LISTEN/NOTIFY) and then reads
+# its safe seq; it also looks this often unasked (a notification lost while its connection was cut).
+FOLLOW_LEDGER_S = 1.0
+
+log = logging.getLogger("scr.tail")
 
 
 class _EventEntry(msgspec.Struct, gc=False):
@@ -105,23 +111,31 @@ class LedgerTail:
         self.store = store
         self.opener: Opening | None = None  # set when encryption is on (scr.privacy)
         self._entries: deque[Committed] = deque(maxlen=capacity)
+        # Every entry up to head_seq is committed (or was rolled back): consumers read up to
+        # it. On a store whose writers commit side by side (PostgreSQL), a group of this
+        # process's writer moves it only when it starts right after it; otherwise ``follow``
+        # moves it, with the store's safe seq.
         self.head_seq = store.last_seq()
+        self._in_order = store.commits_in_order
         self._changed = asyncio.Event()
 
-    def extend(self, committed: Iterable[Committed]) -> None:
-        """Called on the event loop after each commit.
+    def extend(self, committed: Iterable[Committed], settled: bool = False) -> None:
+        """Called on the event loop after each commit (``settled``: entries read from the
+        store, none past its safe seq).
 
         The tail keeps what consumers read (position, hash, event) and drops the rest: a
         canon entry's payload holds hundreds of GC-tracked lists and dicts, and kept for
         ``TAIL_ENTRIES`` entries they made every young collection scan a growing heap.
         """
+        moves = settled or self._in_order
         for full in committed:
             entry = _slim(full)
             if self._entries and entry.seq != self._entries[-1].seq + 1:
-                # another process wrote in between (scr keys create): keep the tail dense
+                # another writer appended in between: keep the tail dense
                 self._entries.clear()
             self._entries.append(entry)
-            self.head_seq = max(self.head_seq, entry.seq)
+            if moves or entry.seq == self.head_seq + 1:
+                self.head_seq = max(self.head_seq, entry.seq)
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -157,3 +171,21 @@ class LedgerTail:
             return [entries[i] for i in range(start, min(start + limit, len(entries)))]
         rows = await asyncio.to_thread(self.store.entries_after, after_seq, limit)
         return [from_store(row, self.opener) for row in rows]
+
+
+async def follow_ledger(store: Store, tail: LedgerTail, on_head: Sequence[Callable[[int], None]]) -> None:
+    """Move the tail's head with the store's safe seq whenever any writer commits: other
+    instances of a cluster, ``scr keys create``, or this process's own groups that committed
+    beyond an append still in flight. ``on_head`` is called with each head read."""
+    while True:
+        try:
+            head = await asyncio.to_thread(store.last_seq)
+            tail.follow(head)
+            for callback in on_head:
+                callback(head)
+            await asyncio.to_thread(store.wait_for_appends, FOLLOW_LEDGER_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the store is down: the committer reports it
+            log.debug("cannot read the ledger head: %s", error)
+            await asyncio.sleep(FOLLOW_LEDGER_S)

@@ -119,7 +119,7 @@ class Follower:
             rows = await asyncio.to_thread(self.store.entries_after, self.tail.head_seq, FETCH_ENTRIES)
             if not rows:
                 return
-            self.tail.extend([from_store(row, self.tail.opener) for row in rows])
+            self.tail.extend([from_store(row, self.tail.opener) for row in rows], settled=True)
 
 
 def run_reader(args: ChildArgs) -> int:

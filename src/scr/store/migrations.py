@@ -193,6 +193,60 @@ CREATE INDEX otlp_sessions_idle ON otlp_sessions (last_span_ms);
 """
 
 
+# issue 19, writers side by side (scr.store.postgres): each partition's owner commits under
+# its partition's lock, so seqs may commit out of order. A writer holds a lock keyed by the
+# first seq of each range it reserves until its transaction ends; a reader reads no entry past
+# the newest seq below every range still in flight (``scr_safe_seq``). Reserving runs under
+# the shared lock ``ALLOCATING``, and a reader takes it exclusively for an instant: otherwise a
+# writer stalled between ``nextval`` and its lock would let a reader past its seqs.
+# The trees' coverage is per tenant, written under the tenant's partition lock.
+ALLOCATING = 0x73637273657173  # "scrseqs"
+IN_FLIGHT_CLASS = 0x7366  # the high 16 bits of an in-flight lock's key: "sf"; seqs < 2^48
+IN_FLIGHT_BASE = IN_FLIGHT_CLASS << 48
+SIDE_BY_SIDE = f"""
+CREATE FUNCTION scr_reserve_seqs(n integer) RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+DECLARE
+    seqs bigint[];
+BEGIN
+    PERFORM pg_advisory_lock_shared({ALLOCATING});
+    BEGIN
+        seqs := ARRAY(SELECT nextval('ledger_seq') FROM generate_series(1, n));
+        PERFORM pg_advisory_xact_lock({IN_FLIGHT_BASE} + seqs[1]);
+    EXCEPTION WHEN OTHERS OR QUERY_CANCELED THEN
+        PERFORM pg_advisory_unlock_shared({ALLOCATING});
+        RAISE;
+    END;
+    PERFORM pg_advisory_unlock_shared({ALLOCATING});
+    RETURN QUERY SELECT unnest(seqs);
+END $$;
+CREATE FUNCTION scr_safe_seq() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    top bigint;
+    low bigint;
+BEGIN
+    PERFORM pg_advisory_lock({ALLOCATING});
+    BEGIN
+        SELECT CASE WHEN is_called THEN last_value ELSE 0 END INTO top FROM ledger_seq;
+        SELECT min(((l.classid::bigint & 65535) << 32) | l.objid::bigint) INTO low FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.classid::bigint >> 16 = {IN_FLIGHT_CLASS}
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database());
+    EXCEPTION WHEN OTHERS OR QUERY_CANCELED THEN
+        PERFORM pg_advisory_unlock({ALLOCATING});
+        RAISE;
+    END;
+    PERFORM pg_advisory_unlock({ALLOCATING});
+    RETURN least(top, coalesce(low - 1, top));
+END $$;
+CREATE TABLE ledger_tree_sizes (
+    tenant text PRIMARY KEY,
+    size bigint NOT NULL
+);
+INSERT INTO ledger_tree_sizes
+SELECT tenant, max(tenant_seq) + 1 FROM ledger
+WHERE seq <= (SELECT covered_seq FROM ledger_tree_state WHERE id = 1) GROUP BY tenant;
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, dedup, keys, cursors, deliveries, attempts", _sql(INITIAL)),
     Migration(2, "pgvector extension when the server has it", _vector_if_available),
@@ -223,6 +277,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "ledger: Merkle tiles and signed checkpoints", _sql(LEDGER_TREES)),
     # issue 19, OTLP parity (scr.store.spans): pending spans and the open sessions' idle times
     Migration(12, "OpenTelemetry pending spans", _sql(OTLP_SPANS)),
+    # issue 19, the write path without a global lock: in-flight seqs and per-tenant tree sizes
+    Migration(13, "ledger: writers side by side (safe seq, tree sizes per tenant)", _sql(SIDE_BY_SIDE)),
 )
 
 

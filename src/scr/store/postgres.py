@@ -5,10 +5,14 @@ ledger rows written with COPY); reads borrow connections from a ``psycopg_pool``
 Exact dedup is the unique index on ``(tenant, event_id)``. A ledger row carries its
 partition, ``partition_of(tenant, partitions)``, indexed with its seq.
 
-One writer at a time: every group transaction takes the advisory lock ``LEDGER_WRITE_LOCK``
-first, so a second writer (``scr keys create --store …`` while a server runs) waits for the
-group in flight and then finds the ledger moved (``changed_elsewhere``) and reloads the chain
-heads. The scale-out issue replaces this one lock by one lock per partition owner.
+Writers side by side: a write takes the lock of each partition it appends to
+(``(PARTITION_WRITE_LOCKS, partition)``, held to the end of its transaction, taken in order
+within a write) before it looks up duplicates or reads chain heads. A tenant's chain lives in
+one partition, so the owners of different partitions commit in parallel, and a writer that
+finds a partition moved since it last looked (another instance's or ``scr keys create``'s
+append) reloads the chain heads. Seqs therefore commit out of order across partitions: a
+reader reads only up to the safe seq, below every range still in flight (migration 13,
+``scr_safe_seq``), so a reader past seq N has seen every entry up to N.
 
 Schema: ``scr.store.migrations`` (applied when the store opens, and by ``scr db migrate``).
 """
@@ -54,8 +58,8 @@ from scr.store.sql import PgSql
 log = logging.getLogger("scr.store.postgres")
 
 DEFAULT_PARTITIONS = 16
-# pg_advisory_xact_lock key of the ledger's one writer: the ASCII of "scrlog".
-LEDGER_WRITE_LOCK = 0x7363726C6F67
+# The first key of a partition's write lock (pg_advisory_xact_lock(key, partition)): "scrl".
+PARTITION_WRITE_LOCKS = 0x7363726C
 # After each commit that appended entries the writer notifies this channel with its newest seq
 # (never for a write rolled back): other instances follow the ledger by it.
 APPENDS_CHANNEL = "scr_ledger_appends"
@@ -104,9 +108,12 @@ class PostgresWriter:
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
         self._conn: Connection | None = None
-        self._seen_seq = 0  # the newest seq this writer knows is committed
-        self._appended_seq = 0  # the newest seq appended by the open transaction
-        self._appended_at_savepoint = 0
+        # per partition, its newest seq as this writer last saw it committed (a partition
+        # missing is unknown: the chain heads are read again when it is locked)
+        self._seen: dict[int, int] = {}
+        self._locked: set[int] = set()  # partitions the open transaction holds
+        self._appended: dict[int, int] = {}  # per partition, the newest seq the open transaction appended
+        self._at_savepoint: tuple[set[int], dict[int, int]] = (set(), {})
 
     @property
     def conn(self) -> Connection:
@@ -121,12 +128,36 @@ class PostgresWriter:
         conn.execute("BEGIN")
         if not durable:  # state whose loss costs only a redelivery: no wait for the WAL flush
             conn.execute("SET LOCAL synchronous_commit = off")
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LEDGER_WRITE_LOCK,))
-        self._appended_seq = 0
+        self._locked, self._appended = set(), {}
+
+    def lock_partitions(self, partitions: Iterable[int]) -> bool:
+        """Take the write locks of those partitions the open transaction does not hold yet (in
+        order); whether another writer appended to one of them since this writer last saw it."""
+        new = sorted(set(partitions) - self._locked)
+        if not new:
+            return False
+        conn = self.conn
+        try:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, p) FROM unnest(%s::integer[]) AS p",
+                         (PARTITION_WRITE_LOCKS, new))
+        except psycopg.errors.DeadlockDetected:
+            # two writes that each hold a partition the other wants (writes across partitions:
+            # alerts, canon, keys): PostgreSQL broke the cycle here; this write alone fails
+            raise Unavailable("two ledger writers waited for each other's partitions; retry") from None
+        self._locked.update(new)
+        rows = conn.execute(
+            "SELECT p, (SELECT coalesce(max(seq), 0) FROM ledger WHERE partition = p) "
+            "FROM unnest(%s::integer[]) AS p", (new,),
+        ).fetchall()
+        moved = False
+        for partition, newest in rows:
+            moved = moved or self._seen.get(partition) != newest
+            self._seen[partition] = int(newest)
+        return moved
 
     def savepoint(self) -> None:
         self.conn.execute("SAVEPOINT work")
-        self._appended_at_savepoint = self._appended_seq
+        self._at_savepoint = (set(self._locked), dict(self._appended))
 
     def release(self) -> None:
         self.conn.execute("RELEASE SAVEPOINT work")
@@ -134,22 +165,28 @@ class PostgresWriter:
     def rollback_to_savepoint(self) -> None:
         self.conn.execute("ROLLBACK TO SAVEPOINT work")
         self.conn.execute("RELEASE SAVEPOINT work")
-        self._appended_seq = self._appended_at_savepoint  # what it appended is gone
+        # what the write appended is gone, and so are the locks it took (PostgreSQL releases
+        # a lock taken after a savepoint when the savepoint is rolled back)
+        locked, appended = self._at_savepoint
+        self._locked, self._appended = set(locked), dict(appended)
 
     def commit(self) -> None:
         self.conn.execute("COMMIT")
-        self._seen_seq = max(self._seen_seq, self._appended_seq)
-        if self._appended_seq:
+        self._seen.update(self._appended)
+        if self._appended:
             # after the commit, in a statement of its own: a NOTIFY inside the transaction
             # would hold PostgreSQL's database-wide notify lock through the commit's WAL flush.
             # One lost (a crash or a cut connection just here) is made up by the followers'
             # look once a second; the commit itself stands, so its callers are answered.
             try:
-                self.conn.execute("SELECT pg_notify(%s, %s)", (APPENDS_CHANNEL, str(self._appended_seq)))
+                newest = max(self._appended.values())
+                self.conn.execute("SELECT pg_notify(%s, %s)", (APPENDS_CHANNEL, str(newest)))
             except psycopg.Error as error:
                 log.warning("committed, but could not notify the other instances: %s", error)
 
     def rollback(self) -> None:
+        self._seen.clear()  # what landed is unknown: read every partition again
+        self._locked, self._appended = set(), {}
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             return
@@ -159,13 +196,12 @@ class PostgresWriter:
             log.warning("rollback failed: %s", error)
 
     def changed_elsewhere(self) -> bool:
-        newest = self._store.last_seq(self)
-        changed = newest != self._seen_seq
-        self._seen_seq = newest
-        return changed
+        return False  # asked per partition, as each is locked (``lock_partitions``)
 
-    def appended(self, seq: int) -> None:
-        self._appended_seq = max(self._appended_seq, seq)
+    def appended(self, partition: int, seq: int) -> None:
+        if partition not in self._locked:
+            raise RuntimeError(f"appending to partition {partition} without its write lock")
+        self._appended[partition] = max(self._appended.get(partition, 0), seq)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -187,6 +223,7 @@ class PostgresStore:
     """A PostgreSQL database holding the ledger of one scr instance or of a whole cluster."""
 
     dedup_in_memory = False
+    commits_in_order = False
 
     def __init__(
         self, uri: str, partitions: int = DEFAULT_PARTITIONS, apply_migrations: bool = True,
@@ -271,12 +308,17 @@ class PostgresStore:
         ).fetchall()
         return {tenant: (int(tenant_seq) + 1, bytes(h)) for tenant, tenant_seq, h in rows}
 
+    def lock_tenants(self, tx: Transaction, tenants: Iterable[str]) -> bool:
+        """Take the write locks of the tenants' partitions (``PostgresWriter.lock_partitions``);
+        whether the chain heads must be read again."""
+        partitions = self.partitions
+        return _writer(tx).lock_partitions({partition_of(tenant, partitions) for tenant in tenants})
+
     def reserve_seqs(self, tx: Transaction, count: int) -> list[int]:
         if count == 0:
             return []
-        rows = _conn(tx).execute(
-            "SELECT nextval('ledger_seq') FROM generate_series(1, %s)", (count,)
-        ).fetchall()
+        # in flight until the transaction ends: no reader passes them (scr_safe_seq)
+        rows = _conn(tx).execute("SELECT scr_reserve_seqs(%s)", (count,)).fetchall()
         return [int(row[0]) for row in rows]
 
     def find_events(self, tx: Transaction, keys: Sequence[EventKey]) -> dict[EventKey, Hit]:
@@ -306,19 +348,30 @@ class PostgresStore:
                     e.seq, partition_of(e.tenant, partitions), e.tenant, e.tenant_seq, e.kind,
                     e.ts, e.event_id, e.session_id, e.payload_digest, e.entry, e.hash,
                 ))
-        writer.appended(max(e.seq for e in entries))
+        for e in entries:
+            writer.appended(partition_of(e.tenant, partitions), e.seq)
 
     # ----- the ledger: reads ----------------------------------------------------------------
 
     def last_seq(self, tx: Transaction | None = None) -> int:
-        sql = "SELECT coalesce(max(seq), 0) FROM ledger"
-        row = _conn(tx).execute(sql).fetchone() if tx is not None else self._read(sql)[0]
-        return int(row[0]) if row else 0
+        """The newest entry at or below the safe seq: no seq below it is still in flight, so
+        a reader that read up to it has seen every entry up to it (in a transaction: the
+        newest seq it sees)."""
+        if tx is not None:
+            row = _conn(tx).execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchone()
+            return int(row[0]) if row else 0
+        return int(self._read(
+            "SELECT coalesce((SELECT max(seq) FROM ledger WHERE seq <= s.safe), 0) "
+            "FROM (SELECT scr_safe_seq() AS safe) AS s")[0][0])
 
     def entries_after(self, after_seq: int, limit: int) -> list[StoredEntry]:
+        """Entries after ``after_seq`` up to the safe seq, in order."""
+        safe = self.last_seq()
+        if safe <= after_seq:
+            return []
         return self.tier.fill(_entries(self._read(
-            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq > %s ORDER BY seq LIMIT %s",
-            (after_seq, limit),
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq > %s AND seq <= %s ORDER BY seq LIMIT %s",
+            (after_seq, safe, limit),
         )))
 
     def partition_entries_after(self, partition: int, after_seq: int, limit: int) -> list[StoredEntry]:

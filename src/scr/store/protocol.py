@@ -92,6 +92,12 @@ class Store(Protocol):
     def chain_heads(self, tx: Transaction) -> dict[str, tuple[int, bytes]]:
         """Per tenant: (number of entries, hash of the newest entry)."""
 
+    def lock_tenants(self, tx: Transaction, tenants: Iterable[str]) -> bool:
+        """Before a write appends for ``tenants`` (or reads their chain heads or trees): hold
+        what keeps their chains in one writer's hands until ``tx`` ends. Whether another
+        writer appended to them since this one last looked (the chain heads must be read
+        again). SQLite's one write transaction holds everything already: never."""
+
     def reserve_seqs(self, tx: Transaction, count: int) -> list[int]:
         """``count`` new ledger sequence numbers, increasing, larger than every committed one."""
 
@@ -147,6 +153,11 @@ class Store(Protocol):
     ) -> list[StoredEntry]:
         """For each of these sessions with a SESSION_COMPLETION entry before ``before_seq``,
         its first such entry (callers check the session id, as for ``session_entries``)."""
+
+    @property
+    def commits_in_order(self) -> bool:
+        """Whether entries commit in seq order (one writer at a time: SQLite); else writers
+        commit side by side and readers read up to ``last_seq``, the safe seq."""
 
     def wait_for_appends(self, timeout_s: float) -> bool:
         """Wait until a commit of any instance appends entries; whether one did within

@@ -14,7 +14,8 @@ The SQL is written once with ``?`` placeholders (``_Writes`` turns them into ``%
 PostgreSQL). What differs: the SQLite tables are created here when the store opens (beside
 the ledger in the data folder), the PostgreSQL ones by migration 12 (``scr.store.migrations``);
 and on PostgreSQL a session's span rows are locked (``FOR UPDATE``) when it is emitted, so two
-writers that both see it open emit it once even without the store's global write lock.
+writers that both see it open emit it once (writers of different partitions commit side by
+side, and an OTLP write may emit a session of any partition).
 """
 
 from __future__ import annotations

@@ -333,6 +333,7 @@ class SqliteStore:
     """The SQLite database of one data folder."""
 
     dedup_in_memory = True  # scr.store.keylog
+    commits_in_order = True
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
@@ -398,6 +399,9 @@ class SqliteStore:
             "ON l.tenant = m.tenant AND l.tenant_seq = m.top"
         ).fetchall()
         return {tenant: (tenant_seq + 1, bytes(h)) for tenant, tenant_seq, h in rows}
+
+    def lock_tenants(self, tx: Transaction, tenants: Iterable[str]) -> bool:
+        return False  # the write transaction (BEGIN IMMEDIATE) holds the whole database
 
     def reserve_seqs(self, tx: Transaction, count: int) -> list[int]:
         writer = _writer(tx)

@@ -20,13 +20,11 @@ The gauges (cost and tokens by tenant and model) are running totals: loaded from
 aggregates at start, then advanced by each round the store accepted.
 
 The cursor is a ledger ``seq`` over the whole ledger, every tenant's entries in one order.
-That is sound because the stores hand out seqs in commit order: SQLite has one writer, and on
-PostgreSQL, shared by a cluster's instances, every group commit takes the one ledger write
-lock (``LEDGER_WRITE_LOCK`` in ``scr.store.postgres``) before it appends, so a seq is never
-committed after a larger one; a reader past seq N has seen every entry up to N, whichever
-instance appended it. (Seqs of a rolled-back group are skipped, never filled in later.) Were
-the store ever to commit groups side by side (one lock per partition), this cursor would
-have to become one per partition.
+That is sound because no read passes a seq that could still commit: SQLite has one writer, and
+PostgreSQL, whose partitions' owners commit side by side, hands readers entries only up to
+its safe seq, below every seq still in flight (``PostgresStore.last_seq``). A reader past seq
+N has seen every entry up to N, whichever instance appended it. (Seqs of a rolled-back group
+are skipped, never filled in later.)
 """
 
 from __future__ import annotations
