@@ -55,6 +55,7 @@ from scr.testing.servers import NatsServer, PostgresServer, free_port
 BATCHES = int(os.environ.get("SCR_BENCH_CLUSTER_BATCHES", "40"))
 LATENCY_RATE_PER_S = int(os.environ.get("SCR_BENCH_CLUSTER_RATE", "200"))
 LATENCY_SECONDS = float(os.environ.get("SCR_BENCH_CLUSTER_LATENCY_S", "4"))
+SETTLE_S = float(os.environ.get("SCR_BENCH_CLUSTER_SETTLE_S", "0"))
 INSTANCE_COUNTS = (1, 2, 3)
 THROTTLED_COUNTS = (1, 2, 4)
 # Each throttled instance's share of a core: 4 of them take 0.6 of the 2 cores, leaving the rest
@@ -546,8 +547,9 @@ async def run_scenario(
                 await warm_up(setup, None)
                 return {"throughput": await throughput(setup, None, bodies, scenario.connections)}
             await warm_up(setup, receiver)
-            return {"throughput": await throughput(setup, receiver, bodies, scenario.connections),
-                    "latency": await latency(setup, receiver)}
+            result = {"throughput": await throughput(setup, receiver, bodies, scenario.connections)}
+            await asyncio.sleep(SETTLE_S)  # the readers (usage) count the burst before latency is timed
+            return {**result, "latency": await latency(setup, receiver)}
         finally:
             await asyncio.to_thread(context.__exit__, None, None, None)
     finally:
