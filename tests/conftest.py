@@ -81,6 +81,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "every_store: run the module's serve tests on SQLite and PostgreSQL")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding ``slow`` (crash and fault) tests are collected first, each file's tests in
+    their order: ``make test`` spreads whole files over its workers (``--dist loadfile``), and a
+    long file handed out last would run alone at the end of the suite."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A module marked ``every_store`` runs each of its ``serve`` tests on every backend."""
     if "store_uri" in metafunc.fixturenames and metafunc.definition.get_closest_marker("every_store"):

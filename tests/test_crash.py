@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import StoreAt
 from scr.log.entry import GENESIS_HASH, chain_hash
@@ -28,6 +29,7 @@ def stream(url: str, key: str, acknowledged: list[str], stop: threading.Event) -
                 return  # the server was killed mid-request
 
 
+@pytest.mark.slow
 def test_sigkill_loses_no_acknowledged_event(tmp_path: Path, store_at: StoreAt) -> None:
     """On each store: ``scr serve`` on the data folder's SQLite, or ``--store postgresql://…``."""
     hook = Receiver()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from serve.test_supervisor import child, kill_and_see_it_restart, processes
 
 from conftest import StoreAt
@@ -141,6 +142,7 @@ def vector_rows(store_at: StoreAt) -> list[tuple[str, str]]:
         store.close()
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_enricher_mid_stream_embeds_every_event_once(tmp_path: Path) -> None:
     store_at = StoreAt("sqlite", tmp_path / "data")
     data = store_at.data

@@ -19,6 +19,7 @@ def where(data: Path, store_uri: str | None) -> list[str]:
     return ["--store", store_uri] if store_uri else ["--data", str(data)]
 
 
+@pytest.mark.slow
 def test_a_rotation_with_the_server_running_keeps_every_event_readable(
     tmp_path: Path, store_uri: str | None
 ) -> None:

@@ -96,6 +96,7 @@ def kill_after_listing(run: subprocess.Popen[bytes], data: Path, target: int, ex
     return run.wait(timeout=10) == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_sigkill_mid_segment_never_lists_half_a_segment_nor_loses_a_row(big: Path) -> None:
     conf = config(big.parent, segment_entries=1_000)
     listed, killed = [(True, 0)], True

@@ -79,6 +79,7 @@ def test_each_reader_process_has_its_title_and_destinations(tmp_path: Path, hook
         server.stop()
 
 
+@pytest.mark.slow
 def test_sigkill_of_a_reader_mid_stream_loses_no_delivery(
     tmp_path: Path, store_at: StoreAt, hook: Receiver
 ) -> None:
@@ -100,6 +101,7 @@ def test_sigkill_of_a_reader_mid_stream_loses_no_delivery(
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_frozen_reader_does_not_slow_ingest(tmp_path: Path, store_at: StoreAt, hook: Receiver) -> None:
     """SIGSTOP the reader: batches are still acknowledged, and once it runs again it
     delivers what it missed; meanwhile /v1/destinations answers 503, never hangs."""
@@ -155,6 +157,7 @@ def test_replay_and_enable_reach_the_reader(tmp_path: Path, hook: Receiver) -> N
         server.stop()
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_writer_mid_stream_loses_nothing(
     tmp_path: Path, store_at: StoreAt, hook: Receiver
 ) -> None:

@@ -96,6 +96,7 @@ def test_every_process_has_its_title(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_edge_mid_stream_loses_nothing(tmp_path: Path, store_at: StoreAt) -> None:
     """The edge dies under load: it is started again within 1 s, every acknowledged event is
     in the ledger, and the accepted counter does not go back."""
@@ -141,6 +142,7 @@ def test_a_child_that_keeps_crashing_is_backed_off(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.slow
 def test_sigterm_mid_stream_drains_and_loses_nothing(tmp_path: Path, store_at: StoreAt) -> None:
     data, uri = store_at.data, store_at.uri
     config = tmp_path / "scr.yaml"

@@ -276,6 +276,7 @@ def test_an_anomaly_destination_must_be_configured() -> None:
 # ----- scr serve: SIGKILL of the usage process mid-stream, the real clock ---------------------------
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_usage_process_mid_stream_raises_each_anomaly_once(
     tmp_path: Path, store_at: StoreAt
 ) -> None:

@@ -256,8 +256,8 @@ def _prepare_trees(store: Store, keeper: TreeKeeper) -> dict[str, int]:
 
     Done before the committer starts, so a backlog (a ledger from before the trees existed, or
     entries appended by another process) never stalls the first group commit. It holds the
-    store's write locks (PostgreSQL: every partition's), so instances starting together take
-    turns.
+    store's write lock (PostgreSQL: each partition's in turn), so instances starting together
+    take turns.
     """
     if isinstance(store, SqliteStore):
         conn = open_database(store.path)
@@ -279,10 +279,18 @@ def _prepare_trees(store: Store, keeper: TreeKeeper) -> dict[str, int]:
     tx = store.writer()
     try:
         tx.begin(durable=True)
-        tx.lock_partitions(range(store.partitions))
         counts = {tenant: count for tenant, (count, _) in store.chain_heads(tx).items()}
-        keeper.catch_up_all(sql_of(tx), counts)
         tx.commit()
+        # one partition at a time, each under its lock alone: holding several, it could wait
+        # for a writer that waits for it (another instance's group, locking in its own order)
+        by_partition: dict[int, dict[str, int]] = {}
+        for tenant, count in counts.items():
+            by_partition.setdefault(partition_of(tenant, store.partitions), {})[tenant] = count
+        for partition, tenants in sorted(by_partition.items()):
+            tx.begin(durable=True)
+            tx.lock_partitions([partition])
+            keeper.catch_up_all(sql_of(tx), tenants)
+            tx.commit()
         keeper.forget()
         return tree_sizes(sql_of(tx))
     except BaseException:

@@ -124,6 +124,9 @@ class _Work:
     size: int
     done: Callable[[Any, BaseException | None], None]
     durable: bool = True
+    # the tenants whose chains it appends to, when known before it runs: their partitions are
+    # locked for the whole group at its start, in order (two groups never wait for each other)
+    tenants: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -219,7 +222,8 @@ class Committer:
     # ----- submitting work -----------------------------------------------------------------
 
     async def run(
-        self, write: Callable[[Transaction], T], size: int = 1, durable: bool = True
+        self, write: Callable[[Transaction], T], size: int = 1, durable: bool = True,
+        tenants: frozenset[str] = frozenset(),
     ) -> T:
         """Run ``write`` in the next group transaction; return once it is committed.
 
@@ -234,7 +238,7 @@ class Committer:
         def done(result: Any, error: BaseException | None) -> None:
             loop.call_soon_threadsafe(_settle, future, result, error)
 
-        self._queue.put(_Work(write, size, done, durable))
+        self._queue.put(_Work(write, size, done, durable, tenants))
         return await future
 
     def run_sync(self, write: Callable[[Transaction], T], size: int = 1) -> T:
@@ -255,7 +259,8 @@ class Committer:
 
     async def append_events(self, submissions: Sequence[Submission]) -> list[tuple[Outcome, int]]:
         """Append events with exact dedup; per event (outcome, ledger seq)."""
-        return await self.run(lambda tx: self._append_events(tx, submissions), len(submissions))
+        return await self.run(lambda tx: self._append_events(tx, submissions), len(submissions),
+                              tenants=frozenset(s.tenant for s in submissions))
 
     def append_events_in(
         self, tx: Transaction, submissions: Sequence[Submission]
@@ -413,6 +418,9 @@ class Committer:
             if tx.changed_elsewhere() or self._stale:
                 self._reload()
                 self._stale = False
+            declared = frozenset[str]().union(*(work.tenants for work in group))
+            if declared:
+                self.lock_tenants(tx, declared)
             for work in group:
                 tx.savepoint()
                 mark = self._mark()
