@@ -39,6 +39,7 @@ from scr.retention.holds import HELD, segment_holds
 from scr.retention.segments import (
     DATA_SUFFIX,
     MANIFEST_SUFFIX,
+    TEMPORARY_SUFFIX,
     Archived,
     ArchiveError,
     Frontier,
@@ -222,9 +223,10 @@ class Archiver:
         if not folder.is_dir():
             return
         for path in folder.iterdir():
-            stem = path.name.removesuffix(".tmp").removesuffix(DATA_SUFFIX).removesuffix(MANIFEST_SUFFIX)
+            name = path.name.removesuffix(TEMPORARY_SUFFIX)
+            stem = name.removesuffix(DATA_SUFFIX).removesuffix(MANIFEST_SUFFIX)
             leaves = parse_name(stem)
-            if path.name.endswith(".tmp") or (leaves is not None and leaves[0] >= start):
+            if path.name.endswith(TEMPORARY_SUFFIX) or (leaves is not None and leaves[0] >= start):
                 log.info("retention: removing %s, left unlisted by an interrupted pass", path)
                 path.unlink(missing_ok=True)
 

@@ -132,6 +132,8 @@ def verify_command(data: DataOption, config: ConfigOption = None, store: StoreOp
             verify_archive(segments, archive_dir, keys, report, lambda n: bar.update(task, advance=n))
     finally:
         opened.close()
+    for note in report.notes:
+        typer.echo(f"note: {note}")
     for finding in report.findings:
         typer.secho(str(finding), fg="red", err=True)
     if report.findings:

@@ -43,6 +43,7 @@ BLOCK_ENTRIES = 512  # lines per gzip member: one archived read decompresses at 
 COMPRESS_LEVEL = 6
 DATA_SUFFIX = ".jsonl.gz"
 MANIFEST_SUFFIX = ".manifest.json"
+TEMPORARY_SUFFIX = ".tmp"  # a file while it is written: renamed once whole, never listed before
 _PLAIN_TENANT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 _NAME = re.compile(r"^(\d{12})-(\d{12})$")
 
@@ -213,7 +214,7 @@ class _durable:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.temporary = path.with_name(path.name + ".tmp")
+        self.temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
 
     def __enter__(self) -> BinaryIO:
         self.file = open(self.temporary, "wb")
