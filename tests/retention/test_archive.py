@@ -335,16 +335,24 @@ def test_verify_names_each_damaged_missing_swapped_or_extra_file(
 
 
 def test_a_file_being_written_is_a_note_not_a_problem(acme: tuple[LedgerApp, Headers]) -> None:
-    # a pass in progress (another instance's archiver) or one killed leaves a .tmp file, never
-    # listed and never read: verify names it and still verifies (the next pass removes it)
+    # a pass in progress (another instance's archiver) or one killed leaves a .tmp file, or a
+    # whole segment's files not yet listed, past the tenant's listed end: never read, so verify
+    # names them and still verifies (the archiver's next pass removes them)
     app, _ = acme
     assert archive(app.data, SOON).exit_code == 0
     (data_file,) = list((app.data / "archive").rglob("*.jsonl.gz"))[:1]
     unfinished = data_file.with_name("000000099000-000000099255.jsonl.gz.tmp")
     unfinished.write_bytes(b"half a segm")
+    written = data_file.with_name("000000099000-000000099255.manifest.json")  # written, not yet listed
+    written.write_bytes(b"{}")
     answer = scr("archive", "verify", "--data", str(app.data))
     assert answer.exit_code == 0, answer.output
-    assert f"unfinished write {unfinished}" in answer.output.replace("\n", " ")
+    shown = answer.output.replace("\n", " ")
+    assert f"unfinished write {unfinished}" in shown and f"unfinished write {written}" in shown
+    # a segment's file inside the listed leaves, unlisted, is not a pass's: a problem
+    inside = data_file.with_name("000000000000-000000000001.jsonl.gz")
+    inside.write_bytes(b"x")
+    assert scr("archive", "verify", "--data", str(app.data)).exit_code == 1
 
 
 def test_bad_requests_to_the_cli_are_refused_clearly(acme: tuple[LedgerApp, Headers]) -> None:

@@ -40,7 +40,9 @@ from scr.retention.segments import (
     Frontier,
     Manifest,
     block_lines,
+    parse_name,
     read_manifest,
+    tenant_folder,
 )
 from scr.store.records import SegmentRow
 
@@ -72,9 +74,12 @@ def verify_archive(segments: Iterable[SegmentRow], folder: Path | None, keys: li
     expected: set[Path] = set()
     roots: set[Path] = set()
     joints: dict[str, Joint] = {}
+    listed_end: dict[str, int] = {}  # per tenant folder: the last leaf its listed segments hold
     for segment in segments:
         root = folder or Path(segment.folder)
         roots.add(root)
+        where = tenant_folder(segment.tenant)
+        listed_end[where] = max(listed_end.get(where, -1), segment.last_leaf)
         base = root / segment.name
         manifest_path = base.with_name(base.name + MANIFEST_SUFFIX)
         data_path = base.with_name(base.name + DATA_SUFFIX)
@@ -101,11 +106,20 @@ def verify_archive(segments: Iterable[SegmentRow], folder: Path | None, keys: li
         for path in sorted(root.rglob("*")):
             if not path.is_file() or path in expected or path.name == LOCK_FILE:
                 continue
-            if path.name.endswith(TEMPORARY_SUFFIX):  # never listed, so never read
+            if _unfinished(path, listed_end):  # never listed, so never read
                 report.notes.append(f"unfinished write {path}: a pass in progress, or one interrupted "
                                     "(the archiver's next pass removes it)")
             else:
                 report.found(f"extra file {path}: no listed segment names it")
+
+
+def _unfinished(path: Path, listed_end: dict[str, int]) -> bool:
+    """A file a pass writes before it lists its segment: being written (``.tmp``), or a whole
+    segment's file past the tenant's listed end (a pass lists its segment after writing it)."""
+    if path.name.endswith(TEMPORARY_SUFFIX):
+        return True
+    leaves = parse_name(path.name.removesuffix(DATA_SUFFIX).removesuffix(MANIFEST_SUFFIX))
+    return leaves is not None and leaves[0] > listed_end.get(path.parent.name, -1)
 
 
 def _listed_manifest(segment: SegmentRow, path: Path, report: Report) -> Manifest | None:
