@@ -308,7 +308,7 @@ class Committer:
         self, tx: Transaction, submissions: Sequence[Submission]
     ) -> list[tuple[Outcome, int]]:
         keys = [(s.tenant, s.event_id) for s in submissions]
-        self.lock_tenants(tx, {tenant for tenant, _ in keys})
+        self.lock_tenants(tx, (tenant for tenant, _ in keys))  # held already when declared
         pending_keys = self._pending.keys
         # hashed only for a front window (none before a store whose index is in memory)
         hashes = {k: key_hash(k) for k in keys} if self.recent.window_s > 0 else {}

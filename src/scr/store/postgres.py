@@ -19,6 +19,7 @@ Schema: ``scr.store.migrations`` (applied when the store opens, and by ``scr db 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -78,6 +79,7 @@ def is_postgres_uri(value: str) -> bool:
     return value.startswith(URI_SCHEMES)
 
 
+@functools.lru_cache(maxsize=65_536)  # asked per entry and per lock on the ingest path
 def partition_of(tenant: str, partitions: int) -> int:
     """The tenant's partition: the first 8 bytes of SHA-256(tenant, UTF-8), big-endian,
     modulo ``partitions``. Stable across processes, versions and languages."""
@@ -339,17 +341,20 @@ class PostgresStore:
             return
         writer = _writer(tx)
         partitions = self.partitions
+        newest: dict[int, int] = {}  # per partition, the newest seq appended
         with writer.conn.cursor() as cur, cur.copy(
             "COPY ledger (seq, partition, tenant, tenant_seq, kind, ts, event_id, session_id, "
             "payload_digest, entry, hash) FROM STDIN"
         ) as copy:
             for e in entries:
+                partition = partition_of(e.tenant, partitions)
+                newest[partition] = max(newest.get(partition, 0), e.seq)
                 copy.write_row((
-                    e.seq, partition_of(e.tenant, partitions), e.tenant, e.tenant_seq, e.kind,
+                    e.seq, partition, e.tenant, e.tenant_seq, e.kind,
                     e.ts, e.event_id, e.session_id, e.payload_digest, e.entry, e.hash,
                 ))
-        for e in entries:
-            writer.appended(partition_of(e.tenant, partitions), e.seq)
+        for partition, seq in newest.items():
+            writer.appended(partition, seq)
 
     # ----- the ledger: reads ----------------------------------------------------------------
 
