@@ -20,8 +20,9 @@ before the group's own.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -128,7 +129,7 @@ class TreeKeeper:
 
     def append_hook(self, conn: Sql, committed: list[Committed]) -> None:
         """Add a group's new entries (and any others not yet in the trees) to the trees."""
-        try:
+        with self._forgetting():
             self._sync(conn)
             floor, self._floor = self._floor, None
             fresh: Sequence[Committed] = committed
@@ -147,18 +148,21 @@ class TreeKeeper:
             if fresh[0].seq != self._covered + 1:
                 self._catch_up(conn, fresh[0].seq)
             self._add(conn, fresh)
-        except BaseException:
-            self.forget()  # the transaction is lost: reload from the store next time
-            raise
 
     def catch_up(self, conn: Sql, tenant: str) -> Head:
         """Inside a write: take every committed entry into the trees; ``tenant``'s head."""
-        try:
+        with self._forgetting():
             self._sync(conn)
             if self._floor is None:
                 self._floor = self._covered
             self._catch_up(conn, None)
             return self.head(conn, tenant)
+
+    @contextlib.contextmanager
+    def _forgetting(self) -> Iterator[None]:
+        """A failure inside loses the transaction: reload everything from the store next time."""
+        try:
+            yield
         except BaseException:
             self.forget()
             raise
@@ -307,19 +311,16 @@ class SizedKeeper(TreeKeeper):
 
     def append_hook(self, conn: Sql, committed: list[Committed]) -> None:
         caught, self._caught_in_tx = self._caught_in_tx, {}
-        try:
-            if not committed:
-                return
+        if not committed:
+            return
+        with self._forgetting():
             firsts: dict[str, int] = {}
             for entry in committed:
                 firsts.setdefault(entry.tenant, entry.tenant_seq)
             stored = _stored_sizes(conn, list(firsts))
             fresh: Sequence[Committed] = committed
             for tenant, first in firsts.items():
-                size = stored.get(tenant, 0)
-                kept = self._trees.get(tenant)
-                if kept is not None and kept.size != size:  # another writer extended it
-                    del self._trees[tenant]
+                size = self._align(tenant, stored.get(tenant, 0))
                 if size > first and caught.get(tenant) == size:  # a write of this group caught up
                     fresh = [e for e in fresh if e.tenant != tenant or e.tenant_seq >= size]
                 elif size > first:
@@ -328,42 +329,35 @@ class SizedKeeper(TreeKeeper):
                         f"holds {size} entries: entries were removed; run `scr ledger verify`")
                 elif size < first:  # appended by a writer without a keeper
                     self.caught_up.update(self._take_range(conn, tenant, size, first))
-            sizes = self._take(conn, fresh)
-            _store_sizes(conn, sizes)
-        except BaseException:
-            self.forget()
-            raise
+            _store_sizes(conn, self._take(conn, fresh))
 
     def catch_up(self, conn: Sql, tenant: str) -> Head:
         """Inside a write holding the tenant's partition lock: take its every committed entry
         into its tree; its head."""
-        try:
-            size = _stored_sizes(conn, [tenant]).get(tenant, 0)
-            kept = self._trees.get(tenant)
-            if kept is not None and kept.size != size:
-                del self._trees[tenant]
+        with self._forgetting():
+            size = self._align(tenant, _stored_sizes(conn, [tenant]).get(tenant, 0))
             taken = self._take_range(conn, tenant, size, None)
             self.caught_up.update(taken)
             if taken:
                 _store_sizes(conn, taken)
                 self._caught_in_tx[tenant] = taken[tenant]
             return self.head(conn, tenant)
-        except BaseException:
-            self.forget()
-            raise
 
     def catch_up_all(self, conn: Sql, counts: dict[str, int]) -> None:
         """Hash in every entry the trees lack: ``counts`` holds each tenant's number of entries
-        (the writer holds every partition's lock)."""
-        try:
+        (the writer holds those tenants' partition locks)."""
+        with self._forgetting():
             stored = _stored_sizes(conn, list(counts))
             for tenant, count in counts.items():
                 if stored.get(tenant, 0) < count:
-                    taken = self._take_range(conn, tenant, stored.get(tenant, 0), count)
-                    _store_sizes(conn, taken)
-        except BaseException:
-            self.forget()
-            raise
+                    _store_sizes(conn, self._take_range(conn, tenant, stored.get(tenant, 0), count))
+
+    def _align(self, tenant: str, size: int) -> int:
+        """The tenant's stored tree size, its cached tree dropped if another writer extended it."""
+        kept = self._trees.get(tenant)
+        if kept is not None and kept.size != size:
+            del self._trees[tenant]
+        return size
 
     def _take_range(self, conn: Sql, tenant: str, start: int, end: int | None) -> dict[str, int]:
         """Take the tenant's entries ``[start, end)`` (to its newest without ``end``), in
