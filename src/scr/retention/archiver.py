@@ -44,7 +44,7 @@ from scr.retention.segments import (
     ArchiveError,
     Frontier,
     Manifest,
-    parse_name,
+    file_leaves,
     read_manifest,
     tenant_folder,
     write_segment,
@@ -223,9 +223,7 @@ class Archiver:
         if not folder.is_dir():
             return
         for path in folder.iterdir():
-            name = path.name.removesuffix(TEMPORARY_SUFFIX)
-            stem = name.removesuffix(DATA_SUFFIX).removesuffix(MANIFEST_SUFFIX)
-            leaves = parse_name(stem)
+            leaves = file_leaves(path.name)
             if path.name.endswith(TEMPORARY_SUFFIX) or (leaves is not None and leaves[0] >= start):
                 log.info("retention: removing %s, left unlisted by an interrupted pass", path)
                 path.unlink(missing_ok=True)

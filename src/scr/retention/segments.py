@@ -124,6 +124,13 @@ def parse_name(stem: str) -> tuple[int, int] | None:
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 
+def file_leaves(file_name: str) -> tuple[int, int] | None:
+    """(first leaf, last leaf) of a segment's data or manifest file, whole or being written
+    (``.tmp``); None for any other file."""
+    stem = file_name.removesuffix(TEMPORARY_SUFFIX).removesuffix(DATA_SUFFIX).removesuffix(MANIFEST_SUFFIX)
+    return parse_name(stem)
+
+
 def covers(ranges: Iterable[tuple[int, int]], first: int, last: int) -> bool:
     """The union of the inclusive ``ranges`` (purged segments' leaves or seqs) covers
     ``first..last``."""

@@ -40,7 +40,7 @@ from scr.retention.segments import (
     Frontier,
     Manifest,
     block_lines,
-    parse_name,
+    file_leaves,
     read_manifest,
     tenant_folder,
 )
@@ -118,7 +118,7 @@ def _unfinished(path: Path, listed_end: dict[str, int]) -> bool:
     segment's file past the tenant's listed end (a pass lists its segment after writing it)."""
     if path.name.endswith(TEMPORARY_SUFFIX):
         return True
-    leaves = parse_name(path.name.removesuffix(DATA_SUFFIX).removesuffix(MANIFEST_SUFFIX))
+    leaves = file_leaves(path.name)
     return leaves is not None and leaves[0] > listed_end.get(path.parent.name, -1)
 
 
