@@ -264,6 +264,21 @@ def test_cursor_resumes_after_restart(serve: Any, receivers: Any) -> None:
     assert [e["event_id"] for e in hook.events()] == ["evt_c1", "evt_c2"]
 
 
+def test_a_graceful_stop_lets_a_delivery_in_flight_end_and_records_it(serve: Any, receivers: Any) -> None:
+    hook = receivers(delay_s=0.5)  # still answering when the server is told to stop
+    config = config_text(destination("hook", hook.url))
+    first = serve(config)
+    send(first, make_event("evt_s1"))
+    wait_for(lambda: hook.received, what="the delivery under way")
+    first.__exit__(None, None, None)
+    hook.delay_s = 0.0
+    second = serve(config)
+    send(second, make_event("evt_s2"))
+    wait_for(lambda: len(hook.received) >= 2, what="the next delivery")
+    time.sleep(0.2)
+    assert [e["event_id"] for e in hook.events()] == ["evt_s1", "evt_s2"]  # evt_s1 not sent again
+
+
 def test_destinations_report_state_and_lag(serve: Any, receivers: Any) -> None:
     hook = receivers()
     client = serve(config_text(destination("hook", hook.url)))

@@ -58,6 +58,9 @@ RETRY_IDLE_S = 1.0
 # Chunks one destination delivers at once (one with ordering: session); each up to
 # CHUNK_ENTRIES entries and `concurrency` requests.
 MAX_CHUNKS_IN_FLIGHT = 4
+# On stop, how long chunks in flight may take to end and be recorded (a graceful stop that
+# cancelled them sent their events again after the restart)
+STOP_GRACE_S = 5.0
 # A file destination writes a whole chunk in one append and one fsync: an fsync per event
 # held each file to ~850 events/s (batch_size is a webhook's request size, not a file's).
 FILE_DELIVERY_EVENTS = CHUNK_ENTRIES
@@ -121,6 +124,7 @@ class DestinationWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_write: asyncio.Future[None] | None = None
         self._resync = False  # a recording write failed: restart from the durable cursor
+        self._draining = asyncio.Event()  # stopping: end the chunks in flight, read no more
 
     # ----- lifecycle ------------------------------------------------------------------------
 
@@ -143,13 +147,18 @@ class DestinationWorker:
         return bool(self._tasks)
 
     async def stop(self) -> None:
-        """Stop delivering; what was delivered is recorded first (chunks already settled, and
-        the last recording write), so a restart or a new owner resends as little as possible.
-        ``running`` is then False: a cluster instance that gets the destination back starts
-        it again."""
-        for task in self._tasks:
+        """Stop delivering; what was delivered is recorded first (the chunks in flight end,
+        within ``STOP_GRACE_S``, and the last recording write), so a restart or a new owner
+        resends as little as possible. ``running`` is then False: a cluster instance that
+        gets the destination back starts it again."""
+        consume, *others = self._tasks  # the retrier, and the writes of a disabling
+        for task in others:
             await stop_task(task)
+        self._draining.set()
+        await asyncio.wait({consume}, timeout=STOP_GRACE_S)
+        await stop_task(consume)
         self._tasks = []
+        self._draining.clear()
         if self._last_write is not None:
             await asyncio.wait({self._last_write})  # its failure is _written's to report
         await self.sink.close()
@@ -208,6 +217,11 @@ class DestinationWorker:
                 while chunks and chunks[0].done():
                     self._record(chunks.popleft().result())
                 self._update_gauges()
+                if self._draining.is_set():
+                    if not chunks:
+                        return
+                    await asyncio.wait({chunks[0]})
+                    continue
                 if self.state == "disabled" and not chunks:
                     await self._enabled.wait()
                     read_seq = self.cursor
@@ -246,17 +260,18 @@ class DestinationWorker:
         self, read_seq: int | None, chunks: deque[asyncio.Task[ChunkOutcome]]
     ) -> None:
         """Until new entries arrive (when there is room for them) or the oldest chunk ends."""
-        waits: list[asyncio.Future[Any]] = []
+        draining = asyncio.ensure_future(self._draining.wait())
+        waits: list[asyncio.Future[Any]] = [draining]
         if read_seq is not None:
             waits.append(asyncio.ensure_future(self.tail.wait_beyond(read_seq, RETRY_IDLE_S)))
         if chunks:
             waits.append(chunks[0])
-        if not waits:
-            await asyncio.sleep(RETRY_IDLE_S)
-            return
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for waiting in waits[:1] if read_seq is not None else []:
-            waiting.cancel()
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED,
+                               timeout=None if len(waits) > 1 else RETRY_IDLE_S)
+        finally:
+            for waiting in waits[: 2 if read_seq is not None else 1]:
+                waiting.cancel()
 
     def _update_gauges(self) -> None:
         self.metrics.lag_entries.labels(self.name).set(self.lag)
