@@ -478,6 +478,7 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
     (shown by ``GET /v1/cluster``). With ``readers``, the destinations run in reader
     processes, which each commit wakes."""
     runtime = build_runtime(config, data_dir, store_uri, url, readers)
+    enrichment = enrichment_of(runtime)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -496,6 +497,8 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
         runtime.committer.commit_hooks.append(lambda _committed: index_sessions())
         runtime.committer.commit_hooks.append(on_commit)
         runtime.committer.start()
+        if enrichment is not None:  # before any event of this instance is appended
+            await enrichment.mark_start()
         if readers is not None:
             await readers.start(runtime.store, runtime.committer)
         if runtime.bus is not None and runtime.bus.clustered:
@@ -540,7 +543,6 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
                 stop()
             runtime.store.close()
 
-    enrichment = enrichment_of(runtime)
     routes = [Route(path, handler, methods=methods) for path, handler, methods in ROUTES]
     routes += install_ledger(runtime)
     routes += browser_routes(runtime)

@@ -151,7 +151,8 @@ def test_sigkill_of_the_enricher_mid_stream_embeds_every_event_once(tmp_path: Pa
     sent: list[str] = []
     try:
         # 120 events, the enricher killed once it embedded some and before the last 70 came
-        # (each is embedded by the real model: 600 took the test 140 s under the whole suite)
+        # (each is embedded by the real model: 600 took the test 140 s under the whole suite;
+        # the enricher gives way to everything else, so on a busy machine it takes its time)
         for batch in range(12):
             events = [text_event(f"evt_{batch}_{n}", f"sess_{batch}_{n}", f"{BILLING[n % 3]} (case {batch})")
                       for n in range(10)]
@@ -161,7 +162,7 @@ def test_sigkill_of_the_enricher_mid_stream_embeds_every_event_once(tmp_path: Pa
                 wait_for(lambda: status(server, reader)["indexed"] > 0, timeout_s=EMBEDDED_WITHIN_S,
                          what="embedding under way")
                 kill_and_see_it_restart(server, ENRICH)
-        wait_for(lambda: caught_up(server, reader, len(sent)), timeout_s=EMBEDDED_WITHIN_S * 2,
+        wait_for(lambda: caught_up(server, reader, len(sent)), timeout_s=EMBEDDED_WITHIN_S * 3,
                  what="every event embedded after the restart")
         assert child(server, ENRICH)["last_exit"] == "killed by SIGKILL"
     finally:

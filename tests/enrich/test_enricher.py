@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,8 @@ from scr.enrich.texts import DEFAULT_FIELDS
 from scr.enrich.writes import LocalWrites
 from scr.log.commit import Committer
 from scr.store import Store
-from scr.store.records import VectorRow
+from scr.store.records import ENRICH_CURSOR, ENRICH_START, VectorRow
+from support import make_event
 
 committer = test_store.committer  # the store tests' fixture: a running Committer
 OPENAI = EmbedderConfig(kind="openai", model="text-embedding-3-small", url="http://127.0.0.1:1/v1")
@@ -87,3 +89,26 @@ def test_vectors_of_another_model_are_never_mixed_in(
     assert "rebuild" in shown["last_error"] and shown["lag"] == 1
     assert [row.event_id for row in store.vectors.after("org_acme", 0, 100)] == ["evt_old"]
     assert server.requests == []  # nothing was embedded
+
+
+ENRICHMENT_ON = """\
+session_completion_runtime:
+  routing: {destinations: []}
+  enrichment:
+    embedder: {kind: local}
+"""
+
+
+@pytest.mark.every_store
+def test_an_instance_starting_with_enrichment_on_marks_its_start_before_it_takes_an_event(
+        serve: Any) -> None:
+    first = serve(ENRICHMENT_ON)  # no enricher here: the instance marks where it is to start
+    assert first.post("/v1/events", json=make_event("evt_first"), headers=first.key()).status_code == 202
+    store = first.app.state.runtime.store
+    start = store.cursor(ENRICH_START)
+    assert start is not None and store.find_event("org_acme", "evt_first").seq > start
+    assert store.cursor(ENRICH_CURSOR) == start  # the enricher, however late, embeds the event
+    first.__exit__(None, None, None)
+    again = serve(ENRICHMENT_ON)
+    assert again.post("/v1/events", json=make_event("evt_second"), headers=again.key()).status_code == 202
+    assert again.app.state.runtime.store.cursor(ENRICH_START) == start  # kept by a restart

@@ -25,7 +25,6 @@ from serve.test_supervisor import (
 )
 from support import Receiver, ServerProcess, create_key, make_event, post_acknowledged, wait_for
 
-RESTART_WITHIN_S = 1.0
 READER = "scr: reader destinations"
 DELIVERY_TIMEOUT_S = 60.0
 

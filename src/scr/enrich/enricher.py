@@ -22,12 +22,14 @@ from its own cursor up to the enricher's start, by the same rounds.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from scr.enrich.embedders import Embedder, EmbedderError
 from scr.enrich.texts import text_of, vector_row
@@ -48,6 +50,7 @@ from scr.store.records import (
 )
 
 log = logging.getLogger("scr.enrich")
+Done = TypeVar("Done")
 
 FETCH_ENTRIES = 2_000  # ledger entries per round
 TEXTS_PER_ROUND = 256  # texts embedded per round at most (about 2 s of one core)
@@ -124,6 +127,11 @@ class Enricher:
     # pace(): sets the embedding thread's priority at each round (``scr.serve.enrich``)
     pace: Callable[[], None] = lambda: None
     embedding_thread: int | None = None  # the native id of the thread embedding a round
+    # the one thread that embeds, and the only one paced: a paced thread of asyncio's default
+    # executor went on to run the store's reads (and the index's save at stop) at its pace,
+    # starved on a busy machine
+    embedding: Executor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="scr-embed"), repr=False)
     cursor: int = 0
     last_error: str | None = None
     _retry_s: float = field(default=0.0, repr=False)
@@ -156,14 +164,14 @@ class Enricher:
             if not entries:
                 break
             try:
-                rows, covered = await asyncio.to_thread(self._embed, entries)
+                rows, covered = await self._paced(self._embed, entries)
             except EmbedderError as error:
                 await self._failed(str(error))
                 return
             if await self.writes.add(rows, self.cursor, covered, False):
                 self.cursor = covered
                 self._progress_at = time.monotonic()
-                await asyncio.to_thread(self._follow, rows)
+                await self._paced(self._follow, rows)
                 if self.metrics is not None:
                     self.metrics.enrich_vectors.inc(len(rows))
                     self.metrics.enrich_lag.set(max(0, head - self.cursor))
@@ -171,9 +179,14 @@ class Enricher:
                 await self.load(head)
         await self._recovered()
 
+    async def _paced(self, work: Callable[..., Done], *args: object) -> Done:
+        """``work(*args)`` on the embedding thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.embedding, functools.partial(work, *args))
+
     def _embed(self, entries: list[StoredEntry]) -> tuple[list[VectorRow], int]:
-        """A round's embedding, in a worker thread (``pace`` sets its priority first; the
-        thread's id is ``embedding_thread``)."""
+        """A round's embedding, on the embedding thread (``pace`` sets its priority first;
+        the thread's id is ``embedding_thread``)."""
         self.embedding_thread = threading.get_native_id()
         self.pace()
         return embed_entries(entries, self.embedder, self.fields, self.opener)
@@ -187,7 +200,8 @@ class Enricher:
             return
         try:
             done = await backfill_round(self.store, self.embedder, self.fields, self.writes,
-                                        self.opener, lambda entries, *_: self._embed(entries))
+                                        self.opener, lambda entries, *_: self._embed(entries),
+                                        self.embedding)
         except EmbedderError as error:
             await self._failed(str(error))
             return
@@ -197,8 +211,8 @@ class Enricher:
             self._progress_at = time.monotonic()
 
     def _follow(self, rows: list[VectorRow]) -> None:
-        """``on_stored`` in a worker thread at the embedding's priority (adding to an index
-        is HNSW work too)."""
+        """``on_stored`` on the embedding thread, at its priority (adding to an index is
+        HNSW work too)."""
         self.pace()
         self.on_stored(rows)
 
@@ -227,16 +241,18 @@ class Enricher:
 async def backfill_round(store: Store, embedder: Embedder, fields: Sequence[str],
                          writes: EnrichWrites, opener: Opening | None,
                          embed: Callable[..., tuple[list[VectorRow], int]] = embed_entries,
-                         ) -> tuple[int, int, int] | None:
+                         executor: Executor | None = None) -> tuple[int, int, int] | None:
     """One round of the backfill: the entries past its cursor up to the enricher's start,
-    embedded and stored with the cursor's move (compare-and-set: a later run resumes there).
-    (vectors stored, the seq reached, the end), or None when there is nothing left."""
+    embedded (on ``executor``; None: asyncio's default) and stored with the cursor's move
+    (compare-and-set: a later run resumes there). (vectors stored, the seq reached, the
+    end), or None when there is nothing left."""
     end = store.cursor(ENRICH_START) or 0
     done = store.cursor(BACKFILL_CURSOR) or 0
     entries = [e for e in store.entries_after(done, FETCH_ENTRIES) if e.seq <= end] if done < end else []
     if not entries:
         return None
-    rows, covered = await asyncio.to_thread(embed, entries, embedder, fields, opener)
+    rows, covered = await asyncio.get_running_loop().run_in_executor(
+        executor, functools.partial(embed, entries, embedder, fields, opener))
     stored = len(rows) if await writes.add(rows, done, covered, True) else 0
     return stored, covered, end
 

@@ -66,6 +66,15 @@ class Enrichment:
         self._embedder: Embedder | None = None
         self._loading = threading.Lock()
 
+    async def mark_start(self) -> None:
+        """Enrichment on: the enricher starts at the ledger's head as the instance starts,
+        before it takes an event (the start kept when enrichment ran before). Marked here, not
+        by the enricher process: one slow to load its model left the events of its first
+        seconds to a backfill."""
+        store = self.runtime.store
+        head = await asyncio.to_thread(store.last_seq)
+        await self.runtime.committer.run(lambda tx: store.vectors.start(tx, head))
+
     def embedder(self) -> Embedder:
         with self._loading:
             if self._embedder is None:

@@ -177,6 +177,8 @@ async def _follow(store: Store, data_dir: Path, embedder: Embedder, config: Enri
     try:
         await until_stopped(stop, lease.hold(lambda: _embed(enricher, store, indexes, wake)))
     finally:
+        if enricher.embedding_thread is not None:  # a round under way ends, and lets go of the index
+            _schedule(enricher.embedding_thread, os.SCHED_OTHER)
         if indexes is not None:
             await asyncio.to_thread(indexes.save_changed)
         await writes.remote.close()
