@@ -352,7 +352,7 @@ class ClusterConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
         Meta(
             ge=1, le=MAX_PARTITIONS,
             description="tenants are hashed into this many partitions; each has one owner at a time "
-            "(never change it on a running cluster)",
+            "(a PostgreSQL store keeps the count its first instance started with, and refuses another)",
         ),
     ] = DEFAULT_PARTITIONS
     stream: Annotated[

@@ -11,15 +11,18 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_commit import committer_for, submission
 
+from scr.errors import ConfigError
 from scr.log.commit import Committer
 from scr.log.entry import Kind
 from scr.log.tail import LedgerTail
 from scr.store.postgres import PostgresStore, partition_of
 from scr.store.protocol import Transaction
+from support import create_key
 
 PARTITIONS = 16
 WAIT_S = 10.0
@@ -151,3 +154,21 @@ def test_a_writer_killed_with_seqs_in_flight_leaves_a_gap_readers_pass(
             holder.kill()
             holder.wait()
         writing.close()
+
+
+def test_every_writer_numbers_the_partitions_as_the_store_records_them(
+        postgres_uri: str, tmp_path: Path) -> None:
+    PostgresStore(postgres_uri, 4).close()  # the first instance records its cluster.partitions
+    with pytest.raises(ConfigError, match=r"partitions is 8, but this store's ledger is in 4 partitions"):
+        PostgresStore(postgres_uri, 8)
+    tenant = next(f"org_{n}" for n in range(1000)
+                  if partition_of(f"org_{n}", 4) != partition_of(f"org_{n}", 16))
+    create_key(tmp_path, tenant, store=postgres_uri)  # a command without a config
+    store = PostgresStore(postgres_uri)
+    try:
+        assert store.partitions == 4
+        with store.connect() as conn:
+            rows = conn.execute("SELECT partition FROM ledger WHERE tenant = %s", (tenant,)).fetchall()
+        assert rows == [(partition_of(tenant, 4),)]  # in the tenant's partition as writers lock it
+    finally:
+        store.close()

@@ -22,16 +22,15 @@ def open_store(
     pool: StorePoolConfig | None = None,
 ) -> Store:
     """The store named by ``uri`` (``postgresql://…``), or the data folder's SQLite one;
-    ``partitions`` is the cluster's (the PostgreSQL ledger's partition column), ``pool`` the
-    PostgreSQL store's connection settings."""
+    ``partitions`` is the cluster's (the PostgreSQL ledger's partition column; None: the
+    store's own, ``scr.store.postgres.agreed_partitions``), ``pool`` the PostgreSQL store's
+    connection settings."""
     if uri:
-        from scr.store.postgres import DEFAULT_PARTITIONS, PostgresStore, is_postgres_uri
+        from scr.store.postgres import PostgresStore, is_postgres_uri
 
         if not is_postgres_uri(uri):
             raise ValueError("a store URI starts with postgresql:// (or postgres://)")
-        return PostgresStore(
-            uri, DEFAULT_PARTITIONS if partitions is None else partitions, pool=pool
-        )
+        return PostgresStore(uri, partitions, pool=pool)
     from scr.store.sqlite import SqliteStore
 
     return SqliteStore(data_dir)

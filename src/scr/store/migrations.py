@@ -279,6 +279,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(12, "OpenTelemetry pending spans", _sql(OTLP_SPANS)),
     # issue 19, the write path without a global lock: in-flight seqs and per-tenant tree sizes
     Migration(13, "ledger: writers side by side (safe seq, tree sizes per tenant)", _sql(SIDE_BY_SIDE)),
+    # issue 19: the partition count every writer must agree on (scr.store.postgres.agreed_partitions)
+    Migration(14, "store settings: the ledger's partition count", _sql(
+        "CREATE TABLE store_settings (name text PRIMARY KEY, value text NOT NULL)"
+    )),
 )
 
 

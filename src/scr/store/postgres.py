@@ -32,7 +32,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from scr.config import StorePoolConfig
-from scr.errors import Unavailable
+from scr.errors import ConfigError, Unavailable
 from scr.retention.tiers import ArchiveTier
 from scr.store import holds, segments, usage, vectors
 from scr.store.migrations import migrate
@@ -59,6 +59,7 @@ from scr.store.sql import PgSql
 log = logging.getLogger("scr.store.postgres")
 
 DEFAULT_PARTITIONS = 16
+PARTITIONS_SETTING = "partitions"  # its row in store_settings (agreed_partitions)
 # The first key of a partition's write lock (pg_advisory_xact_lock(key, partition)): "scrl".
 PARTITION_WRITE_LOCKS = 0x7363726C
 # After each commit that appended entries the writer notifies this channel with its newest seq
@@ -85,6 +86,27 @@ def partition_of(tenant: str, partitions: int) -> int:
     modulo ``partitions``. Stable across processes, versions and languages."""
     digest = hashlib.sha256(tenant.encode()).digest()
     return int.from_bytes(digest[:8], "big") % partitions
+
+
+def agreed_partitions(conn: Connection, asked: int | None) -> int:
+    """The ledger's partition count. The first instance that opens the store with
+    ``cluster.partitions`` records it, and every later one must ask the same: a write locks
+    its tenant's partition, so writers that number them differently could append to one
+    chain at once. ``asked`` None (a command such as ``scr keys create --store`` that reads
+    no config) takes the recorded count, or the default before any instance recorded one."""
+    if asked is not None:
+        conn.execute("INSERT INTO store_settings VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                     (PARTITIONS_SETTING, str(asked)))
+    row = conn.execute("SELECT value FROM store_settings WHERE name = %s", (PARTITIONS_SETTING,)).fetchone()
+    if row is None:
+        return DEFAULT_PARTITIONS
+    recorded = int(row[0])
+    if asked is not None and asked != recorded:
+        raise ConfigError(
+            f"cluster.partitions is {asked}, but this store's ledger is in {recorded} partitions "
+            f"(recorded by the first instance that used it); start every instance with "
+            f"cluster.partitions: {recorded}")
+    return recorded
 
 
 def redact(uri: str) -> str:
@@ -228,18 +250,21 @@ class PostgresStore:
     commits_in_order = False
 
     def __init__(
-        self, uri: str, partitions: int = DEFAULT_PARTITIONS, apply_migrations: bool = True,
+        self, uri: str, partitions: int | None = None, apply_migrations: bool = True,
         pool: StorePoolConfig | None = None,
     ) -> None:
-        if partitions < 1:
+        """``partitions``: the config's ``cluster.partitions`` (None: a command that does not
+        say, which takes the store's; ``agreed_partitions``)."""
+        if partitions is not None and partitions < 1:
             raise ValueError("partitions must be at least 1")
         self.uri = uri
-        self.partitions = partitions
         self.pool = pool or StorePoolConfig()
+        self.partitions = partitions or DEFAULT_PARTITIONS
         self._listener: Connection | None = None  # LISTENs for appends (wait_for_appends)
         if apply_migrations:
             with _connect(uri, self.pool) as conn:
                 migrate(conn)
+                self.partitions = agreed_partitions(conn, partitions)
         self._pool = ConnectionPool(
             uri, min_size=self.pool.min_connections, max_size=self.pool.max_connections,
             kwargs={"autocommit": True, "connect_timeout": self.pool.connect_timeout_s},
