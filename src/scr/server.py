@@ -533,9 +533,8 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
                     await follower
             if runtime.bus is not None:
                 await runtime.bus.stop()
-            for worker in runtime.workers.values():
-                if worker.running:
-                    await worker.stop()
+            # side by side: each lets its deliveries in flight end (STOP_GRACE_S at most)
+            await asyncio.gather(*(w.stop() for w in runtime.workers.values() if w.running))
             runtime.committer.close()
             if readers is not None:
                 await readers.close()

@@ -169,9 +169,8 @@ def run_reader(args: ChildArgs) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for worker in workers.values():
-            if worker.running:
-                await worker.stop()
+        # side by side: each lets its deliveries in flight end (STOP_GRACE_S at most)
+        await asyncio.gather(*(w.stop() for w in workers.values() if w.running))
         await remote.close()
         store.close()
         wake.close()
