@@ -69,6 +69,7 @@ from scr.security.auth import Authenticator
 from scr.serve.status import ProcessesCollector, not_running, read_status
 from scr.store import open_store
 from scr.store.records import StoredEntry
+from scr.tasks import stop_task
 from scr.usage.routes import usage_routes
 
 log = logging.getLogger("scr.server")
@@ -525,12 +526,10 @@ def create_app(config: Config, data_dir: Path, store_uri: str | None = None,
         try:
             yield
         finally:
-            for stop_task in runtime.before_stop:
-                await stop_task()
+            for before in runtime.before_stop:
+                await before()
             if follower is not None:
-                follower.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await follower
+                await stop_task(follower)
             if runtime.bus is not None:
                 await runtime.bus.stop()
             # side by side: each lets its deliveries in flight end (STOP_GRACE_S at most)

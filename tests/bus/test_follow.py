@@ -7,15 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from types import SimpleNamespace
 
 import pytest
 from test_commit import committer_for, submission
 
-from scr.bus.instance import BusInstance
 from scr.log import tail as tail_module
 from scr.log.commit import Committer, Outcome
-from scr.log.tail import LedgerTail
+from scr.log.tail import LedgerTail, follow_ledger
 from scr.store import postgres
 from scr.store.postgres import PostgresStore
 
@@ -57,7 +55,7 @@ def test_commits_that_append_nothing_or_roll_back_wake_no_one(
         writing.store.set_cursor(tx, "billing", 7)  # type: ignore[arg-type]
 
     def appends_then_fails(tx: object) -> None:
-        writing._append_events(tx, [submission("evt_rolled_back")])  # type: ignore[arg-type]
+        writing.append_events_in(tx, [submission("evt_rolled_back")])  # type: ignore[arg-type]
         raise RuntimeError("this write fails after appending")
 
     asyncio.run(writing.run(cursor_only, durable=False))
@@ -78,9 +76,9 @@ def test_the_follower_wakes_the_destinations_for_another_instances_append(
 
     async def follow_and_append() -> None:
         tail = LedgerTail(listening)
-        # the follower alone, as BusInstance runs it: it reads only its callbacks
-        follower = asyncio.create_task(BusInstance._follow_ledger(  # type: ignore[arg-type]
-            SimpleNamespace(on_head=[lambda head: heads.append((head, time.monotonic()))]), listening, tail))
+        # the follower alone, as BusInstance runs it
+        follower = asyncio.create_task(follow_ledger(
+            listening, tail, [lambda head: heads.append((head, time.monotonic()))]))
         while not heads:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.2)  # the follower waits for appends now

@@ -125,12 +125,10 @@ class BusInstance:
         await self.bus.start()
         self._task = asyncio.create_task(self._keep_ownership(), name="scr-ownership")
         if self.ledger is not None:
-            self._follower = asyncio.create_task(self._follow_ledger(*self.ledger), name="scr-follow")
-
-    async def _follow_ledger(self, store: Store, tail: LedgerTail) -> None:
-        """Wake this instance's destinations (here or in its readers) for entries other
-        instances commit, as soon as the store says something was appended."""
-        await follow_ledger(store, tail, self.on_head)
+            # wakes this instance's destinations (here or in its readers) for entries other
+            # instances commit, as soon as the store says something was appended
+            store, tail = self.ledger
+            self._follower = asyncio.create_task(follow_ledger(store, tail, self.on_head), name="scr-follow")
 
     async def stop(self) -> None:
         for task in (self._task, self._follower):

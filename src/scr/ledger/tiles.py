@@ -78,8 +78,7 @@ def tree_size(conn: Sql, tenant: str, covered: int | None = None) -> int:
     """How many entries a tenant's tree holds: its entries with ``seq <= covered_seq``
     (PostgreSQL: ``ledger_tree_sizes``, written under the tenant's partition lock)."""
     if isinstance(conn, PgSql):
-        row = conn.execute("SELECT size FROM ledger_tree_sizes WHERE tenant = ?", (tenant,)).fetchone()
-        return int(row[0]) if row else 0
+        return stored_tree_sizes(conn, [tenant]).get(tenant, 0)
     if covered is None:
         covered = covered_seq(conn)
     # Walks the (tenant, tenant_seq) index from its end; entries past covered_seq are rare.
@@ -88,6 +87,21 @@ def tree_size(conn: Sql, tenant: str, covered: int | None = None) -> int:
         (tenant, covered),
     ).fetchone()
     return 0 if row is None else int(row[0]) + 1
+
+
+def stored_tree_sizes(conn: Sql, tenants: list[str]) -> dict[str, int]:
+    """The tree sizes of these tenants as ``ledger_tree_sizes`` holds them (PostgreSQL; a
+    tenant without a row is missing)."""
+    rows = conn.execute("SELECT tenant, size FROM ledger_tree_sizes WHERE tenant = ANY(?)", (tenants,))
+    return {tenant: int(size) for tenant, size in rows.fetchall()}
+
+
+def store_tree_sizes(conn: Sql, sizes: dict[str, int]) -> None:
+    """Record tenants' new tree sizes (PostgreSQL), under their partition locks."""
+    if sizes:
+        conn.executemany(
+            "INSERT INTO ledger_tree_sizes (tenant, size) VALUES (?, ?) "
+            "ON CONFLICT (tenant) DO UPDATE SET size = excluded.size", list(sizes.items()))
 
 
 def tree_sizes(conn: Sql) -> dict[str, int]:

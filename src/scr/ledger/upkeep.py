@@ -26,7 +26,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from scr.ledger.tiles import TILE_MASK, TILE_WIDTH, TileWriter, covered_seq, tree_size, write_rows
+from scr.ledger.tiles import (
+    TILE_MASK,
+    TILE_WIDTH,
+    TileWriter,
+    covered_seq,
+    store_tree_sizes,
+    stored_tree_sizes,
+    tree_size,
+    write_rows,
+)
 from scr.log.commit import Committed
 from scr.log.nodes import MerkleTree
 from scr.native import leaf_hashes
@@ -317,7 +326,7 @@ class SizedKeeper(TreeKeeper):
             firsts: dict[str, int] = {}
             for entry in committed:
                 firsts.setdefault(entry.tenant, entry.tenant_seq)
-            stored = _stored_sizes(conn, list(firsts))
+            stored = stored_tree_sizes(conn, list(firsts))
             fresh: Sequence[Committed] = committed
             for tenant, first in firsts.items():
                 size = self._align(tenant, stored.get(tenant, 0))
@@ -329,17 +338,17 @@ class SizedKeeper(TreeKeeper):
                         f"holds {size} entries: entries were removed; run `scr ledger verify`")
                 elif size < first:  # appended by a writer without a keeper
                     self.caught_up.update(self._take_range(conn, tenant, size, first))
-            _store_sizes(conn, self._take(conn, fresh))
+            store_tree_sizes(conn, self._take(conn, fresh))
 
     def catch_up(self, conn: Sql, tenant: str) -> Head:
         """Inside a write holding the tenant's partition lock: take its every committed entry
         into its tree; its head."""
         with self._forgetting():
-            size = self._align(tenant, _stored_sizes(conn, [tenant]).get(tenant, 0))
+            size = self._align(tenant, stored_tree_sizes(conn, [tenant]).get(tenant, 0))
             taken = self._take_range(conn, tenant, size, None)
             self.caught_up.update(taken)
             if taken:
-                _store_sizes(conn, taken)
+                store_tree_sizes(conn, taken)
                 self._caught_in_tx[tenant] = taken[tenant]
             return self.head(conn, tenant)
 
@@ -347,10 +356,10 @@ class SizedKeeper(TreeKeeper):
         """Hash in every entry the trees lack: ``counts`` holds each tenant's number of entries
         (the writer holds those tenants' partition locks)."""
         with self._forgetting():
-            stored = _stored_sizes(conn, list(counts))
+            stored = stored_tree_sizes(conn, list(counts))
             for tenant, count in counts.items():
                 if stored.get(tenant, 0) < count:
-                    _store_sizes(conn, self._take_range(conn, tenant, stored.get(tenant, 0), count))
+                    store_tree_sizes(conn, self._take_range(conn, tenant, stored.get(tenant, 0), count))
 
     def _align(self, tenant: str, size: int) -> int:
         """The tenant's stored tree size, its cached tree dropped if another writer extended it."""
@@ -374,15 +383,3 @@ class SizedKeeper(TreeKeeper):
             sizes.update(self._take(conn, [CaughtUp(t, ts, seq, bytes(entry)) for t, ts, seq, entry in rows]))
             start = sizes[tenant]
         return sizes
-
-
-def _stored_sizes(conn: Sql, tenants: list[str]) -> dict[str, int]:
-    rows = conn.execute("SELECT tenant, size FROM ledger_tree_sizes WHERE tenant = ANY(?)", (tenants,))
-    return {tenant: int(size) for tenant, size in rows.fetchall()}
-
-
-def _store_sizes(conn: Sql, sizes: dict[str, int]) -> None:
-    if sizes:
-        conn.executemany(
-            "INSERT INTO ledger_tree_sizes (tenant, size) VALUES (?, ?) "
-            "ON CONFLICT (tenant) DO UPDATE SET size = excluded.size", list(sizes.items()))

@@ -267,6 +267,7 @@ class Committer:
     ) -> list[tuple[Outcome, int]]:
         """Append events with exact dedup inside a write (for a caller that commits other
         state atomically with them); per event (outcome, ledger seq)."""
+        self.lock_tenants(tx, (s.tenant for s in submissions))  # (append_events declares them)
         return self._append_events(tx, submissions)
 
     def append_entry(
@@ -308,7 +309,6 @@ class Committer:
         self, tx: Transaction, submissions: Sequence[Submission]
     ) -> list[tuple[Outcome, int]]:
         keys = [(s.tenant, s.event_id) for s in submissions]
-        self.lock_tenants(tx, (tenant for tenant, _ in keys))  # held already when declared
         pending_keys = self._pending.keys
         # hashed only for a front window (none before a store whose index is in memory)
         hashes = {k: key_hash(k) for k in keys} if self.recent.window_s > 0 else {}

@@ -39,12 +39,11 @@ from scr.retention.holds import HELD, segment_holds
 from scr.retention.segments import (
     DATA_SUFFIX,
     MANIFEST_SUFFIX,
-    TEMPORARY_SUFFIX,
     Archived,
     ArchiveError,
     Frontier,
     Manifest,
-    file_leaves,
+    left_unlisted,
     read_manifest,
     tenant_folder,
     write_segment,
@@ -223,8 +222,7 @@ class Archiver:
         if not folder.is_dir():
             return
         for path in folder.iterdir():
-            leaves = file_leaves(path.name)
-            if path.name.endswith(TEMPORARY_SUFFIX) or (leaves is not None and leaves[0] >= start):
+            if left_unlisted(path.name, start):
                 log.info("retention: removing %s, left unlisted by an interrupted pass", path)
                 path.unlink(missing_ok=True)
 

@@ -131,6 +131,14 @@ def file_leaves(file_name: str) -> tuple[int, int] | None:
     return parse_name(stem)
 
 
+def left_unlisted(file_name: str, start: int) -> bool:
+    """Whether a file in a tenant's folder is one a pass writes before it lists its segment:
+    being written (``.tmp``), or a segment's file from leaf ``start`` on (the first leaf no
+    listed segment holds). Never listed, so never read."""
+    leaves = file_leaves(file_name)
+    return file_name.endswith(TEMPORARY_SUFFIX) or (leaves is not None and leaves[0] >= start)
+
+
 def covers(ranges: Iterable[tuple[int, int]], first: int, last: int) -> bool:
     """The union of the inclusive ``ranges`` (purged segments' leaves or seqs) covers
     ``first..last``."""

@@ -35,12 +35,11 @@ from scr.retention.archiver import LOCK_FILE
 from scr.retention.segments import (
     DATA_SUFFIX,
     MANIFEST_SUFFIX,
-    TEMPORARY_SUFFIX,
     ArchiveError,
     Frontier,
     Manifest,
     block_lines,
-    file_leaves,
+    left_unlisted,
     read_manifest,
     tenant_folder,
 )
@@ -106,20 +105,11 @@ def verify_archive(segments: Iterable[SegmentRow], folder: Path | None, keys: li
         for path in sorted(root.rglob("*")):
             if not path.is_file() or path in expected or path.name == LOCK_FILE:
                 continue
-            if _unfinished(path, listed_end):  # never listed, so never read
+            if left_unlisted(path.name, listed_end.get(path.parent.name, -1) + 1):
                 report.notes.append(f"unfinished write {path}: a pass in progress, or one interrupted "
                                     "(the archiver's next pass removes it)")
             else:
                 report.found(f"extra file {path}: no listed segment names it")
-
-
-def _unfinished(path: Path, listed_end: dict[str, int]) -> bool:
-    """A file a pass writes before it lists its segment: being written (``.tmp``), or a whole
-    segment's file past the tenant's listed end (a pass lists its segment after writing it)."""
-    if path.name.endswith(TEMPORARY_SUFFIX):
-        return True
-    leaves = file_leaves(path.name)
-    return leaves is not None and leaves[0] > listed_end.get(path.parent.name, -1)
 
 
 def _listed_manifest(segment: SegmentRow, path: Path, report: Report) -> Manifest | None:
