@@ -4,7 +4,7 @@
 //! the writer; `edge` for the edge's per-event validation, with the modules it reads and
 //! writes events by (`json`, `event`, `event_rules`, `datetime`, `money`, `address`,
 //! `canonical`); `transforms` for the destinations, with the pieces it shapes outputs with
-//! (`json_out`, `times`, `ip_prefix`, `prices`); `webhooks`. The
+//! (`json_out`, `times`, `ip_prefix`, `prices`, `event_order`); `webhooks`. The
 //! the `python` feature (turned on by setuptools-rust) adds the PyO3 bindings, which cross
 //! the boundary once per batch and release the GIL while they hash. Every function gives
 //! byte for byte what its Python reference gives (`scr.native` names the references).
@@ -15,6 +15,7 @@ pub mod canonical;
 pub mod datetime;
 pub mod edge;
 pub mod event;
+pub mod event_order;
 pub mod event_rules;
 pub mod ip_prefix;
 pub mod json;

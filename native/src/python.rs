@@ -233,7 +233,7 @@ impl PyPrices {
 
 /// Each event's output of a built-in transform, as `encode_output(transform(event, entry))`
 /// gives it; `None` for an event only the Python reference shapes. `events` are JSON lines, one
-/// event a line; entry `i` was committed at `seqs[i]`, `tenant_seqs[i]`, `entry_hashes[i]`.
+/// event a line as msgspec writes it (its members in any order); entry `i` was committed at `seqs[i]`, `tenant_seqs[i]`, `entry_hashes[i]`.
 #[pyfunction]
 fn transform_events<'py>(
     py: Python<'py>,

@@ -1,9 +1,9 @@
 //! The built-in transforms of `scr.route.transforms` (`billing_v1`, `analytics_v2`,
 //! `audit_v1`, `raw_v1`), a batch of events at a time.
 //!
-//! The events arrive as JSON lines, one event a line as msgspec writes the `Event` (with the
-//! encoder of the worker's outputs), so `raw_v1` is each line as it is and `audit_v1` wraps
-//! it. Each output is the JSON `encode_output(transform(event, entry))` gives, byte for byte.
+//! The events arrive as JSON lines, one event a line as msgspec writes an `Event`, its members
+//! in any order (the ledger's canonical bytes sort them): `raw_v1` is each line with its
+//! members in the declared order (`event_order`), and `audit_v1` wraps that. Each output is the JSON `encode_output(transform(event, entry))` gives, byte for byte.
 //! An event this module cannot shape exactly as Python does (a time or an address in a form
 //! msgspec never writes, a model name only Python's case folding can look up) has no output
 //! here: the caller shapes that one with the Python reference.
@@ -11,9 +11,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+use crate::event_order::in_declared_order;
 use crate::ip_prefix::ip_prefix;
 use crate::json_out::JsonObject;
 use crate::prices::{Cost, PriceTable, Tokens};
@@ -200,23 +201,23 @@ fn analytics_v2(event: &EventView<'_>) -> Option<Vec<u8>> {
     Some(row.finish())
 }
 
-/// `audit_v1`: the whole event (as it came) with its ledger position and hash.
+/// `audit_v1`: the whole event with its ledger position and hash.
 fn audit_v1(event: &str, entry: &EntryFacts<'_>) -> Option<Vec<u8>> {
     let identity: EventIdentity<'_> = serde_json::from_str(event).ok()?;
+    let ordered = in_declared_order(event)?;
     let mut row = JsonObject::with_capacity(event.len() + OUTPUT_CAPACITY_BYTES / 4);
     row.str("schema", "audit_v1")
         .str("event_id", &identity.event_id.0)
         .int("ledger_seq", entry.seq)
         .int("tenant_seq", entry.tenant_seq)
         .hex("entry_hash", entry.entry_hash)
-        .raw("event", event.as_bytes());
+        .raw("event", &ordered);
     Some(row.finish())
 }
 
-/// `raw_v1`: the event as it came, once it reads as JSON.
+/// `raw_v1`: the whole event.
 fn raw_v1(event: &str) -> Option<Vec<u8>> {
-    serde_json::from_str::<IgnoredAny>(event).ok()?;
-    Some(event.as_bytes().to_vec())
+    in_declared_order(event)
 }
 
 fn text<'t>(value: &'t Option<Text<'_>>) -> Option<&'t str> {
@@ -423,14 +424,21 @@ mod tests {
     }
 
     #[test]
-    fn audit_v1_and_raw_v1_carry_the_event_as_it_came() {
-        assert_eq!(
-            one(Transform::Audit, EVENT).unwrap(),
-            format!(
-                r#"{{"schema":"audit_v1","event_id":"evt_1","ledger_seq":7,"tenant_seq":3,"entry_hash":"ab01","event":{EVENT}}}"#
-            )
+    fn audit_v1_and_raw_v1_carry_the_event_in_its_declared_order() {
+        let audited = format!(
+            r#"{{"schema":"audit_v1","event_id":"evt_1","ledger_seq":7,"tenant_seq":3,"entry_hash":"ab01","event":{EVENT}}}"#
         );
+        assert_eq!(one(Transform::Audit, EVENT).unwrap(), audited);
         assert_eq!(one(Transform::Raw, EVENT).unwrap(), EVENT);
+        // as the ledger holds it: the user's members sorted
+        let sorted = EVENT.replace(
+            r#""user":{"user_id":"user_\"42\"","organization_id":"org_a","tier":"pro"}"#,
+            r#""user":{"organization_id":"org_a","tier":"pro","user_id":"user_\"42\""}"#,
+        );
+        assert_ne!(sorted, EVENT);
+        assert_eq!(one(Transform::Audit, &sorted).unwrap(), audited);
+        assert_eq!(one(Transform::Raw, &sorted).unwrap(), EVENT);
+        assert_eq!(one(Transform::Raw, "[1]"), None);
     }
 
     #[test]

@@ -35,7 +35,7 @@ from scr.route.transforms import (
     encode_output,
     resolve_transform,
 )
-from scr.schema import Event, canonical_bytes, decode_accepted_event
+from scr.schema import Event, canonical_bytes, decode_accepted_event, read_stored_event
 from support import make_event
 
 EXAMPLES = 100
@@ -181,13 +181,22 @@ def by_python(name: str, table: PriceTable, batch: list[tuple[Event, EntryRef]])
     return [encode_output(shape(event, entry)) for event, entry in batch]
 
 
+def as_ledgered(events: list[Event]) -> bytes:
+    """The events as JSON lines of their canonical bytes (keys sorted), as the ledger holds them."""
+    return b"".join(canonical_bytes(event) + b"\n" for event in events)
+
+
+CROSSINGS = {"encoded": encode_lines, "ledgered": as_ledgered}
+
+
 def arguments(
-    prices: Any, name: str, table: PriceTable, batch: list[tuple[Event, EntryRef]]
+    prices: Any, name: str, table: PriceTable, batch: list[tuple[Event, EntryRef]],
+    crossing: str = "encoded",
 ) -> tuple[Any, ...]:
     """``transform_events``'s arguments for a batch; ``prices`` is the ``Prices`` class of the
-    core or of the reference."""
+    core or of the reference; ``crossing`` how the events are written."""
     return (name, prices(*table.plain) if name == "billing_v1" else None,
-            encode_lines([event for event, _ in batch]), [entry.seq for _, entry in batch],
+            CROSSINGS[crossing]([event for event, _ in batch]), [entry.seq for _, entry in batch],
             [entry.tenant_seq for _, entry in batch], [entry.entry_hash for _, entry in batch])
 
 
@@ -203,15 +212,19 @@ def left_to_python(name: str, table: PriceTable, event: Event) -> bool:
     return not event.usage.model.isascii() or off_grid
 
 
+@pytest.mark.parametrize("crossing", CROSSINGS)
 @pytest.mark.parametrize("name", BUILTIN_TRANSFORMS)
 @bounded
 @given(price_tables(), batches)
 def test_each_native_output_is_the_python_one(
-    core: ModuleType, name: str, table: PriceTable, batch: list[tuple[Event, EntryRef]]
+    core: ModuleType, name: str, crossing: str, table: PriceTable, batch: list[tuple[Event, EntryRef]]
 ) -> None:
+    if crossing == "ledgered":  # the events as a reader decodes them from the ledger (tags sorted)
+        batch = [(read_stored_event(canonical_bytes(event)), entry) for event, entry in batch]
     expected = by_python(name, table, batch)
-    assert transforms.transform_events(*arguments(transforms.Prices, name, table, batch)) == expected
-    outputs = core.transform_events(*arguments(core.Prices, name, table, batch))
+    reference = transforms.transform_events(*arguments(transforms.Prices, name, table, batch, crossing))
+    assert reference == expected
+    outputs = core.transform_events(*arguments(core.Prices, name, table, batch, crossing))
     for output, wanted, (event, _) in zip(outputs, expected, batch, strict=True):
         if output is None:
             assert left_to_python(name, table, event), wanted
@@ -221,9 +234,20 @@ def test_each_native_output_is_the_python_one(
 
 @st.composite
 def committed(draw: st.DrawFn) -> list[Committed]:
-    """Committed events, as a destination reads them from the ledger's tail."""
-    return [Committed(entry.seq, event.tenant, entry.tenant_seq, "SESSION_COMPLETION",
-                      entry.entry_hash, event) for event, entry in draw(batches)]
+    """Committed events, as a destination reads them from the ledger's tail: decoded (with
+    their ledgered line or without), or left undecoded with their line (``from_store``)."""
+    entries = []
+    for event, entry in draw(batches):
+        line = canonical_bytes(event)
+        kept, decoded = {"decoded": (b"", event), "decoded with its line": (line, read_stored_event(line)),
+                         "undecoded": (line, None)}[draw(st.sampled_from(READ_AS))]
+        entries.append(Committed(entry.seq, event.tenant, entry.tenant_seq, "SESSION_COMPLETION",
+                                 entry.entry_hash, decoded, line=kept, event_id=event.event_id,
+                                 session_id=event.session.session_id))
+    return entries
+
+
+READ_AS = ("decoded", "decoded with its line", "undecoded")
 
 
 class FixedPrices:
@@ -237,15 +261,17 @@ class FixedPrices:
 
 
 def keep(event: Event) -> Event:
-    """Every field shown (``personal_fields: true``)."""
+    """Every field shown, by a function (as ``personal_fields: false`` shows events: each
+    one given to it)."""
     return event
 
 
+@pytest.mark.parametrize("shown", [None, keep])
 @pytest.mark.parametrize("name", BUILTIN_TRANSFORMS)
 @settings(max_examples=SENT_EXAMPLES, deadline=None)
 @given(price_tables(), committed())
 def test_a_destination_sends_the_same_with_the_core_on_and_off(
-    core: ModuleType, name: str, table: PriceTable, entries: list[Committed]
+    core: ModuleType, name: str, shown: Any, table: PriceTable, entries: list[Committed]
 ) -> None:
     sent = {}
     with pytest.MonkeyPatch.context() as patch:
@@ -253,7 +279,7 @@ def test_a_destination_sends_the_same_with_the_core_on_and_off(
             patch.setattr(native, "NATIVE", on)
             if on:
                 patch.setattr(native, "transform_events", core.transform_events)
-            outputs = Outputs(name, FixedPrices(table), keep)
+            outputs = Outputs(name, FixedPrices(table), shown)
             assert (outputs.native_transform is not None) == on
             sent[on] = outputs.of(entries)
     assert sent[True] == sent[False]

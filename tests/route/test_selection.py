@@ -10,7 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scr.route.selection import passes_filter, sample_point, sampled_in
+from scr import native
+from scr.config import DestinationConfig, FilterConfig
+from scr.route.selection import filters_anything, passes_filter, sample_point, sampled_in
+from scr.route.worker import reads_events
 from scr.schema import Event, decode_event
 from support import DELETE
 from support import make_event as event_document
@@ -117,3 +120,20 @@ def test_a_higher_rate_keeps_every_event_a_lower_rate_keeps(event_id: str, low: 
 def test_sampling_rate_outside_zero_to_one_is_refused(rate: float) -> None:
     with pytest.raises(ValueError, match=r"between 0\.0 and 1\.0"):
         sampled_in(rate, "analytics", "evt_1")
+
+
+@pytest.mark.parametrize(("settings", "decoded"), [
+    ({}, False),
+    ({"transform": "audit_v1", "sampling_rate": 0.5}, False),  # sampling reads the event id alone
+    ({"filter": FilterConfig()}, False),  # a filter without a condition passes every event
+    ({"filter": FilterConfig(tier=[])}, False),  # so does an empty list
+    ({"filter": FilterConfig(tier=["pro"])}, True),
+    ({"personal_fields": False}, True),
+    ({"transform": "tests.route.shapes:shape"}, True),  # a custom transform runs in Python
+])
+def test_a_destination_reads_events_decoded_only_to_filter_redact_or_shape_them_in_python(
+    settings: dict[str, object], decoded: bool
+) -> None:
+    config = DestinationConfig(name="d", endpoint="http://127.0.0.1:9/", **settings)  # type: ignore[arg-type]
+    assert filters_anything(config.filter) == ("filter" in settings and decoded)
+    assert reads_events(config) == (decoded or not native.NATIVE)

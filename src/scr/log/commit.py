@@ -108,6 +108,19 @@ class Committed(msgspec.Struct, frozen=True, gc=False):
     # an event's JSON as ledgered, when it was read back from the store unsealed: a
     # destination that shows the event as it is hands these bytes to its transform
     line: bytes = b""
+    # an event's id and session id, also when ``event`` is left undecoded (``None``, with
+    # ``line`` set: a reader whose destinations need neither filter nor redaction, ``event_of``)
+    event_id: str = ""
+    session_id: str = ""
+
+
+def event_of(entry: Committed) -> Event:
+    """A committed event's ``Event``: as it was read, or decoded from its ledgered line."""
+    if entry.event is not None:
+        return entry.event
+    if not entry.line:
+        raise ValueError(f"ledger entry {entry.seq} is not an event")
+    return read_stored_event(entry.line)
 
 
 # Runs inside the group's transaction, after its writes, with the entries they appended:
@@ -380,7 +393,8 @@ class Committer:
             pending.heads[tenant] = (count + 1, digest)
             event = sub.event if self.keep_events else sub.decoded
             pending.committed.append(Committed(
-                seq, tenant, count, SESSION_COMPLETION, digest, event, None, new.stored
+                seq, tenant, count, SESSION_COMPLETION, digest, event, None, new.stored,
+                event_id=sub.event_id, session_id=sub.session_id,
             ))
         return rows
 

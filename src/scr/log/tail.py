@@ -77,21 +77,43 @@ def event_entry(entry: bytes) -> _EventEntry:
 _ALERT_KINDS = frozenset((Kind.BUDGET_ALERT.value, Kind.ANOMALY.value))
 
 
-def from_store(row: StoredEntry, opener: Opening | None = None) -> Committed:
+class _SessionId(msgspec.Struct, gc=False):
+    session_id: str
+
+
+class _EventSession(msgspec.Struct, gc=False):
+    """An event read for its session id alone (msgspec skips the rest without building it)."""
+
+    session: _SessionId
+
+
+_event_session = msgspec.json.Decoder(_EventSession)
+
+
+def from_store(row: StoredEntry, opener: Opening | None = None, decode: bool = True) -> Committed:
     """A stored row as a consumer sees it (a sealed event opened by ``opener``; without one
-    it stays as ledgered, without its personal fields)."""
-    event, line = None, b""
-    if row.kind == Kind.SESSION_COMPLETION.value:
-        decoded = _raw_event_entry.decode(row.entry)
-        event = read_stored_event(decoded.payload)
-        if not decoded.seal:
-            line = bytes(decoded.payload)
-        elif opener is not None:
-            event = opener.open(event, decoded.seal)
-    elif row.kind in _ALERT_KINDS:  # delivered like an event: its payload is the message
+    it stays as ledgered, without its personal fields). ``decode=False`` leaves an unsealed
+    event undecoded (``event`` ``None``; ``event_of`` decodes its line when asked)."""
+    if row.kind in _ALERT_KINDS:  # delivered like an event: its payload is the message
         return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, None,
                          decode_entry(row.entry).payload)
-    return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, event, line=line)
+    if row.kind != Kind.SESSION_COMPLETION.value:
+        return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, None)
+    decoded = _raw_event_entry.decode(row.entry)
+    if not decoded.seal:
+        line = bytes(decoded.payload)
+        if not decode:
+            session_id = _event_session.decode(line).session.session_id
+            return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, None,
+                             line=line, event_id=row.event_id or "", session_id=session_id)
+        event = read_stored_event(line)
+    else:
+        line = b""
+        event = read_stored_event(decoded.payload)
+        if opener is not None:
+            event = opener.open(event, decoded.seal)
+    return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, event, line=line,
+                     event_id=event.event_id, session_id=event.session.session_id)
 
 
 def _slim(entry: Committed) -> Committed:
@@ -110,6 +132,9 @@ class LedgerTail:
     def __init__(self, store: Store, capacity: int = TAIL_ENTRIES) -> None:
         self.store = store
         self.opener: Opening | None = None  # set when encryption is on (scr.privacy)
+        # whether entries read from the store have their events decoded (a reader process
+        # whose destinations all take the ledgered line turns it off: ``event_of``)
+        self.decode_events = True
         self._entries: deque[Committed] = deque(maxlen=capacity)
         # Every entry up to head_seq is committed (or was rolled back): consumers read up to
         # it. On a store whose writers commit side by side (PostgreSQL), a group of this
@@ -170,7 +195,11 @@ class LedgerTail:
             # seqs are dense in the tail, so the position is the offset from the first
             return [entries[i] for i in range(start, min(start + limit, len(entries)))]
         rows = await asyncio.to_thread(self.store.entries_after, after_seq, limit)
-        return [from_store(row, self.opener) for row in rows]
+        return [self.committed(row) for row in rows]
+
+    def committed(self, row: StoredEntry) -> Committed:
+        """A row read from the store, as this tail's consumers see it (``from_store``)."""
+        return from_store(row, self.opener, self.decode_events)
 
 
 async def follow_ledger(store: Store, tail: LedgerTail, on_head: Sequence[Callable[[int], None]]) -> None:

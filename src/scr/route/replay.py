@@ -7,7 +7,6 @@ import asyncio
 from scr.errors import BadRequest
 from scr.log.commit import Committer, utc_now
 from scr.log.entry import Kind
-from scr.log.tail import from_store
 from scr.route.signing import webhook_id
 from scr.route.worker import DestinationWorker, now_ms
 from scr.security.audit import Acting, append_admin_action
@@ -42,7 +41,7 @@ def _entries(
         e for e in entries
         if (e.seq in rows and rows[e.seq].status == "delivered")
         or (e.seq not in rows and e.seq <= worker.cursor
-            and worker.chooses(from_store(e, worker.tail.opener)))
+            and worker.chooses(worker.tail.committed(e)))
     ]
 
 
@@ -67,14 +66,13 @@ async def requeue(
     stamp, due = utc_now(), now_ms()
     rows = []
     for stored in entries:
-        entry = from_store(stored, worker.tail.opener)
-        assert entry.event is not None
+        entry = worker.tail.committed(stored)
         previous = existing.get(stored.seq)
-        hook = previous.webhook_id if previous else webhook_id(worker.name, entry.event.event_id)
+        hook = previous.webhook_id if previous else webhook_id(worker.name, entry.event_id)
         if previous is None or previous.status in ("delivered", "dead"):
             worker.track_open(entry)
         rows.append(DeliveryRow(
-            worker.name, stored.seq, stored.tenant, entry.event.event_id,
+            worker.name, stored.seq, stored.tenant, entry.event_id,
             worker.session_of(entry), hook, "pending", 0, due, None, "replayed", stamp,
         ))
 

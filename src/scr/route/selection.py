@@ -62,6 +62,14 @@ def _meets_pattern(patterns: Iterable[str] | None, value: str) -> bool:
     return any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns)
 
 
+def filters_anything(filter: FilterLike | None) -> bool:
+    """Whether ``filter`` sets any condition (else every event passes it)."""
+    return filter is not None and any((
+        filter.session_type, filter.outcome_status, filter.tier, filter.model, filter.provider,
+        filter.tenant,
+    ))
+
+
 def passes_filter(filter: FilterLike | None, event: Event) -> bool:
     """Whether ``event`` meets every condition of ``filter`` (``None``: no filter)."""
     if filter is None:

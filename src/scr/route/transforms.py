@@ -260,7 +260,8 @@ def transform_events(
 ) -> list[bytes | None]:
     """Each event's output of the built-in ``transform``, as ``encode_output`` writes it.
 
-    ``events`` are JSON lines, one event a line (as ``encode_lines`` writes them); event ``i``
+    ``events`` are JSON lines, one event a line (as ``encode_lines`` writes them, or as the
+    ledger holds them: the same with their keys sorted); event ``i``
     was committed at ``seqs[i]``, ``tenant_seqs[i]`` with ``entry_hashes[i]``; ``billing_v1``
     costs them with ``prices``. The reference of the native
     core's function, which may answer ``None`` for an event it leaves to this one; this one

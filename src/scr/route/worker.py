@@ -28,16 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from scr.config import DestinationConfig
-from scr.log.commit import Committed, Committer, utc_now
+from scr.log.commit import Committed, Committer, event_of, utc_now
 from scr.log.entry import Kind
-from scr.log.tail import LedgerTail, from_store
+from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
 from scr.native import batch_webhook_id, sign, webhook_ids
 from scr.privacy.sealing import SUBJECT_PREFIX, without_personal
 from scr.route.outputs import Outputs
 from scr.route.price_file import live_prices
 from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
-from scr.route.selection import passes_filter, sampled_in
+from scr.route.selection import filters_anything, passes_filter, sampled_in
 from scr.route.signing import webhook_id
 from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
 from scr.schema import Event
@@ -108,7 +108,8 @@ class DestinationWorker:
         self.committer = committer
         self.tail = tail
         self.metrics = metrics
-        self.outputs = Outputs(config.transform, live_prices(data_dir), self._shown)
+        self.outputs = Outputs(config.transform, live_prices(data_dir),
+                               None if config.personal_fields else self._without_personal)
         self.secrets = config.secrets()
         self.sink = _make_sink(config, data_dir)
         self.events_per_delivery = (
@@ -276,10 +277,8 @@ class DestinationWorker:
     def _update_gauges(self) -> None:
         self.metrics.lag_entries.labels(self.name).set(self.lag)
 
-    def _shown(self, event: Event) -> Event:
-        """The event as this destination may see it (``personal_fields: false``: without them)."""
-        if self.config.personal_fields:
-            return event
+    def _without_personal(self, event: Event) -> Event:
+        """The event as a destination with ``personal_fields: false`` may see it."""
         user_id, opener = event.user.user_id, self.tail.opener
         subject = None
         if user_id.startswith(SUBJECT_PREFIX):  # as ledgered already (its subject erased)
@@ -294,14 +293,14 @@ class DestinationWorker:
 
     def _skip_reason(self, entry: Committed) -> str | None:
         """Why the destination skips an entry: not an event, filtered, sampled; None: it is sent."""
-        event = entry.event
         if _is_alert(entry):  # a budget alert goes to the destinations it names, as it is
             return None if self.name in entry.payload["destinations"] else "not_an_event"
-        if entry.kind != SESSION_COMPLETION or event is None:
+        if entry.kind != SESSION_COMPLETION or not entry.event_id:
             return "not_an_event"
-        if not passes_filter(self.config.filter, event):
+        if filters_anything(self.config.filter) and not passes_filter(self.config.filter,
+                                                                      event_of(entry)):
             return "filtered_out"
-        if not sampled_in(self.config.sampling_rate, self.name, event.event_id):
+        if not sampled_in(self.config.sampling_rate, self.name, entry.event_id):
             return "sampled_out"
         return None
 
@@ -364,8 +363,7 @@ class DestinationWorker:
     def session_of(self, entry: Committed) -> int:
         if _is_alert(entry):
             return session_key(entry.tenant, _delivery_key(entry))
-        assert entry.event is not None
-        return session_key(entry.tenant, entry.event.session.session_id)
+        return session_key(entry.tenant, entry.session_id)
 
     def _group(self, chosen: Sequence[Committed]) -> list[Delivery]:
         """The deliveries of chosen entries: events one by one or in batches, each budget
@@ -376,7 +374,7 @@ class DestinationWorker:
         entries = [e for e in chosen if not _is_alert(e)] if alerts else chosen
         size = self.events_per_delivery
         if size == 1:
-            hook_ids = webhook_ids(self.name, [e.event.event_id for e in entries])  # type: ignore[union-attr]
+            hook_ids = webhook_ids(self.name, [e.event_id for e in entries])
             return alerts + [
                 Delivery(hook_id, [e], [0]) for hook_id, e in zip(hook_ids, entries, strict=True)
             ]
@@ -593,7 +591,7 @@ class DestinationWorker:
             if stored is None:
                 continue
             delivery = groups.setdefault(row.webhook_id, Delivery(row.webhook_id, [], []))
-            delivery.entries.append(from_store(stored, self.tail.opener))
+            delivery.entries.append(self.tail.committed(stored))
             delivery.attempts.append(row.attempts)
         deliveries = list(groups.values())
         self._prepare(deliveries)
@@ -618,6 +616,14 @@ class DestinationWorker:
 _NOT_SENT: Any = Attempt(None, None, 0.0, "not sent: an earlier delivery of the session failed", None)
 
 
+def reads_events(config: DestinationConfig) -> bool:
+    """Whether a destination reads each event decoded: to filter it, to withhold its personal
+    fields or to shape it in Python. One that does not sends each event's ledgered line
+    through a built-in transform of the native core (``Outputs``)."""
+    return (filters_anything(config.filter) or not config.personal_fields
+            or Outputs.native_transform_of(config.transform) is None)
+
+
 def _is_alert(entry: Committed) -> bool:
     return entry.kind in ALERT_KINDS
 
@@ -626,8 +632,7 @@ def _delivery_key(entry: Committed) -> str:
     """What a delivery row names: the event id, or a budget alert's identity."""
     if _is_alert(entry):
         return key_of(entry.payload)
-    assert entry.event is not None
-    return entry.event.event_id
+    return entry.event_id
 
 
 def _describe(attempt: Attempt) -> str:

@@ -2,8 +2,9 @@
 
 It reads the ledger from each destination's durable cursor. The writer wakes it with the new
 head after each commit; it then reads the new entries from the store once, for all of its
-destinations, into its own ledger tail (one read and one decode per entry, not one per
-destination). Its destinations' writes (cursors, deliveries, attempts) go to the one writer
+destinations, into its own ledger tail (one read and at most one decode per entry, not one
+per destination; none when every destination sends the ledgered line through a built-in
+transform). Its destinations' writes (cursors, deliveries, attempts) go to the one writer
 (``scr.serve.writes``), and it answers the edge's questions on its control socket (``scr.serve.readers``).
 """
 
@@ -29,14 +30,14 @@ from scr.config import ClusterConfig, Config, DestinationConfig
 from scr.errors import NotFound, ScrError
 from scr.httpio import JSONResponse, read_body
 from scr.log.commit import Committer
-from scr.log.tail import LedgerTail, from_store
+from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
 from scr.privacy.opening import EventOpener
 from scr.privacy.setup import open_subjects
 from scr.privacy.subjects import Subjects
 from scr.route.control import LocalDestinations, ReplayRequest
 from scr.route.placement import Placement
-from scr.route.worker import DestinationWorker
+from scr.route.worker import DestinationWorker, reads_events
 from scr.security.audit import Acting
 from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared, serve_and_tell
 from scr.serve.readers import bind_unix, control_path, decode_seq, notify_path, writes_path
@@ -119,7 +120,7 @@ class Follower:
             rows = await asyncio.to_thread(self.store.entries_after, self.tail.head_seq, FETCH_ENTRIES)
             if not rows:
                 return
-            self.tail.extend([from_store(row, self.tail.opener) for row in rows], settled=True)
+            self.tail.extend([self.tail.committed(row) for row in rows], settled=True)
 
 
 def run_reader(args: ChildArgs) -> int:
@@ -141,6 +142,8 @@ def run_reader(args: ChildArgs) -> int:
     committer = cast(Committer, remote)
     writing_store = cast(Store, RecordingStore(store))
     mine = [d for d in settings.routing.destinations if d.process == process]
+    # an event is decoded only for a destination that reads it so (one read per entry)
+    tail.decode_events = any(reads_events(d) for d in mine)
 
     def build(destination: DestinationConfig) -> DestinationWorker:
         return DestinationWorker(destination, writing_store, committer, tail, metrics, data_dir)
