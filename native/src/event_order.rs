@@ -134,7 +134,16 @@ fn object(members: &[(&str, Option<&RawValue>)]) -> Vec<u8> {
 /// members of each declared object in their declared order; `None` when it is not one.
 /// JSON `null` for an optional member is left out, as msgspec leaves out a default.
 pub fn in_declared_order(line: &str) -> Option<Vec<u8>> {
+    in_declared_order_with_id(line).map(|(_, ordered)| ordered)
+}
+
+/// `in_declared_order`, and the event's `event_id` as it is written in the line (JSON).
+pub fn in_declared_order_with_id(line: &str) -> Option<(&str, Vec<u8>)> {
     let event: EventParts<'_> = serde_json::from_str(line).ok()?;
+    Some((event.event_id.get(), written(&event, line.len())))
+}
+
+fn written(event: &EventParts<'_>, size: usize) -> Vec<u8> {
     let (session, user, usage, outcome) =
         (&event.session, &event.user, &event.usage, &event.outcome);
     let session = object(&[
@@ -165,7 +174,7 @@ pub fn in_declared_order(line: &str) -> Option<Vec<u8>> {
         ("final_message", outcome.final_message),
         ("error_code", outcome.error_code),
     ]);
-    let mut row = JsonObject::with_capacity(line.len() + 16);
+    let mut row = JsonObject::with_capacity(size + 16);
     row.raw("event_type", event.event_type.get().as_bytes())
         .raw("event_id", event.event_id.get().as_bytes())
         .raw("timestamp", event.timestamp.get().as_bytes())
@@ -193,7 +202,7 @@ pub fn in_declared_order(line: &str) -> Option<Vec<u8>> {
             ]),
         );
     }
-    Some(row.finish())
+    row.finish()
 }
 
 #[cfg(test)]

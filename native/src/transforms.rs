@@ -14,7 +14,7 @@ use std::fmt;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use crate::event_order::in_declared_order;
+use crate::event_order::{in_declared_order, in_declared_order_with_id};
 use crate::ip_prefix::ip_prefix;
 use crate::json_out::JsonObject;
 use crate::prices::{Cost, PriceTable, Tokens};
@@ -203,11 +203,11 @@ fn analytics_v2(event: &EventView<'_>) -> Option<Vec<u8>> {
 
 /// `audit_v1`: the whole event with its ledger position and hash.
 fn audit_v1(event: &str, entry: &EntryFacts<'_>) -> Option<Vec<u8>> {
-    let identity: EventIdentity<'_> = serde_json::from_str(event).ok()?;
-    let ordered = in_declared_order(event)?;
+    let (event_id, ordered) = in_declared_order_with_id(event)?;
+    let event_id: Text<'_> = serde_json::from_str(event_id).ok()?;
     let mut row = JsonObject::with_capacity(event.len() + OUTPUT_CAPACITY_BYTES / 4);
     row.str("schema", "audit_v1")
-        .str("event_id", &identity.event_id.0)
+        .str("event_id", &event_id.0)
         .int("ledger_seq", entry.seq)
         .int("tenant_seq", entry.tenant_seq)
         .hex("entry_hash", entry.entry_hash)
@@ -271,12 +271,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Tags<'a> {
         }
         deserializer.deserialize_map(TagsVisitor)
     }
-}
-
-#[derive(Deserialize)]
-struct EventIdentity<'a> {
-    #[serde(borrow)]
-    event_id: Text<'a>,
 }
 
 #[derive(Deserialize)]
