@@ -4,7 +4,7 @@
 //! the writer; `edge` for the edge's per-event validation, with the modules it reads and
 //! writes events by (`json`, `event`, `event_rules`, `datetime`, `money`, `address`,
 //! `canonical`); `transforms` for the destinations, with the pieces it shapes outputs with
-//! (`json_out`, `times`, `ip_prefix`, `prices`, `event_order`); `webhooks`. The
+//! (`json_out`, `times`, `ip_prefix`, `prices`, `event_order`); `webhooks`; `usage` for the usage aggregator. The
 //! the `python` feature (turned on by setuptools-rust) adds the PyO3 bindings, which cross
 //! the boundary once per batch and release the GIL while they hash. Every function gives
 //! byte for byte what its Python reference gives (`scr.native` names the references).
@@ -26,6 +26,7 @@ pub mod money;
 pub mod prices;
 pub mod times;
 pub mod transforms;
+pub mod usage;
 pub mod webhooks;
 
 #[cfg(feature = "python")]

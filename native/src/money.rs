@@ -182,6 +182,33 @@ impl Amount {
             && -(self.exponent + trailing_zeros) <= FRACTION_DIGITS
     }
 
+    /// The amount as an integer number of `10**-places` (`int(amount.scaleb(places))`, for an
+    /// amount that many places hold exactly); `None` for one they do not, or a negative one.
+    pub fn scaled(&self, places: i128) -> Option<u128> {
+        if self.is_zero() {
+            return Some(0);
+        }
+        if self.negative {
+            return None;
+        }
+        let shift = self.exponent.checked_add(places)?;
+        let digits = if shift >= 0 {
+            self.coefficient.as_str()
+        } else {
+            let kept = self
+                .coefficient
+                .len()
+                .checked_sub(usize::try_from(-shift).ok()?)?;
+            let (kept_digits, dropped) = self.coefficient.split_at(kept);
+            if kept == 0 || !dropped.bytes().all(|b| b == b'0') {
+                return None;
+            }
+            kept_digits
+        };
+        let value: u128 = digits.parse().ok()?;
+        value.checked_mul(10u128.checked_pow(u32::try_from(shift.max(0)).ok()?)?)
+    }
+
     /// Appends Python's `str(Decimal)` of the amount (its "to-scientific-string").
     pub fn write(&self, out: &mut Vec<u8>) {
         let digits = self.coefficient.as_str();

@@ -119,6 +119,10 @@ pub enum Cost {
     Undecided,
 }
 
+/// A cost only the Python reference decides (see `Cost::Undecided`).
+#[derive(Debug, PartialEq)]
+pub struct Undecided;
+
 /// A named version of per-model prices, keyed by case-folded name.
 pub struct PriceTable {
     pub version: String,
@@ -161,19 +165,49 @@ impl PriceTable {
 
     /// The cost of `tokens` of `model`.
     pub fn cost(&self, model: &str, tokens: Tokens) -> Cost {
-        match self.price(model) {
-            Err(()) | Ok(Some(None)) => Cost::Undecided,
+        match self.priced(model, tokens, cost_usd) {
+            Ok(Some(text)) => Cost::Usd(text),
             Ok(None) => Cost::Unpriced,
-            Ok(Some(Some(price))) => match cost_usd(price, tokens) {
-                Some(text) => Cost::Usd(text),
-                None => Cost::Undecided,
-            },
+            Err(Undecided) => Cost::Undecided,
+        }
+    }
+
+    /// The cost of `tokens` of `model` as an integer number of 10**-10 USD (what
+    /// `scr.usage.aggregate` adds up); `Ok(None)` for a model the table does not know.
+    pub fn cost_units(&self, model: &str, tokens: Tokens) -> Result<Option<u128>, Undecided> {
+        self.priced(model, tokens, |price, tokens| {
+            cost_in_units(price, tokens).map(|(units, _)| units)
+        })
+    }
+
+    fn priced<T>(
+        &self,
+        model: &str,
+        tokens: Tokens,
+        rule: impl Fn(&ModelPrice, Tokens) -> Option<T>,
+    ) -> Result<Option<T>, Undecided> {
+        match self.price(model) {
+            Err(()) | Ok(Some(None)) => Err(Undecided),
+            Ok(None) => Ok(None),
+            Ok(Some(Some(price))) => rule(price, tokens).map(Some).ok_or(Undecided),
         }
     }
 }
 
 /// The cost rule, formatted; `None` on an overflow (beyond any valid event).
 fn cost_usd(price: &ModelPrice, tokens: Tokens) -> Option<String> {
+    let (units, sign) = cost_in_units(price, tokens)?;
+    Some(format!(
+        "{sign}{}.{:0width$}",
+        units / COST_UNITS_PER_USD,
+        units % COST_UNITS_PER_USD,
+        width = COST_FRACTION_DIGITS
+    ))
+}
+
+/// The cost rule in 10**-10 USD, and the sign `Decimal` writes it with (`-` for a `-0`);
+/// `None` on an overflow.
+fn cost_in_units(price: &ModelPrice, tokens: Tokens) -> Option<(u128, &'static str)> {
     let cached = tokens.cache_read.min(tokens.input);
     let terms = [
         (cached, price.cached_input.scaled),
@@ -197,12 +231,7 @@ fn cost_usd(price: &ModelPrice, tokens: Tokens) -> Option<String> {
         .iter()
         .all(|p| p.negative_zero);
     let sign = if all_negative_zero { "-" } else { "" };
-    Some(format!(
-        "{sign}{}.{:0width$}",
-        units / COST_UNITS_PER_USD,
-        units % COST_UNITS_PER_USD,
-        width = COST_FRACTION_DIGITS
-    ))
+    Some((units, sign))
 }
 
 #[cfg(test)]

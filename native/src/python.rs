@@ -8,7 +8,7 @@ use pyo3::types::{PyBytes, PyString};
 
 use crate::prices::PriceTable;
 use crate::transforms::{self, EntryFacts, Transform};
-use crate::{edge, keys, ledger, webhooks};
+use crate::{edge, keys, ledger, usage, webhooks};
 
 fn bytes_of<'a>(items: &'a [Bound<'_, PyBytes>]) -> Vec<&'a [u8]> {
     items.iter().map(|item| item.as_bytes()).collect()
@@ -274,6 +274,36 @@ fn transform_events<'py>(
         .collect())
 }
 
+// ----- the usage aggregator (scr.usage.aggregate) ---------------------------------------------
+
+/// What `count_usage` answers: each key, its counters, the first event of each session
+/// (tenant, session id, key position, duration) and the events whose cost Python decides
+/// (entry position, key position).
+type Counted = (
+    Vec<usage::UsageKey>,
+    Vec<[u128; usage::COUNTERS]>,
+    Vec<(String, String, usize, u64)>,
+    Vec<(usize, usize)>,
+);
+
+/// The usage of a group of SESSION_COMPLETION entries (JSON lines, as stored), entry `i` of
+/// tenant `tenants[i]`, costed with `prices`.
+#[pyfunction]
+fn count_usage(
+    py: Python<'_>,
+    prices: Bound<'_, PyPrices>,
+    tenants: Vec<Bound<'_, PyString>>,
+    entries: &Bound<'_, PyBytes>,
+) -> PyResult<Counted> {
+    let tenants = texts_of(&tenants)?;
+    let entries = entries.as_bytes();
+    let table = &prices.get().table;
+    let group = py
+        .detach(|| usage::count_usage(table, &tenants, entries))
+        .map_err(|error| PyValueError::new_err(error.to_string()))?;
+    Ok((group.keys, group.counters, group.firsts, group.undecided))
+}
+
 // ----- the edge: per-event validation ------------------------------------------------------
 
 /// What `check_events` answers for one event: `(event_id, tenant, session_id, model, canonical
@@ -334,5 +364,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyPrices>()?;
     module.add_function(wrap_pyfunction!(transform_events, module)?)?;
     module.add_function(wrap_pyfunction!(check_events, module)?)?;
+    module.add_function(wrap_pyfunction!(count_usage, module)?)?;
     Ok(())
 }

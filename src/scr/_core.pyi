@@ -34,3 +34,11 @@ def transform_events(
 def check_events(
     raws: Sequence[bytes], latest_epoch_us: int
 ) -> list[tuple[str, str, str, str, bytes, bytes] | None]: ...
+def count_usage(
+    prices: Prices, tenants: Sequence[str], entries: bytes
+) -> tuple[
+    list[tuple[str, int, str, str, str, str, str, str]],
+    list[list[int]],
+    list[tuple[str, str, int, int]],
+    list[tuple[int, int]],
+]: ...

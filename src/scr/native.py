@@ -18,7 +18,9 @@ The native functions and their references:
   transforms' outputs of a batch of events, costed with a price table read once; the native
   one may leave an event to the reference, which ``scr.route.outputs`` then calls);
 - ``check_events``: ``scr.event_check.check_events`` (the edge's per-event validation,
-  canonical bytes and digest).
+  canonical bytes and digest);
+- ``count_usage``: ``scr.usage.counting.count_usage`` (what a group of events adds to the
+  usage counters).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from types import ModuleType
 from scr import event_check
 from scr.log import entry, keys, merkle
 from scr.route import signing, transforms
+from scr.usage import counting
 
 FORCE_REFERENCE_ENV = "SCR_NATIVE"  # "0": run the pure-Python reference
 
@@ -63,6 +66,7 @@ transform_events: Callable[
     [str, transforms.Prices | None, bytes, Sequence[int], Sequence[int], Sequence[bytes]], list[bytes | None]
 ]
 check_events: Callable[[Sequence[bytes], int], list[event_check.Verdict]]
+count_usage: Callable[[transforms.Prices, Sequence[str], bytes], counting.Counted]
 
 if _core is not None:
     leaf_hashes = _core.leaf_hashes
@@ -76,6 +80,7 @@ if _core is not None:
     Prices = _core.Prices
     transform_events = _core.transform_events
     check_events = _core.check_events
+    count_usage = _core.count_usage
 else:
     leaf_hashes = merkle.leaf_hashes
     chain_hashes = entry.chain_hashes
@@ -88,3 +93,4 @@ else:
     Prices = transforms.Prices
     transform_events = transforms.transform_events
     check_events = event_check.check_events
+    count_usage = counting.count_usage

@@ -23,78 +23,58 @@ over the same sessions as ``sessions``.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 
 import msgspec
 
+from scr import native
 from scr.log.entry import Kind
 from scr.route.prices import PriceTable
-from scr.schema import Usage
+from scr.route.transforms import Prices
 from scr.store.protocol import Store
 from scr.store.records import DurationRow, StoredEntry, UsageRow
 from scr.store.usage import ROLLUP_MINUTES
+from scr.usage import counting
+from scr.usage.counting import (
+    COST,
+    COST_PLACES,
+    ESTIMATE,
+    ESTIMATE_PLACES,
+    SECONDS_PER_MINUTE,
+    SESSIONS,
+    UsageKey,
+    add_cost,
+    counted_event,
+    scaled,
+)
 from scr.usage.durations import bucket_of
 
-COST_PLACES = 10  # billing_v1's cost_usd: 10 decimal places
-ESTIMATE_PLACES = 18  # scr.money: an amount has at most 18 decimals
-SECONDS_PER_MINUTE = 60
+__all__ = [
+    "COST_PLACES", "ESTIMATE_PLACES", "SECONDS_PER_MINUTE", "GroupUsage", "count_group",
+    "count_sessions", "scaled", "unscaled",
+]
+
+log = logging.getLogger("scr.usage")
 _SESSION_COMPLETION = Kind.SESSION_COMPLETION.value
 
 
-class _Session(msgspec.Struct, gc=False):
+class _SessionId(msgspec.Struct, gc=False):
     session_id: str
-    session_type: str
-    duration_ms: int
-
-
-class _User(msgspec.Struct, gc=False):
-    user_id: str
-    tier: str
-
-
-class _Outcome(msgspec.Struct, gc=False):
-    status: str
-
-
-class _Counted(msgspec.Struct, gc=False):
-    """The part of an event that usage counts."""
-
-    timestamp: datetime
-    session: _Session
-    user: _User
-    usage: Usage
-    outcome: _Outcome
-
-
-class _CountedEntry(msgspec.Struct, gc=False):
-    payload: _Counted
 
 
 class _SessionOnly(msgspec.Struct, gc=False):
-    session: _Session
+    session: _SessionId
 
 
 class _SessionEntry(msgspec.Struct, gc=False):
     payload: _SessionOnly
 
 
-_decode_counted = msgspec.json.Decoder(_CountedEntry).decode
 _decode_session = msgspec.json.Decoder(_SessionEntry).decode
-
-# (tenant, minute, model, user_id, session_type, status, tier, provider)
-UsageKey = tuple[str, int, str, str, str, str, str, str]
-
-# positions in a counter list
-EVENTS, SESSIONS, INPUT, OUTPUT, TOTAL, CACHE_READ, CACHE_WRITE, REASONING, DURATION, \
-    UNPRICED, ERRORS, COST, ESTIMATE = range(13)
-
-
-def scaled(amount: Decimal, places: int) -> int:
-    """An exact decimal with at most ``places`` decimals as an integer of 10^-places."""
-    return int(amount.scaleb(places))
 
 
 def unscaled(amount: int, places: int) -> str:
@@ -131,45 +111,30 @@ class GroupUsage:
 
 
 def count_group(entries: Sequence[StoredEntry], prices: PriceTable) -> GroupUsage:
-    """Add up a group of ledger entries (sessions not yet counted: ``count_sessions``)."""
+    """Add up a group of ledger entries (sessions not yet counted: ``count_sessions``), in
+    one call of the native core (or its reference, ``scr.usage.counting``)."""
+    events = [row for row in entries if row.kind == _SESSION_COMPLETION]
     group = GroupUsage()
-    counters, first_in_group = group.counters, group.first_in_group
-    cost_of = prices.cost
-    for row in entries:
-        if row.kind != _SESSION_COMPLETION:
-            continue
-        event = _decode_counted(row.entry).payload
-        usage, session = event.usage, event.session
-        key: UsageKey = (
-            row.tenant, int(event.timestamp.timestamp()) // SECONDS_PER_MINUTE, usage.model,
-            event.user.user_id, session.session_type, event.outcome.status, event.user.tier,
-            usage.provider or "",
-        )
-        c = counters.get(key)
-        if c is None:
-            c = counters[key] = [0] * 13
-        c[EVENTS] += 1
-        c[INPUT] += usage.input_tokens
-        c[OUTPUT] += usage.output_tokens
-        c[TOTAL] += usage.total_tokens
-        c[CACHE_READ] += usage.cache_read_tokens or 0
-        c[CACHE_WRITE] += usage.cache_write_tokens or 0
-        c[REASONING] += usage.reasoning_tokens or 0
-        c[DURATION] += session.duration_ms
-        if event.outcome.status != "success":
-            c[ERRORS] += 1
-        cost = cost_of(usage)
-        if cost is None:
-            c[UNPRICED] += 1
-        else:
-            c[COST] += scaled(cost, COST_PLACES)
-        c[ESTIMATE] += scaled(usage.estimated_cost_usd, ESTIMATE_PLACES)
-        firsts = first_in_group.get(row.tenant)
-        if firsts is None:
-            firsts = first_in_group[row.tenant] = {}
-        if session.session_id not in firsts:
-            firsts[session.session_id] = (key, session.duration_ms)
+    if not events:
+        return group
+    tenants, lines = [row.tenant for row in events], b"".join(row.entry + b"\n" for row in events)
+    try:
+        keys, counters, firsts, undecided = native.count_usage(_read(prices), tenants, lines)
+    except ValueError as error:  # an entry the core cannot read: the reference counts the group
+        log.warning("usage counted in Python: %s", error)
+        keys, counters, firsts, undecided = counting.count_usage(Prices(*prices.plain), tenants, lines)
+    for index, position in undecided:  # a cost only Python decides
+        add_cost(counters[position], prices.cost(counted_event(events[index].entry).usage))
+    group.counters = dict(zip(keys, counters, strict=True))
+    for tenant, session_id, position, duration_ms in firsts:
+        group.first_in_group.setdefault(tenant, {})[session_id] = (keys[position], duration_ms)
     return group
+
+
+@functools.lru_cache(maxsize=2)
+def _read(table: PriceTable) -> Prices:
+    """A price table as the native core (or its reference) reads it, once per table."""
+    return native.Prices(*table.plain)
 
 
 def count_sessions(group: GroupUsage, first_seq: int, store: Store) -> None:
