@@ -244,6 +244,25 @@ impl Amount {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_amount_scales_to_an_exact_integer_of_its_smallest_unit() {
+        let scaled = |text: &str, places| Amount::from_number(text).unwrap().scaled(places);
+        assert_eq!(scaled("0.0075", 18), Some(7_500_000_000_000_000));
+        assert_eq!(scaled("1.50", 18), Some(1_500_000_000_000_000_000));
+        assert_eq!(scaled("1.0E-7", 18), Some(100_000_000_000));
+        assert_eq!(scaled("1E+2", 0), Some(100));
+        assert_eq!(
+            scaled("999999999.999999999999999999", 18),
+            Some(999_999_999_999_999_999_999_999_999)
+        );
+        assert_eq!(scaled("0E-20", 18), Some(0));
+        assert_eq!(scaled("-0", 18), Some(0));
+        assert_eq!(scaled("-0.0", 18), Some(0));
+        // finer than the places hold: only trailing zeros may go
+        assert_eq!(scaled("0.0075", 2), None);
+        assert_eq!(scaled("1.50", 1), Some(15));
+    }
+
     fn written(amount: Option<Amount>) -> Option<String> {
         amount.map(|amount| {
             let mut out = Vec::new();
