@@ -77,6 +77,12 @@ class Metrics:
         self.retried = Counter(
             "scr_destination_retried", "Events scheduled for a retry", ["destination"], registry=r
         )
+        self.resent = Counter(
+            "scr_destination_resent",
+            "Entries a destination reads again from its durable cursor after an error (its "
+            "delivery records not stored, the store unreachable): possible duplicates, same webhook-id",
+            ["destination"], registry=r,
+        )
         self.dead = Counter(
             "scr_destination_dead", "Events dead-lettered", ["destination"], registry=r
         )

@@ -199,7 +199,10 @@ def delivered(hook: Receiver, wanted: set[str]) -> int:
 
 
 def counted_redeliveries(url: str) -> float:
-    return scraped_metric(url, 'scr_cluster_failover_redeliveries_total{destination="hook"}', PROBE_TIMEOUT_S)
+    """What an instance counted as possibly sent again: by a new owner of the destination, and
+    by an owner resuming from the durable cursor (its delivery records lost with its writer)."""
+    return sum(scraped_metric(url, f'{metric}{{destination="hook"}}', PROBE_TIMEOUT_S) for metric in (
+        "scr_cluster_failover_redeliveries_total", "scr_destination_resent_total"))
 
 
 def finish_and_check(

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,15 @@ from serve.test_supervisor import (
     child,
     kill_and_see_it_restart,
 )
-from support import Receiver, ServerProcess, create_key, make_event, post_acknowledged, wait_for
+from support import (
+    Receiver,
+    ServerProcess,
+    create_key,
+    make_event,
+    post_acknowledged,
+    scraped_metric,
+    wait_for,
+)
 
 READER = "scr: reader destinations"
 DELIVERY_TIMEOUT_S = 60.0
@@ -161,7 +170,8 @@ def test_sigkill_of_the_writer_mid_stream_loses_nothing(
     tmp_path: Path, store_at: StoreAt, hook: Receiver
 ) -> None:
     """The writer dies under load: started again within 1 s; every acknowledged event is in
-    the ledger and at both destinations."""
+    the ledger and at both destinations, and every repeated delivery is counted (the records
+    of what was delivered died with the writer: the reader sends it again)."""
     data, uri = store_at.data, store_at.uri
     config = write_config(tmp_path, hook)
     key = create_key(data, store=uri)
@@ -180,6 +190,10 @@ def test_sigkill_of_the_writer_mid_stream_loses_nothing(
         wanted = set(acknowledged)
         wait_for(lambda: wanted <= hook.event_ids() and wanted <= archived(data),
                  timeout_s=DELIVERY_TIMEOUT_S, what="every acknowledged event at both destinations")
+        sent = Counter(item["event_id"] for request in list(hook.received)
+                       for item in request.json())  # batched: each request a list
+        repeated = sum(n - 1 for n in sent.values())
+        assert repeated <= scraped_metric(server.url, 'scr_destination_resent_total{destination="hook"}')
     finally:
         load.stop()
         server.stop()

@@ -209,8 +209,10 @@ class DestinationWorker:
         while True:
             try:
                 if resume:  # read in a thread, and inside the try: the store may be down still
-                    durable = await asyncio.to_thread(self.store.cursor, self.name)
-                    self.cursor = read_seq = durable or 0
+                    durable = await asyncio.to_thread(self.store.cursor, self.name) or 0
+                    # what was read past the durable cursor may have been sent: it goes again
+                    self.metrics.resent.labels(self.name).inc(max(0, read_seq - durable))
+                    self.cursor = read_seq = durable
                     resume = False
                 if self._resync:
                     self._resync = False
