@@ -6,7 +6,8 @@ each, in the same run. Under 60 s; ``python -m bench.bench_native``.
     events): the median over ``REPEATS`` calls of one batch call, in µs per event; for the
     destinations' transforms, what the worker pays for a 1,000-event group either way (native:
     the events written as JSON lines and shaped in one call; reference: each event shaped
-    by its Python transform and encoded);
+    by its Python transform and encoded); and ``count_usage``, what the group adds to the
+    usage aggregates;
 (b) ``Committer.append_events`` with the ledger's tree upkeep installed (exactly what the
     server runs), 1,000-event groups, fsync each, runs alternated native/reference: events/s;
 (c) the edge's ``validate`` over one 1,000-event request (``bench.ingest``'s events, random
@@ -35,6 +36,7 @@ from scr.ledger import upkeep
 from scr.log import commit, entry, merkle
 from scr.log.entry import GENESIS_HASH, LedgerEntry, Provenance, entry_bytes
 from scr.route import signing
+from scr.route import transforms as route_transforms
 from scr.route.prices import default_prices
 from scr.route.transforms import (
     BUILTIN_TRANSFORMS,
@@ -45,6 +47,7 @@ from scr.route.transforms import (
 )
 from scr.schema import Event
 from scr.security.keys import Principal, Role
+from scr.usage import counting
 
 EVENTS = 1000
 TENANTS = 10
@@ -94,6 +97,9 @@ def per_function(core: Any) -> dict[str, Any]:
     slots = [names.index(t) for t, _, _ in made]
     event_ids = [e for _, _, e in made]
     batch_body = b"[" + b",".join(stored) + b"]"
+    tenants, lines = [t for t, _, _ in made], b"".join(s + b"\n" for s in stored)
+    native_prices = core.Prices(*default_prices().plain)
+    reference_prices = route_transforms.Prices(*default_prices().plain)
     return {
         "entry_bytes_mean": round(statistics.mean(len(s) for s in stored)),
         "leaf_hashes": _compare(lambda: core.leaf_hashes(stored), lambda: merkle.leaf_hashes(stored), EVENTS),
@@ -107,6 +113,9 @@ def per_function(core: Any) -> dict[str, Any]:
         # one signature over a 1,000-event batched body
         "sign_batch_body": _compare(lambda: core.sign(SECRETS, "msg_x", 1, batch_body),
                                     lambda: signing.sign(SECRETS, "msg_x", 1, batch_body), EVENTS),
+        # what the group adds to the usage aggregates (the usage reader's per-group call)
+        "count_usage": _compare(lambda: core.count_usage(native_prices, tenants, lines),
+                                lambda: counting.count_usage(reference_prices, tenants, lines), EVENTS),
     }
 
 
