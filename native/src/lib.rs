@@ -4,10 +4,11 @@
 //! the writer; `edge` for the edge's per-event validation, with the modules it reads and
 //! writes events by (`json`, `event`, `event_rules`, `datetime`, `money`, `address`,
 //! `canonical`); `transforms` for the destinations, with the pieces it shapes outputs with
-//! (`json_out`, `times`, `ip_prefix`, `prices`, `event_order`); `webhooks`; `usage` for the usage aggregator. The
-//! the `python` feature (turned on by setuptools-rust) adds the PyO3 bindings, which cross
-//! the boundary once per batch and release the GIL while they hash. Every function gives
-//! byte for byte what its Python reference gives (`scr.native` names the references).
+//! (`event_view`, `event_order`, `json_out`, `times`, `ip_prefix`, `prices`), and `webhooks`;
+//! `usage` for the usage aggregator. The `python` feature (turned on by setuptools-rust) adds
+//! the PyO3 bindings, which cross the boundary once per batch and release the GIL while they
+//! work. Every function gives byte for byte what its Python reference gives (`scr.native`
+//! names the references).
 #![forbid(unsafe_code)]
 
 pub mod address;
@@ -17,6 +18,7 @@ pub mod edge;
 pub mod event;
 pub mod event_order;
 pub mod event_rules;
+mod event_view;
 pub mod ip_prefix;
 pub mod json;
 pub mod json_out;

@@ -8,13 +8,10 @@
 //! msgspec never writes, a model name only Python's case folding can look up) has no output
 //! here: the caller shapes that one with the Python reference.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
-
 use crate::event_order::{in_declared_order, in_declared_order_with_id};
+use crate::event_view::{EventView, Text};
 use crate::ip_prefix::ip_prefix;
 use crate::json_out::JsonObject;
 use crate::prices::{Cost, PriceTable, Tokens};
@@ -222,133 +219,6 @@ fn raw_v1(event: &str) -> Option<Vec<u8>> {
 
 fn text<'t>(value: &'t Option<Text<'_>>) -> Option<&'t str> {
     value.as_ref().map(|t| t.0.as_ref())
-}
-
-// ----- the event, as the transforms read it --------------------------------------------------
-
-/// A JSON string, borrowed from the input unless it had escapes.
-#[derive(Debug)]
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor;
-        impl<'de> Visitor<'de> for TextVisitor {
-            type Value = Cow<'de, str>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Self::Value, E> {
-                Ok(Cow::Borrowed(value))
-            }
-            fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
-                Ok(Cow::Owned(value.to_owned()))
-            }
-        }
-        deserializer.deserialize_str(TextVisitor).map(Text)
-    }
-}
-
-/// An object of strings, its members in the order written (Python's dict order).
-#[derive(Debug, Default)]
-struct Tags<'a>(Vec<(Text<'a>, Text<'a>)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Tags<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TagsVisitor;
-        impl<'de> Visitor<'de> for TagsVisitor {
-            type Value = Tags<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object of strings")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(pair) = map.next_entry::<Text<'de>, Text<'de>>()? {
-                    pairs.push(pair);
-                }
-                Ok(Tags(pairs))
-            }
-        }
-        deserializer.deserialize_map(TagsVisitor)
-    }
-}
-
-#[derive(Deserialize)]
-struct EventView<'a> {
-    #[serde(borrow)]
-    event_id: Text<'a>,
-    #[serde(borrow)]
-    timestamp: Text<'a>,
-    #[serde(borrow)]
-    session: SessionView<'a>,
-    #[serde(borrow)]
-    user: UserView<'a>,
-    #[serde(borrow)]
-    usage: UsageView<'a>,
-    #[serde(borrow)]
-    outcome: OutcomeView<'a>,
-    #[serde(borrow, default)]
-    metadata: MetadataView<'a>,
-}
-
-#[derive(Deserialize)]
-struct SessionView<'a> {
-    #[serde(borrow)]
-    session_id: Text<'a>,
-    #[serde(borrow)]
-    session_type: Text<'a>,
-    #[serde(borrow)]
-    start_time: Text<'a>,
-    #[serde(borrow)]
-    end_time: Text<'a>,
-    duration_ms: u64,
-}
-
-#[derive(Deserialize)]
-struct UserView<'a> {
-    #[serde(borrow)]
-    user_id: Text<'a>,
-    #[serde(borrow)]
-    organization_id: Text<'a>,
-    #[serde(borrow)]
-    tier: Text<'a>,
-}
-
-#[derive(Deserialize)]
-struct UsageView<'a> {
-    input_tokens: u64,
-    output_tokens: u64,
-    total_tokens: u64,
-    #[serde(borrow)]
-    model: Text<'a>,
-    #[serde(borrow)]
-    estimated_cost_usd: Text<'a>, // a decimal string, as str(Decimal) writes it
-    #[serde(borrow, default)]
-    provider: Option<Text<'a>>,
-    #[serde(default)]
-    cache_read_tokens: Option<u64>,
-    #[serde(default)]
-    cache_write_tokens: Option<u64>,
-    #[serde(default)]
-    reasoning_tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct OutcomeView<'a> {
-    #[serde(borrow)]
-    status: Text<'a>,
-    #[serde(borrow, default)]
-    error_code: Option<Text<'a>>,
-}
-
-#[derive(Deserialize, Default)]
-struct MetadataView<'a> {
-    #[serde(borrow, default)]
-    client_version: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    source_ip: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    custom_tags: Tags<'a>,
 }
 
 #[cfg(test)]

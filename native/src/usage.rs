@@ -10,13 +10,13 @@
 //! counted here but for its cost, which the caller adds; an entry this module cannot read
 //! fails the whole group, which the caller then counts in Python.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::Deserialize;
 
 use crate::datetime;
+use crate::event_view::{OutcomeView, SessionView, Text, UsageView, UserView};
 use crate::money::Amount;
 use crate::prices::{PriceTable, Tokens};
 
@@ -192,16 +192,6 @@ fn owned(key: &KeyRef<'_>) -> UsageKey {
     )
 }
 
-/// A JSON string, borrowed from the input unless it had escapes.
-#[derive(Debug)]
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Cow::<'de, str>::deserialize(deserializer).map(Text)
-    }
-}
-
 #[derive(Deserialize)]
 struct CountedEntry<'a> {
     #[serde(borrow)]
@@ -214,55 +204,13 @@ struct Counted<'a> {
     #[serde(borrow)]
     timestamp: Text<'a>,
     #[serde(borrow)]
-    session: SessionPart<'a>,
+    session: SessionView<'a>,
     #[serde(borrow)]
-    user: UserPart<'a>,
+    user: UserView<'a>,
     #[serde(borrow)]
-    usage: UsagePart<'a>,
+    usage: UsageView<'a>,
     #[serde(borrow)]
-    outcome: OutcomePart<'a>,
-}
-
-#[derive(Deserialize)]
-struct SessionPart<'a> {
-    #[serde(borrow)]
-    session_id: Text<'a>,
-    #[serde(borrow)]
-    session_type: Text<'a>,
-    duration_ms: u64,
-}
-
-#[derive(Deserialize)]
-struct UserPart<'a> {
-    #[serde(borrow)]
-    user_id: Text<'a>,
-    #[serde(borrow)]
-    tier: Text<'a>,
-}
-
-#[derive(Deserialize)]
-struct UsagePart<'a> {
-    input_tokens: u64,
-    output_tokens: u64,
-    total_tokens: u64,
-    #[serde(borrow)]
-    model: Text<'a>,
-    #[serde(borrow)]
-    estimated_cost_usd: Text<'a>, // a decimal string, as str(Decimal) writes it
-    #[serde(borrow, default)]
-    provider: Option<Text<'a>>,
-    #[serde(default)]
-    cache_read_tokens: Option<u64>,
-    #[serde(default)]
-    cache_write_tokens: Option<u64>,
-    #[serde(default)]
-    reasoning_tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct OutcomePart<'a> {
-    #[serde(borrow)]
-    status: Text<'a>,
+    outcome: OutcomeView<'a>,
 }
 
 #[cfg(test)]
