@@ -268,6 +268,16 @@ def decode_event(raw: bytes | memoryview, *, now: datetime | None = None) -> Eve
     return _decode(raw, _latest(now))
 
 
+class _SessionIdOnly(Struct, gc=False):
+    session_id: str
+
+
+class EventSessionId(Struct, gc=False):
+    """An event read for its session id alone (msgspec skips the rest without building it)."""
+
+    session: _SessionIdOnly
+
+
 def read_stored_event(payload: bytes | memoryview) -> Event:
     """An event's bytes as scr wrote them (its canonical bytes, or a ledger entry's payload)
     read back: msgspec's one pass, no rule checked again (they held when it was accepted)."""

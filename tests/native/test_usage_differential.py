@@ -8,7 +8,9 @@ sessions. Bounded: 100 examples a property.
 
 from __future__ import annotations
 
+import decimal
 import functools
+from decimal import Decimal
 from types import ModuleType
 
 import msgspec
@@ -20,7 +22,7 @@ from native.test_transforms_differential import events, left_to_python, price_ta
 from scr import native
 from scr.log.entry import Kind, LedgerEntry, Provenance, entry_bytes
 from scr.route import transforms
-from scr.route.prices import PriceTable
+from scr.route.prices import ModelPrice, PriceTable
 from scr.schema import Event, canonical_bytes, decode_accepted_event
 from scr.store.records import StoredEntry
 from scr.usage import aggregate, counting
@@ -105,3 +107,27 @@ def test_a_group_the_core_cannot_read_is_counted_in_python(
     assert "usage counted in Python" in caplog.text
     [counters] = group.counters.values()
     assert counters[counting.EVENTS] == 1 and counters[counting.ESTIMATE] == 0
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_costs_past_28_digits_are_counted_exactly(core: ModuleType, on: bool) -> None:
+    """Decimal's default context keeps 28 digits; 2**52 tokens at a price near 10**9 USD cost
+    29 digits of 10^-10 USD, as does the two events' sum: kept exactly either way."""
+    price = Decimal("999999999.999999999999999999")
+    table = PriceTable("huge", {"huge": ModelPrice(Decimal(0), price, Decimal(0))})
+    tokens = 2**52
+    made = [decode_accepted_event(msgspec.json.encode(make_event(
+        f"evt_{n}", **{"usage.model": "huge", "usage.input_tokens": 0, "usage.output_tokens": tokens + n,
+                      "usage.total_tokens": tokens + n}))) for n in range(2)]
+    rows = [StoredEntry(seq, "org_a", seq, Kind.SESSION_COMPLETION.value, "", event.event_id,
+                        stored(seq, "org_a", event), b"") for seq, event in enumerate(made, 1)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(native, "count_usage", core.count_usage if on else counting.count_usage)
+        patch.setattr(native, "Prices", core.Prices if on else transforms.Prices)
+        patch.setattr(aggregate, "_read", functools.lru_cache(maxsize=2)(aggregate._read.__wrapped__))
+        [row] = aggregate.count_group(rows, table).rows()
+    with decimal.localcontext(decimal.Context(prec=80)):
+        exact = sum(((tokens + n) * price / 10**6).quantize(Decimal("1E-10"), decimal.ROUND_HALF_EVEN)
+                    for n in range(2))
+    assert len(exact.as_tuple().digits) == 29
+    assert row.cost_usd == str(exact)

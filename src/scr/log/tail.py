@@ -17,7 +17,7 @@ import msgspec
 
 from scr.log.commit import Committed
 from scr.log.entry import Kind, Provenance, decode_entry
-from scr.schema import Event, read_stored_event
+from scr.schema import Event, EventSessionId, read_stored_event
 from scr.store.protocol import Store
 from scr.store.records import StoredEntry
 
@@ -77,17 +77,7 @@ def event_entry(entry: bytes) -> _EventEntry:
 _ALERT_KINDS = frozenset((Kind.BUDGET_ALERT.value, Kind.ANOMALY.value))
 
 
-class _SessionId(msgspec.Struct, gc=False):
-    session_id: str
-
-
-class _EventSession(msgspec.Struct, gc=False):
-    """An event read for its session id alone (msgspec skips the rest without building it)."""
-
-    session: _SessionId
-
-
-_event_session = msgspec.json.Decoder(_EventSession)
+_event_session = msgspec.json.Decoder(EventSessionId)
 
 
 def from_store(row: StoredEntry, opener: Opening | None = None, decode: bool = True) -> Committed:

@@ -65,7 +65,7 @@ class Outputs:
         # an event shown as it is crosses as its ledgered line, when it has one
         events = [entry.event if self.shown is None else self._shown(entry) for entry in entries]
         prices = self._native_prices() if self.native_transform == "billing_v1" else None
-        textless = self.native_transform in TEXTLESS_TRANSFORMS  # they read fields, in any key order
+        textless = self.native_transform in TEXTLESS_TRANSFORMS  # a long text need not cross
         lines = b"".join(_line(entry, event, textless) for entry, event in zip(entries, events, strict=True))
         outputs = native.transform_events(
             self.native_transform, prices, lines, [e.seq for e in entries],

@@ -35,6 +35,7 @@ from scr import native
 from scr.log.entry import Kind
 from scr.route.prices import PriceTable
 from scr.route.transforms import Prices
+from scr.schema import EventSessionId
 from scr.store.protocol import Store
 from scr.store.records import DurationRow, StoredEntry, UsageRow
 from scr.store.usage import ROLLUP_MINUTES
@@ -44,6 +45,7 @@ from scr.usage.counting import (
     COST_PLACES,
     ESTIMATE,
     ESTIMATE_PLACES,
+    EXACT,
     SECONDS_PER_MINUTE,
     SESSIONS,
     UsageKey,
@@ -62,16 +64,8 @@ log = logging.getLogger("scr.usage")
 _SESSION_COMPLETION = Kind.SESSION_COMPLETION.value
 
 
-class _SessionId(msgspec.Struct, gc=False):
-    session_id: str
-
-
-class _SessionOnly(msgspec.Struct, gc=False):
-    session: _SessionId
-
-
 class _SessionEntry(msgspec.Struct, gc=False):
-    payload: _SessionOnly
+    payload: EventSessionId
 
 
 _decode_session = msgspec.json.Decoder(_SessionEntry).decode
@@ -79,7 +73,7 @@ _decode_session = msgspec.json.Decoder(_SessionEntry).decode
 
 def unscaled(amount: int, places: int) -> str:
     """The decimal text of an integer of 10^-places (exact, no exponent)."""
-    return format(Decimal(amount).scaleb(-places), "f")
+    return format(Decimal(amount).scaleb(-places, EXACT), "f")
 
 
 @dataclass

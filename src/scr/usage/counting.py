@@ -10,6 +10,7 @@ case folding looks up, or of a price off its 10**-18 grid, which ``count_group``
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -72,9 +73,14 @@ def counted_event(entry: bytes) -> CountedEvent:
     return _counted_entry.decode(entry).payload
 
 
+# Decimal's default context keeps 28 digits: a cost of 2**53 tokens at a price near 10**9 USD
+# has 29 and more, and sums of many have more still. Exact for every sum of usage.
+EXACT = decimal.Context(prec=80)
+
+
 def scaled(amount: Decimal, places: int) -> int:
     """An exact decimal with at most ``places`` decimals as an integer of 10^-places."""
-    return int(amount.scaleb(places))
+    return int(amount.scaleb(places, EXACT))
 
 
 def add_cost(counters: list[int], cost: Decimal | None) -> None:
