@@ -84,10 +84,11 @@ def ended(pid: int) -> bool:
     told only once the last thread has ended)."""
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return True
     for task in tasks:
-        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+        # a thread that ended meanwhile: its folder gone, or its stat unreadable (ESRCH)
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
                 return False
     return True
