@@ -1,10 +1,10 @@
 """What the ledger's events add to the usage aggregates.
 
-Each SESSION_COMPLETION entry is decoded into a Struct of only the fields usage needs (the
-rest of the event is skipped by the decoder, never built), and added, in memory, to the
-counters of its key: (tenant, minute of its ``timestamp``, model, user_id, session_type,
-status, tier, provider). A group of entries then becomes one ``UsageRow`` per distinct key,
-written with one upsert each (``scr.store.usage``).
+Each SESSION_COMPLETION entry of a group is read for the fields usage needs alone and added,
+in memory, to the counters of its key: (tenant, minute of its ``timestamp``, model, user_id,
+session_type, status, tier, provider), in one call for the whole group (the native core's
+``count_usage``, or its reference, ``scr.usage.counting``). A group of entries then becomes
+one ``UsageRow`` per distinct key, written with one upsert each (``scr.store.usage``).
 
 Money stays exact: ``cost_usd`` is what ``billing_v1`` reports (``PriceTable.cost``, already
 rounded half-even to 10 places), kept as an integer of 10^-10 USD; the client's
