@@ -1,12 +1,14 @@
-//! An event's JSON as the native readers take it (`transforms`, `usage`): each string
-//! borrowed from the input unless it had escapes, only the fields they read, the rest
-//! skipped without being built.
+//! Events' JSON as the native readers take it (`transforms`, `usage`): JSON lines split at
+//! each newline, each string borrowed from the input unless it had escapes, only the fields
+//! they read, the rest skipped without being built.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+
+use crate::prices::Tokens;
 
 /// A JSON string, borrowed from the input unless it had escapes.
 #[derive(Debug)]
@@ -115,6 +117,17 @@ pub(crate) struct UsageView<'a> {
     pub(crate) reasoning_tokens: Option<u64>,
 }
 
+impl UsageView<'_> {
+    /// The token counts the cost rule reads.
+    pub(crate) fn tokens(&self) -> Tokens {
+        Tokens {
+            input: self.input_tokens,
+            output: self.output_tokens,
+            cache_read: self.cache_read_tokens.unwrap_or(0),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub(crate) struct OutcomeView<'a> {
     #[serde(borrow)]
@@ -131,4 +144,32 @@ pub(crate) struct MetadataView<'a> {
     pub(crate) source_ip: Option<Text<'a>>,
     #[serde(borrow, default)]
     pub(crate) custom_tags: Tags<'a>,
+}
+
+/// Each line of JSON lines; `None` if a line is empty. A newline never appears inside a JSON
+/// value as msgspec writes it (it escapes every control character), so splitting at each one
+/// (memchr's speed) finds the values without reading them: each is read, and so checked, by
+/// its reader.
+pub(crate) fn json_lines(text: &str) -> Option<Vec<&str>> {
+    let lines: Vec<&str> = text.split_terminator('\n').collect();
+    if lines.iter().any(|line| line.is_empty()) {
+        return None;
+    }
+    Some(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_are_split_at_each_newline() {
+        assert_eq!(json_lines(""), Some(vec![]));
+        assert_eq!(
+            json_lines("{\"a\":\"x\\ny\"}\n[1]\n"),
+            Some(vec!["{\"a\":\"x\\ny\"}", "[1]"])
+        );
+        assert_eq!(json_lines("1\n2"), Some(vec!["1", "2"]));
+        assert_eq!(json_lines("1\n\n2\n"), None);
+    }
 }

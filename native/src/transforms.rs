@@ -11,10 +11,10 @@
 use std::fmt;
 
 use crate::event_order::{in_declared_order, in_declared_order_with_id};
-use crate::event_view::{EventView, Text};
+use crate::event_view::{json_lines, EventView, Text};
 use crate::ip_prefix::ip_prefix;
 use crate::json_out::JsonObject;
-use crate::prices::{Cost, PriceTable, Tokens};
+use crate::prices::{Cost, PriceTable};
 use crate::times::rfc3339_utc;
 
 const TAG_COLUMN_PREFIX: &str = "tag_";
@@ -111,26 +111,10 @@ fn parsed(event: &str) -> Option<EventView<'_>> {
     serde_json::from_str(event).ok()
 }
 
-/// Each line of JSON lines; `None` if a line is empty. A newline never appears inside a JSON
-/// value as msgspec writes it (it escapes every control character), so splitting at each one
-/// (memchr's speed) finds the values without reading them: each is read, and so checked, by
-/// its transform.
-fn json_lines(text: &str) -> Option<Vec<&str>> {
-    let lines: Vec<&str> = text.split_terminator('\n').collect();
-    if lines.iter().any(|line| line.is_empty()) {
-        return None;
-    }
-    Some(lines)
-}
-
 /// `billing_v1`: what a billing system reconciles, costed with `prices`.
 fn billing_v1(event: &EventView<'_>, prices: &PriceTable) -> Option<Vec<u8>> {
     let (usage, session) = (&event.usage, &event.session);
-    let tokens = Tokens {
-        input: usage.input_tokens,
-        output: usage.output_tokens,
-        cache_read: usage.cache_read_tokens.unwrap_or(0),
-    };
+    let tokens = usage.tokens();
     let cost = match prices.cost(&usage.model.0, tokens) {
         Cost::Usd(text) => Some(text),
         Cost::Unpriced => None,
@@ -312,17 +296,6 @@ mod tests {
         let folded = EVENT.replace("gpt-4o-2024", "gpt-4\u{212a}");
         assert_eq!(one(Transform::Billing, &folded), None);
         assert_eq!(one(Transform::Billing, r#"{"event_id":"x"}"#), None);
-    }
-
-    #[test]
-    fn json_lines_are_split_at_each_newline() {
-        assert_eq!(json_lines(""), Some(vec![]));
-        assert_eq!(
-            json_lines("{\"a\":\"x\\ny\"}\n[1]\n"),
-            Some(vec!["{\"a\":\"x\\ny\"}", "[1]"])
-        );
-        assert_eq!(json_lines("1\n2"), Some(vec!["1", "2"]));
-        assert_eq!(json_lines("1\n\n2\n"), None);
     }
 
     #[test]

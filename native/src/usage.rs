@@ -16,9 +16,9 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::datetime;
-use crate::event_view::{OutcomeView, SessionView, Text, UsageView, UserView};
+use crate::event_view::{json_lines, OutcomeView, SessionView, Text, UsageView, UserView};
 use crate::money::Amount;
-use crate::prices::{PriceTable, Tokens};
+use crate::prices::PriceTable;
 
 const MICROSECONDS_PER_MINUTE: i64 = 60_000_000;
 /// `scr.usage.aggregate.ESTIMATE_PLACES`.
@@ -87,7 +87,7 @@ pub fn count_usage(
     entries: &[u8],
 ) -> Result<GroupUsage, CountError> {
     let text = std::str::from_utf8(entries).map_err(|_| CountError::NotJsonLines)?;
-    let lines: Vec<&str> = text.split_terminator('\n').collect();
+    let lines = json_lines(text).ok_or(CountError::NotJsonLines)?;
     if lines.len() != tenants.len() {
         return Err(CountError::Mismatch {
             entries: lines.len(),
@@ -143,12 +143,7 @@ pub fn count_usage(
         if event.outcome.status.0 != "success" {
             c[ERRORS] += 1;
         }
-        let tokens = Tokens {
-            input: usage.input_tokens,
-            output: usage.output_tokens,
-            cache_read: usage.cache_read_tokens.unwrap_or(0),
-        };
-        match prices.cost_units(&usage.model.0, tokens) {
+        match prices.cost_units(&usage.model.0, usage.tokens()) {
             Ok(Some(units)) => c[COST] += units,
             Ok(None) => c[UNPRICED] += 1,
             Err(_) => group.undecided.push((index, position)),

@@ -27,7 +27,6 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 import msgspec
 
@@ -45,20 +44,13 @@ from scr.usage.counting import (
     COST_PLACES,
     ESTIMATE,
     ESTIMATE_PLACES,
-    EXACT,
-    SECONDS_PER_MINUTE,
     SESSIONS,
     UsageKey,
     add_cost,
     counted_event,
-    scaled,
+    unscaled,
 )
 from scr.usage.durations import bucket_of
-
-__all__ = [
-    "COST_PLACES", "ESTIMATE_PLACES", "SECONDS_PER_MINUTE", "GroupUsage", "count_group",
-    "count_sessions", "scaled", "unscaled",
-]
 
 log = logging.getLogger("scr.usage")
 _SESSION_COMPLETION = Kind.SESSION_COMPLETION.value
@@ -69,11 +61,6 @@ class _SessionEntry(msgspec.Struct, gc=False):
 
 
 _decode_session = msgspec.json.Decoder(_SessionEntry).decode
-
-
-def unscaled(amount: int, places: int) -> str:
-    """The decimal text of an integer of 10^-places (exact, no exponent)."""
-    return format(Decimal(amount).scaleb(-places, EXACT), "f")
 
 
 @dataclass

@@ -31,9 +31,9 @@ UsageKey = tuple[str, int, str, str, str, str, str, str]
 Counted = tuple[list[UsageKey], list[list[int]], list[tuple[str, str, int, int]], list[tuple[int, int]]]
 
 # positions in a counter list
-EVENTS, SESSIONS, INPUT, OUTPUT, TOTAL, CACHE_READ, CACHE_WRITE, REASONING, DURATION, \
-    UNPRICED, ERRORS, COST, ESTIMATE = range(13)
 COUNTERS = 13
+EVENTS, SESSIONS, INPUT, OUTPUT, TOTAL, CACHE_READ, CACHE_WRITE, REASONING, DURATION, \
+    UNPRICED, ERRORS, COST, ESTIMATE = range(COUNTERS)
 
 
 class _Session(msgspec.Struct, gc=False):
@@ -81,6 +81,11 @@ EXACT = decimal.Context(prec=80)
 def scaled(amount: Decimal, places: int) -> int:
     """An exact decimal with at most ``places`` decimals as an integer of 10^-places."""
     return int(amount.scaleb(places, EXACT))
+
+
+def unscaled(amount: int, places: int) -> str:
+    """The decimal text of an integer of 10^-places (exact, no exponent)."""
+    return format(Decimal(amount).scaleb(-places, EXACT), "f")
 
 
 def add_cost(counters: list[int], cost: Decimal | None) -> None:

@@ -25,7 +25,7 @@ import msgspec
 from scr.errors import BadRequest, Detail
 from scr.store.protocol import Store
 from scr.store.records import USAGE_COUNT_COLUMNS, UsageSum
-from scr.usage.aggregate import COST_PLACES, ESTIMATE_PLACES, scaled, unscaled
+from scr.usage.counting import COST_PLACES, ESTIMATE_PLACES, scaled, unscaled
 from scr.usage.windows import WINDOWS, boundaries, utc_minute, window_start
 
 GROUP_KEYS = ("model", "user_id", "session_type", "status", "tier", "provider")

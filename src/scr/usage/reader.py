@@ -43,10 +43,11 @@ from scr.metrics import Metrics
 from scr.route.price_file import PriceSource
 from scr.store.protocol import Store
 from scr.store.records import USAGE_COUNT_COLUMNS, USAGE_CURSOR, DurationRow, StoredEntry, UsageRow
-from scr.usage.aggregate import COST_PLACES, count_group, count_sessions, scaled
+from scr.usage.aggregate import count_group, count_sessions
 from scr.usage.alerts import key_of, sent_keys
 from scr.usage.anomalies import WINDOW_MINUTES
 from scr.usage.budgets import crossings, spent, spent_now
+from scr.usage.counting import COST_PLACES, scaled
 from scr.usage.judging import ANOMALY_MARK, judge_windows, windows_due
 
 # Ledger entries counted and written per round at most. Large rounds write fewer rows per

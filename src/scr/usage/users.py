@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from scr.store.protocol import Store
 from scr.store.records import USAGE_COUNT_COLUMNS
 from scr.store.usage import ROLLUP_MINUTES
-from scr.usage.aggregate import COST_PLACES, SECONDS_PER_MINUTE, scaled, unscaled
+from scr.usage.counting import COST_PLACES, SECONDS_PER_MINUTE, scaled, unscaled
 from scr.usage.durations import median_ms
 from scr.usage.query import bad_parameter, parse_range, time_text, zone_of
 from scr.usage.windows import utc_minute
