@@ -6,8 +6,9 @@ each, in the same run. Under 60 s; ``python -m bench.bench_native``.
     events): the median over ``REPEATS`` calls of one batch call, in µs per event; for the
     destinations' transforms, what the worker pays for a 1,000-event group either way (native:
     the events written as JSON lines and shaped in one call; reference: each event shaped
-    by its Python transform and encoded); and ``count_usage``, what the group adds to the
-    usage aggregates;
+    by its Python transform and encoded); ``count_usage``, what the group adds to the usage
+    aggregates; and ``select_events``, a destination's filter (a status and a model wildcard)
+    and sampling of the group;
 (b) ``Committer.append_events`` with the ledger's tree upkeep installed (exactly what the
     server runs), 1,000-event groups, fsync each, runs alternated native/reference: events/s;
 (c) the edge's ``validate`` over one 1,000-event request (``bench.ingest``'s events, random
@@ -35,7 +36,7 @@ from scr.capture.ingest import Item, validate
 from scr.ledger import upkeep
 from scr.log import commit, entry, merkle
 from scr.log.entry import GENESIS_HASH, LedgerEntry, Provenance, entry_bytes
-from scr.route import signing
+from scr.route import selection, signing
 from scr.route import transforms as route_transforms
 from scr.route.prices import default_prices
 from scr.route.transforms import (
@@ -100,6 +101,8 @@ def per_function(core: Any) -> dict[str, Any]:
     tenants, lines = [t for t, _, _ in made], b"".join(s + b"\n" for s in stored)
     native_prices = core.Prices(*default_prices().plain)
     reference_prices = route_transforms.Prices(*default_prices().plain)
+    payloads = b"".join(sub.payload + b"\n" for sub in _submissions(EVENTS, TENANTS))
+    chosen = ("analytics", 0.5, [], ["success", "error"], [], ["gpt-4o*", "claude-*"], [], [])
     return {
         "entry_bytes_mean": round(statistics.mean(len(s) for s in stored)),
         "leaf_hashes": _compare(lambda: core.leaf_hashes(stored), lambda: merkle.leaf_hashes(stored), EVENTS),
@@ -116,6 +119,10 @@ def per_function(core: Any) -> dict[str, Any]:
         # what the group adds to the usage aggregates (the usage reader's per-group call)
         "count_usage": _compare(lambda: core.count_usage(native_prices, tenants, lines),
                                 lambda: counting.count_usage(reference_prices, tenants, lines), EVENTS),
+        # a destination's filter and sampling of the group's ledgered events (its reader's call)
+        "select_events": _compare(lambda: core.select_events(core.Selection(*chosen), payloads),
+                                  lambda: selection.select_events(selection.Selection(*chosen), payloads),
+                                  EVENTS),
     }
 
 

@@ -4,7 +4,8 @@
 //! the writer; `edge` for the edge's per-event validation, with the modules it reads and
 //! writes events by (`json`, `event`, `event_rules`, `datetime`, `money`, `address`,
 //! `canonical`); `transforms` for the destinations, with the pieces it shapes outputs with
-//! (`event_view`, `event_order`, `json_out`, `times`, `ip_prefix`, `prices`), and `webhooks`;
+//! (`event_view`, `event_order`, `json_out`, `times`, `ip_prefix`, `prices`), `selection` for
+//! their filters and sampling, and `webhooks`;
 //! `usage` for the usage aggregator. The `python` feature (turned on by setuptools-rust) adds
 //! the PyO3 bindings, which cross the boundary once per batch and release the GIL while they
 //! work. Every function gives byte for byte what its Python reference gives (`scr.native`
@@ -26,6 +27,7 @@ pub mod keys;
 pub mod ledger;
 pub mod money;
 pub mod prices;
+pub mod selection;
 pub mod times;
 pub mod transforms;
 pub mod usage;

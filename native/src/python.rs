@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
 use crate::prices::PriceTable;
+use crate::selection::{self, Conditions, Selection};
 use crate::transforms::{self, EntryFacts, Transform};
 use crate::{edge, keys, ledger, usage, webhooks};
 
@@ -274,6 +275,61 @@ fn transform_events<'py>(
         .collect())
 }
 
+// ----- the destinations' filter and sampling (scr.route.selection) ----------------------------
+
+/// A destination's filter and sampling rate, its model wildcards compiled once; refused
+/// (`ValueError`) for a rate outside [0, 1] or a wildcard left to Python's fnmatch.
+#[pyclass(frozen, name = "Selection", module = "scr._core")]
+struct PySelection {
+    selection: Selection,
+}
+
+#[pymethods]
+impl PySelection {
+    #[new]
+    #[allow(clippy::too_many_arguments)] // the filter's six conditions, as Python names them
+    fn new(
+        destination: String,
+        rate: f64,
+        session_type: Vec<String>,
+        outcome_status: Vec<String>,
+        tier: Vec<String>,
+        model: Vec<String>,
+        provider: Vec<String>,
+        tenant: Vec<String>,
+    ) -> PyResult<PySelection> {
+        let conditions = Conditions {
+            session_type,
+            outcome_status,
+            tier,
+            model,
+            provider,
+            tenant,
+        };
+        Selection::new(destination, rate, conditions)
+            .map(|selection| PySelection { selection })
+            .map_err(|error| PyValueError::new_err(error.to_string()))
+    }
+}
+
+/// One verdict byte for each event of `events` (JSON lines, as stored): 0 chosen, 1 filtered
+/// out, 2 sampled out, 3 left to the Python reference.
+#[pyfunction]
+fn select_events<'py>(
+    py: Python<'py>,
+    selection: Bound<'py, PySelection>,
+    events: &Bound<'py, PyBytes>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let text = std::str::from_utf8(events.as_bytes())
+        .map_err(|_| PyValueError::new_err("the events are not UTF-8"))?;
+    let selection = &selection.get().selection;
+    let verdicts = py
+        .detach(|| selection::select_events(selection, text))
+        .map_err(|error| PyValueError::new_err(error.to_string()))?;
+    let bytes: Vec<u8> = verdicts.iter().map(|verdict| *verdict as u8).collect();
+    Ok(PyBytes::new(py, &bytes))
+}
+
 // ----- the usage aggregator (scr.usage.aggregate) ---------------------------------------------
 
 /// What `count_usage` answers: each key, its counters, the first event of each session
@@ -365,5 +421,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(transform_events, module)?)?;
     module.add_function(wrap_pyfunction!(check_events, module)?)?;
     module.add_function(wrap_pyfunction!(count_usage, module)?)?;
+    module.add_class::<PySelection>()?;
+    module.add_function(wrap_pyfunction!(select_events, module)?)?;
     Ok(())
 }

@@ -42,3 +42,11 @@ def count_usage(
     list[tuple[str, str, int, int]],
     list[tuple[int, int]],
 ]: ...
+
+class Selection:
+    def __init__(
+        self, destination: str, rate: float, session_type: Sequence[str], outcome_status: Sequence[str],
+        tier: Sequence[str], model: Sequence[str], provider: Sequence[str], tenant: Sequence[str],
+    ) -> None: ...
+
+def select_events(selection: Selection, events: bytes) -> bytes: ...

@@ -20,7 +20,9 @@ The native functions and their references:
 - ``check_events``: ``scr.event_check.check_events`` (the edge's per-event validation,
   canonical bytes and digest);
 - ``count_usage``: ``scr.usage.counting.count_usage`` (what a group of events adds to the
-  usage counters).
+  usage counters);
+- ``select_events`` and the class ``Selection``: ``scr.route.selection`` (a destination's filter
+  and sampling of a batch of events, each read for the fields a filter names).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from types import ModuleType
 
 from scr import event_check
 from scr.log import entry, keys, merkle
-from scr.route import signing, transforms
+from scr.route import selection, signing, transforms
 from scr.usage import counting
 
 FORCE_REFERENCE_ENV = "SCR_NATIVE"  # "0": run the pure-Python reference
@@ -67,6 +69,8 @@ transform_events: Callable[
 ]
 check_events: Callable[[Sequence[bytes], int], list[event_check.Verdict]]
 count_usage: Callable[[transforms.Prices, Sequence[str], bytes], counting.Counted]
+Selection: type[selection.Selection]
+select_events: Callable[[selection.Selection, bytes], bytes]
 
 if _core is not None:
     leaf_hashes = _core.leaf_hashes
@@ -81,6 +85,8 @@ if _core is not None:
     transform_events = _core.transform_events
     check_events = _core.check_events
     count_usage = _core.count_usage
+    Selection = _core.Selection
+    select_events = _core.select_events
 else:
     leaf_hashes = merkle.leaf_hashes
     chain_hashes = entry.chain_hashes
@@ -94,3 +100,5 @@ else:
     transform_events = transforms.transform_events
     check_events = event_check.check_events
     count_usage = counting.count_usage
+    Selection = selection.Selection
+    select_events = selection.select_events

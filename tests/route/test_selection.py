@@ -122,18 +122,18 @@ def test_sampling_rate_outside_zero_to_one_is_refused(rate: float) -> None:
         sampled_in(rate, "analytics", "evt_1")
 
 
-@pytest.mark.parametrize(("settings", "decoded"), [
-    ({}, False),
-    ({"transform": "audit_v1", "sampling_rate": 0.5}, False),  # sampling reads the event id alone
-    ({"filter": FilterConfig()}, False),  # a filter without a condition passes every event
-    ({"filter": FilterConfig(tier=[])}, False),  # so does an empty list
-    ({"filter": FilterConfig(tier=["pro"])}, True),
-    ({"personal_fields": False}, True),
-    ({"transform": "tests.route.shapes:shape"}, True),  # a custom transform runs in Python
+@pytest.mark.parametrize(("settings", "filters", "decoded"), [
+    ({}, False, False),
+    ({"transform": "audit_v1", "sampling_rate": 0.5}, False, False),  # the core samples
+    ({"filter": FilterConfig()}, False, False),  # a filter without a condition passes every event
+    ({"filter": FilterConfig(tier=[])}, False, False),  # so does an empty list
+    ({"filter": FilterConfig(tier=["pro"], model=["gpt-*"])}, True, False),  # the core filters
+    ({"personal_fields": False}, False, True),
+    ({"transform": "tests.route.shapes:shape"}, False, True),  # a custom transform runs in Python
 ])
-def test_a_destination_reads_events_decoded_only_to_filter_redact_or_shape_them_in_python(
-    settings: dict[str, object], decoded: bool
+def test_a_destination_reads_events_decoded_only_to_redact_or_shape_them_in_python(
+    settings: dict[str, object], filters: bool, decoded: bool
 ) -> None:
     config = DestinationConfig(name="d", endpoint="http://127.0.0.1:9/", **settings)  # type: ignore[arg-type]
-    assert filters_anything(config.filter) == ("filter" in settings and decoded)
+    assert filters_anything(config.filter) == filters
     assert reads_events(config) == (decoded or not native.NATIVE)

@@ -15,6 +15,9 @@ import httpx
 import pytest
 
 from conftest import StoreAt
+from scr.config import FilterConfig
+from scr.route.selection import passes_filter, sampled_in
+from scr.schema import decode_event
 from serve.test_supervisor import (
     EDGES,
     USAGE,
@@ -83,6 +86,35 @@ def test_each_reader_process_has_its_title_and_destinations(tmp_path: Path, hook
             assert post_acknowledged(client, server.url, key, [make_event("evt_1")], [])
         wait_for(lambda: "evt_1" in hook.event_ids() and "evt_1" in archived(data),
                  what="the event at both destinations")
+    finally:
+        server.stop()
+
+
+def test_a_reader_filters_and_samples_the_events_it_keeps_undecoded(tmp_path: Path, hook: Receiver) -> None:
+    """The reader keeps the events' ledgered lines (a built-in transform, personal fields
+    shown): the core filters and samples them, choosing what the Python reference chooses."""
+    rule = 'filter: {outcome_status: [error, timeout], model: ["gpt-4o*"]}, sampling_rate: 0.5'
+    config = write_config(tmp_path, hook, rule)
+    data = tmp_path / "data"
+    events = [make_event(f"evt_{n}", **{"outcome.status": ("error", "timeout", "success")[n % 3],
+                                        "usage.model": ("gpt-4o-mini", "gpt-4", "GPT-4o")[n // 3 % 3]})
+              for n in range(90)]
+    decoded = [decode_event(json.dumps(event).encode()) for event in events]
+    filter_ = FilterConfig(outcome_status=["error", "timeout"], model=["gpt-4o*"])
+    passing = [event.event_id for event in decoded if passes_filter(filter_, event)]
+    wanted = {event_id for event_id in passing if sampled_in(0.5, "hook", event_id)}
+    assert 0 < len(wanted) < len(passing) < len(events)
+    server = ServerProcess(data, config).start()
+    try:
+        key = create_key(data)
+        with httpx.Client() as client:
+            assert post_acknowledged(client, server.url, key, events, [])
+        wait_for(lambda: len(archived(data)) == len(events), what="every event in the archive")
+        wait_for(lambda: scraped_metric(server.url, 'scr_destination_sampled_out_total{destination="hook"}')
+                 == len(passing) - len(wanted), what="the sampling counted")
+        assert scraped_metric(server.url, 'scr_destination_filtered_out_total{destination="hook"}') \
+            == len(events) - len(passing)
+        wait_for(lambda: hook.event_ids() == wanted, what="the chosen events delivered")
     finally:
         server.stop()
 

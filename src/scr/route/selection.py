@@ -18,6 +18,10 @@ conditions and the event field each one reads:
 Sampling: SHA-256 of ``destination`` NUL ``event_id`` is read as a number uniform in [0, 1);
 the event is taken when that number is below the rate. The same event is always taken or
 always left by a destination, while different destinations sample independently.
+
+``select_events`` judges a batch of events as the ledger holds them (JSON lines) with a
+destination's ``Selection``: the reference of the native core's, which reads only the six
+fields and the event id of each line instead of decoding it (``scr.route.choices``).
 """
 
 from __future__ import annotations
@@ -28,11 +32,19 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from scr.schema import Event
+import msgspec
+
+from scr.schema import Event, read_stored_event
 
 # A float holds 53 bits exactly: the point is a 53-bit SHA-256 prefix over 2**53, so < 1.0.
 _SAMPLE_BITS = 53
 _SAMPLE_SPACE = 1 << _SAMPLE_BITS
+
+# A verdict of select_events, one byte an event.
+CHOSEN, FILTERED_OUT, SAMPLED_OUT = 0, 1, 2
+UNDECIDED = 3
+"""The line is not an event this reader reads: the caller decides it (the core leaves a
+line it cannot read to Python; the reference, a line that is not a stored event)."""
 
 
 class FilterLike(Protocol):
@@ -98,3 +110,40 @@ def sampled_in(rate: float, destination: str, event_id: str) -> bool:
     if rate >= 1.0:
         return True
     return sample_point(destination, event_id) < rate
+
+
+class Selection:
+    """A destination's filter conditions (each a list of accepted values; empty: no
+    condition) and sampling rate, for ``select_events``."""
+
+    def __init__(
+        self, destination: str, rate: float, session_type: Sequence[str], outcome_status: Sequence[str],
+        tier: Sequence[str], model: Sequence[str], provider: Sequence[str], tenant: Sequence[str],
+    ) -> None:
+        if math.isnan(rate) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"a sampling rate is between 0.0 and 1.0, not {rate}")
+        self.destination, self.rate = destination, rate
+        self.session_type, self.outcome_status, self.tier = session_type, outcome_status, tier
+        self.model, self.provider, self.tenant = model, provider, tenant
+
+
+def select_events(selection: Selection, events: bytes) -> bytes:
+    """The verdict of each event of ``events`` (JSON lines, each a stored event)."""
+    lines = events.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    if any(not line for line in lines):
+        raise ValueError("the events are not JSON lines")
+    return bytes(_verdict(selection, line) for line in lines)
+
+
+def _verdict(selection: Selection, line: bytes) -> int:
+    try:
+        event = read_stored_event(line)
+    except msgspec.DecodeError:
+        return UNDECIDED
+    if not passes_filter(selection, event):
+        return FILTERED_OUT
+    if not sampled_in(selection.rate, selection.destination, event.event_id):
+        return SAMPLED_OUT
+    return CHOSEN

@@ -28,16 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from scr.config import DestinationConfig
-from scr.log.commit import Committed, Committer, event_of, utc_now
+from scr.log.commit import Committed, Committer, utc_now
 from scr.log.entry import Kind
 from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
 from scr.native import batch_webhook_id, sign, webhook_ids
 from scr.privacy.sealing import SUBJECT_PREFIX, without_personal
+from scr.route.choices import Chooser
 from scr.route.outputs import Outputs
 from scr.route.price_file import live_prices
 from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
-from scr.route.selection import filters_anything, passes_filter, sampled_in
 from scr.route.signing import webhook_id
 from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
 from scr.schema import Event
@@ -50,7 +50,6 @@ from scr.usage.alerts import alert_body, key_of
 
 log = logging.getLogger("scr.route")
 
-SESSION_COMPLETION = Kind.SESSION_COMPLETION.value  # read per entry: an enum's .value is slow
 
 CHUNK_ENTRIES = 1000
 RETRY_SCAN_ROWS = 1000
@@ -110,6 +109,7 @@ class DestinationWorker:
         self.metrics = metrics
         self.outputs = Outputs(config.transform, live_prices(data_dir),
                                None if config.personal_fields else self._without_personal)
+        self.chooser = Chooser(self.name, config.filter, config.sampling_rate)
         self.secrets = config.secrets()
         self.sink = _make_sink(config, data_dir)
         self.events_per_delivery = (
@@ -291,37 +291,24 @@ class DestinationWorker:
 
     def chooses(self, entry: Committed) -> bool:
         """Whether this destination's filter and sampling pick the entry (deterministic)."""
-        return self._skip_reason(entry) is None
-
-    def _skip_reason(self, entry: Committed) -> str | None:
-        """Why the destination skips an entry: not an event, filtered, sampled; None: it is sent."""
-        if _is_alert(entry):  # a budget alert goes to the destinations it names, as it is
-            return None if self.name in entry.payload["destinations"] else "not_an_event"
-        if entry.kind != SESSION_COMPLETION or not entry.event_id:
-            return "not_an_event"
-        if filters_anything(self.config.filter) and not passes_filter(self.config.filter,
-                                                                      event_of(entry)):
-            return "filtered_out"
-        if not sampled_in(self.config.sampling_rate, self.name, entry.event_id):
-            return "sampled_out"
-        return None
+        return self.chooser.reason(entry) is None
 
     def track_open(self, entry: Committed) -> None:
         """Count a new open delivery of the entry's session (for ``ordering: session``)."""
         self._open(self.session_of(entry))
 
-    def _selected(self, entry: Committed) -> bool:
-        """``chooses``, counting what filter and sampling skip."""
-        reason = self._skip_reason(entry)
-        if reason == "filtered_out":
-            self.metrics.filtered_out.labels(self.name).inc()
-        elif reason == "sampled_out":
-            self.metrics.sampled_out.labels(self.name).inc()
-        return reason is None
+    def _chosen(self, entries: Sequence[Committed]) -> list[Committed]:
+        """The entries this destination sends, counting what filter and sampling skip."""
+        reasons = self.chooser.reasons(entries)
+        if filtered := reasons.count("filtered_out"):
+            self.metrics.filtered_out.labels(self.name).inc(filtered)
+        if sampled := reasons.count("sampled_out"):
+            self.metrics.sampled_out.labels(self.name).inc(sampled)
+        return [entry for entry, reason in zip(entries, reasons, strict=True) if reason is None]
 
     async def _deliver_chunk(self, entries: list[Committed]) -> ChunkOutcome:
         """Deliver one chunk; what to record of it (nothing is written here)."""
-        chosen = [e for e in entries if self._selected(e)]
+        chosen = self._chosen(entries)
         parked: list[Committed] = []
         if self.config.ordering == "session":
             ready: list[Committed] = []
@@ -619,11 +606,11 @@ _NOT_SENT: Any = Attempt(None, None, 0.0, "not sent: an earlier delivery of the 
 
 
 def reads_events(config: DestinationConfig) -> bool:
-    """Whether a destination reads each event decoded: to filter it, to withhold its personal
-    fields or to shape it in Python. One that does not sends each event's ledgered line
-    through a built-in transform of the native core (``Outputs``)."""
-    return (filters_anything(config.filter) or not config.personal_fields
-            or Outputs.native_transform_of(config.transform) is None)
+    """Whether a destination reads each event decoded: to withhold its personal fields or to
+    shape it in Python. One that does not sends each event's ledgered line through a built-in
+    transform of the native core (``Outputs``), having filtered and sampled it there too
+    (``Chooser``)."""
+    return not config.personal_fields or Outputs.native_transform_of(config.transform) is None
 
 
 def _is_alert(entry: Committed) -> bool:
