@@ -79,8 +79,9 @@ class Metrics:
         )
         self.resent = Counter(
             "scr_destination_resent",
-            "Entries a destination reads again from its durable cursor after an error (its "
-            "delivery records not stored, the store unreachable): possible duplicates, same webhook-id",
+            "Entries a destination may send again: read again after an error in its reader, or "
+            "delivered but not recorded when it stopped (the store out of reach): possible "
+            "duplicates, same webhook-id",
             ["destination"], registry=r,
         )
         self.dead = Counter(

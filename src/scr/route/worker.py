@@ -37,6 +37,7 @@ from scr.privacy.sealing import SUBJECT_PREFIX, without_personal
 from scr.route.choices import Chooser
 from scr.route.outputs import Outputs
 from scr.route.price_file import live_prices
+from scr.route.recording import ChunkOutcome, Recorder
 from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
 from scr.route.signing import webhook_id
 from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
@@ -64,15 +65,6 @@ STOP_GRACE_S = 5.0
 # held each file to ~850 events/s (batch_size is a webhook's request size, not a file's).
 FILE_DELIVERY_EVENTS = CHUNK_ENTRIES
 ERROR_EXCERPT_CHARS = 300
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkOutcome:
-    """What a delivered chunk leaves to record: its last seq, delivery rows, attempt rows."""
-
-    last_seq: int
-    rows: list[DeliveryRow]
-    attempt_rows: list[AttemptRow]
 
 
 @dataclass(slots=True)
@@ -123,8 +115,7 @@ class DestinationWorker:
         self._enabled = asyncio.Event()
         self._slots = asyncio.Semaphore(config.concurrency)
         self._tasks: list[asyncio.Task[None]] = []
-        self._last_write: asyncio.Future[None] | None = None
-        self._resync = False  # a recording write failed: restart from the durable cursor
+        self.recorder = Recorder(self.name, store, committer, 0, self._wake_retrier.set, self._failed)
         self._draining = asyncio.Event()  # stopping: end the chunks in flight, read no more
 
     # ----- lifecycle ------------------------------------------------------------------------
@@ -133,7 +124,7 @@ class DestinationWorker:
         # read in a thread: a store slow to answer (just back from an outage) must not stall
         # the event loop, and with it every request of this instance
         durable = await asyncio.to_thread(self.store.cursor, self.name)
-        self.cursor = durable or 0
+        self.cursor = self.recorder.written_seq = durable or 0
         for row in await asyncio.to_thread(self.store.open_deliveries, self.name, 1_000_000):
             self.open_sessions[row.session_key] = self.open_sessions.get(row.session_key, 0) + 1
         if self.state != "disabled":
@@ -160,8 +151,10 @@ class DestinationWorker:
         await stop_task(consume)
         self._tasks = []
         self._draining.clear()
-        if self._last_write is not None:
-            await asyncio.wait({self._last_write})  # its failure is _written's to report
+        if unrecorded := await self.recorder.stop(STOP_GRACE_S):
+            log.warning("destination %s: stopped with %d entries delivered but not recorded (the store "
+                        "was out of reach): they will be sent again", self.name, unrecorded)
+            self.metrics.resent.labels(self.name).inc(unrecorded)
         await self.sink.close()
 
     async def enable(self, acting: Acting) -> int:
@@ -203,20 +196,15 @@ class DestinationWorker:
         outcomes are recorded, and the cursor advanced, strictly in ledger order.
         """
         read_seq = self.cursor
-        resume = False  # after an error: resume from the durable cursor
+        resume = False  # after an error: resume past the last chunk recorded (or waiting to be)
         chunks: deque[asyncio.Task[ChunkOutcome]] = deque()
         limit = 1 if self.config.ordering == "session" else MAX_CHUNKS_IN_FLIGHT
         while True:
             try:
-                if resume:  # read in a thread, and inside the try: the store may be down still
-                    durable = await asyncio.to_thread(self.store.cursor, self.name) or 0
-                    # what was read past the durable cursor may have been sent: it goes again
-                    self.metrics.resent.labels(self.name).inc(max(0, read_seq - durable))
-                    self.cursor = read_seq = durable
+                if resume:  # what was read past the settled chunks may have been sent: it goes again
+                    self.metrics.resent.labels(self.name).inc(max(0, read_seq - self.cursor))
+                    read_seq = self.cursor
                     resume = False
-                if self._resync:
-                    self._resync = False
-                    raise RuntimeError("a delivery record was not stored")
                 while chunks and chunks[0].done():
                     self._record(chunks.popleft().result())
                 self._update_gauges()
@@ -229,7 +217,7 @@ class DestinationWorker:
                     await self._enabled.wait()
                     read_seq = self.cursor
                     continue
-                ready = self.state != "disabled" and len(chunks) < limit
+                ready = self.state != "disabled" and len(chunks) < limit and not self.recorder.full
                 if ready and self.tail.head_seq > read_seq:
                     if self.config.batch_size > 1 and self.tail.head_seq - read_seq < self.config.batch_size:
                         await self.tail.wait_beyond(
@@ -255,25 +243,27 @@ class DestinationWorker:
                 for chunk in chunks:
                     chunk.cancel()
                 chunks.clear()
-                self._last_write = None
                 resume = True
                 await asyncio.sleep(RETRY_IDLE_S)
 
     async def _wait_for_work(
         self, read_seq: int | None, chunks: deque[asyncio.Task[ChunkOutcome]]
     ) -> None:
-        """Until new entries arrive (when there is room for them) or the oldest chunk ends."""
-        draining = asyncio.ensure_future(self._draining.wait())
-        waits: list[asyncio.Future[Any]] = [draining]
+        """Until new entries arrive (when there is room for them), the oldest chunk ends, or
+        the recorder, full, stores a write."""
+        made: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._draining.wait())]
         if read_seq is not None:
-            waits.append(asyncio.ensure_future(self.tail.wait_beyond(read_seq, RETRY_IDLE_S)))
+            made.append(asyncio.ensure_future(self.tail.wait_beyond(read_seq, RETRY_IDLE_S)))
+        if self.recorder.full:
+            made.append(asyncio.ensure_future(self.recorder.progressed()))
+        waits: list[asyncio.Future[Any]] = list(made)
         if chunks:
             waits.append(chunks[0])
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED,
                                timeout=None if len(waits) > 1 else RETRY_IDLE_S)
         finally:
-            for waiting in waits[: 2 if read_seq is not None else 1]:
+            for waiting in made:
                 waiting.cancel()
 
     def _update_gauges(self) -> None:
@@ -322,32 +312,13 @@ class DestinationWorker:
         return ChunkOutcome(entries[-1].seq, rows, attempt_rows)
 
     def _record(self, outcome: ChunkOutcome) -> None:
-        """Write a settled chunk's attempts, failures and cursor, behind the previous write.
+        """Record a settled chunk's attempts, failures and cursor, behind the chunks before it
+        (``Recorder``: not awaited, and tried again until the store takes it)."""
+        self.recorder.add(outcome)
+        self.cursor = outcome.last_seq
 
-        Not awaited: the committer runs writes in order, and a write lost to a crash only
-        means a redelivery from the durable cursor, with the same webhook-ids.
-        """
-        rows, attempt_rows, last = outcome.rows, outcome.attempt_rows, outcome.last_seq
-
-        def write(tx: Transaction) -> None:
-            self.store.insert_attempts(tx, attempt_rows)
-            self.store.upsert_deliveries(tx, rows)
-            self.store.set_cursor(tx, self.name, last)
-
-        self._last_write = asyncio.ensure_future(
-            self.committer.run(write, size=max(1, len(rows)), durable=False)
-        )
-        self._last_write.add_done_callback(self._written)
-        self.cursor = last
-        if rows:
-            self._last_write.add_done_callback(lambda _: self._wake_retrier.set())
-
-    def _written(self, write: asyncio.Future[None]) -> None:
-        if not write.cancelled() and write.exception() is not None:
-            # the cursor and failures were not stored: deliver again from the durable cursor
-            self.last_error = f"recording deliveries failed: {write.exception()}"
-            log.error("destination %s: %s", self.name, self.last_error)
-            self._resync = True
+    def _failed(self, error: str) -> None:
+        self.last_error = error
 
     def session_of(self, entry: Committed) -> int:
         if _is_alert(entry):
