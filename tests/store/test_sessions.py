@@ -72,6 +72,17 @@ def indexed_through(conn: sqlite3.Connection) -> int:
     return int(conn.execute(f"SELECT coalesce(max(through), 0) FROM {sessions.ALIAS}.indexed").fetchone()[0])
 
 
+def indexed_pairs(conn: sqlite3.Connection) -> int:
+    """The (key, seq) pairs held by every run's table (listed in ``runs`` or not)."""
+    tables = [name for (name,) in conn.execute(
+        f"SELECT name FROM {sessions.ALIAS}.sqlite_master WHERE type = 'table' "
+        "AND name LIKE 'run\\_%' ESCAPE '\\'")]
+    listed = {f"run_{run}" for (run,) in conn.execute(f"SELECT run FROM {sessions.ALIAS}.runs")}
+    assert set(tables) == listed  # a merge drops the tables of the runs it merged
+    return sum(conn.execute(f"SELECT count(*) FROM {sessions.ALIAS}.{table}").fetchone()[0]
+               for table in tables)
+
+
 def runs_by_level(conn: sqlite3.Connection) -> dict[int, int]:
     return dict(conn.execute(f"SELECT level, count(*) FROM {sessions.ALIAS}.runs GROUP BY level").fetchall())
 
@@ -84,7 +95,7 @@ def test_the_commit_path_writes_no_session_index(store: SqliteStore, committer: 
             "SELECT name FROM main.sqlite_master WHERE type = 'index'")]
         assert "ledger_session" not in indexes
         assert indexed_through(conn) == 0
-        assert conn.execute(f"SELECT count(*) FROM {sessions.ALIAS}.session_runs").fetchone()[0] == 0
+        assert indexed_pairs(conn) == 0
     finally:
         conn.close()
     # unindexed, every lookup reads the ledger's tail and is still exact
@@ -117,8 +128,7 @@ def test_lookups_are_exact_at_every_step_of_the_indexer(
         assert indexed_through(conn) == 100
         assert seen_levels >= {0, 1}  # runs were written and merged
         assert all(count < sessions.FANOUT for count in runs_by_level(conn).values())
-        rows = conn.execute(f"SELECT count(*) FROM {sessions.ALIAS}.session_runs").fetchone()[0]
-        assert rows == 100  # each (key, seq) once, whatever was merged
+        assert indexed_pairs(conn) == 100  # each (key, seq) once, whatever was merged
         # new entries past the runs are found in the tail, beside the indexed ones
         append(committer, 100, 14)
         assert ids_of(store, TENANT, "s2") == [*expected_ids(2, 114)[:10], "evt_100", "evt_107"]
@@ -156,7 +166,7 @@ def test_a_lost_sessions_file_is_rebuilt_from_the_ledger(
     while index_step(conn):
         pass
     conn.close()
-    store.close()  # its reader holds sessions.db attached
+    store.close()  # its reader holds the sessions file attached
     (store.data_dir / SESSIONS_FILE).unlink()
     assert ids_of(store, TENANT, "s4") == expected_ids(4, 30)  # from the tail, at once
     conn = side(store)
@@ -210,3 +220,65 @@ def test_thousands_of_sessions_are_looked_up_in_one_call(store: SqliteStore, com
     assert sorted(entry.seq for entry in found) == list(range(1, 1501))  # each session's first entry
     earlier = store.first_session_entries(TENANT, asked, before_seq=1001)
     assert sorted(entry.seq for entry in earlier) == list(range(1, 1001))
+
+
+def test_lookups_stay_exact_while_merges_drop_the_runs_they_read(
+    store: SqliteStore, committer: Committer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lookup lists the runs and reads them at one snapshot: a merge that drops a run's table
+    meanwhile is not seen (no missing table, no pair lost or counted twice)."""
+    monkeypatch.setattr(sessions, "MAX_STEP_ROWS", 3)  # many runs, merged at every level
+    append(committer, 0, 400)
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def index_all() -> None:
+        conn = side(store)
+        try:
+            while index_step(conn):
+                while merge_level(conn):
+                    pass
+        except BaseException as error:  # reported by the test's thread
+            failures.append(error)
+        finally:
+            conn.close()
+            done.set()
+
+    indexer = threading.Thread(target=index_all)
+    indexer.start()
+    lookups = 0
+    while not done.is_set() or lookups == 0:
+        assert ids_of(store, TENANT, "s3") == expected_ids(3, 400)
+        assert len(store.first_session_entries(TENANT, [f"s{i}" for i in range(7)], 10**9)) == 7
+        lookups += 1
+    indexer.join()
+    assert not failures
+    assert lookups > 1
+
+
+def test_the_single_table_index_of_earlier_versions_is_deleted_and_built_again(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "sessions.db") as earlier:  # as c0ab192e wrote it
+        earlier.execute("CREATE TABLE session_runs (run INTEGER NOT NULL, key INTEGER NOT NULL, "
+                        "seq INTEGER NOT NULL, PRIMARY KEY (run, key, seq)) WITHOUT ROWID")
+    store = SqliteStore(data)
+    committer = committer_for(store)
+    wake = store.index_sessions()
+    committer.commit_hooks.append(lambda _committed: wake())
+    try:
+        append(committer, 0, 40)
+        conn = side(store)
+        try:
+            deadline = time.monotonic() + 10
+            while indexed_through(conn) < 40 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert indexed_through(conn) == 40
+            assert indexed_pairs(conn) == 40
+        finally:
+            conn.close()
+        assert not (data / "sessions.db").exists()
+        assert ids_of(store, TENANT, "s5") == expected_ids(5, 40)
+    finally:
+        committer.close()
+        store.close()

@@ -3,19 +3,22 @@
 A random-key B-tree on the ledger's ``session_key`` cost each commit a random insert that grew
 dearer as the ledger grew. Instead the ledger's rows keep their ``session_key`` unindexed, and
 the ``SessionIndexer`` (a thread beside the one writer, woken after each durable group) copies
-the new rows' (key, seq) pairs into ``sessions.db`` as one sorted run per step. A run's rows
-carry its number first in their primary key, so writing one is an append at the right edge of
-the table's B-tree. Runs are merged in levels: when ``FANOUT`` runs share a level they become
-one run of the next, so each (key, seq) is rewritten about log_FANOUT(n / run size) times and a
-lookup searches at most ``FANOUT - 1`` runs a level. Every step and merge is one SQL statement
-that runs in SQLite's C code, without the GIL.
+the new rows' (key, seq) pairs into ``sessions.v2.db`` as one sorted run per step: a table of
+its own, ``run_<n>``, keyed by (key, seq), listed in ``runs``. Runs are merged in levels: when
+``FANOUT`` runs share a level they become one run of the next, so each (key, seq) is rewritten
+about log_FANOUT(n / run size) times and a lookup searches at most ``FANOUT - 1`` runs a level.
+A merge reads its runs in key order side by side (SQLite's merge of ordered selects: nothing
+to sort) and drops their tables (freed by the page, not deleted row by row): a rewrite costs
+about half of what it did when every run shared one table. Every step and merge runs in
+SQLite's C code, without the GIL.
 
-``sessions.db`` is derived data: ``indexed.through`` names the last ledger seq the runs hold,
+``sessions.v2.db`` is derived data: ``indexed.through`` names the last ledger seq the runs hold,
 and a lookup reads the runs and then the ledger past ``through`` (its unindexed tail, a range
-of the ledger's primary key), so an answer is exact however far the indexer trails. A missing
-``sessions.db`` is built again from the ledger (delete a damaged one: it holds nothing else).
-Entries purged by retention keep their (key, seq) in the runs; lookups read entries from the
-ledger, which no longer has them.
+of the ledger's primary key), all at one snapshot (``session_seqs``), so an answer is exact
+however far the indexer trails. A missing file is built again from the ledger (delete a damaged
+one: it holds nothing else); the single-table ``sessions.db`` of earlier versions is deleted
+and built again this way. Entries purged by retention keep their (key, seq) in the runs;
+lookups read entries from the ledger, which no longer has them.
 """
 
 from __future__ import annotations
@@ -26,21 +29,19 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("scr.store.sessions")
 
-SESSIONS_FILE = "sessions.db"
-ALIAS = "sessions"  # the schema name ``sessions.db`` is attached under
+SESSIONS_FILE = "sessions.v2.db"
+EARLIER_FILES = ("sessions.db", "sessions.db-wal", "sessions.db-shm")  # one table for every run
+ALIAS = "sessions"  # the schema name the file is attached under
 FANOUT = 4
 MAX_STEP_ROWS = 500_000  # ledger seqs read in one step (bounds a catch-up's transaction)
 SETTLE_S = 0.05  # after a wake, wait this long so that one step takes several groups
 IDLE_CHECK_S = 1.0  # look at the ledger's head this often without a wake (other writers)
 
 SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS {ALIAS}.session_runs (
-    run INTEGER NOT NULL, key INTEGER NOT NULL, seq INTEGER NOT NULL,
-    PRIMARY KEY (run, key, seq)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS {ALIAS}.runs (
     run INTEGER PRIMARY KEY, level INTEGER NOT NULL, rows INTEGER NOT NULL
 );
@@ -49,23 +50,39 @@ CREATE TABLE IF NOT EXISTS {ALIAS}.indexed (
 );
 """
 
-# The seqs of a set of session keys (``:keys``, a JSON array) below ``:before``: the runs, then
-# the ledger's tail past what they hold, each read once for all the keys. One statement
-# reads sessions.db at one snapshot: a merge's delete and insert are seen together or not at
-# all.
-SEQS_OF_KEYS = f"""
-WITH wanted(key) AS (SELECT value FROM json_each(:keys))
-SELECT seq FROM {ALIAS}.session_runs
- WHERE run IN (SELECT run FROM {ALIAS}.runs) AND key IN wanted AND seq < :before
-UNION ALL
-SELECT seq FROM main.ledger
- WHERE seq > (SELECT coalesce(max(through), 0) FROM {ALIAS}.indexed)
-   AND session_key IN wanted AND seq < :before
-"""
+
+def run_table(run: int) -> str:
+    return f"{ALIAS}.run_{int(run)}"
+
+
+def seqs_of_keys(runs: list[int]) -> str:
+    """The seqs of a set of session keys (``:keys``, a JSON array) below ``:before``: the
+    ``runs`` (their tables), then the ledger's tail past what they hold, each read once for all
+    the keys. Run it in the read transaction ``runs`` were listed in (``session_seqs``)."""
+    arms = [f"SELECT seq FROM {run_table(run)} WHERE key IN wanted AND seq < :before" for run in runs]
+    arms.append("SELECT seq FROM main.ledger "
+                f"WHERE seq > (SELECT coalesce(max(through), 0) FROM {ALIAS}.indexed) "
+                "AND session_key IN wanted AND seq < :before")
+    return "WITH wanted(key) AS (SELECT value FROM json_each(:keys)) " + " UNION ALL ".join(arms)
+
+
+def session_seqs(conn: sqlite3.Connection, query: Callable[[str], str], params: dict[str, Any]) -> list[Any]:
+    """The rows of ``query(seqs_of_keys(runs))``, the runs listed and read at one snapshot (a
+    merge that drops a run's table after the listing is not seen). ``conn`` is in autocommit
+    mode (a transaction it is in already is that snapshot)."""
+    began = not conn.in_transaction
+    if began:
+        conn.execute("BEGIN")
+    try:
+        runs = [run for (run,) in conn.execute(f"SELECT run FROM {ALIAS}.runs ORDER BY run")]
+        return conn.execute(query(seqs_of_keys(runs)), params).fetchall()
+    finally:
+        if began:
+            conn.execute("COMMIT")  # a read: nothing to keep or undo
 
 
 def attach(conn: sqlite3.Connection, data_dir: Path) -> None:
-    """Attach ``sessions.db`` to a connection of the ledger's database (made when missing; in
+    """Attach ``sessions.v2.db`` to a connection of the ledger's database (made when missing; in
     WAL mode like the ledger's, so a step's commit never waits for a lookup to end). Its
     commits are not synced (``synchronous = NORMAL``): derived data, which a power cut may
     set back by a few steps (``through`` with them) but never leaves inconsistent."""
@@ -73,6 +90,12 @@ def attach(conn: sqlite3.Connection, data_dir: Path) -> None:
     conn.execute(f"PRAGMA {ALIAS}.journal_mode = WAL")
     conn.execute(f"PRAGMA {ALIAS}.synchronous = NORMAL")
     conn.executescript(SCHEMA)
+
+
+def forget_earlier_index(data_dir: Path) -> None:
+    """Delete the ``sessions.db`` of earlier versions (the indexer builds the new one)."""
+    for name in EARLIER_FILES:
+        (Path(data_dir) / name).unlink(missing_ok=True)
 
 
 class SessionIndexer:
@@ -104,6 +127,7 @@ class SessionIndexer:
     def _run(self) -> None:
         conn = self._open_ledger()
         try:
+            forget_earlier_index(self._data_dir)
             attach(conn, self._data_dir)
             while not self._stopping:
                 if self._woken.wait(IDLE_CHECK_S):
@@ -127,7 +151,7 @@ class SessionIndexer:
 def index_step(conn: sqlite3.Connection) -> bool:
     """Copy the ledger's rows past ``through`` (at most ``MAX_STEP_ROWS`` seqs) as one run;
     whether there were any."""
-    conn.execute("BEGIN")  # deferred: only sessions.db is written, the ledger is only read
+    conn.execute("BEGIN")  # deferred: only sessions.v2.db is written, the ledger is only read
     try:
         [through] = conn.execute(
             f"SELECT coalesce(max(through), 0) FROM {ALIAS}.indexed").fetchone()
@@ -137,13 +161,16 @@ def index_step(conn: sqlite3.Connection) -> bool:
             return False
         upto = min(head, through + MAX_STEP_ROWS)
         [run] = conn.execute(f"SELECT coalesce(max(run), 0) + 1 FROM {ALIAS}.runs").fetchone()
+        _create_run(conn, run)
         rows = conn.execute(
-            f"INSERT INTO {ALIAS}.session_runs SELECT ?, session_key, seq FROM main.ledger "
+            f"INSERT INTO {run_table(run)} SELECT session_key, seq FROM main.ledger "
             "WHERE seq > ? AND seq <= ? AND session_key IS NOT NULL ORDER BY session_key, seq",
-            (run, through, upto),
+            (through, upto),
         ).rowcount
         if rows > 0:
             conn.execute(f"INSERT INTO {ALIAS}.runs VALUES (?, 0, ?)", (run, rows))
+        else:
+            conn.execute(f"DROP TABLE {run_table(run)}")
         conn.execute(f"INSERT OR REPLACE INTO {ALIAS}.indexed VALUES (1, ?)", (upto,))
         conn.commit()
     except BaseException:
@@ -166,12 +193,14 @@ def merge_level(conn: sqlite3.Connection) -> bool:
         merged = [run for (run,) in conn.execute(
             f"SELECT run FROM {ALIAS}.runs WHERE level = ? ORDER BY run LIMIT ?", (full[0], FANOUT))]
         [run] = conn.execute(f"SELECT max(run) + 1 FROM {ALIAS}.runs").fetchone()
-        marks = ",".join("?" * len(merged))
+        _create_run(conn, run)
+        # each run read in its key order, merged as read: SQLite's merge of ordered selects
+        arms = " UNION ALL ".join(f"SELECT key, seq FROM {run_table(old)}" for old in merged)
         rows = conn.execute(
-            f"INSERT INTO {ALIAS}.session_runs SELECT ?, key, seq FROM {ALIAS}.session_runs "
-            f"WHERE run IN ({marks}) ORDER BY key, seq", (run, *merged),
-        ).rowcount
-        conn.execute(f"DELETE FROM {ALIAS}.session_runs WHERE run IN ({marks})", merged)
+            f"INSERT INTO {run_table(run)} SELECT key, seq FROM ({arms}) ORDER BY key, seq").rowcount
+        for old in merged:
+            conn.execute(f"DROP TABLE {run_table(old)}")
+        marks = ",".join("?" * len(merged))
         conn.execute(f"DELETE FROM {ALIAS}.runs WHERE run IN ({marks})", merged)
         conn.execute(f"INSERT INTO {ALIAS}.runs VALUES (?, ?, ?)", (run, full[0] + 1, rows))
         conn.commit()
@@ -179,3 +208,8 @@ def merge_level(conn: sqlite3.Connection) -> bool:
         conn.rollback()
         raise
     return True
+
+
+def _create_run(conn: sqlite3.Connection, run: int) -> None:
+    conn.execute(f"CREATE TABLE {run_table(run)} (key INTEGER NOT NULL, seq INTEGER NOT NULL, "
+                 "PRIMARY KEY (key, seq)) WITHOUT ROWID")

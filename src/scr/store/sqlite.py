@@ -91,7 +91,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     hash BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_tenant ON ledger (tenant, tenant_seq);
--- Sessions are looked up in sessions.db (scr.store.sessions), built off the commit path; the
+-- Sessions are looked up in sessions.v2.db (scr.store.sessions), built off the commit path; the
 -- random-key index of earlier versions is dropped.
 DROP INDEX IF EXISTS ledger_session;
 -- The canon reads its own kinds often; partial, so event appends never touch it.
@@ -372,7 +372,7 @@ class SqliteStore:
         return self._open(SIDE_CACHE_KIB)
 
     def _reader(self) -> sqlite3.Connection:
-        """This thread's reader connection, with ``sessions.db`` attached."""
+        """This thread's reader connection, with the session index attached."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._open(READ_CACHE_KIB)
@@ -596,11 +596,13 @@ class SqliteStore:
 
     def session_entries(self, tenant: str, session_id: str) -> list[StoredEntry]:
         """Entries of one session, by its lookup key; callers check the session id itself."""
-        rows = self._reader().execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN ({sessions.SEQS_OF_KEYS}) "
-            f"AND +tenant = :tenant ORDER BY seq",  # +: by the seqs found, not the tenant's index
+        # +tenant: by the seqs found, not the tenant's index
+        rows = sessions.session_seqs(
+            self._reader(),
+            lambda seqs: f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN ({seqs}) "
+                         f"AND +tenant = :tenant ORDER BY seq",
             {"keys": f"[{session_key(tenant, session_id)}]", "before": _NO_BOUND, "tenant": tenant},
-        ).fetchall()
+        )
         return self.tier.fill([_entry(row) for row in rows])
 
     def first_session_entries(
@@ -612,12 +614,13 @@ class SqliteStore:
         unindexed tail (``scr.store.sessions``), and only the seqs found there read entries.
         """
         keys = sorted({session_key(tenant, session_id) for session_id in session_ids})
-        rows = self._reader().execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN (SELECT MIN(seq) FROM ledger "
-            f"WHERE seq IN ({sessions.SEQS_OF_KEYS}) AND +tenant = :tenant "
-            f"AND kind = 'SESSION_COMPLETION' GROUP BY session_key)",
+        rows = sessions.session_seqs(
+            self._reader(),
+            lambda seqs: f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN (SELECT MIN(seq) FROM ledger "
+                         f"WHERE seq IN ({seqs}) AND +tenant = :tenant "
+                         f"AND kind = 'SESSION_COMPLETION' GROUP BY session_key)",
             {"keys": json.dumps(keys), "before": before_seq, "tenant": tenant},
-        ).fetchall()
+        )
         return self.tier.fill([_entry(row) for row in rows])
 
     def wait_for_appends(self, timeout_s: float) -> bool:
