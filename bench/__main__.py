@@ -15,7 +15,7 @@ BENCHMARKS = [
     "bench.bench_sdk", "bench.bench_cluster", "bench.bench_file_destinations", "bench.bench_processes",
     "bench.bench_memory", "bench.bench_privacy", "bench.bench_usage", "bench.bench_reconcile",
     "bench.bench_anomalies", "bench.bench_dashboard", "bench.bench_native", "bench.bench_enrich",
-    "bench.bench_enrich_index", "bench.bench_retention", "bench.bench_layout",
+    "bench.bench_enrich_index", "bench.bench_retention", "bench.bench_layout", "bench.bench_growth",
 ]
 RESULTS = Path(__file__).parent / "results"
 
