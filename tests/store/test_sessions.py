@@ -4,6 +4,7 @@ runs, merged in levels, and exact at every point of the indexer's progress."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import sqlite3
 import threading
@@ -136,25 +137,36 @@ def test_lookups_are_exact_at_every_step_of_the_indexer(
         conn.close()
 
 
-def test_the_indexer_follows_the_writer_and_stops_with_the_store(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "data")
+@contextlib.contextmanager
+def indexing(data: Path) -> Iterator[tuple[SqliteStore, Committer]]:
+    """A store whose session indexer follows its committer, as the writer process runs them."""
+    store = SqliteStore(data)
     committer = committer_for(store)
     wake = store.index_sessions()
     committer.commit_hooks.append(lambda _committed: wake())
     try:
-        append(committer, 0, 40)
-        conn = side(store)
-        try:
-            deadline = time.monotonic() + 10
-            while indexed_through(conn) < 40 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert indexed_through(conn) == 40
-        finally:
-            conn.close()
-        assert ids_of(store, TENANT, "s1") == expected_ids(1, 40)
+        yield store, committer
     finally:
         committer.close()
         store.close()
+
+
+def wait_indexed(conn: sqlite3.Connection, through: int) -> None:
+    deadline = time.monotonic() + 10
+    while indexed_through(conn) < through and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert indexed_through(conn) == through
+
+
+def test_the_indexer_follows_the_writer_and_stops_with_the_store(tmp_path: Path) -> None:
+    with indexing(tmp_path / "data") as (store, committer):
+        append(committer, 0, 40)
+        conn = side(store)
+        try:
+            wait_indexed(conn, 40)
+        finally:
+            conn.close()
+        assert ids_of(store, TENANT, "s1") == expected_ids(1, 40)
     assert not any(thread.name == "scr-sessions" for thread in threading.enumerate())
 
 
@@ -259,26 +271,16 @@ def test_lookups_stay_exact_while_merges_drop_the_runs_they_read(
 def test_the_single_table_index_of_earlier_versions_is_deleted_and_built_again(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    with sqlite3.connect(data / "sessions.db") as earlier:  # as c0ab192e wrote it
+    with sqlite3.connect(data / "sessions.db") as earlier:  # as dde948f and earlier wrote it
         earlier.execute("CREATE TABLE session_runs (run INTEGER NOT NULL, key INTEGER NOT NULL, "
                         "seq INTEGER NOT NULL, PRIMARY KEY (run, key, seq)) WITHOUT ROWID")
-    store = SqliteStore(data)
-    committer = committer_for(store)
-    wake = store.index_sessions()
-    committer.commit_hooks.append(lambda _committed: wake())
-    try:
+    with indexing(data) as (store, committer):
         append(committer, 0, 40)
         conn = side(store)
         try:
-            deadline = time.monotonic() + 10
-            while indexed_through(conn) < 40 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert indexed_through(conn) == 40
+            wait_indexed(conn, 40)
             assert indexed_pairs(conn) == 40
         finally:
             conn.close()
         assert not (data / "sessions.db").exists()
         assert ids_of(store, TENANT, "s5") == expected_ids(5, 40)
-    finally:
-        committer.close()
-        store.close()
