@@ -56,6 +56,9 @@ HTTP_SECONDS = 1.5
 DURABLE_SECONDS = 5.0
 PURE_SECONDS = 1.0
 FLOOR_SECONDS = 2.0
+# Each timed loop takes at least this many samples, however long they take: a percentile needs
+# two, and one slow fsync (half a second on a busy machine) left a short run with one.
+MIN_SAMPLES = 10
 SERVER_START_TIMEOUT_S = 10.0
 P99_TARGET_MS = 2.0
 NS_PER_MS = 1_000_000
@@ -186,7 +189,7 @@ def _time_commit_floor(entry_size: int, seconds: float, rest_s: float = 0.0) -> 
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("CREATE TABLE entries (seq INTEGER PRIMARY KEY, entry BLOB NOT NULL)")
             end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
+            while time.perf_counter() < end or len(samples) < MIN_SAMPLES:
                 start = time.perf_counter_ns()
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("INSERT INTO entries (entry) VALUES (?)", (row,))
@@ -259,7 +262,7 @@ def _time_http(port: int, path: str, body: bytes, seconds: float) -> list[int]:
         while time.perf_counter() < end:
             post()
         end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
+        while time.perf_counter() < end or len(samples) < MIN_SAMPLES:
             start = time.perf_counter_ns()
             post()
             samples.append(time.perf_counter_ns() - start)
@@ -286,7 +289,7 @@ def _time_pure(canon: Canon, request: dict[str, Any], seconds: float) -> list[in
     while time.perf_counter() < end:
         canon.decide(request)
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    while time.perf_counter() < end or len(samples) < MIN_SAMPLES:
         start = time.perf_counter_ns()
         canon.decide(request)
         samples.append(time.perf_counter_ns() - start)
