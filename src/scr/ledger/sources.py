@@ -17,6 +17,7 @@ from scr.ledger.tiles import TileCache, tile_view
 from scr.ledger.verify import connect_read_only
 from scr.log.nodes import MerkleTree
 from scr.retention.tiers import ArchiveTier
+from scr.store import ledger_rows
 from scr.store.sqlite import DATABASE_FILE, read_segments
 
 PAGE_ENTRIES = 1000  # the API's most entries per call
@@ -107,16 +108,11 @@ class DataSource:
 
     def leaves(self, tenant: str, start: int, end: int) -> list[Leaf]:
         """Leaves ``[start, end)`` from the ledger table (an archived one from its segment)."""
-        rows = self._conn.execute(
-            "SELECT tenant_seq, event_id, entry FROM ledger WHERE tenant = ? AND tenant_seq >= ? "
-            "AND tenant_seq < ? ORDER BY tenant_seq LIMIT ?",
-            (tenant, start, end, PAGE_ENTRIES),
-        ).fetchall()
         leaves = []
-        for index, event_id, entry in rows:
-            stored = bytes(entry) or self._archive.entry(tenant, index)
+        for row in ledger_rows.tenant_entries(self._conn, tenant, start, end, PAGE_ENTRIES):
+            stored = row.stored or self._archive.entry(tenant, row.tenant_seq)
             if stored is not None:  # None: purged with its segment
-                leaves.append(Leaf(index, event_id, stored))
+                leaves.append(Leaf(row.tenant_seq, row.event_id, stored))
         return leaves
 
     def inclusion_proof(self, tenant: str, leaf: Leaf, tree_size: int) -> list[bytes]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from scr.log.merkle import HASH_SIZE, LEAF_PREFIX
 from scr.log.nodes import MemoryNodeStore
+from scr.store import ledger_rows
 from scr.store.sql import PgSql, Sql
 from scr.store.sqlite import BUSY_TIMEOUT_MS
 
@@ -79,14 +80,7 @@ def tree_size(conn: Sql, tenant: str, covered: int | None = None) -> int:
     (PostgreSQL: ``ledger_tree_sizes``, written under the tenant's partition lock)."""
     if isinstance(conn, PgSql):
         return stored_tree_sizes(conn, [tenant]).get(tenant, 0)
-    if covered is None:
-        covered = covered_seq(conn)
-    # Walks the (tenant, tenant_seq) index from its end; entries past covered_seq are rare.
-    row = conn.execute(
-        "SELECT tenant_seq FROM ledger WHERE tenant = ? AND seq <= ? ORDER BY tenant_seq DESC LIMIT 1",
-        (tenant, covered),
-    ).fetchone()
-    return 0 if row is None else int(row[0]) + 1
+    return ledger_rows.chain_length(conn, tenant, covered_seq(conn) if covered is None else covered)
 
 
 def stored_tree_sizes(conn: Sql, tenants: list[str]) -> dict[str, int]:
@@ -109,23 +103,16 @@ def tree_sizes(conn: Sql) -> dict[str, int]:
     if isinstance(conn, PgSql):
         return {tenant: int(size) for tenant, size in conn.execute(
             "SELECT tenant, size FROM ledger_tree_sizes WHERE size > 0").fetchall()}
-    rows = conn.execute(
-        "SELECT tenant, MAX(tenant_seq) FROM ledger WHERE seq <= ? GROUP BY tenant", (covered_seq(conn),)
-    ).fetchall()
-    return {tenant: int(top) + 1 for tenant, top in rows}
+    return ledger_rows.chain_lengths(conn, covered_seq(conn))
 
 
 def leaf_hashes(conn: Sql, tenant: str, start: int, end: int) -> bytes:
     """The packed leaf hashes of a tenant's entries ``[start, end)``, from their stored bytes."""
-    rows = conn.execute(
-        "SELECT tenant_seq, entry FROM ledger WHERE tenant = ? AND tenant_seq >= ? AND tenant_seq < ? "
-        "ORDER BY tenant_seq",
-        (tenant, start, end),
-    ).fetchall()
-    if len(rows) != end - start or (rows and (rows[0][0], rows[-1][0]) != (start, end - 1)):
+    rows = ledger_rows.tenant_entries(conn, tenant, start, end)
+    if len(rows) != end - start or (rows and (rows[0].tenant_seq, rows[-1].tenant_seq) != (start, end - 1)):
         raise TileError(f"entries {start}..{end - 1} of {tenant!r} are not all in the ledger")
     sha256 = hashlib.sha256
-    return b"".join(sha256(LEAF_PREFIX + bytes(entry)).digest() for _, entry in rows)
+    return b"".join(sha256(LEAF_PREFIX + row.stored).digest() for row in rows)
 
 
 def read_tile(conn: Sql, tenant: str, level: int, index: int) -> bytes:

@@ -24,7 +24,7 @@ import contextlib
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from scr.ledger.tiles import (
     TILE_MASK,
@@ -39,6 +39,7 @@ from scr.ledger.tiles import (
 from scr.log.commit import Committed
 from scr.log.nodes import MerkleTree
 from scr.native import leaf_hashes
+from scr.store import ledger_rows
 from scr.store.sql import Sql
 
 CATCH_UP_ROWS = 50_000  # entries hashed per step while catching up (bounds memory)
@@ -48,7 +49,8 @@ TREES_IN_MEMORY = 10_000  # tenants whose right edge is kept; others are reloade
 MOVED_ELSEWHERE_SCAN = 100_000
 
 class Appended(Protocol):
-    """What the keeper reads of an appended entry (a ``Committed``, or a ``CaughtUp`` row)."""
+    """What the keeper reads of an appended entry (a ``Committed``, or a ``LedgerRow`` another
+    process wrote, read back)."""
 
     @property
     def tenant(self) -> str: ...
@@ -58,15 +60,6 @@ class Appended(Protocol):
     def seq(self) -> int: ...
     @property
     def stored(self) -> bytes: ...
-
-
-class CaughtUp(NamedTuple):
-    """A ledger row written by another process, read back to be taken into the trees."""
-
-    tenant: str
-    tenant_seq: int
-    seq: int
-    stored: bytes
 
 
 class LedgerMismatch(RuntimeError):
@@ -209,10 +202,7 @@ class TreeKeeper:
             return
         if 0 <= self._covered < stored <= self._covered + MOVED_ELSEWHERE_SCAN:
             # Another writer appended (and hashed) entries since this keeper's last commit.
-            moved = conn.execute(
-                "SELECT DISTINCT tenant FROM ledger WHERE seq > ? AND seq <= ?", (self._covered, stored)
-            ).fetchall()
-            for (tenant,) in moved:
+            for tenant in ledger_rows.tenants_between(conn, self._covered, stored):
                 self._trees.pop(tenant, None)
         else:
             self._trees.clear()
@@ -228,19 +218,8 @@ class TreeKeeper:
 
     def _catch_up(self, conn: Sql, before: int | None) -> None:
         """Take the entries after ``covered_seq`` (and before ``before``) into the trees."""
-        if before is None:
-            cursor = conn.execute(
-                "SELECT tenant, tenant_seq, seq, entry FROM ledger WHERE seq > ? ORDER BY seq",
-                (self._covered,),
-            )
-        else:
-            cursor = conn.execute(
-                "SELECT tenant, tenant_seq, seq, entry FROM ledger WHERE seq > ? AND seq < ? "
-                "ORDER BY seq",
-                (self._covered, before),
-            )
-        while rows := cursor.fetchmany(CATCH_UP_ROWS):
-            sizes = self._add(conn, [CaughtUp(t, ts, seq, bytes(entry)) for t, ts, seq, entry in rows])
+        for rows in ledger_rows.entries_after(conn, self._covered, before, CATCH_UP_ROWS):
+            sizes = self._add(conn, rows)
             self.caught_up.update(sizes)
 
     def _add(self, conn: Sql, entries: Sequence[Appended]) -> dict[str, int]:
@@ -374,12 +353,9 @@ class SizedKeeper(TreeKeeper):
         sizes: dict[str, int] = {}
         while end is None or start < end:
             stop = start + CATCH_UP_ROWS if end is None else min(end, start + CATCH_UP_ROWS)
-            rows = conn.execute(
-                "SELECT tenant, tenant_seq, seq, entry FROM ledger WHERE tenant = ? AND tenant_seq >= ? "
-                "AND tenant_seq < ? ORDER BY tenant_seq", (tenant, start, stop),
-            ).fetchall()
+            rows = ledger_rows.tenant_entries(conn, tenant, start, stop)
             if not rows:
                 break
-            sizes.update(self._take(conn, [CaughtUp(t, ts, seq, bytes(entry)) for t, ts, seq, entry in rows]))
+            sizes.update(self._take(conn, rows))
             start = sizes[tenant]
         return sizes

@@ -41,6 +41,7 @@ from scr.log.nodes import MemoryNodeStore, MerkleTree
 from scr.retention.segments import ArchiveError, covers
 from scr.retention.tiers import ArchiveTier
 from scr.retention.verify import verify_archive
+from scr.store import ledger_rows
 from scr.store.postgres import PostgresStore
 from scr.store.sql import PgSql, Sql
 from scr.store.sqlite import DATABASE_FILE, read_segments
@@ -112,11 +113,8 @@ def _scan_range(database: str, low: int, high: int) -> _Scan:
     sha256, leaf_state = hashlib.sha256, _LEAF_STATE.copy
     runs = scan.runs
     previous_seq = None
-    rows = conn.execute(
-        "SELECT seq, tenant, tenant_seq, entry, hash FROM ledger WHERE seq >= ? AND seq < ? ORDER BY seq",
-        (low, high),
-    )
-    for seq, tenant, index, entry, digest in rows:  # the hot loop: an event id is read only to name one
+    # the hot loop: an event id is read only to name one
+    for seq, tenant, index, entry, digest in ledger_rows.chained_entries(conn, low, high):
         if type(entry) is not bytes or type(digest) is not bytes:  # a hand-edited row: compare as bytes
             entry, digest = _as_bytes(entry), _as_bytes(digest)
         if previous_seq is None:
@@ -136,7 +134,7 @@ def _scan_range(database: str, low: int, high: int) -> _Scan:
             leaf = state.digest()
         run = runs.get(tenant)
         if run is None:
-            event_id = _event_id(conn, seq)
+            event_id = ledger_rows.event_id_at(conn, seq)
             runs[tenant] = _Run(
                 index, seq, event_id, entry or b"", digest, index + 1, digest, bytearray(leaf)
             )
@@ -147,10 +145,11 @@ def _scan_range(database: str, low: int, high: int) -> _Scan:
                 run.leaves += archive.tile_leaves(tenant, run.next_index, index)
                 resumed = True
             else:
-                scan.findings.append(_index_finding(tenant, run.next_index, index, _event_id(conn, seq), seq))
+                event_id = ledger_rows.event_id_at(conn, seq)
+                scan.findings.append(_index_finding(tenant, run.next_index, index, event_id, seq))
                 run.contiguous = False
         if entry is not None and not resumed and sha256(run.last_hash + entry).digest() != digest:
-            scan.findings.append(_chain_finding(tenant, index, _event_id(conn, seq), seq))
+            scan.findings.append(_chain_finding(tenant, index, ledger_rows.event_id_at(conn, seq), seq))
         run.leaves += leaf
         run.next_index = index + 1
         run.last_hash = digest
@@ -204,11 +203,6 @@ class _Archive:
         return bytes(packed)
 
 
-def _event_id(conn: sqlite3.Connection, seq: int) -> str | None:
-    row = conn.execute("SELECT event_id FROM ledger WHERE seq = ?", (seq,)).fetchone()
-    return row[0] if row else None
-
-
 def _as_bytes(value: object) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)  # type: ignore[call-overload]
 
@@ -243,8 +237,8 @@ class _Tenant:
 
 
 def _ranges(conn: sqlite3.Connection) -> tuple[list[tuple[int, int]], int]:
-    low, high = conn.execute("SELECT MIN(seq), MAX(seq) FROM ledger").fetchone()
-    if low is None:
+    low, high = ledger_rows.seq_bounds(conn)
+    if low is None or high is None:
         return [], 0
     return [(start, min(start + CHUNK_ENTRIES, high + 1)) for start in range(low, high + 1, CHUNK_ENTRIES)], (
         high - low + 1
@@ -325,13 +319,6 @@ class PackedTree:
         return tile
 
 
-def _locate(conn: Sql, tenant: str, index: int) -> tuple[str | None, int | None]:
-    row = conn.execute(
-        "SELECT event_id, seq FROM ledger WHERE tenant = ? AND tenant_seq = ?", (tenant, index)
-    ).fetchone()
-    return (row[0], row[1]) if row else (None, None)
-
-
 def _compare_tiles(conn: Sql, tenant: str, rebuilt: PackedTree, report: Report) -> None:
     """The stored tiles (what proofs are served from) must be the rebuilt tree's."""
     rows = conn.execute(
@@ -357,7 +344,7 @@ def _compare_tiles(conn: Sql, tenant: str, rebuilt: PackedTree, report: Report) 
                 position * HASH_SIZE : (position + 1) * HASH_SIZE
             ]:
                 leaf = index * TILE_WIDTH + position
-                event_id, seq = _locate(conn, tenant, leaf)
+                event_id, seq = ledger_rows.locate(conn, tenant, leaf)
                 report.found("its leaf hash differs from the stored tree's: the entry (or the tree) was "
                              "changed after it was appended", tenant, leaf, event_id, seq)
                 return
@@ -394,7 +381,7 @@ def _check_checkpoints(
                          "note", tenant)
         size = signed.tree_size
         if size > rebuilt.size:
-            event_id, seq = _locate(conn, tenant, rebuilt.size)
+            event_id, seq = ledger_rows.locate(conn, tenant, rebuilt.size)
             report.found(
                 f"checkpoint {size} (issued {stored.issued_at}) covers {size} entries but the ledger "
                 f"holds {rebuilt.size}: entries {rebuilt.size}..{size - 1} were removed (truncated or "
@@ -403,7 +390,7 @@ def _check_checkpoints(
             continue
         if rebuilt.tree.root(size) != signed.root_hash:
             start = previous.tree_size if previous else 0
-            event_id, seq = _locate(conn, tenant, start)
+            event_id, seq = ledger_rows.locate(conn, tenant, start)
             report.found(
                 f"the ledger's first {size} entries do not have the root signed in checkpoint {size} "
                 f"(issued {stored.issued_at}); the entries from {start} on were rewritten, reordered "

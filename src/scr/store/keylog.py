@@ -36,6 +36,7 @@ from pathlib import Path
 
 from scr.log.keys import RECORD
 from scr.native import KeyIndex, event_keys
+from scr.store import ledger_rows
 
 log = logging.getLogger("scr.store.keylog")
 
@@ -173,11 +174,7 @@ def event_rows(conn: sqlite3.Connection) -> EventRows:
 
     def after(seq: int) -> Iterator[list[tuple[int, str, str]]]:
         while True:
-            batch = conn.execute(
-                "SELECT seq, tenant, event_id FROM ledger WHERE seq > ? AND event_id IS NOT NULL "
-                "AND seq NOT IN (SELECT seq FROM event_keys_overflow) ORDER BY seq LIMIT ?",
-                (seq, SCAN_ROWS),
-            ).fetchall()
+            batch = ledger_rows.event_keys_after(conn, seq, SCAN_ROWS)
             if not batch:
                 return
             yield batch

@@ -778,20 +778,20 @@ class PostgresStore:
         return 0 if rows[0][0] is None else int(rows[0][0]) + 1
 
     def add_segment(self, tx: Transaction, segment: SegmentRow) -> bool:
-        run = _runner(tx)
-        run("SELECT pg_advisory_xact_lock(hashtextextended(?, 7))", (segment.tenant,))
-        return segments.add(run, segment)
+        sql = _sql(tx)
+        sql.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 7))", (segment.tenant,))
+        return segments.add(sql, segment)
 
     def stub_entries(self, tx: Transaction, tenant: str, first_leaf: int, end: int) -> int:
-        return segments.stub(_runner(tx), tenant, first_leaf, end, "''::bytea")
+        return segments.stub(_sql(tx), tenant, first_leaf, end, "''::bytea")
 
     def purge_segment(self, tx: Transaction, tenant: str, first_leaf: int, end: int,
                       purged_at: str) -> int:
-        run = _runner(tx)
-        (vectors_table,) = run("SELECT to_regclass('session_vectors')", ()).fetchone()
+        sql = _sql(tx)
+        (vectors_table,) = sql.execute("SELECT to_regclass('session_vectors')", ()).fetchone()
         tables = ("subject_entries", "session_vectors") if vectors_table else ("subject_entries",)
         # the dedup keys are the ledger's own unique index: they go with the rows
-        return segments.purge(run, tenant, first_leaf, end, purged_at, tables, lambda rows: None)
+        return segments.purge(sql, tenant, first_leaf, end, purged_at, tables, lambda rows: None)
 
     # ----- retention: legal holds (scr.store.holds) -----------------------------------------
 
@@ -810,9 +810,9 @@ class PostgresStore:
         return [holds.as_hold(row) for row in rows]
 
 
-def _runner(tx: Transaction) -> segments.Run:
-    """``run(sql, params)`` in the writer's transaction, for SQL written with ``?``."""
-    return PgSql(_conn(tx)).execute
+def _sql(tx: Transaction) -> PgSql:
+    """The writer's transaction, for SQL written with ``?``."""
+    return PgSql(_conn(tx))
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:

@@ -926,10 +926,10 @@ class SqliteStore:
         ).fetchone() is not None
 
     def add_segment(self, tx: Transaction, segment: SegmentRow) -> bool:
-        return segments.add(_conn(tx).execute, segment)
+        return segments.add(_conn(tx), segment)
 
     def stub_entries(self, tx: Transaction, tenant: str, first_leaf: int, end: int) -> int:
-        return segments.stub(_conn(tx).execute, tenant, first_leaf, end, "X''")
+        return segments.stub(_conn(tx), tenant, first_leaf, end, "X''")
 
     def purge_segment(self, tx: Transaction, tenant: str, first_leaf: int, end: int,
                       purged_at: str) -> int:
@@ -941,7 +941,7 @@ class SqliteStore:
             conn.executemany("DELETE FROM event_keys_overflow WHERE tenant = ? AND seq = ?",
                              [(tenant, seq) for _, seq in keyed])
 
-        return segments.purge(conn.execute, tenant, first_leaf, end, purged_at,
+        return segments.purge(conn, tenant, first_leaf, end, purged_at,
                               ("subject_entries", "session_vectors"), forget_dedup_keys)
 
     # ----- retention: legal holds (scr.store.holds) -----------------------------------------
