@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_commit import submission
 
-from scr.log.commit import Committed, Committer, event_of
+from scr.log.commit import Committed, Committer, event_of, session_id_of
 from scr.log.tail import LedgerTail, from_store
 from scr.store.sqlite import SqliteStore
 
@@ -64,8 +64,10 @@ def test_events_read_undecoded_carry_their_ids_and_ledgered_line(tmp_path: Path)
     undecoded = [from_store(row, decode=False) for row in rows]
     event, decision = undecoded
     assert event.event is None and event.line == decoded[0].line != b""
-    assert (event.event_id, event.session_id) == ("evt_lazy", "s_lazy")
+    assert (event.event_id, event.session_id) == ("evt_lazy", "")  # read from the line when asked
+    assert (event.event_id, session_id_of(event)) == ("evt_lazy", "s_lazy")
     assert (decoded[0].event_id, decoded[0].session_id) == ("evt_lazy", "s_lazy")
+    assert session_id_of(decoded[0]) == "s_lazy"
     assert event_of(event) == decoded[0].event == event_of(decoded[0])
     facts = [(e.seq, e.kind, e.entry_hash) for e in decoded]
     assert [(e.seq, e.kind, e.entry_hash) for e in undecoded] == facts

@@ -29,7 +29,7 @@ import msgspec
 from scr.errors import Unavailable
 from scr.log.entry import GENESIS_HASH, Kind, LedgerEntry, Provenance, chain_hash, entry_bytes
 from scr.native import chain_hashes
-from scr.schema import Event, read_stored_event
+from scr.schema import Event, EventSessionId, read_stored_event
 from scr.store.protocol import Store, Transaction
 from scr.store.records import ENTRY_TIME_FORMAT, EventKey, Hit, NewEntry
 
@@ -108,9 +108,10 @@ class Committed(msgspec.Struct, frozen=True, gc=False):
     # an event's JSON as ledgered, when it was read back from the store unsealed: a
     # destination that shows the event as it is hands these bytes to its transform
     line: bytes = b""
-    # an event's id and session id, also when ``event`` is left undecoded (``None``, with
-    # ``line`` set: a reader whose destinations need neither filter nor redaction, ``event_of``)
+    # an event's id, also when ``event`` is left undecoded (``None``, with ``line`` set: a reader
+    # whose destinations need no redaction, ``event_of``)
     event_id: str = ""
+    # an event's session id; empty when it is left undecoded (``session_id_of`` reads its line)
     session_id: str = ""
 
 
@@ -121,6 +122,17 @@ def event_of(entry: Committed) -> Event:
     if not entry.line:
         raise ValueError(f"ledger entry {entry.seq} is not an event")
     return read_stored_event(entry.line)
+
+
+_event_session = msgspec.json.Decoder(EventSessionId)
+
+
+def session_id_of(entry: Committed) -> str:
+    """A committed event's session id: as it was read, or from its ledgered line (an undecoded
+    event's is read only when asked: a first-time delivery needs none)."""
+    if entry.session_id or not entry.line:
+        return entry.session_id
+    return _event_session.decode(entry.line).session.session_id
 
 
 # Runs inside the group's transaction, after its writes, with the entries they appended:

@@ -17,7 +17,7 @@ import msgspec
 
 from scr.log.commit import Committed
 from scr.log.entry import Kind, Provenance, decode_entry
-from scr.schema import Event, EventSessionId, read_stored_event
+from scr.schema import Event, read_stored_event
 from scr.store.protocol import Store
 from scr.store.records import StoredEntry
 
@@ -77,9 +77,6 @@ def event_entry(entry: bytes) -> _EventEntry:
 _ALERT_KINDS = frozenset((Kind.BUDGET_ALERT.value, Kind.ANOMALY.value))
 
 
-_event_session = msgspec.json.Decoder(EventSessionId)
-
-
 def from_store(row: StoredEntry, opener: Opening | None = None, decode: bool = True) -> Committed:
     """A stored row as a consumer sees it (a sealed event opened by ``opener``; without one
     it stays as ledgered, without its personal fields). ``decode=False`` leaves an unsealed
@@ -93,9 +90,8 @@ def from_store(row: StoredEntry, opener: Opening | None = None, decode: bool = T
     if not decoded.seal:
         line = bytes(decoded.payload)
         if not decode:
-            session_id = _event_session.decode(line).session.session_id
             return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, None,
-                             line=line, event_id=row.event_id or "", session_id=session_id)
+                             line=line, event_id=row.event_id or "")
         event = read_stored_event(line)
     else:
         line = b""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from scr.config import DestinationConfig
-from scr.log.commit import Committed, Committer, utc_now
+from scr.log.commit import Committed, Committer, session_id_of, utc_now
 from scr.log.entry import Kind
 from scr.log.tail import LedgerTail
 from scr.metrics import Metrics
@@ -323,7 +323,7 @@ class DestinationWorker:
     def session_of(self, entry: Committed) -> int:
         if _is_alert(entry):
             return session_key(entry.tenant, _delivery_key(entry))
-        return session_key(entry.tenant, entry.session_id)
+        return session_key(entry.tenant, session_id_of(entry))
 
     def _group(self, chosen: Sequence[Committed]) -> list[Delivery]:
         """The deliveries of chosen entries: events one by one or in batches, each budget
