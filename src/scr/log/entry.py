@@ -116,3 +116,28 @@ _entry_decoder = msgspec.json.Decoder(LedgerEntry)
 def decode_entry(stored: bytes) -> LedgerEntry:
     """Read an entry back from its stored bytes (payload as plain JSON values)."""
     return _entry_decoder.decode(stored)
+
+
+class _EntryPayload(msgspec.Struct, gc=False):
+    """An entry read for its payload's bytes as they are stored, and whether it is sealed."""
+
+    payload: msgspec.Raw
+    seal: msgspec.Raw = msgspec.Raw()  # present (even ``null``): the event's personal fields are sealed
+
+
+_payload_decoder = msgspec.json.Decoder(_EntryPayload)
+
+
+def event_lines(entries: Sequence[bytes]) -> list[bytes | None]:
+    """The payload of each stored entry, as its bytes are stored (an unsealed event's line, as
+    readers hand it on undecoded); ``None`` for a sealed entry or one that is not JSON with a
+    payload (``scr.log.tail.from_store`` reads those)."""
+    lines: list[bytes | None] = []
+    for stored in entries:
+        try:
+            parts = _payload_decoder.decode(stored)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            lines.append(None)
+            continue
+        lines.append(None if parts.seal else bytes(parts.payload))
+    return lines

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from scr import native
 from scr.log.commit import Committed
 from scr.log.entry import Kind, Provenance, decode_entry
 from scr.schema import Event, read_stored_event
@@ -75,6 +76,7 @@ def event_entry(entry: bytes) -> _EventEntry:
     return _event_entry.decode(entry)
 # the usage reader's alerts (budget alerts, anomalies): their payload is what is delivered
 _ALERT_KINDS = frozenset((Kind.BUDGET_ALERT.value, Kind.ANOMALY.value))
+_SESSION_COMPLETION = Kind.SESSION_COMPLETION.value
 
 
 def from_store(row: StoredEntry, opener: Opening | None = None, decode: bool = True) -> Committed:
@@ -100,6 +102,21 @@ def from_store(row: StoredEntry, opener: Opening | None = None, decode: bool = T
             event = opener.open(event, decoded.seal)
     return Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, event, line=line,
                      event_id=event.event_id, session_id=event.session.session_id)
+
+
+def from_store_rows(rows: Sequence[StoredEntry], opener: Opening | None = None,
+                    decode: bool = True) -> list[Committed]:
+    """``from_store`` of each row; with ``decode=False``, the unsealed events' lines are found
+    in one call of the core (``event_lines``), which leaves any other row to ``from_store``."""
+    if decode:
+        return [from_store(row, opener) for row in rows]
+    lines = native.event_lines([row.entry if row.kind == _SESSION_COMPLETION else b"" for row in rows])
+    return [
+        from_store(row, opener, decode=False) if line is None
+        else Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, None, line=line,
+                       event_id=row.event_id or "")
+        for row, line in zip(rows, lines, strict=True)
+    ]
 
 
 def _slim(entry: Committed) -> Committed:
@@ -181,11 +198,15 @@ class LedgerTail:
             # seqs are dense in the tail, so the position is the offset from the first
             return [entries[i] for i in range(start, min(start + limit, len(entries)))]
         rows = await asyncio.to_thread(self.store.entries_after, after_seq, limit)
-        return [self.committed(row) for row in rows]
+        return self.committed_rows(rows)
 
     def committed(self, row: StoredEntry) -> Committed:
         """A row read from the store, as this tail's consumers see it (``from_store``)."""
         return from_store(row, self.opener, self.decode_events)
+
+    def committed_rows(self, rows: Sequence[StoredEntry]) -> list[Committed]:
+        """Rows read from the store, as this tail's consumers see them (``from_store_rows``)."""
+        return from_store_rows(rows, self.opener, self.decode_events)
 
 
 async def follow_ledger(store: Store, tail: LedgerTail, on_head: Sequence[Callable[[int], None]]) -> None:

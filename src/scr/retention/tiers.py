@@ -14,7 +14,6 @@ import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -59,6 +58,7 @@ class ArchiveTier:
         if all(entry.entry for entry in entries):
             return entries
         found = self._read_missing(entries)
+        replace = msgspec.structs.replace
         return [
             entry if entry.entry else replace(entry, entry=found[entry.tenant, entry.tenant_seq])
             for entry in entries if entry.entry or (entry.tenant, entry.tenant_seq) in found

@@ -25,6 +25,7 @@ from scr.route.selection import (
     passes_filter,
     sampled_in,
 )
+from scr.route.transforms import json_lines
 from scr.usage.alerts import KIND_VALUES as ALERT_KINDS
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Chooser:
     def __init__(self, destination: str, filter: FilterLike | None, rate: float) -> None:
         self.destination, self.filter, self.rate = destination, filter, rate
         self.filtering = filters_anything(filter)
+        self.sampling = not rate >= 1.0  # NaN included: sampled_in refuses it
         self.selection = native_selection(destination, filter, rate) \
             if self.filtering or rate < 1.0 else None
 
@@ -51,17 +53,18 @@ class Chooser:
             return "not_an_event"
         if self.filtering and not passes_filter(self.filter, event_of(entry)):
             return "filtered_out"
-        if not sampled_in(self.rate, self.destination, entry.event_id):
+        if self.sampling and not sampled_in(self.rate, self.destination, entry.event_id):
             return "sampled_out"
         return None
 
     def reasons(self, entries: Sequence[Committed]) -> list[str | None]:
         """``reason`` of each entry; the undecoded events' in one native call."""
-        undecoded = [i for i, entry in enumerate(entries) if self._judged_natively(entry)]
+        undecoded = [i for i, entry in enumerate(entries) if self._judged_natively(entry)] \
+            if self.selection is not None else []
         if not undecoded:
             return [self.reason(entry) for entry in entries]
         assert self.selection is not None  # _judged_natively holds only with one
-        verdicts = native.select_events(self.selection, b"".join(entries[i].line + b"\n" for i in undecoded))
+        verdicts = native.select_events(self.selection, json_lines([entries[i].line for i in undecoded]))
         reasons: list[str | None] = [None] * len(entries)
         judged = dict(zip(undecoded, verdicts, strict=True))
         for i, entry in enumerate(entries):

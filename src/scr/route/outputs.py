@@ -26,6 +26,7 @@ from scr.route.transforms import (
     PythonTransformLike,
     encode_lines,
     encode_output,
+    json_lines,
     resolve_transform,
 )
 from scr.schema import Event
@@ -66,9 +67,9 @@ class Outputs:
         events = [entry.event if self.shown is None else self._shown(entry) for entry in entries]
         prices = self._native_prices() if self.native_transform == "billing_v1" else None
         textless = self.native_transform in TEXTLESS_TRANSFORMS  # a long text need not cross
-        lines = b"".join(_line(entry, event, textless) for entry, event in zip(entries, events, strict=True))
+        lines = [_line(entry, event, textless) for entry, event in zip(entries, events, strict=True)]
         outputs = native.transform_events(
-            self.native_transform, prices, lines, [e.seq for e in entries],
+            self.native_transform, prices, json_lines(lines), [e.seq for e in entries],
             [e.tenant_seq for e in entries], [e.entry_hash for e in entries],
         )
         return [
@@ -94,15 +95,16 @@ class Outputs:
 
 
 def _line(entry: Committed, event: Event | None, textless: bool) -> bytes:
-    """An event as it crosses to the core, one JSON line: its ledgered bytes where the event
-    crosses as it was ledgered (the core reads either key order), else the event encoded.
-    For the transforms that show no text, a long message or content is left out of it."""
+    """An event as it crosses to the core, one JSON line (without its newline): its ledgered
+    bytes where the event crosses as it was ledgered (the core reads either key order), else
+    the event encoded. For the transforms that show no text, a long message or content is left
+    out of it."""
     if entry.line and (event is None or event is entry.event):
         if not textless or len(entry.line) <= TEXT_CROSSING_MAX_CHARS:
-            return entry.line + b"\n"
+            return entry.line
         event = event_of(entry)
     assert event is not None  # an entry without a line was read decoded
-    return encode_lines((_without_long_text(event) if textless else event,))
+    return encode_lines((_without_long_text(event) if textless else event,))[:-1]
 
 
 def _without_long_text(event: Event) -> Event:

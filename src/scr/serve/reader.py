@@ -120,7 +120,7 @@ class Follower:
             rows = await asyncio.to_thread(self.store.entries_after, self.tail.head_seq, FETCH_ENTRIES)
             if not rows:
                 return
-            self.tail.extend([self.tail.committed(row) for row in rows], settled=True)
+            self.tail.extend(self.tail.committed_rows(rows), settled=True)
 
 
 def run_reader(args: ChildArgs) -> int:

@@ -43,9 +43,9 @@ class Hit(NamedTuple):
     payload_digest: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
-    """A ledger row as read back."""
+class StoredEntry(msgspec.Struct, frozen=True, gc=False):
+    """A ledger row as read back (a Struct: readers build one an event, and a frozen
+    dataclass's ``__init__`` cost them a tenth of their time)."""
 
     seq: int
     tenant: str
