@@ -5,8 +5,7 @@
 //! writes events by (`json`, `event`, `event_rules`, `datetime`, `money`, `address`,
 //! `canonical`); `transforms` for the destinations, with the pieces it shapes outputs with
 //! (`event_view`, `event_order`, `json_out`, `times`, `ip_prefix`, `prices`), `selection` for
-//! their filters and sampling, `webhooks`, and `entries` for the events their readers take
-//! from stored entries;
+//! their filters and sampling, and `webhooks`;
 //! `usage` for the usage aggregator. The `python` feature (turned on by setuptools-rust) adds
 //! the PyO3 bindings, which cross the boundary once per batch and release the GIL while they
 //! work. Every function gives byte for byte what its Python reference gives (`scr.native`
@@ -17,7 +16,6 @@ pub mod address;
 pub mod canonical;
 pub mod datetime;
 pub mod edge;
-pub mod entries;
 pub mod event;
 pub mod event_order;
 pub mod event_rules;

@@ -9,7 +9,7 @@ use pyo3::types::{PyBytes, PyString};
 use crate::prices::PriceTable;
 use crate::selection::{self, Conditions, Selection};
 use crate::transforms::{self, EntryFacts, Transform};
-use crate::{edge, entries, keys, ledger, usage, webhooks};
+use crate::{edge, keys, ledger, usage, webhooks};
 
 fn bytes_of<'a>(items: &'a [Bound<'_, PyBytes>]) -> Vec<&'a [u8]> {
     items.iter().map(|item| item.as_bytes()).collect()
@@ -232,26 +232,6 @@ impl PyPrices {
     }
 }
 
-/// The payload of each stored entry, as its bytes are stored (`scr.log.tail.from_store`);
-/// `None` for a sealed entry, or one only the Python reference reads.
-#[pyfunction]
-fn event_lines<'py>(
-    py: Python<'py>,
-    entries: Vec<Bound<'py, PyBytes>>,
-) -> Vec<Option<Bound<'py, PyBytes>>> {
-    let stored = bytes_of(&entries);
-    let lines: Vec<Option<&[u8]>> = py.detach(|| {
-        stored
-            .iter()
-            .map(|entry| entries::event_line(entry))
-            .collect()
-    });
-    lines
-        .into_iter()
-        .map(|line| line.map(|line| PyBytes::new(py, line)))
-        .collect()
-}
-
 /// Each event's output of a built-in transform, as `encode_output(transform(event, entry))`
 /// gives it; `None` for an event only the Python reference shapes. `events` are JSON lines, one
 /// event a line as msgspec writes it (its members in any order); entry `i` was committed at `seqs[i]`, `tenant_seqs[i]`, `entry_hashes[i]`.
@@ -438,7 +418,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(event_keys, module)?)?;
     module.add_class::<PyKeyIndex>()?;
     module.add_class::<PyPrices>()?;
-    module.add_function(wrap_pyfunction!(event_lines, module)?)?;
     module.add_function(wrap_pyfunction!(transform_events, module)?)?;
     module.add_function(wrap_pyfunction!(check_events, module)?)?;
     module.add_function(wrap_pyfunction!(count_usage, module)?)?;

@@ -23,7 +23,6 @@ class KeyIndex:
 class Prices:
     def __init__(self, version: str, rows: list[tuple[str, str, str, str]]) -> None: ...
 
-def event_lines(entries: Sequence[bytes]) -> list[bytes | None]: ...
 def transform_events(
     transform: str,
     prices: Prices | None,

@@ -22,10 +22,7 @@ The native functions and their references:
 - ``count_usage``: ``scr.usage.counting.count_usage`` (what a group of events adds to the
   usage counters);
 - ``select_events`` and the class ``Selection``: ``scr.route.selection`` (a destination's filter
-  and sampling of a batch of events, each read for the fields a filter names);
-- ``event_lines``: ``scr.log.entry.event_lines`` (the events of stored entries as their bytes
-  are stored, for the readers that hand them on undecoded; the native one may leave an entry
-  to ``scr.log.tail.from_store``).
+  and sampling of a batch of events, each read for the fields a filter names).
 """
 
 from __future__ import annotations
@@ -74,7 +71,6 @@ check_events: Callable[[Sequence[bytes], int], list[event_check.Verdict]]
 count_usage: Callable[[transforms.Prices, Sequence[str], bytes], counting.Counted]
 Selection: type[selection.Selection]
 select_events: Callable[[selection.Selection, bytes], bytes]
-event_lines: Callable[[Sequence[bytes]], list[bytes | None]]
 
 if _core is not None:
     leaf_hashes = _core.leaf_hashes
@@ -91,7 +87,6 @@ if _core is not None:
     count_usage = _core.count_usage
     Selection = _core.Selection
     select_events = _core.select_events
-    event_lines = _core.event_lines
 else:
     leaf_hashes = merkle.leaf_hashes
     chain_hashes = entry.chain_hashes
@@ -107,4 +102,3 @@ else:
     count_usage = counting.count_usage
     Selection = selection.Selection
     select_events = selection.select_events
-    event_lines = entry.event_lines

@@ -131,7 +131,8 @@ _payload_decoder = msgspec.json.Decoder(_EntryPayload)
 def event_lines(entries: Sequence[bytes]) -> list[bytes | None]:
     """The payload of each stored entry, as its bytes are stored (an unsealed event's line, as
     readers hand it on undecoded); ``None`` for a sealed entry or one that is not JSON with a
-    payload (``scr.log.tail.from_store`` reads those)."""
+    payload (``scr.log.tail.from_store`` reads those). Not in the native core: serde_json
+    found the payload no faster than msgspec does (1.16 against 1.09 µs an entry)."""
     lines: list[bytes | None] = []
     for stored in entries:
         try:

@@ -15,9 +15,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from scr import native
 from scr.log.commit import Committed
-from scr.log.entry import Kind, Provenance, decode_entry
+from scr.log.entry import Kind, Provenance, decode_entry, event_lines
 from scr.schema import Event, read_stored_event
 from scr.store.protocol import Store
 from scr.store.records import StoredEntry
@@ -107,10 +106,10 @@ def from_store(row: StoredEntry, opener: Opening | None = None, decode: bool = T
 def from_store_rows(rows: Sequence[StoredEntry], opener: Opening | None = None,
                     decode: bool = True) -> list[Committed]:
     """``from_store`` of each row; with ``decode=False``, the unsealed events' lines are found
-    in one call of the core (``event_lines``), which leaves any other row to ``from_store``."""
+    in one pass (``event_lines``), which leaves any other row to ``from_store``."""
     if decode:
         return [from_store(row, opener) for row in rows]
-    lines = native.event_lines([row.entry if row.kind == _SESSION_COMPLETION else b"" for row in rows])
+    lines = event_lines([row.entry if row.kind == _SESSION_COMPLETION else b"" for row in rows])
     return [
         from_store(row, opener, decode=False) if line is None
         else Committed(row.seq, row.tenant, row.tenant_seq, row.kind, row.hash, None, line=line,
