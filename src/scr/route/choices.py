@@ -59,11 +59,11 @@ class Chooser:
 
     def reasons(self, entries: Sequence[Committed]) -> list[str | None]:
         """``reason`` of each entry; the undecoded events' in one native call."""
-        undecoded = [i for i, entry in enumerate(entries) if self._judged_natively(entry)] \
-            if self.selection is not None else []
+        if self.selection is None:
+            return [self.reason(entry) for entry in entries]
+        undecoded = [i for i, entry in enumerate(entries) if self._judged_natively(entry)]
         if not undecoded:
             return [self.reason(entry) for entry in entries]
-        assert self.selection is not None  # _judged_natively holds only with one
         verdicts = native.select_events(self.selection, json_lines([entries[i].line for i in undecoded]))
         reasons: list[str | None] = [None] * len(entries)
         judged = dict(zip(undecoded, verdicts, strict=True))

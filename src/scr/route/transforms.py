@@ -82,15 +82,13 @@ _output_encoder = msgspec.json.Encoder(decimal_format="string")
 encode_output = _output_encoder.encode
 # Events as JSON lines, one a line, each as ``encode_output`` writes it (``transform_events``).
 encode_lines = _output_encoder.encode_lines
+_event_decoder = msgspec.json.Decoder(Event)
 
 
-def json_lines(lines: list[bytes]) -> bytes:
+def json_lines(lines: Sequence[bytes]) -> bytes:
     """Lines of JSON (without their newlines) as the core reads them: each line ended by a
     newline, in one join (no line copied on its own first)."""
-    lines.append(b"")
-    return b"\n".join(lines)
-
-_event_decoder = msgspec.json.Decoder(Event)
+    return b"\n".join([*lines, b""])
 
 
 @dataclass(frozen=True, slots=True)
