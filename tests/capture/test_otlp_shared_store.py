@@ -122,7 +122,10 @@ def test_two_instances_racing_to_emit_one_session_emit_it_once(tmp_path: Path, p
 
 PARTITIONS = 8
 OWNERSHIP_POLL_MS = 200
-CLUSTER_IDLE_S = 1
+# A session's spans reach the two instances in turn, one request after another; each gap must
+# stay under the idle time, or the session ends early (a fresh clone of e1e0bfd on a slow day
+# saw a root arrive after its children's session had ended at 1 s)
+CLUSTER_IDLE_S = 3
 SESSIONS_PER_KIND = 4  # per tenant: rooted sessions, and sessions that end by idle time
 EMITTED_WITHIN_S = 30.0
 EMITTED_METRIC = 'scr_otlp_sessions_emitted_total{outcome="accepted"}'
