@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-_NO_BOUND = 2**63 - 1  # a seq no entry reaches
+NO_BOUND = 2**63 - 1  # a seq no entry reaches
 
 if TYPE_CHECKING:  # scr.store.sql imports the SQLite store, which reads its keys through here
     from scr.store.sql import Rows, Sql
@@ -49,7 +49,7 @@ def entries_after(conn: Sql, after: int, before: int | None, batch: int) -> Iter
     """The entries with ``after < seq`` (and ``seq < before``), in seq order, ``batch`` at a time."""
     rows = conn.execute(
         "SELECT tenant, tenant_seq, seq, event_id, entry FROM ledger WHERE seq > ? AND seq < ? ORDER BY seq",
-        (after, _NO_BOUND if before is None else before))
+        (after, NO_BOUND if before is None else before))
     while fetched := rows.fetchmany(batch):
         yield [LedgerRow(tenant, int(tenant_seq), int(seq), event_id, bytes(entry))
                for tenant, tenant_seq, seq, event_id, entry in fetched]

@@ -30,6 +30,7 @@ from scr.native import event_keys
 from scr.retention.tiers import ArchiveTier
 from scr.store import holds, segments, sessions, usage, vectors
 from scr.store.keylog import event_rows, key_log
+from scr.store.ledger_rows import NO_BOUND
 from scr.store.paging import delivery_filter, tenant_pages
 from scr.store.protocol import Rewrap, Transaction
 from scr.store.records import (
@@ -66,7 +67,6 @@ READ_CACHE_KIB = 16_384
 SIDE_CACHE_KIB = 8_192
 # Keeps each IN (...) query under SQLite's bound-parameter limit.
 MAX_QUERY_PARAMS = 900
-_NO_BOUND = 2**63 - 1  # a seq bound no entry reaches
 WAL_CHECKPOINT_S = 1.0
 SCRUB_TRIES, SCRUB_PAUSE_S = 50, 0.1  # an erasure's WAL truncation waits up to 5 s for readers
 # A checkpoint round is repeated (at most CATCH_UP_ROUNDS times) until the writer has added no
@@ -601,7 +601,7 @@ class SqliteStore:
             self._reader(),
             lambda seqs: f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN ({seqs}) "
                          f"AND +tenant = :tenant ORDER BY seq",
-            {"keys": f"[{session_key(tenant, session_id)}]", "before": _NO_BOUND, "tenant": tenant},
+            {"keys": f"[{session_key(tenant, session_id)}]", "before": NO_BOUND, "tenant": tenant},
         )
         return self.tier.fill([_entry(row) for row in rows])
 
