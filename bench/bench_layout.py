@@ -1,11 +1,12 @@
-"""The ledger's layout: one SQLite row per event (today's ``ledger`` table, its primary key and
-tenant index, built as the writer builds its rows) against one packed row per 1,000-event
-group, in the same run, on the same disk, with the same durable commits.
+"""The ledger's layout: the packed row per appended group of today's embedded store
+(``scr.store.packs``: the pack, its tenant run, its sessions) against the row an event of
+earlier versions (the ``ledger`` table as 0b91bdc kept it, its primary key and tenant index),
+in the same run, on the same disk, with the same durable commits, and both read back.
 
-It measures what a packed layout would save the writer per event (CPU, from the process's own
-clock), not a feature: the packed layout is not built (every reader of the ledger reads rows
-by SQL). Each layout is measured twice as the ledger grows, over its first and its last
-``GROUPS // 2`` groups.
+Each side builds its rows from the same 1,000 entries a group as the writer hands them over,
+and is measured twice as the ledger grows, over its first and its last ``GROUPS // 2``
+groups (CPU from the process's own clock). Reading back is what a destinations' reader does:
+every entry after a seq, 1,000 at a time, as ``StoredEntry``s.
 """
 
 from __future__ import annotations
@@ -14,14 +15,27 @@ import os
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scr.store.sqlite import SCHEMA
+from scr.store import packs
+from scr.store.records import StoredEntry
 
 GROUPS = int(os.environ.get("SCR_BENCH_LAYOUT_GROUPS", "400"))
 GROUP_EVENTS = 1000
 ENTRY_BYTES = 900  # about a stored SESSION_COMPLETION entry of the bench's events
+
+ROW_AN_EVENT = """
+CREATE TABLE ledger (
+    seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL, tenant_seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    ts TEXT NOT NULL, event_id TEXT, session_key INTEGER, payload_digest BLOB, entry BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX ledger_tenant ON ledger (tenant, tenant_seq);
+CREATE INDEX ledger_kind ON ledger (tenant, kind, seq) WHERE kind != 'SESSION_COMPLETION';
+"""
+ROW_COLUMNS = "seq, tenant, tenant_seq, kind, ts, event_id, entry, hash"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -32,47 +46,68 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _rows(conn: sqlite3.Connection, first_seq: int, entry: bytes) -> None:
-    rows = [(seq, "org_bench", seq - 1, "SESSION_COMPLETION", "2026-12-06T00:00:00.000000Z", f"evt_{seq}",
-             seq * 0x9E3779B97F4A7C15 % 2**63, b"d" * 16, entry, b"h" * 32)
+def _group(first_seq: int, entry: bytes) -> list[packs.Row]:
+    return [(seq, "org_bench", seq - 1, "SESSION_COMPLETION", "2026-12-06T00:00:00.000000Z", f"evt_{seq}",
+             entry, b"h" * 32, seq * 0x9E3779B97F4A7C15 % 2**63, b"d" * 16)
             for seq in range(first_seq, first_seq + GROUP_EVENTS)]
+
+
+def _rows(conn: sqlite3.Connection, group: list[packs.Row]) -> None:
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    conn.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)",
+                     [(seq, tenant, tenant_seq, kind, ts, event_id, session, digest, entry, chained)
+                      for seq, tenant, tenant_seq, kind, ts, event_id, entry, chained, session, digest in group])
     conn.execute("COMMIT")
 
 
-def _packed(conn: sqlite3.Connection, first_seq: int, entry: bytes) -> None:
-    packed = b"".join(entry for _ in range(GROUP_EVENTS))
+def _packed(conn: sqlite3.Connection, group: list[packs.Row]) -> None:
     conn.execute("BEGIN")
-    last_seq = first_seq + GROUP_EVENTS - 1
-    conn.execute("INSERT INTO ledger_groups VALUES (?, ?, ?)", (first_seq, last_seq, packed))
+    packs.insert(conn, group, packs.runs_of(group))
     conn.execute("COMMIT")
 
 
-def _measure(conn: sqlite3.Connection, append: Any, entry: bytes) -> dict[str, float]:
-    halves = []
-    for half in range(2):
+def _read_rows(conn: sqlite3.Connection, after: int) -> list[StoredEntry]:
+    return [StoredEntry(seq, tenant, tenant_seq, kind, ts, event_id, bytes(entry), bytes(chained))
+            for seq, tenant, tenant_seq, kind, ts, event_id, entry, chained in conn.execute(
+                f"SELECT {ROW_COLUMNS} FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?", (after, GROUP_EVENTS))]
+
+
+def _read_packed(conn: sqlite3.Connection, after: int) -> list[StoredEntry]:
+    return packs.entries_after(conn, after, GROUP_EVENTS)
+
+
+def _measure(conn: sqlite3.Connection, append: Callable[[sqlite3.Connection, list[packs.Row]], None],
+             read: Callable[[sqlite3.Connection, int], list[StoredEntry]], entry: bytes) -> dict[str, float]:
+    figures = {}
+    half_events = GROUPS // 2 * GROUP_EVENTS
+    for half in ("first_half", "second_half"):
+        first = 1 + (0 if half == "first_half" else half_events)
         started = time.process_time()
         for group in range(GROUPS // 2):
-            append(conn, 1 + (half * GROUPS // 2 + group) * GROUP_EVENTS, entry)
-        halves.append((time.process_time() - started) / (GROUPS // 2 * GROUP_EVENTS) * 1e6)
-    return {"cpu_us_per_event_first_half": round(halves[0], 2),
-            "cpu_us_per_event_second_half": round(halves[1], 2)}
+            append(conn, _group(first + group * GROUP_EVENTS, entry))
+        figures[f"append_cpu_us_per_event_{half}"] = round((time.process_time() - started) / half_events * 1e6, 2)
+    started, after, read_back = time.process_time(), 0, 0
+    while entries := read(conn, after):
+        after, read_back = entries[-1].seq, read_back + len(entries)
+    assert read_back == GROUPS * GROUP_EVENTS, read_back
+    figures["read_cpu_us_per_event"] = round((time.process_time() - started) / read_back * 1e6, 2)
+    return figures
 
 
 def main() -> dict[str, Any]:
     entry = b"x" * ENTRY_BYTES
     with tempfile.TemporaryDirectory(prefix="scr-bench-layout-") as tmp:
         rows = _connect(Path(tmp) / "rows.db")
-        rows.executescript(SCHEMA)
+        rows.executescript(ROW_AN_EVENT)
         packed = _connect(Path(tmp) / "packed.db")
-        packed.execute(
-            "CREATE TABLE ledger_groups (first_seq INTEGER PRIMARY KEY, last_seq INTEGER, entries BLOB)")
-        figures = {"events": GROUPS * GROUP_EVENTS, "row_per_event": _measure(rows, _rows, entry),
-                   "row_per_group": _measure(packed, _packed, entry)}
+        packed.executescript(packs.SCHEMA)
+        figures: dict[str, Any] = {"events": GROUPS * GROUP_EVENTS,
+                                   "row_an_event": _measure(rows, _rows, _read_rows, entry),
+                                   "packed": _measure(packed, _packed, _read_packed, entry)}
         rows.close()
         packed.close()
-    figures["saved_us_per_event"] = round(
-        figures["row_per_event"]["cpu_us_per_event_second_half"]
-        - figures["row_per_group"]["cpu_us_per_event_second_half"], 2)
+    before, now = figures["row_an_event"], figures["packed"]
+    figures["append_saved_us_per_event"] = round(
+        before["append_cpu_us_per_event_second_half"] - now["append_cpu_us_per_event_second_half"], 2)
+    figures["read_saved_us_per_event"] = round(before["read_cpu_us_per_event"] - now["read_cpu_us_per_event"], 2)
     return figures

@@ -6,6 +6,8 @@ import json
 import sqlite3
 from typing import Any
 
+from packed import ledger_table
+
 from support import make_event, run_scr
 
 TENANT = "org_acme"
@@ -52,7 +54,7 @@ def test_source_document_demo_over_http_is_ledgered(serve: Any) -> None:
     reader = client.key(role="read")
     why = client.get(f"/v1/canon/why-not/{trace['trace_id']}", headers=reader)
     assert why.status_code == 200 and why.json()["reason_codes"] == trace["reason_codes"]
-    with sqlite3.connect(client.data / "scr.db") as db:
+    with sqlite3.connect(client.data / "scr.db") as db, ledger_table(db):
         kind, tenant = db.execute("SELECT kind, tenant FROM ledger WHERE seq = ?",
                                   (decision["entry_id"],)).fetchone()
     assert (kind, tenant) == ("DECIDE", TENANT)

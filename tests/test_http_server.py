@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from packed import ledger_table
 
 from scr.testing.servers import free_port
 from support import SCR, ServerProcess, create_key, make_event, wait_for
@@ -167,7 +168,7 @@ def test_a_500_answers_the_standard_body_and_the_connection_stays_usable(
     posted = httpx.post(f"{server.url}/v1/events", json=make_event("evt_corrupt"),
                         headers={"authorization": f"Bearer {ingest}"})
     assert posted.status_code == 202, posted.text
-    with sqlite3.connect(data / "scr.db", timeout=SOCKET_TIMEOUT_S) as db:
+    with sqlite3.connect(data / "scr.db", timeout=SOCKET_TIMEOUT_S) as db, ledger_table(db):
         assert db.execute("UPDATE ledger SET entry = x'00' WHERE event_id = 'evt_corrupt'").rowcount == 1
 
     with connect(server) as sock:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from canon_support import DEMO_REFS, TENANT, canon_with, completion, demo_request, item
+from packed import ledger_table
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -163,6 +164,7 @@ def test_audit_finds_an_accepted_event_missing_from_the_ledger(data: Path) -> No
         ledger.close()
     runner = CliRunner()
     assert runner.invoke(app, ["audit", "--tenant", TENANT, "--data", str(data)]).exit_code == 0
-    with sqlite3.connect(data / "scr.db") as db:  # the entry disappears; its dedup key stays
+    # the entry disappears; its dedup key stays
+    with sqlite3.connect(data / "scr.db") as db, ledger_table(db):
         db.execute("DELETE FROM ledger WHERE seq = ?", (seq,))
     assert runner.invoke(app, ["audit", "--tenant", TENANT, "--data", str(data)]).exit_code == 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from packed import ledger_table
+
 from scr.log.entry import GENESIS_HASH, chain_hash
 
 
@@ -14,7 +16,7 @@ def _db(data: Path) -> sqlite3.Connection:
 
 def entry_row(data: Path, tenant: str, index: int) -> tuple[int, str | None, bytes]:
     """(seq, event id, stored bytes) of a tenant's entry."""
-    with _db(data) as conn:
+    with _db(data) as conn, ledger_table(conn):
         seq, event_id, entry = conn.execute(
             "SELECT seq, event_id, entry FROM ledger WHERE tenant = ? AND tenant_seq = ?", (tenant, index)
         ).fetchone()
@@ -25,13 +27,13 @@ def change_byte(data: Path, tenant: str, index: int, old: bytes, new: bytes) -> 
     """Replace the first ``old`` by ``new`` in one stored entry (its bytes only)."""
     seq, _, entry = entry_row(data, tenant, index)
     assert old in entry
-    with _db(data) as conn:
+    with _db(data) as conn, ledger_table(conn):
         conn.execute("UPDATE ledger SET entry = ? WHERE seq = ?", (entry.replace(old, new, 1), seq))
 
 
 def rechain(data: Path, tenant: str) -> None:
     """Recompute a tenant's whole hash chain over the stored bytes (hides an edit from the chain)."""
-    with _db(data) as conn:
+    with _db(data) as conn, ledger_table(conn):
         rows = conn.execute(
             "SELECT seq, entry FROM ledger WHERE tenant = ? ORDER BY tenant_seq", (tenant,)
         ).fetchall()
@@ -42,13 +44,13 @@ def rechain(data: Path, tenant: str) -> None:
 
 
 def delete_entry(data: Path, tenant: str, index: int) -> None:
-    with _db(data) as conn:
+    with _db(data) as conn, ledger_table(conn):
         conn.execute("DELETE FROM ledger WHERE tenant = ? AND tenant_seq = ?", (tenant, index))
 
 
 def swap_entries(data: Path, tenant: str, first: int, second: int) -> None:
     """Exchange the stored bytes and hashes of two entries (each row keeps its position)."""
-    with _db(data) as conn:
+    with _db(data) as conn, ledger_table(conn):
         rows = {
             index: conn.execute(
                 "SELECT seq, event_id, entry, hash FROM ledger WHERE tenant = ? AND tenant_seq = ?",
@@ -66,7 +68,7 @@ def swap_entries(data: Path, tenant: str, first: int, second: int) -> None:
 
 def truncate(data: Path, tenant: str, keep: int, cover_tracks: bool = False) -> None:
     """Drop a tenant's entries from index ``keep`` on; ``cover_tracks`` drops its tree tiles too."""
-    with _db(data) as conn:
+    with _db(data) as conn, ledger_table(conn):
         conn.execute("DELETE FROM ledger WHERE tenant = ? AND tenant_seq >= ?", (tenant, keep))
         if cover_tracks:
             conn.execute("DELETE FROM ledger_tiles WHERE tenant = ?", (tenant,))

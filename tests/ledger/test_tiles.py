@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from packed import ledger_table
 
 from scr.ledger.tiles import (
     TILE_WIDTH,
@@ -57,12 +58,14 @@ def grow(conn: sqlite3.Connection, tenant: str, batches: list[int]) -> MerkleTre
     writer = TileWriter(conn, tenant, tree_size(conn, tenant))
     tree = MerkleTree(writer)
     for count in batches:
-        seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()[0])
+        seq = int(conn.execute("SELECT COALESCE(MAX(last_seq), 0) FROM ledger_packs").fetchone()[0])
         start = tree.size
-        conn.executemany(
-            "INSERT INTO ledger (seq, tenant, tenant_seq, kind, ts, entry, hash) VALUES (?,?,?,'X','',?,x'')",
-            [(seq + 1 + i, tenant, start + i, stored(start + i)) for i in range(count)],
-        )
+        with ledger_table(conn):
+            conn.executemany(
+                "INSERT INTO ledger (seq, tenant, tenant_seq, kind, ts, entry, hash) "
+                "VALUES (?,?,?,'X','',?,x'')",
+                [(seq + 1 + i, tenant, start + i, stored(start + i)) for i in range(count)],
+            )
         tree.extend(leaves(count, start))
         write_rows(conn, writer.rows())
         conn.execute("UPDATE ledger_tree_state SET covered_seq = ?", (seq + count,))
@@ -134,7 +137,8 @@ def test_entries_past_covered_seq_are_not_in_the_tree(conn: sqlite3.Connection) 
 
 def test_missing_rows_are_reported_not_misread(conn: sqlite3.Connection) -> None:
     grow(conn, "t", [300])
-    conn.execute("DELETE FROM ledger WHERE tenant_seq = 290")  # an entry of the partial edge
+    with ledger_table(conn):
+        conn.execute("DELETE FROM ledger WHERE tenant_seq = 290")  # an entry of the partial edge
     with pytest.raises(TileError, match="not all in the ledger"):
         MerkleTree(tile_view(conn, "t", TileCache(8))).root()
     conn.execute("DELETE FROM ledger_tiles WHERE level = 0")  # a full tile

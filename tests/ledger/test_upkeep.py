@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packed import ledger_table
 
 from ledger.conftest import submission
 from scr.errors import Unavailable
@@ -136,7 +137,7 @@ def test_a_removed_entry_stops_the_tree_instead_of_forking_it(store: SqliteStore
     committer = committer_with_keeper(store, TreeKeeper())
     try:
         append(committer, ["evt_1", "evt_2", "evt_3"])
-        with sqlite3.connect(store.path) as conn:  # tampering while the server runs
+        with sqlite3.connect(store.path) as conn, ledger_table(conn):  # tampering while the server runs
             conn.execute("DELETE FROM ledger WHERE tenant_seq = 2")
         other = Committer(store, buffer_size=10)  # makes the writer reload its chain heads
         other.start()

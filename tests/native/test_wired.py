@@ -25,6 +25,7 @@ import httpx
 import msgspec
 import pytest
 from ledger.conftest import submission
+from packed import ledger_table
 
 from conftest import config_text, issue_key
 from scr.ledger import upkeep
@@ -77,7 +78,8 @@ def committed_tables(
         store.close()
     database = sqlite3.connect(folder / DATABASE_FILE)
     try:
-        ledger = database.execute("SELECT * FROM ledger ORDER BY seq").fetchall()
+        with ledger_table(database):
+            ledger = database.execute("SELECT * FROM ledger ORDER BY seq").fetchall()
         tiles = database.execute("SELECT * FROM ledger_tiles ORDER BY 1, 2, 3").fetchall()
     finally:
         database.close()
@@ -142,9 +144,10 @@ def served(folder: Path) -> dict[str, Any]:
             receiver.close()
     database = sqlite3.connect(data / DATABASE_FILE)
     try:
-        ledger = database.execute(
-            "SELECT tenant, tenant_seq, kind, entry, hash FROM ledger ORDER BY seq"
-        ).fetchall()
+        with ledger_table(database):
+            ledger = database.execute(
+                "SELECT tenant, tenant_seq, kind, entry, hash FROM ledger ORDER BY seq"
+            ).fetchall()
     finally:
         database.close()
     log = "".join(path.read_text() for path in folder.glob("server-*.log"))

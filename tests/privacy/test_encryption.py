@@ -15,6 +15,7 @@ import httpx
 import msgspec
 import psycopg
 import pytest
+from packed import ledger_table
 
 from conftest import Client
 from scr.config import parse_config
@@ -59,7 +60,7 @@ def stored_entries(client: Client) -> list[bytes]:
     """Every ledger entry's stored bytes, read straight from the store."""
     if client.store_uri is None:
         import sqlite3
-        with sqlite3.connect(client.data / "scr.db") as conn:
+        with sqlite3.connect(client.data / "scr.db") as conn, ledger_table(conn):
             return [bytes(row[0]) for row in conn.execute("SELECT entry FROM ledger")]
     with psycopg.connect(client.store_uri) as conn:
         return [bytes(row[0]) for row in conn.execute("SELECT entry FROM ledger")]
@@ -121,7 +122,7 @@ def test_a_tampered_ciphertext_is_reported_never_served(
     altered = msgspec.json.encode(entry, order="sorted")
     if client.store_uri is None:
         import sqlite3
-        with sqlite3.connect(client.data / "scr.db") as conn:
+        with sqlite3.connect(client.data / "scr.db") as conn, ledger_table(conn):
             conn.execute("UPDATE ledger SET entry = ? WHERE event_id = 'evt_a'", (altered,))
     else:
         with psycopg.connect(client.store_uri) as conn:

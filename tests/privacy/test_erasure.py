@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from jsonschema import Draft202012Validator
+from packed import ledger_table
 
 from conftest import Client, config_text
 from privacy.test_encryption import MESSAGE, USER, key_file, personal_event, sealed_config  # noqa: F401
@@ -26,7 +27,7 @@ OTHER = "bob.builder@example.com"
 def erasure_entries(client: Client) -> list[dict[str, object]]:
     sql = "SELECT entry FROM ledger WHERE kind = 'ERASURE'"
     if client.store_uri is None:
-        with sqlite3.connect(client.data / "scr.db") as conn:
+        with sqlite3.connect(client.data / "scr.db") as conn, ledger_table(conn):
             return [json.loads(bytes(row[0])) for row in conn.execute(sql)]
     with psycopg.connect(client.store_uri) as conn:
         return [json.loads(bytes(row[0])) for row in conn.execute(sql)]

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from ledger.conftest import LedgerApp, StartApp
 from ledger.test_api import fetch_checkpoint
+from packed import ledger_table
 from typer.testing import CliRunner
 
 from conftest import config_text
@@ -58,7 +59,8 @@ def archive(data: Path, now: str, config: Path | None = None, *more: str) -> Any
 def ledger_rows(data: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(data / DATABASE_FILE)
     try:
-        return conn.execute(sql, params).fetchall()
+        with ledger_table(conn):
+            return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
 

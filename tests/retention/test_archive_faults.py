@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from ledger.conftest import LedgerApp, StartApp
+from packed import ledger_rows
 from serve.test_supervisor import child, kill_and_see_it_restart
 
 from scr.store.sqlite import DATABASE_FILE
@@ -54,9 +55,10 @@ def assert_consistent(data: Path) -> None:
                 if line.strip() and "extra file" not in line and "ARCHIVE PROBLEMS" not in line]
     assert not problems, answer.stderr
     assert all(".tmp" in line or "-0" in line for line in extra)  # unlisted leftovers only
-    orphans = rows(data, "SELECT count(*) FROM ledger l WHERE length(l.entry) = 0 AND NOT EXISTS ("
-                         "SELECT 1 FROM archive_segments s WHERE s.tenant = l.tenant "
-                         "AND l.tenant_seq BETWEEN s.first_leaf AND s.last_leaf)")
+    orphans = ledger_rows(data / DATABASE_FILE,
+                          "SELECT count(*) FROM ledger l WHERE length(l.entry) = 0 AND NOT EXISTS ("
+                          "SELECT 1 FROM archive_segments s WHERE s.tenant = l.tenant "
+                          "AND l.tenant_seq BETWEEN s.first_leaf AND s.last_leaf)")
     assert orphans == [(0,)]
 
 

@@ -17,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 from jsonschema import Draft202012Validator
+from packed import ledger_table
 from privacy.test_encryption import USER, key_file, personal_event, sealed_config  # noqa: F401
 
 from conftest import Client, StoreAt, config_text
@@ -64,7 +65,7 @@ def listed(client: Client, admin: dict[str, str], query: str = "") -> list[dict[
 def stored(client: Client, sql: str) -> list[tuple[Any, ...]]:
     """Rows straight from the store's files or database."""
     if client.store_uri is None:
-        with sqlite3.connect(client.data / "scr.db") as conn:
+        with sqlite3.connect(client.data / "scr.db") as conn, ledger_table(conn):
             return conn.execute(sql).fetchall()
     with psycopg.connect(client.store_uri) as conn:
         return conn.execute(sql).fetchall()

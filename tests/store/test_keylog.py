@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,10 +139,18 @@ def test_an_event_whose_record_the_disk_lost_is_still_found(data: Path) -> None:
 
 def test_a_data_folder_written_by_644aa85_keeps_working(tmp_path: Path) -> None:
     """The fixture holds 80 events of two tenants (3 of each sent twice) and a signed
-    checkpoint each, written by scr at 644aa85, before the key log existed."""
+    checkpoint each, written by scr at 644aa85, before the key log existed and with a ledger
+    row an event: the first store opened to write packs it (scr.store.packs)."""
     data = tmp_path / "data"
     shutil.copytree(WRITTEN_BY_644AA85, data)
     cli = CliRunner()
+    refused = cli.invoke(app, ["ledger", "verify", "--data", str(data)])  # read-only: never migrates
+    assert refused.exit_code != 0 and "written by an earlier version" in refused.output
+    SqliteStore(data).close()
+    with sqlite3.connect(data / "scr.db") as db:
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger'").fetchone() is None
+        assert [tuple(row) for row in db.execute("SELECT count(*), min(first_seq), max(last_seq) "
+                                                 "FROM ledger_packs")] == [(1, 1, 82)]
     verified = cli.invoke(app, ["ledger", "verify", "--data", str(data)])
     assert verified.exit_code == 0, verified.output
     sent = sent_to_644aa85()

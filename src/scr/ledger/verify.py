@@ -37,6 +37,7 @@ from scr.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileError, TileNodes, cove
 from scr.log.checkpoint import Checkpoint, CheckpointError, Signer, VerifierKey, origin_for, verify_note
 from scr.log.entry import GENESIS_HASH, chain_hash
 from scr.log.merkle import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX, ProofError, verify_consistency
+from scr.store import packs
 from scr.log.nodes import MemoryNodeStore, MerkleTree
 from scr.retention.segments import ArchiveError, covers
 from scr.retention.tiers import ArchiveTier
@@ -83,6 +84,11 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
     """A read-only connection to an SQLite file (never creates or changes it)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}")  # a scan reads pages without copying
+    try:
+        packs.require_packed(conn)
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise
     return conn
 
 

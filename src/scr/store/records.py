@@ -43,7 +43,7 @@ class Hit(NamedTuple):
     payload_digest: bytes
 
 
-class StoredEntry(msgspec.Struct, frozen=True, gc=False):
+class StoredEntry(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """A ledger row as read back (a Struct: readers build one an event, and a frozen
     dataclass's ``__init__`` took 2.6 µs where the Struct's takes 0.17)."""
 

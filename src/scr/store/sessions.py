@@ -1,10 +1,11 @@
 """The embedded store's session index, built off the commit path as sorted runs (LSM-style).
 
 A random-key B-tree on the ledger's ``session_key`` cost each commit a random insert that grew
-dearer as the ledger grew. Instead the ledger's rows keep their ``session_key`` unindexed, and
-the ``SessionIndexer`` (a thread beside the one writer, woken after each durable group) copies
-the new rows' (key, seq) pairs into ``sessions.v2.db`` as one sorted run per step: a table of
-its own, ``run_<n>``, keyed by (key, seq), listed in ``runs``. Runs are merged in levels: when
+dearer as the ledger grew. Instead each of the ledger's packs lists its entries' (session key,
+seq) pairs unindexed (``sessions``, ``scr.store.packs``), and the ``SessionIndexer`` (a thread
+beside the one writer, woken after each durable group) copies the new entries' pairs into
+``sessions.v2.db`` as one sorted run per step: a table of its own, ``run_<n>``, keyed by
+(key, seq), listed in ``runs``. Runs are merged in levels: when
 ``FANOUT`` runs share a level they become one run of the next, so each (key, seq) is rewritten
 about log_FANOUT(n / run size) times and a lookup searches at most ``FANOUT - 1`` runs a level.
 A merge reads its runs in key order side by side (SQLite's merge of ordered selects: nothing
@@ -13,8 +14,8 @@ about half of what it did when every run shared one table. Every step and merge 
 SQLite's C code, without the GIL.
 
 ``sessions.v2.db`` is derived data: ``indexed.through`` names the last ledger seq the runs hold,
-and a lookup reads the runs and then the ledger past ``through`` (its unindexed tail, a range
-of the ledger's primary key), all at one snapshot (``session_seqs``), so an answer is exact
+and a lookup reads the runs and then the packs past ``through`` (the unindexed tail, a range
+of the packs' primary key), all at one snapshot (``session_seqs``), so an answer is exact
 however far the indexer trails. A missing file is built again from the ledger (delete a damaged
 one: it holds nothing else); the single-table ``sessions.db`` of earlier versions is deleted
 and built again this way. Entries purged by retention keep their (key, seq) in the runs;
@@ -60,10 +61,18 @@ def seqs_of_keys(runs: list[int]) -> str:
     ``runs`` (their tables), then the ledger's tail past what they hold, each read once for all
     the keys. Run it in the read transaction ``runs`` were listed in (``session_seqs``)."""
     arms = [f"SELECT seq FROM {run_table(run)} WHERE key IN wanted AND seq < :before" for run in runs]
-    arms.append("SELECT seq FROM main.ledger "
-                f"WHERE seq > (SELECT coalesce(max(through), 0) FROM {ALIAS}.indexed) "
-                "AND session_key IN wanted AND seq < :before")
+    through = f"(SELECT coalesce(max(through), 0) FROM {ALIAS}.indexed)"
+    arms.append(f"SELECT seq FROM ({packed_sessions(through)}) WHERE key IN wanted AND seq < :before")
     return "WITH wanted(key) AS (SELECT value FROM json_each(:keys)) " + " UNION ALL ".join(arms)
+
+
+def packed_sessions(after: str) -> str:
+    """The (key, seq) of the packs' entries with a session and ``seq > after`` (an SQL value
+    used twice), from the ``sessions`` of each pack that may hold one (``scr.store.packs``)."""
+    return ("SELECT s.value ->> 0 AS key, s.value ->> 1 AS seq "
+            "FROM main.ledger_packs p, json_each(p.sessions) s WHERE p.first_seq >= "
+            f"coalesce((SELECT max(first_seq) FROM main.ledger_packs WHERE first_seq <= {after}), 0) "
+            f"AND s.value ->> 1 > {after}")
 
 
 def session_seqs(conn: sqlite3.Connection, query: Callable[[str], str], params: dict[str, Any]) -> list[Any]:
@@ -155,7 +164,8 @@ def index_step(conn: sqlite3.Connection) -> bool:
     try:
         [through] = conn.execute(
             f"SELECT coalesce(max(through), 0) FROM {ALIAS}.indexed").fetchone()
-        [head] = conn.execute("SELECT coalesce(max(seq), 0) FROM main.ledger").fetchone()
+        [head] = conn.execute("SELECT coalesce(max(last_seq), 0) FROM (SELECT last_seq "
+                              "FROM main.ledger_packs ORDER BY first_seq DESC LIMIT 1)").fetchone()
         if head <= through:
             conn.rollback()
             return False
@@ -163,9 +173,9 @@ def index_step(conn: sqlite3.Connection) -> bool:
         [run] = conn.execute(f"SELECT coalesce(max(run), 0) + 1 FROM {ALIAS}.runs").fetchone()
         _create_run(conn, run)
         rows = conn.execute(
-            f"INSERT INTO {run_table(run)} SELECT session_key, seq FROM main.ledger "
-            "WHERE seq > ? AND seq <= ? AND session_key IS NOT NULL ORDER BY session_key, seq",
-            (through, upto),
+            f"INSERT INTO {run_table(run)} SELECT key, seq FROM ({packed_sessions('?')}) "
+            "WHERE seq <= ? ORDER BY key, seq",
+            (through, through, upto),
         ).rowcount
         if rows > 0:
             conn.execute(f"INSERT INTO {ALIAS}.runs VALUES (?, 0, ?)", (run, rows))

@@ -28,7 +28,7 @@ from typing import Any
 from scr.log.keys import event_key
 from scr.native import event_keys
 from scr.retention.tiers import ArchiveTier
-from scr.store import holds, segments, sessions, usage, vectors
+from scr.store import holds, packs, segments, sessions, usage, vectors
 from scr.store.keylog import event_rows, key_log
 from scr.store.ledger_rows import NO_BOUND
 from scr.store.paging import delivery_filter, tenant_pages
@@ -78,25 +78,10 @@ WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 SCHEMA_VERSION = 1
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger (
-    seq INTEGER PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    tenant_seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    ts TEXT NOT NULL,
-    event_id TEXT,
-    session_key INTEGER,
-    payload_digest BLOB,
-    entry BLOB NOT NULL,
-    hash BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ledger_tenant ON ledger (tenant, tenant_seq);
--- Sessions are looked up in sessions.v2.db (scr.store.sessions), built off the commit path; the
--- random-key index of earlier versions is dropped.
+-- The ledger is packed (scr.store.packs); the row-an-event table of earlier versions is
+-- packed and dropped when this version first opens the folder. Its random-key session index
+-- of still earlier versions goes first (sessions.v2.db, scr.store.sessions, replaced it).
 DROP INDEX IF EXISTS ledger_session;
--- The canon reads its own kinds often; partial, so event appends never touch it.
-CREATE INDEX IF NOT EXISTS ledger_kind ON ledger (tenant, kind, seq)
-    WHERE kind != 'SESSION_COMPLETION';
 CREATE TABLE IF NOT EXISTS event_keys (key INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS event_keys_overflow (
     tenant TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -164,7 +149,6 @@ CREATE TABLE IF NOT EXISTS subject_entries (
 """
 
 
-_ENTRY_COLUMNS = "seq, tenant, tenant_seq, kind, ts, event_id, entry, hash"
 _DELIVERY_COLUMNS = (
     "destination, seq, tenant, event_id, session_key, webhook_id, status, attempts, "
     "next_attempt_ms, last_status, last_error, updated_at"
@@ -346,12 +330,16 @@ class SqliteStore:
         self._indexer: sessions.SessionIndexer | None = None
         with self._open(SIDE_CACHE_KIB) as conn:
             conn.executescript(SCHEMA)
+            conn.executescript(packs.SCHEMA)
             conn.executescript(usage.SQLITE_SCHEMA)
             conn.executescript(vectors.SQLITE_SCHEMA)
             conn.executescript(segments.SQLITE_SCHEMA)
             conn.executescript(holds.SCHEMA)
             usage.add_sqlite_hours(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            moved = packs.migrate(conn)
+            if moved:
+                log.info("packed the %d ledger rows of an earlier version (scr.store.packs)", moved)
 
     def _open(self, cache_kib: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -389,16 +377,11 @@ class SqliteStore:
             conn.close()
             self._local.conn = None
 
-    # ----- ledger ---------------------------------------------------------------------------
+    # ----- ledger (packed: scr.store.packs) -----------------------------------------------------
 
     def chain_heads(self, tx: Transaction) -> dict[str, tuple[int, bytes]]:
         """Per tenant: (number of entries, hash of the newest entry)."""
-        rows = _conn(tx).execute(
-            "SELECT l.tenant, l.tenant_seq, l.hash FROM ledger l "
-            "JOIN (SELECT tenant, MAX(tenant_seq) AS top FROM ledger GROUP BY tenant) m "
-            "ON l.tenant = m.tenant AND l.tenant_seq = m.top"
-        ).fetchall()
-        return {tenant: (tenant_seq + 1, bytes(h)) for tenant, tenant_seq, h in rows}
+        return packs.chain_heads(_conn(tx))
 
     def lock_tenants(self, tx: Transaction, tenants: Iterable[str]) -> bool:
         return False  # the write transaction (BEGIN IMMEDIATE) holds the whole database
@@ -410,13 +393,11 @@ class SqliteStore:
         return list(range(first, first + count))
 
     def last_seq(self, tx: Transaction | None = None) -> int:
-        conn = self._reader() if tx is None else _conn(tx)
-        row = conn.execute("SELECT MAX(seq) FROM ledger").fetchone()
-        return int(row[0] or 0)
+        return packs.last_seq(self._reader() if tx is None else _conn(tx))
 
     def find_events(self, tx: Transaction, keys: Sequence[EventKey]) -> dict[EventKey, Hit]:
         """Dedup lookup by the 64-bit hash in memory (``scr.store.keylog``); equality is decided
-        on the stored text, so only the keys the index knows read a row.
+        on the stored text, so only the keys the index knows read an entry.
 
         A hash held by another (tenant, event id) with the same hash is remembered for the
         transaction, so ``append`` files the new event under the exact-text overflow table.
@@ -431,39 +412,36 @@ class SqliteStore:
         found: dict[EventKey, Hit] = {}
         collided = [key for key, hash_ in zip(keys, hashed, strict=True) if hash_ in writer.overflow]
         conn = writer.conn
-        for part in _chunks(list(known)):
-            marks = ",".join("?" * len(part))
-            for seq, tenant, event_id, digest in conn.execute(
-                f"SELECT seq, tenant, event_id, payload_digest FROM ledger WHERE seq IN ({marks})", part,
-            ):
-                for key, hash_ in known[seq]:
-                    if key == (tenant, event_id):
-                        found[key] = Hit(seq, bytes(digest))
-                    elif event_id is not None and event_key(tenant, event_id) == hash_:
-                        writer.taken.add(hash_)  # a true collision; else a rolled-back group's record
-                        collided.append(key)
+        for seq, held in packs.rows_at(conn, known).items():
+            for key, hash_ in known[seq]:
+                if key == (held.tenant, held.event_id):
+                    found[key] = Hit(seq, held.digest or b"")
+                elif held.event_id is not None and event_key(held.tenant, held.event_id) == hash_:
+                    writer.taken.add(hash_)  # a true collision; else a rolled-back group's record
+                    collided.append(key)
         for tenant, event_id in collided:
-            row = conn.execute(
-                "SELECT o.seq, l.payload_digest FROM event_keys_overflow o "
-                "JOIN ledger l ON l.seq = o.seq WHERE o.tenant = ? AND o.event_id = ?",
-                (tenant, event_id),
-            ).fetchone()
+            filed = conn.execute("SELECT seq FROM event_keys_overflow WHERE tenant = ? AND event_id = ?",
+                                 (tenant, event_id)).fetchone()
+            row = None if filed is None else packs.rows_at(conn, [filed[0]]).get(filed[0])
             if row is not None:
-                found[(tenant, event_id)] = Hit(int(row[0]), bytes(row[1]))
+                found[(tenant, event_id)] = Hit(row.seq, row.digest or b"")
         return found
 
     def append(self, tx: Transaction, entries: Sequence[NewEntry]) -> None:
+        """One pack of the entries (``scr.store.packs``) and their dedup keys."""
+        if not entries:
+            return
         writer = _writer(tx)
         hashes, taken = writer.hashes, writer.taken
         keys: list[int] = []
         seqs: list[int] = []
         seen: set[int] = set()
         overflow: list[tuple[str, str, int]] = []
-        rows = []
+        rows: list[packs.Row] = []
         for (seq, tenant, tenant_seq, kind, ts, event_id, _, digest, entry, chained), session in zip(
             entries, _session_keys(entries), strict=True
         ):
-            rows.append((seq, tenant, tenant_seq, kind, ts, event_id, session, digest, entry, chained))
+            rows.append((seq, tenant, tenant_seq, kind, ts, event_id, entry, chained, session, digest))
             if event_id is None:
                 continue
             hashed = hashes.pop((tenant, event_id), None)
@@ -477,82 +455,58 @@ class SqliteStore:
                 keys.append(hashed)
                 seqs.append(seq)
         conn = writer.conn
-        conn.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        packs.insert(conn, rows, packs.runs_of(rows))
         self.keys.stage(keys, seqs)  # canon and key entries have no event id
         if overflow:
             conn.executemany("INSERT INTO event_keys_overflow VALUES (?, ?, ?)", overflow)
 
     def entries_after(self, after_seq: int, limit: int) -> list[StoredEntry]:
-        """Ledger rows with seq > after_seq, in order."""
-        rows = self._reader().execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
-        ).fetchall()
-        return self.tier.fill([_entry(row) for row in rows])
+        """Ledger entries with seq > after_seq, in order."""
+        return self.tier.fill(packs.entries_after(self._reader(), after_seq, limit))
 
     def entries_by_seq(self, seqs: Sequence[int]) -> dict[int, StoredEntry]:
-        found: dict[int, StoredEntry] = {}
-        for part in _chunks(list(seqs)):
-            marks = ",".join("?" * len(part))
-            for row in self._reader().execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN ({marks})", part
-            ):
-                found[row[0]] = _entry(row)
-        return self.tier.fill_by_seq(found)
+        found = packs.rows_at(self._reader(), seqs)
+        return self.tier.fill_by_seq({seq: _stored(row) for seq, row in found.items()})
 
     def tenant_entries(
         self, tenant: str, start: int, end: int, kinds: Sequence[str] | None = None
     ) -> list[StoredEntry]:
         """A tenant's entries with start <= tenant_seq < end, in order."""
-        rows = self._reader().execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE tenant = ? AND tenant_seq >= ? "
-            f"AND tenant_seq < ? ORDER BY tenant_seq",
-            (tenant, start, end),
-        ).fetchall()
-        entries = [_entry(row) for row in rows]
-        if kinds is not None:
-            entries = [e for e in entries if e.kind in kinds]
-        return self.tier.fill(entries)
+        rows = packs.tenant_range(self._reader(), tenant, start, end)
+        return self.tier.fill([_stored(row) for row in rows if kinds is None or row.kind in kinds])
 
     def tenant_entries_between(
         self, tenant: str, low_seq: int, high_seq: int, limit: int
     ) -> list[StoredEntry]:
         """A tenant's entries with low_seq < seq <= high_seq, oldest first."""
-        rows = self._reader().execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE tenant = ? AND seq > ? AND seq <= ? "
-            f"ORDER BY seq LIMIT ?",
-            (tenant, low_seq, high_seq, limit),
-        ).fetchall()
-        return self.tier.fill([_entry(row) for row in rows])
+        conn = self._reader()
+        found: list[StoredEntry] = []
+        if limit <= 0:
+            return found
+        for row in packs.tenant_rows(conn, tenant, packs.chain_length(conn, tenant, low_seq)):
+            if row.seq > high_seq:
+                break
+            found.append(_stored(row))
+            if len(found) >= limit:
+                break
+        return self.tier.fill(found)
 
     def tenant_entries_after(self, tenant: str, after_seq: int) -> Iterator[StoredEntry]:
         """A tenant's entries with seq > after_seq, oldest first, read lazily in pages."""
-        reader = self._reader()
-        start = 0
-        if after_seq > 0:
-            # seq and tenant_seq grow together: find the tenant's position at after_seq
-            row = reader.execute(
-                "SELECT tenant_seq FROM ledger WHERE seq <= ? AND tenant = ? "
-                "ORDER BY seq DESC LIMIT 1",
-                (after_seq, tenant),
-            ).fetchone()
-            start = int(row[0]) + 1 if row else 0
+        # seq and tenant_seq grow together: the tenant's position at after_seq
+        start = packs.chain_length(self._reader(), tenant, after_seq) if after_seq > 0 else 0
         yield from tenant_pages(lambda low, high: self.tenant_entries(tenant, low, high), start, after_seq)
 
     def tenant_entries_of_kinds(
         self, tenant: str, kinds: Sequence[str], after_seq: int
     ) -> list[StoredEntry]:
         """A tenant's entries of these kinds (never SESSION_COMPLETION) after a seq, in order."""
-        marks = ",".join("?" * len(kinds))
-        rows = self._reader().execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE tenant = ? AND kind IN ({marks}) "
-            f"AND seq > ? AND kind != 'SESSION_COMPLETION' ORDER BY seq",
-            (tenant, *kinds, after_seq),
-        ).fetchall()
-        return [_entry(row) for row in rows]
+        conn = self._reader()
+        found = packs.rows_at(conn, packs.kind_seqs(conn, tenant, kinds, after_seq))
+        return [_stored(found[seq]) for seq in sorted(found)]
 
     def tenants(self) -> list[str]:
-        return [row[0] for row in self._reader().execute("SELECT DISTINCT tenant FROM ledger")]
+        return packs.tenants(self._reader())
 
     def accepted_events(self, tenant: str) -> list[tuple[str, int]]:
         """(event id, seq) of every event the dedup index holds for a tenant.
@@ -564,11 +518,11 @@ class SqliteStore:
         """
         conn = self._reader()
         records = sorted((seq, key) for key, seq in self.keys.records().items())
-        events = {int(seq): event_id for seq, event_id in conn.execute(
-            "SELECT seq, event_id FROM ledger WHERE tenant = ? AND event_id IS NOT NULL", (tenant,))}
+        events = {row.seq: row.event_id for row in packs.tenant_rows(conn, tenant, 0)
+                  if row.event_id is not None}
         held = [(events[seq], seq) for seq, key in records
                 if seq in events and event_key(tenant, events[seq]) == key]
-        present = _present_seqs(conn, [seq for seq, _ in records if seq not in events])
+        present = packs.present(conn, [seq for seq, _ in records if seq not in events])
         held += [(f"dedup key {key}", seq) for seq, key in records
                  if seq not in events and seq not in present]
         held += [(event_id, int(seq)) for event_id, seq in conn.execute(
@@ -582,46 +536,45 @@ class SqliteStore:
         covered = self.keys.refresh()
         [seq] = self.keys.seqs([event_key(tenant, event_id)])
         conn = self._reader()
-        for query, args in (
-            (f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq = ?", (seq,)),
-            (f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq = "
-             f"(SELECT seq FROM event_keys_overflow WHERE tenant = ? AND event_id = ?)", (tenant, event_id)),
-            (f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq > ? AND tenant = ? AND event_id = ? LIMIT 1",
-             (covered, tenant, event_id)),
-        ):
-            row = conn.execute(query, args).fetchone()
-            if row is not None and row[1] == tenant and row[5] == event_id:
+        filed = conn.execute("SELECT seq FROM event_keys_overflow WHERE tenant = ? AND event_id = ?",
+                             (tenant, event_id)).fetchone()
+        held = packs.rows_at(conn, [seq] if filed is None else [seq, filed[0]])
+        for row in held.values():
+            if row.tenant == tenant and row.event_id == event_id:
                 return self._filled(row)
+        for rows in packs.rows_after(conn, covered, NO_BOUND):
+            for row in rows:
+                if row.tenant == tenant and row.event_id == event_id:
+                    return self._filled(row)
         return None
 
     def session_entries(self, tenant: str, session_id: str) -> list[StoredEntry]:
         """Entries of one session, by its lookup key; callers check the session id itself."""
-        # +tenant: by the seqs found, not the tenant's index
-        rows = sessions.session_seqs(
-            self._reader(),
-            lambda seqs: f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN ({seqs}) "
-                         f"AND +tenant = :tenant ORDER BY seq",
-            {"keys": f"[{session_key(tenant, session_id)}]", "before": NO_BOUND, "tenant": tenant},
-        )
-        return self.tier.fill([_entry(row) for row in rows])
+        rows = self._session_rows(tenant, [session_key(tenant, session_id)], NO_BOUND)
+        return self.tier.fill([_stored(row) for row in rows])
 
     def first_session_entries(
         self, tenant: str, session_ids: Sequence[str], before_seq: int
     ) -> list[StoredEntry]:
         """By 64-bit session key; callers check the session id itself (as for session_entries).
 
-        Most sessions are new: the keys are looked up in the session runs and the ledger's
+        Most sessions are new: the keys are looked up in the session runs and the packs'
         unindexed tail (``scr.store.sessions``), and only the seqs found there read entries.
         """
         keys = sorted({session_key(tenant, session_id) for session_id in session_ids})
-        rows = sessions.session_seqs(
-            self._reader(),
-            lambda seqs: f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE seq IN (SELECT MIN(seq) FROM ledger "
-                         f"WHERE seq IN ({seqs}) AND +tenant = :tenant "
-                         f"AND kind = 'SESSION_COMPLETION' GROUP BY session_key)",
-            {"keys": json.dumps(keys), "before": before_seq, "tenant": tenant},
-        )
-        return self.tier.fill([_entry(row) for row in rows])
+        first: dict[int | None, packs.PackedRow] = {}
+        for row in self._session_rows(tenant, keys, before_seq):
+            if row.kind == "SESSION_COMPLETION":
+                first.setdefault(row.session_key, row)
+        return self.tier.fill([_stored(row) for row in first.values()])
+
+    def _session_rows(self, tenant: str, keys: Sequence[int], before_seq: int) -> list[packs.PackedRow]:
+        """The tenant's entries under these session keys below ``before_seq``, in seq order."""
+        conn = self._reader()
+        params = {"keys": json.dumps(keys), "before": before_seq}
+        seqs = sessions.session_seqs(conn, lambda seqs: seqs, params)
+        found = packs.rows_at(conn, [seq for (seq,) in seqs])
+        return [found[seq] for seq in sorted(found) if found[seq].tenant == tenant]
 
     def wait_for_appends(self, timeout_s: float) -> bool:
         """One instance writes the embedded store: nothing to hear of; waits ``timeout_s``."""
@@ -636,25 +589,20 @@ class SqliteStore:
             self._indexer.start()
         return self._indexer.wake
 
-    def _filled(self, row: Sequence[Any]) -> StoredEntry | None:
-        filled = self.tier.fill([_entry(row)])
+    def _filled(self, row: packs.PackedRow) -> StoredEntry | None:
+        filled = self.tier.fill([_stored(row)])
         return filled[0] if filled else None
 
     def entry_time(self, seq: int) -> float | None:
         """When the entry at ``seq`` (or the next one) was committed, as a Unix time."""
-        row = self._reader().execute(
-            "SELECT ts FROM ledger WHERE seq >= ? ORDER BY seq LIMIT 1", (seq,)
-        ).fetchone()
-        if row is None:
+        ts = packs.entry_time(self._reader(), seq)
+        if ts is None:
             return None
-        return datetime.strptime(row[0], ENTRY_TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+        return datetime.strptime(ts, ENTRY_TIME_FORMAT).replace(tzinfo=UTC).timestamp()
 
     def seq_at_time(self, ts: str) -> int:
         """The last seq whose entry time is before ``ts`` (entry times grow with seq)."""
-        row = self._reader().execute(
-            "SELECT MAX(seq) FROM ledger WHERE ts < ?", (ts,)
-        ).fetchone()
-        return int(row[0] or 0)
+        return packs.seq_at_time(self._reader(), ts)
 
     # ----- keys -----------------------------------------------------------------------------
 
@@ -969,15 +917,6 @@ def _session_keys(entries: Sequence[NewEntry]) -> list[int | None]:
     return [-next(hashed) - 1 if e.session_id is not None else None for e in entries]
 
 
-def _present_seqs(conn: sqlite3.Connection, seqs: list[int]) -> set[int]:
-    """Which of ``seqs`` (ascending) the ledger holds, read as ranges of its keys."""
-    present: set[int] = set()
-    for part in _chunks(seqs, 10_000):
-        present.update(seq for (seq,) in conn.execute(
-            "SELECT seq FROM ledger WHERE seq BETWEEN ? AND ?", (part[0], part[-1])))
-    return present.intersection(seqs)
-
-
 def read_segments(conn: sqlite3.Connection, tenant: str | None = None) -> list[SegmentRow]:
     """The archive segments of a tenant (every tenant: None) listed in the database."""
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'archive_segments'").fetchone() is None:
@@ -986,6 +925,6 @@ def read_segments(conn: sqlite3.Connection, tenant: str | None = None) -> list[S
     return [segments.as_segment(row) for row in conn.execute(sql, params).fetchall()]
 
 
-def _entry(row: Sequence[Any]) -> StoredEntry:
-    seq, tenant, tenant_seq, kind, ts, event_id, entry, digest = row
-    return StoredEntry(seq, tenant, tenant_seq, kind, ts, event_id, bytes(entry), bytes(digest))
+def _stored(row: packs.PackedRow) -> StoredEntry:
+    return StoredEntry(row.seq, row.tenant, row.tenant_seq, row.kind, row.ts, row.event_id, row.entry,
+                       row.hash)
