@@ -56,7 +56,8 @@ def _rows(conn: sqlite3.Connection, group: list[packs.Row]) -> None:
     conn.execute("BEGIN")
     conn.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)",
                      [(seq, tenant, tenant_seq, kind, ts, event_id, session, digest, entry, chained)
-                      for seq, tenant, tenant_seq, kind, ts, event_id, entry, chained, session, digest in group])
+                      for seq, tenant, tenant_seq, kind, ts, event_id, entry, chained, session, digest
+                      in group])
     conn.execute("COMMIT")
 
 
@@ -69,7 +70,8 @@ def _packed(conn: sqlite3.Connection, group: list[packs.Row]) -> None:
 def _read_rows(conn: sqlite3.Connection, after: int) -> list[StoredEntry]:
     return [StoredEntry(seq, tenant, tenant_seq, kind, ts, event_id, bytes(entry), bytes(chained))
             for seq, tenant, tenant_seq, kind, ts, event_id, entry, chained in conn.execute(
-                f"SELECT {ROW_COLUMNS} FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?", (after, GROUP_EVENTS))]
+                f"SELECT {ROW_COLUMNS} FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, GROUP_EVENTS))]
 
 
 def _read_packed(conn: sqlite3.Connection, after: int) -> list[StoredEntry]:
@@ -85,7 +87,8 @@ def _measure(conn: sqlite3.Connection, append: Callable[[sqlite3.Connection, lis
         started = time.process_time()
         for group in range(GROUPS // 2):
             append(conn, _group(first + group * GROUP_EVENTS, entry))
-        figures[f"append_cpu_us_per_event_{half}"] = round((time.process_time() - started) / half_events * 1e6, 2)
+        spent = time.process_time() - started
+        figures[f"append_cpu_us_per_event_{half}"] = round(spent / half_events * 1e6, 2)
     started, after, read_back = time.process_time(), 0, 0
     while entries := read(conn, after):
         after, read_back = entries[-1].seq, read_back + len(entries)
@@ -109,5 +112,6 @@ def main() -> dict[str, Any]:
     before, now = figures["row_an_event"], figures["packed"]
     figures["append_saved_us_per_event"] = round(
         before["append_cpu_us_per_event_second_half"] - now["append_cpu_us_per_event_second_half"], 2)
-    figures["read_saved_us_per_event"] = round(before["read_cpu_us_per_event"] - now["read_cpu_us_per_event"], 2)
+    figures["read_saved_us_per_event"] = round(
+        before["read_cpu_us_per_event"] - now["read_cpu_us_per_event"], 2)
     return figures

@@ -37,12 +37,11 @@ from scr.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileError, TileNodes, cove
 from scr.log.checkpoint import Checkpoint, CheckpointError, Signer, VerifierKey, origin_for, verify_note
 from scr.log.entry import GENESIS_HASH, chain_hash
 from scr.log.merkle import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX, ProofError, verify_consistency
-from scr.store import packs
 from scr.log.nodes import MemoryNodeStore, MerkleTree
 from scr.retention.segments import ArchiveError, covers
 from scr.retention.tiers import ArchiveTier
 from scr.retention.verify import verify_archive
-from scr.store import ledger_rows
+from scr.store import ledger_rows, packs
 from scr.store.postgres import PostgresStore
 from scr.store.sql import PgSql, Sql
 from scr.store.sqlite import DATABASE_FILE, read_segments

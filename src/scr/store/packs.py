@@ -83,9 +83,10 @@ _as_rows = msgspec.msgpack.Decoder(list[PackedRow])
 _as_entries = msgspec.msgpack.Decoder(list[StoredEntry])
 _json = msgspec.json.Encoder()
 
-# The packs from the one that may hold ``?`` on, in seq order.
-_FROM_PACK_OF = ("FROM ledger_packs WHERE first_seq >= "
-                 "coalesce((SELECT max(first_seq) FROM ledger_packs WHERE first_seq <= ?), 0)")
+# The packs holding a seq past ``?`` (given twice): from the one that may hold it on, but for
+# a pack ending at it (its bytes are not read).
+_FROM_PACK_OF = ("FROM ledger_packs WHERE first_seq >= coalesce((SELECT max(first_seq) "
+                 "FROM ledger_packs WHERE first_seq <= ?), 0) AND last_seq > ?")
 
 
 class DamagedPack(sqlite3.DatabaseError):
@@ -175,7 +176,7 @@ def require_packed(conn: sqlite3.Connection) -> None:
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'").fetchone():
         raise sqlite3.DatabaseError(
             "its ledger was written by an earlier version of scr and is packed the first time this "
-            "version opens the folder to write: run `scr serve` (or `scr keys list`) on it once")
+            "version opens the folder to write: start `scr serve` on it once")
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -234,7 +235,7 @@ def entries_after(conn: sqlite3.Connection, after: int, limit: int) -> list[Stor
     """The first ``limit`` entries with seq > ``after``, in order."""
     found: list[StoredEntry] = []
     for first_seq, blob in conn.execute(f"SELECT first_seq, entries {_FROM_PACK_OF} ORDER BY first_seq",
-                                        (after,)):
+                                        (after, after)):
         entries = _decode_entries(first_seq, blob)
         if entries and entries[0].seq <= after:
             entries = [entry for entry in entries if entry.seq > after]
@@ -248,7 +249,7 @@ def rows_after(conn: sqlite3.Connection, after: int, before: int) -> Iterator[li
     """The entries with ``after < seq < before``, in seq order, a pack at a time."""
     for first_seq, blob in conn.execute(
             f"SELECT first_seq, entries {_FROM_PACK_OF} AND first_seq < ? ORDER BY first_seq",
-            (after, before)):
+            (after, after, before)):
         rows = _decode_rows(first_seq, blob)
         if rows and (rows[0].seq <= after or rows[-1].seq >= before):
             rows = [row for row in rows if after < row.seq < before]
@@ -288,11 +289,22 @@ def present(conn: sqlite3.Connection, seqs: Sequence[int]) -> set[int]:
 
 def tenants_between(conn: sqlite3.Connection, after: int, through: int) -> list[str]:
     """The tenants with an entry in ``after < seq <= through``."""
-    runs = conn.execute(
-        "SELECT DISTINCT tenant FROM ledger_runs WHERE pack >= coalesce((SELECT max(first_seq) "
-        "FROM ledger_packs WHERE first_seq <= ?), 0) AND pack <= ? AND last_seq > ?",
-        (after, through, after)).fetchall()
-    return [tenant for (tenant,) in runs]
+    found: set[str] = set()
+    edges: dict[int, list[PackedRow]] = {}  # the packs a bound cuts through, read once
+    for tenant, pack, run_last in conn.execute(
+            "SELECT tenant, pack, last_seq FROM ledger_runs WHERE pack >= coalesce((SELECT max(first_seq) "
+            "FROM ledger_packs WHERE first_seq <= ?), 0) AND pack <= ? AND last_seq > ?",
+            (after, through, after)).fetchall():
+        if tenant in found:
+            continue
+        if pack > after and run_last <= through:  # the whole run is in range
+            found.add(tenant)
+            continue
+        if pack not in edges:
+            edges[pack] = rows_at_pack(conn, pack)
+        if any(row.tenant == tenant and after < row.seq <= through for row in edges[pack]):
+            found.add(tenant)
+    return sorted(found)
 
 
 def entry_time(conn: sqlite3.Connection, seq: int) -> str | None:
