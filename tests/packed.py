@@ -25,9 +25,9 @@ def ledger_table(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute(f"CREATE TEMP TABLE ledger ({_ROW})")
     held: dict[int, list[packs.PackedRow]] = {}
     for first_seq, blob in conn.execute("SELECT first_seq, entries FROM main.ledger_packs").fetchall():
-        held[first_seq] = rows = packs._decode_rows(first_seq, blob)
+        held[first_seq] = rows = packs.decode_rows(first_seq, blob)
         conn.executemany(f"INSERT INTO temp.ledger ({_COLUMNS}, pack) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                         [(*packs._fields(row), first_seq) for row in rows])
+                         [(*packs.fields(row), first_seq) for row in rows])
     try:
         yield conn
         conn.execute("SAVEPOINT pack_back")
@@ -37,7 +37,7 @@ def ledger_table(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
                 packs.rewrite(conn, first_seq, old, new)
         added = _rows(conn, "pack IS NULL", ())
         if added:
-            fields = [packs._fields(row) for row in added]
+            fields = [packs.fields(row) for row in added]
             packs.insert(conn, fields, packs.runs_of(fields))
         conn.execute("RELEASE pack_back")
     finally:

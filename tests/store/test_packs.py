@@ -155,7 +155,7 @@ def test_a_migration_that_fails_midway_leaves_each_row_in_one_place_and_finishes
         SqliteStore(data)
     with sqlite3.connect(data / "scr.db") as db:
         [(left,)] = db.execute("SELECT count(*) FROM ledger").fetchall()
-        packed = sum(len(packs._decode_rows(first, blob))
+        packed = sum(len(packs.decode_rows(first, blob))
                      for first, blob in db.execute("SELECT first_seq, entries FROM ledger_packs"))
     assert (left, packed) == (500, 2_000)
     monkeypatch.setattr(packs, "insert", real_insert)

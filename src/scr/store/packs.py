@@ -93,17 +93,18 @@ class DamagedPack(sqlite3.DatabaseError):
     """A pack that does not decode (the file was edited or damaged)."""
 
 
-def _decode_rows(first_seq: int, blob: bytes) -> list[PackedRow]:
-    try:
-        return _as_rows.decode(blob)
-    except msgspec.DecodeError as error:
-        raise DamagedPack(f"the ledger's pack at seq {first_seq} cannot be read ({error}): "
-                          "run `scr ledger verify`") from None
+def decode_rows(first_seq: int, blob: bytes) -> list[PackedRow]:
+    """The entries of the pack at ``first_seq``, with every field."""
+    return _decode(_as_rows, first_seq, blob)
 
 
 def _decode_entries(first_seq: int, blob: bytes) -> list[StoredEntry]:
+    return _decode(_as_entries, first_seq, blob)
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[list[Any]], first_seq: int, blob: bytes) -> list[Any]:
     try:
-        return _as_entries.decode(blob)
+        return decoder.decode(blob)
     except msgspec.DecodeError as error:
         raise DamagedPack(f"the ledger's pack at seq {first_seq} cannot be read ({error}): "
                           "run `scr ledger verify`") from None
@@ -115,13 +116,18 @@ def insert(conn: sqlite3.Connection, rows: Sequence[Row], runs: Iterable[Sequenc
     """Append one pack of ``rows`` (seq ascending, past every pack) with its tenants' ``runs``
     ((tenant, first tenant_seq, last tenant_seq, last seq), as ``runs_of`` gives them)."""
     first, last = rows[0][0], rows[-1][0]
-    sessions = _json.encode([(row[8], row[0]) for row in rows if row[8] is not None])
     conn.execute("INSERT INTO ledger_packs VALUES (?,?,?,?,?)",
-                 (first, last, max(row[4] for row in rows), sessions.decode(), _encode(rows)))
+                 (first, last, *_described(rows), _encode(rows)))
     _insert_runs(conn, first, runs)
     kinds = [(row[1], row[3], row[0]) for row in rows if row[3] != SESSION_COMPLETION]
     if kinds:
         conn.executemany("INSERT INTO ledger_kinds VALUES (?,?,?)", kinds)
+
+
+def _described(rows: Sequence[Row]) -> tuple[str, str]:
+    """A pack's newest entry time and its ``sessions`` (JSON [[session key, seq], ...])."""
+    sessions = _json.encode([(row[8], row[0]) for row in rows if row[8] is not None])
+    return max(row[4] for row in rows), sessions.decode()
 
 
 def _insert_runs(conn: sqlite3.Connection, pack: int, runs: Iterable[Sequence[Any]]) -> None:
@@ -151,21 +157,20 @@ def rewrite(conn: sqlite3.Connection, first_seq: int, old: Sequence[PackedRow],
     kept = {row.seq for row in new}
     gone = [row for row in old if row.seq not in kept]
     conn.executemany("DELETE FROM ledger_runs WHERE tenant = ? AND first_tenant_seq = ?",
-                     [(tenant, low) for tenant, low, _, _ in runs_of(_fields(row) for row in old)])
+                     [(tenant, low) for tenant, low, _, _ in runs_of(fields(row) for row in old)])
     conn.executemany("DELETE FROM ledger_kinds WHERE tenant = ? AND kind = ? AND seq = ?",
                      [(row.tenant, row.kind, row.seq) for row in gone if row.kind != SESSION_COMPLETION])
     if not new:
         conn.execute("DELETE FROM ledger_packs WHERE first_seq = ?", (first_seq,))
         return
-    rows = [_fields(row) for row in new]
-    sessions = _json.encode([(row[8], row[0]) for row in rows if row[8] is not None])
+    rows = [fields(row) for row in new]
     conn.execute("UPDATE ledger_packs SET last_seq = ?, last_ts = ?, sessions = ?, entries = ? "
-                 "WHERE first_seq = ?",
-                 (rows[-1][0], max(row[4] for row in rows), sessions.decode(), _encode(rows), first_seq))
+                 "WHERE first_seq = ?", (rows[-1][0], *_described(rows), _encode(rows), first_seq))
     _insert_runs(conn, first_seq, runs_of(rows))
 
 
-def _fields(row: PackedRow) -> Row:
+def fields(row: PackedRow) -> Row:
+    """A packed entry's fields as the writer hands them over."""
     return (row.seq, row.tenant, row.tenant_seq, row.kind, row.ts, row.event_id, row.entry, row.hash,
             row.session_key, row.digest)
 
@@ -250,7 +255,7 @@ def rows_after(conn: sqlite3.Connection, after: int, before: int) -> Iterator[li
     for first_seq, blob in conn.execute(
             f"SELECT first_seq, entries {_FROM_PACK_OF} AND first_seq < ? ORDER BY first_seq",
             (after, after, before)):
-        rows = _decode_rows(first_seq, blob)
+        rows = decode_rows(first_seq, blob)
         if rows and (rows[0].seq <= after or rows[-1].seq >= before):
             rows = [row for row in rows if after < row.seq < before]
         if rows:
@@ -269,7 +274,7 @@ def rows_at(conn: sqlite3.Connection, seqs: Iterable[int]) -> dict[int, PackedRo
         if pack is None or pack[1] < seq:
             continue
         covered = pack[1]
-        found.update((row.seq, row) for row in _decode_rows(pack[0], pack[2]))
+        found.update((row.seq, row) for row in decode_rows(pack[0], pack[2]))
     wanted = set(seqs)
     return {seq: row for seq, row in found.items() if seq in wanted}
 
@@ -345,7 +350,7 @@ def tenant_rows(conn: sqlite3.Connection, tenant: str, start: int) -> Iterator[P
             blob = conn.execute("SELECT entries FROM ledger_packs WHERE first_seq = ?", (pack,)).fetchone()
             if blob is None:
                 continue  # rewritten away since the runs were read
-            for row in _decode_rows(pack, blob[0]):
+            for row in decode_rows(pack, blob[0]):
                 if row.tenant == tenant and row.tenant_seq >= start:
                     yield row
 
@@ -383,7 +388,7 @@ def chain_length(conn: sqlite3.Connection, tenant: str, through: int) -> int:
 
 def rows_at_pack(conn: sqlite3.Connection, first_seq: int) -> list[PackedRow]:
     blob = conn.execute("SELECT entries FROM ledger_packs WHERE first_seq = ?", (first_seq,)).fetchone()
-    return [] if blob is None else _decode_rows(first_seq, blob[0])
+    return [] if blob is None else decode_rows(first_seq, blob[0])
 
 
 def chain_heads(conn: sqlite3.Connection) -> dict[str, tuple[int, bytes]]:
