@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -22,12 +21,11 @@ NO_BOUND = 2**63 - 1
 Group = list[tuple[str, str]]  # (tenant, kind) of each entry an append hands over
 
 
-@pytest.fixture
-def conn() -> Iterator[sqlite3.Connection]:
-    connection = sqlite3.connect(":memory:", isolation_level=None)
-    connection.executescript(packs.SCHEMA)
-    yield connection
-    connection.close()
+def packed(groups: list[Group]) -> tuple[sqlite3.Connection, list[packs.PackedRow]]:
+    """A ledger in memory of these appends (close it), and its entries as a list."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.executescript(packs.SCHEMA)
+    return conn, build(conn, groups)
 
 
 def build(conn: sqlite3.Connection, groups: list[Group]) -> list[packs.PackedRow]:
@@ -58,9 +56,7 @@ group_lists = st.lists(st.lists(st.tuples(st.sampled_from(TENANTS), entry_kinds)
 @settings(max_examples=60, deadline=None)
 @given(groups=group_lists, data=st.data())
 def test_every_read_gives_what_the_appended_list_gives(groups: list[Group], data: st.DataObject) -> None:
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    conn.executescript(packs.SCHEMA)
-    appended = build(conn, groups)
+    conn, appended = packed(groups)
     seqs = [row.seq for row in appended]
     after = data.draw(st.integers(0, seqs[-1] + 1))
     limit = data.draw(st.integers(1, 30))
@@ -92,9 +88,7 @@ def test_every_read_gives_what_the_appended_list_gives(groups: list[Group], data
 @settings(max_examples=40, deadline=None)
 @given(groups=group_lists, data=st.data())
 def test_retention_rewrites_keep_every_index_true(groups: list[Group], data: st.DataObject) -> None:
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    conn.executescript(packs.SCHEMA)
-    appended = build(conn, groups)
+    conn, appended = packed(groups)
     tenant = data.draw(st.sampled_from(TENANTS))
     mine = [row for row in appended if row.tenant == tenant]
     start = data.draw(st.integers(0, len(mine)))
@@ -171,8 +165,9 @@ def test_a_migration_that_fails_midway_leaves_each_row_in_one_place_and_finishes
         assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger'").fetchone() is None
 
 
-def test_a_damaged_pack_is_named_not_misread(conn: sqlite3.Connection) -> None:
-    build(conn, [[("org_a", "SESSION_COMPLETION")] * 3])
+def test_a_damaged_pack_is_named_not_misread() -> None:
+    conn, _ = packed([[("org_a", "SESSION_COMPLETION")] * 3])
     conn.execute("UPDATE ledger_packs SET entries = x'93ff'")
     with pytest.raises(packs.DamagedPack, match="pack at seq 1 cannot be read"):
         packs.entries_after(conn, 0, 10)
+    conn.close()

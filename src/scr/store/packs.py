@@ -59,18 +59,10 @@ CREATE TABLE IF NOT EXISTS ledger_kinds (
 """
 
 
-class PackedRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
+class PackedRow(StoredEntry, frozen=True, gc=False, array_like=True):
     """An entry as a pack holds it: ``StoredEntry``'s fields first (so a pack decodes into
     ``StoredEntry``s directly), then what only the store itself reads."""
 
-    seq: int
-    tenant: str
-    tenant_seq: int
-    kind: str
-    ts: str
-    event_id: str | None
-    entry: bytes  # empty once the bytes moved to an archive segment
-    hash: bytes
     session_key: int | None
     digest: bytes | None  # the payload digest of an event, for dedup
 
