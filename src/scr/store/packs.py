@@ -337,8 +337,12 @@ def tenant_rows(conn: sqlite3.Connection, tenant: str, start: int) -> Iterator[P
         "SELECT pack FROM ledger_runs WHERE tenant = ? AND first_tenant_seq >= coalesce((SELECT "
         "max(first_tenant_seq) FROM ledger_runs WHERE tenant = ? AND first_tenant_seq <= ?), 0) "
         "ORDER BY first_tenant_seq", (tenant, tenant, start))
+    read = -1  # a pack holds several runs of a tenant once retention removed entries between them
     while batch := packs.fetchmany(64):
         for (pack,) in batch:
+            if pack == read:
+                continue
+            read = pack
             blob = conn.execute("SELECT entries FROM ledger_packs WHERE first_seq = ?", (pack,)).fetchone()
             if blob is None:
                 continue  # rewritten away since the runs were read
