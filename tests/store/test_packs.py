@@ -5,7 +5,11 @@ ledger of an earlier version is packed whole, even when a step of the migration 
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -18,6 +22,7 @@ from scr.store.sqlite import SqliteStore
 
 TENANTS = ("org_a", "org_b", "org_c")
 NO_BOUND = 2**63 - 1
+KILL_AFTER_PACKS = 8  # of the 60 a 60,000-row ledger of an earlier version is packed into
 Group = list[tuple[str, str]]  # (tenant, kind) of each entry an append hands over
 
 
@@ -171,3 +176,40 @@ def test_a_damaged_pack_is_named_not_misread() -> None:
     with pytest.raises(packs.DamagedPack, match="pack at seq 1 cannot be read"):
         packs.entries_after(conn, 0, 10)
     conn.close()
+
+
+def test_a_migration_killed_midway_loses_no_row_and_finishes_on_the_next_open(tmp_path: Path) -> None:
+    """SIGKILL of a process packing an earlier version's ledger (``SqliteStore`` opening it),
+    once a few steps are done: each row is in the old table or in a pack, once."""
+    data = tmp_path / "data"
+    data.mkdir()
+    written = old_ledger(data / "scr.db", 60_000)
+    opening = subprocess.Popen([sys.executable, "-c", "import sys; from scr.store.sqlite import SqliteStore; "
+                                "SqliteStore(sys.argv[1]).close()", str(data)])
+    try:
+        deadline = time.monotonic() + 60
+        while packs_in(data) < KILL_AFTER_PACKS and opening.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        opening.send_signal(signal.SIGKILL)
+        opening.wait(timeout=10)
+    assert opening.returncode == -signal.SIGKILL, "the migration ended first: make the ledger longer"
+    with sqlite3.connect(data / "scr.db") as db:
+        left = [seq for (seq,) in db.execute("SELECT seq FROM ledger")]
+        packed = [row.seq for first, blob in db.execute("SELECT first_seq, entries FROM ledger_packs")
+                  for row in packs.decode_rows(first, blob)]
+    assert packed and left and sorted(left + packed) == [row[0] for row in written]
+    store = SqliteStore(data)
+    try:
+        assert [(e.seq, e.tenant, e.tenant_seq, e.entry, e.hash) for e in store.entries_after(0, 70_000)] == [
+            (row[0], row[1], row[2], row[8], row[9]) for row in written]
+    finally:
+        store.close()
+
+
+def packs_in(data: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{data / 'scr.db'}?mode=ro", uri=True, timeout=0.1) as db:
+            return int(db.execute("SELECT count(*) FROM ledger_packs").fetchone()[0])
+    except sqlite3.OperationalError:  # the table is not there yet, or the file is busy
+        return 0
