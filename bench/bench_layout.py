@@ -1,5 +1,5 @@
-"""The ledger's layout: the packed row per appended group of today's embedded store
-(``scr.store.packs``: the pack, its tenant run, its sessions) against the row an event of
+"""The ledger's layout: the packs of today's embedded store (``scr.store.packs``: rows of up
+to 64 entries of a group, their tenant runs, their sessions) against the row an event of
 earlier versions (the ``ledger`` table as 0b91bdc kept it, its primary key and tenant index),
 in the same run, on the same disk, with the same durable commits, and both read back.
 
@@ -63,7 +63,7 @@ def _rows(conn: sqlite3.Connection, group: list[packs.Row]) -> None:
 
 def _packed(conn: sqlite3.Connection, group: list[packs.Row]) -> None:
     conn.execute("BEGIN")
-    packs.insert(conn, group, packs.runs_of(group))
+    packs.insert(conn, group)
     conn.execute("COMMIT")
 
 

@@ -38,7 +38,7 @@ def ledger_table(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         added = _rows(conn, "pack IS NULL", ())
         if added:
             fields = [packs.fields(row) for row in added]
-            packs.insert(conn, fields, packs.runs_of(fields))
+            packs.insert(conn, fields)
         conn.execute("RELEASE pack_back")
     finally:
         conn.execute("DROP TABLE temp.ledger")

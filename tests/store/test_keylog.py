@@ -150,7 +150,7 @@ def test_a_data_folder_written_by_644aa85_keeps_working(tmp_path: Path) -> None:
     with sqlite3.connect(data / "scr.db") as db:
         assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger'").fetchone() is None
         assert [tuple(row) for row in db.execute("SELECT count(*), min(first_seq), max(last_seq) "
-                                                 "FROM ledger_packs")] == [(1, 1, 82)]
+                                                 "FROM ledger_packs")] == [(2, 1, 82)]  # 64 + 18
     verified = cli.invoke(app, ["ledger", "verify", "--data", str(data)])
     assert verified.exit_code == 0, verified.output
     sent = sent_to_644aa85()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import msgspec
 import pytest
@@ -22,15 +23,18 @@ from scr.store.sqlite import SqliteStore
 
 TENANTS = ("org_a", "org_b", "org_c")
 NO_BOUND = 2**63 - 1
-KILL_AFTER_PACKS = 8  # of the 60 a 60,000-row ledger of an earlier version is packed into
+KILL_AFTER_PACKS = 128  # 8 of the 60 steps that pack an earlier version's 60,000-row ledger
 Group = list[tuple[str, str]]  # (tenant, kind) of each entry an append hands over
 
 
-def packed(groups: list[Group]) -> tuple[sqlite3.Connection, list[packs.PackedRow]]:
-    """A ledger in memory of these appends (close it), and its entries as a list."""
+def packed(groups: list[Group], pack_entries: int = packs.PACK_ENTRIES,
+           ) -> tuple[sqlite3.Connection, list[packs.PackedRow]]:
+    """A ledger in memory of these appends, in packs of up to ``pack_entries`` (close it), and
+    its entries as a list."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.executescript(packs.SCHEMA)
-    return conn, build(conn, groups)
+    with mock.patch.object(packs, "PACK_ENTRIES", pack_entries):
+        return conn, build(conn, groups)
 
 
 def build(conn: sqlite3.Connection, groups: list[Group]) -> list[packs.PackedRow]:
@@ -48,12 +52,13 @@ def build(conn: sqlite3.Connection, groups: list[Group]) -> list[packs.PackedRow
                          seq.to_bytes(32, "big"), seq % 5 if kind == "SESSION_COMPLETION" else None, b"d"))
             next_of[tenant] += 1
         seq += 2  # a gap between groups, as a rolled-back group leaves
-        packs.insert(conn, rows, packs.runs_of(rows))
+        packs.insert(conn, rows)
         appended += [packs.PackedRow(*row) for row in rows]
     return appended
 
 
 entry_kinds = st.sampled_from(["SESSION_COMPLETION"] * 4 + ["DECIDE"])
+pack_sizes = st.sampled_from([1, 3, packs.PACK_ENTRIES])  # a group in several packs, or in one
 group_lists = st.lists(st.lists(st.tuples(st.sampled_from(TENANTS), entry_kinds), min_size=1, max_size=12),
                        min_size=1, max_size=8)
 
@@ -61,7 +66,7 @@ group_lists = st.lists(st.lists(st.tuples(st.sampled_from(TENANTS), entry_kinds)
 @settings(max_examples=60, deadline=None)
 @given(groups=group_lists, data=st.data())
 def test_every_read_gives_what_the_appended_list_gives(groups: list[Group], data: st.DataObject) -> None:
-    conn, appended = packed(groups)
+    conn, appended = packed(groups, data.draw(pack_sizes))
     seqs = [row.seq for row in appended]
     after = data.draw(st.integers(0, seqs[-1] + 1))
     limit = data.draw(st.integers(1, 30))
@@ -93,7 +98,7 @@ def test_every_read_gives_what_the_appended_list_gives(groups: list[Group], data
 @settings(max_examples=40, deadline=None)
 @given(groups=group_lists, data=st.data())
 def test_retention_rewrites_keep_every_index_true(groups: list[Group], data: st.DataObject) -> None:
-    conn, appended = packed(groups)
+    conn, appended = packed(groups, data.draw(pack_sizes))
     tenant = data.draw(st.sampled_from(TENANTS))
     mine = [row for row in appended if row.tenant == tenant]
     start = data.draw(st.integers(0, len(mine)))
@@ -143,11 +148,11 @@ def test_a_migration_that_fails_midway_leaves_each_row_in_one_place_and_finishes
     written = old_ledger(data / "scr.db", 2_500)
     real_insert, steps = packs.insert, []
 
-    def failing_third_step(conn: sqlite3.Connection, rows: list[packs.Row], runs: list[list[object]]) -> None:
+    def failing_third_step(conn: sqlite3.Connection, rows: list[packs.Row]) -> None:
         steps.append(len(rows))
         if len(steps) == 3:  # stands in for a full disk or a kill between two statements of a step
             raise sqlite3.OperationalError("disk I/O error")
-        real_insert(conn, rows, runs)
+        real_insert(conn, rows)
 
     monkeypatch.setattr(packs, "insert", failing_third_step)
     with pytest.raises(sqlite3.OperationalError):

@@ -428,7 +428,7 @@ class SqliteStore:
         return found
 
     def append(self, tx: Transaction, entries: Sequence[NewEntry]) -> None:
-        """One pack of the entries (``scr.store.packs``) and their dedup keys."""
+        """The entries as packs (``scr.store.packs``), and their dedup keys."""
         if not entries:
             return
         writer = _writer(tx)
@@ -455,7 +455,7 @@ class SqliteStore:
                 keys.append(hashed)
                 seqs.append(seq)
         conn = writer.conn
-        packs.insert(conn, rows, packs.runs_of(rows))
+        packs.insert(conn, rows)
         self.keys.stage(keys, seqs)  # canon and key entries have no event id
         if overflow:
             conn.executemany("INSERT INTO event_keys_overflow VALUES (?, ?, ?)", overflow)
