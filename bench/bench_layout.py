@@ -6,7 +6,10 @@ in the same run, on the same disk, with the same durable commits, and both read 
 Each side builds its rows from the same 1,000 entries a group as the writer hands them over,
 and is measured twice as the ledger grows, over its first and its last ``GROUPS // 2``
 groups (CPU from the process's own clock). Reading back is what a destinations' reader does:
-every entry after a seq, 1,000 at a time, as ``StoredEntry``s.
+every entry after a seq, 1,000 at a time, as ``StoredEntry``s. A lookup is one entry by its
+seq, as a duplicate's dedup check or an event read by id finds it (``LOOKUPS`` of them, spread
+over the ledger). ``SCR_BENCH_LAYOUT_PACK_ENTRIES`` sets the entries a pack holds (the
+store's ``PACK_ENTRIES`` by default), to weigh other sizes.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from scr.store import packs
 from scr.store.records import StoredEntry
 
 GROUPS = int(os.environ.get("SCR_BENCH_LAYOUT_GROUPS", "400"))
+PACK_ENTRIES = int(os.environ.get("SCR_BENCH_LAYOUT_PACK_ENTRIES", str(packs.PACK_ENTRIES)))
+LOOKUPS = 300
 GROUP_EVENTS = 1000
 ENTRY_BYTES = 900  # about a stored SESSION_COMPLETION entry of the bench's events
 
@@ -63,7 +69,8 @@ def _rows(conn: sqlite3.Connection, group: list[packs.Row]) -> None:
 
 def _packed(conn: sqlite3.Connection, group: list[packs.Row]) -> None:
     conn.execute("BEGIN")
-    packs.insert(conn, group)
+    with mock.patch.object(packs, "PACK_ENTRIES", PACK_ENTRIES):
+        packs.insert(conn, group)
     conn.execute("COMMIT")
 
 
@@ -78,8 +85,17 @@ def _read_packed(conn: sqlite3.Connection, after: int) -> list[StoredEntry]:
     return packs.entries_after(conn, after, GROUP_EVENTS)
 
 
+def _look_up_row(conn: sqlite3.Connection, seq: int) -> object:
+    return conn.execute(f"SELECT {ROW_COLUMNS}, payload_digest FROM ledger WHERE seq = ?", (seq,)).fetchone()
+
+
+def _look_up_packed(conn: sqlite3.Connection, seq: int) -> object:
+    return packs.rows_at(conn, [seq])[seq]
+
+
 def _measure(conn: sqlite3.Connection, append: Callable[[sqlite3.Connection, list[packs.Row]], None],
-             read: Callable[[sqlite3.Connection, int], list[StoredEntry]], entry: bytes) -> dict[str, float]:
+             read: Callable[[sqlite3.Connection, int], list[StoredEntry]],
+             look_up: Callable[[sqlite3.Connection, int], object], entry: bytes) -> dict[str, float]:
     figures = {}
     half_events = GROUPS // 2 * GROUP_EVENTS
     for half in ("first_half", "second_half"):
@@ -94,6 +110,10 @@ def _measure(conn: sqlite3.Connection, append: Callable[[sqlite3.Connection, lis
         after, read_back = entries[-1].seq, read_back + len(entries)
     assert read_back == GROUPS * GROUP_EVENTS, read_back
     figures["read_cpu_us_per_event"] = round((time.process_time() - started) / read_back * 1e6, 2)
+    started = time.process_time()
+    for lookup in range(LOOKUPS):
+        assert look_up(conn, 1 + lookup * 7919 % read_back) is not None
+    figures["lookup_cpu_us"] = round((time.process_time() - started) / LOOKUPS * 1e6, 1)
     return figures
 
 
@@ -105,8 +125,9 @@ def main() -> dict[str, Any]:
         packed = _connect(Path(tmp) / "packed.db")
         packed.executescript(packs.SCHEMA)
         figures: dict[str, Any] = {"events": GROUPS * GROUP_EVENTS,
-                                   "row_an_event": _measure(rows, _rows, _read_rows, entry),
-                                   "packed": _measure(packed, _packed, _read_packed, entry)}
+                                   "pack_entries": PACK_ENTRIES,
+                                   "row_an_event": _measure(rows, _rows, _read_rows, _look_up_row, entry),
+                                   "packed": _measure(packed, _packed, _read_packed, _look_up_packed, entry)}
         rows.close()
         packed.close()
     before, now = figures["row_an_event"], figures["packed"]
