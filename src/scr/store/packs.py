@@ -5,9 +5,9 @@ event (``bench/bench_layout.py``), and every reader SQLite's fetch of eight colu
 Instead each group the writer appends is a few rows, packs of up to ``PACK_ENTRIES`` entries:
 each a msgpack array in seq order, each entry ``PackedRow``'s ten fields. A pack is small
 enough that one entry is found by reading its pack (a duplicate's dedup check, an event by
-id: SQLite reads a long value page by page along a chain, and a 1,000-entry pack took 3.7 ms
-to read and decode where a 64-entry one takes 0.16). Beside the packs, written with them,
-three small tables find entries without reading every pack:
+id: SQLite reads a long value page by page along a chain, and one entry of a 1,000-entry pack
+took 2.0 ms where one of a 64-entry pack takes 0.17, ``bench_layout``). Beside the packs,
+written with them, two small tables and a column find entries without reading every pack:
 
 - ``ledger_runs``: a tenant's consecutive entries in one pack, by (tenant, tenant_seq); one
   row per tenant and pack, so lookups by a tenant's position read only the packs that hold it;

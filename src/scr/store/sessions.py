@@ -66,13 +66,17 @@ def seqs_of_keys(runs: list[int]) -> str:
     return "WITH wanted(key) AS (SELECT value FROM json_each(:keys)) " + " UNION ALL ".join(arms)
 
 
-def packed_sessions(after: str) -> str:
-    """The (key, seq) of the packs' entries with a session and ``seq > after`` (an SQL value
-    used twice), from the ``sessions`` of each pack that may hold one (``scr.store.packs``)."""
-    return ("SELECT s.value ->> 0 AS key, s.value ->> 1 AS seq "
-            "FROM main.ledger_packs p, json_each(p.sessions) s WHERE p.first_seq >= "
-            f"coalesce((SELECT max(first_seq) FROM main.ledger_packs WHERE first_seq <= {after}), 0) "
-            f"AND s.value ->> 1 > {after}")
+def packed_sessions(after: str, through: str | None = None) -> str:
+    """The (key, seq) of the packs' entries with a session and ``after < seq`` (and ``seq <=
+    through``; SQL values, each used twice), from the ``sessions`` of each pack that may hold
+    one (``scr.store.packs``)."""
+    sql = ("SELECT s.value ->> 0 AS key, s.value ->> 1 AS seq "
+           "FROM main.ledger_packs p, json_each(p.sessions) s WHERE p.first_seq >= "
+           f"coalesce((SELECT max(first_seq) FROM main.ledger_packs WHERE first_seq <= {after}), 0) "
+           f"AND s.value ->> 1 > {after}")
+    if through is not None:
+        sql += f" AND p.first_seq <= {through} AND s.value ->> 1 <= {through}"
+    return sql
 
 
 def session_seqs(conn: sqlite3.Connection, query: Callable[[str], str], params: dict[str, Any]) -> list[Any]:
@@ -173,9 +177,9 @@ def index_step(conn: sqlite3.Connection) -> bool:
         [run] = conn.execute(f"SELECT coalesce(max(run), 0) + 1 FROM {ALIAS}.runs").fetchone()
         _create_run(conn, run)
         rows = conn.execute(
-            f"INSERT INTO {run_table(run)} SELECT key, seq FROM ({packed_sessions('?')}) "
-            "WHERE seq <= ? ORDER BY key, seq",
-            (through, through, upto),
+            f"INSERT INTO {run_table(run)} SELECT key, seq FROM ({packed_sessions('?', '?')}) "
+            "ORDER BY key, seq",
+            (through, through, upto, upto),
         ).rowcount
         if rows > 0:
             conn.execute(f"INSERT INTO {ALIAS}.runs VALUES (?, 0, ?)", (run, rows))
