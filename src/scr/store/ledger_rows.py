@@ -4,8 +4,8 @@ The trees and their proofs (``scr.ledger``), the verifier, the dedup key log and
 segments read ledger entries by seq, by (tenant, tenant_seq) and by event id. Every such
 statement is here, so the table's layout is known in two places only: this room and the
 stores' own methods. PostgreSQL keeps a row an event (``?`` placeholders, ``scr.store.sql``);
-the embedded store packs each group into one row (``scr.store.packs``), which these functions
-read and rewrite for it.
+the embedded store packs its entries, up to 64 a row (``scr.store.packs``), which these
+functions read and rewrite for it.
 """
 
 from __future__ import annotations
