@@ -177,7 +177,7 @@ def fields(row: PackedRow) -> Row:
 def require_packed(conn: sqlite3.Connection) -> None:
     """Refuse a read-only look at a data folder whose ledger is not packed yet (an earlier
     version's), with the way out; read-only readers never migrate it themselves."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'").fetchone():
+    if _unpacked(conn):
         raise sqlite3.DatabaseError(
             "its ledger was written by an earlier version of scr and is packed the first time this "
             "version opens the folder to write: start `scr serve` on it once")
@@ -191,8 +191,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if not conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'").fetchone():
+            if not _unpacked(conn):
                 conn.execute("COMMIT")
                 return moved
             rows = [_migrated(row) for row in conn.execute(
@@ -208,6 +207,12 @@ def migrate(conn: sqlite3.Connection) -> int:
         except BaseException:
             conn.rollback()
             raise
+
+
+def _unpacked(conn: sqlite3.Connection) -> bool:
+    """Whether the database still has an earlier version's row-an-event ``ledger`` table."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'").fetchone()
+    return found is not None
 
 
 def _migrated(row: Sequence[Any]) -> Row:
