@@ -162,10 +162,12 @@ def serve(
 
     from setproctitle import setproctitle
 
-    from scr import native
+    # imported once, before the children fork: the serve modules, and the app (scr.server)
+    # that the writer and the edges build
+    from scr import native, server  # noqa: F401
     from scr.config import with_tls
     from scr.http_server import check_tls, reserve_file_descriptors
-    from scr.serve import archive, child, edge, enrich, reader, usage, writer  # noqa: F401  (imported once; the children fork)
+    from scr.serve import archive, child, edge, enrich, reader, usage, writer  # noqa: F401
     from scr.serve.readers import reader_processes
     from scr.serve.supervisor import Child, ChildArgs, Supervisor, listening_sockets, prepare_run_dir
 

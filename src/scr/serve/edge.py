@@ -32,7 +32,7 @@ from scr.route.price_file import live_prices
 from scr.security.auth import Authenticator
 from scr.serve.appends import AppendClient
 from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared, serve_and_tell
-from scr.serve.readers import appends_path, writer_http_path
+from scr.serve.readers import appends_path, unix_http_client, writer_http_path
 from scr.serve.supervisor import ChildArgs
 from scr.serve.writer import CLIENT_HEADER
 
@@ -48,10 +48,7 @@ class WriterProxy:
 
     def __init__(self, path: Path, max_body_bytes: int) -> None:
         self.max_body_bytes = max_body_bytes
-        self.client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(path)), base_url="http://writer",
-            timeout=WRITER_ANSWER_TIMEOUT_S,
-        )
+        self.client = unix_http_client(path, "http://writer", WRITER_ANSWER_TIMEOUT_S)
 
     async def forward(self, request: Request) -> Response:
         body = await read_body(request, self.max_body_bytes)
