@@ -23,6 +23,7 @@ def ledger_table(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     names the pack); what the block changes in the table is packed back when it ends (rows
     it adds, with no pack, become a new pack)."""
     conn.execute(f"CREATE TEMP TABLE ledger ({_ROW})")
+    conn.execute("CREATE INDEX temp.ledger_by_pack ON ledger (pack)")  # each pack compared once
     held: dict[int, list[packs.PackedRow]] = {}
     for first_seq, blob in conn.execute("SELECT first_seq, entries FROM main.ledger_packs").fetchall():
         held[first_seq] = rows = packs.decode_rows(first_seq, blob)

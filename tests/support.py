@@ -19,6 +19,10 @@ from typing import Any
 
 import httpx
 
+from scr.log.commit import Committer
+from scr.security.auth import create_key as make_key
+from scr.security.keys import Role
+from scr.store import open_store
 from scr.testing.servers import free_port
 
 SERVER_START_TIMEOUT_S = 20.0
@@ -210,10 +214,17 @@ def run_scr(*args: str, check: bool = True, **kwargs: Any) -> subprocess.Complet
 
 
 def create_key(data: Path, tenant: str = "org_acme", role: str = "ingest", store: str | None = None) -> str:
-    """``scr keys create`` in a data folder, or in a PostgreSQL ``store``; the key."""
-    where = ["--store", store] if store else ["--data", str(data)]
-    return run_scr("keys", "create", *where, "--tenant", tenant, "--role", role)\
-        .stdout.strip().splitlines()[-1]
+    """A key made in a data folder, or in a PostgreSQL ``store``, as ``scr keys create`` makes
+    it (tests/test_cli.py runs the command itself); the key. In the test's process: a run of
+    the command costs about a second of CPU, and the suite makes hundreds."""
+    opened = open_store(data, store)
+    committer = Committer(opened, buffer_size=1)
+    committer.start()
+    try:
+        return make_key(committer, tenant, Role(role)).key
+    finally:
+        committer.close()
+        opened.close()
 
 
 @dataclass(frozen=True)

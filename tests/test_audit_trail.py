@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import config_text, issue_key
+from conftest import config_text
 from scr.log.commit import Committer
 from scr.log.entry import Kind
 from scr.security.audit import append_admin_action
@@ -43,7 +43,7 @@ class Tenant:
 
     def __init__(self, client: Any, tenant: str) -> None:
         self.name = tenant
-        self.keys = {role: issue_key(client.data, tenant, role, client.store_uri)
+        self.keys = {role: create_key(client.data, tenant, role, client.store_uri)
                      for role in ("ingest", "read", "admin", "auditor")}
 
     def audit(self, client: Any, role: str = "admin", **params: str) -> httpx.Response:
@@ -129,7 +129,7 @@ def test_every_admin_action_is_an_entry_naming_the_acting_key(serve: Any, receiv
 def test_only_admin_and_auditor_keys_read_the_trail(serve: Any) -> None:
     client = serve()
     acme = Tenant(client, "org_acme")
-    platform = issue_key(client.data, "org_gateway", "platform", client.store_uri)
+    platform = create_key(client.data, "org_gateway", "platform", client.store_uri)
     for role in ("ingest", "read"):
         refused = acme.audit(client, role)
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"

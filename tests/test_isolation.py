@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import config_text, issue_key, parse_config
+from conftest import config_text, parse_config
 from scr.enrich.enricher import Enricher
 from scr.enrich.minilm import MiniLM
 from scr.enrich.texts import DEFAULT_FIELDS
@@ -28,6 +28,7 @@ from scr.privacy.setup import open_subjects
 from scr.security.auth import create_key
 from scr.security.keys import Role
 from scr.store import open_store
+from support import create_key as make_key
 from support import make_event, wait_for
 
 pytestmark = pytest.mark.every_store
@@ -115,7 +116,7 @@ def _seed(client: Any, name: str) -> Tenant:
     """A tenant with keys of every role and some of everything an API can read back."""
     tenant = Tenant(name)
     for role in ROLES[:-1]:
-        tenant.keys[role] = issue_key(client.data, name, role, client.store_uri)
+        tenant.keys[role] = make_key(client.data, name, role, client.store_uri)
     tenant.keys["publishable"] = _publishable_key(client, name)
     admin = tenant.bearer("admin")
     events = [tenant.event(n) for n in range(2)]

@@ -15,14 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import issue_key as create_key
 from scr.config import parse_config
 from scr.errors import ConfigError
 from scr.log.entry import GENESIS_HASH, chain_hash
 from scr.store.postgres import partition_of
 from scr.store.sqlite import SqliteStore
 from servers import NatsServer
-from support import Receiver, ServerProcess, make_event, scraped_metric, wait_for
+from support import Receiver, ServerProcess, create_key, make_event, scraped_metric, wait_for
 
 STREAM_BATCH_EVENTS = 100
 NATS_DOWN_S = 2.0

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import config_text, issue_key
+from conftest import config_text
 from scr.config import parse_config
 from scr.log.commit import Submission
 from scr.schema import canonical_bytes, decode_event
 from scr.server import create_app
-from support import make_event
+from support import create_key, make_event
 
 Headers = dict[str, str]
 
@@ -32,7 +32,7 @@ class LedgerApp:
         self.running = True
 
     def key(self, tenant: str = "org_acme", role: str = "admin") -> Headers:
-        return {"authorization": f"Bearer {issue_key(self.data, tenant, role, self.store_uri)}"}
+        return {"authorization": f"Bearer {create_key(self.data, tenant, role, self.store_uri)}"}
 
     def post(self, headers: Headers, event_ids: list[str], tenant: str = "org_acme") -> None:
         events = [make_event(i, **{"user.organization_id": tenant}) for i in event_ids]

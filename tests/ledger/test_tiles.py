@@ -28,6 +28,7 @@ from scr.ledger.tiles import (
 from scr.log import merkle
 from scr.log.merkle import leaf_hash
 from scr.log.nodes import MerkleTree
+from scr.store import packs
 from scr.store.sqlite import SqliteStore
 
 
@@ -54,21 +55,20 @@ def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
 
 
 def grow(conn: sqlite3.Connection, tenant: str, batches: list[int]) -> MerkleTree:
-    """Append entries in batches as the keeper does: ledger rows, tree, tiles, covered_seq."""
+    """Append entries in batches as the writer and the keeper do: each batch's packs, tree,
+    tiles and covered_seq in one transaction."""
     writer = TileWriter(conn, tenant, tree_size(conn, tenant))
     tree = MerkleTree(writer)
     for count in batches:
+        conn.execute("BEGIN")
         seq = int(conn.execute("SELECT COALESCE(MAX(last_seq), 0) FROM ledger_packs").fetchone()[0])
         start = tree.size
-        with ledger_table(conn):
-            conn.executemany(
-                "INSERT INTO ledger (seq, tenant, tenant_seq, kind, ts, entry, hash) "
-                "VALUES (?,?,?,'X','',?,x'')",
-                [(seq + 1 + i, tenant, start + i, stored(start + i)) for i in range(count)],
-            )
+        packs.insert(conn, [(seq + 1 + i, tenant, start + i, "X", "", None, stored(start + i), b"", None,
+                             None) for i in range(count)])
         tree.extend(leaves(count, start))
         write_rows(conn, writer.rows())
         conn.execute("UPDATE ledger_tree_state SET covered_seq = ?", (seq + count,))
+        conn.execute("COMMIT")
     return tree
 
 

@@ -27,7 +27,7 @@ import pytest
 from ledger.conftest import submission
 from packed import ledger_table
 
-from conftest import config_text, issue_key
+from conftest import config_text
 from scr.ledger import upkeep
 from scr.ledger.tiles import create_schema, open_database
 from scr.ledger.upkeep import TreeKeeper
@@ -36,7 +36,7 @@ from scr.log.commit import Committer
 from scr.route import signing
 from scr.route.transforms import BUILTIN_TRANSFORMS
 from scr.store.sqlite import DATABASE_FILE, SqliteStore
-from support import Receiver, ServerProcess, make_event, run_scr, wait_for
+from support import Receiver, ServerProcess, create_key, make_event, run_scr, wait_for
 
 FIXED_TS = "2026-12-05T10:00:00.000000Z"
 TENANTS = ("org_acme", "org_b", "org_c")
@@ -123,7 +123,7 @@ def served(folder: Path) -> dict[str, Any]:
         + (f", batch_size: {BATCH_SIZE}}}" if name.endswith("_batched") else "}")
         for name, receiver in receivers.items()
     )))
-    key = issue_key(data, "org_acme", "platform")
+    key = create_key(data, "org_acme", "platform")
     events = [make_event(f"evt_{i}", **{"user.organization_id": TENANTS[i % len(TENANTS)],
                                            "outcome.final_message": "Résumé ✓ " * i,
                                            "timestamp": TIMESTAMPS[i % len(TIMESTAMPS)],

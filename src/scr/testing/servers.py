@@ -83,6 +83,11 @@ class PostgresServer:
         self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
         return with_database(self.uri, name)
 
+    def drop_database(self, uri: str) -> None:
+        """Drop ``uri``'s database, cutting whatever is still connected to it (a test's
+        databases are dropped after it, so the session's files stay small)."""
+        self.admin(f"DROP DATABASE IF EXISTS {urlsplit(uri).path.lstrip('/')} WITH (FORCE)")
+
     def empty_database(self) -> str:
         """A new database without scr's schema (for migration tests); its URI."""
         name = f"scr_empty_{next(self._numbers)}"
