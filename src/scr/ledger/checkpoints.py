@@ -334,8 +334,12 @@ class Checkpointer:
         return self._thread is not None and self._thread.is_alive()
 
     def join(self, timeout_s: float | None = None) -> None:
-        """Wait until the rhythm thread has signed what was left and stopped (after the writer)."""
+        """Wait until the rhythm thread has signed what was left and stopped (after the writer).
+        The thread is woken to see that the writer ended, rather than at its next look (every
+        ``LIVENESS_POLL_S``: each stop of a server waited most of it)."""
         if self._thread is not None:
+            with self._condition:
+                self._condition.notify()
             self._thread.join(timeout_s)
 
     def _run(self, writer: threading.Thread) -> None:
