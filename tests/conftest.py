@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
@@ -67,10 +68,10 @@ TMPFS_ROOM_BYTES = 4 << 30  # the suite's files peaked at 0.7 GiB (three workers
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "every_store: run the module's serve tests on SQLite and PostgreSQL")
-    keep_files_in_memory(config)
+    keep_files_in_memory()
 
 
-def keep_files_in_memory(config: pytest.Config) -> None:
+def keep_files_in_memory() -> None:
     """Tests keep their files (data folders, PostgreSQL and NATS stores) on a tmpfs where the
     machine has room for them. The tests kill processes, never the machine, so the page cache
     survives every crash they make, and waiting for the disk at each fsync proved nothing:
@@ -86,17 +87,9 @@ def keep_files_in_memory(config: pytest.Config) -> None:
     folder.chmod(0o755)
     os.environ["TMPDIR"] = str(folder)
     tempfile.tempdir = None  # tempfile reads TMPDIR again
-    config.stash[_MEMORY_FOLDER] = folder
-
-
-_MEMORY_FOLDER = pytest.StashKey[Path]()
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """The run's files in memory are freed with it (by the process that made the folder)."""
-    folder = config.stash.get(_MEMORY_FOLDER, None)
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
+    # freed when this process (the one that made the folder) exits: registered before any
+    # other exit handler, it runs after them all (pgserver's, for one, writes a lock file)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
