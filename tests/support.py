@@ -27,6 +27,7 @@ from scr.testing.servers import free_port
 
 SERVER_START_TIMEOUT_S = 20.0
 POLL_S = 0.02
+RECEIVER_POLL_S = 0.02  # how often a receiver's serving loop looks whether it is to shut down
 
 BASE_EVENT: dict[str, Any] = {
     "event_type": "session.completed",
@@ -152,7 +153,9 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for the serving loop's next look: at the default 0.5 s, each
+        # test with a receiver waited most of that at its end
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(RECEIVER_POLL_S,), daemon=True)
         self.thread.start()
 
     @property

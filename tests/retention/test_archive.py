@@ -86,7 +86,9 @@ def hook(receivers: Any) -> Receiver:
 @pytest.fixture
 def acme(tmp_path: Path, start_app: StartApp, hook: Receiver) -> Iterator[tuple[LedgerApp, Headers]]:
     """1,000 events of org_acme in a data folder, in 4 batches, each signed (leaves 0..1000)."""
-    config = config_text(f'      - {{name: hook, endpoint: "{hook.url}", transform: raw_v1, {FAST}}}')
+    # batched: a request an event made the delivery most of the fixture's time
+    config = config_text(f'      - {{name: hook, endpoint: "{hook.url}", transform: raw_v1, batch_size: 250, '
+                         f'{FAST}}}')
     config += "  ledger:\n    checkpoint_every_entries: 100\n    checkpoint_every_s: 86400\n"
     app = start_app(tmp_path / "data", config)
     headers = app.key()
