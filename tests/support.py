@@ -187,13 +187,15 @@ class Receiver:
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
-    """Poll until ``condition()`` is truthy; fail the test after ``timeout_s``."""
+    """Poll until ``condition()`` is truthy; fail the test after ``timeout_s``. Between looks
+    it sleeps twice as long as the look took (at least ``POLL_S``): a condition that reads a
+    whole file of deliveries would otherwise keep a core busy, away from the server."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while (started := time.monotonic()) < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(POLL_S)
+        time.sleep(max(POLL_S, 2 * (time.monotonic() - started)))
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 

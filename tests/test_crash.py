@@ -63,7 +63,7 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path, store_at: StoreAt) 
         wanted = set(acknowledged)
 
         def delivered_everywhere() -> bool:
-            at_hook = {e["event_id"] for e in hook.events()}
+            at_hook = hook.event_ids()
             archive = data / "archive.jsonl"
             at_archive = set()
             if archive.exists():
