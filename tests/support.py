@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from scr.log.commit import Committer
 from scr.security.auth import create_key as make_key
@@ -58,9 +58,13 @@ BASE_EVENT: dict[str, Any] = {
 }
 
 
+_BASE_EVENT_JSON = msgspec.json.encode(BASE_EVENT)
+
+
 def make_event(event_id: str = "evt_0001", /, **changes: Any) -> dict[str, Any]:
     """A valid v1.2 event; ``changes`` set dotted paths, e.g. ``**{"usage.model": "x"}``."""
-    event = copy.deepcopy(BASE_EVENT)
+    # a fresh copy decoded from JSON: deepcopy took 26 us, and a test's stream makes thousands
+    event: dict[str, Any] = msgspec.json.decode(_BASE_EVENT_JSON)
     event["event_id"] = event_id
     for path, value in changes.items():
         target = event
