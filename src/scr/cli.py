@@ -163,11 +163,11 @@ def serve(
     from setproctitle import setproctitle
 
     # imported once, before the children fork: the serve modules, and the app (scr.server)
-    # that the writer and the edges build
+    # that the writer and the edges build; the enricher's below, with enrichment on
     from scr import native, server  # noqa: F401
     from scr.config import with_tls
     from scr.http_server import check_tls, reserve_file_descriptors
-    from scr.serve import archive, child, edge, enrich, reader, usage, writer  # noqa: F401
+    from scr.serve import archive, child, edge, reader, usage, writer  # noqa: F401
     from scr.serve.readers import reader_processes
     from scr.serve.supervisor import Child, ChildArgs, Supervisor, listening_sockets, prepare_run_dir
 
@@ -207,6 +207,8 @@ def serve(
     # only on the instance that holds its lease (scr.bus.leases)
     children.append(Child(usage.TITLE, "usage"))
     if settings.enrichment is not None:
+        from scr.serve import enrich  # its model runs on numpy, which nothing else loads
+
         children.append(Child(enrich.TITLE, "enrich"))
     if settings.retention is not None:
         children.append(Child(archive.TITLE, "archive"))

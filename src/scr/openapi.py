@@ -37,9 +37,9 @@ from scr.capture.ingest import CloudEvent
 from scr.config import DestinationName
 from scr.dashboard.live import LIVE_PATH, MAX_LIVE_STREAMS, MAX_STREAM_EVENTS
 from scr.dashboard.routes import STATIC_CACHE_S, STATIC_FILES
+from scr.enrich.limits import DEFAULT_K as DEFAULT_SIMILAR_K
+from scr.enrich.limits import MAX_K as MAX_SIMILAR_K
 from scr.enrich.routes import MAX_SEARCH_BODY_BYTES, SearchRequest
-from scr.enrich.search import DEFAULT_K as DEFAULT_SIMILAR_K
-from scr.enrich.search import MAX_K as MAX_SIMILAR_K
 from scr.ledger.routes import MAX_TREE_SIZE
 from scr.retention.holds import HoldRequest
 from scr.retention.routes import HOLD_PATH, HOLDS_PATH, MAX_HOLD_BODY_BYTES

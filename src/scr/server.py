@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -29,7 +29,7 @@ from scr.capture.ingest import ingest_request
 from scr.capture.otlp import otlp_routes
 from scr.config import Config, DestinationConfig
 from scr.dashboard.routes import dashboard_routes
-from scr.enrich.routes import Enrichment, enrichment_of, enrichment_routes
+from scr.enrich.routes import enrichment_of, enrichment_routes
 from scr.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -71,6 +71,9 @@ from scr.store import open_store
 from scr.store.records import StoredEntry
 from scr.tasks import stop_task
 from scr.usage.routes import usage_routes
+
+if TYPE_CHECKING:
+    from scr.enrich.service import Enrichment  # loaded only when enrichment is on
 
 log = logging.getLogger("scr.server")
 

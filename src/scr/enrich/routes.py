@@ -5,35 +5,27 @@ vectors the enricher stored. Answered ``404`` with enrichment off."""
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
-import numpy as np
 from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scr.canon.ledger import LedgerEntryLike
 from scr.canon.validation import decode_json
-from scr.config import EnrichmentConfig
-from scr.enrich.embedders import Embedder, EmbedderError, open_embedder
-from scr.enrich.neighbours import IndexedNeighbours, Neighbours, PgvectorNeighbours
-from scr.enrich.search import DEFAULT_K, MAX_K, similar
+from scr.enrich.limits import DEFAULT_K, MAX_K
 from scr.enrich.status import enrichment_status
-from scr.errors import BadRequest, Detail, NotFound, Unavailable
+from scr.errors import BadRequest, Detail, NotFound
 from scr.httpio import JSONResponse, read_body
-from scr.log.entry import decode_entry
 from scr.runtime import Runtime
 from scr.store.protocol import Transaction
 from scr.store.records import BACKFILL_ASKED
-from scr.store.sqlite import SqliteStore
 from scr.store.vectors import VectorFilter
 
-log = logging.getLogger("scr.enrich")
+if TYPE_CHECKING:
+    from scr.enrich.service import Enrichment
 
 MAX_SEARCH_BODY_BYTES = 64 * 1024
 MAX_TEXT_BYTES = 32 * 1024  # as a content field (DESIGN.md, "Content for enrichment")
@@ -54,63 +46,6 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     filter: SearchFilter = msgspec.field(default_factory=SearchFilter)
 
 
-class Enrichment:
-    """What an edge needs to search: the embedder (loaded at the first text search) and the
-    store's nearest-neighbour lookups."""
-
-    def __init__(self, runtime: Runtime, config: EnrichmentConfig) -> None:
-        self.runtime, self.config = runtime, config
-        store = runtime.store
-        self.neighbours: Neighbours = (IndexedNeighbours(store, runtime.data_dir)
-                                       if isinstance(store, SqliteStore) else PgvectorNeighbours(store))
-        self._embedder: Embedder | None = None
-        self._loading = threading.Lock()
-
-    async def mark_start(self) -> None:
-        """Enrichment on: the enricher starts at the ledger's head as the instance starts,
-        before it takes an event (the start kept when enrichment ran before). Marked here, not
-        by the enricher process: one slow to load its model left the events of its first
-        seconds to a backfill."""
-        store = self.runtime.store
-        head = await asyncio.to_thread(store.last_seq)
-        await self.runtime.committer.run(lambda tx: store.vectors.start(tx, head))
-
-    def embedder(self) -> Embedder:
-        with self._loading:
-            if self._embedder is None:
-                embedder = self.config.embedder
-                self._embedder = open_embedder(embedder.kind, embedder.model, embedder.url,
-                                               embedder.api_key_env)
-            return self._embedder
-
-    def embed(self, text: str) -> np.ndarray:
-        try:
-            vector: np.ndarray = self.embedder().embed([text])[0]
-        except (EmbedderError, ValueError) as error:
-            raise Unavailable(f"the embedder cannot embed the text now: {error}") from None
-        return vector
-
-    def recall(self, tenant: str, text: str, k: int) -> list[LedgerEntryLike]:
-        """The session completions of the ``k`` sessions most similar to ``text`` (the
-        canon's evidence; none when the embedder fails: the decision then rests on the
-        recent evidence, and the failure is logged)."""
-        try:
-            vector = self.embed(text)
-        except Unavailable as error:
-            log.warning("no similar sessions for a decision: %s", error.message)
-            return []
-        store = self.runtime.store
-        answer = similar(store, self.neighbours, tenant, vector, k,
-                         exact_below=self.config.index.exact_below)
-        found = (store.find_event(tenant, session.event_id) for session in answer.results)
-        return [decode_entry(stored.entry) for stored in found if stored is not None]
-
-    def user_key(self, tenant: str, user_id: str) -> str:
-        """A user id as the vectors hold it (the keyed hash when personal data is sealed)."""
-        opener = self.runtime.tail.opener
-        return opener.subject_of(tenant, user_id) if opener is not None else user_id
-
-
 def parse_k(text: str | None) -> int:
     if text is None:
         return DEFAULT_K
@@ -124,9 +59,13 @@ def _milliseconds(moment: datetime | None) -> int | None:
 
 
 def enrichment_of(runtime: Runtime) -> Enrichment | None:
-    """The edge's enrichment service (None: enrichment is off)."""
+    """The edge's enrichment service (None: enrichment is off, and nothing of it is loaded)."""
     config = runtime.config.enrichment
-    return Enrichment(runtime, config) if config is not None else None
+    if config is None:
+        return None
+    from scr.enrich.service import Enrichment
+
+    return Enrichment(runtime, config)
 
 
 def enrichment_routes(runtime: Runtime, enrichment: Enrichment | None) -> list[Route]:
@@ -143,9 +82,7 @@ def enrichment_routes(runtime: Runtime, enrichment: Enrichment | None) -> list[R
         own = await asyncio.to_thread(runtime.store.vectors.of_session, tenant, session_id)
         if own is None:
             raise NotFound(f"no session {session_id!r} with an embedded text for this tenant")
-        vector = np.frombuffer(own.vector, dtype="<f4")
-        answer = await asyncio.to_thread(similar, runtime.store, service.neighbours, tenant, vector, k,
-                                         VectorFilter(), session_id, service.config.index.exact_below)
+        answer = await asyncio.to_thread(service.similar_to_session, tenant, session_id, own.vector, k)
         return JSONResponse(answer.as_json())
 
     async def search(request: Request) -> Response:
@@ -160,9 +97,7 @@ def enrichment_routes(runtime: Runtime, enrichment: Enrichment | None) -> list[R
             user_key=None if wanted.user_id is None else service.user_key(tenant, wanted.user_id),
             from_ms=_milliseconds(wanted.from_), to_ms=_milliseconds(wanted.to),
         )
-        vector = await asyncio.to_thread(service.embed, ask.text)
-        answer = await asyncio.to_thread(similar, runtime.store, service.neighbours, tenant, vector,
-                                         ask.k, keep, None, service.config.index.exact_below)
+        answer = await asyncio.to_thread(service.search, tenant, ask.text, ask.k, keep)
         return JSONResponse(answer.as_json())
 
     async def status(request: Request) -> Response:
@@ -193,8 +128,8 @@ def enrichment_routes(runtime: Runtime, enrichment: Enrichment | None) -> list[R
             store.set_cursor(tx, BACKFILL_ASKED, asked)
 
         await runtime.committer.run(write)
-        if rebuild and isinstance(service.neighbours, IndexedNeighbours):
-            await asyncio.to_thread(service.neighbours.folder.remove_all)
+        if rebuild:
+            await asyncio.to_thread(service.forget_index)
         tenant = request.query_params.get("tenant") or ""
         answer = await asyncio.to_thread(enrichment_status, store, service.config.embedder, tenant)
         return JSONResponse(answer, status_code=202)

@@ -21,8 +21,6 @@ from scr.enrich.neighbours import Neighbours
 from scr.store.protocol import Store
 from scr.store.vectors import VectorFilter
 
-MAX_K = 100
-DEFAULT_K = 10
 EXACT_BELOW = 2_000  # vectors a filter keeps, under which the search is exact (the default)
 FIRST_CANDIDATES = 2  # the first approximate lookup asks for k × this + 1 (its own session)
 WIDEN = 4
