@@ -348,7 +348,7 @@ class Checkpointer:
         grace_s = min(IDLE_GRACE_S, self._every_s)
         while True:
             with self._condition:
-                if not self._offered:
+                if not self._offered and writer.is_alive():  # (join wakes a wait for a writer that ended)
                     until = next_tick if ticked_at is None else ticked_at + grace_s
                     self._condition.wait(min(LIVENESS_POLL_S, max(0.0, until - time.monotonic())))
                 alive = writer.is_alive()
