@@ -31,9 +31,9 @@ test: $(STAMP)
 	@$(MAKE) --no-print-directory unit
 
 # The native core's own checks; skipped, saying so, where there is no cargo (scr then runs
-# its pure-Python reference, slower).
+# its pure-Python reference, slower). `+`: cargo takes its jobs from make's, beside mypy.
 native:
-	@if command -v cargo >/dev/null 2>&1; then \
+	+@if command -v cargo >/dev/null 2>&1; then \
 		cd native && cargo fmt --check && cargo clippy --release --all-targets --features python -- -D warnings && cargo test; \
 	else \
 		echo "native: cargo not found: skipping cargo fmt, clippy and test (scr runs its pure-Python reference)"; \
