@@ -64,13 +64,12 @@ def bind_unix(kind: socket.SocketKind, path: Path) -> socket.socket:
     return bound
 
 
-def unix_http_client(path: Path, base_url: str, timeout: float | None = None) -> httpx.AsyncClient:
+def unix_http_client(path: Path, base_url: str, timeout_s: float = CONTROL_TIMEOUT_S) -> httpx.AsyncClient:
     """An HTTP client of another process of this instance, over its Unix socket. The HTTP is
-    plain, so the client's TLS context trusts no CA: httpx would otherwise load certifi's
+    plain, so the transport's TLS context trusts no CA: httpx would otherwise load certifi's
     bundle for each client (50-80 ms of CPU at every start of an edge or a writer)."""
-    nothing_trusted = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    transport = httpx.AsyncHTTPTransport(uds=str(path), verify=nothing_trusted)
-    return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=timeout, verify=nothing_trusted)
+    transport = httpx.AsyncHTTPTransport(uds=str(path), verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=timeout_s)
 
 
 def control_path(socket_dir: Path, process: str) -> Path:

@@ -261,7 +261,6 @@ class PostgresStore:
         self.pool = pool or StorePoolConfig()
         self.partitions = partitions or DEFAULT_PARTITIONS
         self._listener: Connection | None = None  # LISTENs for appends (wait_for_appends)
-        self._closed = False
         if apply_migrations:
             with _connect(uri, self.pool) as conn:
                 migrate(conn)
@@ -288,8 +287,7 @@ class PostgresStore:
         return _connect(self.uri, self.pool, application_name)
 
     def close(self) -> None:
-        self._closed = True  # a wait_for_appends in flight ends now (its listener is closed)
-        self._pool.close()
+        self._pool.close()  # a wait_for_appends in flight ends now (its listener is closed below)
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -298,7 +296,7 @@ class PostgresStore:
         """Wait until a commit (of any instance) appends entries; whether one did before
         ``timeout_s``. One thread at a time calls it (the instance's ledger follower)."""
         listener = self._listener
-        if self._closed:
+        if self._pool.closed:
             return False
         try:
             if listener is None or listener.closed or listener.broken:
@@ -310,7 +308,7 @@ class PostgresStore:
             log.debug("cannot listen for appends: %s", error)
             if listener is not None:
                 listener.close()
-            if not self._closed:  # a closed store's waiter would hold up its event loop's end
+            if not self._pool.closed:  # a closed store's waiter would hold up its event loop's end
                 time.sleep(timeout_s)
         return False
 
