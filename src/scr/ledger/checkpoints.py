@@ -30,6 +30,7 @@ from scr.log.commit import utc_now
 from scr.log.nodes import MerkleTree
 from scr.store.sql import PgSql, Sql
 from scr.store.sqlite import BUSY_TIMEOUT_MS
+from scr.store.wal import use_wal
 
 log = logging.getLogger("scr.ledger")
 
@@ -161,7 +162,7 @@ class CheckpointLog(Checkpoints):
             )
         else:
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            use_wal(self._conn)
             # NORMAL (no fsync per commit, still atomic and crash-safe): a checkpoint only ever
             # covers entries already durable, and Ed25519 and the tree are deterministic, so a
             # checkpoint lost to power loss is re-issued byte for byte from the durable ledger.

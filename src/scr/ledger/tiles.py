@@ -35,6 +35,7 @@ from scr.log.nodes import MemoryNodeStore
 from scr.store import ledger_rows
 from scr.store.sql import PgSql, Sql
 from scr.store.sqlite import BUSY_TIMEOUT_MS
+from scr.store.wal import use_wal
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT  # hashes in a full tile
@@ -310,7 +311,7 @@ def open_database(path: Path, read_only: bool = False) -> sqlite3.Connection:
         )
     else:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return conn

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scr.store.wal import use_wal
+
 log = logging.getLogger("scr.store.sessions")
 
 SESSIONS_FILE = "sessions.v2.db"
@@ -100,7 +102,7 @@ def attach(conn: sqlite3.Connection, data_dir: Path) -> None:
     commits are not synced (``synchronous = NORMAL``): derived data, which a power cut may
     set back by a few steps (``through`` with them) but never leaves inconsistent."""
     conn.execute(f"ATTACH DATABASE ? AS {ALIAS}", (str(Path(data_dir) / SESSIONS_FILE),))
-    conn.execute(f"PRAGMA {ALIAS}.journal_mode = WAL")
+    use_wal(conn, ALIAS)
     conn.execute(f"PRAGMA {ALIAS}.synchronous = NORMAL")
     conn.executescript(SCHEMA)
 

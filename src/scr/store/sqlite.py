@@ -52,6 +52,7 @@ from scr.store.records import (
     session_key,
     unpack_seqs,
 )
+from scr.store.wal import use_wal
 
 log = logging.getLogger("scr.store.sqlite")
 
@@ -344,7 +345,7 @@ class SqliteStore:
     def _open(self, cache_kib: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(conn)
         # FULL: a committed group survives power loss, not only a process crash.
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute(f"PRAGMA cache_size = -{cache_kib}")
