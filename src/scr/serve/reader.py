@@ -28,6 +28,7 @@ from starlette.routing import Route
 from scr.bus.instance import shares_partitions
 from scr.config import ClusterConfig, Config, DestinationConfig
 from scr.errors import NotFound, ScrError
+from scr.http_server import KEEP_ALIVE_IDLE_S
 from scr.httpio import JSONResponse, read_body
 from scr.log.commit import Committer
 from scr.log.tail import LedgerTail
@@ -181,7 +182,8 @@ def run_reader(args: ChildArgs) -> int:
     calm_the_collector()
     server = uvicorn.Server(uvicorn.Config(
         _control_app(destinations, lease, tail), log_level=args.log_level, access_log=False,
-        loop="uvloop", http="httptools", timeout_graceful_shutdown=int(args.drain_timeout_s),
+        loop="uvloop", http="httptools", timeout_keep_alive=KEEP_ALIVE_IDLE_S,
+        timeout_graceful_shutdown=int(args.drain_timeout_s),
     ))
     serve_and_tell(server, args.ready_fd, [control], before=start, after=stop)
     return 0 if server.started else 1

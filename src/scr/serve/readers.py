@@ -26,6 +26,7 @@ import msgspec
 
 from scr.config import Config
 from scr.errors import BadRequest, Conflict, NotFound, ScrError, Unavailable
+from scr.http_server import KEEP_ALIVE_IDLE_S
 from scr.log.commit import Committer
 from scr.route.control import DestinationView, ReplayRequest
 from scr.security.audit import Acting
@@ -35,6 +36,8 @@ from scr.store.protocol import Store
 log = logging.getLogger("scr.serve")
 
 CONTROL_TIMEOUT_S = 5.0  # a reader that does not answer a question by then is reported
+# idle connections between an instance's processes are reused this long, half the servers' time
+CLIENT_KEEP_ALIVE_S = KEEP_ALIVE_IDLE_S / 2
 REPLAY_TIMEOUT_S = 60.0  # a replay of 100,000 events is the slowest control call
 SEQ_BYTES = 8
 _ANSWERED: dict[int, type[ScrError]] = {400: BadRequest, 404: NotFound, 409: Conflict}
@@ -67,8 +70,13 @@ def bind_unix(kind: socket.SocketKind, path: Path) -> socket.socket:
 def unix_http_client(path: Path, base_url: str, timeout_s: float = CONTROL_TIMEOUT_S) -> httpx.AsyncClient:
     """An HTTP client of another process of this instance, over its Unix socket. The HTTP is
     plain, so the transport's TLS context trusts no CA: httpx would otherwise load certifi's
-    bundle for each client (50-80 ms of CPU at every start of an edge or a writer)."""
-    transport = httpx.AsyncHTTPTransport(uds=str(path), verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    bundle for each client (50-80 ms of CPU at every start of an edge or a writer). An idle
+    connection is dropped well before the server would close it (``KEEP_ALIVE_IDLE_S``): a
+    request sent on one as the server closed it failed (an edge answered 503 to ``/healthz``)."""
+    transport = httpx.AsyncHTTPTransport(
+        uds=str(path), verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+        limits=httpx.Limits(keepalive_expiry=CLIENT_KEEP_ALIVE_S),
+    )
     return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=timeout_s)
 
 

@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scr.config import Config
+from scr.http_server import KEEP_ALIVE_IDLE_S
 from scr.serve.appends import AppendService
 from scr.serve.child import EXIT_START_ERROR, calm_the_collector, prepared, serve_and_tell
 from scr.serve.readers import ReaderSet, appends_path, bind_unix, writer_http_path
@@ -70,7 +71,8 @@ def run_writer(args: ChildArgs) -> int:
     calm_the_collector()
     server = uvicorn.Server(uvicorn.Config(
         ForwardedClient(application), log_level=args.log_level, access_log=False, loop="uvloop",
-        http="httptools", ws="none", timeout_graceful_shutdown=max(1, int(args.drain_timeout_s)),
+        http="httptools", ws="none", timeout_keep_alive=KEEP_ALIVE_IDLE_S,
+        timeout_graceful_shutdown=max(1, int(args.drain_timeout_s)),
     ))
     private: socket.socket = bind_unix(socket.SOCK_STREAM, writer_http_path(socket_dir))
     serve_and_tell(server, args.ready_fd, [private])
