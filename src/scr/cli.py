@@ -210,6 +210,11 @@ def serve(
         from scr.serve import enrich  # its model runs on numpy, which nothing else loads
 
         children.append(Child(enrich.TITLE, "enrich"))
+    # as the enricher's: the bus (nats, aiohttp) and the HTTP sinks' aiohttp only when used
+    if settings.bus is not None:
+        from scr.bus import instance  # noqa: F401
+    if any(destination.type == "http" for destination in settings.routing.destinations):
+        from scr.route import http_sink  # noqa: F401
     if settings.retention is not None:
         children.append(Child(archive.TITLE, "archive"))
     auth = "on" if settings.validation.require_authentication else "OFF"

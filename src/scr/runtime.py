@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
-from scr.bus.instance import BusInstance
 from scr.config import Config
 from scr.log.commit import Committer, Outcome, Submission
 from scr.log.tail import LedgerTail
@@ -23,6 +23,9 @@ from scr.route.worker import DestinationWorker
 from scr.security.auth import Authenticator
 from scr.security.keys import Principal
 from scr.store import Store
+
+if TYPE_CHECKING:  # the bus (nats, aiohttp) loads only where the config has one
+    from scr.bus.instance import BusInstance
 
 
 @dataclass

@@ -19,7 +19,6 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scr import __version__
-from scr.bus.instance import bus_instance
 from scr.bus.routes import cluster_routes
 from scr.canon import Canon
 from scr.canon.routes import canon_routes
@@ -468,9 +467,10 @@ def build_runtime(config: Config, data_dir: Path, store_uri: str | None = None,
     destinations = readers or LocalDestinations(workers, store, committer, metrics_)
     runtime = Runtime(config, data_dir, store, committer, tail, auth, metrics_, destinations, workers)
     runtime.subjects = subjects
-    runtime.bus = bus_instance(
-        config, committer, metrics_, store, tail, url, DIGEST_BYTES, store_uri
-    )
+    if config.bus is not None:  # the bus (nats, aiohttp) loads only then
+        from scr.bus.instance import bus_instance
+
+        runtime.bus = bus_instance(config, committer, metrics_, store, tail, url, DIGEST_BYTES, store_uri)
     return runtime
 
 

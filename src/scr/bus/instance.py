@@ -21,7 +21,7 @@ import msgspec
 
 from scr.bus.consumer import PartitionConsumer, consumer_name
 from scr.bus.jetstream import Bus
-from scr.bus.leases import reader_roles
+from scr.bus.leases import reader_roles, shares_partitions
 from scr.bus.ownership import AdvisoryLocks
 from scr.config import Config
 from scr.log.commit import Committer
@@ -207,12 +207,6 @@ class BusInstance:
 def instance_id() -> str:
     """A name for this process in the cluster: host, pid and a random suffix."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def shares_partitions(config: Config, store_uri: str | None) -> bool:
-    """Whether this instance shares the partitions with others: a bus over a shared
-    (PostgreSQL) store. Alone (SQLite), it owns them all and runs every destination."""
-    return config.bus is not None and bool(store_uri)
 
 
 def bus_instance(

@@ -75,6 +75,12 @@ def reader_roles(config: Config) -> list[str]:
     return roles
 
 
+def shares_partitions(config: Config, store_uri: str | None) -> bool:
+    """Whether this instance shares the partitions with others: a bus over a shared
+    (PostgreSQL) store. Alone (SQLite), it owns them all and runs every destination."""
+    return config.bus is not None and bool(store_uri)
+
+
 def holder_digest(url: str) -> str:
     """How a lease session names its instance (``application_name`` is short)."""
     return hashlib.sha256(url.encode()).hexdigest()[:HOLDER_DIGEST_CHARS]

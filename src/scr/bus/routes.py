@@ -6,18 +6,20 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scr.bus.instance import BusInstance
 from scr.errors import BadRequest
 from scr.httpio import JSONResponse
 from scr.log.entry import Kind
 from scr.security.keys import Principal
+
+if TYPE_CHECKING:  # the bus (nats, aiohttp) loads only where the config has one
+    from scr.bus.instance import BusInstance
 
 MAX_CONFLICTS = 1000
 MAX_SEQ = 2**63 - 1  # the stores' integers (SQLite, PostgreSQL bigint): no ledger seq is larger

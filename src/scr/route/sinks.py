@@ -1,4 +1,5 @@
-"""Where a destination's requests go: an HTTP endpoint, a JSON-lines file, or the log.
+"""Where a destination's requests go: an HTTP endpoint (``scr.route.http_sink``), a JSON-lines
+file, or the log.
 
 A sink sends one prepared body and says what happened; deciding what to do next (retry,
 dead letter, disable) is the worker's job, from ``scr.route.retry.classify``.
@@ -13,11 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-
-import aiohttp
-
-RESPONSE_EXCERPT_BYTES = 512
-USER_AGENT = "scr/0.1 (+session-completion-runtime)"
 
 log = logging.getLogger("scr.route")
 
@@ -39,49 +35,6 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
-class HttpSink:
-    """POSTs to the endpoint; never follows redirects.
-
-    aiohttp rather than httpx: on this 2-core machine httpx's async client managed about 630
-    small POSTs/s against a local receiver where aiohttp managed about 13,000, and per-event
-    webhooks at 1,000 events/s to three destinations need 3,000/s.
-    """
-
-    def __init__(self, endpoint: str, timeout_ms: int, concurrency: int) -> None:
-        self.endpoint = endpoint
-        self.timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
-        self.concurrency = concurrency
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:  # created on the running loop
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.concurrency),
-                timeout=self.timeout,
-                headers={"user-agent": USER_AGENT, "content-type": "application/json"},
-                auto_decompress=False,
-            )
-        return self._session
-
-    async def send(self, body: bytes, lines: list[bytes], headers: dict[str, str]) -> Attempt:
-        started = time.perf_counter()
-        try:
-            async with self._client().post(
-                self.endpoint, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                excerpt = await response.content.read(RESPONSE_EXCERPT_BYTES)
-                return Attempt(
-                    response.status, None, _ms_since(started),
-                    excerpt.decode("utf-8", "replace"), response.headers.get("retry-after"),
-                )
-        except (aiohttp.ClientError, TimeoutError) as error:
-            return Attempt(None, error, _ms_since(started), "", None)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-
 TORN_SCAN_BYTES = 16 * 1024 * 1024  # how far back a torn last line is looked for
 
 
@@ -101,8 +54,8 @@ class FileSink:
             try:
                 await asyncio.to_thread(self._append, lines)
             except OSError as error:
-                return Attempt(None, error, _ms_since(started), "", None)
-        return Attempt(200, None, _ms_since(started), "", None)
+                return Attempt(None, error, ms_since(started), "", None)
+        return Attempt(200, None, ms_since(started), "", None)
 
     def _append(self, lines: list[bytes]) -> None:
         if not lines:
@@ -153,5 +106,5 @@ class LogSink:
         return None
 
 
-def _ms_since(started: float) -> float:
+def ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000

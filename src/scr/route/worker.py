@@ -40,7 +40,7 @@ from scr.route.price_file import live_prices
 from scr.route.recording import ChunkOutcome, Recorder
 from scr.route.retry import Verdict, classify, next_delay_ms, retry_after_seconds
 from scr.route.signing import webhook_id
-from scr.route.sinks import Attempt, FileSink, HttpSink, LogSink, Sink
+from scr.route.sinks import Attempt, FileSink, LogSink, Sink
 from scr.schema import Event
 from scr.security.audit import Acting, append_admin_action
 from scr.store.protocol import Store, Transaction
@@ -609,4 +609,6 @@ def _make_sink(config: DestinationConfig, data_dir: Path) -> Sink:
     if config.type == "log":
         return LogSink(config.name)
     assert config.endpoint is not None
+    from scr.route.http_sink import HttpSink  # aiohttp loads only for a destination that posts
+
     return HttpSink(config.endpoint, config.timeout_ms, config.concurrency)

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scr.bus.instance import shares_partitions
+from scr.bus.leases import shares_partitions
 from scr.config import ClusterConfig, Config, DestinationConfig
 from scr.errors import NotFound, ScrError
 from scr.http_server import KEEP_ALIVE_IDLE_S
