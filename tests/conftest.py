@@ -94,7 +94,7 @@ def keep_files_in_memory() -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files holding ``slow`` (crash and fault) tests are collected first, each file's tests in
+    """Files holding ``slow`` tests (crashes, faults, fuzzing) are collected first, each file's tests in
     their order: ``make test`` spreads whole files over its workers (``--dist loadfile``), and a
     long file handed out last would run alone at the end of the suite."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}

@@ -284,6 +284,7 @@ def _credentials(operation: Any, api: Api) -> dict[str, Any]:
 OPERATIONS = [f"{method.upper()} {path}" for path, method, _ in _operations(document())]
 
 
+@pytest.mark.slow  # about two minutes of fuzzing: the file starts among the first
 @pytest.mark.parametrize("label", OPERATIONS)
 def test_every_operation_conforms_to_the_document(
     label: str, api_schema: Any, api: Api, seeded: dict[str, Any]
