@@ -40,6 +40,7 @@ from scr.log.merkle import HASH_SIZE, leaf_hash, verify_consistency, verify_incl
 from scr.log.nodes import MerkleTree
 from scr.schema import canonical_bytes, decode_event
 from scr.server import build_runtime
+from scr.store import packs
 from scr.store.sqlite import SqliteStore
 
 GROUP_EVENTS = 1000
@@ -155,11 +156,8 @@ def _build_tile_store(folder: Path, leaves: int) -> float:
     tail = [(seq, index, f"entry {index}".encode())
             for seq, index in enumerate(range(whole, leaves), start=1)]
     conn.execute("BEGIN")
-    conn.executemany(
-        "INSERT INTO ledger (seq, tenant, tenant_seq, kind, ts, entry, hash) "
-        "VALUES (?, 'org_big', ?, 'SESSION_COMPLETION', '', ?, x'')",
-        tail,
-    )
+    packs.insert(conn, [(seq, "org_big", index, "SESSION_COMPLETION", "", None, stored, b"", None, None)
+                        for seq, index, stored in tail])
     tree.extend([leaf_hash(stored) for _, _, stored in tail])
     write_rows(conn, writer.rows())
     conn.execute("UPDATE ledger_tree_state SET covered_seq = ?", (len(tail),))
@@ -228,9 +226,9 @@ def _ledger_folder(folder: Path, entries: int) -> None:
         digest = chain_hash(previous, stored)
         heads[tenant] = (count + 1, digest)
         rows.append((seq, tenant, count, "SESSION_COMPLETION", "2026-11-25T10:00:05.000000Z", f"e{seq}",
-                     None, None, stored, digest))
+                     stored, digest, None, None))
     conn = sqlite3.connect(folder / "scr.db")
-    conn.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    packs.insert(conn, rows)
     conn.commit()
     conn.close()
     runtime = build_runtime(parse_config(CONFIG), folder)

@@ -136,9 +136,9 @@ def rate(entries: int, seconds: float) -> dict[str, Any]:
 def ledger_bytes(data: Path) -> int:
     conn = sqlite3.connect(data / "scr.db")
     try:
-        (total,) = conn.execute(
-            "SELECT sum(length(entry) + length(hash) + length(payload_digest) + length(tenant) "
-            "+ length(kind) + length(ts) + coalesce(length(event_id), 0) + 24) FROM ledger").fetchone()
+        (total,) = conn.execute(  # the packs (scr.store.packs) and the tables written with them
+            "SELECT (SELECT sum(length(entries) + length(sessions) + length(last_ts) + 16) FROM ledger_packs)"
+            " + (SELECT coalesce(sum(length(tenant) + 32), 0) FROM ledger_runs)").fetchone()
         return int(total)
     finally:
         conn.close()

@@ -30,8 +30,8 @@ import httpx
 import msgspec
 
 from scr.log.entry import LedgerEntry, Provenance, chain_hash, entry_bytes
-from scr.log.keys import event_key
 from scr.schema import canonical_bytes, decode_event
+from scr.store import packs
 from scr.store.sqlite import SCHEMA, session_key
 from scr.testing.servers import free_port
 
@@ -161,15 +161,18 @@ async def post_all(
 
 
 def sqlite_ceiling(bodies: list[bytes], folder: Path) -> dict[str, Any]:
-    """The same rows, inserted straight into SQLite (same schema and indexes), 1,000 a txn."""
+    """The same rows, appended straight into SQLite as the writer appends them (its packs,
+    ``scr.store.packs``, with the same schema), 1,000 a transaction. The dedup keys are left
+    out: the store appends them to a log file beside the database (``scr.store.keylog``)."""
     db = sqlite3.connect(folder / "ceiling.db", isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")
     db.executescript(SCHEMA)
+    db.executescript(packs.SCHEMA)
     batches = []
     seq, previous = 0, bytes(32)
     for body in bodies:
-        rows, keys = [], []
+        rows: list[packs.Row] = []
         for raw in msgspec.json.decode(body, type=list[msgspec.Raw]):
             ev = decode_event(bytes(raw))
             payload = canonical_bytes(ev)
@@ -178,17 +181,14 @@ def sqlite_ceiling(bodies: list[bytes], folder: Path) -> dict[str, Any]:
                                              "org_bench", "SESSION_COMPLETION", msgspec.Raw(payload),
                                              Provenance("http", ev.event_id, "key:x")))
             previous = chain_hash(previous, stored)
-            key = event_key("org_bench", ev.event_id)
-            rows.append((seq, "org_bench", seq - 1, "SESSION_COMPLETION", "t", ev.event_id,
-                         session_key("org_bench", ev.session.session_id),
-                         hashlib.blake2b(payload, digest_size=16).digest(), stored, previous))
-            keys.append((key, seq))
-        batches.append((rows, keys))
+            rows.append((seq, "org_bench", seq, "SESSION_COMPLETION", "2026-11-25T10:00:05.000000Z",
+                         ev.event_id, stored, previous, session_key("org_bench", ev.session.session_id),
+                         hashlib.blake2b(payload, digest_size=16).digest()))
+        batches.append(rows)
     began = time.perf_counter()
-    for rows, keys in batches:
+    for rows in batches:
         db.execute("BEGIN IMMEDIATE")
-        db.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-        db.executemany("INSERT INTO event_keys VALUES (?,?)", keys)
+        packs.insert(db, rows)
         db.execute("COMMIT")
     elapsed = time.perf_counter() - began
     db.close()
