@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-UV_PIP := $(BIN)/uv pip install --quiet --python $(BIN)/python
+# the platform's CA certificates, as pip uses them (a registry behind a proxy of its own CA)
+UV_PIP := $(BIN)/uv pip install --quiet --system-certs --python $(BIN)/python
 DATA ?= .scr-data
 CONFIG ?= examples/scr.yaml
 HOST ?= 127.0.0.1
