@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from scr.log.commit import Committer
+from scr.log.commit import writing_alone
 from scr.security.auth import create_key as make_key
 from scr.security.keys import Role
 from scr.store import open_store
@@ -222,18 +222,13 @@ def run_scr(*args: str, check: bool = True, **kwargs: Any) -> subprocess.Complet
     return result
 
 
-def create_key(data: Path, tenant: str = "org_acme", role: str = "ingest", store: str | None = None) -> str:
+def create_key(data: Path, tenant: str = "org_acme", role: str = "ingest", store: str | None = None,
+               origins: tuple[str, ...] = ()) -> str:
     """A key made in a data folder, or in a PostgreSQL ``store``, as ``scr keys create`` makes
     it (tests/test_cli.py runs the command itself); the key. In the test's process: a run of
     the command costs about a second of CPU, and the suite makes hundreds."""
-    opened = open_store(data, store)
-    committer = Committer(opened, buffer_size=1)
-    committer.start()
-    try:
-        return make_key(committer, tenant, Role(role)).key
-    finally:
-        committer.close()
-        opened.close()
+    with writing_alone(open_store(data, store)) as committer:
+        return make_key(committer, tenant, Role(role), origins=origins).key
 
 
 @dataclass(frozen=True)

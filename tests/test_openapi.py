@@ -28,14 +28,10 @@ from schemathesis.specs.openapi.checks import (
 
 from scr.config import default_config
 from scr.dashboard.live import LIVE_PATH
-from scr.log.commit import Committer
 from scr.openapi import document
-from scr.security.auth import create_key
-from scr.security.keys import Role
 from scr.server import create_app
-from scr.store import open_store
 from servers import NatsServer
-from support import ServerProcess, make_event, wait_for
+from support import ServerProcess, create_key, make_event, wait_for
 
 CHECKS = [
     not_a_server_error,  # first: a test that expects a documented 5xx leaves it out
@@ -62,18 +58,6 @@ session_completion_runtime:
 """
 
 
-def _key(data: Path, role: str, origins: tuple[str, ...] = ()) -> str:
-    """A key of ``role`` for the tenant, created in the data folder as ``scr keys create`` does."""
-    store = open_store(data)
-    committer = Committer(store, buffer_size=1)
-    committer.start()
-    try:
-        return create_key(committer, TENANT, Role(role), origins=origins).key
-    finally:
-        committer.close()
-        store.close()
-
-
 class Api:
     """A real ``scr serve`` with keys of every role and a little of everything stored."""
 
@@ -82,9 +66,9 @@ class Api:
         data.mkdir(parents=True)
         config = tmp / "scr.yaml"
         config.write_text(CONFIG)
-        self.keys = {role: _key(data, role) for role in KEYED_ROLES}
-        self.keys["publishable"] = _key(data, "publishable", (ORIGIN,))
-        self.keys["platform"] = _key(data, "platform")  # the enrichment's backfill and rebuild
+        self.keys = {role: create_key(data, TENANT, role) for role in KEYED_ROLES}
+        self.keys["publishable"] = create_key(data, TENANT, "publishable", origins=(ORIGIN,))
+        self.keys["platform"] = create_key(data, TENANT, "platform")  # the enrichment's backfill and rebuild
         self.server = ServerProcess(data, config).start()
         self.url = self.server.url
         self.http = httpx.Client(base_url=self.url, timeout=30)
@@ -226,7 +210,7 @@ def test_the_answers_with_a_bus_conform(
     config = tmp_path / "scr.yaml"
     config.write_text(f"session_completion_runtime:\n  bus: {nats_server.url}\n"
                       "  validation: {deduplication_window_sec: 1}\n  cluster: {partitions: 4}\n")
-    admin = {"authorization": f"Bearer {_key(data, 'admin')}"}
+    admin = {"authorization": f"Bearer {create_key(data, TENANT, 'admin')}"}
     server = ServerProcess(data, config).start()
     try:
         def call(label: str, status: int, **parts: Any) -> Any:

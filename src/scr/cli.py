@@ -279,18 +279,12 @@ def keys_revoke(
 @contextlib.contextmanager
 def _key_writer(data: Path, store: str | None) -> Iterator[Committer]:
     """A committer on the store for one key change; a store or key error exits with 2."""
-    from scr.log.commit import Committer
+    from scr.log.commit import writing_alone
     from scr.store import open_store
 
     try:
-        opened = open_store(data, store)
-        committer = Committer(opened, buffer_size=1)
-        committer.start()
-        try:
+        with writing_alone(open_store(data, store)) as committer:
             yield committer
-        finally:
-            committer.close()
-            opened.close()
     except psycopg_errors() as error:
         err.print(f"[red]error:[/red] cannot open the store {_where(store, data)}: {error}")
         raise typer.Exit(2) from None

@@ -12,13 +12,14 @@ Each write runs in its own SAVEPOINT, so one failing write fails only its caller
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -551,6 +552,22 @@ class RecentKeys:
         while self._groups and (len(self._hits) > self.MAX_KEYS or self._groups[0][0] < horizon):
             for hashed in self._groups.popleft()[1]:
                 self._hits.pop(hashed, None)
+
+
+@contextlib.contextmanager
+def writing_alone(store: Store) -> Iterator[Committer]:
+    """A started one-slot committer on ``store``, for a command or a test that writes without
+    a server; the committer, then the store, are closed after it (the store even if the
+    committer cannot start)."""
+    try:
+        committer = Committer(store, buffer_size=1)
+        committer.start()
+        try:
+            yield committer
+        finally:
+            committer.close()
+    finally:
+        store.close()
 
 
 def key_hash(key: EventKey) -> bytes:

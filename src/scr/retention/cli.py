@@ -27,7 +27,7 @@ from scr.errors import ConfigError, ScrError
 from scr.ledger.checkpoints import CHECKPOINTS_FILE, CheckpointLog
 from scr.ledger.report import EXIT_TAMPERED, EXIT_UNVERIFIABLE, Report
 from scr.log.checkpoint import VerifierKey
-from scr.log.commit import Committer
+from scr.log.commit import writing_alone
 from scr.retention.archiver import ARCHIVER_STATE, AnotherArchiver, Archiver, PassReport
 from scr.retention.segments import ArchiveError
 from scr.retention.tiers import ArchiveTier
@@ -78,20 +78,16 @@ def run_command(
         _fail("the config has no `retention:` section: nothing is due")
     at = _time(now)
     opened = _open(data, settings, store)
-    committer = Committer(opened, buffer_size=1)
-    committer.start()
-    try:
-        archiver = Archiver(opened, settings.retention, archive_dir or archive_folder(settings, data),
-                            LocalArchiveWrites(committer), open_checkpoints(opened, data))
-        with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("archiving", total=None)
-            report = asyncio.run(archiver.run(
-                at, lambda tenant, entries: bar.update(task, advance=entries, description=tenant)))
-    except AnotherArchiver as error:
-        _fail(str(error))
-    finally:
-        committer.close()
-        opened.close()
+    with writing_alone(opened) as committer:
+        try:
+            archiver = Archiver(opened, settings.retention, archive_dir or archive_folder(settings, data),
+                                LocalArchiveWrites(committer), open_checkpoints(opened, data))
+            with Progress(console=err, transient=True) as bar:
+                task = bar.add_task("archiving", total=None)
+                report = asyncio.run(archiver.run(
+                    at, lambda tenant, entries: bar.update(task, advance=entries, description=tenant)))
+        except AnotherArchiver as error:
+            _fail(str(error))
     _print_pass(report)
     if report.errors:
         raise typer.Exit(EXIT_FAILED)

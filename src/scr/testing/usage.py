@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
-from scr.log.commit import Committer, utc_now
+from scr.log.commit import Committer, utc_now, writing_alone
 from scr.log.entry import Kind
 from scr.store import Transaction, open_store
 from scr.store.records import UsageRow
@@ -66,11 +66,5 @@ def write_anomaly(data: Path, tenant: str, metric: str, window_start_minute: int
 def _write(data: Path, store_uri: str | None, change: Callable[[Committer, Transaction], T]) -> T:
     """Run ``change`` in a write transaction of the store in ``data`` (with the committer
     that runs it), then close the store."""
-    store = open_store(data, store_uri)
-    committer = Committer(store, buffer_size=1)
-    committer.start()
-    try:
+    with writing_alone(open_store(data, store_uri)) as committer:
         return committer.run_sync(lambda tx: change(committer, tx))
-    finally:
-        committer.close()
-        store.close()
