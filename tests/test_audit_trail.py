@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from conftest import config_text
-from scr.log.commit import Committer
+from scr.log.commit import Committer, writing_alone
 from scr.log.entry import Kind
 from scr.security.audit import append_admin_action
 from scr.security.auth import revoke_key
@@ -54,14 +54,8 @@ class Tenant:
 @contextlib.contextmanager
 def writer_of(client: Any) -> Iterator[Committer]:
     """A committer on the client's store, as the CLI opens one beside a running server."""
-    store = open_store(client.data, client.store_uri)
-    committer = Committer(store, buffer_size=1)
-    committer.start()
-    try:
+    with writing_alone(open_store(client.data, client.store_uri)) as committer:
         yield committer
-    finally:
-        committer.close()
-        store.close()
 
 
 def revoke(client: Any, key: str) -> None:
