@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +50,9 @@ class Tenant:
         return answer
 
 
-@contextlib.contextmanager
-def writer_of(client: Any) -> Iterator[Committer]:
+def writer_of(client: Any) -> contextlib.AbstractContextManager[Committer]:
     """A committer on the client's store, as the CLI opens one beside a running server."""
-    with writing_alone(open_store(client.data, client.store_uri)) as committer:
-        yield committer
+    return writing_alone(open_store(client.data, client.store_uri))
 
 
 def revoke(client: Any, key: str) -> None:

@@ -212,14 +212,15 @@ def instance_id() -> str:
 def bus_instance(
     config: Config, committer: Committer, metrics: Metrics, store: Store, tail: LedgerTail,
     url: str, digest_bytes: int, store_uri: str | None,
-) -> BusInstance | None:
-    """This process's bus instance when ``config.bus`` is set (None without a bus).
+) -> BusInstance:
+    """This process's bus instance, for a config with ``bus:`` (``scr.server`` imports this
+    module only then).
 
     On a PostgreSQL store (``store_uri``) it shares the partitions with the other instances
     (``scr.bus.ownership``) and follows the ledger they write; on SQLite it owns them all.
     """
     if config.bus is None:
-        return None
+        raise ValueError("a bus instance needs a config with `bus:`")
     bus = Bus(
         config.bus, config.cluster, config.validation.deduplication_window_sec, metrics,
         ledger_digest(store.find_event, digest_bytes),

@@ -14,7 +14,7 @@ from scr.canon.ledger import LedgerEntryLike
 from scr.config import EnrichmentConfig
 from scr.enrich.embedders import Embedder, EmbedderError, open_embedder
 from scr.enrich.neighbours import IndexedNeighbours, Neighbours, PgvectorNeighbours
-from scr.enrich.search import Answer, similar
+from scr.enrich.search import NO_FILTER, Answer, similar
 from scr.errors import Unavailable
 from scr.log.entry import decode_entry
 from scr.runtime import Runtime
@@ -70,9 +70,8 @@ class Enrichment:
             log.warning("no similar sessions for a decision: %s", error.message)
             return []
         store = self.runtime.store
-        answer = similar(store, self.neighbours, tenant, vector, k,
-                         exact_below=self.config.index.exact_below)
-        found = (store.find_event(tenant, session.event_id) for session in answer.results)
+        found = (store.find_event(tenant, session.event_id)
+                 for session in self._nearest(tenant, vector, k).results)
         return [decode_entry(stored.entry) for stored in found if stored is not None]
 
     def user_key(self, tenant: str, user_id: str) -> str:
@@ -82,12 +81,15 @@ class Enrichment:
 
     def similar_to_session(self, tenant: str, session_id: str, vector: bytes, k: int) -> Answer:
         """The ``k`` sessions nearest a stored session's vector (little-endian float32s)."""
-        return similar(self.runtime.store, self.neighbours, tenant, np.frombuffer(vector, dtype="<f4"), k,
-                       VectorFilter(), session_id, self.config.index.exact_below)
+        return self._nearest(tenant, np.frombuffer(vector, dtype="<f4"), k, own_session=session_id)
 
     def search(self, tenant: str, text: str, k: int, keep: VectorFilter) -> Answer:
         """The ``k`` sessions nearest ``text`` that ``keep`` lets through."""
-        return similar(self.runtime.store, self.neighbours, tenant, self.embed(text), k, keep, None,
+        return self._nearest(tenant, self.embed(text), k, keep)
+
+    def _nearest(self, tenant: str, vector: np.ndarray, k: int, keep: VectorFilter = NO_FILTER,
+                 own_session: str | None = None) -> Answer:
+        return similar(self.runtime.store, self.neighbours, tenant, vector, k, keep, own_session,
                        self.config.index.exact_below)
 
     def forget_index(self) -> None:

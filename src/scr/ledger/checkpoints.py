@@ -162,6 +162,8 @@ class CheckpointLog(Checkpoints):
             )
         else:
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not read_only:
             use_wal(self._conn)
             # NORMAL (no fsync per commit, still atomic and crash-safe): a checkpoint only ever
             # covers entries already durable, and Ed25519 and the tree are deterministic, so a
@@ -169,7 +171,6 @@ class CheckpointLog(Checkpoints):
             # An fsync per issue competed with the ledger's own for the disk (measured: -10%).
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.executescript(SCHEMA)
-        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -36,8 +36,10 @@ from scr.store.protocol import Store
 log = logging.getLogger("scr.serve")
 
 CONTROL_TIMEOUT_S = 5.0  # a reader that does not answer a question by then is reported
-# idle connections between an instance's processes are reused this long, half the servers' time
-CLIENT_KEEP_ALIVE_S = KEEP_ALIVE_IDLE_S / 2
+# httpx's own bounds on its connections, with idle ones reused half as long as the servers
+# keep them (a Limits given replaces every default: unbounded pools otherwise)
+CLIENT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                             keepalive_expiry=KEEP_ALIVE_IDLE_S / 2)
 REPLAY_TIMEOUT_S = 60.0  # a replay of 100,000 events is the slowest control call
 SEQ_BYTES = 8
 _ANSWERED: dict[int, type[ScrError]] = {400: BadRequest, 404: NotFound, 409: Conflict}
@@ -75,7 +77,7 @@ def unix_http_client(path: Path, base_url: str, timeout_s: float = CONTROL_TIMEO
     request sent on one as the server closed it failed (an edge answered 503 to ``/healthz``)."""
     transport = httpx.AsyncHTTPTransport(
         uds=str(path), verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
-        limits=httpx.Limits(keepalive_expiry=CLIENT_KEEP_ALIVE_S),
+        limits=CLIENT_LIMITS,
     )
     return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=timeout_s)
 

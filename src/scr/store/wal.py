@@ -3,7 +3,8 @@
 SQLite answers ``PRAGMA journal_mode = WAL`` with "database is locked" at once, without waiting
 out the connection's busy timeout, when another connection holds the file for the same switch
 (seen when an index file is new and a reader attaches it as the indexer creates it). The switch
-is made once per file and kept in it, so a short retry is all it takes.
+is made once per file and kept in it, so a short retry is all it takes: for as long as the
+connection's own busy timeout would have waited (none without one).
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import sqlite3
 import time
 
-LOCKED_FOR_AT_MOST_S = 10.0  # as long as the store's busy timeout (scr.store.sqlite)
 RETRY_EVERY_S = 0.005
 
 
 def use_wal(conn: sqlite3.Connection, schema: str = "main") -> None:
     """Put ``schema``'s file (``main``, or an attached database's name) in WAL mode."""
-    deadline = time.monotonic() + LOCKED_FOR_AT_MOST_S
+    (busy_ms,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    deadline = time.monotonic() + busy_ms / 1000
     while True:
         try:
             conn.execute(f"PRAGMA {schema}.journal_mode = WAL")
